@@ -1,0 +1,91 @@
+//! Server settings, from flags and environment variables (see `duo --help`).
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "duo", version, about = "1:1 video calls: web app and signaling server")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LEPTOS_SITE_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Log filter, in tracing's `EnvFilter` syntax (e.g. `info` or `duo=debug,info`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+
+    /// Another origin (e.g. `https://call.example.com`) whose pages may open the signaling
+    /// WebSocket; the site's own origin always may. Repeatable.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+
+    /// A STUN or TURN server URL handed to browsers (e.g. `stun:stun.example.com:3478`). Repeatable.
+    #[arg(long = "ice-server", value_name = "URL")]
+    pub ice_servers: Vec<String>,
+
+    /// Sustained signaling messages per second one connection may send; bursts of four times
+    /// this are allowed. Far above a real ICE trickle; raise it only for load tests.
+    #[arg(long, default_value_t = 50)]
+    pub rate_limit: u32,
+
+    /// Seconds of silence (no frame, not even a pong) after which a peer is dropped.
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let seconds: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err("must be a positive number of seconds".into());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("duo").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_port_3000() {
+        // Only meaningful when the variable is not set in the test's environment.
+        if std::env::var_os("LEPTOS_SITE_ADDR").is_none() {
+            let config = parse(&[]).unwrap();
+            assert_eq!(config.addr, "127.0.0.1:3000".parse().unwrap());
+        }
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.rate_limit, 50);
+        assert_eq!(config.idle_timeout, Duration::from_secs(30));
+        assert!(config.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn flags_override_and_repeat() {
+        let config = parse(&[
+            "--addr", "0.0.0.0:8080",
+            "--allowed-origin", "https://a.example",
+            "--allowed-origin", "https://b.example",
+            "--ice-server", "stun:127.0.0.1:3478",
+            "--idle-timeout", "1.5",
+            "--log-level", "debug",
+        ])
+        .unwrap();
+        assert_eq!(config.addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(config.ice_servers, ["stun:127.0.0.1:3478"]);
+        assert_eq!(config.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(config.log_level, "debug");
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        assert!(parse(&["--addr", "nowhere"]).is_err());
+        assert!(parse(&["--idle-timeout", "0"]).is_err());
+        assert!(parse(&["--idle-timeout", "soon"]).is_err());
+        assert!(parse(&["--rate-limit", "-1"]).is_err());
+    }
+}

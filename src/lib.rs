@@ -1,0 +1,32 @@
+//! Duo: a 1:1 video-call app. One crate, built twice by cargo-leptos: the server binary
+//! (feature `ssr`) and the browser's wasm (feature `hydrate`).
+//!
+//! # Layout
+//! - [`app`]: the Leptos pages and components, rendered on the server and hydrated in the browser.
+//! - [`protocol`]: the signaling wire protocol (JSON `message_type`/`content`), shared by both sides.
+//! - [`room`]: room ids: generating and validating the name in a call link.
+//! - `config` (server): command-line flags and environment variables.
+//! - `server` (server): the axum router, the `/ws/{room}` upgrade, listening and shutdown.
+//! - `hub` (server): rooms of two and relaying between them; no HTTP in it.
+//! - `signaling` (server): one WebSocket connection's loop: checks, limits, liveness.
+
+pub mod app;
+pub mod protocol;
+pub mod room;
+
+#[cfg(feature = "ssr")]
+pub mod config;
+#[cfg(feature = "ssr")]
+pub mod hub;
+#[cfg(feature = "ssr")]
+pub mod server;
+#[cfg(feature = "ssr")]
+pub mod signaling;
+
+/// The wasm entry point: attaches the app to the server-rendered page.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

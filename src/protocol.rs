@@ -1,0 +1,322 @@
+//! The signaling wire protocol, shared by the server and the browser client so the two cannot
+//! disagree. `docs/protocol.md` is its public description; keep the two in step.
+//!
+//! Every frame is a JSON text object `{"message_type": "...", "content": ...}`, the shape of
+//! the classic WebRTC signaling tutorials. Extra fields are ignored.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The largest frame the server accepts; a bigger one closes the socket with 1009.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// WebSocket close codes the server uses (RFC 6455 codes and the app's own 4xxx ones).
+pub mod close_code {
+    /// The server is shutting down; reconnect (to the next server process).
+    pub const GOING_AWAY: u16 = 1001;
+    /// Flooding went on after `rate_limited` errors.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A frame over [`super::MAX_FRAME_BYTES`].
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The room already holds two people.
+    pub const ROOM_FULL: u16 = 4001;
+    /// The peer read too slowly and its outbound queue overflowed.
+    pub const TOO_SLOW: u16 = 4002;
+    /// No frame (not even a pong) arrived within the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4003;
+}
+
+/// A peer's id, unique within one server process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PeerId(pub u64);
+
+/// Every message of the protocol. Serialized adjacently tagged, which is exactly the
+/// `{"message_type", "content"}` envelope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "message_type", content = "content")]
+pub enum Message {
+    /// An offer, answer or rollback (an `RTCSessionDescriptionInit`). Relayed.
+    #[serde(rename = "SDP")]
+    Sdp(SessionDescription),
+    /// A trickled ICE candidate (an `RTCIceCandidateInit`), or null for end of candidates. Relayed.
+    #[serde(rename = "CANDIDATE")]
+    Candidate(Option<IceCandidate>),
+    /// The sender hung up. Relayed; `content` is ignored.
+    #[serde(rename = "BYE")]
+    Bye(Option<Ignored>),
+    /// From the server, first on every connection.
+    #[serde(rename = "WELCOME")]
+    Welcome(Welcome),
+    /// From the server: the other person arrived.
+    #[serde(rename = "PEER_JOINED")]
+    PeerJoined(PeerInfo),
+    /// From the server: the other person left, or their connection died.
+    #[serde(rename = "PEER_LEFT")]
+    PeerLeft(PeerInfo),
+    /// From the server: something the client sent was refused.
+    #[serde(rename = "ERROR")]
+    Error(ErrorBody),
+}
+
+/// A JSON value whose contents do not matter (BYE's optional content).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Ignored {}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionDescription {
+    #[serde(rename = "type")]
+    pub kind: SdpType,
+    #[serde(default)]
+    pub sdp: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SdpType {
+    Offer,
+    Answer,
+    Pranswer,
+    Rollback,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default)]
+    pub sdp_mid: Option<String>,
+    #[serde(default, rename = "sdpMLineIndex")]
+    pub sdp_m_line_index: Option<u16>,
+    #[serde(default)]
+    pub username_fragment: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub peer_id: PeerId,
+    /// Whether the other person is already in the room (then this side should call).
+    pub peer_present: bool,
+    /// The perfect-negotiation role: the two peers of a room always differ.
+    pub polite: bool,
+    /// What to put in `RTCConfiguration.iceServers`.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One `RTCIceServer`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: PeerId,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadMessage,
+    RoomFull,
+    RateLimited,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadMessage => "bad_message",
+            Self::RoomFull => "room_full",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+impl Message {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error(ErrorBody { code, message: message.into() })
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("protocol messages always serialize")
+    }
+}
+
+/// The messages a client may send, all relayed to the other peer unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relayed {
+    Sdp,
+    Candidate,
+    Bye,
+}
+
+impl Relayed {
+    pub fn message_type(self) -> &'static str {
+        match self {
+            Self::Sdp => "SDP",
+            Self::Candidate => "CANDIDATE",
+            Self::Bye => "BYE",
+        }
+    }
+}
+
+/// Why a frame from a client was refused; the text goes into an `ERROR` message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadMessage {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("a message must be a JSON object with a string \"message_type\"")]
+    NotAnObject,
+    #[error("missing \"message_type\"")]
+    MissingType,
+    #[error("unknown message_type {0:?}")]
+    UnknownType(String),
+    #[error("{0} is sent by the server only")]
+    ServerOnly(&'static str),
+    #[error("bad content for {message_type}: {reason}")]
+    BadContent { message_type: &'static str, reason: String },
+    #[error("binary frames are not part of the protocol; send JSON text")]
+    Binary,
+}
+
+/// The envelope, borrowed from the frame so that checking a message copies nothing.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    message_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+/// Checks a client's text frame against the protocol. The server relays the original text,
+/// so this only has to decide whether it is well-formed, and what it is.
+pub fn check_client_frame(text: &str) -> Result<Relayed, BadMessage> {
+    let envelope: Envelope = serde_json::from_str(text).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            BadMessage::NotJson(e.to_string())
+        } else {
+            BadMessage::NotAnObject
+        }
+    })?;
+    let message_type = envelope.message_type.ok_or(BadMessage::MissingType)?;
+    let content = envelope.content.map_or("null", RawValue::get);
+    let (relayed, check): (Relayed, fn(&str) -> serde_json::Result<()>) = match &*message_type {
+        "SDP" => (Relayed::Sdp, |c| serde_json::from_str::<SessionDescription>(c).map(drop)),
+        "CANDIDATE" => (Relayed::Candidate, |c| serde_json::from_str::<Option<IceCandidate>>(c).map(drop)),
+        "BYE" => return Ok(Relayed::Bye),
+        "WELCOME" => return Err(BadMessage::ServerOnly("WELCOME")),
+        "PEER_JOINED" => return Err(BadMessage::ServerOnly("PEER_JOINED")),
+        "PEER_LEFT" => return Err(BadMessage::ServerOnly("PEER_LEFT")),
+        "ERROR" => return Err(BadMessage::ServerOnly("ERROR")),
+        other => return Err(BadMessage::UnknownType(truncate(other, 64))),
+    };
+    check(content).map_err(|e| BadMessage::BadContent {
+        message_type: relayed.message_type(),
+        reason: e.to_string(),
+    })?;
+    Ok(relayed)
+}
+
+/// Keeps error messages short when a client sends something huge as a type name.
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_use_the_tutorial_envelope() {
+        let sdp = Message::Sdp(SessionDescription { kind: SdpType::Offer, sdp: "v=0\r\n".into() });
+        assert_eq!(
+            serde_json::to_value(&sdp).unwrap(),
+            json!({"message_type": "SDP", "content": {"type": "offer", "sdp": "v=0\r\n"}})
+        );
+        let end = Message::Candidate(None);
+        assert_eq!(serde_json::to_value(&end).unwrap(), json!({"message_type": "CANDIDATE", "content": null}));
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let all = [
+            Message::Sdp(SessionDescription { kind: SdpType::Answer, sdp: "v=0".into() }),
+            Message::Candidate(Some(IceCandidate {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: Some(0),
+                username_fragment: None,
+            })),
+            Message::Candidate(None),
+            Message::Bye(None),
+            Message::Welcome(Welcome {
+                peer_id: PeerId(7),
+                peer_present: true,
+                polite: true,
+                ice_servers: vec![IceServer { urls: vec!["stun:127.0.0.1:3478".into()], username: None, credential: None }],
+            }),
+            Message::PeerJoined(PeerInfo { peer_id: PeerId(1) }),
+            Message::PeerLeft(PeerInfo { peer_id: PeerId(1) }),
+            Message::error(ErrorCode::RoomFull, "full"),
+        ];
+        for message in all {
+            let text = message.to_json();
+            assert_eq!(serde_json::from_str::<Message>(&text).unwrap(), message, "{text}");
+        }
+    }
+
+    #[test]
+    fn clients_may_send_tutorial_messages_with_extra_fields() {
+        let ok = [
+            (r#"{"message_type":"SDP","content":{"type":"offer","sdp":"v=0"}}"#, Relayed::Sdp),
+            (r#"{"message_type":"SDP","content":{"type":"rollback"},"from":"x"}"#, Relayed::Sdp),
+            (r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#, Relayed::Candidate),
+            (r#"{"message_type":"CANDIDATE","content":null}"#, Relayed::Candidate),
+            (r#"{"message_type":"CANDIDATE"}"#, Relayed::Candidate),
+            (r#"{"message_type":"BYE"}"#, Relayed::Bye),
+            (r#"{"message_type":"BYE","content":{"reason":"done"}}"#, Relayed::Bye),
+        ];
+        for (text, expected) in ok {
+            assert_eq!(check_client_frame(text), Ok(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_refused_with_a_reason() {
+        let cases: &[(&str, fn(&BadMessage) -> bool)] = &[
+            ("hello", |e| matches!(e, BadMessage::NotJson(_))),
+            ("{\"message_type\":", |e| matches!(e, BadMessage::NotJson(_))),
+            ("[1,2]", |e| *e == BadMessage::NotAnObject),
+            ("42", |e| *e == BadMessage::NotAnObject),
+            (r#"{"message_type":7}"#, |e| *e == BadMessage::NotAnObject),
+            (r#"{"content":{}}"#, |e| *e == BadMessage::MissingType),
+            (r#"{"message_type":"DANCE"}"#, |e| *e == BadMessage::UnknownType("DANCE".into())),
+            (r#"{"message_type":"WELCOME","content":{}}"#, |e| *e == BadMessage::ServerOnly("WELCOME")),
+            (r#"{"message_type":"SDP","content":{"sdp":"v=0"}}"#, |e| matches!(e, BadMessage::BadContent { message_type: "SDP", .. })),
+            (r#"{"message_type":"SDP","content":{"type":"hello","sdp":""}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
+            (r#"{"message_type":"SDP","content":"v=0"}"#, |e| matches!(e, BadMessage::BadContent { .. })),
+            (r#"{"message_type":"CANDIDATE","content":{"sdpMid":"0"}}"#, |e| matches!(e, BadMessage::BadContent { message_type: "CANDIDATE", .. })),
+            (r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMLineIndex":-1}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
+        ];
+        for (text, is_expected) in cases {
+            let err = check_client_frame(text).expect_err(text);
+            assert!(is_expected(&err), "{text}: got {err:?}");
+        }
+    }
+
+    #[test]
+    fn escaped_type_names_are_understood() {
+        assert_eq!(check_client_frame(r#"{"message_type":"\u0042YE"}"#), Ok(Relayed::Bye));
+    }
+}

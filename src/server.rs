@@ -1,0 +1,192 @@
+//! The HTTP side: the axum router (Leptos pages, static files, the `/ws/{room}` upgrade),
+//! listening, and graceful shutdown.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{
+        ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
+        FromRef, Path, State,
+    },
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use leptos::prelude::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use tracing::info;
+
+use crate::{
+    app::{shell, App},
+    config::Config,
+    hub::{Hub, HubSettings},
+    protocol::{IceServer, MAX_FRAME_BYTES},
+    room::RoomId,
+    signaling::{self, SessionLimits},
+};
+
+/// Frames that may wait for a slow reader before it is dropped: far more than a call's whole
+/// negotiation, far less than memory to worry about (at most 64 KiB each).
+const OUTBOX_CAPACITY: usize = 256;
+/// How long shutdown waits for sockets to close after telling them to.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub hub: Arc<Hub>,
+    allowed_origins: Arc<[String]>,
+    limits: SessionLimits,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+impl AppState {
+    pub fn new(config: &Config, leptos_options: LeptosOptions) -> Self {
+        let ice_servers = config
+            .ice_servers
+            .iter()
+            .map(|url| IceServer { urls: vec![url.clone()], username: None, credential: None })
+            .collect();
+        Self {
+            leptos_options,
+            hub: Hub::new(HubSettings { ice_servers, outbox_capacity: OUTBOX_CAPACITY }),
+            allowed_origins: config.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect(),
+            limits: SessionLimits { messages_per_second: config.rate_limit, idle_timeout: config.idle_timeout },
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    Router::new()
+        .route("/ws/{room}", get(signaling_socket))
+        .leptos_routes(&state, routes, {
+            let options = state.leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `GET /ws/{room}`: checks the room id (400) and the page's origin (403), then hands the
+/// upgraded socket to [`signaling::run`].
+async fn signaling_socket(
+    Path(room): Path<String>,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let room = match RoomId::parse(&room) {
+        Ok(room) => room,
+        Err(invalid) => return (StatusCode::BAD_REQUEST, format!("bad room id: {invalid}")).into_response(),
+    };
+    if !origin_allowed(&headers, &state.allowed_origins) {
+        return (StatusCode::FORBIDDEN, "this origin may not open the signaling socket").into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        // Small buffers: tungstenite's 128 KiB default read buffer costs that much per socket.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| signaling::run(socket, state.hub, room, state.limits))
+}
+
+/// Browsers always send `Origin` on a WebSocket upgrade; a page from another site must not be
+/// able to join calls with its visitors' cameras. Clients that are not browsers send none.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+/// Serves until SIGTERM or Ctrl-C, then closes every signaling socket with 1001 and returns.
+pub async fn serve(config: Config, leptos_options: LeptosOptions) -> io::Result<()> {
+    let listener = TcpListener::bind(config.addr).await?;
+    let state = AppState::new(&config, leptos_options);
+    let hub = state.hub.clone();
+    let app = router(state);
+    info!("listening on http://{}", listener.local_addr()?);
+    let shutdown_hub = hub.clone();
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            info!("shutting down: closing signaling sockets");
+            shutdown_hub.shutdown();
+        })
+        .await?;
+    if tokio::time::timeout(DRAIN_TIMEOUT, hub.closed()).await.is_err() {
+        tracing::warn!(open = hub.peer_count(), "some sockets did not close in time");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn same_origin_and_listed_origins_pass() {
+        let allowed = ["https://app.example".to_owned()];
+        assert!(origin_allowed(&headers(Some("http://127.0.0.1:3000"), "127.0.0.1:3000"), &allowed));
+        assert!(origin_allowed(&headers(Some("https://app.example"), "internal:8080"), &allowed));
+        assert!(origin_allowed(&headers(None, "127.0.0.1:3000"), &allowed));
+    }
+
+    #[test]
+    fn other_origins_are_refused() {
+        assert!(!origin_allowed(&headers(Some("http://evil.example"), "127.0.0.1:3000"), &[]));
+        assert!(!origin_allowed(&headers(Some("http://127.0.0.1:3001"), "127.0.0.1:3000"), &[]));
+        assert!(!origin_allowed(&headers(Some("null"), "127.0.0.1:3000"), &[]));
+    }
+}

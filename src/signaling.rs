@@ -1,0 +1,216 @@
+//! One signaling connection: reads a peer's frames, checks them against the protocol, relays
+//! the good ones through the hub, answers bad ones with `ERROR`, and enforces the limits
+//! (frame size, rate, outbound queue, liveness) so one misbehaving browser harms nobody else.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::{
+    stream::SplitStream,
+    SinkExt, StreamExt,
+};
+use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use crate::{
+    hub::{Hub, Kick, Membership},
+    protocol::{check_client_frame, close_code, BadMessage, ErrorCode, Message},
+    room::RoomId,
+};
+
+/// How long one write may take before the reader on the other end is given up on.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    /// Sustained messages per second; bursts of four times as many pass.
+    pub messages_per_second: u32,
+    pub idle_timeout: Duration,
+}
+
+/// Runs one connection until it closes. Never panics on anything the peer sends.
+pub async fn run(socket: WebSocket, hub: Arc<Hub>, room: RoomId, limits: SessionLimits) {
+    let (mut sink, stream) = socket.split();
+    match hub.join(room.clone()) {
+        Ok(membership) => {
+            let span = tracing::info_span!("peer", room = %room, peer = membership.peer_id.0);
+            let _enter = span.enter();
+            info!(polite = membership.welcome.polite, "joined");
+            Session { sink, limits }.serve(stream, membership).await;
+            info!("left");
+        }
+        Err(full) => {
+            info!(room = %room, "refused a third person");
+            let mut session = Session { sink: &mut sink, limits };
+            if session.send(Message::error(ErrorCode::RoomFull, full.to_string()).to_json()).await {
+                session.close(close_code::ROOM_FULL, "room full").await;
+            }
+        }
+    }
+}
+
+struct Session<S> {
+    sink: S,
+    limits: SessionLimits,
+}
+
+impl<S> Session<S>
+where
+    S: futures_util::Sink<WsMessage> + Unpin,
+{
+    async fn serve(mut self, mut stream: SplitStream<WebSocket>, mut membership: Membership) {
+        if !self.send(Message::Welcome(membership.welcome.clone()).to_json()).await {
+            return;
+        }
+        let mut rate = TokenBucket::new(self.limits.messages_per_second);
+        let mut last_heard = Instant::now();
+        let mut heartbeat = interval(self.limits.idle_timeout / 3);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = membership.kicked.changed() => {
+                    let kick = (*membership.kicked.borrow()).unwrap_or(Kick::SHUTDOWN);
+                    debug!(code = kick.code, "closed by the hub");
+                    self.close(kick.code, kick.reason).await;
+                    return;
+                }
+                frame = membership.outbox.recv() => {
+                    // The hub only drops our sender after kicking us, handled above.
+                    let Some(frame) = frame else { return };
+                    if !self.send_raced(WsMessage::Text(frame), &mut membership).await {
+                        return;
+                    }
+                }
+                incoming = stream.next() => {
+                    last_heard = Instant::now();
+                    match incoming {
+                        None | Some(Ok(WsMessage::Close(_))) => return,
+                        Some(Ok(WsMessage::Text(text))) => {
+                            if !rate.take() {
+                                rate.refused += 1;
+                                if rate.refused > rate.burst {
+                                    warn!("closing a flooding peer");
+                                    self.close(close_code::POLICY_VIOLATION, "too many messages").await;
+                                    return;
+                                }
+                                if rate.refused == 1 && !self.error(ErrorCode::RateLimited, "too many messages; slow down".into()).await {
+                                    return;
+                                }
+                                continue;
+                            }
+                            match check_client_frame(&text) {
+                                Ok(_) => membership.relay(text),
+                                Err(bad) => {
+                                    debug!(%bad, "refused a frame");
+                                    if !self.error(ErrorCode::BadMessage, bad.to_string()).await {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        Some(Ok(WsMessage::Binary(_))) => {
+                            if !self.error(ErrorCode::BadMessage, BadMessage::Binary.to_string()).await {
+                                return;
+                            }
+                        }
+                        // axum answers pings itself; a pong only proves liveness.
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                        Some(Err(error)) => {
+                            if is_too_big(error) {
+                                self.close(close_code::MESSAGE_TOO_BIG, "frame over 64 KiB").await;
+                            }
+                            return;
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() >= self.limits.idle_timeout {
+                        info!("dropping a silent peer");
+                        self.close(close_code::IDLE_TIMEOUT, "no sign of life").await;
+                        return;
+                    }
+                    if !self.send_message(WsMessage::Ping(Default::default())).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn error(&mut self, code: ErrorCode, message: String) -> bool {
+        self.send(Message::error(code, message).to_json()).await
+    }
+
+    async fn send(&mut self, text: String) -> bool {
+        self.send_message(WsMessage::Text(text.into())).await
+    }
+
+    /// Writes one message; false when the connection is gone or the peer stopped reading.
+    async fn send_message(&mut self, message: WsMessage) -> bool {
+        matches!(timeout(WRITE_TIMEOUT, self.sink.send(message)).await, Ok(Ok(())))
+    }
+
+    /// Like [`Self::send_message`], but gives up at once if the hub kicks this peer meanwhile.
+    async fn send_raced(&mut self, message: WsMessage, membership: &mut Membership) -> bool {
+        tokio::select! {
+            sent = self.send_message(message) => sent,
+            _ = membership.kicked.changed() => false,
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = timeout(Duration::from_secs(1), self.sink.send(WsMessage::Close(Some(frame)))).await;
+    }
+}
+
+fn is_too_big(error: axum::Error) -> bool {
+    matches!(
+        error.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+/// A token bucket: `rate` tokens a second, holding at most `burst`.
+struct TokenBucket {
+    rate: f64,
+    burst: u32,
+    tokens: f64,
+    refilled: Instant,
+    /// Messages refused since the limit was first hit.
+    refused: u32,
+}
+
+impl TokenBucket {
+    fn new(messages_per_second: u32) -> Self {
+        let burst = messages_per_second.saturating_mul(4).max(1);
+        Self { rate: f64::from(messages_per_second), burst, tokens: f64::from(burst), refilled: Instant::now(), refused: 0 }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(f64::from(self.burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refuses() {
+        let mut bucket = TokenBucket::new(10);
+        assert_eq!((0..40).filter(|_| bucket.take()).count(), 40);
+        assert!(!bucket.take());
+    }
+}
