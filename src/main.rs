@@ -16,7 +16,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).init();
 
     // cargo-leptos passes where the built site is through LEPTOS_* variables.
     let mut leptos_options = match get_configuration(None) {

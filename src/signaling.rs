@@ -10,7 +10,7 @@ use futures_util::{
     SinkExt, StreamExt,
 };
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::{
     hub::{Hub, Kick, Membership},
@@ -34,10 +34,13 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, room: RoomId, limits: Session
     match hub.join(room.clone()) {
         Ok(membership) => {
             let span = tracing::info_span!("peer", room = %room, peer = membership.peer_id.0);
-            let _enter = span.enter();
-            info!(polite = membership.welcome.polite, "joined");
-            Session { sink, limits }.serve(stream, membership).await;
-            info!("left");
+            async move {
+                info!(polite = membership.welcome.polite, "joined");
+                Session { sink, limits }.serve(stream, membership).await;
+                info!("left");
+            }
+            .instrument(span)
+            .await;
         }
         Err(full) => {
             info!(room = %room, "refused a third person");
@@ -86,7 +89,10 @@ where
                 incoming = stream.next() => {
                     last_heard = Instant::now();
                     match incoming {
-                        None | Some(Ok(WsMessage::Close(_))) => return,
+                        None | Some(Ok(WsMessage::Close(_))) => {
+                            debug!("the peer closed the socket");
+                            return;
+                        }
                         Some(Ok(WsMessage::Text(text))) => {
                             if !rate.take() {
                                 rate.refused += 1;
@@ -118,6 +124,7 @@ where
                         // axum answers pings itself; a pong only proves liveness.
                         Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
                         Some(Err(error)) => {
+                            debug!(%error, "socket error");
                             if is_too_big(error) {
                                 self.close(close_code::MESSAGE_TOO_BIG, "frame over 64 KiB").await;
                             }

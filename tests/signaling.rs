@@ -1,0 +1,260 @@
+//! The signaling contract of docs/protocol.md, checked against the real server binary with
+//! real WebSocket clients.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{join, refusal_status, Client, Server};
+use duo::protocol::{close_code, ErrorCode, Message, PeerInfo};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message as Ws};
+
+fn expect_error(message: Message, code: ErrorCode) -> String {
+    match message {
+        Message::Error(body) if body.code == code => body.message,
+        other => panic!("expected ERROR {code:?}, got {other:?}"),
+    }
+}
+
+/// Two peers in `room`, after the first has heard that the second joined.
+async fn pair(server: &Server, room: &str) -> (Client, Client) {
+    let (mut a, _) = join(server, room).await;
+    let (b, _) = join(server, room).await;
+    assert!(matches!(a.recv().await, Message::PeerJoined(_)));
+    (a, b)
+}
+
+#[tokio::test]
+async fn welcome_gives_ids_opposite_roles_and_ice_servers() {
+    let server = Server::start(&["--ice-server", "stun:127.0.0.1:3478"]);
+    let (mut a, first) = join(&server, "roles").await;
+    assert!(!first.peer_present);
+    assert_eq!(first.ice_servers.len(), 1);
+    assert_eq!(first.ice_servers[0].urls, ["stun:127.0.0.1:3478"]);
+    let (_b, second) = join(&server, "roles").await;
+    assert!(second.peer_present);
+    assert_ne!(first.polite, second.polite);
+    assert_ne!(first.peer_id, second.peer_id);
+    assert_eq!(a.recv().await, Message::PeerJoined(PeerInfo { peer_id: second.peer_id }));
+}
+
+#[tokio::test]
+async fn sdp_candidate_and_bye_are_relayed_unchanged_both_ways() {
+    let server = Server::start(&[]);
+    let (mut a, mut b) = pair(&server, "relay").await;
+    let frames = [
+        r#"{"message_type":"SDP","content":{"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"},"extra":[1,2]}"#,
+        r#"{"message_type":"CANDIDATE","content":{"candidate":"candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
+        r#"{"message_type":"CANDIDATE","content":null}"#,
+        r#"{"message_type":"BYE"}"#,
+    ];
+    for frame in frames {
+        a.send_text(frame).await;
+        assert_eq!(b.recv_text().await, frame);
+        b.send_text(frame).await;
+        assert_eq!(a.recv_text().await, frame);
+    }
+}
+
+#[tokio::test]
+async fn bad_room_ids_are_refused_before_the_upgrade() {
+    let server = Server::start(&[]);
+    for room in ["bad%20id", "dots.are.bad", &"x".repeat(65), "%C3%A9"] {
+        let error = Client::connect(&server, room, None).await.err().expect("refused");
+        assert_eq!(refusal_status(error), 400, "{room}");
+    }
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused_and_allowed_ones_pass() {
+    let server = Server::start(&["--allowed-origin", "https://call.example"]);
+    let own = format!("http://{}", server.addr);
+    assert!(Client::connect(&server, "o", Some(&own)).await.is_ok());
+    assert!(Client::connect(&server, "o2", Some("https://call.example")).await.is_ok());
+    let error = Client::connect(&server, "o3", Some("https://evil.example")).await.err().expect("refused");
+    assert_eq!(refusal_status(error), 403);
+}
+
+#[tokio::test]
+async fn a_third_person_is_refused_without_disturbing_the_call() {
+    let server = Server::start(&[]);
+    let (mut a, mut b) = pair(&server, "full").await;
+    let mut third = Client::connect(&server, "full", None).await.unwrap();
+    expect_error(third.recv().await, ErrorCode::RoomFull);
+    assert_eq!(third.closed_with().await, Some(CloseCode::from(close_code::ROOM_FULL)));
+    a.send_text(r#"{"message_type":"BYE"}"#).await;
+    assert_eq!(b.recv_text().await, r#"{"message_type":"BYE"}"#);
+    a.expect_silence(Duration::from_millis(300)).await; // no PEER_JOINED/PEER_LEFT for the refused one
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_error_and_the_socket_stays_open() {
+    let server = Server::start(&[]);
+    let (mut a, mut b) = pair(&server, "bad").await;
+    let bad = [
+        "not json",
+        "[1,2,3]",
+        r#""a string""#,
+        r#"{"content":{}}"#,
+        r#"{"message_type":"TELEPORT","content":{}}"#,
+        r#"{"message_type":"WELCOME","content":{}}"#,
+        r#"{"message_type":"SDP","content":{"sdp":"v=0"}}"#,
+        r#"{"message_type":"SDP","content":"v=0"}"#,
+        r#"{"message_type":"CANDIDATE","content":{"sdpMid":"0"}}"#,
+    ];
+    for text in bad {
+        a.send_text(text).await;
+        let reason = expect_error(a.recv().await, ErrorCode::BadMessage);
+        assert!(!reason.is_empty(), "{text}");
+    }
+    a.socket.send(Ws::binary(vec![1, 2, 3])).await.unwrap();
+    assert!(expect_error(a.recv().await, ErrorCode::BadMessage).contains("binary"));
+    // Nothing bad reached the other peer, and the call still relays.
+    let good = r#"{"message_type":"CANDIDATE","content":null}"#;
+    a.send_text(good).await;
+    assert_eq!(b.recv_text().await, good);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_only_that_socket_with_1009() {
+    let server = Server::start(&[]);
+    let (mut a, mut b) = pair(&server, "big").await;
+    let (mut c, mut d) = pair(&server, "bystanders").await;
+    let huge = format!(r#"{{"message_type":"SDP","content":{{"type":"offer","sdp":"{}"}}}}"#, "x".repeat(70 * 1024));
+    a.send_text(&huge).await;
+    assert_eq!(a.closed_with().await, Some(CloseCode::Size));
+    assert!(matches!(b.recv().await, Message::PeerLeft(_)));
+    // A frame just under the limit is fine, and other rooms never noticed.
+    let (mut e, _) = join(&server, "big").await;
+    let fits = format!(r#"{{"message_type":"SDP","content":{{"type":"offer","sdp":"{}"}}}}"#, "x".repeat(60 * 1024));
+    e.send_text(&fits).await;
+    assert!(matches!(b.recv().await, Message::PeerJoined(_)));
+    assert_eq!(b.recv_text().await, fits);
+    c.send_text(r#"{"message_type":"BYE"}"#).await;
+    assert_eq!(d.recv_text().await, r#"{"message_type":"BYE"}"#);
+}
+
+#[tokio::test]
+async fn a_flood_is_throttled_then_closed_with_1008() {
+    // 1 message a second: a burst of 4 passes; 5 refusals (more than the burst) close the socket.
+    let server = Server::start(&["--rate-limit", "1"]);
+    let (mut a, mut b) = pair(&server, "flood").await;
+    let (mut c, mut d) = pair(&server, "bystanders").await;
+    let frame = r#"{"message_type":"CANDIDATE","content":null}"#;
+    for _ in 0..9 {
+        a.send_text(frame).await;
+    }
+    expect_error(a.recv().await, ErrorCode::RateLimited);
+    assert_eq!(a.closed_with().await, Some(CloseCode::Policy));
+    for _ in 0..4 {
+        assert_eq!(b.recv_text().await, frame);
+    }
+    assert!(matches!(b.recv().await, Message::PeerLeft(_)), "the refused ones were not relayed");
+    c.send_text(frame).await;
+    assert_eq!(d.recv_text().await, frame);
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_dropped_and_memory_stays_bounded() {
+    let server = Server::start(&["--rate-limit", "100000"]);
+    let (mut a, b) = pair(&server, "slow").await;
+    // b never reads again. Send far more than its queue and the socket buffers can hold.
+    let frame = format!(r#"{{"message_type":"SDP","content":{{"type":"offer","sdp":"{}"}}}}"#, "x".repeat(60 * 1024));
+    let sender = tokio::spawn(async move {
+        for _ in 0..2000 {
+            if a.socket.send(Ws::text(frame.as_str())).await.is_err() {
+                break;
+            }
+        }
+        a
+    });
+    let mut a = sender.await.unwrap();
+    assert!(matches!(a.recv().await, Message::PeerLeft(_)));
+    drop(b);
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_dropped_after_the_idle_timeout() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let (mut a, _b_never_polled) = pair(&server, "idle").await;
+    // a keeps reading (and so answers pings); the silent b goes, a stays.
+    let started = std::time::Instant::now();
+    assert!(matches!(a.recv().await, Message::PeerLeft(_)));
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before the timeout");
+    a.expect_silence(Duration::from_millis(1500)).await;
+}
+
+#[tokio::test]
+async fn a_socket_that_dies_without_closing_is_reported_as_left() {
+    let server = Server::start(&[]);
+    let (mut a, b) = pair(&server, "die").await;
+    drop(b); // drops the TCP connection with no close frame
+    assert!(matches!(a.recv().await, Message::PeerLeft(_)));
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_socket_with_1001_and_exits() {
+    let mut server = Server::start(&[]);
+    let (mut a, mut b) = pair(&server, "bye").await;
+    let (mut c, _) = join(&server, "alone").await;
+    let status = server.terminate();
+    assert!(status.success(), "clean exit: {status}");
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(client.closed_with().await, Some(CloseCode::Away));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_rooms_relay_every_message_once_in_order_to_the_right_peer() {
+    const ROOMS: usize = 200;
+    const MESSAGES: usize = 50;
+    let server = Server::start(&["--rate-limit", "100000"]);
+    let mut calls = Vec::new();
+    for room in 0..ROOMS {
+        let server_room = format!("load-{room}");
+        calls.push(pair(&server, &server_room).await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (room, (a, b)) in calls.into_iter().enumerate() {
+        for (me, client) in [("a", a), ("b", b)] {
+            let other = if me == "a" { "b" } else { "a" };
+            tasks.spawn(async move {
+                let (mut tx, mut rx) = client.socket.split();
+                let send = async {
+                    for seq in 0..MESSAGES {
+                        let text = format!(
+                            r#"{{"message_type":"CANDIDATE","content":{{"candidate":"room {room} from {me} seq {seq}","sdpMid":"0"}}}}"#
+                        );
+                        tx.send(Ws::text(text)).await.unwrap();
+                    }
+                };
+                let receive = async {
+                    for seq in 0..MESSAGES {
+                        let text = loop {
+                            match tokio::time::timeout(Duration::from_secs(30), rx.next()).await.unwrap().unwrap().unwrap() {
+                                Ws::Text(text) => break text,
+                                _ => continue,
+                            }
+                        };
+                        let expected = format!("room {room} from {other} seq {seq}");
+                        assert!(text.contains(&format!("\"{expected}\"")), "room {room} peer {me}: expected {expected}, got {text}");
+                    }
+                };
+                tokio::join!(send, receive);
+                (room, me, rx)
+            });
+        }
+    }
+    let mut receivers = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        receivers.push(result.unwrap());
+    }
+    // Exactly once: with every peer still connected, nothing more arrives anywhere.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (room, me, rx) in &mut receivers {
+        let extra = futures_util::FutureExt::now_or_never(rx.next());
+        assert!(matches!(extra, None | Some(Some(Ok(Ws::Ping(_))))), "room {room} peer {me} got more: {extra:?}");
+    }
+}
