@@ -9,7 +9,7 @@ use leptos_router::{
     path,
 };
 
-use crate::room::RoomId;
+use crate::{call::CallStatus, room::RoomId};
 
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -47,15 +47,25 @@ pub fn App() -> impl IntoView {
     }
 }
 
+/// True once the wasm has hydrated the page: buttons that need it stay disabled until then,
+/// so a click before the app is ready is never silently lost.
+fn use_hydrated() -> ReadSignal<bool> {
+    let hydrated = RwSignal::new(false);
+    // Effects run only in the browser, after hydration.
+    Effect::new(move |_| hydrated.set(true));
+    hydrated.read_only()
+}
+
 #[component]
 fn HomePage() -> impl IntoView {
+    let hydrated = use_hydrated();
     let navigate = use_navigate();
     let new_call = move |_| navigate(&format!("/call/{}", RoomId::generate()), Default::default());
     view! {
         <section class="home">
             <h1>"Duo"</h1>
             <p>"Video calls for two. Start a call, then send its link to the other person."</p>
-            <button class="primary" on:click=new_call>"New call"</button>
+            <button class="primary" on:click=new_call disabled=move || !hydrated.get()>"New call"</button>
         </section>
     }
 }
@@ -72,18 +82,63 @@ fn CallRoute() -> impl IntoView {
 
 #[component]
 fn CallPage(room: RoomId) -> impl IntoView {
-    let status = RwSignal::new("Press Start to join the call.".to_owned());
+    let hydrated = use_hydrated();
+    let status = RwSignal::new(CallStatus::Idle);
+    let active = Memo::new(move |_| status.with(CallStatus::is_active));
+    let local_video = NodeRef::<leptos::html::Video>::new();
+    let remote_video = NodeRef::<leptos::html::Video>::new();
+    let title = format!("Call {room} · Duo");
+
+    #[cfg(feature = "hydrate")]
+    let call = StoredValue::new_local(None::<crate::call::engine::CallHandle>);
+    #[cfg(feature = "hydrate")]
+    on_cleanup(move || {
+        if let Some(call) = call.try_get_value().flatten() {
+            call.hang_up();
+        }
+    });
+
+    let start = move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            use std::rc::Rc;
+            let show = |video: NodeRef<leptos::html::Video>| {
+                Rc::new(move |stream: Option<web_sys::MediaStream>| {
+                    if let Some(video) = video.get_untracked() {
+                        video.set_src_object(stream.as_ref());
+                        if stream.is_some() {
+                            // Autoplay may be refused; the element still shows frames once allowed.
+                            let _ = video.play();
+                        }
+                    }
+                })
+            };
+            let events = crate::call::engine::CallEvents {
+                status: Rc::new(move |next| status.set(next)),
+                local_stream: show(local_video),
+                remote_stream: show(remote_video),
+            };
+            call.set_value(Some(crate::call::engine::start(room.clone(), events)));
+        }
+    };
+    let hang_up = move |_| {
+        #[cfg(feature = "hydrate")]
+        if let Some(call) = call.get_value() {
+            call.hang_up();
+        }
+    };
+
     view! {
-        <Title text=format!("Call {room} · Duo")/>
+        <Title text=title/>
         <section class="call">
             <div class="videos">
-                <video class="remote" aria-label="Remote video" autoplay playsinline></video>
-                <video class="local" aria-label="Local video" autoplay playsinline muted></video>
+                <video class="remote" node_ref=remote_video aria-label="Remote video" autoplay playsinline></video>
+                <video class="local" node_ref=local_video aria-label="Local video" autoplay playsinline muted prop:muted=true></video>
             </div>
-            <p class="status" role="status">{status}</p>
+            <p class="status" role="status">{move || status.with(CallStatus::text)}</p>
             <div class="controls">
-                <button class="primary">"Start"</button>
-                <button class="danger">"Hang up"</button>
+                <button class="primary" on:click=start disabled=move || active.get() || !hydrated.get()>"Start"</button>
+                <button class="danger" on:click=hang_up disabled=move || !active.get()>"Hang up"</button>
             </div>
         </section>
     }

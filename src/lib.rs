@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`app`]: the Leptos pages and components, rendered on the server and hydrated in the browser.
+//! - [`call`]: the call in the browser: media, WebRTC with perfect negotiation, signaling client.
 //! - [`protocol`]: the signaling wire protocol (JSON `message_type`/`content`), shared by both sides.
 //! - [`room`]: room ids: generating and validating the name in a call link.
 //! - `config` (server): command-line flags and environment variables.
@@ -11,6 +12,7 @@
 //! - `signaling` (server): one WebSocket connection's loop: checks, limits, liveness.
 
 pub mod app;
+pub mod call;
 pub mod protocol;
 pub mod room;
 

@@ -1,0 +1,129 @@
+import path from 'node:path';
+import { test, expect } from '@playwright/test';
+import {
+  expectMediaFlowing, expectRemoteVideoStopped, freshRoom, hangUp, inboundBytes, openCall, openPage, start, status,
+} from './helpers';
+
+test('media flows both ways when the first person waits for the second', async ({ browser }) => {
+  const room = freshRoom();
+  const alice = await openCall(browser, room);
+  const bob = await openCall(browser, room);
+  await start(alice);
+  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+  await expect(alice.getByLabel('Local video')).toHaveJSProperty('muted', true);
+  await start(bob);
+  await expectMediaFlowing(alice);
+  await expectMediaFlowing(bob);
+  await expect(alice.getByRole('button', { name: 'Start' })).toBeDisabled();
+  await alice.screenshot({ path: '../docs/screenshot-call.png' });
+});
+
+test('it connects whoever starts first', async ({ browser }) => {
+  const room = freshRoom();
+  const alice = await openCall(browser, room);
+  const bob = await openCall(browser, room);
+  await start(bob);
+  await expect(status(bob)).toHaveText(/Waiting for the other person/);
+  await start(alice);
+  await expectMediaFlowing(alice);
+  await expectMediaFlowing(bob);
+});
+
+test('pressing Start on both sides at the same moment connects, round after round', async ({ browser }) => {
+  const room = freshRoom();
+  const alice = await openCall(browser, room);
+  const bob = await openCall(browser, room);
+  for (let round = 0; round < 3; round++) {
+    await Promise.all([start(alice), start(bob)]);
+    await expectMediaFlowing(alice);
+    await expectMediaFlowing(bob);
+    await Promise.all([hangUp(alice), hangUp(bob)]);
+    await expect(status(alice)).toHaveText('Call ended. Press Start to call again.');
+    await expect(status(bob)).toHaveText('Call ended. Press Start to call again.');
+  }
+});
+
+test('hang up ends the call on both sides, and both can start again without reloading', async ({ browser }) => {
+  const room = freshRoom();
+  const alice = await openCall(browser, room);
+  const bob = await openCall(browser, room);
+  await start(alice);
+  await start(bob);
+  await expectMediaFlowing(bob);
+
+  await hangUp(alice);
+  await expect(status(alice)).toHaveText('Call ended. Press Start to call again.');
+  await expect(status(bob)).toHaveText(/The other person left/);
+  await expectRemoteVideoStopped(bob);
+  await expect(alice.getByLabel('Local video')).toHaveJSProperty('srcObject', null);
+  // Alice's camera is really off: no live track left on her page.
+  expect(await alice.evaluate(() => (window as any).__peerConnections.every((pc: RTCPeerConnection) => pc.connectionState === 'closed'))).toBe(true);
+
+  await start(alice);
+  await expectMediaFlowing(alice);
+  await expectMediaFlowing(bob);
+
+  await hangUp(bob);
+  await expect(status(alice)).toHaveText(/The other person left/);
+  await start(bob);
+  await expectMediaFlowing(alice);
+  await expectMediaFlowing(bob);
+});
+
+test('a third person sees that the room is full while the call goes on', async ({ browser }) => {
+  const room = freshRoom();
+  const alice = await openCall(browser, room);
+  const bob = await openCall(browser, room);
+  await start(alice);
+  await start(bob);
+  await expectMediaFlowing(bob);
+
+  const carol = await openCall(browser, room);
+  await start(carol);
+  await expect(status(carol)).toHaveText("This call already has two people, so you can't join it.");
+  await expect(carol.getByRole('button', { name: 'Start' })).toBeEnabled();
+  await expect(carol.getByLabel('Local video')).toHaveJSProperty('srcObject', null);
+
+  await expect(status(alice)).toHaveText('Connected.');
+  await expectMediaFlowing(alice);
+  await expectMediaFlowing(bob);
+});
+
+test('reloading one side ends the call cleanly on the other, and Start reconnects', async ({ browser }) => {
+  const room = freshRoom();
+  const alice = await openCall(browser, room);
+  const bob = await openCall(browser, room);
+  await start(alice);
+  await start(bob);
+  await expectMediaFlowing(alice);
+
+  await bob.reload();
+  await expect(status(alice)).toHaveText(/The other person left/);
+  await expectRemoteVideoStopped(alice);
+  await expect(status(bob)).toHaveText('Press Start to join the call.');
+
+  await start(bob);
+  await expectMediaFlowing(alice);
+  await expectMediaFlowing(bob);
+});
+
+test('a plain JavaScript client following the classic tutorial calls the Leptos client', async ({ browser }) => {
+  const room = freshRoom();
+  const alice = await openCall(browser, room);
+  await start(alice);
+  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+
+  // Served from the app's own origin, as the tutorial's page would be.
+  // (Playwright fulfils it, which Chromium's local-network checks treat as a public page: the
+  // config turns those checks off.)
+  const tutorial = await openPage(browser, `/tutorial-client.html?room=${room}`, (page) =>
+    page.route('**/tutorial-client.html*', (route) =>
+      route.fulfill({ path: path.join(__dirname, '../fixtures/tutorial-client.html'), contentType: 'text/html' })));
+  await expectMediaFlowing(alice);
+  await expect.poll(() => tutorial.evaluate(() => {
+    const video = document.getElementById('remote') as HTMLVideoElement;
+    return video.videoWidth > 0 && video.currentTime > 0.5;
+  }), { timeout: 20_000 }).toBe(true);
+  const before = await inboundBytes(tutorial);
+  await expect.poll(async () => (await inboundBytes(tutorial)).video).toBeGreaterThan(before.video + 1000);
+});

@@ -1,0 +1,74 @@
+import { expect, type Browser, type Page } from '@playwright/test';
+import { randomBytes } from 'node:crypto';
+
+export const freshRoom = () => randomBytes(12).toString('base64url');
+
+/** Records every RTCPeerConnection the page makes, so tests can read real `getStats`. */
+const recordPeerConnections = () => {
+  const Native = window.RTCPeerConnection;
+  const made: RTCPeerConnection[] = [];
+  (window as any).__peerConnections = made;
+  window.RTCPeerConnection = class extends Native {
+    constructor(config?: RTCConfiguration) {
+      super(config);
+      made.push(this);
+    }
+  } as typeof RTCPeerConnection;
+};
+
+/** A page in its own browser context (its own camera, its own person). */
+export async function openPage(browser: Browser, path: string, prepare?: (page: Page) => Promise<void>): Promise<Page> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.addInitScript(recordPeerConnections);
+  await prepare?.(page);
+  await page.goto(path);
+  return page;
+}
+
+export const openCall = (browser: Browser, room: string) => openPage(browser, `/call/${room}`);
+
+export const start = (page: Page) => page.getByRole('button', { name: 'Start' }).click();
+export const hangUp = (page: Page) => page.getByRole('button', { name: 'Hang up' }).click();
+export const status = (page: Page) => page.getByRole('status');
+
+/** Bytes received over RTP by the newest peer connection, per media kind. */
+export async function inboundBytes(page: Page): Promise<{ audio: number; video: number }> {
+  return page.evaluate(async () => {
+    const peers: RTCPeerConnection[] = (window as any).__peerConnections;
+    const live = peers.filter((pc) => pc.connectionState !== 'closed');
+    const totals = { audio: 0, video: 0 };
+    if (live.length === 0) return totals;
+    const stats = await live[live.length - 1].getStats();
+    stats.forEach((report: any) => {
+      if (report.type === 'inbound-rtp' && (report.kind === 'audio' || report.kind === 'video')) {
+        totals[report.kind as 'audio' | 'video'] += report.bytesReceived ?? 0;
+      }
+    });
+    return totals;
+  });
+}
+
+const remoteVideoState = (page: Page) =>
+  page.getByLabel('Remote video').evaluate((video: HTMLVideoElement) => ({
+    width: video.videoWidth,
+    height: video.videoHeight,
+    time: video.currentTime,
+    hasStream: video.srcObject !== null,
+  }));
+
+/** Media really flows into `page`: remote video has a size and advances, RTP bytes grow. */
+export async function expectMediaFlowing(page: Page) {
+  await expect(status(page)).toHaveText('Connected.');
+  await expect.poll(async () => (await remoteVideoState(page)).width, { timeout: 20_000 }).toBeGreaterThan(0);
+  const before = await remoteVideoState(page);
+  const bytesBefore = await inboundBytes(page);
+  await expect.poll(async () => (await remoteVideoState(page)).time, { timeout: 10_000 }).toBeGreaterThan(before.time + 0.5);
+  await expect.poll(async () => (await inboundBytes(page)).video, { timeout: 10_000 }).toBeGreaterThan(bytesBefore.video + 1000);
+  await expect.poll(async () => (await inboundBytes(page)).audio, { timeout: 10_000 }).toBeGreaterThan(bytesBefore.audio + 100);
+}
+
+/** The remote view shows nothing any more. */
+export async function expectRemoteVideoStopped(page: Page) {
+  await expect.poll(async () => (await remoteVideoState(page)).hasStream).toBe(false);
+}

@@ -1,0 +1,68 @@
+//! The call in the browser.
+//!
+//! [`CallStatus`] is shared: the page renders it on the server too. The rest runs only in the
+//! browser (feature `hydrate`): [`engine`] drives one call from Start to Hang up, [`peer`] wraps
+//! the `RTCPeerConnection` and perfect negotiation, [`socket`] the signaling WebSocket. None
+//! of them touches the page: they report through [`engine::CallEvents`].
+
+#[cfg(feature = "hydrate")]
+pub mod engine;
+#[cfg(feature = "hydrate")]
+mod js;
+#[cfg(feature = "hydrate")]
+mod peer;
+#[cfg(feature = "hydrate")]
+mod socket;
+
+/// What the status line says, and whether a call is under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallStatus {
+    Idle,
+    StartingMedia,
+    Joining,
+    WaitingForPeer,
+    Connecting,
+    Connected,
+    ConnectionInterrupted,
+    ConnectionFailed,
+    PeerLeft,
+    RoomFull,
+    MediaUnavailable(String),
+    SignalingLost,
+    Ended,
+}
+
+impl CallStatus {
+    /// Whether Start has been pressed and the call not ended (Hang up is what ends it now).
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self,
+            Self::StartingMedia
+                | Self::Joining
+                | Self::WaitingForPeer
+                | Self::Connecting
+                | Self::Connected
+                | Self::ConnectionInterrupted
+                | Self::ConnectionFailed
+                | Self::PeerLeft
+        )
+    }
+
+    pub fn text(&self) -> String {
+        match self {
+            Self::Idle => "Press Start to join the call.".into(),
+            Self::StartingMedia => "Starting your camera and microphone…".into(),
+            Self::Joining => "Joining the call…".into(),
+            Self::WaitingForPeer => "Waiting for the other person to join. Send them this page's link.".into(),
+            Self::Connecting => "Connecting…".into(),
+            Self::Connected => "Connected.".into(),
+            Self::ConnectionInterrupted => "The connection is interrupted; trying to get it back…".into(),
+            Self::ConnectionFailed => "The connection to the other person failed.".into(),
+            Self::PeerLeft => "The other person left. Waiting for them to come back…".into(),
+            Self::RoomFull => "This call already has two people, so you can't join it.".into(),
+            Self::MediaUnavailable(why) => format!("Camera or microphone unavailable: {why}."),
+            Self::SignalingLost => "Lost the connection to the server. Press Start to try again.".into(),
+            Self::Ended => "Call ended. Press Start to call again.".into(),
+        }
+    }
+}
