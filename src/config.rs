@@ -24,6 +24,26 @@ pub struct Config {
     #[arg(long = "ice-server", value_name = "URL")]
     pub ice_servers: Vec<String>,
 
+    /// The secret shared with a TURN server running coturn's `use-auth-secret`; browsers get
+    /// only credentials derived from it, for `turn:`/`turns:` URLs. Prefer the environment
+    /// variable or `--turn-secret-file`: flags show up in process lists.
+    #[arg(long, env = "DUO_TURN_SECRET", hide_env_values = true, conflicts_with = "turn_secret_file")]
+    pub turn_secret: Option<String>,
+
+    /// A file holding the TURN secret (surrounding whitespace is ignored).
+    #[arg(long, value_name = "PATH")]
+    pub turn_secret_file: Option<std::path::PathBuf>,
+
+    /// Seconds a TURN credential stays valid. coturn refuses to refresh an allocation with an
+    /// expired credential, so this bounds the length of a relayed call.
+    #[arg(long, default_value = "43200", value_parser = parse_seconds)]
+    pub turn_credential_lifetime: Duration,
+
+    /// Make every browser use relayed (TURN) paths only, so neither side learns the other's
+    /// address. Needs a TURN server in --ice-server.
+    #[arg(long)]
+    pub relay_only: bool,
+
     /// Sustained signaling messages per second one connection may send; bursts of four times
     /// this are allowed. Far above a real ICE trickle; raise it only for load tests.
     #[arg(long, default_value_t = 50)]
@@ -32,6 +52,17 @@ pub struct Config {
     /// Seconds of silence (no frame, not even a pong) after which a peer is dropped.
     #[arg(long, default_value = "30", value_parser = parse_seconds)]
     pub idle_timeout: Duration,
+}
+
+impl Config {
+    /// The TURN secret from the flag, the environment or the file.
+    pub fn turn_secret(&self) -> std::io::Result<Option<String>> {
+        match (&self.turn_secret, &self.turn_secret_file) {
+            (Some(secret), _) => Ok(Some(secret.clone())),
+            (None, Some(path)) => Ok(Some(std::fs::read_to_string(path)?.trim().to_owned())),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -79,6 +110,20 @@ mod tests {
         assert_eq!(config.ice_servers, ["stun:127.0.0.1:3478"]);
         assert_eq!(config.idle_timeout, Duration::from_millis(1500));
         assert_eq!(config.log_level, "debug");
+    }
+
+    #[test]
+    fn the_turn_secret_comes_from_the_flag_or_a_file() {
+        let path = std::env::temp_dir().join(format!("duo-turn-secret-{}", std::process::id()));
+        std::fs::write(&path, "from-file\n").unwrap();
+        let config = parse(&["--turn-secret-file", path.to_str().unwrap()]).unwrap();
+        assert_eq!(config.turn_secret().unwrap().as_deref(), Some("from-file"));
+        std::fs::remove_file(&path).unwrap();
+        let config = parse(&["--turn-secret", "from-flag", "--relay-only"]).unwrap();
+        assert_eq!(config.turn_secret().unwrap().as_deref(), Some("from-flag"));
+        assert!(config.relay_only);
+        assert!(parse(&["--turn-secret", "a", "--turn-secret-file", "b"]).is_err());
+        assert!(parse(&["--turn-secret-file", "/no/such/file"]).unwrap().turn_secret().is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    time::SystemTime,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
@@ -17,7 +18,8 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    protocol::{close_code, IceServer, Message, PeerId, PeerInfo, Welcome},
+    ice::IceConfig,
+    protocol::{close_code, Message, PeerId, PeerInfo, Welcome},
     room::RoomId,
 };
 
@@ -34,6 +36,7 @@ pub struct Kick {
 impl Kick {
     pub const SHUTDOWN: Kick = Kick { code: close_code::GOING_AWAY, reason: "server shutting down" };
     pub const TOO_SLOW: Kick = Kick { code: close_code::TOO_SLOW, reason: "outbound queue overflowed" };
+    pub const REPLACED: Kick = Kick { code: close_code::REPLACED, reason: "the same session connected again" };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +44,7 @@ impl Kick {
 pub struct RoomFull;
 
 pub struct HubSettings {
-    pub ice_servers: Vec<IceServer>,
+    pub ice: IceConfig,
     /// Frames that may wait for one slow reader before it is dropped.
     pub outbox_capacity: usize,
 }
@@ -62,6 +65,7 @@ struct Room {
 
 struct Slot {
     peer_id: PeerId,
+    session: Option<String>,
     outbox: mpsc::Sender<Frame>,
     kick: watch::Sender<Option<Kick>>,
 }
@@ -94,28 +98,43 @@ impl Hub {
         })
     }
 
-    pub fn join(self: &Arc<Self>, room_id: RoomId) -> Result<Membership, RoomFull> {
+    /// Joins `room_id`. A connection naming the session of someone already in the room is that
+    /// person reconnecting: it takes their place (the old connection is closed with 4004)
+    /// instead of counting as a third person.
+    pub fn join(self: &Arc<Self>, room_id: RoomId, session: Option<String>) -> Result<Membership, RoomFull> {
         let mut rooms = lock(&self.rooms);
         let room = rooms.entry(room_id.clone()).or_default().clone();
         let mut slots = lock(&room.slots);
-        let index = slots.iter().position(Option::is_none).ok_or(RoomFull)?;
+        let returning = session.as_ref().and_then(|session| {
+            slots.iter().position(|slot| slot.as_ref().is_some_and(|slot| slot.session.as_ref() == Some(session)))
+        });
+        let index = match returning {
+            Some(index) => {
+                let replaced = slots[index].take().expect("found above");
+                replaced.kick.send_replace(Some(Kick::REPLACED));
+                index
+            }
+            None => slots.iter().position(Option::is_none).ok_or(RoomFull)?,
+        };
         let peer_id = PeerId(self.next_peer_id.fetch_add(1, Ordering::Relaxed));
         let (outbox_tx, outbox) = mpsc::channel(self.settings.outbox_capacity);
         let (kick, kicked) = watch::channel(None);
-        slots[index] = Some(Slot { peer_id, outbox: outbox_tx, kick });
+        slots[index] = Some(Slot { peer_id, session: session.clone(), outbox: outbox_tx, kick });
         let other = 1 - index;
-        let peer_present = slots[other].is_some();
-        if peer_present {
-            deliver(&mut slots, other, &Message::PeerJoined(PeerInfo { peer_id }));
+        let peer_session = slots[other].as_ref().map(|slot| slot.session.clone());
+        if peer_session.is_some() {
+            deliver(&mut slots, other, &Message::PeerJoined(PeerInfo { peer_id, session }));
         }
         drop(slots);
         drop(rooms);
         self.peers.send_modify(|n| *n += 1);
         let welcome = Welcome {
             peer_id,
-            peer_present,
+            peer_present: peer_session.is_some(),
             polite: index == 1,
-            ice_servers: self.settings.ice_servers.clone(),
+            peer_session: peer_session.flatten(),
+            ice_servers: self.settings.ice.servers_for(peer_id, SystemTime::now()),
+            ice_transport_policy: self.settings.ice.transport_policy,
         };
         Ok(Membership { hub: self.clone(), room_id, room, peer_id, welcome, outbox, kicked })
     }
@@ -165,9 +184,9 @@ impl Drop for Membership {
         let mut slots = lock(&self.room.slots);
         // An evicted peer's slot is already empty (or, later, someone else's).
         if let Some(mine) = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.peer_id == self.peer_id)) {
-            slots[mine] = None;
+            let me = slots[mine].take().expect("found above");
             if slots[1 - mine].is_some() {
-                deliver(&mut slots, 1 - mine, &Message::PeerLeft(PeerInfo { peer_id: self.peer_id }));
+                deliver(&mut slots, 1 - mine, &Message::PeerLeft(PeerInfo { peer_id: self.peer_id, session: me.session }));
             }
         }
         if slots.iter().all(Option::is_none) {
@@ -197,7 +216,7 @@ fn deliver_frame(slots: &mut [Option<Slot>; 2], index: usize, frame: Frame) {
             evicted.kick.send_replace(Some(Kick::TOO_SLOW));
             tracing::warn!(peer = evicted.peer_id.0, "dropping a peer that reads too slowly");
             if let Some(other) = &slots[1 - index] {
-                let left = Message::PeerLeft(PeerInfo { peer_id: evicted.peer_id }).to_json();
+                let left = Message::PeerLeft(PeerInfo { peer_id: evicted.peer_id, session: evicted.session }).to_json();
                 // If the other one is full too, it is as slow, and goes as well.
                 if let Err(mpsc::error::TrySendError::Full(_)) = other.outbox.try_send(Frame::from(left)) {
                     if let Some(other) = slots[1 - index].take() {
@@ -214,7 +233,13 @@ mod tests {
     use super::*;
 
     fn hub(capacity: usize) -> Arc<Hub> {
-        Hub::new(HubSettings { ice_servers: vec![], outbox_capacity: capacity })
+        let ice = IceConfig {
+            urls: vec![],
+            turn_secret: None,
+            credential_lifetime: std::time::Duration::from_secs(60),
+            transport_policy: crate::protocol::IceTransportPolicy::All,
+        };
+        Hub::new(HubSettings { ice, outbox_capacity: capacity })
     }
 
     fn room(name: &str) -> RoomId {
@@ -228,37 +253,37 @@ mod tests {
     #[test]
     fn two_peers_get_opposite_roles_and_a_third_is_refused() {
         let hub = hub(8);
-        let a = hub.join(room("r")).unwrap();
-        let b = hub.join(room("r")).unwrap();
+        let a = hub.join(room("r"), None).unwrap();
+        let b = hub.join(room("r"), None).unwrap();
         assert!(!a.welcome.peer_present && b.welcome.peer_present);
         assert_ne!(a.welcome.polite, b.welcome.polite);
-        assert!(matches!(hub.join(room("r")), Err(RoomFull)));
+        assert!(matches!(hub.join(room("r"), None), Err(RoomFull)));
         // Another room is unaffected.
-        assert!(hub.join(room("other")).is_ok());
+        assert!(hub.join(room("other"), None).is_ok());
     }
 
     #[test]
     fn relays_to_the_other_peer_and_announces_arrivals_and_departures() {
         let hub = hub(8);
-        let mut a = hub.join(room("r")).unwrap();
-        let mut b = hub.join(room("r")).unwrap();
-        assert_eq!(next(&mut a), Message::PeerJoined(PeerInfo { peer_id: b.peer_id }));
+        let mut a = hub.join(room("r"), None).unwrap();
+        let mut b = hub.join(room("r"), None).unwrap();
+        assert_eq!(next(&mut a), Message::PeerJoined(PeerInfo { peer_id: b.peer_id, session: None }));
         a.relay(Frame::from(r#"{"message_type":"BYE"}"#));
         assert_eq!(b.outbox.try_recv().unwrap().as_str(), r#"{"message_type":"BYE"}"#);
         assert!(a.outbox.try_recv().is_err(), "a sender never hears its own frame");
         let b_id = b.peer_id;
         drop(b);
-        assert_eq!(next(&mut a), Message::PeerLeft(PeerInfo { peer_id: b_id }));
+        assert_eq!(next(&mut a), Message::PeerLeft(PeerInfo { peer_id: b_id, session: None }));
         // The freed place is taken by a newcomer, with the role the leaver had.
-        let c = hub.join(room("r")).unwrap();
+        let c = hub.join(room("r"), None).unwrap();
         assert!(c.welcome.polite && c.welcome.peer_present);
     }
 
     #[test]
     fn empty_rooms_are_forgotten() {
         let hub = hub(8);
-        let a = hub.join(room("r")).unwrap();
-        let b = hub.join(room("r")).unwrap();
+        let a = hub.join(room("r"), None).unwrap();
+        let b = hub.join(room("r"), None).unwrap();
         assert_eq!((hub.room_count(), hub.peer_count()), (1, 2));
         drop(a);
         drop(b);
@@ -268,24 +293,41 @@ mod tests {
     #[test]
     fn a_slow_reader_is_evicted_instead_of_queueing_forever() {
         let hub = hub(4);
-        let mut a = hub.join(room("r")).unwrap();
-        let b = hub.join(room("r")).unwrap();
+        let mut a = hub.join(room("r"), None).unwrap();
+        let b = hub.join(room("r"), None).unwrap();
         let _ = a.outbox.try_recv(); // PEER_JOINED
         for _ in 0..5 {
             a.relay(Frame::from("{}"));
         }
         assert_eq!(*b.kicked.borrow(), Some(Kick::TOO_SLOW));
-        assert_eq!(next(&mut a), Message::PeerLeft(PeerInfo { peer_id: b.peer_id }));
+        assert_eq!(next(&mut a), Message::PeerLeft(PeerInfo { peer_id: b.peer_id, session: None }));
         // Nothing more is queued for the evicted peer.
         a.relay(Frame::from("{}"));
         assert_eq!(b.outbox.len(), 4);
     }
 
     #[test]
+    fn a_returning_session_takes_its_place_back_without_disturbing_the_other() {
+        let hub = hub(8);
+        let mut a = hub.join(room("r"), Some("alice".into())).unwrap();
+        let old_b = hub.join(room("r"), Some("bob".into())).unwrap();
+        let _ = a.outbox.try_recv(); // PEER_JOINED
+        let new_b = hub.join(room("r"), Some("bob".into())).expect("not counted as a third person");
+        assert_eq!(*old_b.kicked.borrow(), Some(Kick::REPLACED));
+        assert_eq!(new_b.welcome.polite, old_b.welcome.polite, "same place, same role");
+        assert_eq!(new_b.welcome.peer_session.as_deref(), Some("alice"));
+        assert_eq!(next(&mut a), Message::PeerJoined(PeerInfo { peer_id: new_b.peer_id, session: Some("bob".into()) }));
+        drop(old_b);
+        assert!(a.outbox.try_recv().is_err(), "the replaced connection's end is no departure");
+        // A different session is still a third person.
+        assert!(matches!(hub.join(room("r"), Some("carol".into())), Err(RoomFull)));
+    }
+
+    #[test]
     fn shutdown_kicks_everyone() {
         let hub = hub(4);
-        let a = hub.join(room("r")).unwrap();
-        let b = hub.join(room("s")).unwrap();
+        let a = hub.join(room("r"), None).unwrap();
+        let b = hub.join(room("s"), None).unwrap();
         hub.shutdown();
         assert_eq!(*a.kicked.borrow(), Some(Kick::SHUTDOWN));
         assert_eq!(*b.kicked.borrow(), Some(Kick::SHUTDOWN));

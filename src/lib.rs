@@ -9,6 +9,7 @@
 //! - `config` (server): command-line flags and environment variables.
 //! - `server` (server): the axum router, the `/ws/{room}` upgrade, listening and shutdown.
 //! - `hub` (server): rooms of two and relaying between them; no HTTP in it.
+//! - `ice` (server): the STUN/TURN servers each browser gets, with short-lived TURN credentials.
 //! - `signaling` (server): one WebSocket connection's loop: checks, limits, liveness.
 
 pub mod app;
@@ -20,6 +21,8 @@ pub mod room;
 pub mod config;
 #[cfg(feature = "ssr")]
 pub mod hub;
+#[cfg(feature = "ssr")]
+pub mod ice;
 #[cfg(feature = "ssr")]
 pub mod server;
 #[cfg(feature = "ssr")]

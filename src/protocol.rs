@@ -24,6 +24,8 @@ pub mod close_code {
     pub const TOO_SLOW: u16 = 4002;
     /// No frame (not even a pong) arrived within the idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4003;
+    /// The same session connected again (a reconnect); this older connection is obsolete.
+    pub const REPLACED: u16 = 4004;
 }
 
 /// A peer's id, unique within one server process.
@@ -99,8 +101,23 @@ pub struct Welcome {
     pub peer_present: bool,
     /// The perfect-negotiation role: the two peers of a room always differ.
     pub polite: bool,
+    /// The other person's session, when they are present (see [`PeerInfo::session`]).
+    #[serde(default)]
+    pub peer_session: Option<String>,
     /// What to put in `RTCConfiguration.iceServers`.
     pub ice_servers: Vec<IceServer>,
+    /// What to put in `RTCConfiguration.iceTransportPolicy`.
+    #[serde(default)]
+    pub ice_transport_policy: IceTransportPolicy,
+}
+
+/// `RTCConfiguration.iceTransportPolicy`: `relay` hides each side's address from the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    #[default]
+    All,
+    Relay,
 }
 
 /// One `RTCIceServer`.
@@ -113,9 +130,13 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub peer_id: PeerId,
+    /// The session the peer named when connecting (`/ws/{room}?session=...`): the same
+    /// session coming back is the same person reconnecting, whose call goes on.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -264,10 +285,12 @@ mod tests {
                 peer_id: PeerId(7),
                 peer_present: true,
                 polite: true,
+                peer_session: Some("s1".into()),
                 ice_servers: vec![IceServer { urls: vec!["stun:127.0.0.1:3478".into()], username: None, credential: None }],
+                ice_transport_policy: IceTransportPolicy::Relay,
             }),
-            Message::PeerJoined(PeerInfo { peer_id: PeerId(1) }),
-            Message::PeerLeft(PeerInfo { peer_id: PeerId(1) }),
+            Message::PeerJoined(PeerInfo { peer_id: PeerId(1), session: Some("s2".into()) }),
+            Message::PeerLeft(PeerInfo { peer_id: PeerId(1), session: None }),
             Message::error(ErrorCode::RoomFull, "full"),
         ];
         for message in all {

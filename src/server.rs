@@ -6,7 +6,7 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     extract::{
         ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
-        FromRef, Path, State,
+        FromRef, Path, Query, State,
     },
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -23,7 +23,8 @@ use crate::{
     app::{shell, App},
     config::Config,
     hub::{Hub, HubSettings},
-    protocol::{IceServer, MAX_FRAME_BYTES},
+    ice::IceConfig,
+    protocol::{IceTransportPolicy, MAX_FRAME_BYTES},
     room::RoomId,
     signaling::{self, SessionLimits},
 };
@@ -49,18 +50,19 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    pub fn new(config: &Config, leptos_options: LeptosOptions) -> Self {
-        let ice_servers = config
-            .ice_servers
-            .iter()
-            .map(|url| IceServer { urls: vec![url.clone()], username: None, credential: None })
-            .collect();
-        Self {
+    pub fn new(config: &Config, leptos_options: LeptosOptions) -> io::Result<Self> {
+        let ice = IceConfig {
+            urls: config.ice_servers.clone(),
+            turn_secret: config.turn_secret()?,
+            credential_lifetime: config.turn_credential_lifetime,
+            transport_policy: if config.relay_only { IceTransportPolicy::Relay } else { IceTransportPolicy::All },
+        };
+        Ok(Self {
             leptos_options,
-            hub: Hub::new(HubSettings { ice_servers, outbox_capacity: OUTBOX_CAPACITY }),
+            hub: Hub::new(HubSettings { ice, outbox_capacity: OUTBOX_CAPACITY }),
             allowed_origins: config.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect(),
             limits: SessionLimits { messages_per_second: config.rate_limit, idle_timeout: config.idle_timeout },
-        }
+        })
     }
 }
 
@@ -77,10 +79,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /ws/{room}`: checks the room id (400) and the page's origin (403), then hands the
-/// upgraded socket to [`signaling::run`].
+#[derive(serde::Deserialize)]
+struct SocketParams {
+    /// Chosen by the client for one call; the same value again means a reconnect.
+    session: Option<String>,
+}
+
+/// `GET /ws/{room}?session=...`: checks the room id and session (400) and the page's origin
+/// (403), then hands the upgraded socket to [`signaling::run`].
 async fn signaling_socket(
     Path(room): Path<String>,
+    Query(params): Query<SocketParams>,
     State(state): State<AppState>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -88,6 +97,11 @@ async fn signaling_socket(
     let room = match RoomId::parse(&room) {
         Ok(room) => room,
         Err(invalid) => return (StatusCode::BAD_REQUEST, format!("bad room id: {invalid}")).into_response(),
+    };
+    // Sessions follow the room id's rules: short, URL-safe, unguessable when generated.
+    let session = match params.session.as_deref().map(RoomId::parse).transpose() {
+        Ok(session) => session.map(String::from),
+        Err(invalid) => return (StatusCode::BAD_REQUEST, format!("bad session: {invalid}")).into_response(),
     };
     if !origin_allowed(&headers, &state.allowed_origins) {
         return (StatusCode::FORBIDDEN, "this origin may not open the signaling socket").into_response();
@@ -102,7 +116,7 @@ async fn signaling_socket(
         // Small buffers: tungstenite's 128 KiB default read buffer costs that much per socket.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| signaling::run(socket, state.hub, room, state.limits))
+        .on_upgrade(move |socket| signaling::run(socket, state.hub, room, session, state.limits))
 }
 
 /// Browsers always send `Origin` on a WebSocket upgrade; a page from another site must not be
@@ -121,7 +135,7 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// Serves until SIGTERM or Ctrl-C, then closes every signaling socket with 1001 and returns.
 pub async fn serve(config: Config, leptos_options: LeptosOptions) -> io::Result<()> {
     let listener = TcpListener::bind(config.addr).await?;
-    let state = AppState::new(&config, leptos_options);
+    let state = AppState::new(&config, leptos_options)?;
     let hub = state.hub.clone();
     let app = router(state);
     info!("listening on http://{}", listener.local_addr()?);

@@ -29,9 +29,9 @@ pub struct SessionLimits {
 }
 
 /// Runs one connection until it closes. Never panics on anything the peer sends.
-pub async fn run(socket: WebSocket, hub: Arc<Hub>, room: RoomId, limits: SessionLimits) {
+pub async fn run(socket: WebSocket, hub: Arc<Hub>, room: RoomId, session: Option<String>, limits: SessionLimits) {
     let (mut sink, stream) = socket.split();
-    match hub.join(room.clone()) {
+    match hub.join(room.clone(), session) {
         Ok(membership) => {
             let span = tracing::info_span!("peer", room = %room, peer = membership.peer_id.0);
             async move {

@@ -37,7 +37,7 @@ async fn welcome_gives_ids_opposite_roles_and_ice_servers() {
     assert!(second.peer_present);
     assert_ne!(first.polite, second.polite);
     assert_ne!(first.peer_id, second.peer_id);
-    assert_eq!(a.recv().await, Message::PeerJoined(PeerInfo { peer_id: second.peer_id }));
+    assert_eq!(a.recv().await, Message::PeerJoined(PeerInfo { peer_id: second.peer_id, session: None }));
 }
 
 #[tokio::test]
@@ -257,4 +257,50 @@ async fn two_hundred_rooms_relay_every_message_once_in_order_to_the_right_peer()
         let extra = futures_util::FutureExt::now_or_never(rx.next());
         assert!(matches!(extra, None | Some(Some(Ok(Ws::Ping(_))))), "room {room} peer {me} got more: {extra:?}");
     }
+}
+
+#[tokio::test]
+async fn a_reconnecting_session_takes_its_place_back_and_the_old_socket_is_closed_with_4004() {
+    let server = Server::start(&[]);
+    let (mut alice, _) = join(&server, "resume?session=alice").await;
+    let (mut old_bob, bob_welcome) = join(&server, "resume?session=bob").await;
+    assert_eq!(bob_welcome.peer_session.as_deref(), Some("alice"));
+    assert!(matches!(alice.recv().await, Message::PeerJoined(info) if info.session.as_deref() == Some("bob")));
+
+    let (mut new_bob, again) = join(&server, "resume?session=bob").await;
+    assert_eq!(again.polite, bob_welcome.polite);
+    assert_eq!(old_bob.closed_with().await, Some(CloseCode::from(close_code::REPLACED)));
+    assert!(matches!(alice.recv().await, Message::PeerJoined(info) if info.session.as_deref() == Some("bob")));
+    alice.expect_silence(Duration::from_millis(300)).await; // no PEER_LEFT for the replaced socket
+    alice.send_text(r#"{"message_type":"BYE"}"#).await;
+    assert_eq!(new_bob.recv_text().await, r#"{"message_type":"BYE"}"#);
+
+    let error = Client::connect(&server, "resume?session=not%20ok", None).await.err().expect("refused");
+    assert_eq!(refusal_status(error), 400);
+}
+
+#[tokio::test]
+async fn turn_urls_come_with_credentials_derived_from_the_secret_which_never_leaves() {
+    let secret = "s3cret-shared-with-coturn";
+    let server = Server::start(&[
+        "--ice-server", "stun:127.0.0.1:3478",
+        "--ice-server", "turn:127.0.0.1:3478",
+        "--turn-secret", secret,
+        "--turn-credential-lifetime", "600",
+        "--relay-only",
+    ]);
+    let mut client = Client::connect(&server, "turn", None).await.unwrap();
+    let text = client.recv_text().await;
+    assert!(!text.contains(secret));
+    let Message::Welcome(welcome) = serde_json::from_str(&text).unwrap() else { panic!("{text}") };
+    assert_eq!(welcome.ice_transport_policy, duo::protocol::IceTransportPolicy::Relay);
+    let turn = &welcome.ice_servers[1];
+    assert_eq!(turn.urls, ["turn:127.0.0.1:3478"]);
+    let username = turn.username.as_deref().unwrap();
+    let (expiry, peer) = username.split_once(':').unwrap();
+    assert_eq!(peer, welcome.peer_id.0.to_string());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!((now + 590..=now + 610).contains(&expiry), "expires in the configured 600 s");
+    assert_eq!(turn.credential.as_deref(), Some(duo::ice::turn_password(secret, username).as_str()));
 }
