@@ -1,8 +1,16 @@
 import { defineConfig } from '@playwright/test';
 
-// The release server built by `cargo leptos build --release`, on its own port so that a
-// `make run` on 3000 does not get in the way.
-export const PORT = 3100;
+import { PORT, RELAY_PORT, TURN_PORT, TURN_SECRET, WRONG_SECRET_PORT } from './ports';
+
+const server = (port: number, ...flags: string[]) => ({
+  command: ['../target/release/duo', '--addr', `127.0.0.1:${port}`, '--log-level', 'warn', ...flags].join(' '),
+  url: `http://127.0.0.1:${port}/`,
+  env: { LEPTOS_SITE_ROOT: '../target/site', LEPTOS_ENV: 'PROD' },
+  reuseExistingServer: false,
+  stdout: 'pipe' as const,
+  timeout: 30_000,
+});
+const turnFlags = (secret: string) => ['--ice-server', `turn:127.0.0.1:${TURN_PORT}`, '--turn-secret', secret, '--relay-only'];
 
 export default defineConfig({
   testDir: './tests',
@@ -30,12 +38,20 @@ export default defineConfig({
       ],
     },
   },
-  webServer: {
-    command: `../target/release/duo --addr 127.0.0.1:${PORT} --log-level warn`,
-    url: `http://127.0.0.1:${PORT}/`,
-    env: { LEPTOS_SITE_ROOT: '../target/site', LEPTOS_ENV: 'PROD' },
-    reuseExistingServer: false,
-    stdout: 'pipe',
-    timeout: 30_000,
-  },
+  webServer: [
+    server(PORT),
+    server(RELAY_PORT, ...turnFlags(TURN_SECRET)),
+    server(WRONG_SECRET_PORT, ...turnFlags('not-the-secret')),
+    {
+      command: [
+        'turnserver', '-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${TURN_PORT}`,
+        '--use-auth-secret', `--static-auth-secret=${TURN_SECRET}`, '--realm=duo.test', '--fingerprint',
+        '--allow-loopback-peers', '--no-tls', '--no-dtls', '--no-cli', '--log-file=stdout', '--simple-log',
+        '--min-port=49160', '--max-port=49260',
+      ].join(' '),
+      port: TURN_PORT,
+      reuseExistingServer: false,
+      timeout: 30_000,
+    },
+  ],
 });

@@ -1,13 +1,12 @@
 import path from 'node:path';
-import { test, expect } from '@playwright/test';
 import {
-  expectMediaFlowing, expectRemoteVideoStopped, freshRoom, hangUp, inboundBytes, openCall, openPage, start, status,
+  test, expect, expectMediaFlowing, expectRemoteVideoStopped, freshRoom, hangUp, inboundBytes, start, status,
 } from './helpers';
 
-test('media flows both ways when the first person waits for the second', async ({ browser }) => {
+test('media flows both ways when the first person waits for the second', async ({ open }) => {
   const room = freshRoom();
-  const alice = await openCall(browser, room);
-  const bob = await openCall(browser, room);
+  const alice = await open(`/call/${room}`);
+  const bob = await open(`/call/${room}`);
   await start(alice);
   await expect(status(alice)).toHaveText(/Waiting for the other person/);
   await expect(alice.getByLabel('Local video')).toHaveJSProperty('muted', true);
@@ -18,10 +17,10 @@ test('media flows both ways when the first person waits for the second', async (
   await alice.screenshot({ path: '../docs/screenshot-call.png' });
 });
 
-test('it connects whoever starts first', async ({ browser }) => {
+test('it connects whoever starts first', async ({ open }) => {
   const room = freshRoom();
-  const alice = await openCall(browser, room);
-  const bob = await openCall(browser, room);
+  const alice = await open(`/call/${room}`);
+  const bob = await open(`/call/${room}`);
   await start(bob);
   await expect(status(bob)).toHaveText(/Waiting for the other person/);
   await start(alice);
@@ -29,10 +28,10 @@ test('it connects whoever starts first', async ({ browser }) => {
   await expectMediaFlowing(bob);
 });
 
-test('pressing Start on both sides at the same moment connects, round after round', async ({ browser }) => {
+test('pressing Start on both sides at the same moment connects, round after round', async ({ open }) => {
   const room = freshRoom();
-  const alice = await openCall(browser, room);
-  const bob = await openCall(browser, room);
+  const alice = await open(`/call/${room}`);
+  const bob = await open(`/call/${room}`);
   for (let round = 0; round < 3; round++) {
     await Promise.all([start(alice), start(bob)]);
     await expectMediaFlowing(alice);
@@ -43,10 +42,10 @@ test('pressing Start on both sides at the same moment connects, round after roun
   }
 });
 
-test('hang up ends the call on both sides, and both can start again without reloading', async ({ browser }) => {
+test('hang up ends the call on both sides, and both can start again without reloading', async ({ open }) => {
   const room = freshRoom();
-  const alice = await openCall(browser, room);
-  const bob = await openCall(browser, room);
+  const alice = await open(`/call/${room}`);
+  const bob = await open(`/call/${room}`);
   await start(alice);
   await start(bob);
   await expectMediaFlowing(bob);
@@ -70,15 +69,15 @@ test('hang up ends the call on both sides, and both can start again without relo
   await expectMediaFlowing(bob);
 });
 
-test('a third person sees that the room is full while the call goes on', async ({ browser }) => {
+test('a third person sees that the room is full while the call goes on', async ({ open }) => {
   const room = freshRoom();
-  const alice = await openCall(browser, room);
-  const bob = await openCall(browser, room);
+  const alice = await open(`/call/${room}`);
+  const bob = await open(`/call/${room}`);
   await start(alice);
   await start(bob);
   await expectMediaFlowing(bob);
 
-  const carol = await openCall(browser, room);
+  const carol = await open(`/call/${room}`);
   await start(carol);
   await expect(status(carol)).toHaveText("This call already has two people, so you can't join it.");
   await expect(carol.getByRole('button', { name: 'Start' })).toBeEnabled();
@@ -89,10 +88,10 @@ test('a third person sees that the room is full while the call goes on', async (
   await expectMediaFlowing(bob);
 });
 
-test('reloading one side ends the call cleanly on the other, and Start reconnects', async ({ browser }) => {
+test('reloading one side ends the call cleanly on the other, and Start reconnects', async ({ open }) => {
   const room = freshRoom();
-  const alice = await openCall(browser, room);
-  const bob = await openCall(browser, room);
+  const alice = await open(`/call/${room}`);
+  const bob = await open(`/call/${room}`);
   await start(alice);
   await start(bob);
   await expectMediaFlowing(alice);
@@ -107,16 +106,16 @@ test('reloading one side ends the call cleanly on the other, and Start reconnect
   await expectMediaFlowing(bob);
 });
 
-test('a plain JavaScript client following the classic tutorial calls the Leptos client', async ({ browser }) => {
+test('a plain JavaScript client following the classic tutorial calls the Leptos client', async ({ open }) => {
   const room = freshRoom();
-  const alice = await openCall(browser, room);
+  const alice = await open(`/call/${room}`);
   await start(alice);
   await expect(status(alice)).toHaveText(/Waiting for the other person/);
 
   // Served from the app's own origin, as the tutorial's page would be.
   // (Playwright fulfils it, which Chromium's local-network checks treat as a public page: the
   // config turns those checks off.)
-  const tutorial = await openPage(browser, `/tutorial-client.html?room=${room}`, (page) =>
+  const tutorial = await open(`/tutorial-client.html?room=${room}`, (page) =>
     page.route('**/tutorial-client.html*', (route) =>
       route.fulfill({ path: path.join(__dirname, '../fixtures/tutorial-client.html'), contentType: 'text/html' })));
   await expectMediaFlowing(alice);

@@ -1,4 +1,4 @@
-import { expect, type Browser, type Page } from '@playwright/test';
+import { test as base, expect, type BrowserContext, type Page } from '@playwright/test';
 import { randomBytes } from 'node:crypto';
 
 export const freshRoom = () => randomBytes(12).toString('base64url');
@@ -16,17 +16,28 @@ const recordPeerConnections = () => {
   } as typeof RTCPeerConnection;
 };
 
-/** A page in its own browser context (its own camera, its own person). */
-export async function openPage(browser: Browser, path: string, prepare?: (page: Page) => Promise<void>): Promise<Page> {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  await page.addInitScript(recordPeerConnections);
-  await prepare?.(page);
-  await page.goto(path);
-  return page;
-}
+type Open = (path: string, prepare?: (page: Page) => Promise<void>) => Promise<Page>;
 
-export const openCall = (browser: Browser, room: string) => openPage(browser, `/call/${room}`);
+/**
+ * `open(path)`: a page in its own browser context (its own camera, its own person), closed
+ * when the test ends so that no camera stays busy for the next test.
+ */
+export const test = base.extend<{ open: Open }>({
+  open: async ({ browser }, use) => {
+    const contexts: BrowserContext[] = [];
+    await use(async (path, prepare) => {
+      const context = await browser.newContext();
+      contexts.push(context);
+      const page = await context.newPage();
+      await page.addInitScript(recordPeerConnections);
+      await prepare?.(page);
+      await page.goto(path);
+      return page;
+    });
+    for (const context of contexts) await context.close();
+  },
+});
+export { expect };
 
 export const start = (page: Page) => page.getByRole('button', { name: 'Start' }).click();
 export const hangUp = (page: Page) => page.getByRole('button', { name: 'Hang up' }).click();

@@ -26,9 +26,12 @@ pub enum CallStatus {
     ConnectionInterrupted,
     ConnectionFailed,
     PeerLeft,
+    /// The signaling socket dropped; the engine reconnects, media keeps flowing meanwhile.
+    SignalingReconnecting,
+    /// Relay-only ICE and the TURN server refused the credentials: the call cannot connect.
+    TurnRefused,
     RoomFull,
     MediaUnavailable(String),
-    SignalingLost,
     Ended,
 }
 
@@ -45,6 +48,8 @@ impl CallStatus {
                 | Self::ConnectionInterrupted
                 | Self::ConnectionFailed
                 | Self::PeerLeft
+                | Self::SignalingReconnecting
+                | Self::TurnRefused
         )
     }
 
@@ -56,12 +61,13 @@ impl CallStatus {
             Self::WaitingForPeer => "Waiting for the other person to join. Send them this page's link.".into(),
             Self::Connecting => "Connecting…".into(),
             Self::Connected => "Connected.".into(),
-            Self::ConnectionInterrupted => "The connection is interrupted; trying to get it back…".into(),
-            Self::ConnectionFailed => "The connection to the other person failed.".into(),
+            Self::ConnectionInterrupted => "The connection is interrupted; reconnecting…".into(),
+            Self::ConnectionFailed => "Could not connect to the other person.".into(),
             Self::PeerLeft => "The other person left. Waiting for them to come back…".into(),
             Self::RoomFull => "This call already has two people, so you can't join it.".into(),
             Self::MediaUnavailable(why) => format!("Camera or microphone unavailable: {why}."),
-            Self::SignalingLost => "Lost the connection to the server. Press Start to try again.".into(),
+            Self::SignalingReconnecting => "Lost the connection to the server; reconnecting… (the call goes on meanwhile)".into(),
+            Self::TurnRefused => "Could not connect: the relay (TURN) server refused our credentials.".into(),
             Self::Ended => "Call ended. Press Start to call again.".into(),
         }
     }

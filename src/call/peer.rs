@@ -11,16 +11,17 @@ use js_sys::{Array, Function, Promise, Reflect};
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit, RtcPeerConnection,
-    RtcPeerConnectionIceEvent, RtcRtpTransceiverDirection, RtcRtpTransceiverInit,
-    RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
+    MediaStream, MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit, RtcIceTransportPolicy,
+    RtcPeerConnection, RtcPeerConnectionIceErrorEvent, RtcPeerConnectionIceEvent, RtcPeerConnectionState,
+    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSessionDescriptionInit, RtcSignalingState,
+    RtcTrackEvent,
 };
 
 use super::{
     engine::Event,
     js::{from_js, to_js},
 };
-use crate::protocol::{IceCandidate, IceServer, SdpType, SessionDescription};
+use crate::protocol::{IceCandidate, IceServer, IceTransportPolicy, SdpType, SessionDescription};
 
 pub struct Peer {
     pc: RtcPeerConnection,
@@ -37,12 +38,21 @@ struct Handlers {
     _ice_candidate: Closure<dyn FnMut(RtcPeerConnectionIceEvent)>,
     _track: Closure<dyn FnMut(RtcTrackEvent)>,
     _connection_state: Closure<dyn FnMut()>,
+    ice_error: Closure<dyn FnMut(RtcPeerConnectionIceErrorEvent)>,
 }
 
 impl Peer {
-    pub fn new(ice_servers: &[IceServer], polite: bool, events: &UnboundedSender<Event>) -> Result<Self, JsValue> {
+    pub fn new(
+        ice_servers: &[IceServer],
+        policy: IceTransportPolicy,
+        polite: bool,
+        events: &UnboundedSender<Event>,
+    ) -> Result<Self, JsValue> {
         let config = RtcConfiguration::new();
         config.set_ice_servers(&to_js::<_, JsValue>(&ice_servers));
+        if policy == IceTransportPolicy::Relay {
+            config.set_ice_transport_policy(RtcIceTransportPolicy::Relay);
+        }
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
 
         let send = |event_for: fn() -> Event| {
@@ -90,6 +100,14 @@ impl Peer {
                 let _ = events.unbounded_send(Event::ConnectionState(pc.connection_state()));
             })
         };
+        let ice_error = {
+            let events = events.clone();
+            Closure::<dyn FnMut(RtcPeerConnectionIceErrorEvent)>::new(move |event: RtcPeerConnectionIceErrorEvent| {
+                let _ = events.unbounded_send(Event::IceServerError { code: event.error_code(), url: event.url() });
+            })
+        };
+        // web-sys has no `onicecandidateerror` setter; the event is the same.
+        pc.add_event_listener_with_callback("icecandidateerror", ice_error.as_ref().unchecked_ref())?;
         pc.set_onnegotiationneeded(Some(negotiation_needed.as_ref().unchecked_ref()));
         pc.set_onicecandidate(Some(ice_candidate.as_ref().unchecked_ref()));
         pc.set_ontrack(Some(track.as_ref().unchecked_ref()));
@@ -104,8 +122,26 @@ impl Peer {
                 _ice_candidate: ice_candidate,
                 _track: track,
                 _connection_state: connection_state,
+                ice_error,
             },
         })
+    }
+
+    /// The role can change when the signaling server restarts and hands out roles anew.
+    pub fn set_polite(&mut self, polite: bool) {
+        self.polite = polite;
+    }
+
+    pub fn state(&self) -> RtcPeerConnectionState {
+        self.pc.connection_state()
+    }
+
+    /// Starts an ICE restart; `negotiationneeded` follows, and perfect negotiation settles who
+    /// offers if both sides restart at once. web-sys does not bind `restartIce()`.
+    pub fn restart_ice(&self) -> Result<(), JsValue> {
+        let method: Function = Reflect::get(&self.pc, &"restartIce".into())?.dyn_into()?;
+        method.call0(&self.pc)?;
+        Ok(())
     }
 
     /// The caller's side: one send-and-receive transceiver per local track.
@@ -201,6 +237,7 @@ impl Drop for Peer {
         self.pc.set_onicecandidate(None);
         self.pc.set_ontrack(None);
         self.pc.set_onconnectionstatechange(None);
+        let _ = self.pc.remove_event_listener_with_callback("icecandidateerror", self._handlers.ice_error.as_ref().unchecked_ref());
         self.pc.close();
     }
 }

@@ -2,30 +2,34 @@
 
 use futures_channel::mpsc::UnboundedSender;
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
-use web_sys::{CloseEvent, MessageEvent, WebSocket};
+use web_sys::{CloseEvent, MessageEvent, WebSocket, Window};
 
 use super::engine::Event;
 use crate::{protocol::Message, room::RoomId};
 
 pub struct Socket {
     ws: WebSocket,
+    window: Window,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(CloseEvent)>,
+    on_page_hide: Closure<dyn FnMut()>,
 }
 
 impl Socket {
-    /// Opens `/ws/{room}` on the page's own host.
-    pub fn open(room: &RoomId, events: UnboundedSender<Event>) -> Result<Self, JsValue> {
-        let location = web_sys::window().ok_or("no window")?.location();
+    /// Opens `/ws/{room}?session=...` on the page's own host. Its events carry `generation`,
+    /// so that late events of a socket already replaced can be told apart.
+    pub fn open(room: &RoomId, session: &str, generation: u32, events: UnboundedSender<Event>) -> Result<Self, JsValue> {
+        let window = web_sys::window().ok_or("no window")?;
+        let location = window.location();
         let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
-        let ws = WebSocket::new(&format!("{scheme}://{}/ws/{room}", location.host()?))?;
+        let ws = WebSocket::new(&format!("{scheme}://{}/ws/{room}?session={session}", location.host()?))?;
         let on_message = {
             let events = events.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
                 let Some(text) = event.data().as_string() else { return };
                 match serde_json::from_str::<Message>(&text) {
                     Ok(message) => {
-                        let _ = events.unbounded_send(Event::Server(message));
+                        let _ = events.unbounded_send(Event::Server { generation, message });
                     }
                     // A newer server may send types this client does not know yet.
                     Err(error) => leptos::logging::warn!("ignoring signaling message {text}: {error}"),
@@ -33,11 +37,20 @@ impl Socket {
             })
         };
         let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
-            let _ = events.unbounded_send(Event::SocketClosed { code: event.code() });
+            let _ = events.unbounded_send(Event::SocketClosed { generation, code: event.code() });
         });
+        // Leaving or reloading the page hangs up: the other side must not wait for a person
+        // who is gone (a socket that merely drops is someone who may come back).
+        let on_page_hide = {
+            let ws = ws.clone();
+            Closure::<dyn FnMut()>::new(move || {
+                let _ = ws.send_with_str(&Message::Bye(None).to_json());
+            })
+        };
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        Ok(Self { ws, _on_message: on_message, _on_close: on_close })
+        window.add_event_listener_with_callback("pagehide", on_page_hide.as_ref().unchecked_ref())?;
+        Ok(Self { ws, window, _on_message: on_message, _on_close: on_close, on_page_hide })
     }
 
     pub fn send(&self, message: &Message) {
@@ -49,6 +62,7 @@ impl Socket {
 
 impl Drop for Socket {
     fn drop(&mut self) {
+        let _ = self.window.remove_event_listener_with_callback("pagehide", self.on_page_hide.as_ref().unchecked_ref());
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
         let _ = self.ws.close_with_code(1000);

@@ -1,0 +1,108 @@
+import { type Page } from '@playwright/test';
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { RELAY_PORT, WRONG_SECRET_PORT } from '../ports';
+import { test, expect, expectMediaFlowing, freshRoom, hangUp, inboundBytes, start, status } from './helpers';
+
+/** Candidate types of the pair the newest peer connection is using. */
+async function selectedPair(page: Page) {
+  return page.evaluate(async () => {
+    const peers: RTCPeerConnection[] = (window as any).__peerConnections;
+    const stats = await peers[peers.length - 1].getStats();
+    const reports = [...stats.values()] as any[];
+    const transport = reports.find((r) => r.type === 'transport' && r.selectedCandidatePairId);
+    const pair = transport && stats.get(transport.selectedCandidatePairId);
+    return {
+      local: pair && stats.get(pair.localCandidateId)?.candidateType,
+      remote: pair && stats.get(pair.remoteCandidateId)?.candidateType,
+    };
+  });
+}
+
+test('relay-only ICE through a real coturn: media flows both ways over relayed candidates', async ({ open }) => {
+  const room = freshRoom();
+  const alice = await open(`http://127.0.0.1:${RELAY_PORT}/call/${room}`);
+  const bob = await open(`http://127.0.0.1:${RELAY_PORT}/call/${room}`);
+  await start(alice);
+  await start(bob);
+  await expectMediaFlowing(alice);
+  await expectMediaFlowing(bob);
+  for (const page of [alice, bob]) {
+    expect(await selectedPair(page)).toEqual({ local: 'relay', remote: 'relay' });
+  }
+});
+
+test('with a TURN secret the relay does not accept, the call fails and the page says why', async ({ open }) => {
+  const room = freshRoom();
+  const alice = await open(`http://127.0.0.1:${WRONG_SECRET_PORT}/call/${room}`);
+  const bob = await open(`http://127.0.0.1:${WRONG_SECRET_PORT}/call/${room}`);
+  await start(alice);
+  await start(bob);
+  const refused = 'Could not connect: the relay (TURN) server refused our credentials.';
+  await expect(status(alice)).toHaveText(refused, { timeout: 25_000 });
+  await expect(status(bob)).toHaveText(refused, { timeout: 25_000 });
+  // Nothing hangs: hanging up works as always.
+  await hangUp(alice);
+  await expect(status(alice)).toHaveText('Call ended. Press Start to call again.');
+});
+
+/** A server process of our own, to kill and restart during a call. */
+function startServer(port: number): ChildProcess {
+  return spawn(path.join(__dirname, '../../target/release/duo'), ['--addr', `127.0.0.1:${port}`, '--log-level', 'warn'], {
+    env: { ...process.env, LEPTOS_SITE_ROOT: path.join(__dirname, '../../target/site') },
+    stdio: 'inherit',
+  });
+}
+
+async function waitUntilServing(port: number) {
+  await expect.poll(async () => {
+    try { return (await fetch(`http://127.0.0.1:${port}/`)).status; } catch { return 0; }
+  }, { timeout: 15_000 }).toBe(200);
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise<number | null>((resolve) => child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code)));
+
+for (const [signal, port] of [['SIGKILL', 3103], ['SIGTERM', 3104]] as const) {
+  test(`a call survives its signaling server being stopped (${signal}) and restarted`, async ({ open }) => {
+    let server = startServer(port);
+    try {
+      await waitUntilServing(port);
+      const room = freshRoom();
+      const alice = await open(`http://127.0.0.1:${port}/call/${room}`);
+      const bob = await open(`http://127.0.0.1:${port}/call/${room}`);
+      await start(alice);
+      await start(bob);
+      await expectMediaFlowing(alice);
+      await expectMediaFlowing(bob);
+
+      server.kill(signal);
+      const code = await exited(server);
+      if (signal === 'SIGTERM') expect(code, 'a graceful shutdown exits cleanly').toBe(0);
+      for (const page of [alice, bob]) {
+        await expect(status(page)).toHaveText(/Lost the connection to the server; reconnecting/);
+      }
+      // Media goes browser to browser, so it keeps flowing while the server is gone.
+      for (const page of [alice, bob]) {
+        const before = await inboundBytes(page);
+        await expect.poll(async () => (await inboundBytes(page)).video).toBeGreaterThan(before.video + 1000);
+      }
+
+      server = startServer(port);
+      await waitUntilServing(port);
+      await expect(status(alice)).toHaveText('Connected.');
+      await expect(status(bob)).toHaveText('Connected.');
+      await expectMediaFlowing(alice);
+      await expectMediaFlowing(bob);
+
+      // And the signaling really works again: hang up, and a new call connects.
+      await hangUp(alice);
+      await expect(status(bob)).toHaveText(/The other person left/);
+      await start(alice);
+      await expectMediaFlowing(alice);
+      await expectMediaFlowing(bob);
+    } finally {
+      server.kill('SIGKILL');
+    }
+  });
+}
