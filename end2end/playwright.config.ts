@@ -1,6 +1,6 @@
 import { defineConfig } from '@playwright/test';
 
-import { PORT, RELAY_PORT, TURN_PORT, TURN_SECRET, WRONG_SECRET_PORT } from './ports';
+import { PORT, RELAY_PORT, TURN_PORT, TURN_SECRET, WRONG_SECRET_PORT, turnServerArgs } from './ports';
 
 const server = (port: number, ...flags: string[]) => ({
   command: ['../target/release/duo', '--addr', `127.0.0.1:${port}`, '--log-level', 'warn', ...flags].join(' '),
@@ -43,12 +43,7 @@ export default defineConfig({
     server(RELAY_PORT, ...turnFlags(TURN_SECRET)),
     server(WRONG_SECRET_PORT, ...turnFlags('not-the-secret')),
     {
-      command: [
-        'turnserver', '-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${TURN_PORT}`,
-        '--use-auth-secret', `--static-auth-secret=${TURN_SECRET}`, '--realm=duo.test', '--fingerprint',
-        '--allow-loopback-peers', '--no-tls', '--no-dtls', '--no-cli', '--log-file=stdout', '--simple-log',
-        '--min-port=49160', '--max-port=49260',
-      ].join(' '),
+      command: ['turnserver', ...turnServerArgs(TURN_PORT, TURN_SECRET, 49160)].join(' '),
       port: TURN_PORT,
       reuseExistingServer: false,
       timeout: 30_000,

@@ -11,3 +11,12 @@ export const WRONG_SECRET_PORT = 3102;
 export const TURN_PORT = 3478;
 export const TURN_SECRET = 'duo-test-secret';
 
+
+/** Flags for a coturn on loopback that takes TURN REST credentials made with `secret`. */
+export const turnServerArgs = (port: number, secret: string, firstRelayPort: number) => [
+  '-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${port}`,
+  '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=duo.test', '--fingerprint',
+  // Both browsers are on this machine: let coturn relay between loopback addresses.
+  '--allow-loopback-peers', '--no-tls', '--no-dtls', '--no-cli', '--log-file=stdout', '--simple-log',
+  `--min-port=${firstRelayPort}`, `--max-port=${firstRelayPort + 100}`,
+];

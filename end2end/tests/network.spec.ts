@@ -1,7 +1,7 @@
 import { type Page } from '@playwright/test';
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { RELAY_PORT, WRONG_SECRET_PORT } from '../ports';
+import { RELAY_PORT, WRONG_SECRET_PORT, turnServerArgs } from '../ports';
 import { test, expect, expectMediaFlowing, freshRoom, hangUp, inboundBytes, start, status } from './helpers';
 
 /** Candidate types of the pair the newest peer connection is using. */
@@ -47,8 +47,8 @@ test('with a TURN secret the relay does not accept, the call fails and the page 
 });
 
 /** A server process of our own, to kill and restart during a call. */
-function startServer(port: number): ChildProcess {
-  return spawn(path.join(__dirname, '../../target/release/duo'), ['--addr', `127.0.0.1:${port}`, '--log-level', 'warn'], {
+function startServer(port: number, ...flags: string[]): ChildProcess {
+  return spawn(path.join(__dirname, '../../target/release/duo'), ['--addr', `127.0.0.1:${port}`, '--log-level', 'warn', ...flags], {
     env: { ...process.env, LEPTOS_SITE_ROOT: path.join(__dirname, '../../target/site') },
     stdio: 'inherit',
   });
@@ -106,3 +106,38 @@ for (const [signal, port] of [['SIGKILL', 3103], ['SIGTERM', 3104]] as const) {
     }
   });
 }
+
+test('when the media path breaks, the same connection restarts ICE and the call comes back', async ({ open }) => {
+  // A relay-only call through a coturn of this test's own, which the test takes away.
+  const [turnPort, appPort, secret] = [3479, 3105, 'restart-secret'];
+  const startTurn = () => spawn('turnserver', turnServerArgs(turnPort, secret, 49300), { stdio: 'ignore' });
+  let turn = startTurn();
+  const server = startServer(appPort, '--ice-server', `turn:127.0.0.1:${turnPort}`, '--turn-secret', secret, '--relay-only');
+  try {
+    await waitUntilServing(appPort);
+    const room = freshRoom();
+    const alice = await open(`http://127.0.0.1:${appPort}/call/${room}`);
+    const bob = await open(`http://127.0.0.1:${appPort}/call/${room}`);
+    await start(alice);
+    await start(bob);
+    await expectMediaFlowing(alice);
+    await expectMediaFlowing(bob);
+
+    turn.kill('SIGKILL');
+    await exited(turn);
+    for (const page of [alice, bob]) {
+      await expect(status(page)).toHaveText('The connection is interrupted; reconnecting…', { timeout: 40_000 });
+    }
+    turn = startTurn();
+    for (const page of [alice, bob]) {
+      await expect(status(page)).toHaveText('Connected.', { timeout: 60_000 });
+      await expectMediaFlowing(page);
+      // The same peer connection came back (an ICE restart), not a new call.
+      expect(await page.evaluate(() => (window as any).__peerConnections.length)).toBe(1);
+      expect(await selectedPair(page)).toEqual({ local: 'relay', remote: 'relay' });
+    }
+  } finally {
+    server.kill('SIGKILL');
+    turn.kill('SIGKILL');
+  }
+});

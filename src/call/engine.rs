@@ -34,6 +34,9 @@ const RECONNECT_FIRST_MS: f64 = 250.0;
 const RECONNECT_CAP_MS: f64 = 5_000.0;
 /// How long `disconnected` may last before ICE is restarted.
 const DISCONNECTED_GRACE_MS: i32 = 3_000;
+/// While the media path stays broken, ICE is restarted again this often (a restart made while
+/// the network or the relay was still down cannot succeed by itself later).
+const ICE_RETRY_MS: i32 = 5_000;
 /// How long a new peer connection may take to connect before the page says it failed.
 const CONNECT_TIMEOUT_MS: i32 = 20_000;
 
@@ -55,7 +58,7 @@ pub enum Event {
     ConnectionState(RtcPeerConnectionState),
     IceServerError { code: u16, url: String },
     /// Timers, tagged with the peer connection they were set for.
-    DisconnectedTooLong { peer: u32 },
+    IceCheck { peer: u32 },
     ConnectTimeout { peer: u32 },
     HangUp,
 }
@@ -184,19 +187,13 @@ impl Call {
                     }
                 }
             }
-            Event::DisconnectedTooLong { peer } if peer == self.peer_generation => {
-                if let Some(peer) = &self.peer {
-                    if peer.state() == RtcPeerConnectionState::Disconnected && self.socket.is_some() {
-                        peer.restart_ice()?;
-                    }
-                }
-            }
+            Event::IceCheck { peer } if peer == self.peer_generation => self.restart_ice_if_broken()?,
             Event::ConnectTimeout { peer } if peer == self.peer_generation => {
                 if self.peer.as_ref().is_some_and(|p| p.state() != RtcPeerConnectionState::Connected) {
                     (self.ui.status)(if self.turn_refused { CallStatus::TurnRefused } else { CallStatus::ConnectionFailed });
                 }
             }
-            Event::DisconnectedTooLong { .. } | Event::ConnectTimeout { .. } => {}
+            Event::IceCheck { .. } | Event::ConnectTimeout { .. } => {}
             Event::HangUp => {
                 self.send(&Message::Bye(None));
                 return Ok(Some(CallStatus::Ended));
@@ -221,9 +218,7 @@ impl Call {
                     // are back first (the server restarted), they will follow.
                     if same_person(&self.peer_session, &peer_session) || (!self.other_present && connected) {
                         (self.ui.status)(if connected { CallStatus::Connected } else { CallStatus::Connecting });
-                        if matches!(peer.state(), RtcPeerConnectionState::Disconnected | RtcPeerConnectionState::Failed) && self.other_present {
-                            peer.restart_ice()?;
-                        }
+                        self.restart_ice_if_broken()?;
                         return Ok(None);
                     }
                     self.drop_peer();
@@ -294,7 +289,7 @@ impl Call {
             }),
             RtcPeerConnectionState::Disconnected => {
                 (self.ui.status)(CallStatus::ConnectionInterrupted);
-                self.after(DISCONNECTED_GRACE_MS, Event::DisconnectedTooLong { peer: self.peer_generation });
+                self.after(DISCONNECTED_GRACE_MS, Event::IceCheck { peer: self.peer_generation });
             }
             RtcPeerConnectionState::Failed if !self.other_present && self.socket.is_some() => {
                 // The other person is gone from the room and the media path is dead.
@@ -303,12 +298,25 @@ impl Call {
             }
             RtcPeerConnectionState::Failed => {
                 (self.ui.status)(CallStatus::ConnectionInterrupted);
-                if let (Some(peer), Some(_)) = (&self.peer, &self.socket) {
-                    peer.restart_ice()?;
-                }
+                self.restart_ice_if_broken()?;
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Restarts ICE while the media path is down and both people are reachable by signaling,
+    /// and looks again later.
+    fn restart_ice_if_broken(&self) -> Result<(), JsValue> {
+        let Some(peer) = &self.peer else { return Ok(()) };
+        if !matches!(peer.state(), RtcPeerConnectionState::Disconnected | RtcPeerConnectionState::Failed) {
+            return Ok(());
+        }
+        if self.socket.is_some() && self.other_present {
+            leptos::logging::log!("restarting ICE");
+            peer.restart_ice()?;
+        }
+        self.after(ICE_RETRY_MS, Event::IceCheck { peer: self.peer_generation });
         Ok(())
     }
 
