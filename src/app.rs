@@ -9,7 +9,12 @@ use leptos_router::{
     path,
 };
 
-use crate::{call::CallStatus, room::RoomId};
+use crate::{
+    call::{CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice},
+    protocol::MediaState,
+    room::RoomId,
+};
+use leptos::wasm_bindgen::JsCast;
 
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -85,20 +90,36 @@ fn CallPage(room: RoomId) -> impl IntoView {
     let hydrated = use_hydrated();
     let status = RwSignal::new(CallStatus::Idle);
     let active = Memo::new(move |_| status.with(CallStatus::is_active));
+    let local = RwSignal::new(MediaState::default());
+    let remote = RwSignal::new(None::<MediaState>);
+    let chat = RwSignal::new(Vec::<ChatLine>::new());
+    let stats = RwSignal::new(None::<CallStats>);
+    let devices = RwSignal::new(Vec::<Device>::new());
     let local_video = NodeRef::<leptos::html::Video>::new();
     let remote_video = NodeRef::<leptos::html::Video>::new();
     let title = format!("Call {room} · Duo");
+    #[cfg(feature = "hydrate")]
+    let room = StoredValue::new(room);
 
     #[cfg(feature = "hydrate")]
     let call = StoredValue::new_local(None::<crate::call::engine::CallHandle>);
     #[cfg(feature = "hydrate")]
     on_cleanup(move || {
         if let Some(call) = call.try_get_value().flatten() {
-            call.hang_up();
+            call.command(CallCommand::HangUp);
         }
     });
+    // Hands a command to the call in progress, if any (in the browser; never on the server).
+    let command = move |command: CallCommand| {
+        #[cfg(feature = "hydrate")]
+        if let Some(call) = call.get_value() {
+            call.command(command);
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = command;
+    };
 
-    let start = move |_| {
+    let start_with = move |choice: MediaChoice| {
         #[cfg(feature = "hydrate")]
         {
             use std::rc::Rc;
@@ -113,19 +134,76 @@ fn CallPage(room: RoomId) -> impl IntoView {
                     }
                 })
             };
+            chat.set(Vec::new());
             let events = crate::call::engine::CallEvents {
-                status: Rc::new(move |next| status.set(next)),
+                status: Rc::new(move |next: CallStatus| {
+                    // Device labels are readable once the camera is allowed.
+                    if next == CallStatus::Joining {
+                        leptos::task::spawn_local(async move {
+                            if let Ok(list) = crate::call::media::devices().await {
+                                devices.set(list);
+                            }
+                        });
+                    }
+                    status.set(next)
+                }),
                 local_stream: show(local_video),
                 remote_stream: show(remote_video),
+                local_media: Rc::new(move |state| local.set(state)),
+                remote_media: Rc::new(move |state| remote.set(state)),
+                chat: Rc::new(move |line| chat.update(|lines| lines.push(line))),
+                stats: Rc::new(move |reading| stats.set(reading)),
             };
-            call.set_value(Some(crate::call::engine::start(room.clone(), events)));
+            call.set_value(Some(crate::call::engine::start(room.get_value(), choice, events)));
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = choice;
+    };
+    let toggle_microphone = move || command(CallCommand::Microphone(!local.get_untracked().audio));
+    let toggle_camera = move || {
+        let camera_on = local.get_untracked().video && !local.get_untracked().screen;
+        command(CallCommand::Camera(!camera_on))
+    };
+
+    // M and V work anywhere on the page but in the chat box and the device lists.
+    let keys = window_event_listener(leptos::ev::keydown, move |event| {
+        let typing = event
+            .target()
+            .and_then(|target| target.dyn_into::<leptos::web_sys::Element>().ok())
+            .is_some_and(|element| matches!(element.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT"));
+        if typing || event.ctrl_key() || event.meta_key() || event.alt_key() || !active.get_untracked() {
+            return;
+        }
+        match event.key().as_str() {
+            "m" | "M" => toggle_microphone(),
+            "v" | "V" => toggle_camera(),
+            _ => {}
+        }
+    });
+    on_cleanup(move || keys.remove());
+
+    let draft = RwSignal::new(String::new());
+    let send_chat = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        let text = draft.get_untracked().trim().to_owned();
+        if !text.is_empty() {
+            command(CallCommand::Chat(text));
+            draft.set(String::new());
         }
     };
-    let hang_up = move |_| {
-        #[cfg(feature = "hydrate")]
-        if let Some(call) = call.get_value() {
-            call.hang_up();
+    let use_device = move |event: leptos::ev::Event| {
+        let id = event_target_value(&event);
+        if let Some(device) = devices.get_untracked().into_iter().find(|d| d.id == id) {
+            command(CallCommand::UseDevice(device));
         }
+    };
+    let device_options = move |cameras: bool| {
+        devices
+            .get()
+            .into_iter()
+            .filter(|d| d.is_camera == cameras)
+            .map(|d| view! { <option value=d.id.clone()>{d.label.clone()}</option> })
+            .collect_view()
     };
 
     view! {
@@ -133,14 +211,103 @@ fn CallPage(room: RoomId) -> impl IntoView {
         <section class="call">
             <div class="videos">
                 <video class="remote" node_ref=remote_video aria-label="Remote video" autoplay playsinline></video>
-                <video class="local" node_ref=local_video aria-label="Local video" autoplay playsinline muted prop:muted=true></video>
+                <p class="camera-off" hidden=move || !remote.get().is_some_and(|r| !r.video)>
+                    "The other person's camera is off"
+                </p>
+                <ul class="remote-state" aria-live="polite">
+                    <Show when=move || remote.get().is_some_and(|r| !r.audio)>
+                        <li>"The other person is muted"</li>
+                    </Show>
+                    <Show when=move || remote.get().is_some_and(|r| r.screen)>
+                        <li>"The other person is sharing their screen"</li>
+                    </Show>
+                </ul>
+                <video class="local" class:screen=move || local.get().screen node_ref=local_video aria-label="Local video"
+                    autoplay playsinline muted prop:muted=true></video>
             </div>
             <p class="status" role="status">{move || status.with(CallStatus::text)}</p>
+            <Show when=move || matches!(status.get(), CallStatus::MediaUnavailable(_))>
+                <div class="controls">
+                    <button on:click=move |_| start_with(MediaChoice::MicrophoneOnly)>"Join with audio only"</button>
+                    <button on:click=move |_| start_with(MediaChoice::Nothing)>"Watch and listen only"</button>
+                </div>
+            </Show>
             <div class="controls">
-                <button class="primary" on:click=start disabled=move || active.get() || !hydrated.get()>"Start"</button>
-                <button class="danger" on:click=hang_up disabled=move || !active.get()>"Hang up"</button>
+                <button class="primary" on:click=move |_| start_with(MediaChoice::CameraAndMicrophone)
+                    disabled=move || active.get() || !hydrated.get()>"Start"</button>
+                <button title="Mute the microphone (M)" aria-pressed=move || (!local.get().audio).to_string()
+                    on:click=move |_| toggle_microphone() disabled=move || !active.get()>"Mute"</button>
+                <button title="Turn the camera off (V)" aria-pressed=move || (!local.get().video).to_string()
+                    on:click=move |_| toggle_camera() disabled=move || !active.get() || local.get().screen>"Camera off"</button>
+                <button title="Share your screen instead of the camera" aria-pressed=move || local.get().screen.to_string()
+                    on:click=move |_| command(CallCommand::ShareScreen(!local.get_untracked().screen))
+                    disabled=move || !active.get()>"Share screen"</button>
+                <button class="danger" on:click=move |_| command(CallCommand::HangUp)
+                    disabled=move || !active.get()>"Hang up"</button>
             </div>
+            <Show when=move || active.get() && !devices.get().is_empty()>
+                <div class="devices">
+                    <label>"Camera " <select on:change=use_device>{move || device_options(true)}</select></label>
+                    <label>"Microphone " <select on:change=use_device>{move || device_options(false)}</select></label>
+                </div>
+            </Show>
+            <section class="chat" aria-label="Chat">
+                <ol class="messages">
+                    <For each=move || chat.get().into_iter().enumerate() key=|(index, _)| *index let:((_, line))>
+                        <li class:mine=line.mine>
+                            <span class="who">{if line.mine { "You" } else { "Them" }}</span>
+                            " " <time>{clock(line.sent_at)}</time> " "
+                            <span class="text">{line.text}</span>
+                        </li>
+                    </For>
+                </ol>
+                <form on:submit=send_chat>
+                    <input aria-label="Message" placeholder="Write a message" prop:value=draft
+                        on:input=move |event| draft.set(event_target_value(&event)) maxlength="2000"/>
+                    <button type="submit" disabled=move || !active.get()>"Send"</button>
+                </form>
+            </section>
+            <details class="stats">
+                <summary>"Statistics"</summary>
+                {move || match stats.get() {
+                    None => view! { <p>"No connection yet."</p> }.into_any(),
+                    Some(s) => view! { <StatsTable stats=s/> }.into_any(),
+                }}
+            </details>
         </section>
+    }
+}
+
+#[component]
+fn StatsTable(stats: CallStats) -> impl IntoView {
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "–".into());
+    let rows = [
+        ("Round trip", or_dash(stats.round_trip_ms.map(|ms| format!("{ms:.0} ms")))),
+        ("Received", format!("{:.0} kbit/s", stats.kbps_in)),
+        ("Sent", format!("{:.0} kbit/s", stats.kbps_out)),
+        ("Video", or_dash(stats.width.zip(stats.height).map(|(w, h)| format!("{w}×{h}")))),
+        ("Frame rate", or_dash(stats.frames_per_second.map(|fps| format!("{fps:.0} fps")))),
+        ("Packet loss", format!("{:.1} %", stats.packet_loss_percent)),
+        ("Path", or_dash(stats.relayed.map(|relayed| if relayed { "relayed (TURN)" } else { "direct" }.into()))),
+    ];
+    view! {
+        <dl>
+            {rows.into_iter().map(|(name, value)| view! { <dt>{name}</dt><dd>{value}</dd> }).collect_view()}
+        </dl>
+    }
+}
+
+/// `HH:MM` of a Unix time in milliseconds: local time in the browser, UTC on the server.
+fn clock(millis: u64) -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(millis as f64));
+        format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let minutes = millis / 60_000;
+        format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
     }
 }
 

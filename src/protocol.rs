@@ -173,6 +173,37 @@ impl Message {
     }
 }
 
+/// What one browser tells the other directly, over the call's `RTCDataChannel` (label `duo`,
+/// negotiated with id 0): the same `{"message_type", "content"}` envelope, never seen by the
+/// server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "message_type", content = "content")]
+pub enum PeerMessage {
+    /// What the sender is sending now; sent on connect and on every change.
+    #[serde(rename = "MEDIA_STATE")]
+    MediaState(MediaState),
+    #[serde(rename = "CHAT")]
+    Chat(ChatMessage),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaState {
+    /// The microphone is on (not muted).
+    pub audio: bool,
+    /// The camera (or the shared screen) is on.
+    pub video: bool,
+    /// The video is a shared screen, not the camera.
+    #[serde(default)]
+    pub screen: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub text: String,
+    /// When it was sent, in milliseconds since the Unix epoch (the sender's clock).
+    pub sent_at: u64,
+}
+
 /// The messages a client may send, all relayed to the other peer unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relayed {

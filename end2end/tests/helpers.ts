@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 export const freshRoom = () => randomBytes(12).toString('base64url');
 
 /** Records every RTCPeerConnection the page makes, so tests can read real `getStats`. */
-const recordPeerConnections = () => {
+export const recordPeerConnections = () => {
   const Native = window.RTCPeerConnection;
   const made: RTCPeerConnection[] = [];
   (window as any).__peerConnections = made;

@@ -13,19 +13,23 @@ use std::rc::Rc;
 
 use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
-use serde_json::json;
-use wasm_bindgen::{JsCast, JsValue};
+use serde_json::Value;
+use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::{spawn_local, JsFuture};
-use web_sys::{MediaStream, MediaStreamConstraints, MediaStreamTrack, RtcPeerConnectionState};
+use web_sys::{MediaStream, RtcPeerConnectionState};
 
 use super::{
-    js::{describe, to_js},
-    peer::Peer,
+    js::describe,
+    media::{self, LocalMedia},
+    peer::{Outgoing, Peer},
     socket::Socket,
-    CallStatus,
+    CallCommand, CallStats, CallStatus, ChatLine, MediaChoice,
 };
 use crate::{
-    protocol::{close_code, ErrorCode, IceCandidate, IceServer, IceTransportPolicy, Message, SdpType},
+    protocol::{
+        close_code, ChatMessage, ErrorCode, IceCandidate, IceServer, IceTransportPolicy, MediaState, Message,
+        PeerMessage, SdpType,
+    },
     room::RoomId,
 };
 
@@ -39,6 +43,7 @@ const DISCONNECTED_GRACE_MS: i32 = 3_000;
 const ICE_RETRY_MS: i32 = 5_000;
 /// How long a new peer connection may take to connect before the page says it failed.
 const CONNECT_TIMEOUT_MS: i32 = 20_000;
+const STATS_EVERY_MS: i32 = 1_000;
 
 /// How the engine reports to the page.
 #[derive(Clone)]
@@ -46,6 +51,12 @@ pub struct CallEvents {
     pub status: Rc<dyn Fn(CallStatus)>,
     pub local_stream: Rc<dyn Fn(Option<MediaStream>)>,
     pub remote_stream: Rc<dyn Fn(Option<MediaStream>)>,
+    /// What this side sends (microphone on, video on, screen shared).
+    pub local_media: Rc<dyn Fn(MediaState)>,
+    /// What the other side says it sends; `None` when no one is connected.
+    pub remote_media: Rc<dyn Fn(Option<MediaState>)>,
+    pub chat: Rc<dyn Fn(ChatLine)>,
+    pub stats: Rc<dyn Fn(Option<CallStats>)>,
 }
 
 pub enum Event {
@@ -60,7 +71,11 @@ pub enum Event {
     /// Timers, tagged with the peer connection they were set for.
     IceCheck { peer: u32 },
     ConnectTimeout { peer: u32 },
-    HangUp,
+    StatsTick { peer: u32 },
+    ChannelOpen,
+    FromPeer(PeerMessage),
+    ScreenEnded,
+    Command(CallCommand),
 }
 
 /// The page's hold on a running call.
@@ -70,27 +85,34 @@ pub struct CallHandle {
 }
 
 impl CallHandle {
-    pub fn hang_up(&self) {
-        let _ = self.events.unbounded_send(Event::HangUp);
+    pub fn command(&self, command: CallCommand) {
+        let _ = self.events.unbounded_send(Event::Command(command));
     }
 }
 
-pub fn start(room: RoomId, ui: CallEvents) -> CallHandle {
+pub fn start(room: RoomId, choice: MediaChoice, ui: CallEvents) -> CallHandle {
     let (events, inbox) = unbounded();
-    spawn_local(run(room, ui, events.clone(), inbox));
+    spawn_local(run(room, choice, ui, events.clone(), inbox));
     CallHandle { events }
 }
 
-async fn run(room: RoomId, ui: CallEvents, events: UnboundedSender<Event>, mut inbox: UnboundedReceiver<Event>) {
+async fn run(
+    room: RoomId,
+    choice: MediaChoice,
+    ui: CallEvents,
+    events: UnboundedSender<Event>,
+    mut inbox: UnboundedReceiver<Event>,
+) {
     (ui.status)(CallStatus::StartingMedia);
-    let media = match camera_and_microphone().await {
+    let media = match LocalMedia::open(choice).await {
         Ok(media) => media,
         Err(error) => {
             (ui.status)(CallStatus::MediaUnavailable(explain_media_error(&error)));
             return;
         }
     };
-    (ui.local_stream)(Some(media.clone()));
+    (ui.local_stream)(Some(media.preview.clone()));
+    (ui.local_media)(media.state());
     (ui.status)(CallStatus::Joining);
     let mut call = Call {
         ui: ui.clone(),
@@ -109,6 +131,9 @@ async fn run(room: RoomId, ui: CallEvents, events: UnboundedSender<Event>, mut i
         ice_servers: Vec::new(),
         ice_policy: IceTransportPolicy::All,
         turn_refused: false,
+        unsent_chat: Vec::new(),
+        screen_ended: None,
+        last_traffic: None,
     };
     call.connect_signaling();
     let end = loop {
@@ -132,7 +157,7 @@ struct Call {
     socket: Option<Socket>,
     socket_generation: u32,
     reconnect_attempts: u32,
-    media: MediaStream,
+    media: LocalMedia,
     peer: Option<Peer>,
     peer_generation: u32,
     /// The session of the person `peer` is connected to.
@@ -142,6 +167,11 @@ struct Call {
     ice_servers: Vec<IceServer>,
     ice_policy: IceTransportPolicy,
     turn_refused: bool,
+    /// Chat typed before the channel to the other side was open; sent when it opens.
+    unsent_chat: Vec<ChatMessage>,
+    screen_ended: Option<Closure<dyn FnMut()>>,
+    /// Bytes in and out, and when, at the last statistics tick.
+    last_traffic: Option<(f64, f64, f64)>,
 }
 
 /// Whether two sessions are known to be the same person (clients that name no session never are).
@@ -193,8 +223,71 @@ impl Call {
                     (self.ui.status)(if self.turn_refused { CallStatus::TurnRefused } else { CallStatus::ConnectionFailed });
                 }
             }
-            Event::IceCheck { .. } | Event::ConnectTimeout { .. } => {}
-            Event::HangUp => {
+            Event::StatsTick { peer } if peer == self.peer_generation => {
+                if let Some(peer) = &self.peer {
+                    let stats = self.summarize(peer.stats().await?);
+                    (self.ui.stats)(Some(stats));
+                }
+                self.after(STATS_EVERY_MS, Event::StatsTick { peer });
+            }
+            Event::IceCheck { .. } | Event::ConnectTimeout { .. } | Event::StatsTick { .. } => {}
+            Event::ChannelOpen => {
+                self.announce_media();
+                for message in std::mem::take(&mut self.unsent_chat) {
+                    self.send_chat(message);
+                }
+            }
+            Event::FromPeer(PeerMessage::MediaState(state)) => (self.ui.remote_media)(Some(state)),
+            Event::FromPeer(PeerMessage::Chat(message)) => {
+                (self.ui.chat)(ChatLine { mine: false, text: message.text, sent_at: message.sent_at });
+            }
+            Event::Command(CallCommand::Microphone(on)) => {
+                self.media.set_audio_on(on);
+                self.announce_media();
+            }
+            Event::Command(CallCommand::Camera(on)) => {
+                self.media.set_camera_on(on);
+                self.send_current_video().await?;
+            }
+            Event::Command(CallCommand::ShareScreen(true)) => match media::screen_track().await {
+                Ok(track) => {
+                    // The browser's own "stop sharing" ends the track.
+                    let events = self.events.clone();
+                    let ended = Closure::<dyn FnMut()>::new(move || {
+                        let _ = events.unbounded_send(Event::ScreenEnded);
+                    });
+                    track.set_onended(Some(ended.as_ref().unchecked_ref()));
+                    self.screen_ended = Some(ended);
+                    self.media.start_screen(track);
+                    self.send_current_video().await?;
+                }
+                Err(error) => leptos::logging::warn!("no screen to share: {}", describe(&error)),
+            },
+            Event::Command(CallCommand::ShareScreen(false)) | Event::ScreenEnded => {
+                if let Some(screen) = &self.media.screen {
+                    screen.set_onended(None);
+                }
+                self.screen_ended = None;
+                self.media.stop_screen();
+                self.send_current_video().await?;
+            }
+            Event::Command(CallCommand::Chat(text)) => {
+                let message = ChatMessage { text, sent_at: js_sys::Date::now() as u64 };
+                (self.ui.chat)(ChatLine { mine: true, text: message.text.clone(), sent_at: message.sent_at });
+                self.send_chat(message);
+            }
+            Event::Command(CallCommand::UseDevice(device)) => {
+                let track = self.media.use_device(&device).await?;
+                if let Some(peer) = &self.peer {
+                    if !device.is_camera {
+                        peer.replace_track(false, Some(&track)).await?;
+                    }
+                }
+                if device.is_camera {
+                    self.send_current_video().await?;
+                }
+            }
+            Event::Command(CallCommand::HangUp) => {
                 self.send(&Message::Bye(None));
                 return Ok(Some(CallStatus::Ended));
             }
@@ -225,8 +318,9 @@ impl Call {
                 }
                 if self.other_present {
                     (self.ui.status)(CallStatus::Connecting);
-                    let media = self.media.clone();
-                    self.new_peer(peer_session)?.send_media(&media);
+                    self.new_peer(peer_session)?;
+                    let outgoing = Outgoing { audio: self.media.audio_to_send(), video: self.media.video_to_send(), stream: &self.media.preview };
+                    self.peer.as_mut().expect("created above").send_media(&outgoing);
                 } else {
                     (self.ui.status)(CallStatus::WaitingForPeer);
                 }
@@ -263,9 +357,9 @@ impl Call {
                 if first_offer {
                     self.new_peer(self.peer_session.clone())?;
                 }
-                let media = first_offer.then(|| self.media.clone());
+                let outgoing = Outgoing { audio: self.media.audio_to_send(), video: self.media.video_to_send(), stream: &self.media.preview };
                 let peer = self.peer.as_mut().expect("created above");
-                if let Some(answer) = peer.receive_description(description, media.as_ref()).await? {
+                if let Some(answer) = peer.receive_description(description, first_offer.then_some(&outgoing)).await? {
                     self.send(&Message::Sdp(answer));
                 }
             }
@@ -358,18 +452,91 @@ impl Call {
         self.peer_generation += 1;
         self.peer_session = remote_session;
         self.after(CONNECT_TIMEOUT_MS, Event::ConnectTimeout { peer: self.peer_generation });
+        self.after(STATS_EVERY_MS, Event::StatsTick { peer: self.peer_generation });
+        self.last_traffic = None;
         Ok(self.peer.insert(Peer::new(&self.ice_servers, self.ice_policy, self.polite, &self.events)?))
     }
 
     fn drop_peer(&mut self) {
         if self.peer.take().is_some() {
             (self.ui.remote_stream)(None);
+            (self.ui.remote_media)(None);
+            (self.ui.stats)(None);
         }
+    }
+
+    /// Puts the video that should be sent now on the sender, and tells both the page and the
+    /// other side.
+    async fn send_current_video(&mut self) -> Result<(), JsValue> {
+        if let Some(peer) = &self.peer {
+            peer.replace_track(true, self.media.video_to_send()).await?;
+        }
+        self.announce_media();
+        Ok(())
+    }
+
+    fn announce_media(&self) {
+        let state = self.media.state();
+        (self.ui.local_media)(state);
+        if let Some(peer) = &self.peer {
+            // If the channel is not open yet, its opening announces the state.
+            peer.send_to_peer(&PeerMessage::MediaState(state));
+        }
+    }
+
+    fn send_chat(&mut self, message: ChatMessage) {
+        let sent = self.peer.as_ref().is_some_and(|peer| peer.send_to_peer(&PeerMessage::Chat(message.clone())));
+        if !sent {
+            self.unsent_chat.push(message);
+        }
+    }
+
+    /// One statistics-panel reading from a `getStats()` array.
+    fn summarize(&mut self, reports: JsValue) -> CallStats {
+        let reports: Vec<Value> = super::js::from_js(&reports).unwrap_or_default();
+        let by_id = |id: &Value| reports.iter().find(|r| r["id"] == *id);
+        let number = |v: &Value| v.as_f64().unwrap_or(0.0);
+        let mut stats = CallStats::default();
+        let (mut bytes_in, mut bytes_out, mut lost, mut received) = (0.0, 0.0, 0.0, 0.0);
+        for report in &reports {
+            match report["type"].as_str() {
+                Some("inbound-rtp") => {
+                    bytes_in += number(&report["bytesReceived"]);
+                    lost += number(&report["packetsLost"]).max(0.0);
+                    received += number(&report["packetsReceived"]);
+                    if report["kind"] == "video" {
+                        stats.width = report["frameWidth"].as_u64().map(|w| w as u32);
+                        stats.height = report["frameHeight"].as_u64().map(|h| h as u32);
+                        stats.frames_per_second = report["framesPerSecond"].as_f64();
+                    }
+                }
+                Some("outbound-rtp") => bytes_out += number(&report["bytesSent"]),
+                Some("transport") => {
+                    if let Some(pair) = by_id(&report["selectedCandidatePairId"]) {
+                        stats.round_trip_ms = pair["currentRoundTripTime"].as_f64().map(|s| s * 1000.0);
+                        stats.relayed = by_id(&pair["localCandidateId"])
+                            .map(|local| local["candidateType"] == "relay" || by_id(&pair["remoteCandidateId"]).is_some_and(|r| r["candidateType"] == "relay"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if lost + received > 0.0 {
+            stats.packet_loss_percent = 100.0 * lost / (lost + received);
+        }
+        let now = js_sys::Date::now();
+        if let Some((last_in, last_out, then)) = self.last_traffic {
+            let seconds = ((now - then) / 1000.0).max(0.001);
+            stats.kbps_in = (bytes_in - last_in).max(0.0) * 8.0 / 1000.0 / seconds;
+            stats.kbps_out = (bytes_out - last_out).max(0.0) * 8.0 / 1000.0 / seconds;
+        }
+        self.last_traffic = Some((bytes_in, bytes_out, now));
+        stats
     }
 
     fn end(mut self) {
         self.drop_peer();
-        stop_tracks(&self.media);
+        self.media.stop();
         (self.ui.local_stream)(None);
         // Dropping the socket closes it normally.
     }
@@ -384,15 +551,6 @@ async fn sleep(millis: i32) {
     let _ = JsFuture::from(promise).await;
 }
 
-async fn camera_and_microphone() -> Result<MediaStream, JsValue> {
-    let devices = web_sys::window().ok_or("no window")?.navigator().media_devices()?;
-    let constraints = MediaStreamConstraints::new();
-    constraints.set_audio(&JsValue::TRUE);
-    constraints.set_video(&to_js::<_, JsValue>(&json!({"width": {"ideal": 1280}, "height": {"ideal": 720}})));
-    let stream = JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?;
-    Ok(stream.unchecked_into())
-}
-
 fn explain_media_error(error: &JsValue) -> String {
     let name = js_sys::Reflect::get(error, &"name".into()).ok().and_then(|n| n.as_string());
     match name.as_deref() {
@@ -400,11 +558,5 @@ fn explain_media_error(error: &JsValue) -> String {
         Some("NotFoundError") => "no camera or microphone was found".into(),
         Some("NotReadableError") => "the device is in use by another program".into(),
         _ => describe(error),
-    }
-}
-
-fn stop_tracks(stream: &MediaStream) {
-    for track in stream.get_tracks().iter() {
-        track.unchecked_into::<MediaStreamTrack>().stop();
     }
 }

@@ -10,9 +10,64 @@ pub mod engine;
 #[cfg(feature = "hydrate")]
 mod js;
 #[cfg(feature = "hydrate")]
+pub mod media;
+#[cfg(feature = "hydrate")]
 mod peer;
 #[cfg(feature = "hydrate")]
 mod socket;
+
+/// What to send when joining: the camera and microphone, or less when they are unavailable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaChoice {
+    CameraAndMicrophone,
+    MicrophoneOnly,
+    /// Send nothing; watch and listen only.
+    Nothing,
+}
+
+/// A camera or microphone the browser offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    pub label: String,
+    pub is_camera: bool,
+}
+
+/// What the person asks of a call in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallCommand {
+    Microphone(bool),
+    Camera(bool),
+    ShareScreen(bool),
+    Chat(String),
+    UseDevice(Device),
+    HangUp,
+}
+
+/// One line of the chat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatLine {
+    pub mine: bool,
+    pub text: String,
+    /// Milliseconds since the Unix epoch.
+    pub sent_at: u64,
+}
+
+/// The statistics panel: one second's worth, from `getStats`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CallStats {
+    pub round_trip_ms: Option<f64>,
+    pub kbps_in: f64,
+    pub kbps_out: f64,
+    /// Of the video received.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub frames_per_second: Option<f64>,
+    /// Of all packets expected so far, audio and video.
+    pub packet_loss_percent: f64,
+    /// Whether media goes through a TURN relay rather than directly.
+    pub relayed: Option<bool>,
+}
 
 /// What the status line says, and whether a call is under way.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,7 +120,9 @@ impl CallStatus {
             Self::ConnectionFailed => "Could not connect to the other person.".into(),
             Self::PeerLeft => "The other person left. Waiting for them to come back…".into(),
             Self::RoomFull => "This call already has two people, so you can't join it.".into(),
-            Self::MediaUnavailable(why) => format!("Camera or microphone unavailable: {why}."),
+            Self::MediaUnavailable(why) => {
+                format!("Camera or microphone unavailable: {why}. You can still join with audio only, or just watch and listen.")
+            }
             Self::SignalingReconnecting => "Lost the connection to the server; reconnecting… (the call goes on meanwhile)".into(),
             Self::TurnRefused => "Could not connect: the relay (TURN) server refused our credentials.".into(),
             Self::Ended => "Call ended. Press Start to call again.".into(),

@@ -11,17 +11,26 @@ use js_sys::{Array, Function, Promise, Reflect};
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit, RtcIceTransportPolicy,
-    RtcPeerConnection, RtcPeerConnectionIceErrorEvent, RtcPeerConnectionIceEvent, RtcPeerConnectionState,
-    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSessionDescriptionInit, RtcSignalingState,
-    RtcTrackEvent,
+    MediaStream, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
+    RtcDataChannelState, RtcIceCandidateInit, RtcIceTransportPolicy, RtcPeerConnection,
+    RtcPeerConnectionIceErrorEvent, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpSender,
+    RtcRtpTransceiver, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSessionDescriptionInit,
+    RtcSignalingState, RtcTrackEvent,
 };
 
 use super::{
     engine::Event,
     js::{from_js, to_js},
 };
-use crate::protocol::{IceCandidate, IceServer, IceTransportPolicy, SdpType, SessionDescription};
+use crate::protocol::{IceCandidate, IceServer, IceTransportPolicy, PeerMessage, SdpType, SessionDescription};
+
+/// What this side sends on a new connection.
+pub struct Outgoing<'a> {
+    pub audio: Option<&'a MediaStreamTrack>,
+    pub video: Option<&'a MediaStreamTrack>,
+    /// The stream the tracks belong to, named to the other side (its `track` events carry it).
+    pub stream: &'a MediaStream,
+}
 
 pub struct Peer {
     pc: RtcPeerConnection,
@@ -30,6 +39,10 @@ pub struct Peer {
     ignore_offer: bool,
     /// Candidates that arrived before the remote description they belong to.
     early_candidates: Vec<IceCandidate>,
+    audio_sender: Option<RtcRtpSender>,
+    video_sender: Option<RtcRtpSender>,
+    /// The browser-to-browser channel for media state and chat.
+    channel: RtcDataChannel,
     _handlers: Handlers,
 }
 
@@ -39,6 +52,8 @@ struct Handlers {
     _track: Closure<dyn FnMut(RtcTrackEvent)>,
     _connection_state: Closure<dyn FnMut()>,
     ice_error: Closure<dyn FnMut(RtcPeerConnectionIceErrorEvent)>,
+    _channel_open: Closure<dyn FnMut()>,
+    _channel_message: Closure<dyn FnMut(MessageEvent)>,
 }
 
 impl Peer {
@@ -79,18 +94,14 @@ impl Peer {
                 let _ = events.unbounded_send(Event::LocalCandidate(candidate));
             })
         };
+        // One stream for everything the other side sends, whatever streams it names (tracks
+        // put on a sender with replaceTrack name none).
+        let remote = MediaStream::new()?;
         let track = {
             let events = events.clone();
             Closure::<dyn FnMut(RtcTrackEvent)>::new(move |event: RtcTrackEvent| {
-                let stream = match event.streams().get(0).dyn_into::<MediaStream>() {
-                    Ok(stream) => stream,
-                    // A sender that named no stream: gather its tracks into one of our own.
-                    Err(_) => match MediaStream::new_with_tracks(&Array::of1(&event.track())) {
-                        Ok(stream) => stream,
-                        Err(_) => return,
-                    },
-                };
-                let _ = events.unbounded_send(Event::RemoteStream(stream));
+                remote.add_track(&event.track());
+                let _ = events.unbounded_send(Event::RemoteStream(remote.clone()));
             })
         };
         let connection_state = {
@@ -108,6 +119,26 @@ impl Peer {
         };
         // web-sys has no `onicecandidateerror` setter; the event is the same.
         pc.add_event_listener_with_callback("icecandidateerror", ice_error.as_ref().unchecked_ref())?;
+        // Negotiated with a fixed id, so both sides just create it: no `datachannel` event.
+        let channel_init = RtcDataChannelInit::new();
+        channel_init.set_negotiated(true);
+        channel_init.set_id(0);
+        let channel = pc.create_data_channel_with_data_channel_dict("duo", &channel_init);
+        let channel_open = send(|| Event::ChannelOpen);
+        let channel_message = {
+            let events = events.clone();
+            Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+                let Some(text) = event.data().as_string() else { return };
+                match serde_json::from_str::<PeerMessage>(&text) {
+                    Ok(message) => {
+                        let _ = events.unbounded_send(Event::FromPeer(message));
+                    }
+                    Err(error) => leptos::logging::warn!("ignoring peer message {text}: {error}"),
+                }
+            })
+        };
+        channel.set_onopen(Some(channel_open.as_ref().unchecked_ref()));
+        channel.set_onmessage(Some(channel_message.as_ref().unchecked_ref()));
         pc.set_onnegotiationneeded(Some(negotiation_needed.as_ref().unchecked_ref()));
         pc.set_onicecandidate(Some(ice_candidate.as_ref().unchecked_ref()));
         pc.set_ontrack(Some(track.as_ref().unchecked_ref()));
@@ -117,12 +148,17 @@ impl Peer {
             polite,
             ignore_offer: false,
             early_candidates: Vec::new(),
+            audio_sender: None,
+            video_sender: None,
+            channel,
             _handlers: Handlers {
                 _negotiation_needed: negotiation_needed,
                 _ice_candidate: ice_candidate,
                 _track: track,
                 _connection_state: connection_state,
                 ice_error,
+                _channel_open: channel_open,
+                _channel_message: channel_message,
             },
         })
     }
@@ -144,24 +180,61 @@ impl Peer {
         Ok(())
     }
 
-    /// The caller's side: one send-and-receive transceiver per local track.
-    pub fn send_media(&self, stream: &MediaStream) {
-        for track in stream.get_tracks().iter() {
-            let track: MediaStreamTrack = track.unchecked_into();
-            let init = RtcRtpTransceiverInit::new();
-            init.set_direction(RtcRtpTransceiverDirection::Sendrecv);
-            init.set_streams(&Array::of1(stream));
-            self.pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
+    /// The caller's side: one send-and-receive transceiver per kind, with or without a track
+    /// yet, so that a track can be put on it later without renegotiating.
+    pub fn send_media(&mut self, outgoing: &Outgoing) {
+        let init = RtcRtpTransceiverInit::new();
+        init.set_direction(RtcRtpTransceiverDirection::Sendrecv);
+        init.set_streams(&Array::of1(outgoing.stream));
+        let add = |kind: &str, track: Option<&MediaStreamTrack>| match track {
+            Some(track) => self.pc.add_transceiver_with_media_stream_track_and_init(track, &init),
+            None => self.pc.add_transceiver_with_str_and_init(kind, &init),
+        };
+        self.audio_sender = Some(add("audio", outgoing.audio).sender());
+        self.video_sender = Some(add("video", outgoing.video).sender());
+    }
+
+    /// The answerer's side, after the offer is applied: this side sends on the transceivers the
+    /// offer created, one per kind, so the answer needs no second negotiation.
+    fn answer_with_media(&mut self, outgoing: &Outgoing) {
+        for transceiver in self.pc.get_transceivers().iter() {
+            let transceiver: RtcRtpTransceiver = transceiver.unchecked_into();
+            let (slot, track) = match transceiver.receiver().track().kind().as_str() {
+                "audio" if self.audio_sender.is_none() => (&mut self.audio_sender, outgoing.audio),
+                "video" if self.video_sender.is_none() => (&mut self.video_sender, outgoing.video),
+                _ => continue,
+            };
+            *slot = Some(match track {
+                // addTrack takes this transceiver over and names the stream.
+                Some(track) => self.pc.add_track_0(track, outgoing.stream),
+                None => {
+                    transceiver.set_direction(RtcRtpTransceiverDirection::Sendrecv);
+                    transceiver.sender()
+                }
+            });
         }
     }
 
-    /// The answerer's side, after the offer is applied: `addTrack` takes over the transceivers
-    /// the offer created, so the answer sends on them without another negotiation.
-    fn answer_with_media(&self, stream: &MediaStream) {
-        for track in stream.get_tracks().iter() {
-            let track: MediaStreamTrack = track.unchecked_into();
-            self.pc.add_track_0(&track, stream);
+    /// Sends `track` (or nothing) as this side's audio or video, without renegotiating.
+    pub async fn replace_track(&self, video: bool, track: Option<&MediaStreamTrack>) -> Result<(), JsValue> {
+        let sender = if video { &self.video_sender } else { &self.audio_sender };
+        if let Some(sender) = sender {
+            JsFuture::from(sender.replace_track(track)).await?;
         }
+        Ok(())
+    }
+
+    /// Sends a message to the other browser; false if the channel is not open (yet).
+    pub fn send_to_peer(&self, message: &PeerMessage) -> bool {
+        self.channel.ready_state() == RtcDataChannelState::Open
+            && self.channel.send_with_str(&serde_json::to_string(message).expect("serializes")).is_ok()
+    }
+
+    /// `getStats()`, as an array of report objects.
+    pub async fn stats(&self) -> Result<JsValue, JsValue> {
+        let report = JsFuture::from(self.pc.get_stats()).await?;
+        let values: Function = Reflect::get(&report, &"values".into())?.dyn_into()?;
+        Ok(Array::from(&values.call0(&report)?).into())
     }
 
     /// `negotiationneeded`: makes an offer, returned for sending.
@@ -179,7 +252,7 @@ impl Peer {
     pub async fn receive_description(
         &mut self,
         description: SessionDescription,
-        media: Option<&MediaStream>,
+        media: Option<&Outgoing<'_>>,
     ) -> Result<Option<SessionDescription>, JsValue> {
         let is_offer = description.kind == SdpType::Offer;
         let collision = is_offer && self.pc.signaling_state() != RtcSignalingState::Stable;
@@ -199,8 +272,8 @@ impl Peer {
         if !is_offer {
             return Ok(None);
         }
-        if let Some(media) = media {
-            self.answer_with_media(media);
+        if let Some(outgoing) = media {
+            self.answer_with_media(outgoing);
         }
         set_local_description(&self.pc).await?;
         self.local_description().map(Some)
@@ -237,6 +310,9 @@ impl Drop for Peer {
         self.pc.set_onicecandidate(None);
         self.pc.set_ontrack(None);
         self.pc.set_onconnectionstatechange(None);
+        self.channel.set_onopen(None);
+        self.channel.set_onmessage(None);
+        self.channel.close();
         let _ = self.pc.remove_event_listener_with_callback("icecandidateerror", self._handlers.ice_error.as_ref().unchecked_ref());
         self.pc.close();
     }

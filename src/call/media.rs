@@ -1,0 +1,166 @@
+//! This side's media: camera and microphone tracks, mute and camera-off, screen sharing and
+//! device switching. Changing what is sent never renegotiates: the engine swaps tracks on the
+//! existing senders (`replaceTrack`).
+
+use serde_json::json;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack};
+
+use super::{js::to_js, Device, MediaChoice};
+use crate::protocol::MediaState;
+
+pub struct LocalMedia {
+    /// What the local view shows: the microphone and the camera (or the shared screen).
+    pub preview: MediaStream,
+    pub audio: Option<MediaStreamTrack>,
+    pub camera: Option<MediaStreamTrack>,
+    pub screen: Option<MediaStreamTrack>,
+    pub audio_on: bool,
+    pub camera_on: bool,
+}
+
+impl LocalMedia {
+    pub async fn open(choice: MediaChoice) -> Result<Self, JsValue> {
+        let preview = MediaStream::new()?;
+        let mut media = Self { preview, audio: None, camera: None, screen: None, audio_on: true, camera_on: true };
+        if choice != MediaChoice::Nothing {
+            let stream = user_media(true, choice == MediaChoice::CameraAndMicrophone, None).await?;
+            media.audio = first_track(&stream.get_audio_tracks());
+            media.camera = first_track(&stream.get_video_tracks());
+        }
+        media.camera_on = media.camera.is_some();
+        media.audio_on = media.audio.is_some();
+        media.refresh_preview();
+        Ok(media)
+    }
+
+    /// The video to send: the shared screen, else the camera unless it is off.
+    pub fn video_to_send(&self) -> Option<&MediaStreamTrack> {
+        self.screen.as_ref().or(self.camera.as_ref().filter(|_| self.camera_on))
+    }
+
+    pub fn audio_to_send(&self) -> Option<&MediaStreamTrack> {
+        self.audio.as_ref()
+    }
+
+    pub fn state(&self) -> MediaState {
+        MediaState {
+            audio: self.audio.is_some() && self.audio_on,
+            video: self.video_to_send().is_some(),
+            screen: self.screen.is_some(),
+        }
+    }
+
+    /// Mute is the track sending silence: the sender keeps its track, nothing renegotiates.
+    pub fn set_audio_on(&mut self, on: bool) {
+        if let Some(audio) = &self.audio {
+            audio.set_enabled(on);
+            self.audio_on = on;
+        }
+    }
+
+    pub fn set_camera_on(&mut self, on: bool) {
+        if self.camera.is_some() {
+            self.camera_on = on;
+            self.refresh_preview();
+        }
+    }
+
+    pub fn start_screen(&mut self, track: MediaStreamTrack) {
+        self.stop_screen();
+        self.screen = Some(track);
+        self.refresh_preview();
+    }
+
+    pub fn stop_screen(&mut self) {
+        if let Some(screen) = self.screen.take() {
+            screen.stop();
+        }
+        self.refresh_preview();
+    }
+
+    /// Opens `device` and makes it this side's camera or microphone; returns the new track
+    /// for the engine to put on the sender.
+    pub async fn use_device(&mut self, device: &Device) -> Result<MediaStreamTrack, JsValue> {
+        let stream = user_media(!device.is_camera, device.is_camera, Some(&device.id)).await?;
+        let tracks = if device.is_camera { stream.get_video_tracks() } else { stream.get_audio_tracks() };
+        let track = first_track(&tracks).ok_or("the device gave no track")?;
+        let slot = if device.is_camera { &mut self.camera } else { &mut self.audio };
+        if let Some(old) = slot.replace(track.clone()) {
+            old.stop();
+        }
+        if !device.is_camera {
+            track.set_enabled(self.audio_on);
+        }
+        self.refresh_preview();
+        Ok(track)
+    }
+
+    fn refresh_preview(&self) {
+        for track in self.preview.get_tracks().iter() {
+            self.preview.remove_track(track.unchecked_ref());
+        }
+        let video = self.screen.as_ref().or(self.camera.as_ref().filter(|_| self.camera_on));
+        for track in self.audio.iter().chain(video) {
+            self.preview.add_track(track);
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop_screen();
+        for track in self.audio.take().into_iter().chain(self.camera.take()) {
+            track.stop();
+        }
+    }
+}
+
+fn first_track(tracks: &js_sys::Array) -> Option<MediaStreamTrack> {
+    tracks.get(0).dyn_into().ok()
+}
+
+async fn user_media(audio: bool, video: bool, device: Option<&str>) -> Result<MediaStream, JsValue> {
+    let devices = web_sys::window().ok_or("no window")?.navigator().media_devices()?;
+    let constraints = MediaStreamConstraints::new();
+    let exact = |id: &str| json!({"deviceId": {"exact": id}});
+    let audio_constraint = match (audio, device) {
+        (false, _) => JsValue::FALSE,
+        (true, Some(id)) => to_js(&exact(id)),
+        (true, None) => JsValue::TRUE,
+    };
+    let video_constraint = match (video, device) {
+        (false, _) => JsValue::FALSE,
+        (true, Some(id)) => to_js(&exact(id)),
+        (true, None) => to_js(&json!({"width": {"ideal": 1280}, "height": {"ideal": 720}})),
+    };
+    constraints.set_audio(&audio_constraint);
+    constraints.set_video(&video_constraint);
+    Ok(JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?.unchecked_into())
+}
+
+/// Asks the browser for a screen, window or tab to share.
+pub async fn screen_track() -> Result<MediaStreamTrack, JsValue> {
+    let devices = web_sys::window().ok_or("no window")?.navigator().media_devices()?;
+    let constraints = web_sys::DisplayMediaStreamConstraints::new();
+    constraints.set_video(&to_js(&json!({"width": {"ideal": 1920}, "height": {"ideal": 1080}, "frameRate": {"ideal": 15}})));
+    let stream: MediaStream = JsFuture::from(devices.get_display_media_with_constraints(&constraints)?).await?.unchecked_into();
+    first_track(&stream.get_video_tracks()).ok_or_else(|| "nothing to share".into())
+}
+
+/// The cameras and microphones; labels are known once the page has been allowed to use them.
+pub async fn devices() -> Result<Vec<Device>, JsValue> {
+    let media = web_sys::window().ok_or("no window")?.navigator().media_devices()?;
+    let list: js_sys::Array = JsFuture::from(media.enumerate_devices()?).await?.unchecked_into();
+    Ok(list
+        .iter()
+        .filter_map(|d| d.dyn_into::<MediaDeviceInfo>().ok())
+        .filter_map(|d| {
+            let is_camera = match d.kind() {
+                MediaDeviceKind::Videoinput => true,
+                MediaDeviceKind::Audioinput => false,
+                _ => return None,
+            };
+            Some(Device { id: d.device_id(), label: d.label(), is_camera })
+        })
+        .collect())
+}
