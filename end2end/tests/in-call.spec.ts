@@ -132,21 +132,28 @@ test('switching the microphone mid-call keeps the call up and sends the new devi
   await expect.poll(() => growth(bob, 'audio', 'totalAudioEnergy'), { timeout: 10_000 }).toBeGreaterThan(0);
 });
 
-test('without camera permission the page says so, and audio only still connects', async ({ open }) => {
-  // A browser that answers permission prompts like a person who says no: nothing is granted
-  // but the microphone.
+/** A browser that answers permission prompts like a person who says no to the camera. */
+async function withCameraDenied(run: (carol: Page) => Promise<void>) {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--no-sandbox', '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
       '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
   });
   try {
-    const room = freshRoom();
-    const bob = await open(`/call/${room}`);
-    await start(bob);
     const context = await browser.newContext({ permissions: ['microphone'] });
     const carol = await context.newPage();
     await carol.addInitScript(recordPeerConnections);
+    await run(carol);
+  } finally {
+    await browser.close();
+  }
+}
+
+test('without camera permission the page says so, and audio only still connects', async ({ open }) => {
+  const room = freshRoom();
+  const bob = await open(`/call/${room}`);
+  await start(bob);
+  await withCameraDenied(async (carol) => {
     await carol.goto(`http://127.0.0.1:${PORT}/call/${room}`);
     await start(carol);
     await expect(status(carol)).toHaveText(/Camera or microphone unavailable: permission was denied/);
@@ -158,9 +165,25 @@ test('without camera permission the page says so, and audio only still connects'
     // Carol's audio arrives. (Chromium's fake microphone beeps only while its fake camera
     // runs, so here it sends silence: packets, not energy.)
     await expect.poll(() => growth(bob, 'audio', 'packetsReceived', 3000), { timeout: 15_000 }).toBeGreaterThan(0);
-  } finally {
-    await browser.close();
-  }
+    // And Carol sees and hears Bob.
+    await expectMediaFlowing(carol);
+  });
+});
+
+test('someone may also just watch and listen, sending nothing', async ({ open }) => {
+  const room = freshRoom();
+  const bob = await open(`/call/${room}`);
+  await start(bob);
+  await withCameraDenied(async (carol) => {
+    await carol.goto(`http://127.0.0.1:${PORT}/call/${room}`);
+    await start(carol);
+    await carol.getByRole('button', { name: 'Watch and listen only' }).click();
+    await expectMediaFlowing(carol);
+    await expect(status(bob)).toHaveText('Connected.');
+    await expect(bob.getByText("The other person's camera is off")).toBeVisible();
+    await expect(bob.getByText('The other person is muted')).toBeVisible();
+    expect(await growth(bob, 'video', 'bytesReceived')).toBe(0);
+  });
 });
 
 test('the statistics panel shows live numbers', async ({ open }) => {
