@@ -49,6 +49,11 @@ pub struct Config {
     #[arg(long, default_value_t = 50)]
     pub rate_limit: u32,
 
+    /// On SIGTERM, seconds to keep serving with `/readyz` failing (so a load balancer stops
+    /// sending new calls here) before closing the signaling sockets.
+    #[arg(long, default_value = "0", value_parser = parse_grace)]
+    pub shutdown_grace: Duration,
+
     /// Seconds of silence (no frame, not even a pong) after which a peer is dropped.
     #[arg(long, default_value = "30", value_parser = parse_seconds)]
     pub idle_timeout: Duration,
@@ -62,6 +67,13 @@ impl Config {
             (None, Some(path)) => Ok(Some(std::fs::read_to_string(path)?.trim().to_owned())),
             (None, None) => Ok(None),
         }
+    }
+}
+
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err("must be zero or a positive number of seconds".into()),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    time::SystemTime,
+    time::{Instant, SystemTime},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
@@ -25,6 +25,13 @@ use crate::{
 
 /// A text frame on its way to a peer. Relayed frames are the sender's bytes, never re-encoded.
 pub type Frame = Utf8Bytes;
+
+/// A frame in a peer's outbound queue.
+pub struct Outbound {
+    pub frame: Frame,
+    /// When the other peer's frame was read, for relayed frames (the relay latency metric).
+    pub relayed_at: Option<Instant>,
+}
 
 /// Why the hub ended a peer's connection: the WebSocket close code and reason to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +73,7 @@ struct Room {
 struct Slot {
     peer_id: PeerId,
     session: Option<String>,
-    outbox: mpsc::Sender<Frame>,
+    outbox: mpsc::Sender<Outbound>,
     kick: watch::Sender<Option<Kick>>,
 }
 
@@ -78,7 +85,7 @@ pub struct Membership {
     pub peer_id: PeerId,
     pub welcome: Welcome,
     /// Frames for this peer: relayed from the other one, or sent by the hub.
-    pub outbox: mpsc::Receiver<Frame>,
+    pub outbox: mpsc::Receiver<Outbound>,
     /// Set when the hub ends this connection (shutdown, or the outbox overflowed).
     pub kicked: watch::Receiver<Option<Kick>>,
 }
@@ -104,6 +111,7 @@ impl Hub {
     pub fn join(self: &Arc<Self>, room_id: RoomId, session: Option<String>) -> Result<Membership, RoomFull> {
         let mut rooms = lock(&self.rooms);
         let room = rooms.entry(room_id.clone()).or_default().clone();
+        crate::metrics::active_rooms(rooms.len());
         let mut slots = lock(&room.slots);
         let returning = session.as_ref().and_then(|session| {
             slots.iter().position(|slot| slot.as_ref().is_some_and(|slot| slot.session.as_ref() == Some(session)))
@@ -165,11 +173,11 @@ impl Hub {
 }
 
 impl Membership {
-    /// Sends a frame to the other peer of the room, if there is one.
-    pub fn relay(&self, frame: Frame) {
+    /// Sends a frame, read at `received_at`, to the other peer of the room, if there is one.
+    pub fn relay(&self, frame: Frame, received_at: Instant) {
         let mut slots = lock(&self.room.slots);
         if let Some(other) = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.peer_id != self.peer_id)) {
-            deliver_frame(&mut slots, other, frame);
+            deliver_frame(&mut slots, other, Outbound { frame, relayed_at: Some(received_at) });
         }
     }
 
@@ -191,6 +199,7 @@ impl Drop for Membership {
         }
         if slots.iter().all(Option::is_none) {
             rooms.remove(&self.room_id);
+            crate::metrics::active_rooms(rooms.len());
         }
         drop(slots);
         drop(rooms);
@@ -199,15 +208,15 @@ impl Drop for Membership {
 }
 
 fn deliver(slots: &mut [Option<Slot>; 2], index: usize, message: &Message) {
-    deliver_frame(slots, index, Frame::from(message.to_json()));
+    deliver_frame(slots, index, Outbound { frame: Frame::from(message.to_json()), relayed_at: None });
 }
 
 /// Queues a frame for the peer in `slots[index]`. A peer whose queue is full reads too slowly:
 /// it is evicted (so nothing more piles up for it) and told to close, and the one left in the
 /// room hears that it left.
-fn deliver_frame(slots: &mut [Option<Slot>; 2], index: usize, frame: Frame) {
+fn deliver_frame(slots: &mut [Option<Slot>; 2], index: usize, outbound: Outbound) {
     let Some(slot) = &slots[index] else { return };
-    match slot.outbox.try_send(frame) {
+    match slot.outbox.try_send(outbound) {
         Ok(()) => {}
         // Its connection is ending already; its own Drop tells the other peer.
         Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -217,8 +226,9 @@ fn deliver_frame(slots: &mut [Option<Slot>; 2], index: usize, frame: Frame) {
             tracing::warn!(peer = evicted.peer_id.0, "dropping a peer that reads too slowly");
             if let Some(other) = &slots[1 - index] {
                 let left = Message::PeerLeft(PeerInfo { peer_id: evicted.peer_id, session: evicted.session }).to_json();
+                let left = Outbound { frame: Frame::from(left), relayed_at: None };
                 // If the other one is full too, it is as slow, and goes as well.
-                if let Err(mpsc::error::TrySendError::Full(_)) = other.outbox.try_send(Frame::from(left)) {
+                if let Err(mpsc::error::TrySendError::Full(_)) = other.outbox.try_send(left) {
                     if let Some(other) = slots[1 - index].take() {
                         other.kick.send_replace(Some(Kick::TOO_SLOW));
                     }
@@ -247,7 +257,7 @@ mod tests {
     }
 
     fn next(m: &mut Membership) -> Message {
-        serde_json::from_str(&m.outbox.try_recv().expect("a frame is queued")).unwrap()
+        serde_json::from_str(&m.outbox.try_recv().expect("a frame is queued").frame).unwrap()
     }
 
     #[test]
@@ -268,8 +278,8 @@ mod tests {
         let mut a = hub.join(room("r"), None).unwrap();
         let mut b = hub.join(room("r"), None).unwrap();
         assert_eq!(next(&mut a), Message::PeerJoined(PeerInfo { peer_id: b.peer_id, session: None }));
-        a.relay(Frame::from(r#"{"message_type":"BYE"}"#));
-        assert_eq!(b.outbox.try_recv().unwrap().as_str(), r#"{"message_type":"BYE"}"#);
+        a.relay(Frame::from(r#"{"message_type":"BYE"}"#), Instant::now());
+        assert_eq!(b.outbox.try_recv().unwrap().frame.as_str(), r#"{"message_type":"BYE"}"#);
         assert!(a.outbox.try_recv().is_err(), "a sender never hears its own frame");
         let b_id = b.peer_id;
         drop(b);
@@ -297,12 +307,12 @@ mod tests {
         let b = hub.join(room("r"), None).unwrap();
         let _ = a.outbox.try_recv(); // PEER_JOINED
         for _ in 0..5 {
-            a.relay(Frame::from("{}"));
+            a.relay(Frame::from("{}"), Instant::now());
         }
         assert_eq!(*b.kicked.borrow(), Some(Kick::TOO_SLOW));
         assert_eq!(next(&mut a), Message::PeerLeft(PeerInfo { peer_id: b.peer_id, session: None }));
         // Nothing more is queued for the evicted peer.
-        a.relay(Frame::from("{}"));
+        a.relay(Frame::from("{}"), Instant::now());
         assert_eq!(b.outbox.len(), 4);
     }
 

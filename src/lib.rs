@@ -7,8 +7,10 @@
 //! - [`protocol`]: the signaling wire protocol (JSON `message_type`/`content`), shared by both sides.
 //! - [`room`]: room ids: generating and validating the name in a call link.
 //! - `config` (server): command-line flags and environment variables.
-//! - `server` (server): the axum router, the `/ws/{room}` upgrade, listening and shutdown.
+//! - `server` (server): the axum router (pages, `/ws/{room}`, `/healthz`, `/readyz`,
+//!   `/metrics`), listening and shutdown.
 //! - `hub` (server): rooms of two and relaying between them; no HTTP in it.
+//! - `metrics` (server): the Prometheus metrics `/metrics` reports.
 //! - `ice` (server): the STUN/TURN servers each browser gets, with short-lived TURN credentials.
 //! - `signaling` (server): one WebSocket connection's loop: checks, limits, liveness.
 
@@ -23,6 +25,8 @@ pub mod config;
 pub mod hub;
 #[cfg(feature = "ssr")]
 pub mod ice;
+#[cfg(feature = "ssr")]
+pub mod metrics;
 #[cfg(feature = "ssr")]
 pub mod server;
 #[cfg(feature = "ssr")]

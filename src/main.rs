@@ -28,7 +28,14 @@ async fn main() -> std::process::ExitCode {
         }
     };
     leptos_options.site_addr = config.addr;
-    match server::serve(config, leptos_options).await {
+    let metrics = match duo::metrics::install() {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::error!("cannot set up metrics: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match server::serve(config, leptos_options, metrics).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("server failed: {error}");

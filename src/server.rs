@@ -1,7 +1,15 @@
 //! The HTTP side: the axum router (Leptos pages, static files, the `/ws/{room}` upgrade),
 //! listening, and graceful shutdown.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use axum::{
     extract::{
@@ -15,6 +23,7 @@ use axum::{
 };
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 use tracing::info;
@@ -39,6 +48,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub hub: Arc<Hub>,
+    /// Set on SIGTERM: `/readyz` fails from then on.
+    draining: Arc<AtomicBool>,
+    metrics: PrometheusHandle,
     allowed_origins: Arc<[String]>,
     limits: SessionLimits,
 }
@@ -50,7 +62,7 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    pub fn new(config: &Config, leptos_options: LeptosOptions) -> io::Result<Self> {
+    pub fn new(config: &Config, leptos_options: LeptosOptions, metrics: PrometheusHandle) -> io::Result<Self> {
         let ice = IceConfig {
             urls: config.ice_servers.clone(),
             turn_secret: config.turn_secret()?,
@@ -60,6 +72,8 @@ impl AppState {
         Ok(Self {
             leptos_options,
             hub: Hub::new(HubSettings { ice, outbox_capacity: OUTBOX_CAPACITY }),
+            draining: Arc::default(),
+            metrics,
             allowed_origins: config.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect(),
             limits: SessionLimits { messages_per_second: config.rate_limit, idle_timeout: config.idle_timeout },
         })
@@ -70,6 +84,9 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     Router::new()
         .route("/ws/{room}", get(signaling_socket))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() }))
         .leptos_routes(&state, routes, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
@@ -119,6 +136,15 @@ async fn signaling_socket(
         .on_upgrade(move |socket| signaling::run(socket, state.hub, room, session, state.limits))
 }
 
+/// Ready to take calls: until shutdown starts.
+async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}
+
 /// Browsers always send `Origin` on a WebSocket upgrade; a page from another site must not be
 /// able to join calls with its visitors' cameras. Clients that are not browsers send none.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
@@ -132,21 +158,38 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
-/// Serves until SIGTERM or Ctrl-C, then closes every signaling socket with 1001 and returns.
-pub async fn serve(config: Config, leptos_options: LeptosOptions) -> io::Result<()> {
+/// Serves until SIGTERM or Ctrl-C; then fails `/readyz` for the grace period, closes every
+/// signaling socket with 1001 and returns.
+pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: PrometheusHandle) -> io::Result<()> {
     let listener = TcpListener::bind(config.addr).await?;
-    let state = AppState::new(&config, leptos_options)?;
+    let state = AppState::new(&config, leptos_options, metrics.clone())?;
     let hub = state.hub.clone();
+    let draining = state.draining.clone();
     let app = router(state);
     info!("listening on http://{}", listener.local_addr()?);
+    // Histograms are summarised by the exporter; keep its buffers small between scrapes.
+    let upkeep = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            metrics.run_upkeep();
+        }
+    });
     let shutdown_hub = hub.clone();
+    let grace = config.shutdown_grace;
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
+            draining.store(true, Ordering::Relaxed);
+            if !grace.is_zero() {
+                info!("draining: /readyz fails for {grace:?} before sockets close");
+                tokio::time::sleep(grace).await;
+            }
             info!("shutting down: closing signaling sockets");
             shutdown_hub.shutdown();
         })
         .await?;
+    upkeep.abort();
     if tokio::time::timeout(DRAIN_TIMEOUT, hub.closed()).await.is_err() {
         tracing::warn!(open = hub.peer_count(), "some sockets did not close in time");
     }

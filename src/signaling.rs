@@ -30,6 +30,8 @@ pub struct SessionLimits {
 
 /// Runs one connection until it closes. Never panics on anything the peer sends.
 pub async fn run(socket: WebSocket, hub: Arc<Hub>, room: RoomId, session: Option<String>, limits: SessionLimits) {
+    crate::metrics::connection_opened();
+    let _closed = scopeguard(crate::metrics::connection_closed);
     let (mut sink, stream) = socket.split();
     match hub.join(room.clone(), session) {
         Ok(membership) => {
@@ -44,6 +46,7 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, room: RoomId, session: Option
         }
         Err(full) => {
             info!(room = %room, "refused a third person");
+            crate::metrics::rejected(ErrorCode::RoomFull.as_str());
             let mut session = Session { sink: &mut sink, limits };
             if session.send(Message::error(ErrorCode::RoomFull, full.to_string()).to_json()).await {
                 session.close(close_code::ROOM_FULL, "room full").await;
@@ -79,11 +82,14 @@ where
                     self.close(kick.code, kick.reason).await;
                     return;
                 }
-                frame = membership.outbox.recv() => {
+                outbound = membership.outbox.recv() => {
                     // The hub only drops our sender after kicking us, handled above.
-                    let Some(frame) = frame else { return };
-                    if !self.send_raced(WsMessage::Text(frame), &mut membership).await {
+                    let Some(outbound) = outbound else { return };
+                    if !self.send_raced(WsMessage::Text(outbound.frame), &mut membership).await {
                         return;
+                    }
+                    if let Some(received_at) = outbound.relayed_at {
+                        crate::metrics::relay_latency(received_at.elapsed());
                     }
                 }
                 incoming = stream.next() => {
@@ -96,6 +102,7 @@ where
                         Some(Ok(WsMessage::Text(text))) => {
                             if !rate.take() {
                                 rate.refused += 1;
+                                crate::metrics::rejected(ErrorCode::RateLimited.as_str());
                                 if rate.refused > rate.burst {
                                     warn!("closing a flooding peer");
                                     self.close(close_code::POLICY_VIOLATION, "too many messages").await;
@@ -107,7 +114,10 @@ where
                                 continue;
                             }
                             match check_client_frame(&text) {
-                                Ok(_) => membership.relay(text),
+                                Ok(kind) => {
+                                    crate::metrics::relayed(kind.message_type());
+                                    membership.relay(text, last_heard.into_std());
+                                }
                                 Err(bad) => {
                                     debug!(%bad, "refused a frame");
                                     if !self.error(ErrorCode::BadMessage, bad.to_string()).await {
@@ -126,6 +136,7 @@ where
                         Some(Err(error)) => {
                             debug!(%error, "socket error");
                             if is_too_big(error) {
+                                crate::metrics::rejected("message_too_big");
                                 self.close(close_code::MESSAGE_TOO_BIG, "frame over 64 KiB").await;
                             }
                             return;
@@ -147,6 +158,9 @@ where
     }
 
     async fn error(&mut self, code: ErrorCode, message: String) -> bool {
+        if code == ErrorCode::BadMessage {
+            crate::metrics::rejected(code.as_str());
+        }
         self.send(Message::error(code, message).to_json()).await
     }
 
@@ -171,6 +185,17 @@ where
         let frame = CloseFrame { code, reason: reason.into() };
         let _ = timeout(Duration::from_secs(1), self.sink.send(WsMessage::Close(Some(frame)))).await;
     }
+}
+
+/// Runs `f` when dropped, however the connection ends.
+fn scopeguard(f: fn()) -> impl Drop {
+    struct Guard(fn());
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    Guard(f)
 }
 
 fn is_too_big(error: axum::Error) -> bool {

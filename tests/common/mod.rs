@@ -165,3 +165,16 @@ pub fn refusal_status(error: tungstenite::Error) -> http::StatusCode {
         other => panic!("expected an HTTP refusal, got {other}"),
     }
 }
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+pub async fn http_get(server: &Server, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(server.addr).await.expect("server accepts");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
