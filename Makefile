@@ -4,7 +4,7 @@
 # cargo-leptos runs wasm-opt from PATH; setup installs it with the end-to-end npm packages.
 export PATH := $(CURDIR)/end2end/node_modules/.bin:$(PATH)
 
-.PHONY: setup run test watch
+.PHONY: setup run test watch bench
 
 setup:
 	./scripts/setup.sh
@@ -13,11 +13,17 @@ setup:
 run: setup
 	cargo leptos serve --release
 
-## Every test: Rust unit and integration tests, then Playwright in Chromium.
+## Every test: Rust unit and integration tests, Playwright in Chromium, and the benchmarks in
+## their quick mode (numbers are printed, not asserted; this keeps the bench from rotting).
 test: setup
 	cargo test --features ssr
 	cargo leptos build --release
 	cd end2end && npx playwright test
+	bench/run.sh --quick
+
+## The full benchmark run behind docs/performance.md.
+bench: setup
+	bench/run.sh
 
 ## Development loop: rebuild and reload on every change.
 watch: setup

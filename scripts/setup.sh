@@ -74,10 +74,13 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
   fast_install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
 fi
 
-# 3. Browser, TURN server, and the end-to-end packages (Playwright, binaryen's wasm-opt).
+# 3. Browser, TURN server, and the npm packages: end-to-end tests (Playwright, binaryen's
+#    wasm-opt) and the Node reference relay the benchmarks compare against.
 apt_install "${apt_packages[@]}"
-if ! (cd end2end && npm ls --silent >/dev/null 2>&1); then
-  log "npm ci in end2end/"
-  (cd end2end && npm ci --no-audit --no-fund --silent)
-fi
+for dir in end2end bench/node-relay; do
+  if ! (cd "$dir" && npm ls --silent >/dev/null 2>&1); then
+    log "npm ci in $dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent)
+  fi
+done
 log "ready ($(rustc --version))"

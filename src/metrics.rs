@@ -1,9 +1,11 @@
 //! What `/metrics` reports, in Prometheus text format: one place that names every metric.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::protocol::Relayed;
 
 const OPEN_CONNECTIONS: &str = "duo_open_connections";
 const ACTIVE_ROOMS: &str = "duo_active_rooms";
@@ -22,25 +24,33 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         )?
         .install_recorder()?;
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    gauge!(OPEN_CONNECTIONS).set(0.0);
-    gauge!(ACTIVE_ROOMS).set(0.0);
+    OPEN.set(0.0);
+    ROOMS.set(0.0);
     Ok(handle)
 }
 
+// Handles looked up once: per message, `counter!` would hash its name and labels again.
+static OPEN: LazyLock<Gauge> = LazyLock::new(|| gauge!(OPEN_CONNECTIONS));
+static ROOMS: LazyLock<Gauge> = LazyLock::new(|| gauge!(ACTIVE_ROOMS));
+static LATENCY: LazyLock<Histogram> = LazyLock::new(|| histogram!(RELAY_LATENCY));
+static RELAYED_BY_TYPE: LazyLock<[Counter; 3]> = LazyLock::new(|| {
+    [Relayed::Sdp, Relayed::Candidate, Relayed::Bye].map(|kind| counter!(RELAYED, "message_type" => kind.message_type()))
+});
+
 pub fn connection_opened() {
-    gauge!(OPEN_CONNECTIONS).increment(1.0);
+    OPEN.increment(1.0);
 }
 
 pub fn connection_closed() {
-    gauge!(OPEN_CONNECTIONS).decrement(1.0);
+    OPEN.decrement(1.0);
 }
 
 pub fn active_rooms(count: usize) {
-    gauge!(ACTIVE_ROOMS).set(count as f64);
+    ROOMS.set(count as f64);
 }
 
-pub fn relayed(message_type: &'static str) {
-    counter!(RELAYED, "message_type" => message_type).increment(1);
+pub fn relayed(kind: Relayed) {
+    RELAYED_BY_TYPE[kind as usize].increment(1);
 }
 
 pub fn rejected(code: &'static str) {
@@ -49,5 +59,5 @@ pub fn rejected(code: &'static str) {
 
 /// From reading a frame off one socket to writing it to the other.
 pub fn relay_latency(latency: Duration) {
-    histogram!(RELAY_LATENCY).record(latency.as_secs_f64());
+    LATENCY.record(latency.as_secs_f64());
 }

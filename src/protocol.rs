@@ -207,9 +207,9 @@ pub struct ChatMessage {
 /// The messages a client may send, all relayed to the other peer unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relayed {
-    Sdp,
-    Candidate,
-    Bye,
+    Sdp = 0,
+    Candidate = 1,
+    Bye = 2,
 }
 
 impl Relayed {
@@ -250,6 +250,43 @@ struct Envelope<'a> {
     content: Option<&'a RawValue>,
 }
 
+/// The shape of [`SessionDescription`], checked without copying the SDP text: the server
+/// relays the frame as it came and never needs the value.
+#[derive(Deserialize)]
+struct SdpShape<'a> {
+    #[serde(rename = "type")]
+    _kind: SdpType,
+    #[serde(borrow, default, rename = "sdp")]
+    _sdp: Option<JsonString<'a>>,
+}
+
+/// The shape of [`IceCandidate`], likewise.
+#[derive(Deserialize)]
+struct CandidateShape<'a> {
+    #[serde(borrow, rename = "candidate")]
+    _candidate: JsonString<'a>,
+    #[serde(borrow, default, rename = "sdpMid")]
+    _sdp_mid: Option<JsonString<'a>>,
+    #[serde(default, rename = "sdpMLineIndex")]
+    _sdp_m_line_index: Option<u16>,
+    #[serde(borrow, default, rename = "usernameFragment")]
+    _username_fragment: Option<JsonString<'a>>,
+}
+
+/// A JSON string, left unparsed.
+struct JsonString<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonString<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&RawValue>::deserialize(deserializer)?;
+        if raw.get().starts_with('"') {
+            Ok(Self(std::marker::PhantomData))
+        } else {
+            Err(serde::de::Error::invalid_type(serde::de::Unexpected::Other(raw.get()), &"a string"))
+        }
+    }
+}
+
 /// Checks a client's text frame against the protocol. The server relays the original text,
 /// so this only has to decide whether it is well-formed, and what it is.
 pub fn check_client_frame(text: &str) -> Result<Relayed, BadMessage> {
@@ -263,8 +300,8 @@ pub fn check_client_frame(text: &str) -> Result<Relayed, BadMessage> {
     let message_type = envelope.message_type.ok_or(BadMessage::MissingType)?;
     let content = envelope.content.map_or("null", RawValue::get);
     let (relayed, check): (Relayed, fn(&str) -> serde_json::Result<()>) = match &*message_type {
-        "SDP" => (Relayed::Sdp, |c| serde_json::from_str::<SessionDescription>(c).map(drop)),
-        "CANDIDATE" => (Relayed::Candidate, |c| serde_json::from_str::<Option<IceCandidate>>(c).map(drop)),
+        "SDP" => (Relayed::Sdp, |c| serde_json::from_str::<SdpShape>(c).map(drop)),
+        "CANDIDATE" => (Relayed::Candidate, |c| serde_json::from_str::<Option<CandidateShape>>(c).map(drop)),
         "BYE" => return Ok(Relayed::Bye),
         "WELCOME" => return Err(BadMessage::ServerOnly("WELCOME")),
         "PEER_JOINED" => return Err(BadMessage::ServerOnly("PEER_JOINED")),
@@ -336,6 +373,8 @@ mod tests {
             (r#"{"message_type":"SDP","content":{"type":"offer","sdp":"v=0"}}"#, Relayed::Sdp),
             (r#"{"message_type":"SDP","content":{"type":"rollback"},"from":"x"}"#, Relayed::Sdp),
             (r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#, Relayed::Candidate),
+            (r#"{"message_type":"CANDIDATE","content":{"candidate":"c\"q","sdpMid":null,"usernameFragment":"u"}}"#, Relayed::Candidate),
+            (r#"{"message_type":"SDP","content":{"type":"answer","sdp":"v=0\r\n"}}"#, Relayed::Sdp),
             (r#"{"message_type":"CANDIDATE","content":null}"#, Relayed::Candidate),
             (r#"{"message_type":"CANDIDATE"}"#, Relayed::Candidate),
             (r#"{"message_type":"BYE"}"#, Relayed::Bye),
@@ -362,6 +401,9 @@ mod tests {
             (r#"{"message_type":"SDP","content":"v=0"}"#, |e| matches!(e, BadMessage::BadContent { .. })),
             (r#"{"message_type":"CANDIDATE","content":{"sdpMid":"0"}}"#, |e| matches!(e, BadMessage::BadContent { message_type: "CANDIDATE", .. })),
             (r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMLineIndex":-1}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
+            (r#"{"message_type":"CANDIDATE","content":{"candidate":7}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
+            (r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMid":0}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
+            (r#"{"message_type":"SDP","content":{"type":"offer","sdp":["v=0"]}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
         ];
         for (text, is_expected) in cases {
             let err = check_client_frame(text).expect_err(text);

@@ -41,6 +41,8 @@ use crate::{
 /// Frames that may wait for a slow reader before it is dropped: far more than a call's whole
 /// negotiation, far less than memory to worry about (at most 64 KiB each).
 const OUTBOX_CAPACITY: usize = 256;
+/// Bytes of read buffer a signaling socket starts with: an idle connection costs little more.
+const IDLE_READ_BUFFER: usize = 1024;
 /// How long shutdown waits for sockets to close after telling them to.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -130,8 +132,9 @@ async fn signaling_socket(
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        // Small buffers: tungstenite's 128 KiB default read buffer costs that much per socket.
-        .read_buffer_size(4 * 1024)
+        // Small buffers: tungstenite's 128 KiB default read buffer costs that much per socket
+        // (and is zero-filled on every read). It grows for a bigger frame when one comes.
+        .read_buffer_size(IDLE_READ_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| signaling::run(socket, state.hub, room, session, state.limits))
 }

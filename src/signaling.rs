@@ -115,7 +115,7 @@ where
                             }
                             match check_client_frame(&text) {
                                 Ok(kind) => {
-                                    crate::metrics::relayed(kind.message_type());
+                                    crate::metrics::relayed(kind);
                                     membership.relay(text, last_heard.into_std());
                                 }
                                 Err(bad) => {

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Every benchmark in one go, printed as one table (results and how to read them:
+# docs/performance.md). Compares the app's server with a bare tokio relay (the ceiling) and
+# the tutorial-style Node `ws` relay (the reference), all measured in this same run.
+#
+#   bench/run.sh           # full: 10 s per load run, 10,000 idle connections, 10 calls
+#   bench/run.sh --quick   # the same steps, small and short, so that CI keeps it working
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/end2end/node_modules/.bin:$PATH"
+
+if [ "${1:-}" = "--quick" ]; then
+  run_seconds=2; idle_connections=500; calls=2
+else
+  run_seconds=10; idle_connections=10000; calls=10
+fi
+# One socket per connection in the load generator and one in the server (each process has its
+# own limit), plus headroom; never above the hard limit.
+wanted=$(( idle_connections + 4096 )); hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] || [ "$wanted" -le "$hard" ] || wanted=$hard
+ulimit -n "$wanted"
+
+echo "building (release)…" >&2
+cargo leptos build --release >/dev/null 2>&1 || cargo leptos build --release
+cargo build --release --quiet --features bench --bin loadgen --bin bare-relay
+loadgen=target/release/loadgen
+clock_ticks=$(getconf CLK_TCK)
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+LEPTOS_SITE_ROOT=target/site target/release/duo --addr 127.0.0.1:3400 --log-level warn --rate-limit 100000000 & pids+=($!); duo=$!
+target/release/bare-relay 127.0.0.1:3401 & pids+=($!); bare=$!
+node bench/node-relay/relay.js 3402 >/dev/null & pids+=($!); node=$!
+for port in 3400 3401 3402; do wait_port "$port"; done
+declare -A url=([duo]=ws://127.0.0.1:3400 [bare]=ws://127.0.0.1:3401 [node]=ws://127.0.0.1:3402)
+declare -A pid=([duo]=$duo [bare]=$bare [node]=$node)
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+
+declare -A result
+# load NAME ROOMS SIZE: messages/s, p50 and p99 round trip, server CPU per relayed message.
+load() {
+  local name=$1 rooms=$2 size=$3 before after out relayed
+  before=$(cpu_ticks "${pid[$name]}")
+  out=$($loadgen --url "${url[$name]}" --rooms "$rooms" --size "$size" --seconds "$run_seconds" | grep '^RESULT')
+  after=$(cpu_ticks "${pid[$name]}")
+  relayed=$(field relayed "$out")
+  result[$name,$rooms,$size,rate]=$(field per_sec "$out")
+  result[$name,$rooms,$size,p50]=$(field p50_us "$out")
+  result[$name,$rooms,$size,p99]=$(field p99_us "$out")
+  result[$name,$rooms,$size,errors]=$(field errors "$out")
+  result[$name,$rooms,$size,cpu]=$(awk -v t=$((after - before)) -v hz="$clock_ticks" -v n="$relayed" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')
+}
+
+# idle NAME: RSS per open connection, in KiB.
+idle() {
+  local name=$1 before after log
+  log=$(mktemp)
+  before=$(rss_kib "${pid[$name]}")
+  $loadgen --url "${url[$name]}" --idle "$idle_connections" >"$log" & local holder=$!
+  for _ in $(seq 1200); do grep -q '^HELD' "$log" && break; sleep 0.1; done
+  grep -q '^HELD' "$log" || { echo "could not hold $idle_connections connections to $name" >&2; exit 1; }
+  sleep 1
+  after=$(rss_kib "${pid[$name]}")
+  kill "$holder"; wait "$holder" 2>/dev/null || true
+  result[$name,idle]=$(awk -v b="$before" -v a="$after" -v n="$idle_connections" 'BEGIN { printf "%.1f", (a - b) / n }')
+  rm -f "$log"
+  sleep 1
+}
+
+# Memory first, while each server is fresh: freed load-run buffers would hide the cost.
+for name in duo bare node; do
+  echo "idle connections: $name" >&2
+  idle "$name"
+done
+for name in duo bare node; do
+  echo "load: $name" >&2
+  load "$name" 100 600
+  load "$name" 1000 600
+  load "$name" 100 4000
+done
+
+echo "call setup in Chromium ($calls calls)…" >&2
+call_setup=$(node end2end/bench/call-setup.mjs "$calls" | sed -n 's/.*median \([0-9]*\) ms.*/\1/p')
+start_ms=$(field start_ms "$(LEPTOS_SITE_ROOT=target/site $loadgen --url ws://127.0.0.1:3403 start-time -- target/release/duo --addr 127.0.0.1:3403 --log-level warn)")
+size() { stat -c %s "$1"; }
+gz() { gzip -9 -c "$1" | wc -c; }
+wasm=target/site/pkg/duo.wasm; js=target/site/pkg/duo.js
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }'; }
+row() { printf '| %-44s | %10s | %10s | %10s | %9s | %9s |\n' "$@"; }
+echo
+row "measure ($run_seconds s runs, window 4)" "duo" "bare tokio" "node ws" "duo/bare" "duo/node"
+row "---" "---:" "---:" "---:" "---:" "---:"
+for case in "100 600" "1000 600" "100 4000"; do
+  set -- $case
+  for metric in rate cpu p50 p99; do
+    label=""
+    case $metric in
+      rate) label="relayed msg/s, $1 rooms, $2 B" ;;
+      cpu) label="server CPU µs per relayed msg, $1 rooms, $2 B" ;;
+      p50) label="round trip p50 µs, $1 rooms, $2 B" ;;
+      p99) label="round trip p99 µs, $1 rooms, $2 B" ;;
+    esac
+    d=${result[duo,$1,$2,$metric]}; b=${result[bare,$1,$2,$metric]}; n=${result[node,$1,$2,$metric]}
+    row "$label" "$d" "$b" "$n" "$(ratio "$d" "$b")" "$(ratio "$d" "$n")"
+  done
+done
+row "RSS KiB per idle connection ($idle_connections)" "${result[duo,idle]}" "${result[bare,idle]}" "${result[node,idle]}" "$(ratio "${result[duo,idle]}" "${result[bare,idle]}")" "$(ratio "${result[duo,idle]}" "${result[node,idle]}")"
+errors=0
+for key in "${!result[@]}"; do [[ $key == *,errors ]] && errors=$((errors + ${result[$key]%.*})); done
+row "load generator errors (all runs)" "$errors" "" "" "" ""
+row "server start to first WebSocket, ms" "$start_ms" "" "" "" ""
+row "call setup median, ms ($calls calls)" "$call_setup" "" "" "" ""
+row "front end wasm, bytes (gzip -9)" "$(size $wasm) ($(gz $wasm))" "" "" "" ""
+row "front end JS, bytes (gzip -9)" "$(size $js) ($(gz $js))" "" "" "" ""
+row "front end total gzip, KiB" "$(awk -v a="$(gz $wasm)" -v b="$(gz $js)" 'BEGIN { printf "%.0f", (a + b) / 1024 }')" "" "" "" ""
+[ "$errors" -eq 0 ] || { echo "the load generator saw errors" >&2; exit 1; }
