@@ -1,6 +1,6 @@
 import path from 'node:path';
 import {
-  test, expect, expectMediaFlowing, expectRemoteVideoStopped, freshRoom, hangUp, inboundBytes, start, status,
+  test, expect, connectedPair, expectMediaFlowing, expectMediaFlowingBothWays, expectRemoteVideoStopped, freshRoom, hangUp, inboundBytes, start, status,
 } from './helpers';
 
 test('media flows both ways when the first person waits for the second', async ({ open }) => {
@@ -11,8 +11,7 @@ test('media flows both ways when the first person waits for the second', async (
   await expect(status(alice)).toHaveText(/Waiting for the other person/);
   await expect(alice.getByLabel('Local video')).toHaveJSProperty('muted', true);
   await start(bob);
-  await expectMediaFlowing(alice);
-  await expectMediaFlowing(bob);
+  await expectMediaFlowingBothWays(alice, bob);
   await expect(alice.getByRole('button', { name: 'Start' })).toBeDisabled();
   await alice.screenshot({ path: '../docs/screenshot-call.png' });
 });
@@ -24,8 +23,7 @@ test('it connects whoever starts first', async ({ open }) => {
   await start(bob);
   await expect(status(bob)).toHaveText(/Waiting for the other person/);
   await start(alice);
-  await expectMediaFlowing(alice);
-  await expectMediaFlowing(bob);
+  await expectMediaFlowingBothWays(alice, bob);
 });
 
 test('pressing Start on both sides at the same moment connects, round after round', async ({ open }) => {
@@ -34,8 +32,7 @@ test('pressing Start on both sides at the same moment connects, round after roun
   const bob = await open(`/call/${room}`);
   for (let round = 0; round < 3; round++) {
     await Promise.all([start(alice), start(bob)]);
-    await expectMediaFlowing(alice);
-    await expectMediaFlowing(bob);
+    await expectMediaFlowingBothWays(alice, bob);
     await Promise.all([hangUp(alice), hangUp(bob)]);
     await expect(status(alice)).toHaveText('Call ended. Press Start to call again.');
     await expect(status(bob)).toHaveText('Call ended. Press Start to call again.');
@@ -43,12 +40,7 @@ test('pressing Start on both sides at the same moment connects, round after roun
 });
 
 test('hang up ends the call on both sides, and both can start again without reloading', async ({ open }) => {
-  const room = freshRoom();
-  const alice = await open(`/call/${room}`);
-  const bob = await open(`/call/${room}`);
-  await start(alice);
-  await start(bob);
-  await expectMediaFlowing(bob);
+  const { alice, bob, room } = await connectedPair(open);
 
   await hangUp(alice);
   await expect(status(alice)).toHaveText('Call ended. Press Start to call again.');
@@ -59,23 +51,16 @@ test('hang up ends the call on both sides, and both can start again without relo
   expect(await alice.evaluate(() => (window as any).__peerConnections.every((pc: RTCPeerConnection) => pc.connectionState === 'closed'))).toBe(true);
 
   await start(alice);
-  await expectMediaFlowing(alice);
-  await expectMediaFlowing(bob);
+  await expectMediaFlowingBothWays(alice, bob);
 
   await hangUp(bob);
   await expect(status(alice)).toHaveText(/The other person left/);
   await start(bob);
-  await expectMediaFlowing(alice);
-  await expectMediaFlowing(bob);
+  await expectMediaFlowingBothWays(alice, bob);
 });
 
 test('a third person sees that the room is full while the call goes on', async ({ open }) => {
-  const room = freshRoom();
-  const alice = await open(`/call/${room}`);
-  const bob = await open(`/call/${room}`);
-  await start(alice);
-  await start(bob);
-  await expectMediaFlowing(bob);
+  const { alice, bob, room } = await connectedPair(open);
 
   const carol = await open(`/call/${room}`);
   await start(carol);
@@ -84,17 +69,11 @@ test('a third person sees that the room is full while the call goes on', async (
   await expect(carol.getByLabel('Local video')).toHaveJSProperty('srcObject', null);
 
   await expect(status(alice)).toHaveText('Connected.');
-  await expectMediaFlowing(alice);
-  await expectMediaFlowing(bob);
+  await expectMediaFlowingBothWays(alice, bob);
 });
 
 test('reloading one side ends the call cleanly on the other, and Start reconnects', async ({ open }) => {
-  const room = freshRoom();
-  const alice = await open(`/call/${room}`);
-  const bob = await open(`/call/${room}`);
-  await start(alice);
-  await start(bob);
-  await expectMediaFlowing(alice);
+  const { alice, bob, room } = await connectedPair(open);
 
   await bob.reload();
   await expect(status(alice)).toHaveText(/The other person left/);
@@ -102,8 +81,7 @@ test('reloading one side ends the call cleanly on the other, and Start reconnect
   await expect(status(bob)).toHaveText('Press Start to join the call.');
 
   await start(bob);
-  await expectMediaFlowing(alice);
-  await expectMediaFlowing(bob);
+  await expectMediaFlowingBothWays(alice, bob);
 });
 
 test('a plain JavaScript client following the classic tutorial calls the Leptos client', async ({ open }) => {

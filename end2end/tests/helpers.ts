@@ -83,3 +83,20 @@ export async function expectMediaFlowing(page: Page) {
 export async function expectRemoteVideoStopped(page: Page) {
   await expect.poll(async () => (await remoteVideoState(page)).hasStream).toBe(false);
 }
+
+/** Media flows into both pages. */
+export async function expectMediaFlowingBothWays(a: Page, b: Page) {
+  await expectMediaFlowing(a);
+  await expectMediaFlowing(b);
+}
+
+/** A call under way: Alice starts and waits, Bob joins, media flows both ways. */
+export async function connectedPair(open: Open, origin = '') {
+  const room = freshRoom();
+  const alice = await open(`${origin}/call/${room}`);
+  const bob = await open(`${origin}/call/${room}`);
+  await start(alice);
+  await start(bob);
+  await expectMediaFlowingBothWays(alice, bob);
+  return { alice, bob, room };
+}

@@ -1,6 +1,6 @@
 import { chromium, type Page } from '@playwright/test';
 import { PORT } from '../ports';
-import { test, expect, expectMediaFlowing, freshRoom, recordPeerConnections, start, status } from './helpers';
+import { test, expect, connectedPair, expectMediaFlowing, freshRoom, recordPeerConnections, start, status } from './helpers';
 
 /** Reads one number from the newest peer connection's stats: `pick` gets every report. */
 async function statsValue(page: Page, kind: 'audio' | 'video', field: string): Promise<number> {
@@ -24,17 +24,6 @@ async function growth(page: Page, kind: 'audio' | 'video', field: string, ms = 1
 
 const remoteSize = (page: Page) =>
   page.getByLabel('Remote video').evaluate((v: HTMLVideoElement) => `${v.videoWidth}x${v.videoHeight}`);
-
-async function connectedPair(open: (path: string) => Promise<Page>) {
-  const room = freshRoom();
-  const alice = await open(`/call/${room}`);
-  const bob = await open(`/call/${room}`);
-  await start(alice);
-  await start(bob);
-  await expectMediaFlowing(alice);
-  await expectMediaFlowing(bob);
-  return { alice, bob, room };
-}
 
 test('mute silences the audio the other side receives and shows it there', async ({ open }) => {
   const { alice, bob } = await connectedPair(open);

@@ -2,7 +2,9 @@ import { type Page } from '@playwright/test';
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { RELAY_PORT, WRONG_SECRET_PORT, turnServerArgs } from '../ports';
-import { test, expect, expectMediaFlowing, freshRoom, hangUp, inboundBytes, start, status } from './helpers';
+import {
+  test, expect, connectedPair, expectMediaFlowing, expectMediaFlowingBothWays, freshRoom, hangUp, inboundBytes, start, status,
+} from './helpers';
 
 /** Candidate types of the pair the newest peer connection is using. */
 async function selectedPair(page: Page) {
@@ -20,13 +22,7 @@ async function selectedPair(page: Page) {
 }
 
 test('relay-only ICE through a real coturn: media flows both ways over relayed candidates', async ({ open }) => {
-  const room = freshRoom();
-  const alice = await open(`http://127.0.0.1:${RELAY_PORT}/call/${room}`);
-  const bob = await open(`http://127.0.0.1:${RELAY_PORT}/call/${room}`);
-  await start(alice);
-  await start(bob);
-  await expectMediaFlowing(alice);
-  await expectMediaFlowing(bob);
+  const { alice, bob } = await connectedPair(open, `http://127.0.0.1:${RELAY_PORT}`);
   for (const page of [alice, bob]) {
     expect(await selectedPair(page)).toEqual({ local: 'relay', remote: 'relay' });
   }
@@ -68,13 +64,7 @@ for (const [signal, port] of [['SIGKILL', 3103], ['SIGTERM', 3104]] as const) {
     let server = startServer(port);
     try {
       await waitUntilServing(port);
-      const room = freshRoom();
-      const alice = await open(`http://127.0.0.1:${port}/call/${room}`);
-      const bob = await open(`http://127.0.0.1:${port}/call/${room}`);
-      await start(alice);
-      await start(bob);
-      await expectMediaFlowing(alice);
-      await expectMediaFlowing(bob);
+      const { alice, bob } = await connectedPair(open, `http://127.0.0.1:${port}`);
 
       server.kill(signal);
       const code = await exited(server);
@@ -92,15 +82,13 @@ for (const [signal, port] of [['SIGKILL', 3103], ['SIGTERM', 3104]] as const) {
       await waitUntilServing(port);
       await expect(status(alice)).toHaveText('Connected.');
       await expect(status(bob)).toHaveText('Connected.');
-      await expectMediaFlowing(alice);
-      await expectMediaFlowing(bob);
+      await expectMediaFlowingBothWays(alice, bob);
 
       // And the signaling really works again: hang up, and a new call connects.
       await hangUp(alice);
       await expect(status(bob)).toHaveText(/The other person left/);
       await start(alice);
-      await expectMediaFlowing(alice);
-      await expectMediaFlowing(bob);
+      await expectMediaFlowingBothWays(alice, bob);
     } finally {
       server.kill('SIGKILL');
     }
@@ -115,13 +103,7 @@ test('when the media path breaks, the same connection restarts ICE and the call 
   const server = startServer(appPort, '--ice-server', `turn:127.0.0.1:${turnPort}`, '--turn-secret', secret, '--relay-only');
   try {
     await waitUntilServing(appPort);
-    const room = freshRoom();
-    const alice = await open(`http://127.0.0.1:${appPort}/call/${room}`);
-    const bob = await open(`http://127.0.0.1:${appPort}/call/${room}`);
-    await start(alice);
-    await start(bob);
-    await expectMediaFlowing(alice);
-    await expectMediaFlowing(bob);
+    const { alice, bob } = await connectedPair(open, `http://127.0.0.1:${appPort}`);
 
     turn.kill('SIGKILL');
     await exited(turn);
