@@ -13,7 +13,7 @@ use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{
-    hub::{Hub, Kick, Membership},
+    hub::{Delivery, Hub, Membership},
     protocol::{check_client_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
 };
@@ -64,7 +64,7 @@ impl<S> Session<S>
 where
     S: futures_util::Sink<WsMessage> + Unpin,
 {
-    async fn serve(mut self, mut stream: SplitStream<WebSocket>, mut membership: Membership) {
+    async fn serve(mut self, mut stream: SplitStream<WebSocket>, membership: Membership) {
         if !self.send(Message::Welcome(membership.welcome.clone()).to_json()).await {
             return;
         }
@@ -76,22 +76,21 @@ where
         loop {
             tokio::select! {
                 biased;
-                _ = membership.kicked.changed() => {
-                    let kick = (*membership.kicked.borrow()).unwrap_or(Kick::SHUTDOWN);
-                    debug!(code = kick.code, "closed by the hub");
-                    self.close(kick.code, kick.reason).await;
-                    return;
-                }
-                outbound = membership.outbox.recv() => {
-                    // The hub only drops our sender after kicking us, handled above.
-                    let Some(outbound) = outbound else { return };
-                    if !self.send_raced(WsMessage::Text(outbound.frame), &mut membership).await {
+                delivery = membership.mailbox.next() => match delivery {
+                    Delivery::Close(kick) => {
+                        debug!(code = kick.code, "closed by the hub");
+                        self.close(kick.code, kick.reason).await;
                         return;
                     }
-                    if let Some(received_at) = outbound.relayed_at {
-                        crate::metrics::relay_latency(received_at.elapsed());
+                    Delivery::Write(outbound) => {
+                        if !self.send_raced(WsMessage::Text(outbound.frame), &membership).await {
+                            return;
+                        }
+                        if let Some(received_at) = outbound.relayed_at {
+                            crate::metrics::relay_latency(received_at.elapsed());
+                        }
                     }
-                }
+                },
                 incoming = stream.next() => {
                     last_heard = Instant::now();
                     match incoming {
@@ -174,10 +173,10 @@ where
     }
 
     /// Like [`Self::send_message`], but gives up at once if the hub kicks this peer meanwhile.
-    async fn send_raced(&mut self, message: WsMessage, membership: &mut Membership) -> bool {
+    async fn send_raced(&mut self, message: WsMessage, membership: &Membership) -> bool {
         tokio::select! {
             sent = self.send_message(message) => sent,
-            _ = membership.kicked.changed() => false,
+            _ = membership.mailbox.kicked() => false,
         }
     }
 
