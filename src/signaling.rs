@@ -2,18 +2,19 @@
 //! the good ones through the hub, answers bad ones with `ERROR`, and enforces the limits
 //! (frame size, rate, outbound queue, liveness) so one misbehaving browser harms nobody else.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::{
-    stream::SplitStream,
+    future::Either,
+    stream::{SplitSink, SplitStream},
     SinkExt, StreamExt,
 };
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{
-    hub::{Delivery, Hub, Membership},
+    hub::{Delivery, Hub, Membership, RoomFull},
     protocol::{check_client_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
 };
@@ -29,127 +30,138 @@ pub struct SessionLimits {
 }
 
 /// Runs one connection until it closes. Never panics on anything the peer sends.
-pub async fn run(socket: WebSocket, hub: Arc<Hub>, room: RoomId, session: Option<String>, limits: SessionLimits) {
+///
+/// A plain function that joins the room and returns the connection's future: an `async fn`
+/// would keep its arguments (the WebSocket alone is 368 bytes, moved out by `split`) and the
+/// join's result in that future for the whole connection, which every idle connection pays.
+pub fn run(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    room: RoomId,
+    session_id: Option<String>,
+    limits: SessionLimits,
+) -> impl Future<Output = ()> {
     crate::metrics::connection_opened();
-    let _closed = scopeguard(crate::metrics::connection_closed);
-    let (mut sink, stream) = socket.split();
-    match hub.join(room.clone(), session) {
+    let open = OnDrop(crate::metrics::connection_closed);
+    let (sink, stream) = socket.split();
+    let session = Session { sink, limits, _open: open };
+    match hub.join(room.clone(), session_id) {
         Ok(membership) => {
             let span = tracing::info_span!("peer", room = %room, peer = membership.peer_id.0);
-            async move {
-                info!(polite = membership.welcome.polite, "joined");
-                Session { sink, limits }.serve(stream, membership).await;
-                info!("left");
-            }
-            .instrument(span)
-            .await;
+            span.in_scope(|| info!(polite = membership.welcome.polite, "joined"));
+            Either::Left(session.serve(stream, membership).instrument(span))
         }
         Err(full) => {
             info!(room = %room, "refused a third person");
             crate::metrics::rejected(ErrorCode::RoomFull.as_str());
-            let mut session = Session { sink: &mut sink, limits };
-            if session.send(Message::error(ErrorCode::RoomFull, full.to_string()).to_json()).await {
-                session.close(close_code::ROOM_FULL, "room full").await;
-            }
+            Either::Right(session.refuse(full))
         }
     }
 }
 
-struct Session<S> {
-    sink: S,
+struct Session {
+    sink: SplitSink<WebSocket, WsMessage>,
     limits: SessionLimits,
+    _open: OnDrop,
 }
 
-impl<S> Session<S>
-where
-    S: futures_util::Sink<WsMessage> + Unpin,
-{
-    async fn serve(mut self, mut stream: SplitStream<WebSocket>, membership: Membership) {
-        if !self.send(Message::Welcome(membership.welcome.clone()).to_json()).await {
-            return;
+impl Session {
+    async fn refuse(mut self, full: RoomFull) {
+        if self.send(Message::error(ErrorCode::RoomFull, full.to_string()).to_json()).await {
+            self.close(close_code::ROOM_FULL, "room full").await;
         }
-        let mut rate = TokenBucket::new(self.limits.messages_per_second);
-        let mut last_heard = Instant::now();
-        let mut heartbeat = interval(self.limits.idle_timeout / 3);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        heartbeat.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                delivery = membership.mailbox.next() => match delivery {
-                    Delivery::Close(kick) => {
-                        debug!(code = kick.code, "closed by the hub");
-                        self.close(kick.code, kick.reason).await;
-                        return;
-                    }
-                    Delivery::Write(outbound) => {
-                        if !self.send_raced(WsMessage::Text(outbound.frame), &membership).await {
+    }
+
+    /// Like [`run`], a plain function: an `async fn` would hold its arguments twice.
+    fn serve(mut self, mut stream: SplitStream<WebSocket>, membership: Membership) -> impl Future<Output = ()> {
+        async move {
+            let _left = OnDrop(|| info!("left"));
+            if !self.send(Message::Welcome(membership.welcome.clone()).to_json()).await {
+                return;
+            }
+            let mut rate = TokenBucket::new(self.limits.messages_per_second);
+            let mut last_heard = Instant::now();
+            let mut heartbeat = interval(self.limits.idle_timeout / 3);
+            heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            heartbeat.tick().await;
+            loop {
+                tokio::select! {
+                    biased;
+                    delivery = membership.mailbox.next() => match delivery {
+                        Delivery::Close(kick) => {
+                            debug!(code = kick.code, "closed by the hub");
+                            self.close(kick.code, kick.reason).await;
                             return;
                         }
-                        if let Some(received_at) = outbound.relayed_at {
-                            crate::metrics::relay_latency(received_at.elapsed());
-                        }
-                    }
-                },
-                incoming = stream.next() => {
-                    last_heard = Instant::now();
-                    match incoming {
-                        None | Some(Ok(WsMessage::Close(_))) => {
-                            debug!("the peer closed the socket");
-                            return;
-                        }
-                        Some(Ok(WsMessage::Text(text))) => {
-                            if !rate.take() {
-                                rate.refused += 1;
-                                crate::metrics::rejected(ErrorCode::RateLimited.as_str());
-                                if rate.refused > rate.burst {
-                                    warn!("closing a flooding peer");
-                                    self.close(close_code::POLICY_VIOLATION, "too many messages").await;
-                                    return;
-                                }
-                                if rate.refused == 1 && !self.error(ErrorCode::RateLimited, "too many messages; slow down".into()).await {
-                                    return;
-                                }
-                                continue;
+                        Delivery::Write(outbound) => {
+                            if !self.send_raced(WsMessage::Text(outbound.frame), &membership).await {
+                                return;
                             }
-                            match check_client_frame(&text) {
-                                Ok(kind) => {
-                                    crate::metrics::relayed(kind);
-                                    membership.relay(text, last_heard.into_std());
-                                }
-                                Err(bad) => {
-                                    debug!(%bad, "refused a frame");
-                                    if !self.error(ErrorCode::BadMessage, bad.to_string()).await {
+                            if let Some(received_at) = outbound.relayed_at {
+                                crate::metrics::relay_latency(received_at.elapsed());
+                            }
+                        }
+                    },
+                    incoming = stream.next() => {
+                        last_heard = Instant::now();
+                        match incoming {
+                            None | Some(Ok(WsMessage::Close(_))) => {
+                                debug!("the peer closed the socket");
+                                return;
+                            }
+                            Some(Ok(WsMessage::Text(text))) => {
+                                if !rate.take() {
+                                    rate.refused += 1;
+                                    crate::metrics::rejected(ErrorCode::RateLimited.as_str());
+                                    if rate.refused > rate.burst {
+                                        warn!("closing a flooding peer");
+                                        self.close(close_code::POLICY_VIOLATION, "too many messages").await;
                                         return;
+                                    }
+                                    if rate.refused == 1 && !self.error(ErrorCode::RateLimited, "too many messages; slow down".into()).await {
+                                        return;
+                                    }
+                                    continue;
+                                }
+                                match check_client_frame(&text) {
+                                    Ok(kind) => {
+                                        crate::metrics::relayed(kind);
+                                        membership.relay(text, last_heard.into_std());
+                                    }
+                                    Err(bad) => {
+                                        debug!(%bad, "refused a frame");
+                                        if !self.error(ErrorCode::BadMessage, bad.to_string()).await {
+                                            return;
+                                        }
                                     }
                                 }
                             }
-                        }
-                        Some(Ok(WsMessage::Binary(_))) => {
-                            if !self.error(ErrorCode::BadMessage, BadMessage::Binary.to_string()).await {
+                            Some(Ok(WsMessage::Binary(_))) => {
+                                if !self.error(ErrorCode::BadMessage, BadMessage::Binary.to_string()).await {
+                                    return;
+                                }
+                            }
+                            // axum answers pings itself; a pong only proves liveness.
+                            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                            Some(Err(error)) => {
+                                debug!(%error, "socket error");
+                                if is_too_big(error) {
+                                    crate::metrics::rejected("message_too_big");
+                                    self.close(close_code::MESSAGE_TOO_BIG, "frame over 64 KiB").await;
+                                }
                                 return;
                             }
                         }
-                        // axum answers pings itself; a pong only proves liveness.
-                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-                        Some(Err(error)) => {
-                            debug!(%error, "socket error");
-                            if is_too_big(error) {
-                                crate::metrics::rejected("message_too_big");
-                                self.close(close_code::MESSAGE_TOO_BIG, "frame over 64 KiB").await;
-                            }
+                    }
+                    _ = heartbeat.tick() => {
+                        if last_heard.elapsed() >= self.limits.idle_timeout {
+                            info!("dropping a silent peer");
+                            self.close(close_code::IDLE_TIMEOUT, "no sign of life").await;
                             return;
                         }
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() >= self.limits.idle_timeout {
-                        info!("dropping a silent peer");
-                        self.close(close_code::IDLE_TIMEOUT, "no sign of life").await;
-                        return;
-                    }
-                    if !self.send_message(WsMessage::Ping(Default::default())).await {
-                        return;
+                        if !self.send_message(WsMessage::Ping(Default::default())).await {
+                            return;
+                        }
                     }
                 }
             }
@@ -186,22 +198,17 @@ where
     }
 }
 
-/// Runs `f` when dropped, however the connection ends.
-fn scopeguard(f: fn()) -> impl Drop {
-    struct Guard(fn());
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            (self.0)()
-        }
+/// Runs its function when dropped, however the connection ends.
+struct OnDrop(fn());
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        (self.0)()
     }
-    Guard(f)
 }
 
 fn is_too_big(error: axum::Error) -> bool {
-    matches!(
-        error.into_inner().downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
+    matches!(error.into_inner().downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
 }
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
@@ -217,7 +224,13 @@ struct TokenBucket {
 impl TokenBucket {
     fn new(messages_per_second: u32) -> Self {
         let burst = messages_per_second.saturating_mul(4).max(1);
-        Self { rate: f64::from(messages_per_second), burst, tokens: f64::from(burst), refilled: Instant::now(), refused: 0 }
+        Self {
+            rate: f64::from(messages_per_second),
+            burst,
+            tokens: f64::from(burst),
+            refilled: Instant::now(),
+            refused: 0,
+        }
     }
 
     fn take(&mut self) -> bool {
