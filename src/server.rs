@@ -22,14 +22,13 @@ use axum::{
     Router,
 };
 use leptos::prelude::LeptosOptions;
-use leptos_axum::{generate_route_list, LeptosRoutes};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 use tracing::info;
 
 use crate::{
-    app::{shell, App},
+    app::shell,
     config::Config,
     hub::{Hub, HubSettings},
     ice::IceConfig,
@@ -85,16 +84,20 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
+    // Rendering a page spawns tasks through Leptos's executor; an error means it is set already.
+    let _ = any_spawner::Executor::init_tokio();
+    let page = leptos_axum::render_app_to_stream({
+        let options = state.leptos_options.clone();
+        move || shell(options.clone())
+    });
     Router::new()
+        // The pages; every other path is a static file or the not-found page (404).
+        .route("/", get(page.clone()))
+        .route("/call/{room}", get(page))
         .route("/ws/{room}", get(signaling_socket))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() }))
-        .leptos_routes(&state, routes, {
-            let options = state.leptos_options.clone();
-            move || shell(options.clone())
-        })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
