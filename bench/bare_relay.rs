@@ -26,6 +26,8 @@ async fn main() {
     let mut next_id = 0u64;
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
+        // As the app and Node's `ws` do.
+        let _ = stream.set_nodelay(true);
         next_id += 1;
         tokio::spawn(serve(stream, rooms.clone(), next_id));
     }

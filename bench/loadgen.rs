@@ -22,7 +22,10 @@ use std::{
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Mutex;
-use tokio_tungstenite::{connect_async, tungstenite::Message};
+use tokio_tungstenite::{
+    connect_async_with_config,
+    tungstenite::{protocol::WebSocketConfig, Message},
+};
 
 #[derive(Parser)]
 #[command(about = "Load generator for the duo signaling relay")]
@@ -71,8 +74,14 @@ async fn main() {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Connects like a browser would (no Nagle delay), with small buffers: tungstenite's default
+/// 128 KiB read buffer, zero-filled on every read, would make the generator, not the relay
+/// under test, the bottleneck.
 async fn connect(url: &str, room: &str) -> Result<Socket, String> {
-    let (socket, _) = connect_async(format!("{url}/ws/{room}")).await.map_err(|e| e.to_string())?;
+    let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
+    let (socket, _) = connect_async_with_config(format!("{url}/ws/{room}"), Some(config), true)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(socket)
 }
 

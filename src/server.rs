@@ -19,6 +19,7 @@ use axum::{
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
+    serve::{Listener, ListenerExt},
     Router,
 };
 use leptos::prelude::LeptosOptions;
@@ -169,7 +170,13 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// Serves until SIGTERM or Ctrl-C; then fails `/readyz` for the grace period, closes every
 /// signaling socket with 1001 and returns.
 pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: PrometheusHandle) -> io::Result<()> {
-    let listener = TcpListener::bind(config.addr).await?;
+    // Signaling messages are small and each one holds up a call's setup: send them at once,
+    // without Nagle's wait for the previous packet's acknowledgement (as browsers do too).
+    let listener = TcpListener::bind(config.addr).await?.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let state = AppState::new(&config, leptos_options, metrics.clone())?;
     let hub = state.hub.clone();
     let draining = state.draining.clone();
