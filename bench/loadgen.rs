@@ -24,7 +24,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Mutex;
 use tokio_tungstenite::{
     connect_async_with_config,
-    tungstenite::{protocol::WebSocketConfig, Message},
+    tungstenite::{protocol::WebSocketConfig, Message, Utf8Bytes},
 };
 
 #[derive(Parser)]
@@ -85,9 +85,9 @@ async fn connect(url: &str, room: &str) -> Result<Socket, String> {
     Ok(socket)
 }
 
-/// A CANDIDATE message of exactly `size` bytes carrying `seq`.
-fn message(seq: u64, size: usize) -> String {
-    let head = format!(r#"{{"message_type":"CANDIDATE","content":{{"sdpMid":"0","sdpMLineIndex":0,"candidate":"candidate:{seq} 1 udp 2122260223 10.0.0.1 50000 typ host "#);
+/// A CANDIDATE message of exactly `size` bytes.
+fn message(size: usize) -> String {
+    let head = r#"{"message_type":"CANDIDATE","content":{"sdpMid":"0","sdpMLineIndex":0,"candidate":"candidate:1 1 udp 2122260223 10.0.0.1 50000 typ host "#;
     let tail = r#""}}"#;
     let pad = size.saturating_sub(head.len() + tail.len());
     format!("{head}{}{tail}", "x".repeat(pad))
@@ -181,16 +181,16 @@ async fn send_and_time(
     let (mut tx, mut rx) = socket.split();
     let mut in_flight = VecDeque::with_capacity(window);
     let mut local_rtts = Vec::new();
-    let mut seq = 0u64;
+    // Built once and shared (reference-counted): the generator's time belongs to the relay.
+    let frame = Utf8Bytes::from(message(size));
     let fail = |errors: &AtomicU64| errors.fetch_add(1, Ordering::Relaxed);
     'run: while !stop.load(Ordering::Relaxed) {
         while in_flight.len() < window {
-            if tx.send(Message::text(message(seq, size))).await.is_err() {
+            if tx.send(Message::Text(frame.clone())).await.is_err() {
                 fail(&errors);
                 break 'run;
             }
             in_flight.push_back(Instant::now());
-            seq += 1;
         }
         // The relay keeps order, so the oldest message in flight is the one coming back.
         loop {
