@@ -3,16 +3,19 @@
 # docs/performance.md). Compares the app's server with a bare tokio relay (the ceiling) and
 # the tutorial-style Node `ws` relay (the reference), all measured in this same run.
 #
-#   bench/run.sh           # full: 10 s per load run, 10,000 idle connections, 10 calls
+#   bench/run.sh           # full: 10 s per load run, 3 rounds, 10,000 idle connections, 10 calls
 #   bench/run.sh --quick   # the same steps, small and short, so that CI keeps it working
+#
+# Load runs go in rounds (duo, bare, node, then again): each number is the median of its
+# rounds, since one 10 s run on a shared 2-core machine varies by 10-20%.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/end2end/node_modules/.bin:$PATH"
 
 if [ "${1:-}" = "--quick" ]; then
-  run_seconds=2; idle_connections=500; calls=2
+  run_seconds=2; rounds=1; idle_connections=500; calls=2
 else
-  run_seconds=10; idle_connections=10000; calls=10
+  run_seconds=10; rounds=3; idle_connections=10000; calls=10
 fi
 # One socket per connection in the load generator and one in the server (each process has its
 # own limit), plus headroom; never above the hard limit.
@@ -43,20 +46,23 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
-declare -A result
-# load NAME ROOMS SIZE: messages/s, p50 and p99 round trip, server CPU per relayed message.
+declare -A result runs
+# load NAME ROOMS SIZE ROUND: messages/s, p50 and p99 round trip, server CPU per relayed message.
 load() {
-  local name=$1 rooms=$2 size=$3 before after out relayed
+  local name=$1 rooms=$2 size=$3 round=$4 before after out relayed
   before=$(cpu_ticks "${pid[$name]}")
   out=$($loadgen --url "${url[$name]}" --rooms "$rooms" --size "$size" --seconds "$run_seconds" | grep '^RESULT')
   after=$(cpu_ticks "${pid[$name]}")
   relayed=$(field relayed "$out")
-  result[$name,$rooms,$size,rate]=$(field per_sec "$out")
-  result[$name,$rooms,$size,p50]=$(field p50_us "$out")
-  result[$name,$rooms,$size,p99]=$(field p99_us "$out")
-  result[$name,$rooms,$size,errors]=$(field errors "$out")
-  result[$name,$rooms,$size,cpu]=$(awk -v t=$((after - before)) -v hz="$clock_ticks" -v n="$relayed" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')
+  local key=$name,$rooms,$size
+  runs[$key,rate]+=" $(field per_sec "$out")"
+  runs[$key,p50]+=" $(field p50_us "$out")"
+  runs[$key,p99]+=" $(field p99_us "$out")"
+  runs[$key,cpu]+=" $(awk -v t=$((after - before)) -v hz="$clock_ticks" -v n="$relayed" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')"
+  result[$key,$round,errors]=$(field errors "$out")
 }
+
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # idle NAME: RSS per open connection, in KiB.
 idle() {
@@ -79,11 +85,17 @@ for name in duo bare node; do
   echo "idle connections: $name" >&2
   idle "$name"
 done
-for name in duo bare node; do
-  echo "load: $name" >&2
-  load "$name" 100 600
-  load "$name" 1000 600
-  load "$name" 100 4000
+cases=("100 600" "1000 600" "100 4000")
+for round in $(seq "$rounds"); do
+  for name in duo bare node; do
+    echo "load, round $round of $rounds: $name" >&2
+    for case in "${cases[@]}"; do
+      load "$name" $case "$round"
+    done
+  done
+done
+for key in "${!runs[@]}"; do
+  result[$key]=$(median "${runs[$key]}")
 done
 
 echo "call setup in Chromium ($calls calls)…" >&2
@@ -96,9 +108,9 @@ wasm=target/site/pkg/duo.wasm; js=target/site/pkg/duo.js
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }'; }
 row() { printf '| %-44s | %10s | %10s | %10s | %9s | %9s |\n' "$@"; }
 echo
-row "measure ($run_seconds s runs, window 4)" "duo" "bare tokio" "node ws" "duo/bare" "duo/node"
+row "measure (median of $rounds × $run_seconds s, window 4)" "duo" "bare tokio" "node ws" "duo/bare" "duo/node"
 row "---" "---:" "---:" "---:" "---:" "---:"
-for case in "100 600" "1000 600" "100 4000"; do
+for case in "${cases[@]}"; do
   set -- $case
   for metric in rate cpu p50 p99; do
     label=""
