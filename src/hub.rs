@@ -409,6 +409,23 @@ mod tests {
         assert!(matches!(hub.join(room("r"), Some("carol".into())), Err(RoomFull)));
     }
 
+    #[tokio::test]
+    async fn a_waiting_peer_wakes_for_a_frame_and_a_kick_overtakes_queued_frames() {
+        let hub = hub(8);
+        let a = hub.join(room("r"), None).unwrap();
+        let b = hub.join(room("r"), None).unwrap();
+        let _ = take_frame(&a); // PEER_JOINED
+        let mailbox = b.mailbox.clone();
+        let waiting = tokio::spawn(async move { mailbox.next().await });
+        tokio::task::yield_now().await;
+        a.relay(Frame::from("{}"), Instant::now());
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
+        assert!(matches!(woken, Ok(Ok(Delivery::Write(outbound))) if outbound.frame.as_str() == "{}"));
+        a.relay(Frame::from("{}"), Instant::now());
+        hub.shutdown();
+        assert!(matches!(b.mailbox.next().await, Delivery::Close(Kick::SHUTDOWN)));
+    }
+
     #[test]
     fn shutdown_kicks_everyone() {
         let hub = hub(4);
