@@ -41,7 +41,7 @@ async fn serve(stream: tokio::net::TcpStream, rooms: Rooms, id: u64) {
     };
     // The same small buffers as the app: tungstenite's 128 KiB default read buffer would make
     // this "ceiling" pay far more memory per connection than it needs to.
-    let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
+    let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(16 * 1024);
     let Ok(socket) = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await else { return };
     let (tx, mut outbox) = mpsc::unbounded_channel();
     {
@@ -66,7 +66,12 @@ async fn serve(stream: tokio::net::TcpStream, rooms: Rooms, id: u64) {
                 _ => break,
             },
             Some(message) = outbox.recv() => {
-                if sink.send(message).await.is_err() {
+                // Like the app: whatever is already queued goes out with one flush.
+                let mut written = sink.feed(message).await;
+                while let (Ok(()), Ok(more)) = (&written, outbox.try_recv()) {
+                    written = sink.feed(more).await;
+                }
+                if written.is_err() || sink.flush().await.is_err() {
                     break;
                 }
             }

@@ -118,6 +118,15 @@ impl Mailbox {
         }
     }
 
+    /// The next queued frame, if one is waiting and the connection was not kicked.
+    pub fn try_next(&self) -> Option<Outbound> {
+        let mut state = lock(&self.state);
+        if state.kick.is_some() {
+            return None;
+        }
+        state.frames.pop_front()
+    }
+
     /// Resolves once the hub has kicked this connection.
     pub async fn kicked(&self) -> Kick {
         loop {

@@ -57,7 +57,8 @@ pub fn rejected(code: &'static str) {
     counter!(REJECTED, "code" => code).increment(1);
 }
 
-/// From reading a frame off one socket to writing it to the other.
+/// From reading a frame off one socket to handing it to the other's (written at the next flush,
+/// right after the frames queued behind it).
 pub fn relay_latency(latency: Duration) {
     LATENCY.record(latency.as_secs_f64());
 }

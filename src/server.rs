@@ -45,6 +45,8 @@ const OUTBOX_CAPACITY: usize = 256;
 /// takes three pipelined candidates in one read: against 1 KiB, half the reads and about 1 µs
 /// less CPU per relayed message, for 1 KiB more per idle connection (docs/performance.md).
 const READ_BUFFER: usize = 2048;
+/// Bytes of queued frames written before a flush is due anyway.
+const WRITE_BATCH: usize = 16 * 1024;
 /// How long shutdown waits for sockets to close after telling them to.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -141,7 +143,8 @@ async fn signaling_socket(
         // Small buffers: tungstenite's 128 KiB default read buffer costs that much per socket
         // (and is zero-filled on every read). It grows for a bigger frame when one comes.
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        // Frames queued for one peer are written together at the flush that follows them.
+        .write_buffer_size(WRITE_BATCH)
         .on_upgrade(move |socket| signaling::run(socket, state.hub, room, session, state.limits))
 }
 

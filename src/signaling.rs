@@ -14,7 +14,7 @@ use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{
-    hub::{Delivery, Hub, Membership, RoomFull},
+    hub::{Delivery, Hub, Mailbox, Membership, Outbound, RoomFull},
     protocol::{check_client_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
 };
@@ -94,11 +94,8 @@ impl Session {
                             return;
                         }
                         Delivery::Write(outbound) => {
-                            if !self.send_raced(WsMessage::Text(outbound.frame), &membership).await {
+                            if !self.write_queued(outbound, &membership.mailbox).await {
                                 return;
-                            }
-                            if let Some(received_at) = outbound.relayed_at {
-                                crate::metrics::relay_latency(received_at.elapsed());
                             }
                         }
                     },
@@ -184,11 +181,24 @@ impl Session {
         matches!(timeout(WRITE_TIMEOUT, self.sink.send(message)).await, Ok(Ok(())))
     }
 
-    /// Like [`Self::send_message`], but gives up at once if the hub kicks this peer meanwhile.
-    async fn send_raced(&mut self, message: WsMessage, membership: &Membership) -> bool {
+    /// Writes `first` and every frame already queued behind it, flushing once: a busy peer's
+    /// frames share system calls and packets. Gives up at once if the hub kicks this peer.
+    async fn write_queued(&mut self, first: Outbound, mailbox: &Mailbox) -> bool {
+        let sink = &mut self.sink;
+        let write = async {
+            let mut next = Some(first);
+            while let Some(outbound) = next {
+                sink.feed(WsMessage::Text(outbound.frame)).await?;
+                if let Some(received_at) = outbound.relayed_at {
+                    crate::metrics::relay_latency(received_at.elapsed());
+                }
+                next = mailbox.try_next();
+            }
+            sink.flush().await
+        };
         tokio::select! {
-            sent = self.send_message(message) => sent,
-            _ = membership.mailbox.kicked() => false,
+            written = timeout(WRITE_TIMEOUT, write) => matches!(written, Ok(Ok(()))),
+            _ = mailbox.kicked() => false,
         }
     }
 
