@@ -229,7 +229,7 @@ fn CallPage(room: RoomId) -> impl IntoView {
         <section class="call">
             <div class="videos">
                 <video class="remote" node_ref=remote_video aria-label="Remote video" autoplay playsinline></video>
-                <p class="camera-off" hidden=move || !remote.get().is_some_and(|r| !r.video)>
+                <p class="camera-off" hidden=move || remote.get().is_none_or(|r| r.video)>
                     "The other person's camera is off"
                 </p>
                 <ul class="remote-state" aria-live="polite">

@@ -387,7 +387,8 @@ mod tests {
 
     #[test]
     fn bad_frames_are_refused_with_a_reason() {
-        let cases: &[(&str, fn(&BadMessage) -> bool)] = &[
+        type IsExpected = fn(&BadMessage) -> bool;
+        let cases: &[(&str, IsExpected)] = &[
             ("hello", |e| matches!(e, BadMessage::NotJson(_))),
             ("{\"message_type\":", |e| matches!(e, BadMessage::NotJson(_))),
             ("[1,2]", |e| *e == BadMessage::NotAnObject),

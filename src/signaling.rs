@@ -5,11 +5,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
-use futures_util::{
-    future::Either,
-    stream::{SplitSink, SplitStream},
-    SinkExt, StreamExt,
-};
+use futures_util::{future::Either, SinkExt, StreamExt};
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn, Instrument};
 
@@ -32,7 +28,7 @@ pub struct SessionLimits {
 /// Runs one connection until it closes. Never panics on anything the peer sends.
 ///
 /// A plain function that joins the room and returns the connection's future: an `async fn`
-/// would keep its arguments (the WebSocket alone is 368 bytes, moved out by `split`) and the
+/// would keep its arguments (the WebSocket alone is 368 bytes, moved into the session) and the
 /// join's result in that future for the whole connection, which every idle connection pays.
 pub fn run(
     socket: WebSocket,
@@ -43,13 +39,12 @@ pub fn run(
 ) -> impl Future<Output = ()> {
     crate::metrics::connection_opened();
     let open = OnDrop(crate::metrics::connection_closed);
-    let (sink, stream) = socket.split();
-    let session = Session { sink, limits, _open: open };
+    let session = Session { socket, limits, _open: open };
     match hub.join(room.clone(), session_id) {
         Ok(membership) => {
             let span = tracing::info_span!("peer", room = %room, peer = membership.peer_id.0);
             span.in_scope(|| info!(polite = membership.welcome.polite, "joined"));
-            Either::Left(session.serve(stream, membership).instrument(span))
+            Either::Left(session.serve(membership).instrument(span))
         }
         Err(full) => {
             info!(room = %room, "refused a third person");
@@ -59,8 +54,10 @@ pub fn run(
     }
 }
 
+/// One task both reads and writes the socket, taking turns, so it is not split (which would put
+/// it behind a lock).
 struct Session {
-    sink: SplitSink<WebSocket, WsMessage>,
+    socket: WebSocket,
     limits: SessionLimits,
     _open: OnDrop,
 }
@@ -73,7 +70,8 @@ impl Session {
     }
 
     /// Like [`run`], a plain function: an `async fn` would hold its arguments twice.
-    fn serve(mut self, mut stream: SplitStream<WebSocket>, membership: Membership) -> impl Future<Output = ()> {
+    #[allow(clippy::manual_async_fn)]
+    fn serve(mut self, membership: Membership) -> impl Future<Output = ()> {
         async move {
             let _left = OnDrop(|| info!("left"));
             if !self.send(Message::Welcome(membership.welcome.clone()).to_json()).await {
@@ -99,7 +97,7 @@ impl Session {
                             }
                         }
                     },
-                    incoming = stream.next() => {
+                    incoming = self.socket.next() => {
                         last_heard = Instant::now();
                         match incoming {
                             None | Some(Ok(WsMessage::Close(_))) => {
@@ -107,7 +105,7 @@ impl Session {
                                 return;
                             }
                             Some(Ok(WsMessage::Text(text))) => {
-                                if !rate.take() {
+                                if !rate.take(last_heard) {
                                     rate.refused += 1;
                                     crate::metrics::rejected(ErrorCode::RateLimited.as_str());
                                     if rate.refused > rate.burst {
@@ -178,23 +176,23 @@ impl Session {
 
     /// Writes one message; false when the connection is gone or the peer stopped reading.
     async fn send_message(&mut self, message: WsMessage) -> bool {
-        matches!(timeout(WRITE_TIMEOUT, self.sink.send(message)).await, Ok(Ok(())))
+        matches!(timeout(WRITE_TIMEOUT, self.socket.send(message)).await, Ok(Ok(())))
     }
 
     /// Writes `first` and every frame already queued behind it, flushing once: a busy peer's
     /// frames share system calls and packets. Gives up at once if the hub kicks this peer.
     async fn write_queued(&mut self, first: Outbound, mailbox: &Mailbox) -> bool {
-        let sink = &mut self.sink;
+        let socket = &mut self.socket;
         let write = async {
             let mut next = Some(first);
             while let Some(outbound) = next {
-                sink.feed(WsMessage::Text(outbound.frame)).await?;
+                socket.feed(WsMessage::Text(outbound.frame)).await?;
                 if let Some(received_at) = outbound.relayed_at {
                     crate::metrics::relay_latency(received_at.elapsed());
                 }
                 next = mailbox.try_next();
             }
-            sink.flush().await
+            socket.flush().await
         };
         tokio::select! {
             written = timeout(WRITE_TIMEOUT, write) => matches!(written, Ok(Ok(()))),
@@ -204,7 +202,7 @@ impl Session {
 
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = timeout(Duration::from_secs(1), self.sink.send(WsMessage::Close(Some(frame)))).await;
+        let _ = timeout(Duration::from_secs(1), self.socket.send(WsMessage::Close(Some(frame)))).await;
     }
 }
 
@@ -243,8 +241,8 @@ impl TokenBucket {
         }
     }
 
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
+    /// Takes a token at `now` (the time the frame was read: one clock read per frame).
+    fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.duration_since(self.refilled).as_secs_f64();
         self.refilled = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(f64::from(self.burst));
@@ -264,7 +262,9 @@ mod tests {
     #[test]
     fn a_bucket_allows_its_burst_then_refuses() {
         let mut bucket = TokenBucket::new(10);
-        assert_eq!((0..40).filter(|_| bucket.take()).count(), 40);
-        assert!(!bucket.take());
+        let now = Instant::now();
+        assert_eq!((0..40).filter(|_| bucket.take(now)).count(), 40);
+        assert!(!bucket.take(now));
+        assert!(bucket.take(now + Duration::from_millis(100)), "a token comes back after 1/10 s");
     }
 }
