@@ -35,6 +35,8 @@ async fn main() {
 
 async fn serve(stream: tokio::net::TcpStream, rooms: Rooms, id: u64) {
     let mut room = String::new();
+    // The error type is tungstenite's (an HTTP response), not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
         room = request.uri().path().trim_start_matches("/ws/").to_owned();
         Ok(response)
@@ -42,7 +44,9 @@ async fn serve(stream: tokio::net::TcpStream, rooms: Rooms, id: u64) {
     // The same small buffers as the app: tungstenite's 128 KiB default read buffer would make
     // this "ceiling" pay far more memory per connection than it needs to.
     let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(16 * 1024);
-    let Ok(socket) = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await else { return };
+    let Ok(socket) = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await else {
+        return;
+    };
     let (tx, mut outbox) = mpsc::unbounded_channel();
     {
         let mut rooms = rooms.lock().unwrap();

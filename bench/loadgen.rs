@@ -79,9 +79,8 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 /// under test, the bottleneck.
 async fn connect(url: &str, room: &str) -> Result<Socket, String> {
     let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
-    let (socket, _) = connect_async_with_config(format!("{url}/ws/{room}"), Some(config), true)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (socket, _) =
+        connect_async_with_config(format!("{url}/ws/{room}"), Some(config), true).await.map_err(|e| e.to_string())?;
     Ok(socket)
 }
 
@@ -123,7 +122,15 @@ async fn run_load(args: &Args) {
     let started = Instant::now();
     for (sender, echoer) in pairs {
         echoers.push(tokio::spawn(echo(echoer, stop.clone(), errors.clone())));
-        senders.push(tokio::spawn(send_and_time(sender, args.size, args.window, stop.clone(), relayed.clone(), errors.clone(), rtts.clone())));
+        senders.push(tokio::spawn(send_and_time(
+            sender,
+            args.size,
+            args.window,
+            stop.clone(),
+            relayed.clone(),
+            errors.clone(),
+            rtts.clone(),
+        )));
     }
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
     stop.store(true, Ordering::Relaxed);
@@ -136,7 +143,8 @@ async fn run_load(args: &Args) {
     }
     let mut rtts = std::mem::take(&mut *rtts.lock().await);
     rtts.sort_unstable();
-    let pct = |p: f64| rtts.get(((rtts.len() as f64 * p) as usize).min(rtts.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct =
+        |p: f64| rtts.get(((rtts.len() as f64 * p) as usize).min(rtts.len().saturating_sub(1))).copied().unwrap_or(0);
     println!(
         "RESULT relayed={relayed} per_sec={:.0} p50_us={} p99_us={} max_us={} errors={}",
         relayed as f64 / elapsed,

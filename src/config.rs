@@ -109,12 +109,18 @@ mod tests {
     #[test]
     fn flags_override_and_repeat() {
         let config = parse(&[
-            "--addr", "0.0.0.0:8080",
-            "--allowed-origin", "https://a.example",
-            "--allowed-origin", "https://b.example",
-            "--ice-server", "stun:127.0.0.1:3478",
-            "--idle-timeout", "1.5",
-            "--log-level", "debug",
+            "--addr",
+            "0.0.0.0:8080",
+            "--allowed-origin",
+            "https://a.example",
+            "--allowed-origin",
+            "https://b.example",
+            "--ice-server",
+            "stun:127.0.0.1:3478",
+            "--idle-timeout",
+            "1.5",
+            "--log-level",
+            "debug",
         ])
         .unwrap();
         assert_eq!(config.addr, "0.0.0.0:8080".parse().unwrap());

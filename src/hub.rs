@@ -8,12 +8,12 @@
 use std::{
     collections::{HashMap, VecDeque},
     future::poll_fn,
-    task::{Poll, Waker},
-    time::{Instant, SystemTime},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
     },
+    task::{Poll, Waker},
+    time::{Instant, SystemTime},
 };
 
 use axum::extract::ws::Utf8Bytes;
@@ -289,7 +289,10 @@ impl Hub {
         if let Some(other) = &slots[1 - index] {
             let left = Message::PeerLeft(PeerInfo { peer_id: evicted.peer_id, session: evicted.session }).to_json();
             // If the other one is full too, it is as slow, and goes as well.
-            if !other.mailbox.push(Outbound { frame: Frame::from(left), relayed_at: None }, self.settings.outbox_capacity) {
+            if !other
+                .mailbox
+                .push(Outbound { frame: Frame::from(left), relayed_at: None }, self.settings.outbox_capacity)
+            {
                 if let Some(other) = slots[1 - index].take() {
                     other.mailbox.kick(Kick::TOO_SLOW);
                 }
@@ -320,7 +323,11 @@ impl Drop for Membership {
         if let Some(mine) = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.peer_id == self.peer_id)) {
             let me = slots[mine].take().expect("found above");
             if slots[1 - mine].is_some() {
-                self.hub.deliver(&mut slots, 1 - mine, &Message::PeerLeft(PeerInfo { peer_id: self.peer_id, session: me.session }));
+                self.hub.deliver(
+                    &mut slots,
+                    1 - mine,
+                    &Message::PeerLeft(PeerInfo { peer_id: self.peer_id, session: me.session }),
+                );
             }
         }
         if slots.iter().all(Option::is_none) {

@@ -82,7 +82,11 @@ mod tests {
 
     fn config(secret: Option<&str>) -> IceConfig {
         IceConfig {
-            urls: vec!["stun:127.0.0.1:3478".into(), "turn:127.0.0.1:3478?transport=udp".into(), "turns:t.example:5349".into()],
+            urls: vec![
+                "stun:127.0.0.1:3478".into(),
+                "turn:127.0.0.1:3478?transport=udp".into(),
+                "turns:t.example:5349".into(),
+            ],
             turn_secret: secret.map(str::to_owned),
             credential_lifetime: Duration::from_secs(3600),
             transport_policy: IceTransportPolicy::All,

@@ -34,7 +34,8 @@ static OPEN: LazyLock<Gauge> = LazyLock::new(|| gauge!(OPEN_CONNECTIONS));
 static ROOMS: LazyLock<Gauge> = LazyLock::new(|| gauge!(ACTIVE_ROOMS));
 static LATENCY: LazyLock<Histogram> = LazyLock::new(|| histogram!(RELAY_LATENCY));
 static RELAYED_BY_TYPE: LazyLock<[Counter; 3]> = LazyLock::new(|| {
-    [Relayed::Sdp, Relayed::Candidate, Relayed::Bye].map(|kind| counter!(RELAYED, "message_type" => kind.message_type()))
+    [Relayed::Sdp, Relayed::Candidate, Relayed::Bye]
+        .map(|kind| counter!(RELAYED, "message_type" => kind.message_type()))
 });
 
 pub fn connection_opened() {

@@ -309,10 +309,8 @@ pub fn check_client_frame(text: &str) -> Result<Relayed, BadMessage> {
         "ERROR" => return Err(BadMessage::ServerOnly("ERROR")),
         other => return Err(BadMessage::UnknownType(truncate(other, 64))),
     };
-    check(content).map_err(|e| BadMessage::BadContent {
-        message_type: relayed.message_type(),
-        reason: e.to_string(),
-    })?;
+    check(content)
+        .map_err(|e| BadMessage::BadContent { message_type: relayed.message_type(), reason: e.to_string() })?;
     Ok(relayed)
 }
 
@@ -354,7 +352,11 @@ mod tests {
                 peer_present: true,
                 polite: true,
                 peer_session: Some("s1".into()),
-                ice_servers: vec![IceServer { urls: vec!["stun:127.0.0.1:3478".into()], username: None, credential: None }],
+                ice_servers: vec![IceServer {
+                    urls: vec!["stun:127.0.0.1:3478".into()],
+                    username: None,
+                    credential: None,
+                }],
                 ice_transport_policy: IceTransportPolicy::Relay,
             }),
             Message::PeerJoined(PeerInfo { peer_id: PeerId(1), session: Some("s2".into()) }),
@@ -372,8 +374,14 @@ mod tests {
         let ok = [
             (r#"{"message_type":"SDP","content":{"type":"offer","sdp":"v=0"}}"#, Relayed::Sdp),
             (r#"{"message_type":"SDP","content":{"type":"rollback"},"from":"x"}"#, Relayed::Sdp),
-            (r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#, Relayed::Candidate),
-            (r#"{"message_type":"CANDIDATE","content":{"candidate":"c\"q","sdpMid":null,"usernameFragment":"u"}}"#, Relayed::Candidate),
+            (
+                r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#,
+                Relayed::Candidate,
+            ),
+            (
+                r#"{"message_type":"CANDIDATE","content":{"candidate":"c\"q","sdpMid":null,"usernameFragment":"u"}}"#,
+                Relayed::Candidate,
+            ),
             (r#"{"message_type":"SDP","content":{"type":"answer","sdp":"v=0\r\n"}}"#, Relayed::Sdp),
             (r#"{"message_type":"CANDIDATE","content":null}"#, Relayed::Candidate),
             (r#"{"message_type":"CANDIDATE"}"#, Relayed::Candidate),
@@ -397,14 +405,28 @@ mod tests {
             (r#"{"content":{}}"#, |e| *e == BadMessage::MissingType),
             (r#"{"message_type":"DANCE"}"#, |e| *e == BadMessage::UnknownType("DANCE".into())),
             (r#"{"message_type":"WELCOME","content":{}}"#, |e| *e == BadMessage::ServerOnly("WELCOME")),
-            (r#"{"message_type":"SDP","content":{"sdp":"v=0"}}"#, |e| matches!(e, BadMessage::BadContent { message_type: "SDP", .. })),
-            (r#"{"message_type":"SDP","content":{"type":"hello","sdp":""}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
+            (r#"{"message_type":"SDP","content":{"sdp":"v=0"}}"#, |e| {
+                matches!(e, BadMessage::BadContent { message_type: "SDP", .. })
+            }),
+            (r#"{"message_type":"SDP","content":{"type":"hello","sdp":""}}"#, |e| {
+                matches!(e, BadMessage::BadContent { .. })
+            }),
             (r#"{"message_type":"SDP","content":"v=0"}"#, |e| matches!(e, BadMessage::BadContent { .. })),
-            (r#"{"message_type":"CANDIDATE","content":{"sdpMid":"0"}}"#, |e| matches!(e, BadMessage::BadContent { message_type: "CANDIDATE", .. })),
-            (r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMLineIndex":-1}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
-            (r#"{"message_type":"CANDIDATE","content":{"candidate":7}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
-            (r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMid":0}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
-            (r#"{"message_type":"SDP","content":{"type":"offer","sdp":["v=0"]}}"#, |e| matches!(e, BadMessage::BadContent { .. })),
+            (r#"{"message_type":"CANDIDATE","content":{"sdpMid":"0"}}"#, |e| {
+                matches!(e, BadMessage::BadContent { message_type: "CANDIDATE", .. })
+            }),
+            (r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMLineIndex":-1}}"#, |e| {
+                matches!(e, BadMessage::BadContent { .. })
+            }),
+            (r#"{"message_type":"CANDIDATE","content":{"candidate":7}}"#, |e| {
+                matches!(e, BadMessage::BadContent { .. })
+            }),
+            (r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMid":0}}"#, |e| {
+                matches!(e, BadMessage::BadContent { .. })
+            }),
+            (r#"{"message_type":"SDP","content":{"type":"offer","sdp":["v=0"]}}"#, |e| {
+                matches!(e, BadMessage::BadContent { .. })
+            }),
         ];
         for (text, is_expected) in cases {
             let err = check_client_frame(text).expect_err(text);

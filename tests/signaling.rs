@@ -283,10 +283,14 @@ async fn a_reconnecting_session_takes_its_place_back_and_the_old_socket_is_close
 async fn turn_urls_come_with_credentials_derived_from_the_secret_which_never_leaves() {
     let secret = "s3cret-shared-with-coturn";
     let server = Server::start(&[
-        "--ice-server", "stun:127.0.0.1:3478",
-        "--ice-server", "turn:127.0.0.1:3478",
-        "--turn-secret", secret,
-        "--turn-credential-lifetime", "600",
+        "--ice-server",
+        "stun:127.0.0.1:3478",
+        "--ice-server",
+        "turn:127.0.0.1:3478",
+        "--turn-secret",
+        secret,
+        "--turn-credential-lifetime",
+        "600",
         "--relay-only",
     ]);
     let mut client = Client::connect(&server, "turn", None).await.unwrap();

@@ -60,18 +60,33 @@ pub struct CallEvents {
 }
 
 pub enum Event {
-    Server { generation: u32, message: Message },
-    SocketClosed { generation: u32, code: u16 },
+    Server {
+        generation: u32,
+        message: Message,
+    },
+    SocketClosed {
+        generation: u32,
+        code: u16,
+    },
     Reconnect,
     NegotiationNeeded,
     LocalCandidate(Option<IceCandidate>),
     RemoteStream(MediaStream),
     ConnectionState(RtcPeerConnectionState),
-    IceServerError { code: u16, url: String },
+    IceServerError {
+        code: u16,
+        url: String,
+    },
     /// Timers, tagged with the peer connection they were set for.
-    IceCheck { peer: u32 },
-    ConnectTimeout { peer: u32 },
-    StatsTick { peer: u32 },
+    IceCheck {
+        peer: u32,
+    },
+    ConnectTimeout {
+        peer: u32,
+    },
+    StatsTick {
+        peer: u32,
+    },
     ChannelOpen,
     FromPeer(PeerMessage),
     ScreenEnded,
@@ -220,7 +235,11 @@ impl Call {
             Event::IceCheck { peer } if peer == self.peer_generation => self.restart_ice_if_broken()?,
             Event::ConnectTimeout { peer } if peer == self.peer_generation => {
                 if self.peer.as_ref().is_some_and(|p| p.state() != RtcPeerConnectionState::Connected) {
-                    (self.ui.status)(if self.turn_refused { CallStatus::TurnRefused } else { CallStatus::ConnectionFailed });
+                    (self.ui.status)(if self.turn_refused {
+                        CallStatus::TurnRefused
+                    } else {
+                        CallStatus::ConnectionFailed
+                    });
                 }
             }
             Event::StatsTick { peer } if peer == self.peer_generation => {
@@ -319,7 +338,11 @@ impl Call {
                 if self.other_present {
                     (self.ui.status)(CallStatus::Connecting);
                     self.new_peer(peer_session)?;
-                    let outgoing = Outgoing { audio: self.media.audio_to_send(), video: self.media.video_to_send(), stream: &self.media.preview };
+                    let outgoing = Outgoing {
+                        audio: self.media.audio_to_send(),
+                        video: self.media.video_to_send(),
+                        stream: &self.media.preview,
+                    };
                     self.peer.as_mut().expect("created above").send_media(&outgoing);
                 } else {
                     (self.ui.status)(CallStatus::WaitingForPeer);
@@ -357,7 +380,11 @@ impl Call {
                 if first_offer {
                     self.new_peer(self.peer_session.clone())?;
                 }
-                let outgoing = Outgoing { audio: self.media.audio_to_send(), video: self.media.video_to_send(), stream: &self.media.preview };
+                let outgoing = Outgoing {
+                    audio: self.media.audio_to_send(),
+                    video: self.media.video_to_send(),
+                    stream: &self.media.preview,
+                };
                 let peer = self.peer.as_mut().expect("created above");
                 if let Some(answer) = peer.receive_description(description, first_offer.then_some(&outgoing)).await? {
                     self.send(&Message::Sdp(answer));
@@ -514,8 +541,10 @@ impl Call {
                 Some("transport") => {
                     if let Some(pair) = by_id(&report["selectedCandidatePairId"]) {
                         stats.round_trip_ms = pair["currentRoundTripTime"].as_f64().map(|s| s * 1000.0);
-                        stats.relayed = by_id(&pair["localCandidateId"])
-                            .map(|local| local["candidateType"] == "relay" || by_id(&pair["remoteCandidateId"]).is_some_and(|r| r["candidateType"] == "relay"));
+                        stats.relayed = by_id(&pair["localCandidateId"]).map(|local| {
+                            local["candidateType"] == "relay"
+                                || by_id(&pair["remoteCandidateId"]).is_some_and(|r| r["candidateType"] == "relay")
+                        });
                     }
                 }
                 _ => {}

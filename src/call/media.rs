@@ -142,8 +142,10 @@ async fn user_media(audio: bool, video: bool, device: Option<&str>) -> Result<Me
 pub async fn screen_track() -> Result<MediaStreamTrack, JsValue> {
     let devices = web_sys::window().ok_or("no window")?.navigator().media_devices()?;
     let constraints = web_sys::DisplayMediaStreamConstraints::new();
-    constraints.set_video(&to_js(&json!({"width": {"ideal": 1920}, "height": {"ideal": 1080}, "frameRate": {"ideal": 15}})));
-    let stream: MediaStream = JsFuture::from(devices.get_display_media_with_constraints(&constraints)?).await?.unchecked_into();
+    constraints
+        .set_video(&to_js(&json!({"width": {"ideal": 1920}, "height": {"ideal": 1080}, "frameRate": {"ideal": 15}})));
+    let stream: MediaStream =
+        JsFuture::from(devices.get_display_media_with_constraints(&constraints)?).await?.unchecked_into();
     first_track(&stream.get_video_tracks()).ok_or_else(|| "nothing to share".into())
 }
 

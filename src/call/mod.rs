@@ -123,7 +123,9 @@ impl CallStatus {
             Self::MediaUnavailable(why) => {
                 format!("Camera or microphone unavailable: {why}. You can still join with audio only, or just watch and listen.")
             }
-            Self::SignalingReconnecting => "Lost the connection to the server; reconnecting… (the call goes on meanwhile)".into(),
+            Self::SignalingReconnecting => {
+                "Lost the connection to the server; reconnecting… (the call goes on meanwhile)".into()
+            }
             Self::TurnRefused => "Could not connect: the relay (TURN) server refused our credentials.".into(),
             Self::Ended => "Call ended. Press Start to call again.".into(),
         }

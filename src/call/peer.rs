@@ -12,10 +12,9 @@ use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MediaStream, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
-    RtcDataChannelState, RtcIceCandidateInit, RtcIceTransportPolicy, RtcPeerConnection,
-    RtcPeerConnectionIceErrorEvent, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpSender,
-    RtcRtpTransceiver, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSessionDescriptionInit,
-    RtcSignalingState, RtcTrackEvent,
+    RtcDataChannelState, RtcIceCandidateInit, RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceErrorEvent,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpSender, RtcRtpTransceiver, RtcRtpTransceiverDirection,
+    RtcRtpTransceiverInit, RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
 };
 
 use super::{
@@ -313,7 +312,10 @@ impl Drop for Peer {
         self.channel.set_onopen(None);
         self.channel.set_onmessage(None);
         self.channel.close();
-        let _ = self.pc.remove_event_listener_with_callback("icecandidateerror", self._handlers.ice_error.as_ref().unchecked_ref());
+        let _ = self.pc.remove_event_listener_with_callback(
+            "icecandidateerror",
+            self._handlers.ice_error.as_ref().unchecked_ref(),
+        );
         self.pc.close();
     }
 }

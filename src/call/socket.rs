@@ -18,7 +18,12 @@ pub struct Socket {
 impl Socket {
     /// Opens `/ws/{room}?session=...` on the page's own host. Its events carry `generation`,
     /// so that late events of a socket already replaced can be told apart.
-    pub fn open(room: &RoomId, session: &str, generation: u32, events: UnboundedSender<Event>) -> Result<Self, JsValue> {
+    pub fn open(
+        room: &RoomId,
+        session: &str,
+        generation: u32,
+        events: UnboundedSender<Event>,
+    ) -> Result<Self, JsValue> {
         let window = web_sys::window().ok_or("no window")?;
         let location = window.location();
         let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
