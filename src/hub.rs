@@ -160,22 +160,23 @@ impl Mailbox {
             return false;
         }
         state.frames.push_back(outbound);
-        let waiting = state.waiting.take();
-        drop(state);
-        if let Some(waker) = waiting {
-            waker.wake();
-        }
+        wake_reader(state);
         true
     }
 
     fn kick(&self, kick: Kick) {
         let mut state = lock(&self.state);
         state.kick = Some(kick);
-        let waiting = state.waiting.take();
-        drop(state);
-        if let Some(waker) = waiting {
-            waker.wake();
-        }
+        wake_reader(state);
+    }
+}
+
+/// Wakes the reading task if it waits, after releasing the lock so it does not wake into it.
+fn wake_reader(mut state: MutexGuard<'_, MailboxState>) {
+    let waiting = state.waiting.take();
+    drop(state);
+    if let Some(waker) = waiting {
+        waker.wake();
     }
 }
 
