@@ -9,9 +9,10 @@ export PATH := $(CURDIR)/end2end/node_modules/.bin:$(PATH)
 setup:
 	./scripts/setup.sh
 
-## Build the release app and serve it at http://127.0.0.1:3000
+## Build the release app and serve it at http://127.0.0.1:3000; ARGS="..." passes flags to the
+## server, e.g. ARGS="--addr 0.0.0.0:3000 --tls-self-signed" for a call between two machines.
 run: setup
-	cargo leptos serve --release
+	cargo leptos serve --release -- $(ARGS)
 
 ## Every test: Rust unit and integration tests, Playwright in Chromium, and the benchmarks in
 ## their quick mode (numbers are printed, not asserted; this keeps the bench from rotting).

@@ -35,7 +35,7 @@ trap cleanup EXIT
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
-LEPTOS_SITE_ROOT=target/site target/release/duo --addr 127.0.0.1:3400 --log-level warn --rate-limit 100000000 & pids+=($!); duo=$!
+LEPTOS_SITE_ROOT=target/site target/release/duo --addr 127.0.0.1:3400 --metrics-addr 127.0.0.1:0 --log-level warn --rate-limit 100000000 & pids+=($!); duo=$!
 target/release/bare-relay 127.0.0.1:3401 & pids+=($!); bare=$!
 node bench/node-relay/relay.js 3402 >/dev/null & pids+=($!); node=$!
 for port in 3400 3401 3402; do wait_port "$port"; done
@@ -100,7 +100,7 @@ done
 
 echo "call setup in Chromium ($calls calls)…" >&2
 call_setup=$(node end2end/bench/call-setup.mjs "$calls" | sed -n 's/.*median \([0-9]*\) ms.*/\1/p')
-start_ms=$(field start_ms "$(LEPTOS_SITE_ROOT=target/site $loadgen --url ws://127.0.0.1:3403 start-time -- target/release/duo --addr 127.0.0.1:3403 --log-level warn)")
+start_ms=$(field start_ms "$(LEPTOS_SITE_ROOT=target/site $loadgen --url ws://127.0.0.1:3403 start-time -- target/release/duo --addr 127.0.0.1:3403 --metrics-addr 127.0.0.1:0 --log-level warn)")
 size() { stat -c %s "$1"; }
 gz() { gzip -9 -c "$1" | wc -c; }
 wasm=target/site/pkg/duo.wasm; js=target/site/pkg/duo.js

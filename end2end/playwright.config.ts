@@ -1,9 +1,9 @@
 import { defineConfig } from '@playwright/test';
 
-import { PORT, RELAY_PORT, TURN_PORT, TURN_SECRET, WRONG_SECRET_PORT, turnServerArgs } from './ports';
+import { LAN_HOSTS, PORT, RELAY_PORT, TURN_PORT, TURN_SECRET, WRONG_SECRET_PORT, turnServerArgs } from './ports';
 
 const server = (port: number, ...flags: string[]) => ({
-  command: ['../target/release/duo', '--addr', `127.0.0.1:${port}`, '--log-level', 'warn', ...flags].join(' '),
+  command: ['../target/release/duo', '--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn', ...flags].join(' '),
   url: `http://127.0.0.1:${port}/`,
   env: { LEPTOS_SITE_ROOT: '../target/site', LEPTOS_ENV: 'PROD' },
   reuseExistingServer: false,
@@ -36,6 +36,8 @@ export default defineConfig({
         '--no-first-run',
         // Pages that tests serve through page.route count as public; let them reach loopback.
         '--disable-features=LocalNetworkAccessChecks',
+        // Names other machines would reach the server by (see LAN_HOSTS).
+        `--host-resolver-rules=${LAN_HOSTS.map((host) => `MAP ${host} 127.0.0.1`).join(', ')}`,
       ],
     },
   },

@@ -14,7 +14,8 @@ CARGO_LEPTOS_VERSION=0.3.11
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-apt_packages=(chromium coturn)
+# Browser, TURN server, TLS reverse proxy and the tool that makes test certificates.
+apt_packages=(chromium coturn nginx-light openssl)
 have_wasm_std() { [ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-unknown-unknown/lib" ]; }
 
 apt_install() {
@@ -23,7 +24,17 @@ apt_install() {
   [ ${#missing[@]} -eq 0 ] && return 0
   log "apt-get install ${missing[*]}"
   sudo_if_needed apt-get update -qq
+  # Installing a server package must not start it (nginx would listen on port 80): the tests
+  # run their own instances. A policy-rc.d that says no, for the length of the install.
+  local policy=/usr/sbin/policy-rc.d added=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | sudo_if_needed tee "$policy" >/dev/null
+    sudo_if_needed chmod +x "$policy"
+    trap 'sudo_if_needed rm -f /usr/sbin/policy-rc.d' EXIT
+    added=1
+  fi
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$added" ]; then sudo_if_needed rm -f "$policy"; trap - EXIT; fi
 }
 
 use_debian_rust() {
@@ -74,7 +85,7 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
   fast_install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
 fi
 
-# 3. Browser, TURN server, and the npm packages: end-to-end tests (Playwright, binaryen's
+# 3. Browser, servers, and the npm packages: end-to-end tests (Playwright, binaryen's
 #    wasm-opt) and the Node reference relay the benchmarks compare against.
 apt_install "${apt_packages[@]}"
 for dir in end2end bench/node-relay; do

@@ -17,6 +17,8 @@ use leptos::wasm_bindgen::JsCast;
 
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    crate::headers::for_page(&options);
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -108,6 +110,19 @@ fn CallPage(room: RoomId) -> impl IntoView {
     let hydrated = use_hydrated();
     let status = RwSignal::new(CallStatus::Idle);
     let active = Memo::new(move |_| status.with(CallStatus::is_active));
+    let insecure = Memo::new(move |_| status.with(|s| matches!(s, CallStatus::InsecureContext(_))));
+    // Browsers give the camera, the microphone and WebRTC only to secure contexts: say so
+    // before anyone presses Start (effects run in the browser only).
+    Effect::new(move |_| {
+        use leptos::web_sys::js_sys::Reflect;
+        let window = window();
+        let navigator = Reflect::get(&window, &"navigator".into()).unwrap_or_default();
+        let media = Reflect::get(&navigator, &"mediaDevices".into()).unwrap_or_default();
+        if !window.is_secure_context() || media.is_undefined() {
+            let https = window.location().href().ok().and_then(|href| crate::call::https_form(&href));
+            status.set(CallStatus::InsecureContext(https));
+        }
+    });
     let local = RwSignal::new(MediaState::default());
     let remote = RwSignal::new(None::<MediaState>);
     let chat = RwSignal::new(Vec::<ChatLine>::new());
@@ -252,7 +267,7 @@ fn CallPage(room: RoomId) -> impl IntoView {
             </Show>
             <div class="controls">
                 <button class="primary" on:click=move |_| start_with(MediaChoice::CameraAndMicrophone)
-                    disabled=move || active.get() || !hydrated.get()>"Start"</button>
+                    disabled=move || active.get() || !hydrated.get() || insecure.get()>"Start"</button>
                 <button title="Mute the microphone (M)" aria-pressed=move || (!local.get().audio).to_string()
                     on:click=move |_| toggle_microphone() disabled=move || !active.get()>"Mute"</button>
                 <button title="Turn the camera off (V)" aria-pressed=move || (!local.get().video).to_string()

@@ -1,6 +1,6 @@
 //! Server settings, from flags and environment variables (see `duo --help`).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
@@ -10,6 +10,27 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "LEPTOS_SITE_ADDR", default_value = "127.0.0.1:3000")]
     pub addr: SocketAddr,
+
+    /// Serve HTTPS (and `wss://`) with this certificate: a PEM file, leaf first, the rest of
+    /// the chain may follow. Read again on SIGHUP and when the file changes, so a renewed
+    /// certificate needs no restart.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS with a certificate made at start for localhost, this machine's name and the
+    /// listen address's IPs: the quick way to call between two machines on a LAN (each
+    /// browser warns once; compare the SHA-256 fingerprint the log shows).
+    #[arg(long)]
+    pub tls_self_signed: bool,
+
+    /// Where `/metrics` (Prometheus) is served: a separate address for operators, never the
+    /// public one. Port 0 picks a free port (logged).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
 
     /// Log filter, in tracing's `EnvFilter` syntax (e.g. `info` or `duo=debug,info`).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -61,6 +82,11 @@ pub struct Config {
 
 impl Config {
     /// The TURN secret from the flag, the environment or the file.
+    /// Whether browsers reach the server over HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() || self.tls_self_signed
+    }
+
     pub fn turn_secret(&self) -> std::io::Result<Option<String>> {
         match (&self.turn_secret, &self.turn_secret_file) {
             (Some(secret), _) => Ok(Some(secret.clone())),
@@ -104,6 +130,20 @@ mod tests {
         assert_eq!(config.rate_limit, 50);
         assert_eq!(config.idle_timeout, Duration::from_secs(30));
         assert!(config.allowed_origins.is_empty());
+        assert!(!config.tls());
+        assert_eq!(config.metrics_addr, "127.0.0.1:9464".parse().unwrap());
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_key_or_makes_its_own() {
+        let config = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert!(config.tls());
+        assert_eq!(config.tls_cert, Some(PathBuf::from("c.pem")));
+        assert!(parse(&["--tls-self-signed"]).unwrap().tls());
+        // A certificate needs its key, and the two sources exclude each other.
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err());
+        assert!(parse(&["--tls-key", "k.pem"]).is_err());
+        assert!(parse(&["--tls-self-signed", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_err());
     }
 
     #[test]

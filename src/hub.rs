@@ -74,8 +74,33 @@ struct Room {
 
 struct Slot {
     peer_id: PeerId,
+    /// The reconnect credential the peer named; never sent to anyone.
     session: Option<String>,
+    /// What the other peer knows this person by: [`public_id`] of the session.
+    public_id: Option<String>,
     mailbox: Arc<Mailbox>,
+}
+
+impl Slot {
+    fn info(&self) -> PeerInfo {
+        PeerInfo { peer_id: self.peer_id, public_id: self.public_id.clone() }
+    }
+}
+
+/// The name by which others recognise a session: the same person coming back has the same
+/// one. A session is a reconnect credential (naming it takes that person's place), so others
+/// get a one-way hash of it instead, bound to the room. It needs no server key, so it stays
+/// the same across server restarts and between servers.
+pub fn public_id(room: &RoomId, session: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"duo public id\0")
+        .chain_update(room.as_str())
+        .chain_update(b"\0")
+        .chain_update(session)
+        .finalize();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
 /// What the hub has for one peer's connection: frames to write, and whether to close.
@@ -227,20 +252,23 @@ impl Hub {
         };
         let peer_id = PeerId(self.next_peer_id.fetch_add(1, Ordering::Relaxed));
         let mailbox = Arc::new(Mailbox::default());
-        slots[index] = Some(Slot { peer_id, session: session.clone(), mailbox: mailbox.clone() });
+        let public_id = session.as_deref().map(|session| public_id(&room_id, session));
+        let me = Slot { peer_id, session, public_id, mailbox: mailbox.clone() };
+        let joined = Message::PeerJoined(me.info());
+        slots[index] = Some(me);
         let other = 1 - index;
-        let peer_session = slots[other].as_ref().map(|slot| slot.session.clone());
-        if peer_session.is_some() {
-            self.deliver(&mut slots, other, &Message::PeerJoined(PeerInfo { peer_id, session }));
+        let peer = slots[other].as_ref().map(Slot::info);
+        if peer.is_some() {
+            self.deliver(&mut slots, other, &joined);
         }
         drop(slots);
         drop(rooms);
         self.peers.send_modify(|n| *n += 1);
         let welcome = Welcome {
             peer_id,
-            peer_present: peer_session.is_some(),
+            peer_present: peer.is_some(),
             polite: index == 1,
-            peer_session: peer_session.flatten(),
+            peer_public_id: peer.and_then(|peer| peer.public_id),
             ice_servers: self.settings.ice.servers_for(peer_id, SystemTime::now()),
             ice_transport_policy: self.settings.ice.transport_policy,
         };
@@ -288,7 +316,7 @@ impl Hub {
         evicted.mailbox.kick(Kick::TOO_SLOW);
         tracing::warn!(peer = evicted.peer_id.0, "dropping a peer that reads too slowly");
         if let Some(other) = &slots[1 - index] {
-            let left = Message::PeerLeft(PeerInfo { peer_id: evicted.peer_id, session: evicted.session }).to_json();
+            let left = Message::PeerLeft(evicted.info()).to_json();
             // If the other one is full too, it is as slow, and goes as well.
             if !other
                 .mailbox
@@ -324,11 +352,7 @@ impl Drop for Membership {
         if let Some(mine) = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.peer_id == self.peer_id)) {
             let me = slots[mine].take().expect("found above");
             if slots[1 - mine].is_some() {
-                self.hub.deliver(
-                    &mut slots,
-                    1 - mine,
-                    &Message::PeerLeft(PeerInfo { peer_id: self.peer_id, session: me.session }),
-                );
+                self.hub.deliver(&mut slots, 1 - mine, &Message::PeerLeft(me.info()));
             }
         }
         if slots.iter().all(Option::is_none) {
@@ -392,13 +416,13 @@ mod tests {
         let hub = hub(8);
         let a = hub.join(room("r"), None).unwrap();
         let b = hub.join(room("r"), None).unwrap();
-        assert_eq!(next(&a), Message::PeerJoined(PeerInfo { peer_id: b.peer_id, session: None }));
+        assert_eq!(next(&a), Message::PeerJoined(PeerInfo { peer_id: b.peer_id, public_id: None }));
         a.relay(Frame::from(r#"{"message_type":"BYE"}"#), Instant::now());
         assert_eq!(take_frame(&b).unwrap().frame.as_str(), r#"{"message_type":"BYE"}"#);
         assert!(take_frame(&a).is_none(), "a sender never hears its own frame");
         let b_id = b.peer_id;
         drop(b);
-        assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b_id, session: None }));
+        assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b_id, public_id: None }));
         // The freed place is taken by a newcomer, with the role the leaver had.
         let c = hub.join(room("r"), None).unwrap();
         assert!(c.welcome.polite && c.welcome.peer_present);
@@ -425,7 +449,7 @@ mod tests {
             a.relay(Frame::from("{}"), Instant::now());
         }
         assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW));
-        assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b.peer_id, session: None }));
+        assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b.peer_id, public_id: None }));
         // Nothing more is queued for the evicted peer.
         a.relay(Frame::from("{}"), Instant::now());
         assert_eq!(queued(&b), 4);
@@ -440,12 +464,28 @@ mod tests {
         let new_b = hub.join(room("r"), Some("bob".into())).expect("not counted as a third person");
         assert_eq!(kick_of(&old_b), Some(Kick::REPLACED));
         assert_eq!(new_b.welcome.polite, old_b.welcome.polite, "same place, same role");
-        assert_eq!(new_b.welcome.peer_session.as_deref(), Some("alice"));
-        assert_eq!(next(&a), Message::PeerJoined(PeerInfo { peer_id: new_b.peer_id, session: Some("bob".into()) }));
+        assert_eq!(new_b.welcome.peer_public_id, Some(public_id(&room("r"), "alice")));
+        let bob = Some(public_id(&room("r"), "bob"));
+        assert_eq!(next(&a), Message::PeerJoined(PeerInfo { peer_id: new_b.peer_id, public_id: bob }));
         drop(old_b);
         assert!(take_frame(&a).is_none(), "the replaced connection's end is no departure");
         // A different session is still a third person.
         assert!(matches!(hub.join(room("r"), Some("carol".into())), Err(RoomFull)));
+    }
+
+    #[test]
+    fn a_public_id_names_the_same_person_but_does_not_reveal_or_act_as_the_session() {
+        let alice = public_id(&room("r"), "alice-session");
+        assert_eq!(alice, public_id(&room("r"), "alice-session"), "stable across reconnects and servers");
+        assert_ne!(alice, public_id(&room("r"), "bob-session"));
+        assert_ne!(alice, public_id(&room("s"), "alice-session"), "bound to the room");
+        assert!(!alice.contains("alice"));
+        // It is a valid session string, but naming it takes nobody's place.
+        let hub = hub(8);
+        let a = hub.join(room("r"), Some("alice-session".into())).unwrap();
+        let _b = hub.join(room("r"), Some("bob-session".into())).unwrap();
+        assert!(matches!(hub.join(room("r"), Some(alice.clone())), Err(RoomFull)));
+        assert_eq!(kick_of(&a), None);
     }
 
     #[tokio::test]

@@ -7,8 +7,10 @@
 //! - [`protocol`]: the signaling wire protocol (JSON `message_type`/`content`), shared by both sides.
 //! - [`room`]: room ids: generating and validating the name in a call link.
 //! - `config` (server): command-line flags and environment variables.
-//! - `server` (server): the axum router (pages, `/ws/{room}`, `/healthz`, `/readyz`,
-//!   `/metrics`), listening and shutdown.
+//! - `server` (server): the axum router (pages, `/ws/{room}`, `/healthz`, `/readyz`), plain or
+//!   TLS listening, `/metrics` on its own address, and shutdown.
+//! - `tls` (server): the HTTPS certificate: from files, reloaded on change, or self-signed.
+//! - `headers` (server): security headers, and each page's Content-Security-Policy with its nonce.
 //! - `hub` (server): rooms of two and relaying between them; no HTTP in it.
 //! - `metrics` (server): the Prometheus metrics `/metrics` reports.
 //! - `ice` (server): the STUN/TURN servers each browser gets, with short-lived TURN credentials.
@@ -22,6 +24,8 @@ pub mod room;
 #[cfg(feature = "ssr")]
 pub mod config;
 #[cfg(feature = "ssr")]
+pub mod headers;
+#[cfg(feature = "ssr")]
 pub mod hub;
 #[cfg(feature = "ssr")]
 pub mod ice;
@@ -31,6 +35,8 @@ pub mod metrics;
 pub mod server;
 #[cfg(feature = "ssr")]
 pub mod signaling;
+#[cfg(feature = "ssr")]
+pub mod tls;
 
 /// The wasm entry point: attaches the app to the server-rendered page.
 #[cfg(feature = "hydrate")]

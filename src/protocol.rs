@@ -101,9 +101,9 @@ pub struct Welcome {
     pub peer_present: bool,
     /// The perfect-negotiation role: the two peers of a room always differ.
     pub polite: bool,
-    /// The other person's session, when they are present (see [`PeerInfo::session`]).
+    /// The other person's public id, when they are present (see [`PeerInfo::public_id`]).
     #[serde(default)]
-    pub peer_session: Option<String>,
+    pub peer_public_id: Option<String>,
     /// What to put in `RTCConfiguration.iceServers`.
     pub ice_servers: Vec<IceServer>,
     /// What to put in `RTCConfiguration.iceTransportPolicy`.
@@ -133,10 +133,11 @@ pub struct IceServer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub peer_id: PeerId,
-    /// The session the peer named when connecting (`/ws/{room}?session=...`): the same
-    /// session coming back is the same person reconnecting, whose call goes on.
+    /// Derived by the server from the session the peer named when connecting
+    /// (`/ws/{room}?session=...`), which itself is never sent to anyone: the same public id
+    /// coming back is the same person reconnecting, whose call goes on.
     #[serde(default)]
-    pub session: Option<String>,
+    pub public_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -351,7 +352,7 @@ mod tests {
                 peer_id: PeerId(7),
                 peer_present: true,
                 polite: true,
-                peer_session: Some("s1".into()),
+                peer_public_id: Some("p1".into()),
                 ice_servers: vec![IceServer {
                     urls: vec!["stun:127.0.0.1:3478".into()],
                     username: None,
@@ -359,8 +360,8 @@ mod tests {
                 }],
                 ice_transport_policy: IceTransportPolicy::Relay,
             }),
-            Message::PeerJoined(PeerInfo { peer_id: PeerId(1), session: Some("s2".into()) }),
-            Message::PeerLeft(PeerInfo { peer_id: PeerId(1), session: None }),
+            Message::PeerJoined(PeerInfo { peer_id: PeerId(1), public_id: Some("p2".into()) }),
+            Message::PeerLeft(PeerInfo { peer_id: PeerId(1), public_id: None }),
             Message::error(ErrorCode::RoomFull, "full"),
         ];
         for message in all {

@@ -3,7 +3,6 @@
 
 use std::{
     io,
-    net::SocketAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -19,9 +18,9 @@ use axum::{
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
-    serve::{Listener, ListenerExt},
     Router,
 };
+use axum_server::{accept::NoDelayAcceptor, tls_rustls::RustlsAcceptor, Handle};
 use leptos::prelude::LeptosOptions;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -31,11 +30,13 @@ use tracing::info;
 use crate::{
     app::shell,
     config::Config,
+    headers,
     hub::{Hub, HubSettings},
     ice::IceConfig,
     protocol::{IceTransportPolicy, MAX_FRAME_BYTES},
     room::RoomId,
     signaling::{self, SessionLimits},
+    tls,
 };
 
 /// Frames that may wait for a slow reader before it is dropped: far more than a call's whole
@@ -56,7 +57,6 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Set on SIGTERM: `/readyz` fails from then on.
     draining: Arc<AtomicBool>,
-    metrics: PrometheusHandle,
     allowed_origins: Arc<[String]>,
     limits: SessionLimits,
 }
@@ -68,7 +68,7 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    pub fn new(config: &Config, leptos_options: LeptosOptions, metrics: PrometheusHandle) -> io::Result<Self> {
+    pub fn new(config: &Config, leptos_options: LeptosOptions) -> io::Result<Self> {
         let ice = IceConfig {
             urls: config.ice_servers.clone(),
             turn_secret: config.turn_secret()?,
@@ -79,7 +79,6 @@ impl AppState {
             leptos_options,
             hub: Hub::new(HubSettings { ice, outbox_capacity: OUTBOX_CAPACITY }),
             draining: Arc::default(),
-            metrics,
             allowed_origins: config.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect(),
             limits: SessionLimits { messages_per_second: config.rate_limit, idle_timeout: config.idle_timeout },
         })
@@ -100,7 +99,6 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/{room}", get(signaling_socket))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() }))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -173,46 +171,76 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// Serves until SIGTERM or Ctrl-C; then fails `/readyz` for the grace period, closes every
 /// signaling socket with 1001 and returns.
 pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: PrometheusHandle) -> io::Result<()> {
-    // Signaling messages are small and each one holds up a call's setup: send them at once,
-    // without Nagle's wait for the previous packet's acknowledgement (as browsers do too).
-    let listener = TcpListener::bind(config.addr).await?.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let state = AppState::new(&config, leptos_options, metrics.clone())?;
+    let tls = tls::setup(&config).await?;
+    let listener = TcpListener::bind(config.addr).await?;
+    let metrics_listener = TcpListener::bind(config.metrics_addr).await?;
+    let state = AppState::new(&config, leptos_options)?;
     let hub = state.hub.clone();
     let draining = state.draining.clone();
-    let app = router(state);
-    info!("listening on http://{}", listener.local_addr()?);
-    // Histograms are summarised by the exporter; keep its buffers small between scrapes.
-    let upkeep = tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            every.tick().await;
-            metrics.run_upkeep();
-        }
-    });
+    let app = headers::add(router(state), tls.as_ref().is_some_and(|tls| tls.strict_transport));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!("listening on {scheme}://{}", listener.local_addr()?);
+    if tls.is_none() && !config.addr.ip().is_loopback() {
+        tracing::warn!(
+            "serving plain HTTP on {}: browsers on other machines will not allow the camera or microphone \
+             on a plain http:// address. Use --tls-cert/--tls-key, --tls-self-signed, or a TLS reverse proxy \
+             (docs/deploy.md)",
+            config.addr
+        );
+    }
+    info!("metrics on http://{}/metrics", metrics_listener.local_addr()?);
+    let metrics_server = tokio::spawn(serve_metrics(metrics_listener, metrics));
+
+    let handle = Handle::<std::net::SocketAddr>::new();
+    let shutdown_handle = handle.clone();
     let shutdown_hub = hub.clone();
     let grace = config.shutdown_grace;
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            draining.store(true, Ordering::Relaxed);
-            if !grace.is_zero() {
-                info!("draining: /readyz fails for {grace:?} before sockets close");
-                tokio::time::sleep(grace).await;
-            }
-            info!("shutting down: closing signaling sockets");
-            shutdown_hub.shutdown();
-        })
-        .await?;
-    upkeep.abort();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        draining.store(true, Ordering::Relaxed);
+        if !grace.is_zero() {
+            info!("draining: /readyz fails for {grace:?} before sockets close");
+            tokio::time::sleep(grace).await;
+        }
+        info!("shutting down: closing signaling sockets");
+        shutdown_hub.shutdown();
+        // Requests still in progress get this long; then their connections are closed.
+        shutdown_handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
+    });
+    // Signaling messages are small and each one holds up a call's setup: send them at once,
+    // without Nagle's wait for the previous packet's acknowledgement (as browsers do too).
+    let server = axum_server::Server::from_listener(listener).handle(handle);
+    let app = app.into_make_service();
+    match tls {
+        Some(tls) => server.acceptor(RustlsAcceptor::new(tls.rustls).acceptor(NoDelayAcceptor)).serve(app).await?,
+        None => server.acceptor(NoDelayAcceptor).serve(app).await?,
+    }
+    metrics_server.abort();
     if tokio::time::timeout(DRAIN_TIMEOUT, hub.closed()).await.is_err() {
         tracing::warn!(open = hub.peer_count(), "some sockets did not close in time");
     }
     info!("stopped");
     Ok(())
+}
+
+/// `/metrics`, for Prometheus, on its own (by default loopback) address; nothing else there.
+async fn serve_metrics(listener: TcpListener, metrics: PrometheusHandle) -> io::Result<()> {
+    let render = {
+        let metrics = metrics.clone();
+        move || std::future::ready(metrics.render())
+    };
+    // Histograms are summarised by the exporter; keep its buffers small between scrapes.
+    let upkeep = async {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            metrics.run_upkeep();
+        }
+    };
+    tokio::select! {
+        served = axum::serve(listener, Router::new().route("/metrics", get(render))) => served,
+        () = upkeep => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http_get, join, Server};
+use common::{get, http_get, join, Server};
 use duo::protocol::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -19,10 +19,23 @@ async fn health_and_readiness_answer() {
     let server = Server::start(&[]);
     assert_eq!(http_get(&server, "/healthz").await, (200, "ok".into()));
     assert_eq!(http_get(&server, "/readyz").await, (200, "ready".into()));
-    let (status, metrics) = http_get(&server, "/metrics").await;
+    let response = get(server.metrics_addr, "/metrics").await;
+    let (status, metrics) = (response.status, response.body);
     assert_eq!(status, 200);
     assert_eq!(sample(&metrics, &format!("duo_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), Some(1.0));
     assert_eq!(sample(&metrics, "duo_open_connections"), Some(0.0));
+}
+
+#[tokio::test]
+async fn metrics_are_served_only_on_their_own_address() {
+    let server = Server::start(&[]);
+    assert_ne!(server.addr, server.metrics_addr);
+    let public = get(server.addr, "/metrics").await;
+    assert_eq!(public.status, 404, "the public address has no /metrics");
+    assert!(!public.body.contains("duo_build_info"));
+    // And the operators' address serves nothing but /metrics.
+    assert_eq!(get(server.metrics_addr, "/").await.status, 404);
+    assert_eq!(get(server.metrics_addr, "/healthz").await.status, 404);
 }
 
 #[tokio::test]
@@ -40,7 +53,7 @@ async fn metrics_follow_a_call() {
     a.send_text("not json").await;
     assert!(matches!(a.recv().await, Message::Error(_)));
 
-    let (_, metrics) = http_get(&server, "/metrics").await;
+    let metrics = get(server.metrics_addr, "/metrics").await.body;
     assert_eq!(sample(&metrics, "duo_open_connections"), Some(2.0), "{metrics}");
     assert_eq!(sample(&metrics, "duo_active_rooms"), Some(1.0));
     assert_eq!(sample(&metrics, r#"duo_messages_relayed_total{message_type="SDP"}"#), Some(1.0));
@@ -52,7 +65,7 @@ async fn metrics_follow_a_call() {
     drop(b);
     let mut left = None;
     for _ in 0..50 {
-        let (_, metrics) = http_get(&server, "/metrics").await;
+        let metrics = get(server.metrics_addr, "/metrics").await.body;
         left = Some((sample(&metrics, "duo_open_connections"), sample(&metrics, "duo_active_rooms")));
         if left == Some((Some(0.0), Some(0.0))) {
             break;

@@ -37,7 +37,7 @@ async fn welcome_gives_ids_opposite_roles_and_ice_servers() {
     assert!(second.peer_present);
     assert_ne!(first.polite, second.polite);
     assert_ne!(first.peer_id, second.peer_id);
-    assert_eq!(a.recv().await, Message::PeerJoined(PeerInfo { peer_id: second.peer_id, session: None }));
+    assert_eq!(a.recv().await, Message::PeerJoined(PeerInfo { peer_id: second.peer_id, public_id: None }));
 }
 
 #[tokio::test]
@@ -264,13 +264,18 @@ async fn a_reconnecting_session_takes_its_place_back_and_the_old_socket_is_close
     let server = Server::start(&[]);
     let (mut alice, _) = join(&server, "resume?session=alice").await;
     let (mut old_bob, bob_welcome) = join(&server, "resume?session=bob").await;
-    assert_eq!(bob_welcome.peer_session.as_deref(), Some("alice"));
-    assert!(matches!(alice.recv().await, Message::PeerJoined(info) if info.session.as_deref() == Some("bob")));
+    let alice_id = bob_welcome.peer_public_id.expect("alice named a session, so she has a public id");
+    let Message::PeerJoined(joined) = alice.recv().await else { panic!("PEER_JOINED expected") };
+    let bob_id = joined.public_id.expect("bob has a public id");
 
     let (mut new_bob, again) = join(&server, "resume?session=bob").await;
     assert_eq!(again.polite, bob_welcome.polite);
+    assert_eq!(again.peer_public_id.as_ref(), Some(&alice_id));
     assert_eq!(old_bob.closed_with().await, Some(CloseCode::from(close_code::REPLACED)));
-    assert!(matches!(alice.recv().await, Message::PeerJoined(info) if info.session.as_deref() == Some("bob")));
+    assert!(
+        matches!(alice.recv().await, Message::PeerJoined(info) if info.public_id.as_ref() == Some(&bob_id)),
+        "the same person came back"
+    );
     alice.expect_silence(Duration::from_millis(300)).await; // no PEER_LEFT for the replaced socket
     alice.send_text(r#"{"message_type":"BYE"}"#).await;
     assert_eq!(new_bob.recv_text().await, r#"{"message_type":"BYE"}"#);
@@ -307,4 +312,40 @@ async fn turn_urls_come_with_credentials_derived_from_the_secret_which_never_lea
     let expiry: u64 = expiry.parse().unwrap();
     assert!((now + 590..=now + 610).contains(&expiry), "expires in the configured 600 s");
     assert_eq!(turn.credential.as_deref(), Some(duo::ice::turn_password(secret, username).as_str()));
+}
+
+#[tokio::test]
+async fn no_one_learns_the_other_persons_session_and_a_public_id_takes_no_place() {
+    let server = Server::start(&[]);
+    let (alice_session, bob_session) = ("A1ice-secret-session-0123456789", "B0b-secret-session-0123456789");
+    let mut alice = Client::connect(&server, &format!("private?session={alice_session}"), None).await.unwrap();
+    let mut seen_by_alice = vec![alice.recv_text().await];
+    let mut bob = Client::connect(&server, &format!("private?session={bob_session}"), None).await.unwrap();
+    let mut seen_by_bob = vec![bob.recv_text().await];
+    seen_by_alice.push(alice.recv_text().await); // PEER_JOINED
+                                                 // Bob's connection drops and comes back; then he leaves for good.
+    drop(bob);
+    seen_by_alice.push(alice.recv_text().await); // PEER_LEFT
+    let mut bob = Client::connect(&server, &format!("private?session={bob_session}"), None).await.unwrap();
+    seen_by_bob.push(bob.recv_text().await);
+    seen_by_alice.push(alice.recv_text().await); // PEER_JOINED again
+
+    let Ok(Message::Welcome(welcome)) = serde_json::from_str(&seen_by_bob[1]) else { panic!("{seen_by_bob:?}") };
+    let alice_public_id = welcome.peer_public_id.expect("Bob recognises Alice by her public id");
+    for text in &seen_by_alice {
+        assert!(!text.contains(bob_session), "Alice received Bob's session: {text}");
+    }
+    for text in &seen_by_bob {
+        assert!(!text.contains(alice_session), "Bob received Alice's session: {text}");
+    }
+
+    // Bob tries to push Alice out of her own call by connecting with what he knows of her.
+    let thief = Client::connect(&server, &format!("private?session={alice_public_id}"), None).await;
+    let mut thief = thief.expect("upgrade accepted");
+    expect_error(thief.recv().await, ErrorCode::RoomFull);
+    assert_eq!(thief.closed_with().await, Some(CloseCode::from(close_code::ROOM_FULL)));
+    // Alice is still there and still talks to Bob.
+    alice.send_text(r#"{"message_type":"BYE"}"#).await;
+    assert_eq!(bob.recv_text().await, r#"{"message_type":"BYE"}"#);
+    alice.expect_silence(Duration::from_millis(200)).await;
 }

@@ -15,7 +15,7 @@ const port = 3200;
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const base = `http://127.0.0.1:${port}`;
 
-const server = spawn(path.join(root, 'target/release/duo'), ['--addr', `127.0.0.1:${port}`, '--log-level', 'warn'], {
+const server = spawn(path.join(root, 'target/release/duo'), ['--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn'], {
   env: { ...process.env, LEPTOS_SITE_ROOT: path.join(root, 'target/site') },
   stdio: 'inherit',
 });

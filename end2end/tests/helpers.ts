@@ -1,5 +1,7 @@
-import { test as base, expect, type BrowserContext, type Page } from '@playwright/test';
+import { test as base, expect, type BrowserContext, type BrowserContextOptions, type Page } from '@playwright/test';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 
 export const freshRoom = () => randomBytes(12).toString('base64url');
 
@@ -16,7 +18,7 @@ export const recordPeerConnections = () => {
   } as typeof RTCPeerConnection;
 };
 
-type Open = (path: string, prepare?: (page: Page) => Promise<void>) => Promise<Page>;
+type Open = (path: string, prepare?: (page: Page) => Promise<void>, options?: BrowserContextOptions) => Promise<Page>;
 
 /**
  * `open(path)`: a page in its own browser context (its own camera, its own person), closed
@@ -25,8 +27,8 @@ type Open = (path: string, prepare?: (page: Page) => Promise<void>) => Promise<P
 export const test = base.extend<{ open: Open }>({
   open: async ({ browser }, use) => {
     const contexts: BrowserContext[] = [];
-    await use(async (path, prepare) => {
-      const context = await browser.newContext();
+    await use(async (path, prepare, options) => {
+      const context = await browser.newContext(options);
       contexts.push(context);
       const page = await context.newPage();
       await page.addInitScript(recordPeerConnections);
@@ -91,12 +93,50 @@ export async function expectMediaFlowingBothWays(a: Page, b: Page) {
 }
 
 /** A call under way: Alice starts and waits, Bob joins, media flows both ways. */
-export async function connectedPair(open: Open, origin = '') {
+export async function connectedPair(open: Open, origin = '', bobOrigin = origin, options?: BrowserContextOptions) {
   const room = freshRoom();
-  const alice = await open(`${origin}/call/${room}`);
-  const bob = await open(`${origin}/call/${room}`);
+  const alice = await open(`${origin}/call/${room}`, undefined, options);
+  const bob = await open(`${bobOrigin}/call/${room}`, undefined, options);
   await start(alice);
   await start(bob);
   await expectMediaFlowingBothWays(alice, bob);
   return { alice, bob, room };
 }
+
+/** A server process of a test's own; `log` collects what it prints (at level info). */
+export type Server = ChildProcess & { log: string[] };
+
+export function startServer(port: number, ...flags: string[]): Server {
+  const server = spawn(
+    path.join(__dirname, '../../target/release/duo'),
+    ['--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', ...flags],
+    {
+      env: { ...process.env, LEPTOS_SITE_ROOT: path.join(__dirname, '../../target/site'), RUST_LOG: 'info', NO_COLOR: '1' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  ) as Server;
+  server.log = [];
+  let partial = '';
+  server.stdout!.on('data', (chunk: Buffer) => {
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop()!;
+    server.log.push(...lines);
+  });
+  return server;
+}
+
+/** The first log line matching `pattern`, once the server has printed it. */
+export async function logLine(server: Server, pattern: RegExp): Promise<RegExpMatchArray> {
+  let found: RegExpMatchArray | null = null;
+  await expect.poll(() => {
+    found = server.log.map((line) => line.match(pattern)).find((m) => m !== null) ?? null;
+    return found !== null;
+  }, { timeout: 15_000, message: `the server logs ${pattern}` }).toBe(true);
+  return found!;
+}
+
+/** Waits until the server says it listens. */
+export const waitUntilServing = (server: Server) => logLine(server, /listening on https?:\/\//);
+
+export const exited = (child: ChildProcess) =>
+  new Promise<number | null>((resolve) => child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code)));

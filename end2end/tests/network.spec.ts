@@ -1,9 +1,9 @@
 import { type Page } from '@playwright/test';
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
+import { spawn } from 'node:child_process';
 import { RELAY_PORT, WRONG_SECRET_PORT, turnServerArgs } from '../ports';
 import {
-  test, expect, connectedPair, expectMediaFlowing, expectMediaFlowingBothWays, freshRoom, hangUp, inboundBytes, start, status,
+  test, expect, connectedPair, exited, expectMediaFlowing, expectMediaFlowingBothWays, freshRoom, hangUp, inboundBytes, start,
+  startServer, status, waitUntilServing,
 } from './helpers';
 
 /** Candidate types of the pair the newest peer connection is using. */
@@ -42,28 +42,11 @@ test('with a TURN secret the relay does not accept, the call fails and the page 
   await expect(status(alice)).toHaveText('Call ended. Press Start to call again.');
 });
 
-/** A server process of our own, to kill and restart during a call. */
-function startServer(port: number, ...flags: string[]): ChildProcess {
-  return spawn(path.join(__dirname, '../../target/release/duo'), ['--addr', `127.0.0.1:${port}`, '--log-level', 'warn', ...flags], {
-    env: { ...process.env, LEPTOS_SITE_ROOT: path.join(__dirname, '../../target/site') },
-    stdio: 'inherit',
-  });
-}
-
-async function waitUntilServing(port: number) {
-  await expect.poll(async () => {
-    try { return (await fetch(`http://127.0.0.1:${port}/`)).status; } catch { return 0; }
-  }, { timeout: 15_000 }).toBe(200);
-}
-
-const exited = (child: ChildProcess) =>
-  new Promise<number | null>((resolve) => child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code)));
-
 for (const [signal, port] of [['SIGKILL', 3103], ['SIGTERM', 3104]] as const) {
   test(`a call survives its signaling server being stopped (${signal}) and restarted`, async ({ open }) => {
     let server = startServer(port);
     try {
-      await waitUntilServing(port);
+      await waitUntilServing(server);
       const { alice, bob } = await connectedPair(open, `http://127.0.0.1:${port}`);
 
       server.kill(signal);
@@ -79,7 +62,7 @@ for (const [signal, port] of [['SIGKILL', 3103], ['SIGTERM', 3104]] as const) {
       }
 
       server = startServer(port);
-      await waitUntilServing(port);
+      await waitUntilServing(server);
       await expect(status(alice)).toHaveText('Connected.');
       await expect(status(bob)).toHaveText('Connected.');
       await expectMediaFlowingBothWays(alice, bob);
@@ -102,7 +85,7 @@ test('when the media path breaks, the same connection restarts ICE and the call 
   let turn = startTurn();
   const server = startServer(appPort, '--ice-server', `turn:127.0.0.1:${turnPort}`, '--turn-secret', secret, '--relay-only');
   try {
-    await waitUntilServing(appPort);
+    await waitUntilServing(server);
     const { alice, bob } = await connectedPair(open, `http://127.0.0.1:${appPort}`);
 
     turn.kill('SIGKILL');

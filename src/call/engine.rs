@@ -140,7 +140,7 @@ async fn run(
         media,
         peer: None,
         peer_generation: 0,
-        peer_session: None,
+        peer_public_id: None,
         other_present: false,
         polite: false,
         ice_servers: Vec::new(),
@@ -175,8 +175,8 @@ struct Call {
     media: LocalMedia,
     peer: Option<Peer>,
     peer_generation: u32,
-    /// The session of the person `peer` is connected to.
-    peer_session: Option<String>,
+    /// The public id of the person `peer` is connected to.
+    peer_public_id: Option<String>,
     other_present: bool,
     polite: bool,
     ice_servers: Vec<IceServer>,
@@ -189,7 +189,8 @@ struct Call {
     last_traffic: Option<(f64, f64, f64)>,
 }
 
-/// Whether two sessions are known to be the same person (clients that name no session never are).
+/// Whether two public ids are known to be the same person (clients that name no session have
+/// none, and never are).
 fn same_person(a: &Option<String>, b: &Option<String>) -> bool {
     a.is_some() && a == b
 }
@@ -322,13 +323,13 @@ impl Call {
                 self.ice_servers = welcome.ice_servers;
                 self.ice_policy = welcome.ice_transport_policy;
                 self.other_present = welcome.peer_present;
-                let peer_session = welcome.peer_session;
+                let peer_public_id = welcome.peer_public_id;
                 if let Some(peer) = &mut self.peer {
                     peer.set_polite(welcome.polite);
                     let connected = peer.state() == RtcPeerConnectionState::Connected;
                     // Back after a signaling outage: keep the call with the same person. If we
                     // are back first (the server restarted), they will follow.
-                    if same_person(&self.peer_session, &peer_session) || (!self.other_present && connected) {
+                    if same_person(&self.peer_public_id, &peer_public_id) || (!self.other_present && connected) {
                         (self.ui.status)(if connected { CallStatus::Connected } else { CallStatus::Connecting });
                         self.restart_ice_if_broken()?;
                         return Ok(None);
@@ -337,7 +338,7 @@ impl Call {
                 }
                 if self.other_present {
                     (self.ui.status)(CallStatus::Connecting);
-                    self.new_peer(peer_session)?;
+                    self.new_peer(peer_public_id)?;
                     let outgoing = Outgoing {
                         audio: self.media.audio_to_send(),
                         video: self.media.video_to_send(),
@@ -350,12 +351,12 @@ impl Call {
             }
             Message::PeerJoined(info) => {
                 self.other_present = true;
-                if self.peer.is_some() && same_person(&self.peer_session, &info.session) {
+                if self.peer.is_some() && same_person(&self.peer_public_id, &info.public_id) {
                     return Ok(None); // they reconnected; the call goes on
                 }
                 // Someone new: the newcomer calls, we answer its offer.
                 self.drop_peer();
-                self.peer_session = info.session;
+                self.peer_public_id = info.public_id;
                 (self.ui.status)(CallStatus::Connecting);
             }
             Message::PeerLeft(_) => {
@@ -378,7 +379,7 @@ impl Call {
                     return Ok(None);
                 }
                 if first_offer {
-                    self.new_peer(self.peer_session.clone())?;
+                    self.new_peer(self.peer_public_id.clone())?;
                 }
                 let outgoing = Outgoing {
                     audio: self.media.audio_to_send(),
@@ -474,10 +475,10 @@ impl Call {
         }
     }
 
-    fn new_peer(&mut self, remote_session: Option<String>) -> Result<&mut Peer, JsValue> {
+    fn new_peer(&mut self, remote_public_id: Option<String>) -> Result<&mut Peer, JsValue> {
         self.drop_peer();
         self.peer_generation += 1;
-        self.peer_session = remote_session;
+        self.peer_public_id = remote_public_id;
         self.after(CONNECT_TIMEOUT_MS, Event::ConnectTimeout { peer: self.peer_generation });
         self.after(STATS_EVERY_MS, Event::StatsTick { peer: self.peer_generation });
         self.last_traffic = None;

@@ -87,6 +87,10 @@ pub enum CallStatus {
     TurnRefused,
     RoomFull,
     MediaUnavailable(String),
+    /// The page is not a secure context (plain `http://` to another machine), so the browser
+    /// offers no camera or microphone and WebRTC cannot start. Holds the `https://` form of the
+    /// page's address, when it has one.
+    InsecureContext(Option<String>),
     Ended,
 }
 
@@ -127,7 +131,43 @@ impl CallStatus {
                 "Lost the connection to the server; reconnecting… (the call goes on meanwhile)".into()
             }
             Self::TurnRefused => "Could not connect: the relay (TURN) server refused our credentials.".into(),
+            Self::InsecureContext(https) => {
+                let open = match https {
+                    Some(address) => format!("Open {address} instead, or ask"),
+                    None => "Ask".into(),
+                };
+                format!(
+                    "Calls need a secure (HTTPS) address: browsers allow the camera and microphone only on \
+                     https:// pages (or on localhost). {open} whoever runs this server to turn on HTTPS."
+                )
+            }
             Self::Ended => "Call ended. Press Start to call again.".into(),
         }
+    }
+}
+
+/// The `https://` form of a page address that is plain `http://`.
+pub fn https_form(address: &str) -> Option<String> {
+    address.strip_prefix("http://").map(|rest| format!("https://{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_insecure_address_gets_its_https_form() {
+        assert_eq!(
+            https_form("http://duo-lan.test:3000/call/abc").as_deref(),
+            Some("https://duo-lan.test:3000/call/abc")
+        );
+        assert_eq!(https_form("https://duo.example/call/abc"), None);
+        let text = CallStatus::InsecureContext(https_form("http://h.test/call/x")).text();
+        assert!(
+            text.contains("secure (HTTPS) address") && text.contains("Open https://h.test/call/x instead"),
+            "{text}"
+        );
+        assert!(!text.contains("audio only"), "{text}");
+        assert!(!CallStatus::InsecureContext(None).is_active());
     }
 }

@@ -20,35 +20,58 @@ use tokio_tungstenite::{
 
 pub const STEP: Duration = Duration::from_secs(5);
 
-/// The `duo` binary, started with `args`, listening on a free loopback port.
+/// The `duo` binary, started with `args`, listening on a free loopback port, with its
+/// metrics on another.
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// Every log line so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
     pub fn start(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_duo"))
-            .args(["--addr", "127.0.0.1:0", "--log-level", "info"])
+            .args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--log-level", "info"])
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("the server binary starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if std::env::var_os("DUO_TEST_LOG").is_some() {
                     eprintln!("server: {line}");
                 }
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.trim().parse::<SocketAddr>().unwrap());
+                let addr = |after: &str| line.split(after).nth(1)?.split(['/', ' ']).next()?.parse::<SocketAddr>().ok();
+                if let Some(addr) = addr("listening on http://").or_else(|| addr("listening on https://")) {
+                    let _ = tx.send(addr);
+                } else if let Some(addr) = addr("metrics on http://") {
+                    let _ = tx.send(addr);
                 }
+                kept.lock().unwrap().push(line);
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("the server says where it listens");
-        Self { child, addr }
+        let says = "the server says where it listens";
+        let addr = rx.recv_timeout(Duration::from_secs(20)).expect(says);
+        let metrics_addr = rx.recv_timeout(Duration::from_secs(20)).expect(says);
+        Self { child, addr, metrics_addr, log }
+    }
+
+    /// The first log line containing `text`, waiting a little for it.
+    pub fn log_line(&self, text: &str) -> Option<String> {
+        for _ in 0..100 {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|line| line.contains(text)) {
+                return Some(line.clone());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -166,15 +189,51 @@ pub fn refusal_status(error: tungstenite::Error) -> http::StatusCode {
     }
 }
 
-/// A plain HTTP/1.1 GET: the status code and the body.
+/// A plain HTTP/1.1 GET of the server's public address: the status code and the body.
 pub async fn http_get(server: &Server, path: &str) -> (u16, String) {
+    let response = get(server.addr, path).await;
+    (response.status, response.body)
+}
+
+pub struct Response {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    /// The value of every header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// A plain HTTP/1.1 GET of `path` at `addr`.
+pub async fn get(addr: SocketAddr, path: &str) -> Response {
+    let stream = TcpStream::connect(addr).await.expect("server accepts");
+    get_over(stream, addr, path).await
+}
+
+/// A GET over a connection already made (plain or TLS).
+pub async fn get_over(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    host: impl std::fmt::Display,
+    path: &str,
+) -> Response {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = TcpStream::connect(server.addr).await.expect("server accepts");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    (status, body)
+    let mut response = Vec::new();
+    // A TLS peer may end without close_notify; what was read is the response.
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Response { status, headers, body: body.to_owned() }
 }

@@ -1,0 +1,20 @@
+//! The deployment guide shows the configuration files the tests run (docs/deploy.md and
+//! deploy/): a block that names a file must be that file, exactly.
+
+#[test]
+fn the_guide_shows_the_tested_configuration_files() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = std::fs::read_to_string(root.join("docs/deploy.md")).unwrap();
+    let mut shown = Vec::new();
+    for block in guide.split("```").skip(1).step_by(2) {
+        // After the fence's language tag, a block whose first line is `# deploy/FILE...`.
+        let body = block.split_once('\n').map_or("", |(_, body)| body);
+        let Some(name) = body.strip_prefix("# deploy/").and_then(|rest| rest.split(':').next()) else { continue };
+        let file =
+            std::fs::read_to_string(root.join("deploy").join(name)).unwrap_or_else(|e| panic!("deploy/{name}: {e}"));
+        assert_eq!(body, file, "docs/deploy.md shows deploy/{name} differently");
+        shown.push(name.to_owned());
+    }
+    shown.sort();
+    assert_eq!(shown, ["duo.service", "nginx-duo.conf", "turnserver.conf"]);
+}
