@@ -172,8 +172,13 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 /// signaling socket with 1001 and returns.
 pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: PrometheusHandle) -> io::Result<()> {
     let tls = tls::setup(&config).await?;
-    let listener = TcpListener::bind(config.addr).await?;
-    let metrics_listener = TcpListener::bind(config.metrics_addr).await?;
+    let bind = |addr, flag| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} ({flag}): {e}")))
+    };
+    let listener = bind(config.addr, "--addr").await?;
+    let metrics_listener = bind(config.metrics_addr, "--metrics-addr").await?;
     let state = AppState::new(&config, leptos_options)?;
     let hub = state.hub.clone();
     let draining = state.draining.clone();
@@ -189,7 +194,11 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
         );
     }
     info!("metrics on http://{}/metrics", metrics_listener.local_addr()?);
-    let metrics_server = tokio::spawn(serve_metrics(metrics_listener, metrics));
+    let metrics_server = tokio::spawn(async move {
+        if let Err(error) = serve_metrics(metrics_listener, metrics).await {
+            tracing::error!("metrics stopped: {error}");
+        }
+    });
 
     let handle = Handle::<std::net::SocketAddr>::new();
     let shutdown_handle = handle.clone();
