@@ -185,7 +185,7 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
     let app = headers::add(router(state), tls.as_ref().is_some_and(|tls| tls.strict_transport));
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!("listening on {scheme}://{}", listener.local_addr()?);
-    if tls.is_none() && !config.addr.ip().is_loopback() {
+    if tls.is_none() && !config.addr.ip().to_canonical().is_loopback() {
         tracing::warn!(
             "serving plain HTTP on {}: browsers on other machines will not allow the camera or microphone \
              on a plain http:// address. Use --tls-cert/--tls-key, --tls-self-signed, or a TLS reverse proxy \

@@ -221,3 +221,18 @@ async fn a_renewed_certificate_file_is_picked_up_without_a_signal() {
     expect_certificate(&server, &tls, &second.fingerprint).await;
     still_talking(&mut alice, &mut bob).await;
 }
+
+#[test]
+fn plain_http_on_an_address_other_machines_reach_warns_that_their_browsers_need_https() {
+    let warning = "browsers on other machines will not allow the camera";
+    let everywhere = Server::start(&["--addr", "0.0.0.0:0"]);
+    assert!(everywhere
+        .log_line(warning)
+        .is_some_and(|line| line.contains("WARN") && line.contains("--tls-self-signed")));
+    let with_tls = Server::start(&["--addr", "0.0.0.0:0", "--tls-self-signed"]);
+    let loopback = Server::start(&["--addr", "[::ffff:127.0.0.1]:0"]);
+    for quiet in [with_tls, loopback] {
+        assert!(quiet.log_line("metrics on").is_some());
+        assert!(!quiet.log.lock().unwrap().iter().any(|line| line.contains(warning)), "{:?}", quiet.log);
+    }
+}

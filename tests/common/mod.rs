@@ -32,8 +32,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str]) -> Self {
+        // A free loopback port, unless the test names an address.
+        let addr = if args.contains(&"--addr") { &[][..] } else { &["--addr", "127.0.0.1:0"][..] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_duo"))
-            .args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--log-level", "info"])
+            .args(addr)
+            .args(["--metrics-addr", "127.0.0.1:0", "--log-level", "info"])
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
