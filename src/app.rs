@@ -110,7 +110,9 @@ fn CallPage(room: RoomId) -> impl IntoView {
     let hydrated = use_hydrated();
     let status = RwSignal::new(CallStatus::Idle);
     let active = Memo::new(move |_| status.with(CallStatus::is_active));
-    let insecure = Memo::new(move |_| status.with(|s| matches!(s, CallStatus::InsecureContext(_))));
+    let blocked = Memo::new(move |_| {
+        status.with(|s| matches!(s, CallStatus::InsecureContext(_) | CallStatus::BrowserUnsupported))
+    });
     // Browsers give the camera, the microphone and WebRTC only to secure contexts: say so
     // before anyone presses Start (effects run in the browser only).
     Effect::new(move |_| {
@@ -118,9 +120,9 @@ fn CallPage(room: RoomId) -> impl IntoView {
         let window = window();
         let navigator = Reflect::get(&window, &"navigator".into()).unwrap_or_default();
         let media = Reflect::get(&navigator, &"mediaDevices".into()).unwrap_or_default();
-        if !window.is_secure_context() || media.is_undefined() {
-            let https = window.location().href().ok().and_then(|href| crate::call::https_form(&href));
-            status.set(CallStatus::InsecureContext(https));
+        let address = window.location().href().unwrap_or_default();
+        if let Some(why) = crate::call::media_blocked(window.is_secure_context(), !media.is_undefined(), &address) {
+            status.set(why);
         }
     });
     let local = RwSignal::new(MediaState::default());
@@ -267,7 +269,7 @@ fn CallPage(room: RoomId) -> impl IntoView {
             </Show>
             <div class="controls">
                 <button class="primary" on:click=move |_| start_with(MediaChoice::CameraAndMicrophone)
-                    disabled=move || active.get() || !hydrated.get() || insecure.get()>"Start"</button>
+                    disabled=move || active.get() || !hydrated.get() || blocked.get()>"Start"</button>
                 <button title="Mute the microphone (M)" aria-pressed=move || (!local.get().audio).to_string()
                     on:click=move |_| toggle_microphone() disabled=move || !active.get()>"Mute"</button>
                 <button title="Turn the camera off (V)" aria-pressed=move || (!local.get().video).to_string()

@@ -82,11 +82,6 @@ pub struct Config {
 
 impl Config {
     /// The TURN secret from the flag, the environment or the file.
-    /// Whether browsers reach the server over HTTPS.
-    pub fn tls(&self) -> bool {
-        self.tls_cert.is_some() || self.tls_self_signed
-    }
-
     pub fn turn_secret(&self) -> std::io::Result<Option<String>> {
         match (&self.turn_secret, &self.turn_secret_file) {
             (Some(secret), _) => Ok(Some(secret.clone())),
@@ -130,16 +125,16 @@ mod tests {
         assert_eq!(config.rate_limit, 50);
         assert_eq!(config.idle_timeout, Duration::from_secs(30));
         assert!(config.allowed_origins.is_empty());
-        assert!(!config.tls());
+        assert!(config.tls_cert.is_none() && !config.tls_self_signed);
         assert_eq!(config.metrics_addr, "127.0.0.1:9464".parse().unwrap());
     }
 
     #[test]
     fn tls_takes_a_certificate_and_key_or_makes_its_own() {
         let config = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
-        assert!(config.tls());
         assert_eq!(config.tls_cert, Some(PathBuf::from("c.pem")));
-        assert!(parse(&["--tls-self-signed"]).unwrap().tls());
+        assert_eq!(config.tls_key, Some(PathBuf::from("k.pem")));
+        assert!(parse(&["--tls-self-signed"]).unwrap().tls_self_signed);
         // A certificate needs its key, and the two sources exclude each other.
         assert!(parse(&["--tls-cert", "c.pem"]).is_err());
         assert!(parse(&["--tls-key", "k.pem"]).is_err());

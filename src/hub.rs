@@ -92,15 +92,25 @@ impl Slot {
 /// get a one-way hash of it instead, bound to the room. It needs no server key, so it stays
 /// the same across server restarts and between servers.
 pub fn public_id(room: &RoomId, session: &str) -> String {
+    one_way("duo public id", &[room.as_str(), session], 16)
+}
+
+/// How logs name a room: enough to follow one call through them, useless for joining it (the
+/// room id is the secret of the call link).
+pub fn room_log_name(room: &RoomId) -> String {
+    one_way("duo room in logs", &[room.as_str()], 6)
+}
+
+/// The first `bytes` of SHA-256 over `purpose` and `parts`, in URL-safe base64.
+fn one_way(purpose: &str, parts: &[&str], bytes: usize) -> String {
     use base64::Engine;
     use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(b"duo public id\0")
-        .chain_update(room.as_str())
-        .chain_update(b"\0")
-        .chain_update(session)
-        .finalize();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+    let mut hash = Sha256::new().chain_update(purpose);
+    for part in parts {
+        hash.update(b"\0");
+        hash.update(part);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&hash.finalize()[..bytes])
 }
 
 /// What the hub has for one peer's connection: frames to write, and whether to close.
@@ -480,6 +490,10 @@ mod tests {
         assert_ne!(alice, public_id(&room("r"), "bob-session"));
         assert_ne!(alice, public_id(&room("s"), "alice-session"), "bound to the room");
         assert!(!alice.contains("alice"));
+        assert_eq!(alice.len(), 22, "128 bits");
+        let logged = room_log_name(&room("r"));
+        assert_eq!((logged.len(), logged == room_log_name(&room("r"))), (8, true));
+        assert_ne!(logged, room_log_name(&room("s")));
         // It is a valid session string, but naming it takes nobody's place.
         let hub = hub(8);
         let a = hub.join(room("r"), Some("alice-session".into())).unwrap();

@@ -10,6 +10,11 @@ use serde_json::value::RawValue;
 /// The largest frame the server accepts; a bigger one closes the socket with 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// The fewest characters a session (`/ws/{room}?session=...`) may have. A session is a
+/// reconnect credential and the other person sees a one-way hash of it, which a short one
+/// would let them reverse by trying every value.
+pub const MIN_SESSION_LEN: usize = 16;
+
 /// WebSocket close codes the server uses (RFC 6455 codes and the app's own 4xxx ones).
 pub mod close_code {
     /// The server is shutting down; reconnect (to the next server process).

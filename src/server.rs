@@ -13,7 +13,7 @@ use std::{
 use axum::{
     extract::{
         ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
-        FromRef, Path, Query, State,
+        FromRef, MatchedPath, Path, Query, State,
     },
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -33,7 +33,7 @@ use crate::{
     headers,
     hub::{Hub, HubSettings},
     ice::IceConfig,
-    protocol::{IceTransportPolicy, MAX_FRAME_BYTES},
+    protocol::{IceTransportPolicy, MAX_FRAME_BYTES, MIN_SESSION_LEN},
     room::RoomId,
     signaling::{self, SessionLimits},
     tls,
@@ -85,14 +85,15 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// Every route, with the security headers. `strict_transport`: see [`crate::tls::Tls`].
+pub fn router(state: AppState, strict_transport: bool) -> Router {
     // Rendering a page spawns tasks through Leptos's executor; an error means it is set already.
     let _ = any_spawner::Executor::init_tokio();
     let page = leptos_axum::render_app_to_stream({
         let options = state.leptos_options.clone();
         move || shell(options.clone())
     });
-    Router::new()
+    let routes = Router::new()
         // The pages; every other path is a static file or the not-found page (404).
         .route("/", get(page.clone()))
         .route("/call/{room}", get(page))
@@ -100,8 +101,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        // Request spans name the route, never the path: paths hold call links and sessions.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+            let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+            tracing::debug_span!("request", method = %request.method(), route)
+        }))
+        .with_state(state);
+    headers::add(routes, strict_transport)
 }
 
 #[derive(serde::Deserialize)]
@@ -123,9 +129,8 @@ async fn signaling_socket(
         Ok(room) => room,
         Err(invalid) => return (StatusCode::BAD_REQUEST, format!("bad room id: {invalid}")).into_response(),
     };
-    // Sessions follow the room id's rules: short, URL-safe, unguessable when generated.
-    let session = match params.session.as_deref().map(RoomId::parse).transpose() {
-        Ok(session) => session.map(String::from),
+    let session = match params.session.as_deref().map(parse_session).transpose() {
+        Ok(session) => session,
         Err(invalid) => return (StatusCode::BAD_REQUEST, format!("bad session: {invalid}")).into_response(),
     };
     if !origin_allowed(&headers, &state.allowed_origins) {
@@ -144,6 +149,16 @@ async fn signaling_socket(
         // Frames queued for one peer are written together at the flush that follows them.
         .write_buffer_size(WRITE_BATCH)
         .on_upgrade(move |socket| signaling::run(socket, state.hub, room, session, state.limits))
+}
+
+/// A session follows the room id's alphabet (URL-safe, at most 64 characters), and is long
+/// enough to be a credential.
+fn parse_session(session: &str) -> Result<String, String> {
+    RoomId::parse(session).map_err(|invalid| invalid.to_string().replace("room id", "session"))?;
+    if session.len() < MIN_SESSION_LEN {
+        return Err(format!("a session has at least {MIN_SESSION_LEN} characters (best: 128 random bits)"));
+    }
+    Ok(session.to_owned())
 }
 
 /// Ready to take calls: until shutdown starts.
@@ -182,7 +197,7 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
     let state = AppState::new(&config, leptos_options)?;
     let hub = state.hub.clone();
     let draining = state.draining.clone();
-    let app = headers::add(router(state), tls.as_ref().is_some_and(|tls| tls.strict_transport));
+    let app = router(state, tls.as_ref().is_some_and(|tls| tls.strict_transport));
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!("listening on {scheme}://{}", listener.local_addr()?);
     if tls.is_none() && !config.addr.ip().to_canonical().is_loopback() {
@@ -293,6 +308,16 @@ mod tests {
         assert!(origin_allowed(&headers(Some("http://127.0.0.1:3000"), "127.0.0.1:3000"), &allowed));
         assert!(origin_allowed(&headers(Some("https://app.example"), "internal:8080"), &allowed));
         assert!(origin_allowed(&headers(None, "127.0.0.1:3000"), &allowed));
+    }
+
+    #[test]
+    fn a_session_is_long_enough_to_be_a_credential() {
+        let generated = RoomId::generate();
+        assert_eq!(parse_session(generated.as_str()).as_deref(), Ok(generated.as_str()));
+        assert!(parse_session("0123456789abcdef").is_ok());
+        assert!(parse_session("alice").unwrap_err().contains("at least 16"));
+        assert!(parse_session("not ok, not ok, not ok").unwrap_err().contains("session may only contain"));
+        assert!(parse_session(&"x".repeat(65)).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{
-    hub::{Delivery, Hub, Mailbox, Membership, Outbound, RoomFull},
+    hub::{room_log_name, Delivery, Hub, Mailbox, Membership, Outbound, RoomFull},
     protocol::{check_client_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
 };
@@ -42,12 +42,12 @@ pub fn run(
     let session = Session { socket, limits, _open: open };
     match hub.join(room.clone(), session_id) {
         Ok(membership) => {
-            let span = tracing::info_span!("peer", room = %room, peer = membership.peer_id.0);
+            let span = tracing::info_span!("peer", room = %room_log_name(&room), peer = membership.peer_id.0);
             span.in_scope(|| info!(polite = membership.welcome.polite, "joined"));
             Either::Left(session.serve(membership).instrument(span))
         }
         Err(full) => {
-            info!(room = %room, "refused a third person");
+            info!(room = %room_log_name(&room), "refused a third person");
             crate::metrics::rejected(ErrorCode::RoomFull.as_str());
             Either::Right(session.refuse(full))
         }

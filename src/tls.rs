@@ -30,18 +30,23 @@ pub struct Tls {
 
 /// The HTTPS set-up the flags ask for, or `None` for plain HTTP.
 pub async fn setup(config: &Config) -> io::Result<Option<Tls>> {
+    // Registered now, before the server says it listens: SIGHUP (`systemctl reload`) must never
+    // end the process, whatever the mode.
+    let hangup = signal(SignalKind::hangup())?;
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        // Taken before the files are read, so a change made meanwhile is not missed.
+        let seen = modified(cert, key).await;
         let (cert_pem, key_pem) = read(cert, key).await?;
         let fingerprint = fingerprint_of_pem(&cert_pem)?;
         let rustls = RustlsConfig::from_pem(cert_pem, key_pem)
             .await
             .map_err(|e| io::Error::other(format!("{}: {e}", cert.display())))?;
         info!(certificate = %cert.display(), sha256 = %fingerprint, "serving HTTPS");
-        // Registered now, before the server says it listens: an early SIGHUP must not kill it.
-        let hangup = signal(SignalKind::hangup())?;
-        tokio::spawn(keep_fresh(rustls.clone(), cert.clone(), key.clone(), hangup));
-        Ok(Some(Tls { rustls, strict_transport: true }))
-    } else if config.tls_self_signed {
+        tokio::spawn(keep_fresh(rustls.clone(), cert.clone(), key.clone(), seen, hangup));
+        return Ok(Some(Tls { rustls, strict_transport: true }));
+    }
+    tokio::spawn(nothing_to_reload(hangup));
+    if config.tls_self_signed {
         let names = self_signed_names(config.addr);
         let made = rcgen::generate_simple_self_signed(names.clone()).map_err(io::Error::other)?;
         let fingerprint = fingerprint(made.cert.der());
@@ -55,8 +60,7 @@ pub async fn setup(config: &Config) -> io::Result<Option<Tls>> {
 
 /// Reloads the certificate on SIGHUP and when either file changes. A file that does not load
 /// (half-written, or a key that does not match) is logged and the certificate in use stays.
-async fn keep_fresh(rustls: RustlsConfig, cert: PathBuf, key: PathBuf, mut hangup: Signal) {
-    let mut seen = modified(&cert, &key).await;
+async fn keep_fresh(rustls: RustlsConfig, cert: PathBuf, key: PathBuf, mut seen: Modified, mut hangup: Signal) {
     let mut every = tokio::time::interval(FILE_CHECK);
     loop {
         tokio::select! {
@@ -85,6 +89,12 @@ async fn keep_fresh(rustls: RustlsConfig, cert: PathBuf, key: PathBuf, mut hangu
     }
 }
 
+async fn nothing_to_reload(mut hangup: Signal) {
+    while hangup.recv().await.is_some() {
+        info!("SIGHUP: no certificate file to reload");
+    }
+}
+
 async fn read(cert: &Path, key: &Path) -> io::Result<(Vec<u8>, Vec<u8>)> {
     async fn read_one(path: &Path) -> io::Result<Vec<u8>> {
         tokio::fs::read(path).await.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
@@ -92,7 +102,10 @@ async fn read(cert: &Path, key: &Path) -> io::Result<(Vec<u8>, Vec<u8>)> {
     Ok((read_one(cert).await?, read_one(key).await?))
 }
 
-async fn modified(cert: &Path, key: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
+/// When the certificate and key files last changed.
+type Modified = (Option<SystemTime>, Option<SystemTime>);
+
+async fn modified(cert: &Path, key: &Path) -> Modified {
     let time = |path: &Path| {
         let path = path.to_owned();
         async move { tokio::fs::metadata(path).await.and_then(|m| m.modified()).ok() }

@@ -262,13 +262,13 @@ async fn two_hundred_rooms_relay_every_message_once_in_order_to_the_right_peer()
 #[tokio::test]
 async fn a_reconnecting_session_takes_its_place_back_and_the_old_socket_is_closed_with_4004() {
     let server = Server::start(&[]);
-    let (mut alice, _) = join(&server, "resume?session=alice").await;
-    let (mut old_bob, bob_welcome) = join(&server, "resume?session=bob").await;
+    let (mut alice, _) = join(&server, "resume?session=alice-0123456789ab").await;
+    let (mut old_bob, bob_welcome) = join(&server, "resume?session=bob-0123456789abcd").await;
     let alice_id = bob_welcome.peer_public_id.expect("alice named a session, so she has a public id");
     let Message::PeerJoined(joined) = alice.recv().await else { panic!("PEER_JOINED expected") };
     let bob_id = joined.public_id.expect("bob has a public id");
 
-    let (mut new_bob, again) = join(&server, "resume?session=bob").await;
+    let (mut new_bob, again) = join(&server, "resume?session=bob-0123456789abcd").await;
     assert_eq!(again.polite, bob_welcome.polite);
     assert_eq!(again.peer_public_id.as_ref(), Some(&alice_id));
     assert_eq!(old_bob.closed_with().await, Some(CloseCode::from(close_code::REPLACED)));
@@ -280,8 +280,10 @@ async fn a_reconnecting_session_takes_its_place_back_and_the_old_socket_is_close
     alice.send_text(r#"{"message_type":"BYE"}"#).await;
     assert_eq!(new_bob.recv_text().await, r#"{"message_type":"BYE"}"#);
 
-    let error = Client::connect(&server, "resume?session=not%20ok", None).await.err().expect("refused");
-    assert_eq!(refusal_status(error), 400);
+    for bad in ["not%20ok-not%20ok-not%20ok", "too-short"] {
+        let error = Client::connect(&server, &format!("resume?session={bad}"), None).await.err().expect("refused");
+        assert_eq!(refusal_status(error), 400, "{bad}");
+    }
 }
 
 #[tokio::test]

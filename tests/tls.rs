@@ -68,13 +68,15 @@ impl Files {
         fs::write(self.cert(), chain).unwrap();
         fs::write(self.key(), key).unwrap();
     }
-    /// Writes new contents but keeps the files' modification times, so that only a SIGHUP
-    /// can make the server notice.
+    /// Replaces the files with new contents but the old modification times, so that only a
+    /// SIGHUP can make the server notice: each is written beside, dated, then renamed over.
     fn write_unnoticed(&self, chain: &str, key: &str) {
-        let times = [self.cert(), self.key()].map(|path| fs::metadata(path).unwrap().modified().unwrap());
-        self.write(chain, key);
-        for (path, time) in [self.cert(), self.key()].into_iter().zip(times) {
-            fs::File::options().write(true).open(path).unwrap().set_modified(time).unwrap();
+        for (path, contents) in [(self.cert(), chain), (self.key(), key)] {
+            let time = fs::metadata(&path).unwrap().modified().unwrap();
+            let beside = path.with_extension("new");
+            fs::write(&beside, contents).unwrap();
+            fs::File::options().write(true).open(&beside).unwrap().set_modified(time).unwrap();
+            fs::rename(&beside, &path).unwrap();
         }
     }
     fn start(&self) -> Server {
@@ -234,5 +236,16 @@ fn plain_http_on_an_address_other_machines_reach_warns_that_their_browsers_need_
     for quiet in [with_tls, loopback] {
         assert!(quiet.log_line("metrics on").is_some());
         assert!(!quiet.log.lock().unwrap().iter().any(|line| line.contains(warning)), "{:?}", quiet.log);
+    }
+}
+
+#[tokio::test]
+async fn sighup_without_a_certificate_file_keeps_the_server_running() {
+    // `systemctl reload` on a plain server, or one with a self-signed certificate.
+    for args in [&[][..], &["--tls-self-signed"][..]] {
+        let server = Server::start(args);
+        std::process::Command::new("kill").args(["-HUP", &server.pid().to_string()]).status().unwrap();
+        assert!(server.log_line("SIGHUP: no certificate file to reload").is_some(), "{args:?}");
+        assert!(TcpStream::connect(server.addr).await.is_ok(), "{args:?}: still serving");
     }
 }

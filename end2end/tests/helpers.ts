@@ -121,6 +121,8 @@ export function startServer(port: number, ...flags: string[]): Server {
     const lines = (partial + chunk.toString()).split('\n');
     partial = lines.pop()!;
     server.log.push(...lines);
+    // Warnings and errors show in the test output; the rest only in `log`.
+    for (const line of lines) if (/ (WARN|ERROR) /.test(line)) console.error(`server :${port}: ${line}`);
   });
   return server;
 }

@@ -89,8 +89,10 @@ pub enum CallStatus {
     MediaUnavailable(String),
     /// The page is not a secure context (plain `http://` to another machine), so the browser
     /// offers no camera or microphone and WebRTC cannot start. Holds the `https://` form of the
-    /// page's address, when it has one.
+    /// page's address, where that may work.
     InsecureContext(Option<String>),
+    /// A secure page, but the browser offers pages no camera or microphone at all.
+    BrowserUnsupported,
     Ended,
 }
 
@@ -141,14 +143,33 @@ impl CallStatus {
                      https:// pages (or on localhost). {open} whoever runs this server to turn on HTTPS."
                 )
             }
+            Self::BrowserUnsupported => "This browser offers no camera or microphone to web pages, so a call cannot \
+                                         start here. Open this link in a current Firefox, Chrome, Edge or Safari."
+                .into(),
             Self::Ended => "Call ended. Press Start to call again.".into(),
         }
     }
 }
 
-/// The `https://` form of a page address that is plain `http://`.
-pub fn https_form(address: &str) -> Option<String> {
-    address.strip_prefix("http://").map(|rest| format!("https://{rest}"))
+/// What a page without the camera and microphone should say, from `window.isSecureContext`
+/// and the page's address; `None` when a call can start.
+pub fn media_blocked(secure_context: bool, has_media_devices: bool, address: &str) -> Option<CallStatus> {
+    match (secure_context, has_media_devices) {
+        (true, true) => None,
+        (true, false) => Some(CallStatus::BrowserUnsupported),
+        (false, _) => Some(CallStatus::InsecureContext(https_form(address))),
+    }
+}
+
+/// The `https://` form of a plain `http://` address on the default port: a site behind a TLS
+/// proxy often answers there too. With an explicit port, that port speaks plain HTTP, so no
+/// `https://` form would work.
+fn https_form(address: &str) -> Option<String> {
+    let rest = address.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    // A port follows the last ':', unless that ':' is inside an IPv6 address's brackets.
+    let has_port = authority.rfind(':').is_some_and(|at| !authority[at..].contains(']'));
+    (!has_port).then(|| format!("https://{rest}"))
 }
 
 #[cfg(test)]
@@ -156,18 +177,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_insecure_address_gets_its_https_form() {
-        assert_eq!(
-            https_form("http://duo-lan.test:3000/call/abc").as_deref(),
-            Some("https://duo-lan.test:3000/call/abc")
-        );
-        assert_eq!(https_form("https://duo.example/call/abc"), None);
-        let text = CallStatus::InsecureContext(https_form("http://h.test/call/x")).text();
+    fn an_insecure_address_gets_its_https_form_where_that_can_work() {
+        assert_eq!(https_form("http://duo.example/call/abc").as_deref(), Some("https://duo.example/call/abc"));
+        assert_eq!(https_form("http://[fe80::1]/call/abc").as_deref(), Some("https://[fe80::1]/call/abc"));
+        // An explicit port serves plain HTTP; https:// on it cannot answer.
+        for no_form in ["http://duo-lan.test:3000/call/abc", "http://[fe80::1]:3000/call/x", "https://duo.example/"] {
+            assert_eq!(https_form(no_form), None, "{no_form}");
+        }
+    }
+
+    #[test]
+    fn a_page_that_cannot_have_media_says_why_without_blaming_the_camera() {
+        assert_eq!(media_blocked(true, true, "https://duo.example/call/x"), None);
+        assert_eq!(media_blocked(true, false, "https://duo.example/call/x"), Some(CallStatus::BrowserUnsupported));
+        let insecure = media_blocked(false, false, "http://h.test/call/x").unwrap();
+        let text = insecure.text();
         assert!(
             text.contains("secure (HTTPS) address") && text.contains("Open https://h.test/call/x instead"),
             "{text}"
         );
-        assert!(!text.contains("audio only"), "{text}");
-        assert!(!CallStatus::InsecureContext(None).is_active());
+        let text = media_blocked(false, true, "http://h.test:3000/call/x").unwrap().text();
+        assert!(text.contains("Ask whoever runs this server to turn on HTTPS") && !text.contains("Open"), "{text}");
+        for status in [insecure, CallStatus::BrowserUnsupported] {
+            assert!(!status.is_active());
+            assert!(!status.text().contains("audio only") && !status.text().contains("unavailable"));
+        }
     }
 }
