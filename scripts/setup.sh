@@ -14,8 +14,9 @@ CARGO_LEPTOS_VERSION=0.3.11
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Browser, TURN server, TLS reverse proxy and the tool that makes test certificates.
-apt_packages=(chromium coturn nginx-light openssl)
+# Browser, TURN server, TLS reverse proxy, the tool that makes test certificates, and the one
+# that checks the systemd unit (systemd-analyze).
+apt_packages=(chromium coturn nginx-light openssl systemd)
 have_wasm_std() { [ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-unknown-unknown/lib" ]; }
 
 apt_install() {
