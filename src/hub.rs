@@ -365,7 +365,10 @@ impl Drop for Membership {
                 self.hub.deliver(&mut slots, 1 - mine, &Message::PeerLeft(me.info()));
             }
         }
-        if slots.iter().all(Option::is_none) {
+        // Only this membership's own room: a connection that outlived its room (replaced, then
+        // slow to close) must not remove a newer room of the same id.
+        let mine = rooms.get(&self.room_id).is_some_and(|room| Arc::ptr_eq(room, &self.room));
+        if mine && slots.iter().all(Option::is_none) {
             rooms.remove(&self.room_id);
             crate::metrics::active_rooms(rooms.len());
         }
@@ -500,6 +503,22 @@ mod tests {
         let _b = hub.join(room("r"), Some("bob-session".into())).unwrap();
         assert!(matches!(hub.join(room("r"), Some(alice.clone())), Err(RoomFull)));
         assert_eq!(kick_of(&a), None);
+    }
+
+    #[test]
+    fn a_connection_that_outlives_its_room_leaves_a_newer_room_of_the_same_id_alone() {
+        let hub = hub(8);
+        let stuck = hub.join(room("r"), Some("alice-0123456789ab".into())).unwrap();
+        let back = hub.join(room("r"), Some("alice-0123456789ab".into())).unwrap();
+        assert_eq!(kick_of(&stuck), Some(Kick::REPLACED));
+        drop(back); // the room is empty and forgotten; `stuck` still holds it
+        let carol = hub.join(room("r"), None).unwrap();
+        drop(stuck); // the replaced connection finally ends
+        let dave = hub.join(room("r"), None).unwrap();
+        assert!(dave.welcome.peer_present, "Dave finds Carol");
+        assert_eq!(next(&carol), Message::PeerJoined(PeerInfo { peer_id: dave.peer_id, public_id: None }));
+        assert!(matches!(hub.join(room("r"), None), Err(RoomFull)), "no third person on the link");
+        assert_eq!((hub.room_count(), hub.peer_count()), (1, 2));
     }
 
     #[tokio::test]
