@@ -79,7 +79,7 @@ async fn metrics_follow_a_call() {
 async fn readyz_fails_from_sigterm_while_the_server_drains() {
     let mut server = Server::start(&["--shutdown-grace", "2"]);
     let (mut a, _) = join(&server, "draining").await;
-    std::process::Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap();
+    server.signal("TERM");
     let mut status = 0;
     for _ in 0..50 {
         status = http_get(&server, "/readyz").await.0;

@@ -190,7 +190,7 @@ async fn https_and_wss_with_a_full_chain_and_sighup_renews_the_certificate_witho
     files.write_unnoticed(&second.chain, &second.key);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(handshake(&server, &tls).await.1, first.fingerprint, "no reload before SIGHUP");
-    std::process::Command::new("kill").args(["-HUP", &server.pid().to_string()]).status().unwrap();
+    server.signal("HUP");
     expect_certificate(&server, &tls, &second.fingerprint).await;
     still_talking(&mut alice, &mut bob).await;
 
@@ -198,15 +198,15 @@ async fn https_and_wss_with_a_full_chain_and_sighup_renews_the_certificate_witho
     let third = leaf(&ca);
     for (chain, key) in [("not a certificate", second.key.as_str()), (third.chain.as_str(), second.key.as_str())] {
         files.write_unnoticed(chain, key);
-        let errors = server.log.lock().unwrap().iter().filter(|l| l.contains("could not load")).count();
-        std::process::Command::new("kill").args(["-HUP", &server.pid().to_string()]).status().unwrap();
+        let errors = server.log_count("could not load");
+        server.signal("HUP");
         for _ in 0..100 {
-            if server.log.lock().unwrap().iter().filter(|l| l.contains("could not load")).count() > errors {
+            if server.log_count("could not load") > errors {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(server.log.lock().unwrap().iter().filter(|l| l.contains("could not load")).count() > errors);
+        assert!(server.log_count("could not load") > errors);
         assert_eq!(handshake(&server, &tls).await.1, second.fingerprint);
     }
     still_talking(&mut alice, &mut bob).await;
@@ -235,7 +235,7 @@ fn plain_http_on_an_address_other_machines_reach_warns_that_their_browsers_need_
     let loopback = Server::start(&["--addr", "[::ffff:127.0.0.1]:0"]);
     for quiet in [with_tls, loopback] {
         assert!(quiet.log_line("metrics on").is_some());
-        assert!(!quiet.log.lock().unwrap().iter().any(|line| line.contains(warning)), "{:?}", quiet.log);
+        assert_eq!(quiet.log_count(warning), 0, "{:?}", quiet.log);
     }
 }
 
@@ -244,7 +244,7 @@ async fn sighup_without_a_certificate_file_keeps_the_server_running() {
     // `systemctl reload` on a plain server, or one with a self-signed certificate.
     for args in [&[][..], &["--tls-self-signed"][..]] {
         let server = Server::start(args);
-        std::process::Command::new("kill").args(["-HUP", &server.pid().to_string()]).status().unwrap();
+        server.signal("HUP");
         assert!(server.log_line("SIGHUP: no certificate file to reload").is_some(), "{args:?}");
         assert!(TcpStream::connect(server.addr).await.is_ok(), "{args:?}: still serving");
     }
