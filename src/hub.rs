@@ -226,7 +226,7 @@ pub struct Membership {
     pub mailbox: Arc<Mailbox>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data behind these locks stays consistent even if a holder panicked.
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

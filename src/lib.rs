@@ -12,6 +12,7 @@
 //! - `tls` (server): the HTTPS certificate: from files, reloaded on change, or self-signed.
 //! - `headers` (server): security headers, and each page's Content-Security-Policy with its nonce.
 //! - `hub` (server): rooms of two and relaying between them; no HTTP in it.
+//! - `limits` (server): token buckets and per-address counts: what one client may cost.
 //! - `metrics` (server): the Prometheus metrics `/metrics` reports.
 //! - `ice` (server): the STUN/TURN servers each browser gets, with short-lived TURN credentials.
 //! - `signaling` (server): one WebSocket connection's loop: checks, limits, liveness.
@@ -29,6 +30,8 @@ pub mod headers;
 pub mod hub;
 #[cfg(feature = "ssr")]
 pub mod ice;
+#[cfg(feature = "ssr")]
+pub mod limits;
 #[cfg(feature = "ssr")]
 pub mod metrics;
 #[cfg(feature = "ssr")]

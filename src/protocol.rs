@@ -19,7 +19,11 @@ pub const MIN_SESSION_LEN: usize = 16;
 pub mod close_code {
     /// The server is shutting down; reconnect (to the next server process).
     pub const GOING_AWAY: u16 = 1001;
-    /// Flooding went on after `rate_limited` errors.
+    /// A frame broke the WebSocket protocol (e.g. a client frame without a mask).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Flooding (frames of any kind) went on after a `rate_limited` error.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame over [`super::MAX_FRAME_BYTES`].
     pub const MESSAGE_TOO_BIG: u16 = 1009;
@@ -32,6 +36,9 @@ pub mod close_code {
     /// The same session connected again (a reconnect); this older connection is obsolete.
     pub const REPLACED: u16 = 4004;
 }
+
+/// The longest `message` an `ERROR` carries: the reason, never an echo of a big input.
+pub const MAX_ERROR_CHARS: usize = 200;
 
 /// A peer's id, unique within one server process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -170,8 +177,14 @@ impl ErrorCode {
 }
 
 impl Message {
+    /// An `ERROR`, its message cut to [`MAX_ERROR_CHARS`] (parser errors may quote the input).
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error(ErrorBody { code, message: message.into() })
+        let mut message = message.into();
+        if let Some((cut, _)) = message.char_indices().nth(MAX_ERROR_CHARS) {
+            message.truncate(cut);
+            message.push('…');
+        }
+        Self::Error(ErrorBody { code, message })
     }
 
     pub fn to_json(&self) -> String {

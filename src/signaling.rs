@@ -11,16 +11,19 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::{
     hub::{room_log_name, Delivery, Hub, Mailbox, Membership, Outbound, RoomFull},
+    limits::{LogThrottle, TokenBucket},
     protocol::{check_client_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
 };
 
 /// How long one write may take before the reader on the other end is given up on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection waits for the peer's close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug)]
 pub struct SessionLimits {
-    /// Sustained messages per second; bursts of four times as many pass.
+    /// Sustained frames per second (of any kind); bursts of four times as many pass.
     pub messages_per_second: u32,
     pub idle_timeout: Duration,
 }
@@ -64,7 +67,7 @@ struct Session {
 
 impl Session {
     async fn refuse(mut self, full: RoomFull) {
-        if self.send(Message::error(ErrorCode::RoomFull, full.to_string()).to_json()).await {
+        if self.send(Message::error(ErrorCode::RoomFull, full.to_string()).to_json(), None).await {
             self.close(close_code::ROOM_FULL, "room full").await;
         }
     }
@@ -74,10 +77,11 @@ impl Session {
     fn serve(mut self, membership: Membership) -> impl Future<Output = ()> {
         async move {
             let _left = OnDrop(|| info!("left"));
-            if !self.send(Message::Welcome(membership.welcome.clone()).to_json()).await {
+            let mailbox = &*membership.mailbox;
+            if !self.send(Message::Welcome(membership.welcome.clone()).to_json(), Some(mailbox)).await {
                 return;
             }
-            let mut rate = TokenBucket::new(self.limits.messages_per_second);
+            let mut flood = Flood::new(self.limits.messages_per_second, std::time::Instant::now());
             let mut last_heard = Instant::now();
             let mut heartbeat = interval(self.limits.idle_timeout / 3);
             heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -85,67 +89,75 @@ impl Session {
             loop {
                 tokio::select! {
                     biased;
-                    delivery = membership.mailbox.next() => match delivery {
+                    delivery = mailbox.next() => match delivery {
                         Delivery::Close(kick) => {
                             debug!(code = kick.code, "closed by the hub");
                             self.close(kick.code, kick.reason).await;
                             return;
                         }
                         Delivery::Write(outbound) => {
-                            if !self.write_queued(outbound, &membership.mailbox).await {
+                            if !self.write_queued(outbound, mailbox).await {
                                 return;
                             }
                         }
                     },
                     incoming = self.socket.next() => {
                         last_heard = Instant::now();
-                        match incoming {
+                        let frame = match incoming {
                             None | Some(Ok(WsMessage::Close(_))) => {
                                 debug!("the peer closed the socket");
                                 return;
                             }
-                            Some(Ok(WsMessage::Text(text))) => {
-                                if !rate.take(last_heard) {
-                                    rate.refused += 1;
-                                    crate::metrics::rejected(ErrorCode::RateLimited.as_str());
-                                    if rate.refused > rate.burst {
-                                        warn!("closing a flooding peer");
-                                        self.close(close_code::POLICY_VIOLATION, "too many messages").await;
-                                        return;
-                                    }
-                                    if rate.refused == 1 && !self.error(ErrorCode::RateLimited, "too many messages; slow down".into()).await {
-                                        return;
-                                    }
-                                    continue;
+                            Some(Err(error)) => {
+                                debug!(%error, "socket error");
+                                if let Some((code, reason)) = close_for(error) {
+                                    crate::metrics::rejected(reason);
+                                    self.close(code, reason).await;
                                 }
-                                match check_client_frame(&text) {
-                                    Ok(kind) => {
-                                        crate::metrics::relayed(kind);
-                                        membership.relay(text, last_heard.into_std());
-                                    }
-                                    Err(bad) => {
-                                        debug!(%bad, "refused a frame");
-                                        if !self.error(ErrorCode::BadMessage, bad.to_string()).await {
-                                            return;
-                                        }
-                                    }
-                                }
+                                return;
                             }
-                            Some(Ok(WsMessage::Binary(_))) => {
-                                if !self.error(ErrorCode::BadMessage, BadMessage::Binary.to_string()).await {
+                            Some(Ok(frame)) => frame,
+                        };
+                        // Every frame costs a token, whatever its kind: a flood of pings or
+                        // binary frames costs the server as much as one of messages.
+                        match flood.admit(last_heard.into_std()) {
+                            Admit::Pass => {}
+                            Admit::Refuse { first } => {
+                                crate::metrics::rejected(ErrorCode::RateLimited.as_str());
+                                if first && !self.error(ErrorCode::RateLimited, "too many messages; slow down".into(), mailbox).await {
+                                    return;
+                                }
+                                continue;
+                            }
+                            Admit::Close => {
+                                crate::metrics::rejected(ErrorCode::RateLimited.as_str());
+                                if let Some(left_out) = FLOOD_LOG.allow(std::time::Instant::now()) {
+                                    warn!(similar_left_out = left_out, "closing a flooding peer");
+                                }
+                                self.close(close_code::POLICY_VIOLATION, "too many messages").await;
+                                return;
+                            }
+                        }
+                        match frame {
+                            WsMessage::Text(text) => match check_client_frame(&text) {
+                                Ok(kind) => {
+                                    crate::metrics::relayed(kind);
+                                    membership.relay(text, last_heard.into_std());
+                                }
+                                Err(bad) => {
+                                    debug!(%bad, "refused a frame");
+                                    if !self.error(ErrorCode::BadMessage, bad.to_string(), mailbox).await {
+                                        return;
+                                    }
+                                }
+                            },
+                            WsMessage::Binary(_) => {
+                                if !self.error(ErrorCode::BadMessage, BadMessage::Binary.to_string(), mailbox).await {
                                     return;
                                 }
                             }
                             // axum answers pings itself; a pong only proves liveness.
-                            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-                            Some(Err(error)) => {
-                                debug!(%error, "socket error");
-                                if is_too_big(error) {
-                                    crate::metrics::rejected("message_too_big");
-                                    self.close(close_code::MESSAGE_TOO_BIG, "frame over 64 KiB").await;
-                                }
-                                return;
-                            }
+                            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) => {}
                         }
                     }
                     _ = heartbeat.tick() => {
@@ -154,7 +166,7 @@ impl Session {
                             self.close(close_code::IDLE_TIMEOUT, "no sign of life").await;
                             return;
                         }
-                        if !self.send_message(WsMessage::Ping(Default::default())).await {
+                        if !self.send_message(WsMessage::Ping(Default::default()), Some(mailbox)).await {
                             return;
                         }
                     }
@@ -163,20 +175,28 @@ impl Session {
         }
     }
 
-    async fn error(&mut self, code: ErrorCode, message: String) -> bool {
+    async fn error(&mut self, code: ErrorCode, message: String, mailbox: &Mailbox) -> bool {
         if code == ErrorCode::BadMessage {
             crate::metrics::rejected(code.as_str());
         }
-        self.send(Message::error(code, message).to_json()).await
+        self.send(Message::error(code, message).to_json(), Some(mailbox)).await
     }
 
-    async fn send(&mut self, text: String) -> bool {
-        self.send_message(WsMessage::Text(text.into())).await
+    async fn send(&mut self, text: String, mailbox: Option<&Mailbox>) -> bool {
+        self.send_message(WsMessage::Text(text.into()), mailbox).await
     }
 
-    /// Writes one message; false when the connection is gone or the peer stopped reading.
-    async fn send_message(&mut self, message: WsMessage) -> bool {
-        matches!(timeout(WRITE_TIMEOUT, self.socket.send(message)).await, Ok(Ok(())))
+    /// Writes one message; false when the connection is gone, the peer stopped reading, or the
+    /// hub kicked this connection meanwhile (a replaced connection must not linger in a write).
+    async fn send_message(&mut self, message: WsMessage, mailbox: Option<&Mailbox>) -> bool {
+        let write = timeout(WRITE_TIMEOUT, self.socket.send(message));
+        match mailbox {
+            Some(mailbox) => tokio::select! {
+                written = write => matches!(written, Ok(Ok(()))),
+                _ = mailbox.kicked() => false,
+            },
+            None => matches!(write.await, Ok(Ok(()))),
+        }
     }
 
     /// Writes `first` and every frame already queued behind it, flushing once: a busy peer's
@@ -200,9 +220,16 @@ impl Session {
         }
     }
 
+    /// Sends a close frame and waits (briefly) for the peer's: dropping the connection while
+    /// its frames still arrive would reset it, and the peer would lose the close frame too.
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = timeout(Duration::from_secs(1), self.socket.send(WsMessage::Close(Some(frame)))).await;
+        let handshake = async {
+            self.socket.send(WsMessage::Close(Some(frame))).await.ok()?;
+            while !matches!(self.socket.next().await?.ok()?, WsMessage::Close(_)) {}
+            Some(())
+        };
+        let _ = timeout(CLOSE_TIMEOUT, handshake).await;
     }
 }
 
@@ -215,56 +242,80 @@ impl Drop for OnDrop {
     }
 }
 
-fn is_too_big(error: axum::Error) -> bool {
-    matches!(error.into_inner().downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
+/// The close frame a broken frame earns (RFC 6455 section 7.4.1), if the socket can still
+/// take one: too big 1009, text that is not UTF-8 1007, any other protocol breach 1002.
+fn close_for(error: axum::Error) -> Option<(u16, &'static str)> {
+    use tungstenite::error::ProtocolError;
+    match error.into_inner().downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some((close_code::MESSAGE_TOO_BIG, "message_too_big")),
+        tungstenite::Error::Utf8(_) => Some((close_code::INVALID_PAYLOAD, "invalid_utf8")),
+        // The peer dropped the connection: there is no one to tell.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        tungstenite::Error::Protocol(_) => Some((close_code::PROTOCOL_ERROR, "protocol_error")),
+        _ => None,
+    }
 }
 
-/// A token bucket: `rate` tokens a second, holding at most `burst`.
-struct TokenBucket {
-    rate: f64,
+/// Flood lines for the whole server: a few a second, however many peers flood.
+static FLOOD_LOG: LogThrottle = LogThrottle::new();
+
+/// The per-connection rate limit: a token bucket, and how many frames were refused in a row.
+struct Flood {
+    bucket: TokenBucket,
     burst: u32,
-    tokens: f64,
-    refilled: Instant,
-    /// Messages refused since the limit was first hit.
-    refused: u32,
+    refused_in_a_row: u32,
 }
 
-impl TokenBucket {
-    fn new(messages_per_second: u32) -> Self {
-        let burst = messages_per_second.saturating_mul(4).max(1);
-        Self {
-            rate: f64::from(messages_per_second),
-            burst,
-            tokens: f64::from(burst),
-            refilled: Instant::now(),
-            refused: 0,
-        }
+enum Admit {
+    Pass,
+    /// Dropped; `first` of this run of refusals (the one that gets the `rate_limited` error).
+    Refuse {
+        first: bool,
+    },
+    /// More frames refused in a row than the burst: the peer is not slowing down.
+    Close,
+}
+
+impl Flood {
+    fn new(messages_per_second: u32, now: std::time::Instant) -> Self {
+        let burst = messages_per_second.saturating_mul(4);
+        Self { bucket: TokenBucket::new(f64::from(messages_per_second), burst, now), burst, refused_in_a_row: 0 }
     }
 
-    /// Takes a token at `now` (the time the frame was read: one clock read per frame).
-    fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.duration_since(self.refilled).as_secs_f64();
-        self.refilled = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(f64::from(self.burst));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
+    fn admit(&mut self, now: std::time::Instant) -> Admit {
+        if self.bucket.take(now) {
+            self.refused_in_a_row = 0;
+            return Admit::Pass;
+        }
+        self.refused_in_a_row += 1;
+        if self.refused_in_a_row > self.burst.max(1) {
+            Admit::Close
         } else {
-            false
+            Admit::Refuse { first: self.refused_in_a_row == 1 }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     #[test]
-    fn a_bucket_allows_its_burst_then_refuses() {
-        let mut bucket = TokenBucket::new(10);
-        let now = Instant::now();
-        assert_eq!((0..40).filter(|_| bucket.take(now)).count(), 40);
-        assert!(!bucket.take(now));
-        assert!(bucket.take(now + Duration::from_millis(100)), "a token comes back after 1/10 s");
+    fn a_flood_is_refused_then_closed_but_a_later_burst_starts_afresh() {
+        let start = Instant::now();
+        let mut flood = Flood::new(1, start);
+        assert!((0..4).all(|_| matches!(flood.admit(start), Admit::Pass)), "a burst of 4x the rate");
+        assert!(matches!(flood.admit(start), Admit::Refuse { first: true }));
+        assert!((0..3).all(|_| matches!(flood.admit(start), Admit::Refuse { first: false })));
+        // The peer slowed down: a frame passes, and the count of refusals starts over.
+        let later = start + Duration::from_secs(1);
+        assert!(matches!(flood.admit(later), Admit::Pass));
+        assert!(matches!(flood.admit(later), Admit::Refuse { first: true }));
+        let minutes_later = start + Duration::from_secs(300);
+        assert!((0..4).all(|_| matches!(flood.admit(minutes_later), Admit::Pass)));
+        assert!((0..4).all(|_| matches!(flood.admit(minutes_later), Admit::Refuse { .. })));
+        assert!(matches!(flood.admit(minutes_later), Admit::Close), "more refused in a row than the burst");
     }
 }

@@ -1,0 +1,218 @@
+//! What one client may cost the server: token buckets (messages per connection, TURN
+//! credentials per address, log lines) and counts of open signaling sockets per address.
+//!
+//! No I/O: time is an argument, so the tests drive the clock.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use crate::hub::lock;
+
+/// `rate` tokens a second, holding at most `burst`: a steady pace passes, and so does a
+/// short burst after a quiet spell. It refills, so a burst minutes later is judged afresh.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate_per_second: f64, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self { rate: rate_per_second, burst, tokens: burst, refilled: now }
+    }
+
+    /// Takes a token at `now`; false when none is left.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
+    /// Full again: the same as a new bucket, so it need not be kept.
+    fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+}
+
+/// Whom a limit counts: an IPv4 address, or an IPv6 /64 (one subscriber's usual allocation,
+/// which would otherwise give one person 2^64 addresses).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
+/// A token bucket per client address, for something a client may have only so much of.
+pub struct PerClient {
+    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+    rate_per_second: f64,
+    burst: u32,
+}
+
+/// Addresses tracked before full buckets are forgotten: bounds the map under churn.
+const PRUNE_ABOVE: usize = 4096;
+
+impl PerClient {
+    pub fn new(rate_per_second: f64, burst: u32) -> Self {
+        Self { buckets: Mutex::default(), rate_per_second, burst }
+    }
+
+    pub fn take(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut buckets = lock(&self.buckets);
+        if buckets.len() >= PRUNE_ABOVE {
+            buckets.retain(|_, bucket| !bucket.is_full(now));
+        }
+        let (rate, burst) = (self.rate_per_second, self.burst);
+        buckets.entry(client_key(ip)).or_insert_with(|| TokenBucket::new(rate, burst, now)).take(now)
+    }
+}
+
+/// Open signaling sockets per client address, at most `max` each.
+pub struct OpenPerClient {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    max: usize,
+}
+
+/// One open socket, counted until dropped.
+pub struct Open {
+    counter: Arc<OpenPerClient>,
+    key: IpAddr,
+}
+
+impl OpenPerClient {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self { open: Mutex::default(), max })
+    }
+
+    /// Counts one more socket for `ip`, or `None` if it already has `max`.
+    pub fn open(self: &Arc<Self>, ip: IpAddr) -> Option<Open> {
+        let key = client_key(ip);
+        let mut open = lock(&self.open);
+        let count = open.entry(key).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(Open { counter: self.clone(), key })
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut open = lock(&self.counter.open);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Log lines that a client can cause (a flood, a slow reader), at most a few a second for the
+/// whole server: each says how many like it were left out.
+#[derive(Default)]
+pub struct LogThrottle {
+    state: Mutex<(Option<TokenBucket>, u64)>,
+}
+
+impl LogThrottle {
+    pub const fn new() -> Self {
+        Self { state: Mutex::new((None, 0)) }
+    }
+
+    /// `Some(n)` when a line may be logged now, `n` being how many were left out before it.
+    pub fn allow(&self, now: Instant) -> Option<u64> {
+        let mut state = lock(&self.state);
+        let (bucket, suppressed) = &mut *state;
+        if bucket.get_or_insert_with(|| TokenBucket::new(1.0, 5, now)).take(now) {
+            Some(std::mem::take(suppressed))
+        } else {
+            *suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_refuses_then_refills() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10.0, 40, start);
+        assert_eq!((0..41).filter(|_| bucket.take(start)).count(), 40);
+        assert!(bucket.take(start + Duration::from_millis(100)), "a token comes back after 1/10 s");
+        assert!(!bucket.take(start + Duration::from_millis(100)));
+        let later = start + Duration::from_secs(600);
+        assert_eq!((0..41).filter(|_| bucket.take(later)).count(), 40, "a later burst is judged afresh");
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn per_client_buckets_are_separate_and_forgotten_when_full() {
+        let now = Instant::now();
+        let limit = PerClient::new(1.0, 2);
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        assert!(limit.take(a, now) && limit.take(a, now) && !limit.take(a, now));
+        assert!(limit.take(b, now), "another address has its own");
+        for i in 0..PRUNE_ABOVE as u32 {
+            limit.take(IpAddr::V4((0x0a00_0000 + i).into()), now);
+        }
+        let much_later = now + Duration::from_secs(60);
+        limit.take(IpAddr::V4(0x0b00_0000.into()), much_later);
+        assert!(lock(&limit.buckets).len() <= 2, "full buckets were pruned");
+    }
+
+    #[test]
+    fn open_sockets_are_capped_per_client_and_freed_on_drop() {
+        let counter = OpenPerClient::new(2);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let first = counter.open(ip).unwrap();
+        let _second = counter.open(ip).unwrap();
+        assert!(counter.open(ip).is_none());
+        assert!(counter.open("192.0.2.8".parse().unwrap()).is_some());
+        drop(first);
+        assert!(counter.open(ip).is_some());
+    }
+
+    #[test]
+    fn a_log_throttle_passes_a_few_lines_and_counts_the_rest() {
+        let throttle = LogThrottle::new();
+        let now = Instant::now();
+        assert_eq!((0..100).filter_map(|_| throttle.allow(now)).count(), 5);
+        assert_eq!(throttle.allow(now + Duration::from_secs(1)), Some(95));
+    }
+}
