@@ -10,7 +10,9 @@ const server = (port: number, ...flags: string[]) => ({
   stdout: 'pipe' as const,
   timeout: 30_000,
 });
-const turnFlags = (secret: string) => ['--ice-server', `turn:127.0.0.1:${TURN_PORT}`, '--turn-secret', secret, '--relay-only'];
+// Every test's pages come from 127.0.0.1: more TURN credentials than one real client needs.
+const turnFlags = (secret: string) =>
+  ['--ice-server', `turn:127.0.0.1:${TURN_PORT}`, '--turn-secret', secret, '--relay-only', '--turn-credentials-per-client', '1000'];
 
 export default defineConfig({
   testDir: './tests',

@@ -1,8 +1,14 @@
 //! Server settings, from flags and environment variables (see `duo --help`).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::Parser;
+
+use crate::origin::Origin;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "duo", version, about = "1:1 video calls: web app and signaling server")]
@@ -36,10 +42,37 @@ pub struct Config {
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
 
-    /// Another origin (e.g. `https://call.example.com`) whose pages may open the signaling
-    /// WebSocket; the site's own origin always may. Repeatable.
-    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
-    pub allowed_origins: Vec<String>,
+    /// A public origin (e.g. `https://call.example.com`, as the browser's address bar shows it)
+    /// whose pages may open the signaling WebSocket. Without it only the listen address's own
+    /// names may: loopback, and for 0.0.0.0 or :: this machine's addresses and host name. Name
+    /// the public address here when serving behind a reverse proxy. Repeatable.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    pub allowed_origins: Vec<Origin>,
+
+    /// The address of a reverse proxy in front of this server (e.g. `127.0.0.1`): for its
+    /// requests the client's address is taken from `X-Forwarded-For`, so per-address limits
+    /// count clients, not the proxy. Repeatable.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    pub trusted_proxies: Vec<IpAddr>,
+
+    /// Open connections (of any kind) the server holds at most; more are closed at once. Also
+    /// raises the process's open-file limit to fit, where the hard limit allows.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Signaling sockets one client address (an IPv4 address or an IPv6 /64) may hold open.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_sockets_per_client: u32,
+
+    /// Seconds a client has to send a request's headers (and, on a kept-alive connection, the
+    /// next request's); slower connections are closed.
+    #[arg(long, default_value = "10", value_parser = seconds_in(0.1, 3600.0))]
+    pub header_timeout: Duration,
+
+    /// MiB of signaling frames that may wait, over all connections, for peers that read slowly.
+    /// Past it, a peer with frames waiting is dropped as too slow (4002) rather than queue more.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_queued_mib: u32,
 
     /// A STUN or TURN server URL handed to browsers (e.g. `stun:stun.example.com:3478`). Repeatable.
     #[arg(long = "ice-server", value_name = "URL")]
@@ -55,10 +88,16 @@ pub struct Config {
     #[arg(long, value_name = "PATH")]
     pub turn_secret_file: Option<std::path::PathBuf>,
 
-    /// Seconds a TURN credential stays valid. coturn refuses to refresh an allocation with an
-    /// expired credential, so this bounds the length of a relayed call.
-    #[arg(long, default_value = "43200", value_parser = parse_seconds)]
+    /// Seconds a TURN credential stays valid (60 to 604800). coturn refuses to refresh an
+    /// allocation with an expired credential, so this bounds a relayed call between two
+    /// reconnects; a reconnect gets fresh credentials.
+    #[arg(long, default_value = "3600", value_parser = seconds_in(60.0, 604_800.0))]
     pub turn_credential_lifetime: Duration,
+
+    /// TURN credentials one client address may be given per hour (bursts of as many); past
+    /// it, `WELCOME` offers no TURN server. Only pages that pass the Origin check get any.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub turn_credentials_per_client: u32,
 
     /// Make every browser use relayed (TURN) paths only, so neither side learns the other's
     /// address. Needs a TURN server in --ice-server.
@@ -67,16 +106,16 @@ pub struct Config {
 
     /// Sustained signaling messages per second one connection may send; bursts of four times
     /// this are allowed. Far above a real ICE trickle; raise it only for load tests.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000_000))]
     pub rate_limit: u32,
 
     /// On SIGTERM, seconds to keep serving with `/readyz` failing (so a load balancer stops
-    /// sending new calls here) before closing the signaling sockets.
-    #[arg(long, default_value = "0", value_parser = parse_grace)]
+    /// sending new calls here) before closing the signaling sockets (0 to 3600).
+    #[arg(long, default_value = "0", value_parser = seconds_in(0.0, 3600.0))]
     pub shutdown_grace: Duration,
 
-    /// Seconds of silence (no frame, not even a pong) after which a peer is dropped.
-    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    /// Seconds of silence (no frame, not even a pong) after which a peer is dropped (1 to 86400).
+    #[arg(long, default_value = "30", value_parser = seconds_in(1.0, 86_400.0))]
     pub idle_timeout: Duration,
 }
 
@@ -91,19 +130,17 @@ impl Config {
     }
 }
 
-fn parse_grace(s: &str) -> Result<Duration, String> {
-    match s.parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Duration::from_secs_f64(seconds)),
-        _ => Err("must be zero or a positive number of seconds".into()),
+/// A number of seconds from `min` to `max`: a clear error for anything else, never a panic.
+fn seconds_in(min: f64, max: f64) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s| match s.parse::<f64>() {
+        Ok(seconds) if (min..=max).contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(format!("must be a number of seconds from {min} to {max}")),
     }
 }
 
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let seconds: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err("must be a positive number of seconds".into());
-    }
-    Ok(Duration::from_secs_f64(seconds))
+/// An origin as browsers send it: `scheme://host[:port]`, compared by scheme, host and port.
+fn parse_origin(s: &str) -> Result<Origin, String> {
+    Origin::parse(s.trim_end_matches('/'))
 }
 
 #[cfg(test)]
@@ -127,6 +164,7 @@ mod tests {
         assert!(config.allowed_origins.is_empty());
         assert!(config.tls_cert.is_none() && !config.tls_self_signed);
         assert_eq!(config.metrics_addr, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(config.turn_credential_lifetime, Duration::from_secs(3600));
     }
 
     #[test]
@@ -159,7 +197,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.addr, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(config.allowed_origins, ["https://a.example", "https://b.example"]);
+        let origins: Vec<String> = config.allowed_origins.iter().map(Origin::to_string).collect();
+        assert_eq!(origins, ["https://a.example", "https://b.example"]);
         assert_eq!(config.ice_servers, ["stun:127.0.0.1:3478"]);
         assert_eq!(config.idle_timeout, Duration::from_millis(1500));
         assert_eq!(config.log_level, "debug");
@@ -182,8 +221,26 @@ mod tests {
     #[test]
     fn bad_values_are_clear_errors() {
         assert!(parse(&["--addr", "nowhere"]).is_err());
-        assert!(parse(&["--idle-timeout", "0"]).is_err());
         assert!(parse(&["--idle-timeout", "soon"]).is_err());
         assert!(parse(&["--rate-limit", "-1"]).is_err());
+        assert!(parse(&["--allowed-origin", "call.example.com"]).is_err());
+        // Out of range, or values that would overflow a timer: refused with the range.
+        for (flag, value) in [
+            ("--idle-timeout", "0"),
+            ("--idle-timeout", "1e-10"),
+            ("--idle-timeout", "1e30"),
+            ("--shutdown-grace", "1e300"),
+            ("--shutdown-grace", "-0.5"),
+            ("--turn-credential-lifetime", "1e30"),
+            ("--turn-credential-lifetime", "NaN"),
+            ("--header-timeout", "inf"),
+            ("--rate-limit", "0"),
+            ("--max-connections", "1"),
+            ("--max-queued-mib", "0"),
+        ] {
+            let error = parse(&[&format!("{flag}={value}")]).expect_err(value).to_string();
+            assert!(error.contains(flag), "{flag} {value}: {error}");
+        }
+        assert!(parse(&["--idle-timeout", "86400", "--shutdown-grace", "3600"]).is_ok());
     }
 }

@@ -9,7 +9,7 @@ use std::{
     collections::{HashMap, VecDeque},
     future::poll_fn,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
     task::{Poll, Waker},
@@ -54,15 +54,25 @@ pub struct RoomFull;
 
 pub struct HubSettings {
     pub ice: IceConfig,
-    /// Frames that may wait for one slow reader before it is dropped.
-    pub outbox_capacity: usize,
+    /// What may wait for one slow reader before it is dropped: frames, and their bytes.
+    pub outbox: Capacity,
+    /// Bytes that may wait for all readers together; past it, a reader that already has
+    /// frames waiting is dropped rather than queue more (one that has none still gets one).
+    pub queued_budget: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Capacity {
+    pub frames: usize,
+    pub bytes: usize,
 }
 
 pub struct Hub {
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
-    next_peer_id: AtomicU64,
     /// Number of memberships alive, so shutdown can wait for every socket to close.
     peers: watch::Sender<usize>,
+    /// Bytes of frames waiting in every mailbox.
+    queued: Arc<AtomicUsize>,
     settings: HubSettings,
 }
 
@@ -101,6 +111,15 @@ pub fn room_log_name(room: &RoomId) -> String {
     one_way("duo room in logs", &[room.as_str()], 6)
 }
 
+/// A peer id that tells nothing (a counter would tell anyone how many connections the server
+/// had): 53 random bits, the most a JavaScript number holds exactly. Unique within its room,
+/// which is all the hub needs.
+fn random_peer_id() -> PeerId {
+    let mut bytes = [0; 8];
+    getrandom::getrandom(&mut bytes).expect("the OS random source works");
+    PeerId(u64::from_le_bytes(bytes) >> 11)
+}
+
 /// The first `bytes` of SHA-256 over `purpose` and `parts`, in URL-safe base64.
 fn one_way(purpose: &str, parts: &[&str], bytes: usize) -> String {
     use base64::Engine;
@@ -120,14 +139,17 @@ fn one_way(purpose: &str, parts: &[&str], bytes: usize) -> String {
 /// (an mpsc channel allocates its first block of 32 slots up front), the queue only grows while
 /// frames actually wait, and a frame costs one lock on each side. One task reads a mailbox
 /// (its connection's), so one waker is enough.
-#[derive(Default)]
 pub struct Mailbox {
     state: Mutex<MailboxState>,
+    /// The hub's count of bytes queued in all mailboxes.
+    queued: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
 struct MailboxState {
     frames: VecDeque<Outbound>,
+    /// The bytes of `frames`.
+    bytes: usize,
     /// Set when the hub ends this connection (shutdown, replaced, or the queue overflowed).
     kick: Option<Kick>,
     /// The reading task, while it waits; taken by whoever wakes it, so a burst of frames
@@ -159,7 +181,7 @@ impl Mailbox {
             if let Some(kick) = state.kick {
                 return Poll::Ready(Delivery::Close(kick));
             }
-            match state.frames.pop_front() {
+            match self.pop(&mut state) {
                 Some(outbound) => Poll::Ready(Delivery::Write(outbound)),
                 None => state.wait(cx.waker()),
             }
@@ -173,7 +195,14 @@ impl Mailbox {
         if state.kick.is_some() {
             return None;
         }
-        state.frames.pop_front()
+        self.pop(&mut state)
+    }
+
+    fn pop(&self, state: &mut MailboxState) -> Option<Outbound> {
+        let outbound = state.frames.pop_front()?;
+        state.bytes -= outbound.frame.len();
+        self.queued.fetch_sub(outbound.frame.len(), Ordering::Relaxed);
+        Some(outbound)
     }
 
     /// Resolves once the hub has kicked this connection.
@@ -188,21 +217,36 @@ impl Mailbox {
         .await
     }
 
-    /// Queues a frame unless `capacity` frames already wait; false if the queue is full.
-    fn push(&self, outbound: Outbound, capacity: usize) -> bool {
+    /// Queues a frame unless this mailbox is at `capacity`, or it has frames waiting already
+    /// while all mailboxes together hold `budget` bytes; false if the frame does not fit.
+    fn push(&self, outbound: Outbound, capacity: Capacity, budget: usize) -> bool {
         let mut state = lock(&self.state);
-        if state.frames.len() >= capacity {
+        let len = outbound.frame.len();
+        let full = state.frames.len() >= capacity.frames || state.bytes + len > capacity.bytes;
+        if full || (!state.frames.is_empty() && self.queued.load(Ordering::Relaxed) + len > budget) {
             return false;
         }
+        state.bytes += len;
+        self.queued.fetch_add(len, Ordering::Relaxed);
         state.frames.push_back(outbound);
         wake_reader(state);
         true
     }
 
+    /// Ends the connection: what was queued for it will never be written, so it goes now.
     fn kick(&self, kick: Kick) {
         let mut state = lock(&self.state);
         state.kick = Some(kick);
+        state.frames.clear();
+        self.queued.fetch_sub(std::mem::take(&mut state.bytes), Ordering::Relaxed);
         wake_reader(state);
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.queued.fetch_sub(state.bytes, Ordering::Relaxed);
     }
 }
 
@@ -233,18 +277,19 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     pub fn new(settings: HubSettings) -> Arc<Self> {
-        Arc::new(Self {
-            rooms: Mutex::default(),
-            next_peer_id: AtomicU64::new(1),
-            peers: watch::Sender::new(0),
-            settings,
-        })
+        Arc::new(Self { rooms: Mutex::default(), peers: watch::Sender::new(0), queued: Arc::default(), settings })
     }
 
     /// Joins `room_id`. A connection naming the session of someone already in the room is that
     /// person reconnecting: it takes their place (the old connection is closed with 4004)
-    /// instead of counting as a third person.
-    pub fn join(self: &Arc<Self>, room_id: RoomId, session: Option<String>) -> Result<Membership, RoomFull> {
+    /// instead of counting as a third person. `turn`: whether `WELCOME` may carry TURN
+    /// credentials (the caller decides who gets them).
+    pub fn join(
+        self: &Arc<Self>,
+        room_id: RoomId,
+        session: Option<String>,
+        turn: bool,
+    ) -> Result<Membership, RoomFull> {
         let mut rooms = lock(&self.rooms);
         let room = rooms.entry(room_id.clone()).or_default().clone();
         crate::metrics::active_rooms(rooms.len());
@@ -260,8 +305,13 @@ impl Hub {
             }
             None => slots.iter().position(Option::is_none).ok_or(RoomFull)?,
         };
-        let peer_id = PeerId(self.next_peer_id.fetch_add(1, Ordering::Relaxed));
-        let mailbox = Arc::new(Mailbox::default());
+        let peer_id = loop {
+            let id = random_peer_id();
+            if slots.iter().flatten().all(|slot| slot.peer_id != id) {
+                break id;
+            }
+        };
+        let mailbox = Arc::new(Mailbox { state: Mutex::default(), queued: self.queued.clone() });
         let public_id = session.as_deref().map(|session| public_id(&room_id, session));
         let me = Slot { peer_id, session, public_id, mailbox: mailbox.clone() };
         let joined = Message::PeerJoined(me.info());
@@ -279,7 +329,7 @@ impl Hub {
             peer_present: peer.is_some(),
             polite: index == 1,
             peer_public_id: peer.and_then(|peer| peer.public_id),
-            ice_servers: self.settings.ice.servers_for(peer_id, SystemTime::now()),
+            ice_servers: self.settings.ice.servers_for(peer_id, SystemTime::now(), turn),
             ice_transport_policy: self.settings.ice.transport_policy,
         };
         Ok(Membership { hub: self.clone(), room_id, room, peer_id, welcome, mailbox })
@@ -301,6 +351,11 @@ impl Hub {
         let _ = peers.wait_for(|n| *n == 0).await;
     }
 
+    /// Whether a TURN server is configured to give credentials for.
+    pub fn issues_turn_credentials(&self) -> bool {
+        self.settings.ice.issues_turn_credentials()
+    }
+
     pub fn room_count(&self) -> usize {
         lock(&self.rooms).len()
     }
@@ -319,7 +374,8 @@ impl Hub {
     /// left in the room hears that it left.
     fn deliver_frame(&self, slots: &mut [Option<Slot>; 2], index: usize, outbound: Outbound) {
         let Some(slot) = &slots[index] else { return };
-        if slot.mailbox.push(outbound, self.settings.outbox_capacity) {
+        let HubSettings { outbox, queued_budget, .. } = self.settings;
+        if slot.mailbox.push(outbound, outbox, queued_budget) {
             return;
         }
         let evicted = slots[index].take().expect("checked above");
@@ -328,10 +384,7 @@ impl Hub {
         if let Some(other) = &slots[1 - index] {
             let left = Message::PeerLeft(evicted.info()).to_json();
             // If the other one is full too, it is as slow, and goes as well.
-            if !other
-                .mailbox
-                .push(Outbound { frame: Frame::from(left), relayed_at: None }, self.settings.outbox_capacity)
-            {
+            if !other.mailbox.push(Outbound { frame: Frame::from(left), relayed_at: None }, outbox, queued_budget) {
                 if let Some(other) = slots[1 - index].take() {
                     other.mailbox.kick(Kick::TOO_SLOW);
                 }
@@ -383,13 +436,17 @@ mod tests {
     use super::*;
 
     fn hub(capacity: usize) -> Arc<Hub> {
+        hub_with(capacity, 64 << 20)
+    }
+
+    fn hub_with(capacity: usize, queued_budget: usize) -> Arc<Hub> {
         let ice = IceConfig {
             urls: vec![],
             turn_secret: None,
             credential_lifetime: std::time::Duration::from_secs(60),
             transport_policy: crate::protocol::IceTransportPolicy::All,
         };
-        Hub::new(HubSettings { ice, outbox_capacity: capacity })
+        Hub::new(HubSettings { ice, outbox: Capacity { frames: capacity, bytes: 1 << 20 }, queued_budget })
     }
 
     fn room(name: &str) -> RoomId {
@@ -397,7 +454,7 @@ mod tests {
     }
 
     fn take_frame(m: &Membership) -> Option<Outbound> {
-        lock(&m.mailbox.state).frames.pop_front()
+        m.mailbox.pop(&mut lock(&m.mailbox.state))
     }
 
     fn queued(m: &Membership) -> usize {
@@ -415,20 +472,20 @@ mod tests {
     #[test]
     fn two_peers_get_opposite_roles_and_a_third_is_refused() {
         let hub = hub(8);
-        let a = hub.join(room("r"), None).unwrap();
-        let b = hub.join(room("r"), None).unwrap();
+        let a = hub.join(room("r"), None, false).unwrap();
+        let b = hub.join(room("r"), None, false).unwrap();
         assert!(!a.welcome.peer_present && b.welcome.peer_present);
         assert_ne!(a.welcome.polite, b.welcome.polite);
-        assert!(matches!(hub.join(room("r"), None), Err(RoomFull)));
+        assert!(matches!(hub.join(room("r"), None, false), Err(RoomFull)));
         // Another room is unaffected.
-        assert!(hub.join(room("other"), None).is_ok());
+        assert!(hub.join(room("other"), None, false).is_ok());
     }
 
     #[test]
     fn relays_to_the_other_peer_and_announces_arrivals_and_departures() {
         let hub = hub(8);
-        let a = hub.join(room("r"), None).unwrap();
-        let b = hub.join(room("r"), None).unwrap();
+        let a = hub.join(room("r"), None, false).unwrap();
+        let b = hub.join(room("r"), None, false).unwrap();
         assert_eq!(next(&a), Message::PeerJoined(PeerInfo { peer_id: b.peer_id, public_id: None }));
         a.relay(Frame::from(r#"{"message_type":"BYE"}"#), Instant::now());
         assert_eq!(take_frame(&b).unwrap().frame.as_str(), r#"{"message_type":"BYE"}"#);
@@ -437,15 +494,15 @@ mod tests {
         drop(b);
         assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b_id, public_id: None }));
         // The freed place is taken by a newcomer, with the role the leaver had.
-        let c = hub.join(room("r"), None).unwrap();
+        let c = hub.join(room("r"), None, false).unwrap();
         assert!(c.welcome.polite && c.welcome.peer_present);
     }
 
     #[test]
     fn empty_rooms_are_forgotten() {
         let hub = hub(8);
-        let a = hub.join(room("r"), None).unwrap();
-        let b = hub.join(room("r"), None).unwrap();
+        let a = hub.join(room("r"), None, false).unwrap();
+        let b = hub.join(room("r"), None, false).unwrap();
         assert_eq!((hub.room_count(), hub.peer_count()), (1, 2));
         drop(a);
         drop(b);
@@ -455,26 +512,48 @@ mod tests {
     #[test]
     fn a_slow_reader_is_evicted_instead_of_queueing_forever() {
         let hub = hub(4);
-        let a = hub.join(room("r"), None).unwrap();
-        let b = hub.join(room("r"), None).unwrap();
+        let a = hub.join(room("r"), None, false).unwrap();
+        let b = hub.join(room("r"), None, false).unwrap();
         let _ = take_frame(&a); // PEER_JOINED
         for _ in 0..5 {
             a.relay(Frame::from("{}"), Instant::now());
         }
         assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW));
         assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b.peer_id, public_id: None }));
-        // Nothing more is queued for the evicted peer.
+        // Its queue is dropped with it (the kick comes before any frame), and nothing more is queued.
+        assert_eq!(queued(&b), 0);
         a.relay(Frame::from("{}"), Instant::now());
-        assert_eq!(queued(&b), 4);
+        assert_eq!(queued(&b), 0);
+    }
+
+    #[test]
+    fn past_the_servers_budget_a_reader_with_frames_waiting_is_dropped_and_its_bytes_freed() {
+        let hub = hub_with(100, 100);
+        let a = hub.join(room("r"), None, false).unwrap();
+        let b = hub.join(room("r"), None, false).unwrap();
+        let c = hub.join(room("s"), None, false).unwrap();
+        let d = hub.join(room("s"), None, false).unwrap();
+        let _ = (take_frame(&a), take_frame(&c)); // PEER_JOINED
+        let frame = || Frame::from("x".repeat(60));
+        a.relay(frame(), Instant::now());
+        c.relay(frame(), Instant::now());
+        assert_eq!(kick_of(&d), None, "a reader with nothing waiting gets a frame, budget or not");
+        assert_eq!(hub.queued.load(Ordering::Relaxed), 120);
+        a.relay(frame(), Instant::now());
+        assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW), "b had a frame waiting and the budget is spent");
+        assert!(matches!(next(&a), Message::PeerLeft(_)));
+        assert_eq!(hub.queued.load(Ordering::Relaxed), 60, "b's frames are gone, d's wait");
+        drop((a, b, c, d));
+        assert_eq!(hub.queued.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn a_returning_session_takes_its_place_back_without_disturbing_the_other() {
         let hub = hub(8);
-        let a = hub.join(room("r"), Some("alice".into())).unwrap();
-        let old_b = hub.join(room("r"), Some("bob".into())).unwrap();
+        let a = hub.join(room("r"), Some("alice".into()), false).unwrap();
+        let old_b = hub.join(room("r"), Some("bob".into()), false).unwrap();
         let _ = take_frame(&a); // PEER_JOINED
-        let new_b = hub.join(room("r"), Some("bob".into())).expect("not counted as a third person");
+        let new_b = hub.join(room("r"), Some("bob".into()), false).expect("not counted as a third person");
         assert_eq!(kick_of(&old_b), Some(Kick::REPLACED));
         assert_eq!(new_b.welcome.polite, old_b.welcome.polite, "same place, same role");
         assert_eq!(new_b.welcome.peer_public_id, Some(public_id(&room("r"), "alice")));
@@ -483,7 +562,7 @@ mod tests {
         drop(old_b);
         assert!(take_frame(&a).is_none(), "the replaced connection's end is no departure");
         // A different session is still a third person.
-        assert!(matches!(hub.join(room("r"), Some("carol".into())), Err(RoomFull)));
+        assert!(matches!(hub.join(room("r"), Some("carol".into()), false), Err(RoomFull)));
     }
 
     #[test]
@@ -499,33 +578,33 @@ mod tests {
         assert_ne!(logged, room_log_name(&room("s")));
         // It is a valid session string, but naming it takes nobody's place.
         let hub = hub(8);
-        let a = hub.join(room("r"), Some("alice-session".into())).unwrap();
-        let _b = hub.join(room("r"), Some("bob-session".into())).unwrap();
-        assert!(matches!(hub.join(room("r"), Some(alice.clone())), Err(RoomFull)));
+        let a = hub.join(room("r"), Some("alice-session".into()), false).unwrap();
+        let _b = hub.join(room("r"), Some("bob-session".into()), false).unwrap();
+        assert!(matches!(hub.join(room("r"), Some(alice.clone()), false), Err(RoomFull)));
         assert_eq!(kick_of(&a), None);
     }
 
     #[test]
     fn a_connection_that_outlives_its_room_leaves_a_newer_room_of_the_same_id_alone() {
         let hub = hub(8);
-        let stuck = hub.join(room("r"), Some("alice-0123456789ab".into())).unwrap();
-        let back = hub.join(room("r"), Some("alice-0123456789ab".into())).unwrap();
+        let stuck = hub.join(room("r"), Some("alice-0123456789ab".into()), false).unwrap();
+        let back = hub.join(room("r"), Some("alice-0123456789ab".into()), false).unwrap();
         assert_eq!(kick_of(&stuck), Some(Kick::REPLACED));
         drop(back); // the room is empty and forgotten; `stuck` still holds it
-        let carol = hub.join(room("r"), None).unwrap();
+        let carol = hub.join(room("r"), None, false).unwrap();
         drop(stuck); // the replaced connection finally ends
-        let dave = hub.join(room("r"), None).unwrap();
+        let dave = hub.join(room("r"), None, false).unwrap();
         assert!(dave.welcome.peer_present, "Dave finds Carol");
         assert_eq!(next(&carol), Message::PeerJoined(PeerInfo { peer_id: dave.peer_id, public_id: None }));
-        assert!(matches!(hub.join(room("r"), None), Err(RoomFull)), "no third person on the link");
+        assert!(matches!(hub.join(room("r"), None, false), Err(RoomFull)), "no third person on the link");
         assert_eq!((hub.room_count(), hub.peer_count()), (1, 2));
     }
 
     #[tokio::test]
     async fn a_waiting_peer_wakes_for_a_frame_and_for_a_kick_which_overtakes_queued_frames() {
         let hub = hub(8);
-        let a = hub.join(room("r"), None).unwrap();
-        let b = hub.join(room("r"), None).unwrap();
+        let a = hub.join(room("r"), None, false).unwrap();
+        let b = hub.join(room("r"), None, false).unwrap();
         let _ = take_frame(&a); // PEER_JOINED
         let mailbox = b.mailbox.clone();
         let waiting = tokio::spawn(async move { mailbox.next().await });
@@ -546,8 +625,8 @@ mod tests {
     #[test]
     fn shutdown_kicks_everyone() {
         let hub = hub(4);
-        let a = hub.join(room("r"), None).unwrap();
-        let b = hub.join(room("s"), None).unwrap();
+        let a = hub.join(room("r"), None, false).unwrap();
+        let b = hub.join(room("s"), None, false).unwrap();
         hub.shutdown();
         assert_eq!(kick_of(&a), Some(Kick::SHUTDOWN));
         assert_eq!(kick_of(&b), Some(Kick::SHUTDOWN));

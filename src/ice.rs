@@ -34,27 +34,28 @@ impl std::fmt::Debug for IceConfig {
 }
 
 impl IceConfig {
-    /// The `iceServers` for one peer: STUN URLs as they are, TURN URLs with credentials that
-    /// expire after the configured lifetime.
-    pub fn servers_for(&self, peer: PeerId, now: SystemTime) -> Vec<IceServer> {
-        let (turn, stun): (Vec<&String>, Vec<&String>) = self.urls.iter().partition(|url| is_turn(url));
+    /// The `iceServers` for one peer: STUN URLs as they are, and with `turn`, TURN URLs with
+    /// credentials that expire after the configured lifetime. Without credentials a TURN URL
+    /// is left out (a browser refuses an `RTCIceServer` that names TURN without them).
+    pub fn servers_for(&self, peer: PeerId, now: SystemTime, turn: bool) -> Vec<IceServer> {
+        let (turn_urls, stun): (Vec<&String>, Vec<&String>) = self.urls.iter().partition(|url| is_turn(url));
         let mut servers = Vec::new();
         if !stun.is_empty() {
             servers.push(IceServer { urls: stun.into_iter().cloned().collect(), username: None, credential: None });
         }
-        if !turn.is_empty() {
+        if let (true, Some(secret)) = (turn && !turn_urls.is_empty(), &self.turn_secret) {
             let expiry = now.duration_since(UNIX_EPOCH).unwrap_or_default() + self.credential_lifetime;
-            let (username, credential) = match &self.turn_secret {
-                Some(secret) => {
-                    let username = format!("{}:{}", expiry.as_secs(), peer.0);
-                    let credential = turn_password(secret, &username);
-                    (Some(username), Some(credential))
-                }
-                None => (None, None),
-            };
-            servers.push(IceServer { urls: turn.into_iter().cloned().collect(), username, credential });
+            let username = format!("{}:{}", expiry.as_secs(), peer.0);
+            let credential = turn_password(secret, &username);
+            let urls = turn_urls.into_iter().cloned().collect();
+            servers.push(IceServer { urls, username: Some(username), credential: Some(credential) });
         }
         servers
+    }
+
+    /// Whether there is a TURN server to give credentials for.
+    pub fn issues_turn_credentials(&self) -> bool {
+        self.turn_secret.is_some() && self.urls.iter().any(|url| is_turn(url))
     }
 }
 
@@ -96,20 +97,27 @@ mod tests {
     #[test]
     fn turn_urls_get_expiring_per_peer_credentials_and_stun_urls_none() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let servers = config(Some("north")).servers_for(PeerId(42), now);
+        let servers = config(Some("north")).servers_for(PeerId(42), now, true);
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].urls, ["stun:127.0.0.1:3478"]);
         assert_eq!(servers[0].username, None);
         assert_eq!(servers[1].urls, ["turn:127.0.0.1:3478?transport=udp", "turns:t.example:5349"]);
         assert_eq!(servers[1].username.as_deref(), Some("1700003600:42"));
         assert_eq!(servers[1].credential.as_deref(), Some(turn_password("north", "1700003600:42").as_str()));
+        // Refused TURN, or no secret to make credentials with: STUN only.
+        for (secret, turn) in [(Some("north"), false), (None, true)] {
+            let servers = config(secret).servers_for(PeerId(42), now, turn);
+            assert_eq!(servers.len(), 1);
+            assert_eq!(servers[0].urls, ["stun:127.0.0.1:3478"]);
+        }
+        assert!(config(Some("north")).issues_turn_credentials() && !config(None).issues_turn_credentials());
     }
 
     #[test]
     fn the_secret_is_never_shown() {
         let config = config(Some("hunter2"));
         assert!(!format!("{config:?}").contains("hunter2"));
-        let servers = config.servers_for(PeerId(1), SystemTime::now());
+        let servers = config.servers_for(PeerId(1), SystemTime::now(), true);
         assert!(!serde_json::to_string(&servers).unwrap().contains("hunter2"));
     }
 }

@@ -7,6 +7,7 @@
 //! - [`protocol`]: the signaling wire protocol (JSON `message_type`/`content`), shared by both sides.
 //! - [`room`]: room ids: generating and validating the name in a call link.
 //! - `config` (server): command-line flags and environment variables.
+//! - `origin` (server): which pages may open the signaling socket (Origin and Host checks).
 //! - `server` (server): the axum router (pages, `/ws/{room}`, `/healthz`, `/readyz`), plain or
 //!   TLS listening, `/metrics` on its own address, and shutdown.
 //! - `tls` (server): the HTTPS certificate: from files, reloaded on change, or self-signed.
@@ -34,6 +35,8 @@ pub mod ice;
 pub mod limits;
 #[cfg(feature = "ssr")]
 pub mod metrics;
+#[cfg(feature = "ssr")]
+pub mod origin;
 #[cfg(feature = "ssr")]
 pub mod server;
 #[cfg(feature = "ssr")]

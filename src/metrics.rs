@@ -13,6 +13,9 @@ const RELAYED: &str = "duo_messages_relayed_total";
 const REJECTED: &str = "duo_messages_rejected_total";
 const RELAY_LATENCY: &str = "duo_relay_latency_seconds";
 const BUILD_INFO: &str = "duo_build_info";
+const CONNECTIONS: &str = "duo_tcp_connections";
+const REFUSED_CONNECTIONS: &str = "duo_connections_refused_total";
+const REFUSED_UPGRADES: &str = "duo_upgrades_refused_total";
 
 /// Installs the process-wide recorder; `/metrics` renders from the handle.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -44,6 +47,22 @@ pub fn connection_opened() {
 
 pub fn connection_closed() {
     OPEN.decrement(1.0);
+}
+
+/// A TCP connection (of any kind) opened or closed: what `--max-connections` counts.
+pub fn tcp_connections(change: f64) {
+    gauge!(CONNECTIONS).increment(change);
+}
+
+/// A connection closed at once because `--max-connections` were open.
+pub fn refused_connection() {
+    counter!(REFUSED_CONNECTIONS).increment(1);
+}
+
+/// An upgrade to a signaling socket refused, or granted without TURN credentials; `reason`:
+/// `origin`, `sockets_per_client` or `turn_credentials_per_client`.
+pub fn refused_upgrade(reason: &'static str) {
+    counter!(REFUSED_UPGRADES, "reason" => reason).increment(1);
 }
 
 pub fn active_rooms(count: usize) {

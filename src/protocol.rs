@@ -40,7 +40,7 @@ pub mod close_code {
 /// The longest `message` an `ERROR` carries: the reason, never an echo of a big input.
 pub const MAX_ERROR_CHARS: usize = 200;
 
-/// A peer's id, unique within one server process.
+/// A peer's id: random (53 bits, exact in JavaScript), different from the other peer's in its room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct PeerId(pub u64);

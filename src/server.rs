@@ -3,27 +3,34 @@
 
 use std::{
     io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use axum::{
     extract::{
         ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
-        FromRef, MatchedPath, Path, Query, State,
+        ConnectInfo, FromRef, MatchedPath, Path, Query, State,
     },
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Router,
 };
-use axum_server::{accept::NoDelayAcceptor, tls_rustls::RustlsAcceptor, Handle};
+use axum_server::{accept::Accept, tls_rustls::RustlsAcceptor, Handle};
 use leptos::prelude::LeptosOptions;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tower_http::trace::TraceLayer;
 use tracing::info;
 
@@ -31,17 +38,19 @@ use crate::{
     app::shell,
     config::Config,
     headers,
-    hub::{Hub, HubSettings},
+    hub::{Capacity, Hub, HubSettings},
     ice::IceConfig,
+    limits::{LogThrottle, OpenPerClient, PerClient},
+    origin::{listen_names, Caller, OriginPolicy},
     protocol::{IceTransportPolicy, MAX_FRAME_BYTES, MIN_SESSION_LEN},
     room::RoomId,
     signaling::{self, SessionLimits},
     tls,
 };
 
-/// Frames that may wait for a slow reader before it is dropped: far more than a call's whole
-/// negotiation, far less than memory to worry about (at most 64 KiB each).
-const OUTBOX_CAPACITY: usize = 256;
+/// What may wait for a slow reader before it is dropped: far more than a call's whole
+/// negotiation (a few SDPs of a few KiB and some candidates), far less than memory to worry about.
+const OUTBOX: Capacity = Capacity { frames: 256, bytes: 1 << 20 };
 /// Bytes a signaling socket reads at most per call, and the read buffer it starts with. 2 KiB
 /// takes three pipelined candidates in one read: against 1 KiB, half the reads and about 1 µs
 /// less CPU per relayed message, for 1 KiB more per idle connection (docs/performance.md).
@@ -57,7 +66,10 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Set on SIGTERM: `/readyz` fails from then on.
     draining: Arc<AtomicBool>,
-    allowed_origins: Arc<[String]>,
+    origins: Arc<OriginPolicy>,
+    trusted_proxies: Arc<[IpAddr]>,
+    sockets_per_client: Arc<OpenPerClient>,
+    turn_per_client: Arc<PerClient>,
     limits: SessionLimits,
 }
 
@@ -68,7 +80,8 @@ impl FromRef<AppState> for LeptosOptions {
 }
 
 impl AppState {
-    pub fn new(config: &Config, leptos_options: LeptosOptions) -> io::Result<Self> {
+    /// `https`: whether this server speaks TLS itself; `port`: the one it listens on.
+    pub fn new(config: &Config, leptos_options: LeptosOptions, https: bool, port: u16) -> io::Result<Self> {
         let ice = IceConfig {
             urls: config.ice_servers.clone(),
             turn_secret: config.turn_secret()?,
@@ -77,9 +90,19 @@ impl AppState {
         };
         Ok(Self {
             leptos_options,
-            hub: Hub::new(HubSettings { ice, outbox_capacity: OUTBOX_CAPACITY }),
+            hub: Hub::new(HubSettings {
+                ice,
+                outbox: OUTBOX,
+                queued_budget: config.max_queued_mib as usize * (1 << 20),
+            }),
             draining: Arc::default(),
-            allowed_origins: config.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect(),
+            origins: Arc::new(OriginPolicy::new(https, &listen_names(config.addr), port, &config.allowed_origins)),
+            trusted_proxies: config.trusted_proxies.iter().map(|ip| ip.to_canonical()).collect(),
+            sockets_per_client: OpenPerClient::new(config.max_sockets_per_client as usize),
+            turn_per_client: Arc::new(PerClient::new(
+                f64::from(config.turn_credentials_per_client) / 3600.0,
+                config.turn_credentials_per_client,
+            )),
             limits: SessionLimits { messages_per_second: config.rate_limit, idle_timeout: config.idle_timeout },
         })
     }
@@ -101,6 +124,7 @@ pub fn router(state: AppState, strict_transport: bool) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn(only_what_pages_load))
         // Request spans name the route, never the path: paths hold call links and sessions.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
             let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
@@ -110,18 +134,37 @@ pub fn router(state: AppState, strict_transport: bool) -> Router {
     headers::add(routes, strict_transport)
 }
 
+/// The build leaves more in `/pkg` than a page loads (TypeScript declarations); only what pages
+/// load is served.
+async fn only_what_pages_load(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if is_served(request.uri().path()) {
+        next.run(request).await
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
+
+/// Outside `/pkg/`, anything (pages, `robots.txt`, the not-found page); in it, the wasm, the
+/// JavaScript that loads it and the CSS.
+fn is_served(path: &str) -> bool {
+    let Some(file) = path.strip_prefix("/pkg/") else { return true };
+    matches!(file.rsplit_once('.'), Some((name, "wasm" | "js" | "css")) if !name.is_empty() && !name.contains('/'))
+}
+
 #[derive(serde::Deserialize)]
 struct SocketParams {
     /// Chosen by the client for one call; the same value again means a reconnect.
     session: Option<String>,
 }
 
-/// `GET /ws/{room}?session=...`: checks the room id and session (400) and the page's origin
-/// (403), then hands the upgraded socket to [`signaling::run`].
+/// `GET /ws/{room}?session=...`: checks the room id and session (400), the page's origin and
+/// the `Host` (403) and the client's open sockets (429), then hands the upgraded socket to
+/// [`signaling::run`].
 async fn signaling_socket(
     Path(room): Path<String>,
     Query(params): Query<SocketParams>,
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -133,13 +176,39 @@ async fn signaling_socket(
         Ok(session) => session,
         Err(invalid) => return (StatusCode::BAD_REQUEST, format!("bad session: {invalid}")).into_response(),
     };
-    if !origin_allowed(&headers, &state.allowed_origins) {
-        return (StatusCode::FORBIDDEN, "this origin may not open the signaling socket").into_response();
-    }
+    let origins = headers.get_all(header::ORIGIN).iter().map(|value| value.as_bytes());
+    let caller = match state.origins.check(origins, headers.get(header::HOST).map(|host| host.as_bytes())) {
+        Ok(caller) => caller,
+        Err(refused) => {
+            crate::metrics::refused_upgrade("origin");
+            if let Some(left_out) = REFUSAL_LOG.allow(Instant::now()) {
+                let origin = headers
+                    .get(header::ORIGIN)
+                    .map(|o| String::from_utf8_lossy(o.as_bytes()).chars().take(100).collect::<String>());
+                tracing::info!(?origin, similar_left_out = left_out, "refused a signaling socket: {refused}");
+            }
+            return (StatusCode::FORBIDDEN, refused.to_string()).into_response();
+        }
+    };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    let client = client_address(peer, &headers, &state.trusted_proxies);
+    let Some(open) = state.sockets_per_client.open(client) else {
+        crate::metrics::refused_upgrade("sockets_per_client");
+        return (StatusCode::TOO_MANY_REQUESTS, "too many signaling sockets from this address").into_response();
+    };
+    // TURN relays cost the operator bandwidth: credentials only for this site's pages, and
+    // only so many per client.
+    let turn = caller == Caller::Page && state.hub.issues_turn_credentials() && {
+        let granted = state.turn_per_client.take(client, Instant::now());
+        if !granted {
+            crate::metrics::refused_upgrade("turn_credentials_per_client");
+        }
+        granted
+    };
+    let (hub, limits) = (state.hub, state.limits);
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
@@ -148,7 +217,34 @@ async fn signaling_socket(
         .read_buffer_size(READ_BUFFER)
         // Frames queued for one peer are written together at the flush that follows them.
         .write_buffer_size(WRITE_BATCH)
-        .on_upgrade(move |socket| signaling::run(socket, state.hub, room, session, state.limits))
+        .on_upgrade(move |socket| signaling::run(socket, hub, room, session, limits, turn, open))
+}
+
+/// Refused upgrades, logged a few a second at most: anyone can cause them.
+static REFUSAL_LOG: LogThrottle = LogThrottle::new();
+
+/// The client's address: the connection's, or for a trusted reverse proxy's request, the
+/// nearest address in `X-Forwarded-For` that is not a trusted proxy (the ones before it are
+/// whatever the client claimed).
+fn client_address(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let mut client = peer.ip().to_canonical();
+    if !trusted.contains(&client) {
+        return client;
+    }
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok());
+    let hops: Vec<&str> = forwarded.flat_map(|value| value.split(',')).collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip.to_canonical();
+                if !trusted.contains(&client) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 /// A session follows the room id's alphabet (URL-safe, at most 64 characters), and is long
@@ -170,19 +266,6 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Browsers always send `Origin` on a WebSocket upgrade; a page from another site must not be
-/// able to join calls with its visitors' cameras. Clients that are not browsers send none.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let Ok(origin) = origin.to_str() else { return false };
-    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-        return true;
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
-}
-
 /// Serves until SIGTERM or Ctrl-C; then fails `/readyz` for the grace period, closes every
 /// signaling socket with 1001 and returns.
 pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: PrometheusHandle) -> io::Result<()> {
@@ -194,7 +277,8 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
     };
     let listener = bind(config.addr, "--addr").await?;
     let metrics_listener = bind(config.metrics_addr, "--metrics-addr").await?;
-    let state = AppState::new(&config, leptos_options)?;
+    let max_connections = fit_file_limit(config.max_connections as usize);
+    let state = AppState::new(&config, leptos_options, tls.is_some(), listener.local_addr()?.port())?;
     let hub = state.hub.clone();
     let draining = state.draining.clone();
     let app = router(state, tls.as_ref().is_some_and(|tls| tls.strict_transport));
@@ -215,10 +299,11 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
         }
     });
 
-    let handle = Handle::<std::net::SocketAddr>::new();
+    let handle = Handle::<SocketAddr>::new();
     let shutdown_handle = handle.clone();
     let shutdown_hub = hub.clone();
     let grace = config.shutdown_grace;
+    let (stopping, stopped) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         shutdown_signal().await;
         draining.store(true, Ordering::Relaxed);
@@ -230,14 +315,31 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
         shutdown_hub.shutdown();
         // Requests still in progress get this long; then their connections are closed.
         shutdown_handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
+        let _ = stopping.send(());
     });
-    // Signaling messages are small and each one holds up a call's setup: send them at once,
-    // without Nagle's wait for the previous packet's acknowledgement (as browsers do too).
-    let server = axum_server::Server::from_listener(listener).handle(handle);
-    let app = app.into_make_service();
-    match tls {
-        Some(tls) => server.acceptor(RustlsAcceptor::new(tls.rustls).acceptor(NoDelayAcceptor)).serve(app).await?,
-        None => server.acceptor(NoDelayAcceptor).serve(app).await?,
+    let mut server = axum_server::Server::from_listener(listener)
+        .handle(handle)
+        // A connection must send its first request, and every request its headers, in time:
+        // half-sent requests (slowloris) cannot pile up.
+        .first_request_timeout(config.header_timeout);
+    server.http_builder().http1().header_read_timeout(config.header_timeout);
+    let capped = Capped { permits: Arc::new(Semaphore::new(max_connections)) };
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let serving = async {
+        match tls {
+            Some(tls) => server.acceptor(RustlsAcceptor::new(tls.rustls).acceptor(capped)).serve(app).await,
+            None => server.acceptor(capped).serve(app).await,
+        }
+    };
+    // Whatever is still open (a request that never completes, a socket that never closes),
+    // the process ends by its deadline once shutdown has begun.
+    let deadline = async {
+        let _ = stopped.await;
+        tokio::time::sleep(DRAIN_TIMEOUT * 2).await;
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = deadline => tracing::warn!("connections still open at the shutdown deadline were cut"),
     }
     metrics_server.abort();
     if tokio::time::timeout(DRAIN_TIMEOUT, hub.closed()).await.is_err() {
@@ -245,6 +347,102 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
     }
     info!("stopped");
     Ok(())
+}
+
+/// Raises the process's open-file limit so that `wanted` connections fit (with room for the
+/// rest of the process), as far as the hard limit allows; returns the connections that fit.
+fn fit_file_limit(wanted: usize) -> usize {
+    const OTHER_FILES: u64 = 64;
+    let need = wanted as u64 + OTHER_FILES;
+    match rlimit::increase_nofile_limit(need) {
+        Ok(limit) if limit >= need => wanted,
+        Ok(limit) => {
+            let fits = limit.saturating_sub(OTHER_FILES).max(1) as usize;
+            tracing::warn!(
+                "the open-file limit ({limit}) holds only {fits} connections, not --max-connections {wanted}"
+            );
+            fits
+        }
+        Err(error) => {
+            tracing::warn!(
+                "cannot read or raise the open-file limit ({error}); --max-connections {wanted} may not fit"
+            );
+            wanted
+        }
+    }
+}
+
+/// Accepts connections while fewer than `--max-connections` are open; past it, closes a new
+/// one at once (before any TLS or HTTP work), so what is open keeps working.
+#[derive(Clone)]
+struct Capped {
+    permits: Arc<Semaphore>,
+}
+
+impl<S> Accept<TcpStream, S> for Capped {
+    type Stream = Counted;
+    type Service = S;
+    type Future = std::future::Ready<io::Result<(Counted, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            crate::metrics::refused_connection();
+            if let Some(left_out) = REFUSAL_LOG.allow(Instant::now()) {
+                tracing::warn!(similar_left_out = left_out, "refused a connection: --max-connections are open");
+            }
+            return std::future::ready(Err(io::Error::other("--max-connections reached")));
+        };
+        // Signaling messages are small and each one holds up a call's setup: send them at
+        // once, without Nagle's wait for the previous packet's acknowledgement.
+        crate::metrics::tcp_connections(1.0);
+        let counted = Counted { stream, _permit: permit };
+        std::future::ready(counted.stream.set_nodelay(true).map(|()| (counted, service)))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        crate::metrics::tcp_connections(-1.0);
+    }
+}
+
+/// A connection that counts against `--max-connections` until it is dropped (upgraded
+/// signaling sockets included).
+struct Counted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// `/metrics`, for Prometheus, on its own (by default loopback) address; nothing else there.
@@ -291,24 +489,6 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
-        if let Some(origin) = origin {
-            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
-        }
-        headers
-    }
-
-    #[test]
-    fn same_origin_and_listed_origins_pass() {
-        let allowed = ["https://app.example".to_owned()];
-        assert!(origin_allowed(&headers(Some("http://127.0.0.1:3000"), "127.0.0.1:3000"), &allowed));
-        assert!(origin_allowed(&headers(Some("https://app.example"), "internal:8080"), &allowed));
-        assert!(origin_allowed(&headers(None, "127.0.0.1:3000"), &allowed));
-    }
 
     #[test]
     fn a_session_is_long_enough_to_be_a_credential() {
@@ -321,9 +501,33 @@ mod tests {
     }
 
     #[test]
-    fn other_origins_are_refused() {
-        assert!(!origin_allowed(&headers(Some("http://evil.example"), "127.0.0.1:3000"), &[]));
-        assert!(!origin_allowed(&headers(Some("http://127.0.0.1:3001"), "127.0.0.1:3000"), &[]));
-        assert!(!origin_allowed(&headers(Some("null"), "127.0.0.1:3000"), &[]));
+    fn only_what_pages_load_is_served_from_pkg() {
+        for served in ["/", "/call/x", "/robots.txt", "/pkg/duo.js", "/pkg/duo.wasm", "/pkg/duo.css", "/pkg"] {
+            assert!(is_served(served), "{served}");
+        }
+        for hidden in ["/pkg/duo.d.ts", "/pkg/duo_bg.wasm.d.ts", "/pkg/", "/pkg/.js", "/pkg/a/b.js", "/pkg/duo.js.map"]
+        {
+            assert!(!is_served(hidden), "{hidden}");
+        }
+    }
+
+    #[test]
+    fn the_client_address_comes_from_x_forwarded_for_only_through_a_trusted_proxy() {
+        let forwarded = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", value.parse().unwrap());
+            headers
+        };
+        let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let trusted = ["127.0.0.1".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_address(proxy, &forwarded("192.0.2.9"), &[]), ip("127.0.0.1"), "not trusted");
+        assert_eq!(client_address(proxy, &forwarded("192.0.2.9"), &trusted), ip("192.0.2.9"));
+        // The client may claim anything before its own address; the proxy appends the real one.
+        assert_eq!(client_address(proxy, &forwarded("6.6.6.6, 192.0.2.9"), &trusted), ip("192.0.2.9"));
+        assert_eq!(client_address(proxy, &forwarded("garbage"), &trusted), ip("127.0.0.1"));
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), ip("127.0.0.1"));
+        let direct: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+        assert_eq!(client_address(direct, &forwarded("192.0.2.9"), &trusted), ip("198.51.100.1"));
     }
 }

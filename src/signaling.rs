@@ -11,7 +11,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::{
     hub::{room_log_name, Delivery, Hub, Mailbox, Membership, Outbound, RoomFull},
-    limits::{LogThrottle, TokenBucket},
+    limits::{LogThrottle, Open, TokenBucket},
     protocol::{check_client_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
 };
@@ -39,11 +39,13 @@ pub fn run(
     room: RoomId,
     session_id: Option<String>,
     limits: SessionLimits,
+    turn: bool,
+    per_client: Open,
 ) -> impl Future<Output = ()> {
     crate::metrics::connection_opened();
     let open = OnDrop(crate::metrics::connection_closed);
-    let session = Session { socket, limits, _open: open };
-    match hub.join(room.clone(), session_id) {
+    let session = Session { socket, limits, _open: open, _per_client: per_client };
+    match hub.join(room.clone(), session_id, turn) {
         Ok(membership) => {
             let span = tracing::info_span!("peer", room = %room_log_name(&room), peer = membership.peer_id.0);
             span.in_scope(|| info!(polite = membership.welcome.polite, "joined"));
@@ -63,6 +65,8 @@ struct Session {
     socket: WebSocket,
     limits: SessionLimits,
     _open: OnDrop,
+    /// This socket, counted against its client's `--max-sockets-per-client`.
+    _per_client: Open,
 }
 
 impl Session {

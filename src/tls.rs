@@ -4,7 +4,6 @@
 
 use std::{
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -47,7 +46,7 @@ pub async fn setup(config: &Config) -> io::Result<Option<Tls>> {
     }
     tokio::spawn(nothing_to_reload(hangup));
     if config.tls_self_signed {
-        let names = self_signed_names(config.addr);
+        let names = crate::origin::listen_names(config.addr);
         let made = rcgen::generate_simple_self_signed(names.clone()).map_err(io::Error::other)?;
         let fingerprint = fingerprint(made.cert.der());
         let rustls = RustlsConfig::from_der(vec![made.cert.der().to_vec()], made.signing_key.serialize_der()).await?;
@@ -127,32 +126,6 @@ pub fn fingerprint(der: &[u8]) -> String {
     Sha256::digest(der).iter().map(|byte| format!("{byte:02X}")).collect::<Vec<_>>().join(":")
 }
 
-/// What a self-signed certificate names: `localhost`, this machine's name (and its `.local`
-/// mDNS form), and the addresses other machines reach it by.
-fn self_signed_names(addr: SocketAddr) -> Vec<String> {
-    let mut names = vec!["localhost".to_owned()];
-    if let Some(host) = gethostname::gethostname().to_str().filter(|h| !h.is_empty() && *h != "localhost") {
-        names.push(host.to_owned());
-        if !host.contains('.') {
-            names.push(format!("{host}.local"));
-        }
-    }
-    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
-    if addr.ip().is_unspecified() {
-        // Listening everywhere: every address of every interface.
-        ips.extend(if_addrs::get_if_addrs().unwrap_or_default().into_iter().map(|i| i.ip()));
-    } else {
-        ips.push(addr.ip());
-    }
-    for ip in ips {
-        let ip = ip.to_string();
-        if !names.contains(&ip) {
-            names.push(ip);
-        }
-    }
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,17 +146,5 @@ mod tests {
         let chain = format!("{}{}", leaf.cert.pem(), other.cert.pem());
         assert_eq!(fingerprint_of_pem(chain.as_bytes()).unwrap(), fingerprint(leaf.cert.der()));
         assert!(fingerprint_of_pem(b"not a certificate").is_err());
-    }
-
-    #[test]
-    fn a_self_signed_certificate_names_localhost_and_the_listen_address() {
-        let names = self_signed_names("192.0.2.7:3443".parse().unwrap());
-        assert_eq!(names[0], "localhost");
-        for ip in ["127.0.0.1", "::1", "192.0.2.7"] {
-            assert!(names.iter().any(|n| n == ip), "{ip} in {names:?}");
-        }
-        let everywhere = self_signed_names("0.0.0.0:3443".parse().unwrap());
-        assert!(everywhere.iter().any(|n| n == "127.0.0.1"));
-        assert!(!everywhere.iter().any(|n| n == "0.0.0.0"), "{everywhere:?}");
     }
 }

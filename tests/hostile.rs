@@ -210,3 +210,248 @@ async fn protocol_violations_are_closed_with_1002_and_1007() {
         assert_eq!(close_code_of(&mut stream).await, Some(expected), "case {i}");
     }
 }
+
+/// Sends an upgrade request with exactly these extra header lines; the response's status.
+async fn upgrade_status(server: &Server, path: &str, host: &str, extra: &[&str]) -> u16 {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let extra: String = extra.iter().map(|line| format!("{line}\r\n")).collect();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}
+
+/// Item 8: origins compare by scheme, host and port; the upgrade's Host must be one of this
+/// server's names (DNS rebinding); and a second Origin header is refused, not ignored.
+#[tokio::test]
+async fn origin_checks_compare_scheme_host_and_port_and_refuse_rebinding_and_duplicates() {
+    let server = Server::start(&["--allowed-origin", "https://call.example"]);
+    let own = server.addr.to_string();
+    let ok = |origin: &str| format!("Origin: {origin}");
+    assert_eq!(upgrade_status(&server, "/ws/o1", &own, &[&ok(&format!("http://{own}"))]).await, 101);
+    let localhost = format!("localhost:{}", server.addr.port());
+    assert_eq!(upgrade_status(&server, "/ws/o2", &localhost, &[&ok(&format!("http://{localhost}"))]).await, 101);
+    assert_eq!(upgrade_status(&server, "/ws/o3", "call.example", &[&ok("https://call.example")]).await, 101);
+    // The right host and port, the wrong scheme.
+    assert_eq!(upgrade_status(&server, "/ws/o4", &own, &[&ok(&format!("https://{own}"))]).await, 403);
+    assert_eq!(upgrade_status(&server, "/ws/o5", "call.example", &[&ok("http://call.example")]).await, 403);
+    // A page of evil.example whose name was rebound to this server's address.
+    assert_eq!(upgrade_status(&server, "/ws/o6", "evil.example", &[&ok("http://evil.example")]).await, 403);
+    assert_eq!(upgrade_status(&server, "/ws/o7", "evil.example:80", &[]).await, 403);
+    let twice = [ok(&format!("http://{own}")), ok("http://evil.example")];
+    assert_eq!(upgrade_status(&server, "/ws/o8", &own, &[&twice[0], &twice[1]]).await, 403);
+    assert_eq!(upgrade_status(&server, "/ws/o9", &own, &[&ok("null")]).await, 403);
+    // Pages are served to any Host, so the page itself can say what is wrong.
+    let page = common::get_over(TcpStream::connect(server.addr).await.unwrap(), "evil.example", "/").await;
+    assert_eq!(page.status, 200);
+}
+
+/// Item 4: TURN credentials only for the site's own pages, valid an hour by default, and only
+/// so many per client address.
+#[tokio::test]
+async fn turn_credentials_only_for_the_sites_pages_an_hour_and_so_many_per_client() {
+    let server = Server::start(
+        &[&common::STUN_AND_TURN[..], &["--turn-secret", "s3cret", "--turn-credentials-per-client", "3"]].concat(),
+    );
+    let own = format!("http://{}", server.addr);
+    let turn_of = |welcome: &duo::protocol::Welcome| {
+        welcome.ice_servers.iter().find(|s| s.urls.iter().any(|u| u.starts_with("turn:"))).cloned()
+    };
+    // A script with no Origin, to a made-up room: it may signal, but gets STUN only.
+    let (_script, welcome) = join(&server, "made-up-room").await;
+    assert_eq!(welcome.ice_servers.len(), 1);
+    assert!(turn_of(&welcome).is_none(), "{welcome:?}");
+    let error = Client::connect(&server, "made-up-room", Some("https://evil.example")).await.err().unwrap();
+    assert_eq!(common::refusal_status(error), 403);
+
+    let mut granted = Vec::new();
+    for i in 0..4 {
+        let mut page = Client::connect(&server, &format!("turn-{i}"), Some(&own)).await.unwrap();
+        let Message::Welcome(welcome) = page.recv().await else { panic!("WELCOME expected") };
+        granted.push(turn_of(&welcome));
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let first = granted[0].as_ref().expect("the site's page gets TURN");
+    let expiry: u64 = first.username.as_deref().unwrap().split(':').next().unwrap().parse().unwrap();
+    assert!((now + 3590..=now + 3610).contains(&expiry), "an hour by default");
+    assert!(granted[..3].iter().all(Option::is_some));
+    assert!(granted[3].is_none(), "the fourth in a row from one address gets none");
+}
+
+/// Item 2: half-sent requests and silent connections are closed after --header-timeout, so a
+/// normal visitor is still served.
+#[tokio::test]
+async fn half_sent_requests_are_closed_after_the_header_timeout() {
+    let server = Server::start(&["--header-timeout", "1"]);
+    let mut slow = Vec::new();
+    for i in 0..50 {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        if i % 2 == 0 {
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        } // the others send nothing at all
+        slow.push(stream);
+    }
+    assert_eq!(common::http_get(&server, "/healthz").await, (200, "ok".to_owned()));
+    for stream in &mut slow {
+        let mut buf = [0u8; 256];
+        // The server closes it (an empty read, or a 408 and then the end).
+        let ended = tokio::time::timeout(Duration::from_secs(4), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        });
+        ended.await.expect("closed within the header timeout (1 s) and a margin");
+    }
+}
+
+/// Item 2: at most --max-connections open; past it, new ones are closed at once and counted,
+/// and the server serves again as soon as some close.
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once_and_served_again_later() {
+    let server = Server::start(&["--max-connections", "16", "--header-timeout", "30"]);
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed at once: {read:?}");
+    held.clear();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(common::http_get(&server, "/healthz").await, (200, "ok".to_owned()));
+    let metrics = common::get(server.metrics_addr, "/metrics").await.body;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("duo_connections_refused_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+/// Item 2: a client address holds at most --max-sockets-per-client signaling sockets.
+#[tokio::test]
+async fn signaling_sockets_are_capped_per_client_address() {
+    let server = Server::start(&["--max-sockets-per-client", "2"]);
+    let (first, _) = join(&server, "cap-1").await;
+    let (_second, _) = join(&server, "cap-2").await;
+    let error = Client::connect(&server, "cap-3", None).await.err().expect("refused");
+    assert_eq!(common::refusal_status(error), 429);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    join(&server, "cap-3").await;
+}
+
+/// Item 3: shutdown ends by its deadline, whatever is still open: a half-sent request, a
+/// signaling socket whose client neither reads nor answers.
+#[tokio::test]
+async fn shutdown_ends_by_its_deadline_whatever_is_open() {
+    let mut server = Server::start(&["--header-timeout", "3600", "--idle-timeout", "3600"]);
+    let mut half = TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let _silent = raw_socket(&server, "/ws/never-answers").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate()).await.unwrap();
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+/// Item 11: out-of-range flag values are refused with the range, never a panic.
+#[test]
+fn out_of_range_flags_are_clear_errors_not_panics() {
+    for (flag, value, range) in [
+        ("--idle-timeout", "1e30", "from 1 to 86400"),
+        ("--idle-timeout", "1e-10", "from 1 to 86400"),
+        ("--shutdown-grace", "1e300", "from 0 to 3600"),
+        ("--turn-credential-lifetime", "1e30", "from 60 to 604800"),
+        ("--rate-limit", "0", "1..=1000000000"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_duo"))
+            .args([&format!("{flag}={value}"), "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains(range), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Item 9: readers that never read cannot pin the server's memory: each may have 1 MiB
+/// waiting, all of them together --max-queued-mib. (Before: about 15 MB each, 143 MB for eight.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_that_never_read_pin_little_memory() {
+    let server = Server::start(&["--rate-limit", "1000000", "--max-queued-mib", "4"]);
+    let pid = server.pid();
+    let before = rss_kib(pid);
+    let frame = format!(r#"{{"message_type":"SDP","content":{{"type":"offer","sdp":"{}"}}}}"#, "x".repeat(60 * 1024));
+    let mut senders = tokio::task::JoinSet::new();
+    let mut never_read = Vec::new();
+    for i in 0..8 {
+        let (mut a, _) = join(&server, &format!("pinned-{i}")).await;
+        let (b, _) = join(&server, &format!("pinned-{i}")).await;
+        assert!(matches!(a.recv().await, Message::PeerJoined(_)));
+        never_read.push(b);
+        let frame = frame.clone();
+        senders.spawn(async move {
+            for _ in 0..300 {
+                a.socket.feed(Ws::text(frame.as_str())).await.unwrap();
+            }
+            a.socket.flush().await.unwrap();
+            assert!(matches!(a.recv().await, Message::PeerLeft(_)), "the reader that never reads is dropped");
+        });
+    }
+    let mut peak = before;
+    while !senders.is_empty() {
+        peak = peak.max(rss_kib(pid));
+        if let Ok(Some(done)) = tokio::time::timeout(Duration::from_millis(20), senders.join_next()).await {
+            done.unwrap();
+        }
+    }
+    let grew_mib = (peak - before) / 1024;
+    assert!(grew_mib < 40, "eight readers that never read pinned {grew_mib} MiB");
+}
+
+/// Item 12: only what a page loads is served from /pkg (not the build's TypeScript
+/// declarations), and peer ids are random: they do not count the server's connections.
+#[tokio::test]
+async fn pkg_serves_only_what_pages_load_and_peer_ids_count_nothing() {
+    let site = std::env::temp_dir().join(format!("duo-site-{}", std::process::id()));
+    std::fs::create_dir_all(site.join("pkg")).unwrap();
+    for file in ["duo.js", "duo.wasm", "duo.css", "duo.d.ts", "duo_bg.wasm.d.ts"] {
+        std::fs::write(site.join("pkg").join(file), "x").unwrap();
+    }
+    let server = Server::start_with_env(&[], &[("LEPTOS_SITE_ROOT", site.to_str().unwrap())]);
+    for (path, status) in [
+        ("/pkg/duo.js", 200),
+        ("/pkg/duo.wasm", 200),
+        ("/pkg/duo.css", 200),
+        ("/pkg/duo.d.ts", 404),
+        ("/pkg/duo_bg.wasm.d.ts", 404),
+    ] {
+        assert_eq!(common::get(server.addr, path).await.status, status, "{path}");
+    }
+    std::fs::remove_dir_all(&site).unwrap();
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (_client, welcome) = join(&server, &format!("ids-{i}")).await;
+        assert!(welcome.peer_id.0 < 1 << 53, "exact as a JavaScript number");
+        ids.push(welcome.peer_id.0);
+    }
+    // Random 53-bit ids: two in a row this close together would happen once in 2^40 runs.
+    assert!(ids.windows(2).all(|pair| pair[0].abs_diff(pair[1]) > 1 << 12), "{ids:?}");
+}

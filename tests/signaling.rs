@@ -210,7 +210,7 @@ async fn sigterm_closes_every_socket_with_1001_and_exits() {
 async fn two_hundred_rooms_relay_every_message_once_in_order_to_the_right_peer() {
     const ROOMS: usize = 200;
     const MESSAGES: usize = 50;
-    let server = Server::start(&["--rate-limit", "100000"]);
+    let server = Server::start(&["--rate-limit", "100000", "--max-sockets-per-client", "1000"]);
     let mut calls = Vec::new();
     for room in 0..ROOMS {
         let server_room = format!("load-{room}");
@@ -289,18 +289,10 @@ async fn a_reconnecting_session_takes_its_place_back_and_the_old_socket_is_close
 #[tokio::test]
 async fn turn_urls_come_with_credentials_derived_from_the_secret_which_never_leaves() {
     let secret = "s3cret-shared-with-coturn";
-    let server = Server::start(&[
-        "--ice-server",
-        "stun:127.0.0.1:3478",
-        "--ice-server",
-        "turn:127.0.0.1:3478",
-        "--turn-secret",
-        secret,
-        "--turn-credential-lifetime",
-        "600",
-        "--relay-only",
-    ]);
-    let mut client = Client::connect(&server, "turn", None).await.unwrap();
+    let flags = ["--turn-secret", secret, "--turn-credential-lifetime", "600", "--relay-only"];
+    let server = Server::start(&[&common::STUN_AND_TURN[..], &flags].concat());
+    // TURN credentials are for the site's own pages.
+    let mut client = Client::connect(&server, "turn", Some(&format!("http://{}", server.addr))).await.unwrap();
     let text = client.recv_text().await;
     assert!(!text.contains(secret));
     let Message::Welcome(welcome) = serde_json::from_str(&text).unwrap() else { panic!("{text}") };

@@ -68,7 +68,8 @@ test('two machines call over HTTPS and wss, and a renewed certificate drops noth
   const live = { cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') };
   copyFileSync(first.cert, live.cert);
   copyFileSync(first.key, live.key);
-  const server = startServer(TLS_PORT, '--tls-cert', live.cert, '--tls-key', live.key);
+  const server = startServer(TLS_PORT, '--tls-cert', live.cert, '--tls-key', live.key,
+    '--allowed-origin', `https://alice-laptop.test:${TLS_PORT}`, '--allowed-origin', `https://bob-phone.test:${TLS_PORT}`);
   try {
     await waitUntilServing(server);
     expect(await presentedFingerprint(TLS_PORT)).toBe(first.fingerprint);
@@ -105,7 +106,9 @@ test('two machines call over HTTPS and wss, and a renewed certificate drops noth
 });
 
 test('--tls-self-signed: one flag, a call, and the fingerprint the log shows is the one served', async ({ open }) => {
-  const server = startServer(SELF_SIGNED_PORT, '--tls-self-signed');
+  // duo-lan.test stands for this machine's name on the LAN, which the server allows itself
+  // (it is not this test machine's real name, so it is named here).
+  const server = startServer(SELF_SIGNED_PORT, '--tls-self-signed', '--allowed-origin', `https://duo-lan.test:${SELF_SIGNED_PORT}`);
   try {
     const [, logged] = await logLine(server, /sha256=([0-9A-F:]{95})/);
     await waitUntilServing(server);
@@ -155,6 +158,9 @@ test('the page policy runs the nonce-carrying hydration script and blocks any ot
   expect(await page.evaluate(() => (window as any).__violations)).toContain('script-src-elem');
 });
 
+/** Flags without `--addr` and its value: the test picks the address. */
+const withoutAddr = (flags: string[]) => flags.filter((_, i) => flags[i] !== '--addr' && flags[i - 1] !== '--addr');
+
 test('behind nginx configured as the deployment guide says, a call goes over https and wss', async ({ open }) => {
   const certificate = makeCertificate('proxy', ['duo-proxy.test']);
   // The guide's site file, with this test's ports, name and certificate.
@@ -187,7 +193,12 @@ test('behind nginx configured as the deployment guide says, a call goes over htt
       include ${dir}/duo.conf;
     }
   `);
-  const server = startServer(BEHIND_PROXY_PORT);
+  // The unit's flags, with this test's public origin.
+  const unit = readFileSync(path.join(__dirname, '../../deploy/duo.service'), 'utf8');
+  const execStart = unit.match(/^ExecStart=\S+ ((?:.*\\\n)*.*)$/m)![1].replace(/\\\n/g, ' ').split(/\s+/).filter(Boolean);
+  const flags = execStart.map((arg) => arg.replace('https://call.example.com', `https://duo-proxy.test:${PROXY_PORT}`));
+  expect(flags).toContain(`https://duo-proxy.test:${PROXY_PORT}`);
+  const server = startServer(BEHIND_PROXY_PORT, ...withoutAddr(flags));
   const nginx = spawn('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', 'stderr'], { stdio: 'inherit' });
   try {
     await waitUntilServing(server);

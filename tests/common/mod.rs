@@ -20,6 +20,9 @@ use tokio_tungstenite::{
 
 pub const STEP: Duration = Duration::from_secs(5);
 
+/// A STUN and a TURN server for `WELCOME` to name (nothing listens there).
+pub const STUN_AND_TURN: [&str; 4] = ["--ice-server", "stun:127.0.0.1:3478", "--ice-server", "turn:127.0.0.1:3478"];
+
 /// The `duo` binary, started with `args`, listening on a free loopback port, with its
 /// metrics on another.
 pub struct Server {
@@ -32,9 +35,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`Server::start`], with these environment variables set too.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         // A free loopback port, unless the test names an address.
         let addr = if args.contains(&"--addr") { &[][..] } else { &["--addr", "127.0.0.1:0"][..] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_duo"))
+            .envs(env.iter().copied())
             .args(addr)
             .args(["--metrics-addr", "127.0.0.1:0", "--log-level", "info"])
             .args(args)
