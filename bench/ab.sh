@@ -21,7 +21,7 @@ for name in before after; do
   if "${binary[$name]}" --help | grep -q -- --metrics-addr; then flags+=(--metrics-addr 127.0.0.1:0); fi
   # Builds from issue 15 on cap sockets per client address; the load comes from one.
   if "${binary[$name]}" --help | grep -q -- --max-sockets-per-client; then
-    flags+=(--max-sockets-per-client 100000 --max-connections 100000)
+    flags+=(--max-sockets-per-client 100000 --sockets-per-minute-per-client 10000000 --max-connections 100000)
   fi
   LEPTOS_SITE_ROOT=target/site "${binary[$name]}" "${flags[@]}" & pids+=($!); pid[$name]=$!
 done

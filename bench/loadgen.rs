@@ -1,8 +1,9 @@
 //! Load generator for the signaling relay: N rooms of two peers over the real protocol. In each
 //! room one peer sends CANDIDATE-shaped messages and the other echoes them back, with a window
 //! of messages in flight; it reports relayed messages per second and round-trip percentiles.
-//! `--idle` instead holds connections open (for measuring memory per connection), and
-//! `start-time` measures how long a server takes from launch to its first accepted WebSocket.
+//! `--pace` sends at a steady rate instead (well-behaved calls, for the soak); `--idle` holds
+//! connections open (for measuring memory per connection); `start-time` measures how long a
+//! server takes from launch to its first accepted WebSocket; `abuse` runs hostile clients.
 //!
 //!   cargo run --release --features bench --bin loadgen -- --url ws://127.0.0.1:3000 --rooms 100
 //!
@@ -11,6 +12,7 @@
 
 use std::{
     collections::VecDeque,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     process::Stdio,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -21,10 +23,14 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::Mutex;
+use tokio::{
+    net::{TcpSocket, TcpStream},
+    sync::Mutex,
+};
 use tokio_tungstenite::{
-    connect_async_with_config,
+    client_async_with_config,
     tungstenite::{protocol::WebSocketConfig, Message, Utf8Bytes},
+    MaybeTlsStream,
 };
 
 #[derive(Parser)]
@@ -48,6 +54,13 @@ struct Args {
     /// Hold this many idle connections open instead, until killed.
     #[arg(long)]
     idle: Option<usize>,
+    /// Round trips per second per room, one at a time, instead of as many as the window allows.
+    #[arg(long)]
+    pace: Option<f64>,
+    /// Spread the rooms over this many client addresses (127.0.1.1 and up), as if each were
+    /// its own person, instead of all from 127.0.0.1.
+    #[arg(long, default_value_t = 1)]
+    sources: u8,
 }
 
 #[derive(Subcommand)]
@@ -58,13 +71,33 @@ enum Command {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// Hostile clients until killed, each starting over when the server drops it: floods of
+    /// every frame kind, readers that never read, half-sent HTTP requests, connection churn.
+    Abuse {
+        /// Clients of each kind.
+        #[arg(long, default_value_t = 2)]
+        each: usize,
+        /// Half-sent requests held open.
+        #[arg(long, default_value_t = 100)]
+        half_open: usize,
+        /// Only these kinds (default: all): flood (or flood-0 to flood-5), never-read, churn.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// The one address all of them come from.
+        #[arg(long, default_value = "127.0.0.2")]
+        from: IpAddr,
+    },
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    if let Some(Command::StartTime { command }) = &args.command {
-        return start_time(&args.url, command).await;
+    match &args.command {
+        Some(Command::StartTime { command }) => return start_time(&args.url, command).await,
+        Some(Command::Abuse { each, half_open, kinds, from }) => {
+            return abuse(&args.url, *each, *half_open, kinds, *from).await
+        }
+        None => {}
     }
     if let Some(connections) = args.idle {
         return hold_idle(&args.url, connections).await;
@@ -78,10 +111,34 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 /// 128 KiB read buffer, zero-filled on every read, would make the generator, not the relay
 /// under test, the bottleneck.
 async fn connect(url: &str, room: &str) -> Result<Socket, String> {
+    connect_from(url, room, None).await
+}
+
+/// Like [`connect`], from the local address `source` (any of 127.0.0.0/8 works on loopback).
+async fn connect_from(url: &str, room: &str, source: Option<IpAddr>) -> Result<Socket, String> {
     let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
-    let (socket, _) =
-        connect_async_with_config(format!("{url}/ws/{room}"), Some(config), true).await.map_err(|e| e.to_string())?;
+    let stream = tcp_from(url, source).await?;
+    let (socket, _) = client_async_with_config(format!("{url}/ws/{room}"), MaybeTlsStream::Plain(stream), Some(config))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(socket)
+}
+
+async fn tcp_from(url: &str, source: Option<IpAddr>) -> Result<TcpStream, String> {
+    let host = url.trim_start_matches("ws://").trim_end_matches('/');
+    let server: SocketAddr = host.parse().map_err(|e| format!("{host}: {e}"))?;
+    let socket = if server.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|e| e.to_string())?;
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0)).map_err(|e| e.to_string())?;
+    }
+    let stream = socket.connect(server).await.map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// The client address of room `room` when rooms are spread over `sources` addresses.
+fn source_of(room: usize, sources: u8) -> Option<IpAddr> {
+    (sources > 1).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + (room % usize::from(sources)) as u8)))
 }
 
 /// A CANDIDATE message of exactly `size` bytes.
@@ -101,13 +158,15 @@ async fn run_load(args: &Args) {
     let mut pairs = Vec::with_capacity(args.rooms);
     for room in 0..args.rooms {
         let name = format!("load-{run}-{room}");
-        let (a, b) = match tokio::try_join!(connect(&args.url, &name), connect(&args.url, &name)) {
-            Ok(pair) => pair,
-            Err(error) => {
-                eprintln!("connect failed: {error}");
-                std::process::exit(1);
-            }
-        };
+        let source = source_of(room, args.sources);
+        let (a, b) =
+            match tokio::try_join!(connect_from(&args.url, &name, source), connect_from(&args.url, &name, source)) {
+                Ok(pair) => pair,
+                Err(error) => {
+                    eprintln!("connect failed: {error}");
+                    std::process::exit(1);
+                }
+            };
         pairs.push((a, b));
     }
     // Let every relay register both members before traffic starts.
@@ -125,7 +184,8 @@ async fn run_load(args: &Args) {
         senders.push(tokio::spawn(send_and_time(
             sender,
             args.size,
-            args.window,
+            if args.pace.is_some() { 1 } else { args.window },
+            args.pace.map(|per_second| Duration::from_secs_f64(1.0 / per_second)),
             stop.clone(),
             relayed.clone(),
             errors.clone(),
@@ -177,10 +237,12 @@ async fn echo(socket: Socket, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send_and_time(
     socket: Socket,
     size: usize,
     window: usize,
+    every: Option<Duration>,
     stop: Arc<AtomicBool>,
     relayed: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
@@ -192,7 +254,13 @@ async fn send_and_time(
     // Built once and shared (reference-counted): the generator's time belongs to the relay.
     let frame = Utf8Bytes::from(message(size));
     let fail = |errors: &AtomicU64| errors.fetch_add(1, Ordering::Relaxed);
+    // Paced rooms start spread over one period, so they do not all send at once.
+    let mut next_send = Instant::now() + every.map_or(Duration::ZERO, |every| every.mul_f64(rand_unit()));
     'run: while !stop.load(Ordering::Relaxed) {
+        if let Some(every) = every {
+            tokio::time::sleep_until(next_send.into()).await;
+            next_send += every;
+        }
         while in_flight.len() < window {
             if tx.send(Message::Text(frame.clone())).await.is_err() {
                 fail(&errors);
@@ -223,6 +291,103 @@ async fn send_and_time(
         }
     }
     rtts.lock().await.append(&mut local_rtts);
+}
+
+/// A number in [0, 1) that differs between calls (enough to spread start times).
+fn rand_unit() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(Instant::now()) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+async fn abuse(url: &str, each: usize, half_open: usize, kinds: &[String], from: IpAddr) {
+    let wanted = |kind: &str| kinds.is_empty() || kinds.iter().any(|k| k == kind);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..each {
+        let oversized =
+            Message::text(format!(r#"{{"message_type":"SDP","content":{{"sdp":"{}"}}}}"#, "x".repeat(70_000)));
+        let floods = [
+            Message::text("not json at all"),
+            Message::text(message(600)),
+            Message::binary(vec![0u8; 600]),
+            Message::Ping(vec![0u8; 100].into()),
+            Message::text(format!(r#"{{"message_type":"SDP","content":{{"type":"{}"}}}}"#, "y".repeat(30_000))),
+            oversized,
+        ];
+        for (kind, frame) in floods.into_iter().enumerate() {
+            if wanted("flood") || wanted(&format!("flood-{kind}")) {
+                tasks.spawn(flood(url.to_owned(), format!("abuse-flood-{kind}-{i}"), frame, from));
+            }
+        }
+        if wanted("never-read") {
+            tasks.spawn(never_read(url.to_owned(), format!("abuse-pinned-{i}"), from));
+        }
+        if wanted("churn") {
+            tasks.spawn(churn(url.to_owned(), format!("abuse-churn-{i}"), from));
+        }
+    }
+    for _ in 0..half_open {
+        tasks.spawn(half_sent_request(url.to_owned(), from));
+    }
+    println!("ABUSING");
+    tasks.join_all().await;
+}
+
+// Each abuser waits 10 ms after the server drops or refuses it: without that, a refused
+// reconnect loop would measure this machine's CPU (shared with the server), not the server.
+
+/// Sends `frame` as fast as the server takes it, reconnecting whenever it is dropped.
+async fn flood(url: String, room: String, frame: Message, from: IpAddr) {
+    loop {
+        if let Ok(socket) = connect_from(&url, &room, Some(from)).await {
+            let (mut tx, rx) = socket.split();
+            // Read (and drop) what the server answers, so its writes never stall.
+            let reader = tokio::spawn(rx.for_each(|_| async {}));
+            while tx.send(frame.clone()).await.is_ok() {}
+            reader.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A pair in which one side sends big frames and the other never reads.
+async fn never_read(url: String, room: String, from: IpAddr) {
+    let frame = Message::text(format!(
+        r#"{{"message_type":"SDP","content":{{"type":"offer","sdp":"{}"}}}}"#,
+        "z".repeat(60_000)
+    ));
+    loop {
+        let (sender, stuck) =
+            (connect_from(&url, &room, Some(from)).await, connect_from(&url, &room, Some(from)).await);
+        if let (Ok(mut sender), Ok(_stuck)) = (sender, stuck) {
+            while let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(5), sender.send(frame.clone())).await {}
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Connects, reads WELCOME, leaves; again and again.
+async fn churn(url: String, room: String, from: IpAddr) {
+    loop {
+        match connect_from(&url, &room, Some(from)).await {
+            Ok(mut socket) => {
+                let _ = socket.next().await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Half an HTTP request, held until the server closes it; then another.
+async fn half_sent_request(url: String, from: IpAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        if let Ok(mut stream) = tcp_from(&url, Some(from)).await {
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: duo\r\nX-Slow: ").await;
+            let mut buf = [0u8; 1024];
+            while let Ok(1..) = stream.read(&mut buf).await {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn hold_idle(url: &str, connections: usize) {

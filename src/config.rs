@@ -64,6 +64,11 @@ pub struct Config {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_sockets_per_client: u32,
 
+    /// Signaling sockets one client address may open per minute (bursts of as many): a call
+    /// opens one, a reconnect another; a loop of reconnects gets HTTP 429.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub sockets_per_minute_per_client: u32,
+
     /// Seconds a client has to send a request's headers (and, on a kept-alive connection, the
     /// next request's); slower connections are closed.
     #[arg(long, default_value = "10", value_parser = seconds_in(0.1, 3600.0))]

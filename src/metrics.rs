@@ -60,7 +60,8 @@ pub fn refused_connection() {
 }
 
 /// An upgrade to a signaling socket refused, or granted without TURN credentials; `reason`:
-/// `origin`, `sockets_per_client` or `turn_credentials_per_client`.
+/// `origin`, `sockets_per_client`, `sockets_per_minute_per_client` or
+/// `turn_credentials_per_client`.
 pub fn refused_upgrade(reason: &'static str) {
     counter!(REFUSED_UPGRADES, "reason" => reason).increment(1);
 }

@@ -457,4 +457,88 @@ mod tests {
     fn escaped_type_names_are_understood() {
         assert_eq!(check_client_frame(r#"{"message_type":"\u0042YE"}"#), Ok(Relayed::Bye));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{json, Value};
+
+        use super::super::*;
+
+        /// What the server does with a frame: a kind to relay, or an `ERROR` that stays short.
+        fn judge(text: &str) -> Result<Option<Relayed>, TestCaseError> {
+            match check_client_frame(text) {
+                Ok(kind) => Ok(Some(kind)),
+                Err(bad) => {
+                    let Message::Error(body) = Message::error(ErrorCode::BadMessage, bad.to_string()) else {
+                        unreachable!()
+                    };
+                    prop_assert!(body.message.chars().count() <= MAX_ERROR_CHARS + 1, "{} chars", body.message.len());
+                    Ok(None)
+                }
+            }
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                ".{0,40}".prop_map(Value::from),
+                "[a-z]{1000,3000}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("type".to_owned()),
+                            Just("sdp".to_owned()),
+                            Just("candidate".to_owned()),
+                            Just("sdpMid".to_owned()),
+                            ".{0,8}"
+                        ],
+                        inner,
+                        0..5
+                    )
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_kind_or_a_short_error(text in any::<String>()) {
+                judge(&text)?;
+            }
+
+            #[test]
+            fn any_bytes_are_a_kind_or_a_short_error(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+                judge(&String::from_utf8_lossy(&bytes))?;
+            }
+
+            #[test]
+            fn envelopes_with_any_content_are_judged_by_their_type(
+                message_type in prop_oneof![
+                    Just("SDP"), Just("CANDIDATE"), Just("BYE"), Just("WELCOME"), Just("ERROR"), Just("sdp"), Just("")
+                ],
+                content in json_value(),
+                extra in json_value(),
+            ) {
+                let frame = json!({"message_type": message_type, "content": content, "extra": extra}).to_string();
+                let kind = judge(&frame)?;
+                match message_type {
+                    "BYE" => prop_assert_eq!(kind, Some(Relayed::Bye)),
+                    "SDP" | "CANDIDATE" => prop_assert!(kind.is_none_or(|kind| kind.message_type() == message_type)),
+                    _ => prop_assert_eq!(kind, None),
+                }
+            }
+
+            #[test]
+            fn well_formed_candidates_always_pass(candidate in ".{0,300}", mid in proptest::option::of(".{0,8}"), index in proptest::option::of(any::<u16>())) {
+                let frame = json!({"message_type": "CANDIDATE", "content": {"candidate": candidate, "sdpMid": mid, "sdpMLineIndex": index}});
+                prop_assert_eq!(judge(&frame.to_string())?, Some(Relayed::Candidate));
+            }
+        }
+    }
 }

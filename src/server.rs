@@ -69,6 +69,7 @@ pub struct AppState {
     origins: Arc<OriginPolicy>,
     trusted_proxies: Arc<[IpAddr]>,
     sockets_per_client: Arc<OpenPerClient>,
+    upgrades_per_client: Arc<PerClient>,
     turn_per_client: Arc<PerClient>,
     limits: SessionLimits,
 }
@@ -99,6 +100,10 @@ impl AppState {
             origins: Arc::new(OriginPolicy::new(https, &listen_names(config.addr), port, &config.allowed_origins)),
             trusted_proxies: config.trusted_proxies.iter().map(|ip| ip.to_canonical()).collect(),
             sockets_per_client: OpenPerClient::new(config.max_sockets_per_client as usize),
+            upgrades_per_client: Arc::new(PerClient::new(
+                f64::from(config.sockets_per_minute_per_client) / 60.0,
+                config.sockets_per_minute_per_client,
+            )),
             turn_per_client: Arc::new(PerClient::new(
                 f64::from(config.turn_credentials_per_client) / 3600.0,
                 config.turn_credentials_per_client,
@@ -195,6 +200,11 @@ async fn signaling_socket(
         Err(rejection) => return rejection.into_response(),
     };
     let client = client_address(peer, &headers, &state.trusted_proxies);
+    if !state.upgrades_per_client.take(client, Instant::now()) {
+        crate::metrics::refused_upgrade("sockets_per_minute_per_client");
+        return (StatusCode::TOO_MANY_REQUESTS, "too many new signaling sockets from this address; slow down")
+            .into_response();
+    }
     let Some(open) = state.sockets_per_client.open(client) else {
         crate::metrics::refused_upgrade("sockets_per_client");
         return (StatusCode::TOO_MANY_REQUESTS, "too many signaling sockets from this address").into_response();

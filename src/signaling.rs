@@ -20,6 +20,8 @@ use crate::{
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Frames read, at most, while waiting for it.
+const CLOSE_READ_FRAMES: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
 pub struct SessionLimits {
@@ -226,12 +228,18 @@ impl Session {
 
     /// Sends a close frame and waits (briefly) for the peer's: dropping the connection while
     /// its frames still arrive would reset it, and the peer would lose the close frame too.
+    /// A peer that goes on sending is read no further (reading a flood costs the server), but
+    /// still given the time to read the close frame.
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = CloseFrame { code, reason: reason.into() };
         let handshake = async {
             self.socket.send(WsMessage::Close(Some(frame))).await.ok()?;
-            while !matches!(self.socket.next().await?.ok()?, WsMessage::Close(_)) {}
-            Some(())
+            for _ in 0..CLOSE_READ_FRAMES {
+                if let WsMessage::Close(_) = self.socket.next().await?.ok()? {
+                    return Some(());
+                }
+            }
+            std::future::pending().await
         };
         let _ = timeout(CLOSE_TIMEOUT, handshake).await;
     }

@@ -213,6 +213,11 @@ async fn protocol_violations_are_closed_with_1002_and_1007() {
 
 /// Sends an upgrade request with exactly these extra header lines; the response's status.
 async fn upgrade_status(server: &Server, path: &str, host: &str, extra: &[&str]) -> u16 {
+    upgrade(server, path, host, extra).await.0
+}
+
+/// Like [`upgrade_status`], keeping the connection (open, if the upgrade succeeded).
+async fn upgrade(server: &Server, path: &str, host: &str, extra: &[&str]) -> (u16, TcpStream) {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let extra: String = extra.iter().map(|line| format!("{line}\r\n")).collect();
     let request = format!(
@@ -222,7 +227,7 @@ async fn upgrade_status(server: &Server, path: &str, host: &str, extra: &[&str])
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).await.unwrap();
-    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+    (String::from_utf8_lossy(&head[9..12]).parse().unwrap(), stream)
 }
 
 /// Item 8: origins compare by scheme, host and port; the upgrade's Host must be one of this
@@ -346,6 +351,26 @@ async fn signaling_sockets_are_capped_per_client_address() {
     drop(first);
     tokio::time::sleep(Duration::from_millis(300)).await;
     join(&server, "cap-3").await;
+}
+
+/// Item 2: a client address opens at most --sockets-per-minute-per-client sockets a minute, so
+/// a reconnect loop costs the server little; behind a trusted proxy, clients count apart.
+#[tokio::test]
+async fn new_sockets_are_rate_limited_per_client_and_counted_apart_behind_a_trusted_proxy() {
+    let server = Server::start(&["--sockets-per-minute-per-client", "3"]);
+    for i in 0..3 {
+        join(&server, &format!("rate-{i}")).await;
+    }
+    let error = Client::connect(&server, "rate-3", None).await.err().expect("refused");
+    assert_eq!(common::refusal_status(error), 429);
+
+    let server = Server::start(&["--trusted-proxy", "127.0.0.1", "--max-sockets-per-client", "1"]);
+    let own = server.addr.to_string();
+    let from = |ip: &str| format!("X-Forwarded-For: 6.6.6.6, {ip}");
+    let (alice, _alice_socket) = upgrade(&server, "/ws/p1", &own, &[&from("192.0.2.1")]).await;
+    let (bob, _bob_socket) = upgrade(&server, "/ws/p2", &own, &[&from("192.0.2.2")]).await;
+    let (alice_again, _) = upgrade(&server, "/ws/p3", &own, &[&from("192.0.2.1")]).await;
+    assert_eq!((alice, bob, alice_again), (101, 101, 429));
 }
 
 /// Item 3: shutdown ends by its deadline, whatever is still open: a half-sent request, a

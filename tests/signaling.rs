@@ -210,7 +210,14 @@ async fn sigterm_closes_every_socket_with_1001_and_exits() {
 async fn two_hundred_rooms_relay_every_message_once_in_order_to_the_right_peer() {
     const ROOMS: usize = 200;
     const MESSAGES: usize = 50;
-    let server = Server::start(&["--rate-limit", "100000", "--max-sockets-per-client", "1000"]);
+    let server = Server::start(&[
+        "--rate-limit",
+        "100000",
+        "--max-sockets-per-client",
+        "1000",
+        "--sockets-per-minute-per-client",
+        "1000",
+    ]);
     let mut calls = Vec::new();
     for room in 0..ROOMS {
         let server_room = format!("load-{room}");
