@@ -117,7 +117,10 @@ soak_calls >/dev/null # warm-up: the allocator's pools exist before RSS is read
 rss_before=$(rss_kib $soak)
 calm=$(soak_calls)
 nice -n 19 $loadgen --url ws://127.0.0.1:3404 abuse --each 2 --half-open 100 >/dev/null & pids+=($!); abuser=$!
-sleep 1
+# Measured once the abusers have spent their burst allowances (a minute's worth of new sockets
+# per address, 4 s of frames per socket): the steady state of an attack. docs/performance.md
+# has the first seconds too.
+sleep 5
 stormy=$(soak_calls)
 kill "$abuser"; wait "$abuser" 2>/dev/null || true
 sleep 12 # the half-sent requests end at the header timeout (10 s)

@@ -109,8 +109,9 @@ pub struct Config {
     #[arg(long)]
     pub relay_only: bool,
 
-    /// Sustained signaling messages per second one connection may send; bursts of four times
-    /// this are allowed. Far above a real ICE trickle; raise it only for load tests.
+    /// Sustained frames per second one signaling socket may send (of any kind; a frame costs
+    /// one per KiB begun); bursts of four times this are allowed. Far above a real ICE
+    /// trickle; raise it only for load tests.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000_000))]
     pub rate_limit: u32,
 

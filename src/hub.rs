@@ -21,9 +21,13 @@ use tokio::sync::watch;
 
 use crate::{
     ice::IceConfig,
+    limits::LogThrottle,
     protocol::{close_code, Message, PeerId, PeerInfo, Welcome},
     room::RoomId,
 };
+
+/// Slow readers, logged a few a second at most: a client can make itself one at will.
+static SLOW_READER_LOG: LogThrottle = LogThrottle::new();
 
 /// A text frame on its way to a peer. Relayed frames are the sender's bytes, never re-encoded.
 pub type Frame = Utf8Bytes;
@@ -380,7 +384,13 @@ impl Hub {
         }
         let evicted = slots[index].take().expect("checked above");
         evicted.mailbox.kick(Kick::TOO_SLOW);
-        tracing::warn!(peer = evicted.peer_id.0, "dropping a peer that reads too slowly");
+        if let Some(left_out) = SLOW_READER_LOG.allow(Instant::now()) {
+            tracing::warn!(
+                peer = evicted.peer_id.0,
+                similar_left_out = left_out,
+                "dropping a peer that reads too slowly"
+            );
+        }
         if let Some(other) = &slots[1 - index] {
             let left = Message::PeerLeft(evicted.info()).to_json();
             // If the other one is full too, it is as slow, and goes as well.

@@ -30,9 +30,14 @@ impl TokenBucket {
 
     /// Takes a token at `now`; false when none is left.
     pub fn take(&mut self, now: Instant) -> bool {
+        self.take_n(1, now)
+    }
+
+    /// Takes `n` tokens at `now`, or none if fewer are left.
+    pub fn take_n(&mut self, n: u32, now: Instant) -> bool {
         self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= f64::from(n) {
+            self.tokens -= f64::from(n);
             true
         } else {
             false

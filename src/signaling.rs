@@ -126,7 +126,7 @@ impl Session {
                         };
                         // Every frame costs a token, whatever its kind: a flood of pings or
                         // binary frames costs the server as much as one of messages.
-                        match flood.admit(last_heard.into_std()) {
+                        match flood.admit(frame_len(&frame), last_heard.into_std()) {
                             Admit::Pass => {}
                             Admit::Refuse { first } => {
                                 crate::metrics::rejected(ErrorCode::RateLimited.as_str());
@@ -271,6 +271,14 @@ fn close_for(error: axum::Error) -> Option<(u16, &'static str)> {
 /// Flood lines for the whole server: a few a second, however many peers flood.
 static FLOOD_LOG: LogThrottle = LogThrottle::new();
 
+fn frame_len(frame: &WsMessage) -> usize {
+    match frame {
+        WsMessage::Text(text) => text.len(),
+        WsMessage::Binary(bytes) | WsMessage::Ping(bytes) | WsMessage::Pong(bytes) => bytes.len(),
+        WsMessage::Close(_) => 0,
+    }
+}
+
 /// The per-connection rate limit: a token bucket, and how many frames were refused in a row.
 struct Flood {
     bucket: TokenBucket,
@@ -294,8 +302,11 @@ impl Flood {
         Self { bucket: TokenBucket::new(f64::from(messages_per_second), burst, now), burst, refused_in_a_row: 0 }
     }
 
-    fn admit(&mut self, now: std::time::Instant) -> Admit {
-        if self.bucket.take(now) {
+    /// A frame of `len` bytes costs a token per KiB begun (at most the burst): reading and
+    /// checking a big frame costs the server more.
+    fn admit(&mut self, len: usize, now: std::time::Instant) -> Admit {
+        let cost = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.burst.max(1));
+        if self.bucket.take_n(cost, now) {
             self.refused_in_a_row = 0;
             return Admit::Pass;
         }
@@ -318,16 +329,30 @@ mod tests {
     fn a_flood_is_refused_then_closed_but_a_later_burst_starts_afresh() {
         let start = Instant::now();
         let mut flood = Flood::new(1, start);
-        assert!((0..4).all(|_| matches!(flood.admit(start), Admit::Pass)), "a burst of 4x the rate");
-        assert!(matches!(flood.admit(start), Admit::Refuse { first: true }));
-        assert!((0..3).all(|_| matches!(flood.admit(start), Admit::Refuse { first: false })));
+        assert!((0..4).all(|_| matches!(flood.admit(100, start), Admit::Pass)), "a burst of 4x the rate");
+        assert!(matches!(flood.admit(100, start), Admit::Refuse { first: true }));
+        assert!((0..3).all(|_| matches!(flood.admit(100, start), Admit::Refuse { first: false })));
         // The peer slowed down: a frame passes, and the count of refusals starts over.
         let later = start + Duration::from_secs(1);
-        assert!(matches!(flood.admit(later), Admit::Pass));
-        assert!(matches!(flood.admit(later), Admit::Refuse { first: true }));
+        assert!(matches!(flood.admit(100, later), Admit::Pass));
+        assert!(matches!(flood.admit(100, later), Admit::Refuse { first: true }));
         let minutes_later = start + Duration::from_secs(300);
-        assert!((0..4).all(|_| matches!(flood.admit(minutes_later), Admit::Pass)));
-        assert!((0..4).all(|_| matches!(flood.admit(minutes_later), Admit::Refuse { .. })));
-        assert!(matches!(flood.admit(minutes_later), Admit::Close), "more refused in a row than the burst");
+        assert!((0..4).all(|_| matches!(flood.admit(100, minutes_later), Admit::Pass)));
+        assert!((0..4).all(|_| matches!(flood.admit(100, minutes_later), Admit::Refuse { .. })));
+        assert!(matches!(flood.admit(100, minutes_later), Admit::Close), "more refused in a row than the burst");
+    }
+
+    #[test]
+    fn a_frame_costs_a_token_per_kib_begun() {
+        let start = Instant::now();
+        let mut flood = Flood::new(50, start); // 200 tokens
+        assert!(matches!(flood.admit(60 * 1024, start), Admit::Pass));
+        assert!(matches!(flood.admit(60 * 1024, start), Admit::Pass));
+        assert!(matches!(flood.admit(60 * 1024, start), Admit::Pass));
+        assert!(matches!(flood.admit(60 * 1024, start), Admit::Refuse { first: true }), "20 tokens left, 60 needed");
+        assert!((0..20).all(|_| matches!(flood.admit(1, start), Admit::Pass)));
+        // Never more than the burst, so a frame under the size limit can always pass in time.
+        let mut tiny = Flood::new(1, start);
+        assert!(matches!(tiny.admit(64 * 1024, start), Admit::Pass));
     }
 }
