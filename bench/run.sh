@@ -13,9 +13,9 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/end2end/node_modules/.bin:$PATH"
 
 if [ "${1:-}" = "--quick" ]; then
-  run_seconds=2; rounds=1; idle_connections=500; calls=2; soak_rooms=10
+  run_seconds=2; rounds=1; idle_connections=500; calls=2; quick=--quick
 else
-  run_seconds=10; rounds=3; idle_connections=10000; calls=10; soak_rooms=50
+  run_seconds=10; rounds=3; idle_connections=10000; calls=10; quick=
 fi
 # One socket per connection in the load generator and one in the server (each process has its
 # own limit), plus headroom; never above the hard limit.
@@ -100,32 +100,9 @@ for key in "${!runs[@]}"; do
   result[$key]=$(median "${runs[$key]}")
 done
 
-# The soak (issue 15): well-behaved calls, signaling at 20 round trips a second as a browser
-# trickling candidates might, each from its own address (127.0.1.x), alone and then beside
-# hostile clients from 127.0.0.2 (loadgen abuse: floods of every frame kind, readers that never
-# read, half-sent requests, churn), against a server with the default limits. The abusers run
-# at the lowest CPU priority: on one machine their own CPU is not the server's doing.
 echo "soak: calls alone, then beside abusive clients…" >&2
-LEPTOS_SITE_ROOT=target/site target/release/duo --addr 127.0.0.1:3404 --metrics-addr 127.0.0.1:0 --log-level error \
-  & pids+=($!); soak=$!
-wait_port 3404
-soak_calls() {
-  $loadgen --url ws://127.0.0.1:3404 --rooms "$soak_rooms" --sources "$soak_rooms" --pace 20 --seconds "$run_seconds" |
-    grep '^RESULT'
-}
-soak_calls >/dev/null # warm-up: the allocator's pools exist before RSS is read
-rss_before=$(rss_kib $soak)
-calm=$(soak_calls)
-nice -n 19 $loadgen --url ws://127.0.0.1:3404 abuse --each 2 --half-open 100 >/dev/null & pids+=($!); abuser=$!
-# Measured once the abusers have spent their burst allowances (a minute's worth of new sockets
-# per address, 4 s of frames per socket): the steady state of an attack. docs/performance.md
-# has the first seconds too.
-sleep 5
-stormy=$(soak_calls)
-kill "$abuser"; wait "$abuser" 2>/dev/null || true
-sleep 12 # the half-sent requests end at the header timeout (10 s)
-rss_after=$(rss_kib $soak)
-result[soak,calm,errors]=$(field errors "$calm"); result[soak,stormy,errors]=$(field errors "$stormy")
+soak=$(bench/soak.sh $quick | grep '^SOAK')
+result[soak,errors]=$(field errors "$soak")
 
 echo "call setup in Chromium ($calls calls)…" >&2
 call_setup=$(node end2end/bench/call-setup.mjs "$calls" | sed -n 's/.*median \([0-9]*\) ms.*/\1/p')
@@ -156,9 +133,10 @@ done
 row "RSS KiB per idle connection ($idle_connections)" "${result[duo,idle]}" "${result[bare,idle]}" "${result[node,idle]}" "$(ratio "${result[duo,idle]}" "${result[bare,idle]}")" "$(ratio "${result[duo,idle]}" "${result[node,idle]}")"
 errors=0
 for key in "${!result[@]}"; do [[ $key == *,errors ]] && errors=$((errors + ${result[$key]%.*})); done
-calm_p99=$(field p99_us "$calm"); stormy_p99=$(field p99_us "$stormy")
-row "soak: $soak_rooms calls, round trip p99 µs, alone" "$calm_p99" "" "" "" ""
-row "soak: the same beside abusers (× alone)" "$stormy_p99 ($(ratio "$stormy_p99" "$calm_p99")×)" "" "" "" ""
+calm_p99=$(field p99_calm_us "$soak"); abused_p99=$(field p99_abused_us "$soak")
+rss_before=$(field rss_before_kib "$soak"); rss_after=$(field rss_after_kib "$soak")
+row "soak (bench/soak.sh): calls' round trip p99 µs" "$calm_p99" "" "" "" ""
+row "soak: the same beside abusers (× alone)" "$abused_p99 ($(ratio "$abused_p99" "$calm_p99")×)" "" "" "" ""
 row "soak: server RSS KiB, before abuse → after" "$rss_before → $rss_after ($(awk -v a="$rss_after" -v b="$rss_before" 'BEGIN { printf "%+.1f MiB", (a - b) / 1024 }'))" "" "" "" ""
 row "load generator errors (all runs)" "$errors" "" "" "" ""
 row "server start to first WebSocket, ms" "$start_ms" "" "" "" ""

@@ -333,6 +333,13 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
         // half-sent requests (slowloris) cannot pile up.
         .first_request_timeout(config.header_timeout);
     server.http_builder().http1().header_read_timeout(config.header_timeout);
+    // HTTP/2 (offered over TLS) has no header timeout; a connection whose peer stopped
+    // answering pings is closed.
+    server
+        .http_builder()
+        .http2()
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(config.header_timeout);
     let capped = Capped { permits: Arc::new(Semaphore::new(max_connections)) };
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let serving = async {

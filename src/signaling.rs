@@ -124,8 +124,10 @@ impl Session {
                             }
                             Some(Ok(frame)) => frame,
                         };
-                        // Every frame costs a token, whatever its kind: a flood of pings or
-                        // binary frames costs the server as much as one of messages.
+                        // Every frame costs tokens, whatever its kind: a flood of pings or
+                        // binary frames costs the server as much as one of messages. And a
+                        // flooding peer yields to the others now and then.
+                        tokio::task::consume_budget().await;
                         match flood.admit(frame_len(&frame), last_heard.into_std()) {
                             Admit::Pass => {}
                             Admit::Refuse { first } => {
@@ -279,10 +281,11 @@ fn frame_len(frame: &WsMessage) -> usize {
     }
 }
 
-/// The per-connection rate limit: a token bucket, and how many frames were refused in a row.
+/// The per-connection rate limit: a token bucket, and what was refused since a frame last passed.
 struct Flood {
     bucket: TokenBucket,
     burst: u32,
+    /// Tokens the frames refused in a row would have cost: big refused frames end a flood sooner.
     refused_in_a_row: u32,
 }
 
@@ -292,7 +295,7 @@ enum Admit {
     Refuse {
         first: bool,
     },
-    /// More frames refused in a row than the burst: the peer is not slowing down.
+    /// Frames worth more than the burst refused in a row: the peer is not slowing down.
     Close,
 }
 
@@ -310,11 +313,12 @@ impl Flood {
             self.refused_in_a_row = 0;
             return Admit::Pass;
         }
-        self.refused_in_a_row += 1;
+        let first = self.refused_in_a_row == 0;
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(cost);
         if self.refused_in_a_row > self.burst.max(1) {
             Admit::Close
         } else {
-            Admit::Refuse { first: self.refused_in_a_row == 1 }
+            Admit::Refuse { first }
         }
     }
 }
@@ -351,6 +355,9 @@ mod tests {
         assert!(matches!(flood.admit(60 * 1024, start), Admit::Pass));
         assert!(matches!(flood.admit(60 * 1024, start), Admit::Refuse { first: true }), "20 tokens left, 60 needed");
         assert!((0..20).all(|_| matches!(flood.admit(1, start), Admit::Pass)));
+        // Refused big frames end a flood after the burst's worth of KiB, not of frames.
+        assert!((0..3).all(|_| matches!(flood.admit(60 * 1024, start), Admit::Refuse { .. })));
+        assert!(matches!(flood.admit(60 * 1024, start), Admit::Close));
         // Never more than the burst, so a frame under the size limit can always pass in time.
         let mut tiny = Flood::new(1, start);
         assert!(matches!(tiny.admit(64 * 1024, start), Admit::Pass));
