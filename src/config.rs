@@ -60,6 +60,12 @@ pub struct Config {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub max_connections: u32,
 
+    /// New connections (of any kind) per second one client address may open, in bursts of four
+    /// times as many; past it, a connection is closed at once, before any HTTP or TLS work.
+    /// Connections from a --trusted-proxy are not counted here.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connections_per_second_per_client: u32,
+
     /// Signaling sockets one client address (an IPv4 address or an IPv6 /64) may hold open.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_sockets_per_client: u32,

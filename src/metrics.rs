@@ -54,9 +54,9 @@ pub fn tcp_connections(change: f64) {
     gauge!(CONNECTIONS).increment(change);
 }
 
-/// A connection closed at once because `--max-connections` were open.
-pub fn refused_connection() {
-    counter!(REFUSED_CONNECTIONS).increment(1);
+/// A connection closed at once; `reason`: `max_connections` or `connections_per_client`.
+pub fn refused_connection(reason: &'static str) {
+    counter!(REFUSED_CONNECTIONS, "reason" => reason).increment(1);
 }
 
 /// An upgrade to a signaling socket refused, or granted without TURN credentials; `reason`:

@@ -340,7 +340,12 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
         .http2()
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(config.header_timeout);
-    let capped = Capped { permits: Arc::new(Semaphore::new(max_connections)) };
+    let per_second = config.connections_per_second_per_client;
+    let capped = Capped {
+        permits: Arc::new(Semaphore::new(max_connections)),
+        per_client: Arc::new(PerClient::new(f64::from(per_second), per_second.saturating_mul(4))),
+        trusted_proxies: config.trusted_proxies.iter().map(|ip| ip.to_canonical()).collect(),
+    };
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let serving = async {
         match tls {
@@ -389,11 +394,26 @@ fn fit_file_limit(wanted: usize) -> usize {
     }
 }
 
-/// Accepts connections while fewer than `--max-connections` are open; past it, closes a new
-/// one at once (before any TLS or HTTP work), so what is open keeps working.
+/// Accepts connections while fewer than `--max-connections` are open, and from each client
+/// address at most `--connections-per-second-per-client`; past either, closes a new one at
+/// once (before any TLS or HTTP work), so what is open keeps working and a reconnect loop
+/// costs the server next to nothing.
 #[derive(Clone)]
 struct Capped {
     permits: Arc<Semaphore>,
+    per_client: Arc<PerClient>,
+    /// Their connections carry many clients': not counted per client here.
+    trusted_proxies: Arc<[IpAddr]>,
+}
+
+impl Capped {
+    fn refuse<T>(&self, reason: &'static str, why: &str) -> std::future::Ready<io::Result<T>> {
+        crate::metrics::refused_connection(reason);
+        if let Some(left_out) = REFUSAL_LOG.allow(Instant::now()) {
+            tracing::warn!(similar_left_out = left_out, "refused a connection: {why}");
+        }
+        std::future::ready(Err(io::Error::other(reason)))
+    }
 }
 
 impl<S> Accept<TcpStream, S> for Capped {
@@ -402,12 +422,14 @@ impl<S> Accept<TcpStream, S> for Capped {
     type Future = std::future::Ready<io::Result<(Counted, S)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            crate::metrics::refused_connection();
-            if let Some(left_out) = REFUSAL_LOG.allow(Instant::now()) {
-                tracing::warn!(similar_left_out = left_out, "refused a connection: --max-connections are open");
+        if let Ok(peer) = stream.peer_addr() {
+            let client = peer.ip().to_canonical();
+            if !self.trusted_proxies.contains(&client) && !self.per_client.take(client, Instant::now()) {
+                return self.refuse("connections_per_client", "a client opens connections too fast");
             }
-            return std::future::ready(Err(io::Error::other("--max-connections reached")));
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return self.refuse("max_connections", "--max-connections are open");
         };
         // Signaling messages are small and each one holds up a call's setup: send them at
         // once, without Nagle's wait for the previous packet's acknowledgement.

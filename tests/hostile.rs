@@ -334,10 +334,36 @@ async fn connections_past_the_cap_are_closed_at_once_and_served_again_later() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(common::http_get(&server, "/healthz").await, (200, "ok".to_owned()));
     let metrics = common::get(server.metrics_addr, "/metrics").await.body;
-    assert!(
-        metrics.lines().any(|l| l.starts_with("duo_connections_refused_total ") && !l.ends_with(" 0")),
-        "{metrics}"
-    );
+    let refused = r#"duo_connections_refused_total{reason="max_connections"} "#;
+    assert!(metrics.lines().any(|l| l.starts_with(refused) && !l.ends_with(" 0")), "{metrics}");
+}
+
+/// Item 2: a client address opening connections in a loop is cut off at accept, cheaply;
+/// others are not affected.
+#[tokio::test]
+async fn a_client_opening_connections_too_fast_is_cut_off_at_accept() {
+    let server = Server::start(&["--connections-per-second-per-client", "1"]); // bursts of 4
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        // One after the other, each answered (the server accepts in no particular order).
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+    let mut fifth = TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), fifth.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed at once: {read:?}");
+    // Another address is served meanwhile, and this one again a second later.
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let other = other.connect(server.addr).await.unwrap();
+    assert_eq!(common::get_over(other, server.addr, "/healthz").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(common::http_get(&server, "/healthz").await.0, 200);
 }
 
 /// Item 2: a client address holds at most --max-sockets-per-client signaling sockets.
