@@ -24,7 +24,7 @@ for name in before after; do
     flags+=(--max-sockets-per-client 100000 --sockets-per-minute-per-client 10000000 --max-connections 100000)
   fi
   if "${binary[$name]}" --help | grep -q -- --connections-per-second-per-client; then
-    flags+=(--connections-per-second-per-client 1000000)
+    flags+=(--connections-per-second-per-client 1000000 --max-connections-per-client 1000000)
   fi
   LEPTOS_SITE_ROOT=target/site "${binary[$name]}" "${flags[@]}" & pids+=($!); pid[$name]=$!
 done

@@ -37,7 +37,8 @@ wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 
 LEPTOS_SITE_ROOT=target/site target/release/duo --addr 127.0.0.1:3400 --metrics-addr 127.0.0.1:0 --log-level warn \
   --rate-limit 100000000 --max-sockets-per-client 100000 --sockets-per-minute-per-client 10000000 \
-  --connections-per-second-per-client 1000000 --max-connections 100000 & pids+=($!); duo=$!
+  --connections-per-second-per-client 1000000 --max-connections-per-client 1000000 --max-connections 100000 \
+  & pids+=($!); duo=$!
 target/release/bare-relay 127.0.0.1:3401 & pids+=($!); bare=$!
 node bench/node-relay/relay.js 3402 >/dev/null & pids+=($!); node=$!
 for port in 3400 3401 3402; do wait_port "$port"; done

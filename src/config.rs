@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub connections_per_second_per_client: u32,
 
+    /// Connections (of any kind) one client address may hold open; past it, a new one is
+    /// closed at once. Connections from a --trusted-proxy are not counted here.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections_per_client: u32,
+
     /// Signaling sockets one client address (an IPv4 address or an IPv6 /64) may hold open.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_sockets_per_client: u32,

@@ -60,8 +60,8 @@ pub struct HubSettings {
     pub ice: IceConfig,
     /// What may wait for one slow reader before it is dropped: frames, and their bytes.
     pub outbox: Capacity,
-    /// Bytes that may wait for all readers together; past it, a reader that already has
-    /// frames waiting is dropped rather than queue more (one that has none still gets one).
+    /// Bytes that may wait for all readers together; past it, a reader that has fallen
+    /// behind (more than a sixteenth of its capacity waiting) is dropped rather than queue more.
     pub queued_budget: usize,
 }
 
@@ -221,13 +221,15 @@ impl Mailbox {
         .await
     }
 
-    /// Queues a frame unless this mailbox is at `capacity`, or it has frames waiting already
-    /// while all mailboxes together hold `budget` bytes; false if the frame does not fit.
+    /// Queues a frame unless this mailbox is at `capacity`, or all mailboxes together hold
+    /// `budget` bytes while this one holds more than a sixteenth of its capacity (a reader
+    /// keeping up, as in a call's ICE trickle, has far less waiting); false if it does not fit.
     fn push(&self, outbound: Outbound, capacity: Capacity, budget: usize) -> bool {
         let mut state = lock(&self.state);
         let len = outbound.frame.len();
         let full = state.frames.len() >= capacity.frames || state.bytes + len > capacity.bytes;
-        if full || (!state.frames.is_empty() && self.queued.load(Ordering::Relaxed) + len > budget) {
+        let behind = state.bytes > capacity.bytes / 16;
+        if full || (behind && self.queued.load(Ordering::Relaxed) + len > budget) {
             return false;
         }
         state.bytes += len;
@@ -537,22 +539,26 @@ mod tests {
     }
 
     #[test]
-    fn past_the_servers_budget_a_reader_with_frames_waiting_is_dropped_and_its_bytes_freed() {
-        let hub = hub_with(100, 100);
+    fn past_the_servers_budget_a_reader_that_fell_behind_is_dropped_and_its_bytes_freed() {
+        let kib = |n: usize| n * 1024;
+        let hub = hub_with(100, kib(100)); // each may hold 1 MiB; behind past 64 KiB
         let a = hub.join(room("r"), None, false).unwrap();
         let b = hub.join(room("r"), None, false).unwrap();
         let c = hub.join(room("s"), None, false).unwrap();
         let d = hub.join(room("s"), None, false).unwrap();
         let _ = (take_frame(&a), take_frame(&c)); // PEER_JOINED
-        let frame = || Frame::from("x".repeat(60));
+        let frame = || Frame::from("x".repeat(kib(40)));
         a.relay(frame(), Instant::now());
         c.relay(frame(), Instant::now());
-        assert_eq!(kick_of(&d), None, "a reader with nothing waiting gets a frame, budget or not");
-        assert_eq!(hub.queued.load(Ordering::Relaxed), 120);
         a.relay(frame(), Instant::now());
-        assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW), "b had a frame waiting and the budget is spent");
+        assert_eq!((kick_of(&b), kick_of(&d)), (None, None), "over budget, but no one is behind yet");
+        assert_eq!(hub.queued.load(Ordering::Relaxed), kib(120));
+        c.relay(frame(), Instant::now());
+        assert_eq!(kick_of(&d), None, "d had 40 KiB waiting: a reader keeping up");
+        a.relay(frame(), Instant::now());
+        assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW), "b had 80 KiB waiting and the budget is spent");
         assert!(matches!(next(&a), Message::PeerLeft(_)));
-        assert_eq!(hub.queued.load(Ordering::Relaxed), 60, "b's frames are gone, d's wait");
+        assert_eq!(hub.queued.load(Ordering::Relaxed), kib(80), "b's frames are gone, d's wait");
         drop((a, b, c, d));
         assert_eq!(hub.queued.load(Ordering::Relaxed), 0);
     }

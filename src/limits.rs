@@ -44,6 +44,14 @@ impl TokenBucket {
         }
     }
 
+    /// Charges `n` tokens that were not there (something refused still cost the server):
+    /// the bucket goes into debt, which it must refill before anything passes again. Returns
+    /// whether the debt is now deeper than the burst.
+    pub fn charge(&mut self, n: u32) -> bool {
+        self.tokens -= f64::from(n);
+        self.tokens < -self.burst
+    }
+
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.refilled = now;
@@ -68,12 +76,20 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 
 /// A token bucket per client address, for something a client may have only so much of.
 pub struct PerClient {
-    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+    buckets: Mutex<Buckets>,
     rate_per_second: f64,
     burst: u32,
 }
 
-/// Addresses tracked before full buckets are forgotten: bounds the map under churn.
+#[derive(Default)]
+struct Buckets {
+    by_client: HashMap<IpAddr, TokenBucket>,
+    /// Size at which full buckets are next forgotten: twice what was left after the last time,
+    /// so that pruning costs O(1) a call however many clients there are.
+    prune_at: usize,
+}
+
+/// Addresses tracked before full buckets are first forgotten.
 const PRUNE_ABOVE: usize = 4096;
 
 impl PerClient {
@@ -83,15 +99,16 @@ impl PerClient {
 
     pub fn take(&self, ip: IpAddr, now: Instant) -> bool {
         let mut buckets = lock(&self.buckets);
-        if buckets.len() >= PRUNE_ABOVE {
-            buckets.retain(|_, bucket| !bucket.is_full(now));
+        if buckets.by_client.len() >= buckets.prune_at.max(PRUNE_ABOVE) {
+            buckets.by_client.retain(|_, bucket| !bucket.is_full(now));
+            buckets.prune_at = buckets.by_client.len() * 2;
         }
         let (rate, burst) = (self.rate_per_second, self.burst);
-        buckets.entry(client_key(ip)).or_insert_with(|| TokenBucket::new(rate, burst, now)).take(now)
+        buckets.by_client.entry(client_key(ip)).or_insert_with(|| TokenBucket::new(rate, burst, now)).take(now)
     }
 }
 
-/// Open signaling sockets per client address, at most `max` each.
+/// Open connections or signaling sockets per client address, at most `max` each.
 pub struct OpenPerClient {
     open: Mutex<HashMap<IpAddr, usize>>,
     max: usize,
@@ -193,12 +210,14 @@ mod tests {
         let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         assert!(limit.take(a, now) && limit.take(a, now) && !limit.take(a, now));
         assert!(limit.take(b, now), "another address has its own");
-        for i in 0..PRUNE_ABOVE as u32 {
-            limit.take(IpAddr::V4((0x0a00_0000 + i).into()), now);
+        // A new address every millisecond: each bucket is full again a second after its use,
+        // and forgotten at a later pruning, so the map stays bounded.
+        for i in 0..(4 * PRUNE_ABOVE as u32) {
+            let at = now + std::time::Duration::from_millis(u64::from(i));
+            limit.take(IpAddr::V4((0x0a00_0000 + i).into()), at);
         }
-        let much_later = now + Duration::from_secs(60);
-        limit.take(IpAddr::V4(0x0b00_0000.into()), much_later);
-        assert!(lock(&limit.buckets).len() <= 2, "full buckets were pruned");
+        let tracked = lock(&limit.buckets).by_client.len();
+        assert!(tracked < 2 * PRUNE_ABOVE, "{tracked} addresses tracked");
     }
 
     #[test]

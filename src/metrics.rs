@@ -54,7 +54,8 @@ pub fn tcp_connections(change: f64) {
     gauge!(CONNECTIONS).increment(change);
 }
 
-/// A connection closed at once; `reason`: `max_connections` or `connections_per_client`.
+/// A connection closed at once; `reason`: `max_connections`, `connections_per_client` (opened
+/// too fast) or `open_per_client`.
 pub fn refused_connection(reason: &'static str) {
     counter!(REFUSED_CONNECTIONS, "reason" => reason).increment(1);
 }

@@ -40,7 +40,7 @@ use crate::{
     headers,
     hub::{Capacity, Hub, HubSettings},
     ice::IceConfig,
-    limits::{LogThrottle, OpenPerClient, PerClient},
+    limits::{LogThrottle, Open, OpenPerClient, PerClient},
     origin::{listen_names, Caller, OriginPolicy},
     protocol::{IceTransportPolicy, MAX_FRAME_BYTES, MIN_SESSION_LEN},
     room::RoomId,
@@ -150,10 +150,19 @@ async fn only_what_pages_load(request: axum::extract::Request, next: axum::middl
 }
 
 /// Outside `/pkg/`, anything (pages, `robots.txt`, the not-found page); in it, the wasm, the
-/// JavaScript that loads it and the CSS.
+/// JavaScript that loads it and the CSS. Judged on the path as the file server reads it:
+/// percent-decoded, empty and `.` segments dropped (`//pkg/x`, `/%70kg/x` and `/./pkg/x` are
+/// all `/pkg/x` to it).
 fn is_served(path: &str) -> bool {
-    let Some(file) = path.strip_prefix("/pkg/") else { return true };
-    matches!(file.rsplit_once('.'), Some((name, "wasm" | "js" | "css")) if !name.is_empty() && !name.contains('/'))
+    let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut segments = path.split('/').filter(|segment| !segment.is_empty() && *segment != ".");
+    if segments.next() != Some("pkg") {
+        return true;
+    }
+    match (segments.next(), segments.next()) {
+        (Some(file), None) => matches!(file.rsplit_once('.'), Some((name, "wasm" | "js" | "css")) if !name.is_empty()),
+        _ => false,
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -244,7 +253,9 @@ fn client_address(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> 
     let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok());
     let hops: Vec<&str> = forwarded.flat_map(|value| value.split(',')).collect();
     for hop in hops.iter().rev() {
-        match hop.trim().parse::<IpAddr>() {
+        // An address, or one with a port (`192.0.2.1:5000`, `[2001:db8::1]:5000`).
+        let hop = hop.trim();
+        match hop.parse::<IpAddr>().or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip())) {
             Ok(ip) => {
                 client = ip.to_canonical();
                 if !trusted.contains(&client) {
@@ -344,6 +355,7 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
     let capped = Capped {
         permits: Arc::new(Semaphore::new(max_connections)),
         per_client: Arc::new(PerClient::new(f64::from(per_second), per_second.saturating_mul(4))),
+        open_per_client: OpenPerClient::new(config.max_connections_per_client as usize),
         trusted_proxies: config.trusted_proxies.iter().map(|ip| ip.to_canonical()).collect(),
     };
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -395,13 +407,14 @@ fn fit_file_limit(wanted: usize) -> usize {
 }
 
 /// Accepts connections while fewer than `--max-connections` are open, and from each client
-/// address at most `--connections-per-second-per-client`; past either, closes a new one at
-/// once (before any TLS or HTTP work), so what is open keeps working and a reconnect loop
+/// address at most `--connections-per-second-per-client` and fewer than
+/// `--max-connections-per-client` open; past any of these, closes a new one at once (before any TLS or HTTP work), so what is open keeps working and a reconnect loop
 /// costs the server next to nothing.
 #[derive(Clone)]
 struct Capped {
     permits: Arc<Semaphore>,
     per_client: Arc<PerClient>,
+    open_per_client: Arc<OpenPerClient>,
     /// Their connections carry many clients': not counted per client here.
     trusted_proxies: Arc<[IpAddr]>,
 }
@@ -422,10 +435,15 @@ impl<S> Accept<TcpStream, S> for Capped {
     type Future = std::future::Ready<io::Result<(Counted, S)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
-        if let Ok(peer) = stream.peer_addr() {
-            let client = peer.ip().to_canonical();
-            if !self.trusted_proxies.contains(&client) && !self.per_client.take(client, Instant::now()) {
+        let client = stream.peer_addr().ok().map(|peer| peer.ip().to_canonical());
+        let mut per_client = None;
+        if let Some(client) = client.filter(|client| !self.trusted_proxies.contains(client)) {
+            if !self.per_client.take(client, Instant::now()) {
                 return self.refuse("connections_per_client", "a client opens connections too fast");
+            }
+            match self.open_per_client.open(client) {
+                Some(open) => per_client = Some(open),
+                None => return self.refuse("open_per_client", "a client holds --max-connections-per-client"),
             }
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -434,7 +452,7 @@ impl<S> Accept<TcpStream, S> for Capped {
         // Signaling messages are small and each one holds up a call's setup: send them at
         // once, without Nagle's wait for the previous packet's acknowledgement.
         crate::metrics::tcp_connections(1.0);
-        let counted = Counted { stream, _permit: permit };
+        let counted = Counted { stream, _permit: permit, _per_client: per_client };
         std::future::ready(counted.stream.set_nodelay(true).map(|()| (counted, service)))
     }
 }
@@ -450,6 +468,8 @@ impl Drop for Counted {
 struct Counted {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    /// And against its client's `--max-connections-per-client`.
+    _per_client: Option<Open>,
 }
 
 impl AsyncRead for Counted {
@@ -541,12 +561,16 @@ mod tests {
 
     #[test]
     fn only_what_pages_load_is_served_from_pkg() {
-        for served in ["/", "/call/x", "/robots.txt", "/pkg/duo.js", "/pkg/duo.wasm", "/pkg/duo.css", "/pkg"] {
+        for served in ["/", "/call/x", "/robots.txt", "/pkg/duo.js", "/pkg/duo.wasm", "/pkg/duo.css", "/pkgs/x.d.ts"] {
             assert!(is_served(served), "{served}");
         }
-        for hidden in ["/pkg/duo.d.ts", "/pkg/duo_bg.wasm.d.ts", "/pkg/", "/pkg/.js", "/pkg/a/b.js", "/pkg/duo.js.map"]
-        {
-            assert!(!is_served(hidden), "{hidden}");
+        let hidden =
+            ["/pkg/duo.d.ts", "/pkg/duo_bg.wasm.d.ts", "/pkg", "/pkg/", "/pkg/.js", "/pkg/a/b.js", "/pkg/duo.js.map"];
+        // The same, written as the file server would still understand them.
+        let disguised =
+            ["//pkg/duo.d.ts", "/%70kg/duo.d.ts", "/pkg%2Fduo.d.ts", "/./pkg/duo.d.ts", "/pkg/duo%2Ed%2Ets"];
+        for path in hidden.into_iter().chain(disguised) {
+            assert!(!is_served(path), "{path}");
         }
     }
 
@@ -564,6 +588,8 @@ mod tests {
         assert_eq!(client_address(proxy, &forwarded("192.0.2.9"), &trusted), ip("192.0.2.9"));
         // The client may claim anything before its own address; the proxy appends the real one.
         assert_eq!(client_address(proxy, &forwarded("6.6.6.6, 192.0.2.9"), &trusted), ip("192.0.2.9"));
+        assert_eq!(client_address(proxy, &forwarded("192.0.2.9:5000"), &trusted), ip("192.0.2.9"));
+        assert_eq!(client_address(proxy, &forwarded("[2001:db8::9]:5000"), &trusted), ip("2001:db8::9"));
         assert_eq!(client_address(proxy, &forwarded("garbage"), &trusted), ip("127.0.0.1"));
         assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), ip("127.0.0.1"));
         let direct: SocketAddr = "198.51.100.1:5000".parse().unwrap();

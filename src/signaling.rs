@@ -281,12 +281,12 @@ fn frame_len(frame: &WsMessage) -> usize {
     }
 }
 
-/// The per-connection rate limit: a token bucket, and what was refused since a frame last passed.
+/// The per-connection rate limit: a token bucket that refused frames drive into debt.
 struct Flood {
     bucket: TokenBucket,
     burst: u32,
-    /// Tokens the frames refused in a row would have cost: big refused frames end a flood sooner.
-    refused_in_a_row: u32,
+    /// Frames have been refused since one last passed.
+    refusing: bool,
 }
 
 enum Admit {
@@ -295,27 +295,28 @@ enum Admit {
     Refuse {
         first: bool,
     },
-    /// Frames worth more than the burst refused in a row: the peer is not slowing down.
+    /// The refused frames' debt is deeper than the burst: the peer is not slowing down.
     Close,
 }
 
 impl Flood {
     fn new(messages_per_second: u32, now: std::time::Instant) -> Self {
         let burst = messages_per_second.saturating_mul(4);
-        Self { bucket: TokenBucket::new(f64::from(messages_per_second), burst, now), burst, refused_in_a_row: 0 }
+        Self { bucket: TokenBucket::new(f64::from(messages_per_second), burst, now), burst, refusing: false }
     }
 
     /// A frame of `len` bytes costs a token per KiB begun (at most the burst): reading and
-    /// checking a big frame costs the server more.
+    /// checking a big frame costs the server more. A refused frame is charged too, so only a
+    /// peer that keeps under the rate on average stays connected: one that floods just fast
+    /// enough for a frame to pass now and then still runs up its debt.
     fn admit(&mut self, len: usize, now: std::time::Instant) -> Admit {
         let cost = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.burst.max(1));
         if self.bucket.take_n(cost, now) {
-            self.refused_in_a_row = 0;
+            self.refusing = false;
             return Admit::Pass;
         }
-        let first = self.refused_in_a_row == 0;
-        self.refused_in_a_row = self.refused_in_a_row.saturating_add(cost);
-        if self.refused_in_a_row > self.burst.max(1) {
+        let first = !std::mem::replace(&mut self.refusing, true);
+        if self.bucket.charge(cost) {
             Admit::Close
         } else {
             Admit::Refuse { first }
@@ -336,26 +337,40 @@ mod tests {
         assert!((0..4).all(|_| matches!(flood.admit(100, start), Admit::Pass)), "a burst of 4x the rate");
         assert!(matches!(flood.admit(100, start), Admit::Refuse { first: true }));
         assert!((0..3).all(|_| matches!(flood.admit(100, start), Admit::Refuse { first: false })));
-        // The peer slowed down: a frame passes, and the count of refusals starts over.
-        let later = start + Duration::from_secs(1);
-        assert!(matches!(flood.admit(100, later), Admit::Pass));
-        assert!(matches!(flood.admit(100, later), Admit::Refuse { first: true }));
+        assert!(matches!(flood.admit(100, start), Admit::Close), "a debt deeper than the burst");
+        // After a quiet spell that pays the debt back and refills, a burst is judged afresh.
+        let mut flood = Flood::new(1, start);
+        assert!((0..4).all(|_| matches!(flood.admit(100, start), Admit::Pass)));
+        assert!(matches!(flood.admit(100, start), Admit::Refuse { first: true }));
         let minutes_later = start + Duration::from_secs(300);
         assert!((0..4).all(|_| matches!(flood.admit(100, minutes_later), Admit::Pass)));
-        assert!((0..4).all(|_| matches!(flood.admit(100, minutes_later), Admit::Refuse { .. })));
-        assert!(matches!(flood.admit(100, minutes_later), Admit::Close), "more refused in a row than the burst");
+        assert!(matches!(flood.admit(100, minutes_later), Admit::Refuse { first: true }));
+    }
+
+    #[test]
+    fn a_flood_just_fast_enough_for_a_frame_to_pass_now_and_then_is_still_closed() {
+        let start = Instant::now();
+        let mut flood = Flood::new(50, start);
+        // 10,000 frames a second, against 50 allowed: one would pass every 20 ms if refused
+        // frames cost nothing.
+        let closed = (0..100_000)
+            .map(|i| start + Duration::from_micros(100 * i))
+            .position(|now| matches!(flood.admit(100, now), Admit::Close));
+        assert!(closed.is_some_and(|frame| frame < 1000), "closed after {closed:?} frames");
     }
 
     #[test]
     fn a_frame_costs_a_token_per_kib_begun() {
         let start = Instant::now();
         let mut flood = Flood::new(50, start); // 200 tokens
-        assert!(matches!(flood.admit(60 * 1024, start), Admit::Pass));
-        assert!(matches!(flood.admit(60 * 1024, start), Admit::Pass));
-        assert!(matches!(flood.admit(60 * 1024, start), Admit::Pass));
+        assert!((0..3).all(|_| matches!(flood.admit(60 * 1024, start), Admit::Pass)));
         assert!(matches!(flood.admit(60 * 1024, start), Admit::Refuse { first: true }), "20 tokens left, 60 needed");
-        assert!((0..20).all(|_| matches!(flood.admit(1, start), Admit::Pass)));
-        // Refused big frames end a flood after the burst's worth of KiB, not of frames.
+        // That refusal cost 60 too (20 - 60 = -40): a second later, 50 more make 10.
+        let later = start + Duration::from_secs(1);
+        assert_eq!((0..20).filter(|_| matches!(flood.admit(1, later), Admit::Pass)).count(), 10);
+        // Big refused frames end a flood after the burst's worth of KiB, not of frames.
+        let mut flood = Flood::new(50, start);
+        assert!((0..3).all(|_| matches!(flood.admit(60 * 1024, start), Admit::Pass)));
         assert!((0..3).all(|_| matches!(flood.admit(60 * 1024, start), Admit::Refuse { .. })));
         assert!(matches!(flood.admit(60 * 1024, start), Admit::Close));
         // Never more than the burst, so a frame under the size limit can always pass in time.

@@ -116,7 +116,7 @@ async fn the_rate_limit_recovers_and_flood_logs_are_rate_limited() {
     let (mut a, _) = join(&server, "bursty").await;
     let frame = r#"{"message_type":"CANDIDATE","content":null}"#;
     for _ in 0..2 {
-        for _ in 0..26 {
+        for _ in 0..22 {
             a.socket.feed(Ws::text(frame)).await.unwrap();
         }
         a.socket.flush().await.unwrap();
@@ -366,6 +366,32 @@ async fn a_client_opening_connections_too_fast_is_cut_off_at_accept() {
     assert_eq!(common::http_get(&server, "/healthz").await.0, 200);
 }
 
+/// Item 2: a client address holds at most --max-connections-per-client connections of any kind
+/// (idle keep-alive ones too), so one client cannot take all of --max-connections.
+#[tokio::test]
+async fn a_client_holds_at_most_its_share_of_connections() {
+    let server = Server::start(&["--max-connections-per-client", "3", "--header-timeout", "30"]);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.unwrap();
+        held.push(stream); // kept alive
+    }
+    let mut fourth = TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), fourth.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed at once: {read:?}");
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let other = other.connect(server.addr).await.unwrap();
+    assert_eq!(common::get_over(other, server.addr, "/healthz").await.status, 200, "another client is served");
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(common::http_get(&server, "/healthz").await.0, 200, "a freed place is taken again");
+}
+
 /// Item 2: a client address holds at most --max-sockets-per-client signaling sockets.
 #[tokio::test]
 async fn signaling_sockets_are_capped_per_client_address() {
@@ -486,13 +512,17 @@ async fn pkg_serves_only_what_pages_load_and_peer_ids_count_nothing() {
         std::fs::write(site.join("pkg").join(file), "x").unwrap();
     }
     let server = Server::start_with_env(&[], &[("LEPTOS_SITE_ROOT", site.to_str().unwrap())]);
-    for (path, status) in [
-        ("/pkg/duo.js", 200),
-        ("/pkg/duo.wasm", 200),
-        ("/pkg/duo.css", 200),
-        ("/pkg/duo.d.ts", 404),
-        ("/pkg/duo_bg.wasm.d.ts", 404),
-    ] {
+    let served = [("/pkg/duo.js", 200), ("/pkg/duo.wasm", 200), ("/pkg/duo.css", 200)];
+    // Also as the file server would still understand them.
+    let hidden = [
+        "/pkg/duo.d.ts",
+        "/pkg/duo_bg.wasm.d.ts",
+        "//pkg/duo.d.ts",
+        "/%70kg/duo.d.ts",
+        "/pkg%2Fduo.d.ts",
+        "/./pkg/duo.d.ts",
+    ];
+    for (path, status) in served.into_iter().chain(hidden.map(|path| (path, 404))) {
         assert_eq!(common::get(server.addr, path).await.status, status, "{path}");
     }
     std::fs::remove_dir_all(&site).unwrap();

@@ -219,6 +219,8 @@ async fn two_hundred_rooms_relay_every_message_once_in_order_to_the_right_peer()
         "1000",
         "--connections-per-second-per-client",
         "1000",
+        "--max-connections-per-client",
+        "1000",
     ]);
     let mut calls = Vec::new();
     for room in 0..ROOMS {
