@@ -9,6 +9,7 @@
 # server binary:
 #
 #   SOAK binary=PATH p99_calm_us=… p99_abused_us=… rss_before_kib=… rss_after_kib=… errors=…
+#        rounds_calm_us=…,… rounds_abused_us=…,…   (each round's p99; the medians above)
 #
 #   bench/soak.sh [--quick] [BINARY...]   # default: target/release/duo (needs the release
 #                                          # build and loadgen: bench/run.sh builds both)
@@ -52,6 +53,7 @@ for binary in "$@"; do
   rss_after=$(rss_kib "$server")
   kill "$server"; wait "$server" 2>/dev/null || true
   echo "SOAK binary=$binary p99_calm_us=$(median "$calm") p99_abused_us=$(median "$abused")" \
-    "rss_before_kib=$rss_before rss_after_kib=$rss_after errors=$errors"
+    "rss_before_kib=$rss_before rss_after_kib=$rss_after errors=$errors" \
+    "rounds_calm_us=$(tr ' ' ',' <<<"${calm# }") rounds_abused_us=$(tr ' ' ',' <<<"${abused# }")"
   port=$((port + 1))
 done

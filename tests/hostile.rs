@@ -326,16 +326,40 @@ async fn connections_past_the_cap_are_closed_at_once_and_served_again_later() {
         held.push(TcpStream::connect(server.addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut extra = TcpStream::connect(server.addr).await.unwrap();
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed at once: {read:?}");
+    assert_closed_at_once(&server).await;
     held.clear();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(common::http_get(&server, "/healthz").await, (200, "ok".to_owned()));
     let metrics = common::get(server.metrics_addr, "/metrics").await.body;
     let refused = r#"duo_connections_refused_total{reason="max_connections"} "#;
     assert!(metrics.lines().any(|l| l.starts_with(refused) && !l.ends_with(" 0")), "{metrics}");
+}
+
+/// A kept-alive connection the server has answered (so it was accepted: the server accepts
+/// connections in no particular order).
+async fn answered_connection(server: &Server) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    stream
+}
+
+/// Asserts that the server closes a new connection at once.
+async fn assert_closed_at_once(server: &Server) {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed at once: {read:?}");
+}
+
+/// The status of `/healthz` for a client at another address, 127.0.0.2.
+async fn status_for_another_client(server: &Server) -> u16 {
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let other = other.connect(server.addr).await.unwrap();
+    common::get_over(other, server.addr, "/healthz").await.status
 }
 
 /// Item 2: a client address opening connections in a loop is cut off at accept, cheaply;
@@ -345,25 +369,12 @@ async fn a_client_opening_connections_too_fast_is_cut_off_at_accept() {
     let server = Server::start(&["--connections-per-second-per-client", "1"]); // bursts of 4
     let mut held = Vec::new();
     for _ in 0..4 {
-        // One after the other, each answered (the server accepts in no particular order).
-        let mut stream = TcpStream::connect(server.addr).await.unwrap();
-        stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes()).await.unwrap();
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.unwrap();
-        assert_eq!(&head, b"HTTP/1.1 200");
-        held.push(stream);
+        held.push(answered_connection(&server).await);
     }
-    let mut fifth = TcpStream::connect(server.addr).await.unwrap();
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(2), fifth.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed at once: {read:?}");
-    // Another address is served meanwhile, and this one again a second later.
-    let other = tokio::net::TcpSocket::new_v4().unwrap();
-    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let other = other.connect(server.addr).await.unwrap();
-    assert_eq!(common::get_over(other, server.addr, "/healthz").await.status, 200);
+    assert_closed_at_once(&server).await;
+    assert_eq!(status_for_another_client(&server).await, 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(common::http_get(&server, "/healthz").await.0, 200);
+    assert_eq!(common::http_get(&server, "/healthz").await.0, 200, "a second later, a new one is taken");
 }
 
 /// Item 2: a client address holds at most --max-connections-per-client connections of any kind
@@ -373,20 +384,10 @@ async fn a_client_holds_at_most_its_share_of_connections() {
     let server = Server::start(&["--max-connections-per-client", "3", "--header-timeout", "30"]);
     let mut held = Vec::new();
     for _ in 0..3 {
-        let mut stream = TcpStream::connect(server.addr).await.unwrap();
-        stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes()).await.unwrap();
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.unwrap();
-        held.push(stream); // kept alive
+        held.push(answered_connection(&server).await);
     }
-    let mut fourth = TcpStream::connect(server.addr).await.unwrap();
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(2), fourth.read(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed at once: {read:?}");
-    let other = tokio::net::TcpSocket::new_v4().unwrap();
-    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let other = other.connect(server.addr).await.unwrap();
-    assert_eq!(common::get_over(other, server.addr, "/healthz").await.status, 200, "another client is served");
+    assert_closed_at_once(&server).await;
+    assert_eq!(status_for_another_client(&server).await, 200);
     held.pop();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(common::http_get(&server, "/healthz").await.0, 200, "a freed place is taken again");
