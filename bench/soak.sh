@@ -10,6 +10,7 @@
 #
 #   SOAK binary=PATH p99_calm_us=… p99_abused_us=… rss_before_kib=… rss_after_kib=… errors=…
 #        rounds_calm_us=…,… rounds_abused_us=…,…   (each round's p99; the medians above)
+#        steal_ticks_calm=…,… steal_ticks_abused=…,…  (core 0 taken by the hypervisor, per round)
 #
 #   bench/soak.sh [--quick] [BINARY...]   # default: target/release/duo (needs the release
 #                                          # build and loadgen: bench/run.sh builds both)
@@ -24,6 +25,9 @@ loadgen=target/release/loadgen
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# Time the hypervisor took core 0 away (steal, in clock ticks): on a VM, a round with steal
+# measures the neighbours, not the server.
+steal() { awk '/^cpu0 / {print $9}' /proc/stat; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 port=3404
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -37,15 +41,17 @@ for binary in "$@"; do
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
   calls >/dev/null # warm-up: the allocator's pools exist before RSS is read
   rss_before=$(rss_kib "$server")
-  calm=""; abused=""; errors=0
+  calm=""; abused=""; errors=0; stolen_calm=""; stolen_abused=""
   for _ in $(seq "$rounds"); do
-    out=$(calls); calm+=" $(field p99_us "$out")"; errors=$((errors + $(field errors "$out")))
+    before=$(steal); out=$(calls); stolen_calm+=" $(($(steal) - before))"
+    calm+=" $(field p99_us "$out")"; errors=$((errors + $(field errors "$out")))
     taskset -c 1 $loadgen --url "ws://127.0.0.1:$port" abuse --each 2 --half-open 100 >/dev/null &
     pids+=($!); abuser=$!
     # Measured once the abusers have spent their burst allowances (a minute's worth of new
     # sockets per address, 4 s of frames per socket): the steady state of an attack.
     sleep 5
-    out=$(calls); abused+=" $(field p99_us "$out")"; errors=$((errors + $(field errors "$out")))
+    before=$(steal); out=$(calls); stolen_abused+=" $(($(steal) - before))"
+    abused+=" $(field p99_us "$out")"; errors=$((errors + $(field errors "$out")))
     kill "$abuser"; wait "$abuser" 2>/dev/null || true
     sleep 2
   done
@@ -54,6 +60,7 @@ for binary in "$@"; do
   kill "$server"; wait "$server" 2>/dev/null || true
   echo "SOAK binary=$binary p99_calm_us=$(median "$calm") p99_abused_us=$(median "$abused")" \
     "rss_before_kib=$rss_before rss_after_kib=$rss_after errors=$errors" \
-    "rounds_calm_us=$(tr ' ' ',' <<<"${calm# }") rounds_abused_us=$(tr ' ' ',' <<<"${abused# }")"
+    "rounds_calm_us=$(tr ' ' ',' <<<"${calm# }") rounds_abused_us=$(tr ' ' ',' <<<"${abused# }")" \
+    "steal_ticks_calm=$(tr ' ' ',' <<<"${stolen_calm# }") steal_ticks_abused=$(tr ' ' ',' <<<"${stolen_abused# }")"
   port=$((port + 1))
 done
