@@ -86,7 +86,8 @@ pub struct Config {
     pub header_timeout: Duration,
 
     /// MiB of signaling frames that may wait, over all connections, for peers that read slowly.
-    /// Past it, a peer with frames waiting is dropped as too slow (4002) rather than queue more.
+    /// Past it, a peer with more than 64 KiB waiting is dropped as too slow (4002) rather than
+    /// queue more.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_queued_mib: u32,
 

@@ -302,6 +302,7 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
     let state = AppState::new(&config, leptos_options, tls.is_some(), listener.local_addr()?.port())?;
     let hub = state.hub.clone();
     let draining = state.draining.clone();
+    let trusted_proxies = state.trusted_proxies.clone();
     let app = router(state, tls.as_ref().is_some_and(|tls| tls.strict_transport));
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!("listening on {scheme}://{}", listener.local_addr()?);
@@ -356,7 +357,7 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
         permits: Arc::new(Semaphore::new(max_connections)),
         per_client: Arc::new(PerClient::new(f64::from(per_second), per_second.saturating_mul(4))),
         open_per_client: OpenPerClient::new(config.max_connections_per_client as usize),
-        trusted_proxies: config.trusted_proxies.iter().map(|ip| ip.to_canonical()).collect(),
+        trusted_proxies,
     };
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let serving = async {
@@ -408,8 +409,9 @@ fn fit_file_limit(wanted: usize) -> usize {
 
 /// Accepts connections while fewer than `--max-connections` are open, and from each client
 /// address at most `--connections-per-second-per-client` and fewer than
-/// `--max-connections-per-client` open; past any of these, closes a new one at once (before any TLS or HTTP work), so what is open keeps working and a reconnect loop
-/// costs the server next to nothing.
+/// `--max-connections-per-client` open; past any of these, closes a new one at once (before
+/// any TLS or HTTP work), so what is open keeps working and a reconnect loop costs the server
+/// next to nothing.
 #[derive(Clone)]
 struct Capped {
     permits: Arc<Semaphore>,
