@@ -14,9 +14,10 @@ CARGO_LEPTOS_VERSION=0.3.11
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Browser, TURN server, TLS reverse proxy, the tool that makes test certificates, and the one
-# that checks the systemd unit (systemd-analyze).
-apt_packages=(chromium coturn nginx-light openssl systemd)
+# Browsers (Chromium; Firefox ESR, which the tests drive through puppeteer-core), TURN server,
+# TLS reverse proxy, the tool that makes test certificates, and the one that checks the
+# systemd unit (systemd-analyze).
+apt_packages=(chromium firefox-esr coturn nginx-light openssl systemd)
 have_wasm_std() { [ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-unknown-unknown/lib" ]; }
 
 apt_install() {

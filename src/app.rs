@@ -244,20 +244,25 @@ fn CallPage(room: RoomId) -> impl IntoView {
     view! {
         <Title text=title/>
         <section class="call">
+            // Screen readers navigate by headings; the page shows the call itself instead.
+            <h1 class="visually-hidden">"Video call"</h1>
             <div class="videos">
-                <video class="remote" node_ref=remote_video aria-label="Remote video" autoplay playsinline></video>
-                <p class="camera-off" hidden=move || remote.get().is_none_or(|r| r.video)>
-                    "The other person's camera is off"
-                </p>
-                <ul class="remote-state" aria-live="polite">
-                    <Show when=move || remote.get().is_some_and(|r| !r.audio)>
-                        <li>"The other person is muted"</li>
-                    </Show>
-                    <Show when=move || remote.get().is_some_and(|r| r.screen)>
-                        <li>"The other person is sharing their screen"</li>
-                    </Show>
-                </ul>
-                <video class="local" class:screen=move || local.get().screen node_ref=local_video aria-label="Local video"
+                <video class="remote" node_ref=remote_video aria-label="The other person's video" autoplay playsinline></video>
+                // Always in the page, so screen readers announce what appears in it.
+                <div aria-live="polite">
+                    <p class="camera-off" hidden=move || remote.get().is_none_or(|r| r.video)>
+                        "The other person's camera is off"
+                    </p>
+                    <ul class="remote-state">
+                        <Show when=move || remote.get().is_some_and(|r| !r.audio)>
+                            <li>"The other person is muted"</li>
+                        </Show>
+                        <Show when=move || remote.get().is_some_and(|r| r.screen)>
+                            <li>"The other person is sharing their screen"</li>
+                        </Show>
+                    </ul>
+                </div>
+                <video class="local" class:screen=move || local.get().screen node_ref=local_video aria-label="Your video"
                     autoplay playsinline muted prop:muted=true></video>
             </div>
             <p class="status" role="status">{move || status.with(CallStatus::text)}</p>
@@ -287,7 +292,7 @@ fn CallPage(room: RoomId) -> impl IntoView {
                 </div>
             </Show>
             <section class="chat" aria-label="Chat">
-                <ol class="messages">
+                <ol class="messages" aria-live="polite">
                     <For each=move || chat.get().into_iter().enumerate() key=|(index, _)| *index let:((_, line))>
                         <li class:mine=line.mine>
                             <span class="who">{if line.mine { "You" } else { "Them" }}</span>

@@ -14,7 +14,7 @@ async fn each_path_renders_its_page() {
 
     let (status, call) = http_get(&server, "/call/abc-DEF_123").await;
     assert_eq!(status, 200);
-    assert!(call.contains("Local video") && call.contains("Hang up"), "{call}");
+    assert!(call.contains("Your video") && call.contains("Hang up"), "{call}");
 
     for path in ["/call/not.a.room", "/call/", "/no/such/page"] {
         let (status, page) = http_get(&server, path).await;

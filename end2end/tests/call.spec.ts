@@ -9,7 +9,7 @@ test('media flows both ways when the first person waits for the second', async (
   const bob = await open(`/call/${room}`);
   await start(alice);
   await expect(status(alice)).toHaveText(/Waiting for the other person/);
-  await expect(alice.getByLabel('Local video')).toHaveJSProperty('muted', true);
+  await expect(alice.getByLabel('Your video')).toHaveJSProperty('muted', true);
   await start(bob);
   await expectMediaFlowingBothWays(alice, bob);
   await expect(alice.getByRole('button', { name: 'Start' })).toBeDisabled();
@@ -46,7 +46,7 @@ test('hang up ends the call on both sides, and both can start again without relo
   await expect(status(alice)).toHaveText('Call ended. Press Start to call again.');
   await expect(status(bob)).toHaveText(/The other person left/);
   await expectRemoteVideoStopped(bob);
-  await expect(alice.getByLabel('Local video')).toHaveJSProperty('srcObject', null);
+  await expect(alice.getByLabel('Your video')).toHaveJSProperty('srcObject', null);
   // Alice's camera is really off: no live track left on her page.
   expect(await alice.evaluate(() => (window as any).__peerConnections.every((pc: RTCPeerConnection) => pc.connectionState === 'closed'))).toBe(true);
 
@@ -66,7 +66,7 @@ test('a third person sees that the room is full while the call goes on', async (
   await start(carol);
   await expect(status(carol)).toHaveText("This call already has two people, so you can't join it.");
   await expect(carol.getByRole('button', { name: 'Start' })).toBeEnabled();
-  await expect(carol.getByLabel('Local video')).toHaveJSProperty('srcObject', null);
+  await expect(carol.getByLabel('Your video')).toHaveJSProperty('srcObject', null);
 
   await expect(status(alice)).toHaveText('Connected.');
   await expectMediaFlowingBothWays(alice, bob);

@@ -1,30 +1,25 @@
-import { test as base, expect, type BrowserContext, type BrowserContextOptions, type Page } from '@playwright/test';
+import { chromium, test as base, expect, type BrowserContext, type BrowserContextOptions, type Page } from '@playwright/test';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { type Browser as Puppeteer, type BrowserContext as PuppeteerContext } from 'puppeteer-core';
+import * as people from './people';
+import { chromiumPerson, firefoxPerson, launchFirefox, recordPeerConnections, type Engine, type Person } from './people';
+
+export { recordPeerConnections };
 
 export const freshRoom = () => randomBytes(12).toString('base64url');
 
-/** Records every RTCPeerConnection the page makes, so tests can read real `getStats`. */
-export const recordPeerConnections = () => {
-  const Native = window.RTCPeerConnection;
-  const made: RTCPeerConnection[] = [];
-  (window as any).__peerConnections = made;
-  window.RTCPeerConnection = class extends Native {
-    constructor(config?: RTCConfiguration) {
-      super(config);
-      made.push(this);
-    }
-  } as typeof RTCPeerConnection;
-};
-
-type Open = (path: string, prepare?: (page: Page) => Promise<void>, options?: BrowserContextOptions) => Promise<Page>;
+type OpenPerson = (engine: Engine, path: string) => Promise<Person>;
+type Open = (path: string, prepare?: (page: Page) => Promise<unknown>, options?: BrowserContextOptions) => Promise<Page>;
 
 /**
- * `open(path)`: a page in its own browser context (its own camera, its own person), closed
- * when the test ends so that no camera stays busy for the next test.
+ * `open(path)`: a Chromium page in its own browser context (its own camera, its own person),
+ * closed when the test ends so that no camera stays busy for the next test.
+ * `person(engine, path)`: the same in Chromium or Firefox, for tests that mix engines. One
+ * Firefox runs per worker, started by the first test that asks for it.
  */
-export const test = base.extend<{ open: Open }>({
+export const test = base.extend<{ open: Open; person: OpenPerson }, { firefox: Puppeteer }>({
   open: async ({ browser }, use) => {
     const contexts: BrowserContext[] = [];
     await use(async (path, prepare, options) => {
@@ -38,6 +33,26 @@ export const test = base.extend<{ open: Open }>({
     });
     for (const context of contexts) await context.close();
   },
+  firefox: [async ({}, use) => {
+    const firefox = await launchFirefox();
+    await use(firefox);
+    await firefox.close();
+  }, { scope: 'worker' }],
+  person: async ({ open, firefox, baseURL }, use) => {
+    const contexts: PuppeteerContext[] = [];
+    await use(async (engine, path) => {
+      if (engine === 'Chromium') return chromiumPerson(await open(path));
+      const context = await firefox.createBrowserContext();
+      contexts.push(context);
+      // A window of its own: each person's page is in front, as on their own machine (a
+      // background tab would have its animation frames and timers throttled).
+      const page = await context.newPage({ type: 'window' });
+      await page.evaluateOnNewDocument(recordPeerConnections);
+      await page.goto(new URL(path, baseURL).href);
+      return firefoxPerson(page);
+    });
+    for (const context of contexts) await context.close();
+  },
 });
 export { expect };
 
@@ -46,44 +61,29 @@ export const hangUp = (page: Page) => page.getByRole('button', { name: 'Hang up'
 export const status = (page: Page) => page.getByRole('status');
 
 /** Bytes received over RTP by the newest peer connection, per media kind. */
-export async function inboundBytes(page: Page): Promise<{ audio: number; video: number }> {
-  return page.evaluate(async () => {
-    const peers: RTCPeerConnection[] = (window as any).__peerConnections;
-    const live = peers.filter((pc) => pc.connectionState !== 'closed');
-    const totals = { audio: 0, video: 0 };
-    if (live.length === 0) return totals;
-    const stats = await live[live.length - 1].getStats();
-    stats.forEach((report: any) => {
-      if (report.type === 'inbound-rtp' && (report.kind === 'audio' || report.kind === 'video')) {
-        totals[report.kind as 'audio' | 'video'] += report.bytesReceived ?? 0;
-      }
-    });
-    return totals;
-  });
-}
-
-const remoteVideoState = (page: Page) =>
-  page.getByLabel('Remote video').evaluate((video: HTMLVideoElement) => ({
-    width: video.videoWidth,
-    height: video.videoHeight,
-    time: video.currentTime,
-    hasStream: video.srcObject !== null,
-  }));
+export const inboundBytes = (page: Page) => people.inboundBytes(chromiumPerson(page));
 
 /** Media really flows into `page`: remote video has a size and advances, RTP bytes grow. */
-export async function expectMediaFlowing(page: Page) {
-  await expect(status(page)).toHaveText('Connected.');
-  await expect.poll(async () => (await remoteVideoState(page)).width, { timeout: 20_000 }).toBeGreaterThan(0);
-  const before = await remoteVideoState(page);
-  const bytesBefore = await inboundBytes(page);
-  await expect.poll(async () => (await remoteVideoState(page)).time, { timeout: 10_000 }).toBeGreaterThan(before.time + 0.5);
-  await expect.poll(async () => (await inboundBytes(page)).video, { timeout: 10_000 }).toBeGreaterThan(bytesBefore.video + 1000);
-  await expect.poll(async () => (await inboundBytes(page)).audio, { timeout: 10_000 }).toBeGreaterThan(bytesBefore.audio + 100);
-}
+export const expectMediaFlowing = (page: Page) => people.expectMediaFlowing(chromiumPerson(page));
 
 /** The remote view shows nothing any more. */
-export async function expectRemoteVideoStopped(page: Page) {
-  await expect.poll(async () => (await remoteVideoState(page)).hasStream).toBe(false);
+export const expectRemoteVideoStopped = (page: Page) => people.expectRemoteVideoStopped(chromiumPerson(page));
+
+/** A browser that answers permission prompts like a person who says no to the camera. */
+export async function withCameraDenied(run: (carol: Page) => Promise<void>) {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  try {
+    const context = await browser.newContext({ permissions: ['microphone'] });
+    const carol = await context.newPage();
+    await carol.addInitScript(recordPeerConnections);
+    await run(carol);
+  } finally {
+    await browser.close();
+  }
 }
 
 /** Media flows into both pages. */

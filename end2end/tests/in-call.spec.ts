@@ -1,29 +1,11 @@
-import { chromium, type Page } from '@playwright/test';
+import { type Page } from '@playwright/test';
 import { PORT } from '../ports';
-import { test, expect, connectedPair, expectMediaFlowing, freshRoom, recordPeerConnections, start, status } from './helpers';
+import * as people from './people';
+import { chromiumPerson, inboundStat } from './people';
+import { test, expect, connectedPair, expectMediaFlowing, freshRoom, start, status, withCameraDenied } from './helpers';
 
-/** Reads one number from the newest peer connection's stats: `pick` gets every report. */
-async function statsValue(page: Page, kind: 'audio' | 'video', field: string): Promise<number> {
-  return page.evaluate(async ({ kind, field }) => {
-    const peers: RTCPeerConnection[] = (window as any).__peerConnections;
-    const stats = await peers[peers.length - 1].getStats();
-    let value = 0;
-    stats.forEach((report: any) => {
-      if (report.type === 'inbound-rtp' && report.kind === kind) value += report[field] ?? 0;
-    });
-    return value;
-  }, { kind, field });
-}
-
-/** How much `field` grows over `ms`. */
-async function growth(page: Page, kind: 'audio' | 'video', field: string, ms = 1500) {
-  const before = await statsValue(page, kind, field);
-  await page.waitForTimeout(ms);
-  return (await statsValue(page, kind, field)) - before;
-}
-
-const remoteSize = (page: Page) =>
-  page.getByLabel('Remote video').evaluate((v: HTMLVideoElement) => `${v.videoWidth}x${v.videoHeight}`);
+const statsValue = (page: Page, kind: 'audio' | 'video', field: string) => inboundStat(chromiumPerson(page), kind, field);
+const growth = (page: Page, kind: 'audio' | 'video', field: string, ms?: number) => people.growth(chromiumPerson(page), kind, field, ms);
 
 test('mute silences the audio the other side receives and shows it there', async ({ open }) => {
   const { alice, bob } = await connectedPair(open);
@@ -120,23 +102,6 @@ test('switching the microphone mid-call keeps the call up and sends the new devi
   await expectMediaFlowing(bob);
   await expect.poll(() => growth(bob, 'audio', 'totalAudioEnergy'), { timeout: 10_000 }).toBeGreaterThan(0);
 });
-
-/** A browser that answers permission prompts like a person who says no to the camera. */
-async function withCameraDenied(run: (carol: Page) => Promise<void>) {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
-  try {
-    const context = await browser.newContext({ permissions: ['microphone'] });
-    const carol = await context.newPage();
-    await carol.addInitScript(recordPeerConnections);
-    await run(carol);
-  } finally {
-    await browser.close();
-  }
-}
 
 test('without camera permission the page says so, and audio only still connects', async ({ open }) => {
   const room = freshRoom();

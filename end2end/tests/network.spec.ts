@@ -1,25 +1,14 @@
 import { type Page } from '@playwright/test';
 import { spawn } from 'node:child_process';
+import * as people from './people';
+import { chromiumPerson } from './people';
 import { RELAY_PORT, WRONG_SECRET_PORT, turnServerArgs } from '../ports';
 import {
   test, expect, connectedPair, exited, expectMediaFlowing, expectMediaFlowingBothWays, freshRoom, hangUp, inboundBytes, start,
   startServer, status, waitUntilServing,
 } from './helpers';
 
-/** Candidate types of the pair the newest peer connection is using. */
-async function selectedPair(page: Page) {
-  return page.evaluate(async () => {
-    const peers: RTCPeerConnection[] = (window as any).__peerConnections;
-    const stats = await peers[peers.length - 1].getStats();
-    const reports = [...stats.values()] as any[];
-    const transport = reports.find((r) => r.type === 'transport' && r.selectedCandidatePairId);
-    const pair = transport && stats.get(transport.selectedCandidatePairId);
-    return {
-      local: pair && stats.get(pair.localCandidateId)?.candidateType,
-      remote: pair && stats.get(pair.remoteCandidateId)?.candidateType,
-    };
-  });
-}
+const selectedPair = (page: Page) => people.selectedPair(chromiumPerson(page));
 
 test('relay-only ICE through a real coturn: media flows both ways over relayed candidates', async ({ open }) => {
   const { alice, bob } = await connectedPair(open, `http://127.0.0.1:${RELAY_PORT}`);

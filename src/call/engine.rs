@@ -539,17 +539,22 @@ impl Call {
                     }
                 }
                 Some("outbound-rtp") => bytes_out += number(&report["bytesSent"]),
-                Some("transport") => {
-                    if let Some(pair) = by_id(&report["selectedCandidatePairId"]) {
-                        stats.round_trip_ms = pair["currentRoundTripTime"].as_f64().map(|s| s * 1000.0);
-                        stats.relayed = by_id(&pair["localCandidateId"]).map(|local| {
-                            local["candidateType"] == "relay"
-                                || by_id(&pair["remoteCandidateId"]).is_some_and(|r| r["candidateType"] == "relay")
-                        });
-                    }
-                }
                 _ => {}
             }
+        }
+        // Chromium names the pair in use on its `transport` report; Firefox has no such report
+        // and marks the pair itself `selected`.
+        let selected = reports
+            .iter()
+            .find(|r| r["type"] == "transport" && !r["selectedCandidatePairId"].is_null())
+            .and_then(|transport| by_id(&transport["selectedCandidatePairId"]))
+            .or_else(|| reports.iter().find(|r| r["type"] == "candidate-pair" && r["selected"] == true));
+        if let Some(pair) = selected {
+            stats.round_trip_ms = pair["currentRoundTripTime"].as_f64().map(|s| s * 1000.0);
+            stats.relayed = by_id(&pair["localCandidateId"]).map(|local| {
+                local["candidateType"] == "relay"
+                    || by_id(&pair["remoteCandidateId"]).is_some_and(|r| r["candidateType"] == "relay")
+            });
         }
         if lost + received > 0.0 {
             stats.packet_loss_percent = 100.0 * lost / (lost + received);

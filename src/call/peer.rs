@@ -13,8 +13,8 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MediaStream, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
     RtcDataChannelState, RtcIceCandidateInit, RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceErrorEvent,
-    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpSender, RtcRtpTransceiver, RtcRtpTransceiverDirection,
-    RtcRtpTransceiverInit, RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpEncodingParameters, RtcRtpSender, RtcRtpTransceiver,
+    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
 };
 
 use super::{
@@ -219,6 +219,10 @@ impl Peer {
         let sender = if video { &self.video_sender } else { &self.audio_sender };
         if let Some(sender) = sender {
             JsFuture::from(sender.replace_track(track)).await?;
+            if let Err(error) = set_sending(sender, track.is_some()).await {
+                // Before the first negotiation there are no encodings to change yet.
+                leptos::logging::warn!("cannot switch the sender's encoding: {}", super::js::describe(&error));
+            }
         }
         Ok(())
     }
@@ -318,6 +322,26 @@ impl Drop for Peer {
         );
         self.pc.close();
     }
+}
+
+/// Turns a sender's encodings on or off. A sender without a track sends nothing in Chromium,
+/// but Firefox goes on encoding about a frame a second; an inactive encoding sends no RTP in
+/// either engine, so camera off means no frames at all.
+async fn set_sending(sender: &RtcRtpSender, active: bool) -> Result<(), JsValue> {
+    let parameters = sender.get_parameters();
+    let encodings = parameters.get_encodings().unwrap_or_default();
+    let mut changed = false;
+    for encoding in encodings.iter() {
+        let encoding: RtcRtpEncodingParameters = encoding.unchecked_into();
+        if encoding.get_active() != Some(active) {
+            encoding.set_active(active);
+            changed = true;
+        }
+    }
+    if changed {
+        JsFuture::from(sender.set_parameters_with_parameters(&parameters)).await?;
+    }
+    Ok(())
 }
 
 /// `setLocalDescription()` without arguments, which web-sys does not bind: the browser creates
