@@ -130,6 +130,7 @@ fn CallPage(room: RoomId) -> impl IntoView {
     let chat = RwSignal::new(Vec::<ChatLine>::new());
     let stats = RwSignal::new(None::<CallStats>);
     let devices = RwSignal::new(Vec::<Device>::new());
+    let notice = RwSignal::new(None::<String>);
     let local_video = NodeRef::<leptos::html::Video>::new();
     let remote_video = NodeRef::<leptos::html::Video>::new();
     let title = format!("Call {room} · Duo");
@@ -188,6 +189,7 @@ fn CallPage(room: RoomId) -> impl IntoView {
                 remote_media: Rc::new(move |state| remote.set(state)),
                 chat: Rc::new(move |line| chat.update(|lines| lines.push(line))),
                 stats: Rc::new(move |reading| stats.set(reading)),
+                notice: Rc::new(move |text| notice.set(text)),
             };
             call.set_value(Some(crate::call::engine::start(room.get_value(), choice, events)));
         }
@@ -266,6 +268,7 @@ fn CallPage(room: RoomId) -> impl IntoView {
                     autoplay playsinline muted prop:muted=true></video>
             </div>
             <p class="status" role="status">{move || status.with(CallStatus::text)}</p>
+            <p class="notice" aria-live="polite">{move || notice.get()}</p>
             <Show when=move || matches!(status.get(), CallStatus::MediaUnavailable(_))>
                 <div class="controls">
                     <button on:click=move |_| start_with(MediaChoice::MicrophoneOnly)>"Join with audio only"</button>

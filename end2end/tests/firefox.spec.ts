@@ -176,10 +176,12 @@ test('with a TURN secret the relay refuses, Firefox and Chromium both say why', 
 
 // Headless Firefox has no screen to share: getDisplayMedia fails with NotFoundError even with
 // fake media streams, so screen sharing is tested in Chromium only (in-call.spec.ts). What
-// can be tested here is that the failure harms nothing.
-test('in headless Firefox, Share screen finds no screen, and the call goes on with the camera', async ({ person }) => {
+// can be tested here is that the page says so and the failure harms nothing.
+test('in headless Firefox, Share screen finds no screen: the page says so, and the call goes on', async ({ person }) => {
   const { alice: firefox, bob: chromium } = await call(person, 'Firefox', 'Chromium');
   await firefox.press('Share screen');
+  await expect.poll(() => showsText(firefox,
+    'Screen sharing did not start: the browser found no screen or window to share. The call goes on with your camera.')).toBe(true);
   await expect.poll(() => firefox.evaluate(() =>
     document.querySelector('button[title^="Share your screen"]')?.getAttribute('aria-pressed'), undefined)).toBe('false');
   expect(await showsText(chromium, 'The other person is sharing their screen')).toBe(false);

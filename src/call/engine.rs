@@ -57,6 +57,8 @@ pub struct CallEvents {
     pub remote_media: Rc<dyn Fn(Option<MediaState>)>,
     pub chat: Rc<dyn Fn(ChatLine)>,
     pub stats: Rc<dyn Fn(Option<CallStats>)>,
+    /// A line beside the status: why something the person asked for did not happen.
+    pub notice: Rc<dyn Fn(Option<String>)>,
 }
 
 pub enum Event {
@@ -279,9 +281,14 @@ impl Call {
                     track.set_onended(Some(ended.as_ref().unchecked_ref()));
                     self.screen_ended = Some(ended);
                     self.media.start_screen(track);
+                    (self.ui.notice)(None);
                     self.send_current_video().await?;
                 }
-                Err(error) => leptos::logging::warn!("no screen to share: {}", describe(&error)),
+                Err(error) => {
+                    leptos::logging::warn!("no screen to share: {}", describe(&error));
+                    let name = js_sys::Reflect::get(&error, &"name".into()).ok().and_then(|n| n.as_string());
+                    (self.ui.notice)(super::screen_share_failure(name.as_deref()));
+                }
             },
             Event::Command(CallCommand::ShareScreen(false)) | Event::ScreenEnded => {
                 if let Some(screen) = &self.media.screen {
@@ -570,6 +577,7 @@ impl Call {
     }
 
     fn end(mut self) {
+        (self.ui.notice)(None);
         self.drop_peer();
         self.media.stop();
         (self.ui.local_stream)(None);

@@ -151,6 +151,19 @@ impl CallStatus {
     }
 }
 
+/// What to tell a person whose screen could not be shared, from the error's `name`; nothing
+/// when they cancelled the browser's picker or said no (`NotAllowedError`).
+pub fn screen_share_failure(error_name: Option<&str>) -> Option<String> {
+    let why = match error_name {
+        Some("NotAllowedError") => return None,
+        Some("NotFoundError") => "the browser found no screen or window to share",
+        Some("NotReadableError") => "the system would not let the browser capture the screen",
+        // Mobile browsers have no `getDisplayMedia`: calling it throws a TypeError.
+        _ => "this browser cannot share a screen",
+    };
+    Some(format!("Screen sharing did not start: {why}. The call goes on with your camera."))
+}
+
 /// What a page without the camera and microphone should say, from `window.isSecureContext`
 /// and the page's address; `None` when a call can start.
 pub fn media_blocked(secure_context: bool, has_media_devices: bool, address: &str) -> Option<CallStatus> {
@@ -175,6 +188,17 @@ fn https_form(address: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_screen_share_says_why_unless_the_person_cancelled() {
+        assert_eq!(screen_share_failure(Some("NotAllowedError")), None);
+        let found = screen_share_failure(Some("NotFoundError")).unwrap();
+        assert!(found.contains("no screen or window") && found.contains("goes on with your camera"), "{found}");
+        for other in [None, Some("TypeError"), Some("NotReadableError")] {
+            let text = screen_share_failure(other).unwrap();
+            assert!(text.starts_with("Screen sharing did not start: "), "{text}");
+        }
+    }
 
     #[test]
     fn an_insecure_address_gets_its_https_form_where_that_can_work() {
