@@ -32,7 +32,7 @@ try {
       '--disable-component-update', '--disable-sync', '--no-first-run'],
   });
   const playing = (page) => page.waitForFunction(() => {
-    const video = document.querySelector('video[aria-label="Remote video"]');
+    const video = document.querySelector('video.remote');
     return video.videoWidth > 0 && video.currentTime > 0;
   }, null, { polling: 'raf', timeout: 30_000 });
 
