@@ -12,13 +12,13 @@ setup:
 ## Build the release app and serve it at http://127.0.0.1:3000; ARGS="..." passes flags to the
 ## server, e.g. ARGS="--addr 0.0.0.0:3000 --tls-self-signed" for a call between two machines.
 run: setup
-	cargo leptos serve --release -- $(ARGS)
+	cargo leptos serve --release --precompress -- $(ARGS)
 
 ## Every test: Rust unit and integration tests, Playwright in Chromium, and the benchmarks in
 ## their quick mode (numbers are printed, not asserted; this keeps the bench from rotting).
 test: setup
 	cargo test --features ssr
-	cargo leptos build --release
+	cargo leptos build --release --precompress
 	cd end2end && npx playwright test
 	bench/run.sh --quick
 

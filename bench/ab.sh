@@ -4,7 +4,7 @@
 #
 #   git worktree add /tmp/before REV
 #   (cd /tmp/before && CARGO_TARGET_DIR=/tmp/before-target cargo build --release --features ssr --bin duo)
-#   cargo leptos build --release && cargo build --release --features bench --bin loadgen
+#   cargo leptos build --release --precompress && cargo build --release --features bench --bin loadgen
 #   bench/ab.sh /tmp/before-target/release/duo target/release/duo [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,9 +13,9 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/end2end/node_modules/.bin:$PATH"
 
 if [ "${1:-}" = "--quick" ]; then
-  run_seconds=2; rounds=1; idle_connections=500; calls=2; quick=--quick
+  run_seconds=2; rounds=1; idle_connections=500; calls=2; page_runs=1; quick=--quick
 else
-  run_seconds=10; rounds=3; idle_connections=10000; calls=10; quick=
+  run_seconds=10; rounds=3; idle_connections=10000; calls=10; page_runs=5; quick=
 fi
 # One socket per connection in the load generator and one in the server (each process has its
 # own limit), plus headroom; never above the hard limit.
@@ -24,7 +24,7 @@ wanted=$(( idle_connections + 4096 )); hard=$(ulimit -Hn)
 ulimit -n "$wanted"
 
 echo "building (release)…" >&2
-cargo leptos build --release >/dev/null 2>&1 || cargo leptos build --release
+cargo leptos build --release --precompress >/dev/null 2>&1 || cargo leptos build --release --precompress
 cargo build --release --quiet --features bench --bin loadgen --bin bare-relay
 loadgen=target/release/loadgen
 clock_ticks=$(getconf CLK_TCK)
@@ -106,11 +106,10 @@ soak=$(bench/soak.sh $quick | grep '^SOAK')
 result[soak,errors]=$(field errors "$soak")
 
 echo "call setup in Chromium ($calls calls)…" >&2
-call_setup=$(node end2end/bench/call-setup.mjs "$calls" | sed -n 's/.*median \([0-9]*\) ms.*/\1/p')
+call_setup=$(node end2end/bench/call-setup.mjs "$calls" | grep '^RESULT')
+echo "page load in Chromium ($page_runs runs, unthrottled and throttled)…" >&2
+page_load=$(node end2end/bench/page-load.mjs "$page_runs" | grep '^RESULT')
 start_ms=$(field start_ms "$(LEPTOS_SITE_ROOT=target/site $loadgen --url ws://127.0.0.1:3403 start-time -- target/release/duo --addr 127.0.0.1:3403 --metrics-addr 127.0.0.1:0 --log-level warn)")
-size() { stat -c %s "$1"; }
-gz() { gzip -9 -c "$1" | wc -c; }
-wasm=target/site/pkg/duo.wasm; js=target/site/pkg/duo.js
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "-"), a / b }'; }
 row() { printf '| %-44s | %10s | %10s | %10s | %9s | %9s |\n' "$@"; }
@@ -141,8 +140,11 @@ row "soak: the same beside abusers (× alone)" "$abused_p99 ($(ratio "$abused_p9
 row "soak: server RSS KiB, before abuse → after" "$rss_before → $rss_after ($(awk -v a="$rss_after" -v b="$rss_before" 'BEGIN { printf "%+.1f MiB", (a - b) / 1024 }'))" "" "" "" ""
 row "load generator errors (all runs)" "$errors" "" "" "" ""
 row "server start to first WebSocket, ms" "$start_ms" "" "" "" ""
-row "call setup median, ms ($calls calls)" "$call_setup" "" "" "" ""
-row "front end wasm, bytes (gzip -9)" "$(size $wasm) ($(gz $wasm))" "" "" "" ""
-row "front end JS, bytes (gzip -9)" "$(size $js) ($(gz $js))" "" "" "" ""
-row "front end total gzip, KiB" "$(awk -v a="$(gz $wasm)" -v b="$(gz $js)" 'BEGIN { printf "%.0f", (a + b) / 1024 }')" "" "" "" ""
+# Browser measures: each beside its floor, measured in the same run (see end2end/bench/).
+floor_row() { row "$1" "$2 (floor $3, $(ratio "$2" "$3")×)" "" "" "" ""; }
+floor_row "call setup median, ms ($calls calls)" "$(field setup_ms "$call_setup")" "$(field floor_ms "$call_setup")"
+row "call page, first visit, bytes on the wire" "$(field first_bytes "$page_load")" "" "" "" ""
+row "call page, repeat visit, bytes on the wire" "$(field repeat_bytes "$page_load")" "" "" "" ""
+floor_row "Start enabled, ms, unthrottled" "$(field unthrottled_ms "$page_load")" "$(field unthrottled_floor_ms "$page_load")"
+floor_row "Start enabled, ms, 1.6 Mbit/s, 150 ms RTT" "$(field throttled_ms "$page_load")" "$(field throttled_floor_ms "$page_load")"
 [ "$errors" -eq 0 ] || { echo "the load generator saw errors" >&2; exit 1; }

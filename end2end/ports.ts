@@ -3,7 +3,7 @@ import path from 'node:path';
 
 // Where the test servers listen (started by playwright.config.ts).
 
-// The release server built by `cargo leptos build --release`, on its own ports so that a
+// The release server built by `cargo leptos build --release --precompress`, on its own ports so that a
 // `make run` on 3000 does not get in the way.
 export const PORT = 3100;
 /** A server that hands out TURN credentials for the test coturn and forces relay-only ICE. */

@@ -6,7 +6,7 @@
 //! 55 KiB (gzip) out of the wasm that must arrive before a call can start.
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 
 use crate::{
     call::{CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice},
@@ -26,7 +26,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <AutoReload options=options.clone()/>
-                <HydrationScripts options/>
+                <HydrationScripts options=options.clone()/>
+                <HashedStylesheet id="leptos" options/>
                 <MetaTags/>
             </head>
             <body>
@@ -45,7 +46,6 @@ pub fn App() -> impl IntoView {
         Page::NotFound => view! { <NotFound/> }.into_any(),
     };
     view! {
-        <Stylesheet id="leptos" href="/pkg/duo.css"/>
         <Title text="Duo: 1:1 video calls"/>
         <main>{page}</main>
     }

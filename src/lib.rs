@@ -11,6 +11,7 @@
 //! - `server` (server): the axum router (pages, `/ws/{room}`, `/healthz`, `/readyz`), plain or
 //!   TLS listening, `/metrics` on its own address, and shutdown.
 //! - `tls` (server): the HTTPS certificate: from files, reloaded on change, or self-signed.
+//! - `assets` (server): the front end's files: precompressed, hashed names cached for good.
 //! - `headers` (server): security headers, and each page's Content-Security-Policy with its nonce.
 //! - `hub` (server): rooms of two and relaying between them; no HTTP in it.
 //! - `limits` (server): token buckets and per-address counts: what one client may cost.
@@ -23,6 +24,8 @@ pub mod call;
 pub mod protocol;
 pub mod room;
 
+#[cfg(feature = "ssr")]
+pub mod assets;
 #[cfg(feature = "ssr")]
 pub mod config;
 #[cfg(feature = "ssr")]

@@ -28,6 +28,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     leptos_options.site_addr = config.addr;
+    duo::assets::use_hashed_names(&mut leptos_options);
     let metrics = match duo::metrics::install() {
         Ok(handle) => handle,
         Err(error) => {

@@ -31,7 +31,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
 };
-use tower_http::trace::TraceLayer;
+use tower_http::{compression::CompressionLayer, trace::TraceLayer};
 use tracing::info;
 
 use crate::{
@@ -121,14 +121,19 @@ pub fn router(state: AppState, strict_transport: bool) -> Router {
         let options = state.leptos_options.clone();
         move || shell(options.clone())
     });
-    let routes = Router::new()
-        // The pages; every other path is a static file or the not-found page (404).
+    // The pages; every other path is a static file or the not-found page (404). Compressed as
+    // they are made: they are small, and the front end's files come precompressed.
+    let pages = Router::new()
         .route("/", get(page.clone()))
         .route("/call/{room}", get(page))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(CompressionLayer::new().br(true).gzip(true));
+    let routes = Router::new()
+        .nest_service("/pkg", crate::assets::service(&state.leptos_options))
         .route("/ws/{room}", get(signaling_socket))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .merge(pages)
         .layer(axum::middleware::from_fn(only_what_pages_load))
         // Request spans name the route, never the path: paths hold call links and sessions.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {

@@ -120,6 +120,7 @@ async fn run(
     events: UnboundedSender<Event>,
     mut inbox: UnboundedReceiver<Event>,
 ) {
+    mark("start");
     (ui.status)(CallStatus::StartingMedia);
     let media = match LocalMedia::open(choice).await {
         Ok(media) => media,
@@ -128,6 +129,7 @@ async fn run(
             return;
         }
     };
+    mark("media");
     (ui.local_stream)(Some(media.preview.clone()));
     (ui.local_media)(media.state());
     (ui.status)(CallStatus::Joining);
@@ -218,12 +220,19 @@ impl Call {
             Event::NegotiationNeeded => {
                 if let Some(peer) = &mut self.peer {
                     if let Some(offer) = peer.make_offer().await? {
+                        mark("offer-sent");
                         self.send(&Message::Sdp(offer));
                     }
                 }
             }
-            Event::LocalCandidate(candidate) => self.send(&Message::Candidate(candidate)),
-            Event::RemoteStream(stream) => (self.ui.remote_stream)(Some(stream)),
+            Event::LocalCandidate(candidate) => {
+                mark("candidate-sent");
+                self.send(&Message::Candidate(candidate));
+            }
+            Event::RemoteStream(stream) => {
+                mark("remote-track");
+                (self.ui.remote_stream)(Some(stream));
+            }
             Event::ConnectionState(state) => self.connection_state_changed(state)?,
             Event::IceServerError { code, url } => {
                 leptos::logging::warn!("ICE server {url} answered {code}");
@@ -325,6 +334,7 @@ impl Call {
     async fn handle_server(&mut self, message: Message) -> Result<Option<CallStatus>, JsValue> {
         match message {
             Message::Welcome(welcome) => {
+                mark("welcome");
                 self.reconnect_attempts = 0;
                 self.polite = welcome.polite;
                 self.ice_servers = welcome.ice_servers;
@@ -381,6 +391,7 @@ impl Call {
                 (self.ui.status)(CallStatus::PeerLeft);
             }
             Message::Sdp(description) => {
+                mark(if description.kind == SdpType::Offer { "offer-received" } else { "answer-received" });
                 let first_offer = self.peer.is_none();
                 if first_offer && description.kind != SdpType::Offer {
                     return Ok(None);
@@ -395,6 +406,7 @@ impl Call {
                 };
                 let peer = self.peer.as_mut().expect("created above");
                 if let Some(answer) = peer.receive_description(description, first_offer.then_some(&outgoing)).await? {
+                    mark("answer-sent");
                     self.send(&Message::Sdp(answer));
                 }
             }
@@ -410,6 +422,9 @@ impl Call {
     }
 
     fn connection_state_changed(&mut self, state: RtcPeerConnectionState) -> Result<(), JsValue> {
+        if state == RtcPeerConnectionState::Connected {
+            mark("connected");
+        }
         match state {
             RtcPeerConnectionState::Connected => (self.ui.status)(if self.socket.is_some() {
                 CallStatus::Connected
@@ -451,6 +466,7 @@ impl Call {
 
     fn connect_signaling(&mut self) {
         self.socket_generation += 1;
+        mark("socket");
         match Socket::open(&self.room, &self.session, self.socket_generation, self.events.clone()) {
             Ok(socket) => self.socket = Some(socket),
             Err(error) => {
@@ -582,6 +598,14 @@ impl Call {
         self.media.stop();
         (self.ui.local_stream)(None);
         // Dropping the socket closes it normally.
+    }
+}
+
+/// A `performance.mark("duo:{step}")`: where call setup spends its time shows in the browser's
+/// performance tools, and `end2end/bench/call-setup.mjs` reads them.
+pub(super) fn mark(step: &str) {
+    if let Some(performance) = web_sys::window().and_then(|window| window.performance()) {
+        let _ = performance.mark(&format!("duo:{step}"));
     }
 }
 

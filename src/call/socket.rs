@@ -10,6 +10,7 @@ use crate::{protocol::Message, room::RoomId};
 pub struct Socket {
     ws: WebSocket,
     window: Window,
+    _on_open: Closure<dyn FnMut()>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(CloseEvent)>,
     on_page_hide: Closure<dyn FnMut()>,
@@ -52,10 +53,12 @@ impl Socket {
                 let _ = ws.send_with_str(&Message::Bye(None).to_json());
             })
         };
+        let on_open = Closure::<dyn FnMut()>::new(|| super::engine::mark("socket-open"));
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         window.add_event_listener_with_callback("pagehide", on_page_hide.as_ref().unchecked_ref())?;
-        Ok(Self { ws, window, _on_message: on_message, _on_close: on_close, on_page_hide })
+        Ok(Self { ws, window, _on_open: on_open, _on_message: on_message, _on_close: on_close, on_page_hide })
     }
 
     pub fn send(&self, message: &Message) {
@@ -68,6 +71,7 @@ impl Socket {
 impl Drop for Socket {
     fn drop(&mut self) {
         let _ = self.window.remove_event_listener_with_callback("pagehide", self.on_page_hide.as_ref().unchecked_ref());
+        self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
         let _ = self.ws.close_with_code(1000);

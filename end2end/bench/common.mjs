@@ -1,0 +1,36 @@
+// What the browser benchmarks share: the release server on a port of their own, Chromium, and
+// the median.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from '@playwright/test';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Starts `target/release/duo` on `port` and waits until it answers; `stop()` ends it. */
+export async function startServer(port) {
+  const base = `http://127.0.0.1:${port}`;
+  const server = spawn(path.join(root, 'target/release/duo'), ['--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn'], {
+    env: { ...process.env, LEPTOS_SITE_ROOT: path.join(root, 'target/site') },
+    stdio: 'inherit',
+  });
+  const stop = () => server.kill('SIGTERM');
+  for (let i = 0; ; i++) {
+    try { if ((await fetch(base)).ok) break; } catch { /* not up yet */ }
+    if (i > 100) { stop(); throw new Error('server did not start'); }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { base, stop };
+}
+
+/** Debian's Chromium, headless, kept off the closed network; `args` adds flags. */
+export const launchChromium = (...args) => chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', ...args],
+});
+
+export const median = (values) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length / 2;
+  return sorted.length % 2 ? sorted[Math.floor(mid)] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
