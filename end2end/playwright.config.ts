@@ -2,8 +2,11 @@ import { defineConfig } from '@playwright/test';
 
 import { LAN_HOSTS, PORT, RELAY_PORT, TURN_PORT, TURN_SECRET, WRONG_SECRET_PORT, turnServerArgs } from './ports';
 
+// Every test's pages come from 127.0.0.1, and each page opens a signaling socket when it
+// loads and after each call: more sockets a minute than one real client opens.
 const server = (port: number, ...flags: string[]) => ({
-  command: ['../target/release/duo', '--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn', ...flags].join(' '),
+  command: ['../target/release/duo', '--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn',
+    '--sockets-per-minute-per-client', '1000', ...flags].join(' '),
   url: `http://127.0.0.1:${port}/`,
   env: { LEPTOS_SITE_ROOT: '../target/site', LEPTOS_ENV: 'PROD' },
   reuseExistingServer: false,

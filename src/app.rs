@@ -139,6 +139,16 @@ fn CallPage(room: RoomId) -> impl IntoView {
 
     #[cfg(feature = "hydrate")]
     let call = StoredValue::new_local(None::<crate::call::engine::CallHandle>);
+    // The next call's signaling socket, opened while the page waits for Start (and again after
+    // each call), so that Start does not wait for a connection.
+    #[cfg(feature = "hydrate")]
+    let prepared = StoredValue::new_local(None::<crate::call::engine::Prepared>);
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        if !active.get() && !blocked.get() && prepared.with_value(Option::is_none) {
+            prepared.set_value(Some(crate::call::engine::prepare(&room.get_value())));
+        }
+    });
     #[cfg(feature = "hydrate")]
     on_cleanup(move || {
         if let Some(call) = call.try_get_value().flatten() {
@@ -191,7 +201,10 @@ fn CallPage(room: RoomId) -> impl IntoView {
                 stats: Rc::new(move |reading| stats.set(reading)),
                 notice: Rc::new(move |text| notice.set(text)),
             };
-            call.set_value(Some(crate::call::engine::start(room.get_value(), choice, events)));
+            let room = room.get_value();
+            let next = prepared.try_update_value(Option::take).flatten();
+            let next = next.unwrap_or_else(|| crate::call::engine::prepare(&room));
+            call.set_value(Some(crate::call::engine::start(room, choice, events, next)));
         }
         #[cfg(not(feature = "hydrate"))]
         let _ = choice;

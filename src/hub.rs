@@ -77,6 +77,8 @@ pub struct Hub {
     peers: watch::Sender<usize>,
     /// Bytes of frames waiting in every mailbox.
     queued: Arc<AtomicUsize>,
+    /// Set at shutdown, for connections that are not in a room (yet) to close too.
+    stopping: watch::Sender<bool>,
     settings: HubSettings,
 }
 
@@ -283,7 +285,13 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     pub fn new(settings: HubSettings) -> Arc<Self> {
-        Arc::new(Self { rooms: Mutex::default(), peers: watch::Sender::new(0), queued: Arc::default(), settings })
+        Arc::new(Self {
+            rooms: Mutex::default(),
+            peers: watch::Sender::new(0),
+            queued: Arc::default(),
+            stopping: watch::Sender::new(false),
+            settings,
+        })
     }
 
     /// Joins `room_id`. A connection naming the session of someone already in the room is that
@@ -343,11 +351,19 @@ impl Hub {
 
     /// Ends every connection with "going away"; [`Hub::closed`] then waits for them.
     pub fn shutdown(&self) {
+        self.stopping.send_replace(true);
         for room in lock(&self.rooms).values() {
             for slot in lock(&room.slots).iter().flatten() {
                 slot.mailbox.kick(Kick::SHUTDOWN);
             }
         }
+    }
+
+    /// Resolves once [`Hub::shutdown`] has been called.
+    pub async fn stopping(&self) {
+        let mut stopping = self.stopping.subscribe();
+        // The sender lives in `self`, so this cannot fail.
+        let _ = stopping.wait_for(|stopping| *stopping).await;
     }
 
     /// Resolves once no membership is left.

@@ -59,7 +59,11 @@ pub enum Message {
     /// The sender hung up. Relayed; `content` is ignored.
     #[serde(rename = "BYE")]
     Bye(Option<Ignored>),
-    /// From the server, first on every connection.
+    /// From a client that connected with `join=later`: take my place in the room now.
+    /// `content` is ignored.
+    #[serde(rename = "JOIN")]
+    Join(Option<Ignored>),
+    /// From the server, first on every connection once it has joined.
     #[serde(rename = "WELCOME")]
     Welcome(Welcome),
     /// From the server: the other person arrived.
@@ -258,6 +262,10 @@ pub enum BadMessage {
     BadContent { message_type: &'static str, reason: String },
     #[error("binary frames are not part of the protocol; send JSON text")]
     Binary,
+    #[error("this connection has not joined its room yet (it was opened with join=later): send JOIN first")]
+    NotJoined,
+    #[error("this connection is in its room already: JOIN is only for a connection opened with join=later, once")]
+    JoinedAlready,
 }
 
 /// The envelope, borrowed from the frame so that checking a message copies nothing.
@@ -309,19 +317,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for JsonString<'a> {
 /// Checks a client's text frame against the protocol. The server relays the original text,
 /// so this only has to decide whether it is well-formed, and what it is.
 pub fn check_client_frame(text: &str) -> Result<Relayed, BadMessage> {
-    let envelope: Envelope = serde_json::from_str(text).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            BadMessage::NotJson(e.to_string())
-        } else {
-            BadMessage::NotAnObject
-        }
-    })?;
+    let envelope = envelope(text)?;
     let message_type = envelope.message_type.ok_or(BadMessage::MissingType)?;
     let content = envelope.content.map_or("null", RawValue::get);
     let (relayed, check): (Relayed, fn(&str) -> serde_json::Result<()>) = match &*message_type {
         "SDP" => (Relayed::Sdp, |c| serde_json::from_str::<SdpShape>(c).map(drop)),
         "CANDIDATE" => (Relayed::Candidate, |c| serde_json::from_str::<Option<CandidateShape>>(c).map(drop)),
         "BYE" => return Ok(Relayed::Bye),
+        "JOIN" => return Err(BadMessage::JoinedAlready),
         "WELCOME" => return Err(BadMessage::ServerOnly("WELCOME")),
         "PEER_JOINED" => return Err(BadMessage::ServerOnly("PEER_JOINED")),
         "PEER_LEFT" => return Err(BadMessage::ServerOnly("PEER_LEFT")),
@@ -331,6 +334,26 @@ pub fn check_client_frame(text: &str) -> Result<Relayed, BadMessage> {
     check(content)
         .map_err(|e| BadMessage::BadContent { message_type: relayed.message_type(), reason: e.to_string() })?;
     Ok(relayed)
+}
+
+/// Checks a frame of a connection opened with `join=later` that has not joined yet: it may
+/// only ask to join.
+pub fn check_join_frame(text: &str) -> Result<(), BadMessage> {
+    match envelope(text)?.message_type.as_deref() {
+        Some("JOIN") => Ok(()),
+        Some(_) => Err(BadMessage::NotJoined),
+        None => Err(BadMessage::MissingType),
+    }
+}
+
+fn envelope(text: &str) -> Result<Envelope<'_>, BadMessage> {
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            BadMessage::NotJson(e.to_string())
+        } else {
+            BadMessage::NotAnObject
+        }
+    })
 }
 
 /// Keeps error messages short when a client sends something huge as a type name.
@@ -451,6 +474,19 @@ mod tests {
             let err = check_client_frame(text).expect_err(text);
             assert!(is_expected(&err), "{text}: got {err:?}");
         }
+    }
+
+    #[test]
+    fn a_connection_that_joins_later_may_only_ask_to_join_until_it_has() {
+        assert_eq!(check_join_frame(&Message::Join(None).to_json()), Ok(()));
+        assert_eq!(check_join_frame(r#"{"message_type":"JOIN","content":{"x":1}}"#), Ok(()));
+        for early in [r#"{"message_type":"BYE"}"#, r#"{"message_type":"SDP","content":{"type":"offer","sdp":""}}"#] {
+            assert_eq!(check_join_frame(early), Err(BadMessage::NotJoined), "{early}");
+        }
+        assert_eq!(check_join_frame("{}"), Err(BadMessage::MissingType));
+        assert!(matches!(check_join_frame("JOIN"), Err(BadMessage::NotJson(_))));
+        // Once in the room, JOIN is a mistake, not a relayed message.
+        assert_eq!(check_client_frame(r#"{"message_type":"JOIN"}"#), Err(BadMessage::JoinedAlready));
     }
 
     #[test]

@@ -44,7 +44,7 @@ use crate::{
     origin::{listen_names, Caller, OriginPolicy},
     protocol::{IceTransportPolicy, MAX_FRAME_BYTES, MIN_SESSION_LEN},
     room::RoomId,
-    signaling::{self, SessionLimits},
+    signaling::{self, Joining, SessionLimits, TurnGrant},
     tls,
 };
 
@@ -174,9 +174,11 @@ fn is_served(path: &str) -> bool {
 struct SocketParams {
     /// Chosen by the client for one call; the same value again means a reconnect.
     session: Option<String>,
+    /// `later`: take the place in the room only when the client sends `JOIN`.
+    join: Option<String>,
 }
 
-/// `GET /ws/{room}?session=...`: checks the room id and session (400), the page's origin and
+/// `GET /ws/{room}?session=...&join=later`: checks the room id, session and join (400), the page's origin and
 /// the `Host` (403) and the client's open sockets (429), then hands the upgraded socket to
 /// [`signaling::run`].
 async fn signaling_socket(
@@ -194,6 +196,11 @@ async fn signaling_socket(
     let session = match params.session.as_deref().map(parse_session).transpose() {
         Ok(session) => session,
         Err(invalid) => return (StatusCode::BAD_REQUEST, format!("bad session: {invalid}")).into_response(),
+    };
+    let joining = match params.join.as_deref() {
+        None => Joining::Now,
+        Some("later") => Joining::Later,
+        Some(_) => return (StatusCode::BAD_REQUEST, "bad join: the only value is \"later\"").into_response(),
     };
     let origins = headers.get_all(header::ORIGIN).iter().map(|value| value.as_bytes());
     let caller = match state.origins.check(origins, headers.get(header::HOST).map(|host| host.as_bytes())) {
@@ -224,14 +231,18 @@ async fn signaling_socket(
         return (StatusCode::TOO_MANY_REQUESTS, "too many signaling sockets from this address").into_response();
     };
     // TURN relays cost the operator bandwidth: credentials only for this site's pages, and
-    // only so many per client.
-    let turn = caller == Caller::Page && state.hub.issues_turn_credentials() && {
-        let granted = state.turn_per_client.take(client, Instant::now());
-        if !granted {
-            crate::metrics::refused_upgrade("turn_credentials_per_client");
+    // only so many per client, counted when the connection joins its room.
+    let eligible = caller == Caller::Page && state.hub.issues_turn_credentials();
+    let turn_budget = state.turn_per_client.clone();
+    let turn = TurnGrant::new(move || {
+        eligible && {
+            let granted = turn_budget.take(client, Instant::now());
+            if !granted {
+                crate::metrics::refused_upgrade("turn_credentials_per_client");
+            }
+            granted
         }
-        granted
-    };
+    });
     let (hub, limits) = (state.hub, state.limits);
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
@@ -241,7 +252,7 @@ async fn signaling_socket(
         .read_buffer_size(READ_BUFFER)
         // Frames queued for one peer are written together at the flush that follows them.
         .write_buffer_size(WRITE_BATCH)
-        .on_upgrade(move |socket| signaling::run(socket, hub, room, session, limits, turn, open))
+        .on_upgrade(move |socket| signaling::run(socket, hub, room, session, limits, turn, open, joining))
 }
 
 /// Refused upgrades, logged a few a second at most: anyone can cause them.

@@ -10,9 +10,9 @@ use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{
-    hub::{room_log_name, Delivery, Hub, Mailbox, Membership, Outbound, RoomFull},
+    hub::{room_log_name, Delivery, Hub, Kick, Mailbox, Membership, Outbound, RoomFull},
     limits::{LogThrottle, Open, TokenBucket},
-    protocol::{check_client_frame, close_code, BadMessage, ErrorCode, Message},
+    protocol::{check_client_frame, check_join_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
 };
 
@@ -30,34 +30,53 @@ pub struct SessionLimits {
     pub idle_timeout: Duration,
 }
 
+/// Decides, when the connection joins its room, whether its `WELCOME` may carry TURN
+/// credentials: a socket that waits for `JOIN` and never sends it spends none.
+pub struct TurnGrant(Box<dyn FnOnce() -> bool + Send>);
+
+impl TurnGrant {
+    pub fn new(decide: impl FnOnce() -> bool + Send + 'static) -> Self {
+        Self(Box::new(decide))
+    }
+}
+
+/// When a connection takes its place in the room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joining {
+    /// As soon as it is open (the classic clients).
+    Now,
+    /// When it sends `JOIN` (`join=later`): a page opens its socket before the person presses
+    /// Start, so that joining then costs one message, not a connection.
+    Later,
+}
+
 /// Runs one connection until it closes. Never panics on anything the peer sends.
 ///
 /// A plain function that joins the room and returns the connection's future: an `async fn`
 /// would keep its arguments (the WebSocket alone is 368 bytes, moved into the session) and the
 /// join's result in that future for the whole connection, which every idle connection pays.
+/// (A connection that joins later has to keep them until it does.)
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     socket: WebSocket,
     hub: Arc<Hub>,
     room: RoomId,
     session_id: Option<String>,
     limits: SessionLimits,
-    turn: bool,
+    turn: TurnGrant,
     per_client: Open,
+    joining: Joining,
 ) -> impl Future<Output = ()> {
     crate::metrics::connection_opened();
     let open = OnDrop(crate::metrics::connection_closed);
     let session = Session { socket, limits, _open: open, _per_client: per_client };
-    match hub.join(room.clone(), session_id, turn) {
-        Ok(membership) => {
-            let span = tracing::info_span!("peer", room = %room_log_name(&room), peer = membership.peer_id.0);
-            span.in_scope(|| info!(polite = membership.welcome.polite, "joined"));
-            Either::Left(session.serve(membership).instrument(span))
-        }
-        Err(full) => {
-            info!(room = %room_log_name(&room), "refused a third person");
-            crate::metrics::rejected(ErrorCode::RoomFull.as_str());
-            Either::Right(session.refuse(full))
-        }
+    match joining {
+        Joining::Now => Either::Left(session.enter(&hub, room, session_id, turn)),
+        Joining::Later => Either::Right(async move {
+            if let Some(session) = session.until_join(&hub).await {
+                session.enter(&hub, room, session_id, turn).await;
+            }
+        }),
     }
 }
 
@@ -72,6 +91,131 @@ struct Session {
 }
 
 impl Session {
+    /// Takes a place in the room and serves the connection, or refuses it when the room is full.
+    fn enter(
+        self,
+        hub: &Arc<Hub>,
+        room: RoomId,
+        session_id: Option<String>,
+        turn: TurnGrant,
+    ) -> impl Future<Output = ()> {
+        match hub.join(room.clone(), session_id, (turn.0)()) {
+            Ok(membership) => {
+                let span = tracing::info_span!("peer", room = %room_log_name(&room), peer = membership.peer_id.0);
+                span.in_scope(|| info!(polite = membership.welcome.polite, "joined"));
+                Either::Left(self.serve(membership).instrument(span))
+            }
+            Err(full) => {
+                info!(room = %room_log_name(&room), "refused a third person");
+                crate::metrics::rejected(ErrorCode::RoomFull.as_str());
+                Either::Right(self.refuse(full))
+            }
+        }
+    }
+
+    /// Before `JOIN`: holds no place and hears nothing from the room; answers anything but
+    /// `JOIN` with `ERROR`, under the same rate limit and liveness rules as a member. `None`
+    /// when the connection ended instead.
+    async fn until_join(mut self, hub: &Hub) -> Option<Self> {
+        let mut pace = self.pace().await;
+        loop {
+            tokio::select! {
+                biased;
+                () = hub.stopping() => {
+                    self.close(Kick::SHUTDOWN.code, Kick::SHUTDOWN.reason).await;
+                    return None;
+                }
+                incoming = self.socket.next() => {
+                    let refused = match self.admit(incoming, &mut pace, None).await? {
+                        Some(WsMessage::Text(text)) => match check_join_frame(&text) {
+                            Ok(()) => return Some(self),
+                            Err(bad) => bad,
+                        },
+                        Some(WsMessage::Binary(_)) => BadMessage::Binary,
+                        _ => continue,
+                    };
+                    crate::metrics::rejected(ErrorCode::BadMessage.as_str());
+                    if !self.send(Message::error(ErrorCode::BadMessage, refused.to_string()).to_json(), None).await {
+                        return None;
+                    }
+                }
+                _ = pace.heartbeat.tick() => self.keep_alive(&pace, None).await?,
+            }
+        }
+    }
+
+    /// The rate limit and liveness of a connection from now on.
+    async fn pace(&mut self) -> Pace {
+        let mut heartbeat = interval(self.limits.idle_timeout / 3);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        let flood = Flood::new(self.limits.messages_per_second, std::time::Instant::now());
+        Pace { flood, last_heard: Instant::now(), heartbeat }
+    }
+
+    /// At a heartbeat: closes a connection silent for the idle timeout, else pings it. `None`
+    /// when the connection is over.
+    async fn keep_alive(&mut self, pace: &Pace, mailbox: Option<&Mailbox>) -> Option<()> {
+        if pace.last_heard.elapsed() >= self.limits.idle_timeout {
+            info!("dropping a silent peer");
+            self.close(close_code::IDLE_TIMEOUT, "no sign of life").await;
+            return None;
+        }
+        self.send_message(WsMessage::Ping(Default::default()), mailbox).await.then_some(())
+    }
+
+    /// What the socket gave, checked before its content is: the end of the connection (closed
+    /// with the code a broken frame earns), or a frame charged to the rate limit. `None` when
+    /// the connection is over, `Some(None)` for a frame refused by the rate limit.
+    async fn admit(
+        &mut self,
+        incoming: Option<Result<WsMessage, axum::Error>>,
+        pace: &mut Pace,
+        mailbox: Option<&Mailbox>,
+    ) -> Option<Option<WsMessage>> {
+        pace.last_heard = Instant::now();
+        let frame = match incoming {
+            None | Some(Ok(WsMessage::Close(_))) => {
+                debug!("the peer closed the socket");
+                return None;
+            }
+            Some(Err(error)) => {
+                debug!(%error, "socket error");
+                if let Some((code, reason)) = close_for(error) {
+                    crate::metrics::rejected(reason);
+                    self.close(code, reason).await;
+                }
+                return None;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        // Every frame costs tokens, whatever its kind: a flood of pings or binary frames costs
+        // the server as much as one of messages. And a flooding peer yields to the others now
+        // and then.
+        tokio::task::consume_budget().await;
+        match pace.flood.admit(frame_len(&frame), pace.last_heard.into_std()) {
+            Admit::Pass => Some(Some(frame)),
+            Admit::Refuse { first } => {
+                crate::metrics::rejected(ErrorCode::RateLimited.as_str());
+                if first {
+                    let refusal = Message::error(ErrorCode::RateLimited, "too many messages; slow down").to_json();
+                    if !self.send(refusal, mailbox).await {
+                        return None;
+                    }
+                }
+                Some(None)
+            }
+            Admit::Close => {
+                crate::metrics::rejected(ErrorCode::RateLimited.as_str());
+                if let Some(left_out) = FLOOD_LOG.allow(std::time::Instant::now()) {
+                    warn!(similar_left_out = left_out, "closing a flooding peer");
+                }
+                self.close(close_code::POLICY_VIOLATION, "too many messages").await;
+                None
+            }
+        }
+    }
+
     async fn refuse(mut self, full: RoomFull) {
         if self.send(Message::error(ErrorCode::RoomFull, full.to_string()).to_json(), None).await {
             self.close(close_code::ROOM_FULL, "room full").await;
@@ -87,11 +231,7 @@ impl Session {
             if !self.send(Message::Welcome(membership.welcome.clone()).to_json(), Some(mailbox)).await {
                 return;
             }
-            let mut flood = Flood::new(self.limits.messages_per_second, std::time::Instant::now());
-            let mut last_heard = Instant::now();
-            let mut heartbeat = interval(self.limits.idle_timeout / 3);
-            heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            heartbeat.tick().await;
+            let mut pace = self.pace().await;
             loop {
                 tokio::select! {
                     biased;
@@ -108,73 +248,28 @@ impl Session {
                         }
                     },
                     incoming = self.socket.next() => {
-                        last_heard = Instant::now();
-                        let frame = match incoming {
-                            None | Some(Ok(WsMessage::Close(_))) => {
-                                debug!("the peer closed the socket");
-                                return;
-                            }
-                            Some(Err(error)) => {
-                                debug!(%error, "socket error");
-                                if let Some((code, reason)) = close_for(error) {
-                                    crate::metrics::rejected(reason);
-                                    self.close(code, reason).await;
-                                }
-                                return;
-                            }
-                            Some(Ok(frame)) => frame,
-                        };
-                        // Every frame costs tokens, whatever its kind: a flood of pings or
-                        // binary frames costs the server as much as one of messages. And a
-                        // flooding peer yields to the others now and then.
-                        tokio::task::consume_budget().await;
-                        match flood.admit(frame_len(&frame), last_heard.into_std()) {
-                            Admit::Pass => {}
-                            Admit::Refuse { first } => {
-                                crate::metrics::rejected(ErrorCode::RateLimited.as_str());
-                                if first && !self.error(ErrorCode::RateLimited, "too many messages; slow down".into(), mailbox).await {
-                                    return;
-                                }
-                                continue;
-                            }
-                            Admit::Close => {
-                                crate::metrics::rejected(ErrorCode::RateLimited.as_str());
-                                if let Some(left_out) = FLOOD_LOG.allow(std::time::Instant::now()) {
-                                    warn!(similar_left_out = left_out, "closing a flooding peer");
-                                }
-                                self.close(close_code::POLICY_VIOLATION, "too many messages").await;
-                                return;
-                            }
-                        }
-                        match frame {
-                            WsMessage::Text(text) => match check_client_frame(&text) {
+                        let Some(frame) = self.admit(incoming, &mut pace, Some(mailbox)).await else { return };
+                        let refused = match frame {
+                            Some(WsMessage::Text(text)) => match check_client_frame(&text) {
                                 Ok(kind) => {
                                     crate::metrics::relayed(kind);
-                                    membership.relay(text, last_heard.into_std());
+                                    membership.relay(text, pace.last_heard.into_std());
+                                    continue;
                                 }
-                                Err(bad) => {
-                                    debug!(%bad, "refused a frame");
-                                    if !self.error(ErrorCode::BadMessage, bad.to_string(), mailbox).await {
-                                        return;
-                                    }
-                                }
+                                Err(bad) => bad,
                             },
-                            WsMessage::Binary(_) => {
-                                if !self.error(ErrorCode::BadMessage, BadMessage::Binary.to_string(), mailbox).await {
-                                    return;
-                                }
-                            }
-                            // axum answers pings itself; a pong only proves liveness.
-                            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) => {}
-                        }
-                    }
-                    _ = heartbeat.tick() => {
-                        if last_heard.elapsed() >= self.limits.idle_timeout {
-                            info!("dropping a silent peer");
-                            self.close(close_code::IDLE_TIMEOUT, "no sign of life").await;
+                            Some(WsMessage::Binary(_)) => BadMessage::Binary,
+                            // Refused by the rate limit; or a ping or pong (axum answers pings
+                            // itself; a pong only proves liveness).
+                            _ => continue,
+                        };
+                        debug!(%refused, "refused a frame");
+                        if !self.error(ErrorCode::BadMessage, refused.to_string(), mailbox).await {
                             return;
                         }
-                        if !self.send_message(WsMessage::Ping(Default::default()), Some(mailbox)).await {
+                    }
+                    _ = pace.heartbeat.tick() => {
+                        if self.keep_alive(&pace, Some(mailbox)).await.is_none() {
                             return;
                         }
                     }
@@ -279,6 +374,14 @@ fn frame_len(frame: &WsMessage) -> usize {
         WsMessage::Binary(bytes) | WsMessage::Ping(bytes) | WsMessage::Pong(bytes) => bytes.len(),
         WsMessage::Close(_) => 0,
     }
+}
+
+/// A connection's rate limit and liveness: its frames are charged to `flood`, and
+/// `heartbeat` pings it and drops it once nothing was heard for the idle timeout.
+struct Pace {
+    flood: Flood,
+    last_heard: Instant,
+    heartbeat: tokio::time::Interval,
 }
 
 /// The per-connection rate limit: a token bucket that refused frames drive into debt.

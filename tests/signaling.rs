@@ -199,9 +199,11 @@ async fn sigterm_closes_every_socket_with_1001_and_exits() {
     let mut server = Server::start(&[]);
     let (mut a, mut b) = pair(&server, "bye").await;
     let (mut c, _) = join(&server, "alone").await;
+    // One that has not joined its room yet is closed the same way.
+    let mut waiting = Client::connect(&server, "alone?join=later", None).await.expect("upgrade accepted");
     let status = server.terminate();
     assert!(status.success(), "clean exit: {status}");
-    for client in [&mut a, &mut b, &mut c] {
+    for client in [&mut a, &mut b, &mut c, &mut waiting] {
         assert_eq!(client.closed_with().await, Some(CloseCode::Away));
     }
 }
@@ -353,4 +355,64 @@ async fn no_one_learns_the_other_persons_session_and_a_public_id_takes_no_place(
     alice.send_text(r#"{"message_type":"BYE"}"#).await;
     assert_eq!(bob.recv_text().await, r#"{"message_type":"BYE"}"#);
     alice.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_connection_opened_with_join_later_holds_no_place_until_it_sends_join() {
+    let server = Server::start(&[]);
+    let mut early = Client::connect(&server, "later?join=later", None).await.expect("upgrade accepted");
+    // Invisible to the room: the first person sees no one, and nothing is sent to it.
+    let (mut a, welcome) = join(&server, "later").await;
+    assert!(!welcome.peer_present);
+    early.expect_silence(Duration::from_millis(300)).await;
+    // It may only ask to join; anything else is refused and it stays connected.
+    early.send(&Message::Bye(None)).await;
+    assert!(expect_error(early.recv().await, ErrorCode::BadMessage).contains("send JOIN first"));
+    early.send(&Message::Join(None)).await;
+    let Message::Welcome(joined) = early.recv().await else { panic!("expected WELCOME") };
+    assert!(joined.peer_present);
+    assert_ne!(joined.polite, welcome.polite);
+    assert!(matches!(a.recv().await, Message::PeerJoined(_)));
+    // A member relays as any other, and a second JOIN is a mistake.
+    early.send_text(r#"{"message_type":"BYE"}"#).await;
+    assert_eq!(a.recv_text().await, r#"{"message_type":"BYE"}"#);
+    early.send(&Message::Join(None)).await;
+    assert!(expect_error(early.recv().await, ErrorCode::BadMessage).contains("in its room already"));
+
+    // Waiting connections take no place: with two in the room, a third joining later is
+    // refused only when it asks.
+    let mut third = Client::connect(&server, "later?join=later", None).await.expect("upgrade accepted");
+    third.expect_silence(Duration::from_millis(200)).await;
+    third.send(&Message::Join(None)).await;
+    expect_error(third.recv().await, ErrorCode::RoomFull);
+    assert_eq!(third.closed_with().await, Some(CloseCode::from(close_code::ROOM_FULL)));
+
+    let error = Client::connect(&server, "later?join=soon", None).await.err().expect("refused");
+    assert_eq!(refusal_status(error), 400);
+}
+
+#[tokio::test]
+async fn a_connection_waiting_to_join_is_held_to_the_same_limits() {
+    let server = Server::start(&["--rate-limit", "1", "--idle-timeout", "1"]);
+    // A flood before JOIN: throttled, then closed with 1008, as a member's would be.
+    let mut flooder = Client::connect(&server, "waiting?join=later", None).await.expect("upgrade accepted");
+    for _ in 0..9 {
+        flooder.send_text(r#"{"message_type":"BYE"}"#).await;
+    }
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        match flooder.recv().await {
+            Message::Error(body) => codes.push(body.code),
+            other => panic!("expected ERROR, got {other:?}"),
+        }
+        if codes.last() == Some(&ErrorCode::RateLimited) {
+            break;
+        }
+    }
+    assert_eq!(codes.last(), Some(&ErrorCode::RateLimited), "{codes:?}");
+    assert_eq!(flooder.closed_with().await, Some(CloseCode::Policy));
+    // A silent one is dropped after the idle timeout.
+    let mut silent = Client::connect(&server, "waiting?join=later", None).await.expect("upgrade accepted");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(silent.closed_with().await, Some(CloseCode::from(close_code::IDLE_TIMEOUT)));
 }

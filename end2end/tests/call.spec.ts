@@ -72,6 +72,30 @@ test('a third person sees that the room is full while the call goes on', async (
   await expectMediaFlowingBothWays(alice, bob);
 });
 
+test('a page opens its signaling socket before Start, and an open page takes no place in the call', async ({ open }) => {
+  const room = freshRoom();
+  const sockets: { url: string; sent: string[] }[] = [];
+  // Carol only opens the page: her socket is open, but she is not in the call.
+  const carol = await open(`/call/${room}`, async (page) => {
+    page.on('websocket', (ws) => {
+      const socket = { url: ws.url(), sent: [] as string[] };
+      sockets.push(socket);
+      ws.on('framesent', (frame) => socket.sent.push(String(frame.payload)));
+    });
+  });
+  await expect.poll(() => sockets.length).toBe(1);
+  expect(sockets[0].url).toContain('join=later');
+  const { alice, bob } = await connectedPair(open, '', '', undefined, room);
+  expect(sockets[0].sent).toEqual([]);
+  // Start joins on the socket that was already open; the room is full.
+  await start(carol);
+  await expect(status(carol)).toHaveText("This call already has two people, so you can't join it.");
+  expect(sockets[0].sent.map((frame) => JSON.parse(frame).message_type)).toEqual(['JOIN']);
+  // The page has its socket ready for the next Start.
+  await expect.poll(() => sockets.length).toBe(2);
+  await expectMediaFlowingBothWays(alice, bob);
+});
+
 test('reloading one side ends the call cleanly on the other, and Start reconnects', async ({ open }) => {
   const { alice, bob, room } = await connectedPair(open);
 

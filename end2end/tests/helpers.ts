@@ -93,8 +93,7 @@ export async function expectMediaFlowingBothWays(a: Page, b: Page) {
 }
 
 /** A call under way: Alice starts and waits, Bob joins, media flows both ways. */
-export async function connectedPair(open: Open, origin = '', bobOrigin = origin, options?: BrowserContextOptions) {
-  const room = freshRoom();
+export async function connectedPair(open: Open, origin = '', bobOrigin = origin, options?: BrowserContextOptions, room = freshRoom()) {
   const alice = await open(`${origin}/call/${room}`, undefined, options);
   const bob = await open(`${bobOrigin}/call/${room}`, undefined, options);
   await start(alice);

@@ -107,19 +107,36 @@ impl CallHandle {
     }
 }
 
-pub fn start(room: RoomId, choice: MediaChoice, ui: CallEvents) -> CallHandle {
+/// A call's signaling socket, opened when the page loads: it holds no place in the room until
+/// Start (it connects with `join=later`), so that Start costs one message instead of a
+/// connection. Dropping it closes the socket.
+pub struct Prepared {
+    events: UnboundedSender<Event>,
+    inbox: UnboundedReceiver<Event>,
+    session: String,
+    socket: Option<Socket>,
+}
+
+pub fn prepare(room: &RoomId) -> Prepared {
     let (events, inbox) = unbounded();
-    spawn_local(run(room, choice, ui, events.clone(), inbox));
+    let session = RoomId::generate().to_string();
+    let socket = Socket::open(room, &session, FIRST_SOCKET, events.clone())
+        .map_err(|error| leptos::logging::warn!("cannot open the signaling socket yet: {}", describe(&error)))
+        .ok();
+    Prepared { events, inbox, session, socket }
+}
+
+/// The generation of a prepared call's socket.
+const FIRST_SOCKET: u32 = 1;
+
+pub fn start(room: RoomId, choice: MediaChoice, ui: CallEvents, prepared: Prepared) -> CallHandle {
+    let events = prepared.events.clone();
+    spawn_local(run(room, choice, ui, prepared));
     CallHandle { events }
 }
 
-async fn run(
-    room: RoomId,
-    choice: MediaChoice,
-    ui: CallEvents,
-    events: UnboundedSender<Event>,
-    mut inbox: UnboundedReceiver<Event>,
-) {
+async fn run(room: RoomId, choice: MediaChoice, ui: CallEvents, prepared: Prepared) {
+    let Prepared { events, mut inbox, session, socket } = prepared;
     mark("start");
     (ui.status)(CallStatus::StartingMedia);
     let media = match LocalMedia::open(choice).await {
@@ -137,9 +154,9 @@ async fn run(
         ui: ui.clone(),
         events,
         room,
-        session: RoomId::generate().to_string(),
-        socket: None,
-        socket_generation: 0,
+        session,
+        socket,
+        socket_generation: FIRST_SOCKET,
         reconnect_attempts: 0,
         media,
         peer: None,
@@ -154,7 +171,10 @@ async fn run(
         screen_ended: None,
         last_traffic: None,
     };
-    call.connect_signaling();
+    match &call.socket {
+        Some(socket) => socket.join(),
+        None => call.connect_signaling(),
+    }
     let end = loop {
         let Some(event) = inbox.next().await else { break CallStatus::Ended };
         match call.handle(event).await {
@@ -417,6 +437,8 @@ impl Call {
             }
             Message::Error(error) if error.code == ErrorCode::RoomFull => return Ok(Some(CallStatus::RoomFull)),
             Message::Error(error) => leptos::logging::warn!("the server refused a message: {}", error.message),
+            // Only clients send JOIN.
+            Message::Join(_) => {}
         }
         Ok(None)
     }
@@ -468,7 +490,10 @@ impl Call {
         self.socket_generation += 1;
         mark("socket");
         match Socket::open(&self.room, &self.session, self.socket_generation, self.events.clone()) {
-            Ok(socket) => self.socket = Some(socket),
+            Ok(socket) => {
+                socket.join();
+                self.socket = Some(socket);
+            }
             Err(error) => {
                 leptos::logging::warn!("cannot open the signaling socket: {}", describe(&error));
                 self.schedule_reconnect();

@@ -1,4 +1,9 @@
 //! The signaling WebSocket: decodes the server's messages into engine events and sends ours.
+//!
+//! It connects with `join=later` (docs/protocol.md): the page can open it before the person
+//! presses Start, and taking the place in the room is then one `JOIN` message.
+
+use std::{cell::Cell, rc::Rc};
 
 use futures_channel::mpsc::UnboundedSender;
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
@@ -10,6 +15,8 @@ use crate::{protocol::Message, room::RoomId};
 pub struct Socket {
     ws: WebSocket,
     window: Window,
+    /// Whether the engine asked to join: `JOIN` goes out as soon as the socket is open.
+    joining: Rc<Cell<bool>>,
     _on_open: Closure<dyn FnMut()>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(CloseEvent)>,
@@ -17,8 +24,8 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// Opens `/ws/{room}?session=...` on the page's own host. Its events carry `generation`,
-    /// so that late events of a socket already replaced can be told apart.
+    /// Opens `/ws/{room}?session=...&join=later` on the page's own host. Its events carry
+    /// `generation`, so that late events of a socket already replaced can be told apart.
     pub fn open(
         room: &RoomId,
         session: &str,
@@ -28,7 +35,7 @@ impl Socket {
         let window = web_sys::window().ok_or("no window")?;
         let location = window.location();
         let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
-        let ws = WebSocket::new(&format!("{scheme}://{}/ws/{room}?session={session}", location.host()?))?;
+        let ws = WebSocket::new(&format!("{scheme}://{}/ws/{room}?session={session}&join=later", location.host()?))?;
         let on_message = {
             let events = events.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
@@ -45,26 +52,50 @@ impl Socket {
         let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
             let _ = events.unbounded_send(Event::SocketClosed { generation, code: event.code() });
         });
+        let joining = Rc::new(Cell::new(false));
         // Leaving or reloading the page hangs up: the other side must not wait for a person
-        // who is gone (a socket that merely drops is someone who may come back).
+        // who is gone (a socket that merely drops is someone who may come back). A socket
+        // that has not joined has no one to tell.
         let on_page_hide = {
-            let ws = ws.clone();
+            let (ws, joining) = (ws.clone(), joining.clone());
             Closure::<dyn FnMut()>::new(move || {
-                let _ = ws.send_with_str(&Message::Bye(None).to_json());
+                if joining.get() {
+                    let _ = ws.send_with_str(&Message::Bye(None).to_json());
+                }
             })
         };
-        let on_open = Closure::<dyn FnMut()>::new(|| super::engine::mark("socket-open"));
+        let on_open = {
+            let (ws, joining) = (ws.clone(), joining.clone());
+            Closure::<dyn FnMut()>::new(move || {
+                super::engine::mark("socket-open");
+                if joining.get() {
+                    send(&ws, &Message::Join(None));
+                }
+            })
+        };
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         window.add_event_listener_with_callback("pagehide", on_page_hide.as_ref().unchecked_ref())?;
-        Ok(Self { ws, window, _on_open: on_open, _on_message: on_message, _on_close: on_close, on_page_hide })
+        Ok(Self { ws, window, joining, _on_open: on_open, _on_message: on_message, _on_close: on_close, on_page_hide })
+    }
+
+    /// Takes this person's place in the room: now if the socket is open, else once it opens.
+    pub fn join(&self) {
+        self.joining.set(true);
+        if self.ws.ready_state() == WebSocket::OPEN {
+            send(&self.ws, &Message::Join(None));
+        }
     }
 
     pub fn send(&self, message: &Message) {
-        if let Err(error) = self.ws.send_with_str(&message.to_json()) {
-            leptos::logging::warn!("could not send {message:?}: {error:?}");
-        }
+        send(&self.ws, message);
+    }
+}
+
+fn send(ws: &WebSocket, message: &Message) {
+    if let Err(error) = ws.send_with_str(&message.to_json()) {
+        leptos::logging::warn!("could not send {message:?}: {error:?}");
     }
 }
 
