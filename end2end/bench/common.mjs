@@ -7,11 +7,16 @@ import { chromium } from '@playwright/test';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** Starts `target/release/duo` on `port` and waits until it answers; `stop()` ends it. */
+/**
+ * Starts `target/release/duo` on `port` and waits until it answers; `stop()` ends it.
+ * `DUO_BINARY` and `DUO_SITE` run another build instead (to compare two builds).
+ */
 export async function startServer(port) {
   const base = `http://127.0.0.1:${port}`;
-  const server = spawn(path.join(root, 'target/release/duo'), ['--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn'], {
-    env: { ...process.env, LEPTOS_SITE_ROOT: path.join(root, 'target/site') },
+  const binary = process.env.DUO_BINARY ?? path.join(root, 'target/release/duo');
+  const site = process.env.DUO_SITE ?? path.join(root, 'target/site');
+  const server = spawn(binary, ['--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn'], {
+    env: { ...process.env, LEPTOS_SITE_ROOT: site },
     stdio: 'inherit',
   });
   const stop = () => server.kill('SIGTERM');
