@@ -127,7 +127,7 @@ pub fn router(state: AppState, strict_transport: bool) -> Router {
         .route("/", get(page.clone()))
         .route("/call/{room}", get(page))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(CompressionLayer::new().br(true).gzip(true));
+        .layer(CompressionLayer::new());
     let routes = Router::new()
         .nest_service("/pkg", crate::assets::service(&state.leptos_options))
         .route("/ws/{room}", get(signaling_socket))
@@ -178,9 +178,9 @@ struct SocketParams {
     join: Option<String>,
 }
 
-/// `GET /ws/{room}?session=...&join=later`: checks the room id, session and join (400), the page's origin and
-/// the `Host` (403) and the client's open sockets (429), then hands the upgraded socket to
-/// [`signaling::run`].
+/// `GET /ws/{room}?session=...&join=later`: checks the room id, session and join (400), the
+/// page's origin and the `Host` (403) and the client's open sockets (429), then hands the
+/// upgraded socket to [`signaling::run`].
 async fn signaling_socket(
     Path(room): Path<String>,
     Query(params): Query<SocketParams>,

@@ -85,26 +85,27 @@ for (const [a, b] of [['Firefox', 'Chromium'], ['Firefox', 'Firefox']] as [Engin
 const pressed = (person: Person, button: string) => person.evaluate((button) =>
   [...document.querySelectorAll('button')].find((b) => b.textContent === button)?.getAttribute('aria-pressed'), button);
 
+/** Each toggle: its button and key, what the other side shows, and the stat that proves it. */
+const toggles = [
+  { button: 'Mute', key: 'm', shown: 'The other person is muted', kind: 'audio', field: 'totalAudioEnergy', flowing: 0 },
+  { button: 'Camera off', key: 'v', shown: "The other person's camera is off", kind: 'video', field: 'framesDecoded', flowing: 5 },
+] as const;
+
 test('mute and camera off reach the other side, from Firefox to Chromium and back', async ({ person }) => {
   const { alice: firefox, bob: chromium } = await call(person, 'Firefox', 'Chromium');
   for (const [from, to] of [[firefox, chromium], [chromium, firefox]]) {
-    const label = `${from.engine} to ${to.engine}`;
-    expect(await growth(to, 'audio', 'totalAudioEnergy'), label).toBeGreaterThan(0);
-    await from.press('Mute');
-    await expect.poll(() => showsText(to, 'The other person is muted'), { message: label }).toBe(true);
-    await expect.poll(() => growth(to, 'audio', 'totalAudioEnergy'), { timeout: 10_000, message: label }).toBe(0);
-    await from.key('m');
-    await expect.poll(() => pressed(from, 'Mute'), { message: label }).toBe('false');
-    await expect.poll(() => showsText(to, 'The other person is muted'), { message: label }).toBe(false);
-    await expect.poll(() => growth(to, 'audio', 'totalAudioEnergy'), { timeout: 10_000, message: label }).toBeGreaterThan(0);
-
-    await from.press('Camera off');
-    await expect.poll(() => showsText(to, "The other person's camera is off"), { message: label }).toBe(true);
-    await expect.poll(() => growth(to, 'video', 'framesDecoded'), { timeout: 10_000, message: label }).toBe(0);
-    await from.key('v');
-    await expect.poll(() => pressed(from, 'Camera off'), { message: label }).toBe('false');
-    await expect.poll(() => showsText(to, "The other person's camera is off"), { message: label }).toBe(false);
-    await expect.poll(() => growth(to, 'video', 'framesDecoded'), { timeout: 10_000, message: label }).toBeGreaterThan(5);
+    for (const { button, key, shown, kind, field, flowing } of toggles) {
+      const message = `${button}, ${from.engine} to ${to.engine}`;
+      const growing = () => growth(to, kind, field);
+      expect(await growing(), message).toBeGreaterThan(flowing);
+      await from.press(button);
+      await expect.poll(() => showsText(to, shown), { message }).toBe(true);
+      await expect.poll(growing, { timeout: 10_000, message }).toBe(0);
+      await from.key(key);
+      await expect.poll(() => pressed(from, button), { message }).toBe('false');
+      await expect.poll(() => showsText(to, shown), { message }).toBe(false);
+      await expect.poll(growing, { timeout: 10_000, message }).toBeGreaterThan(flowing);
+    }
   }
 });
 

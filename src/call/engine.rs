@@ -19,7 +19,7 @@ use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{MediaStream, RtcPeerConnectionState};
 
 use super::{
-    js::describe,
+    js::{describe, string_field},
     media::{self, LocalMedia},
     peer::{Outgoing, Peer},
     socket::Socket,
@@ -315,8 +315,7 @@ impl Call {
                 }
                 Err(error) => {
                     leptos::logging::warn!("no screen to share: {}", describe(&error));
-                    let name = js_sys::Reflect::get(&error, &"name".into()).ok().and_then(|n| n.as_string());
-                    (self.ui.notice)(super::screen_share_failure(name.as_deref()));
+                    (self.ui.notice)(super::screen_share_failure(string_field(&error, "name").as_deref()));
                 }
             },
             Event::Command(CallCommand::ShareScreen(false)) | Event::ScreenEnded => {
@@ -444,15 +443,15 @@ impl Call {
     }
 
     fn connection_state_changed(&mut self, state: RtcPeerConnectionState) -> Result<(), JsValue> {
-        if state == RtcPeerConnectionState::Connected {
-            mark("connected");
-        }
         match state {
-            RtcPeerConnectionState::Connected => (self.ui.status)(if self.socket.is_some() {
-                CallStatus::Connected
-            } else {
-                CallStatus::SignalingReconnecting
-            }),
+            RtcPeerConnectionState::Connected => {
+                mark("connected");
+                (self.ui.status)(if self.socket.is_some() {
+                    CallStatus::Connected
+                } else {
+                    CallStatus::SignalingReconnecting
+                })
+            }
             RtcPeerConnectionState::Disconnected => {
                 (self.ui.status)(CallStatus::ConnectionInterrupted);
                 self.after(DISCONNECTED_GRACE_MS, Event::IceCheck { peer: self.peer_generation });
@@ -644,8 +643,7 @@ async fn sleep(millis: i32) {
 }
 
 fn explain_media_error(error: &JsValue) -> String {
-    let name = js_sys::Reflect::get(error, &"name".into()).ok().and_then(|n| n.as_string());
-    match name.as_deref() {
+    match string_field(error, "name").as_deref() {
         Some("NotAllowedError") => "permission was denied".into(),
         Some("NotFoundError") => "no camera or microphone was found".into(),
         Some("NotReadableError") => "the device is in use by another program".into(),

@@ -14,10 +14,14 @@ pub fn from_js<T: DeserializeOwned>(value: &JsValue) -> Result<T, JsValue> {
     serde_json::from_str(&text).map_err(|e| JsValue::from_str(&e.to_string()))
 }
 
+/// A string property of a JavaScript object (a DOMException's `name`, say), if it has one.
+pub fn string_field(value: &JsValue, name: &str) -> Option<String> {
+    js_sys::Reflect::get(value, &name.into()).ok().and_then(|v| v.as_string())
+}
+
 /// A readable reason from a DOMException or other thrown value.
 pub fn describe(error: &JsValue) -> String {
-    let field = |name: &str| js_sys::Reflect::get(error, &name.into()).ok().and_then(|v| v.as_string());
-    match (field("name"), field("message")) {
+    match (string_field(error, "name"), string_field(error, "message")) {
         (Some(name), Some(message)) if !message.is_empty() => format!("{name}: {message}"),
         (Some(name), _) => name,
         _ => error.as_string().unwrap_or_else(|| format!("{error:?}")),
