@@ -1,5 +1,6 @@
 import { defineConfig } from '@playwright/test';
 
+import { chromiumArgs, executablePath } from './chromium.cjs';
 import { LAN_HOSTS, PORT, RELAY_PORT, TURN_PORT, TURN_SECRET, WRONG_SECRET_PORT, turnServerArgs } from './ports';
 
 // Every test's pages come from 127.0.0.1, and each page opens a signaling socket when it
@@ -28,22 +29,19 @@ export default defineConfig({
     baseURL: `http://127.0.0.1:${PORT}`,
     permissions: ['camera', 'microphone'],
     launchOptions: {
-      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-      args: [
-        '--no-sandbox',
-        // A 30 fps fake camera (the default is 20), so a 15 fps screen share stands apart.
-        '--use-fake-device-for-media-stream=fps=30',
-        '--use-fake-ui-for-media-stream',
-        '--autoplay-policy=no-user-gesture-required',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
+      executablePath,
+      args: chromiumArgs({
+        extra: [
+          // A 30 fps fake camera (the default is 20), so a 15 fps screen share stands apart.
+          '--use-fake-device-for-media-stream=fps=30',
+          '--use-fake-ui-for-media-stream',
+          '--autoplay-policy=no-user-gesture-required',
+          // Names other machines would reach the server by (see LAN_HOSTS).
+          `--host-resolver-rules=${LAN_HOSTS.map((host) => `MAP ${host} 127.0.0.1`).join(', ')}`,
+        ],
         // Pages that tests serve through page.route count as public; let them reach loopback.
-        '--disable-features=LocalNetworkAccessChecks',
-        // Names other machines would reach the server by (see LAN_HOSTS).
-        `--host-resolver-rules=${LAN_HOSTS.map((host) => `MAP ${host} 127.0.0.1`).join(', ')}`,
-      ],
+        features: ['LocalNetworkAccessChecks'],
+      }),
     },
   },
   webServer: [

@@ -182,22 +182,13 @@ fn CallPage(room: RoomId) -> impl IntoView {
             };
             chat.set(Vec::new());
             let events = crate::call::engine::CallEvents {
-                status: Rc::new(move |next: CallStatus| {
-                    // Device labels are readable once the camera is allowed.
-                    if next == CallStatus::Joining {
-                        leptos::task::spawn_local(async move {
-                            if let Ok(list) = crate::call::media::devices().await {
-                                devices.set(list);
-                            }
-                        });
-                    }
-                    status.set(next)
-                }),
+                status: Rc::new(move |next| status.set(next)),
                 local_stream: show(local_video),
                 remote_stream: show(remote_video),
                 local_media: Rc::new(move |state| local.set(state)),
                 remote_media: Rc::new(move |state| remote.set(state)),
                 chat: Rc::new(move |line| chat.update(|lines| lines.push(line))),
+                devices: Rc::new(move |list| devices.set(list)),
                 stats: Rc::new(move |reading| stats.set(reading)),
                 notice: Rc::new(move |text| notice.set(text)),
             };

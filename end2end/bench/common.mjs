@@ -4,6 +4,9 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from '@playwright/test';
+import chromiumFlags from '../chromium.cjs';
+
+const { chromiumArgs, executablePath } = chromiumFlags;
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -29,9 +32,9 @@ export async function startServer(port) {
 }
 
 /** Debian's Chromium, headless, kept off the closed network; `args` adds flags. */
-export const launchChromium = (...args) => chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', ...args],
+export const launchChromium = (...extra) => chromium.launch({
+  executablePath,
+  args: chromiumArgs({ extra }),
 });
 
 export const median = (values) => {

@@ -72,6 +72,58 @@ test('a third person sees that the room is full while the call goes on', async (
   await expectMediaFlowingBothWays(alice, bob);
 });
 
+/** In the page: the browser grants the camera and microphone only after `delay` ms, as when
+ * a person reads the permission prompt; the streams it grants are kept in `grantedStreams`. */
+function slowCamera(delay: number) {
+  const devices = navigator.mediaDevices;
+  const grant = devices.getUserMedia.bind(devices);
+  const granted: MediaStream[] = [];
+  Object.assign(window, { grantedStreams: granted });
+  devices.getUserMedia = async (constraints) => {
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    const stream = await grant(constraints);
+    granted.push(stream);
+    return stream;
+  };
+}
+
+test('the call connects while the newcomer\'s camera is still starting, and their video follows', async ({ open }) => {
+  const room = freshRoom();
+  const alice = await open(`/call/${room}`);
+  await start(alice);
+  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+  // Bob's browser takes 8 s to grant the camera, as when a person reads the permission prompt.
+  const bob = await open(`/call/${room}`, (page) => page.addInitScript(slowCamera, 8000));
+  await start(bob);
+  // Meanwhile the call is made: Alice is connected and told Bob sends nothing yet, Bob's page
+  // says what it waits for, and Alice's video already reaches him.
+  await expect(status(alice)).toHaveText('Connected.');
+  await expect(alice.getByText("The other person's camera is off")).toBeVisible();
+  await expect(status(bob)).toHaveText('Starting your camera and microphone…');
+  await expect.poll(async () => (await inboundBytes(bob)).video, { timeout: 5_000 }).toBeGreaterThan(10_000);
+  await expect(status(bob)).toHaveText('Starting your camera and microphone…');
+  // Then his camera and microphone go onto the connection already made.
+  await expect(status(bob)).toHaveText('Connected.', { timeout: 15_000 });
+  await expect(alice.getByText("The other person's camera is off")).toBeHidden();
+  await expectMediaFlowingBothWays(alice, bob);
+});
+
+test('hanging up while the camera is still starting leaves the camera off, and the other side is told', async ({ open }) => {
+  const room = freshRoom();
+  const alice = await open(`/call/${room}`);
+  await start(alice);
+  const bob = await open(`/call/${room}`, (page) => page.addInitScript(slowCamera, 3000));
+  await start(bob);
+  await expect(status(alice)).toHaveText(/^(Connecting…|Connected\.)$/);
+  await hangUp(bob);
+  await expect(status(bob)).toHaveText('Call ended. Press Start to call again.');
+  await expect(status(alice)).toHaveText(/The other person left/);
+  // The browser grants the camera after the call ended: the page stops it at once.
+  const tracks = () => bob.evaluate(() => (window as unknown as { grantedStreams: MediaStream[] }).grantedStreams
+    .flatMap((stream) => stream.getTracks().map((track) => track.readyState)));
+  await expect.poll(tracks, { timeout: 10_000 }).toEqual(['ended', 'ended']);
+});
+
 test('a page opens its signaling socket before Start, and an open page takes no place in the call', async ({ open }) => {
   const room = freshRoom();
   const sockets: { url: string; sent: string[] }[] = [];

@@ -2,6 +2,7 @@ import { chromium, test as base, expect, type BrowserContext, type BrowserContex
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { chromiumArgs, executablePath } from '../chromium.cjs';
 import { type Browser as Puppeteer, type BrowserContext as PuppeteerContext } from 'puppeteer-core';
 import * as people from './people';
 import { chromiumPerson, firefoxPerson, launchFirefox, recordPeerConnections, type Engine, type Person } from './people';
@@ -72,9 +73,8 @@ export const expectRemoteVideoStopped = (page: Page) => people.expectRemoteVideo
 /** A browser that answers permission prompts like a person who says no to the camera. */
 export async function withCameraDenied(run: (carol: Page) => Promise<void>) {
   const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    executablePath,
+    args: chromiumArgs({ extra: ['--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required'] }),
   });
   try {
     const context = await browser.newContext({ permissions: ['microphone'] });

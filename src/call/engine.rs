@@ -5,6 +5,11 @@
 //! [`Event`] on one channel, handled in order by one task, so no two steps of a negotiation
 //! interleave. The person who joins second calls; the one already there answers.
 //!
+//! Start joins at once and the camera starts meanwhile: the offer needs no tracks (they go on
+//! the senders when the browser grants them), and the person waiting alone has a connection
+//! ready, its candidates gathered, before the offer arrives. Until the camera is on, the page
+//! says it is starting.
+//!
 //! The call outlives its signaling: when the socket drops, the engine reconnects with jittered,
 //! capped backoff under the same session, and a peer connection to the same person is kept.
 //! When the media path breaks, it restarts ICE.
@@ -23,7 +28,7 @@ use super::{
     media::{self, LocalMedia},
     peer::{Outgoing, Peer},
     socket::Socket,
-    CallCommand, CallStats, CallStatus, ChatLine, MediaChoice,
+    CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice,
 };
 use crate::{
     protocol::{
@@ -56,12 +61,17 @@ pub struct CallEvents {
     /// What the other side says it sends; `None` when no one is connected.
     pub remote_media: Rc<dyn Fn(Option<MediaState>)>,
     pub chat: Rc<dyn Fn(ChatLine)>,
+    /// The cameras and microphones, once the browser has granted one (labels need that).
+    pub devices: Rc<dyn Fn(Vec<Device>)>,
     pub stats: Rc<dyn Fn(Option<CallStats>)>,
     /// A line beside the status: why something the person asked for did not happen.
     pub notice: Rc<dyn Fn(Option<String>)>,
 }
 
 pub enum Event {
+    /// The browser granted the camera and microphone (or `None`: nothing was asked for), or
+    /// refused.
+    Media(Result<Option<MediaStream>, JsValue>),
     Server {
         generation: u32,
         message: Message,
@@ -139,17 +149,27 @@ async fn run(room: RoomId, choice: MediaChoice, ui: CallEvents, prepared: Prepar
     let Prepared { events, mut inbox, session, socket } = prepared;
     mark("start");
     (ui.status)(CallStatus::StartingMedia);
-    let media = match LocalMedia::open(choice).await {
+    let media = match LocalMedia::new() {
         Ok(media) => media,
         Err(error) => {
             (ui.status)(CallStatus::MediaUnavailable(explain_media_error(&error)));
             return;
         }
     };
-    mark("media");
-    (ui.local_stream)(Some(media.preview.clone()));
-    (ui.local_media)(media.state());
-    (ui.status)(CallStatus::Joining);
+    // The camera starts while the call joins and negotiates: the offer needs no tracks yet
+    // (they go on the senders when they come), so neither waits for the other.
+    {
+        let events = events.clone();
+        spawn_local(async move {
+            let granted = LocalMedia::request(choice).await;
+            if let Err(late) = events.unbounded_send(Event::Media(granted)) {
+                // The call ended first (hung up, room full): the camera must not stay on.
+                if let Event::Media(Ok(Some(stream))) = late.into_inner() {
+                    media::stop_all(&stream);
+                }
+            }
+        });
+    }
     let mut call = Call {
         ui: ui.clone(),
         events,
@@ -159,7 +179,10 @@ async fn run(room: RoomId, choice: MediaChoice, ui: CallEvents, prepared: Prepar
         socket_generation: FIRST_SOCKET,
         reconnect_attempts: 0,
         media,
+        media_starting: true,
+        status: CallStatus::Joining,
         peer: None,
+        standby: None,
         peer_generation: 0,
         peer_public_id: None,
         other_present: false,
@@ -197,7 +220,14 @@ struct Call {
     socket_generation: u32,
     reconnect_attempts: u32,
     media: LocalMedia,
+    /// Until the browser grants (or refuses) the camera and microphone.
+    media_starting: bool,
+    /// The call's own state; the page shows it once the media has started.
+    status: CallStatus,
     peer: Option<Peer>,
+    /// Made while waiting alone, for whoever comes next (they offer, we answer), so that the
+    /// browser's work of making a connection is done before their offer arrives.
+    standby: Option<Peer>,
     peer_generation: u32,
     /// The public id of the person `peer` is connected to.
     peer_public_id: Option<String>,
@@ -231,20 +261,21 @@ impl Call {
                     return Ok(Some(CallStatus::RoomFull));
                 }
                 self.socket = None;
-                (self.ui.status)(CallStatus::SignalingReconnecting);
+                self.show(CallStatus::SignalingReconnecting);
                 self.schedule_reconnect();
             }
             // Late events of a socket already replaced.
             Event::Server { .. } | Event::SocketClosed { .. } => {}
             Event::Reconnect => self.connect_signaling(),
-            Event::NegotiationNeeded => {
-                if let Some(peer) = &mut self.peer {
-                    if let Some(offer) = peer.make_offer().await? {
-                        mark("offer-sent");
-                        self.send(&Message::Sdp(offer));
-                    }
+            Event::Media(Ok(stream)) => self.media_started(stream.as_ref()),
+            Event::Media(Err(error)) => {
+                // Whoever may already be connecting to us learns at once that we are gone.
+                if self.peer.is_some() {
+                    self.send(&Message::Bye(None));
                 }
+                return Ok(Some(CallStatus::MediaUnavailable(explain_media_error(&error))));
             }
+            Event::NegotiationNeeded => self.offer().await?,
             Event::LocalCandidate(candidate) => {
                 mark("candidate-sent");
                 self.send(&Message::Candidate(candidate));
@@ -260,18 +291,14 @@ impl Call {
                 if code == 401 && !self.turn_refused {
                     self.turn_refused = true;
                     if self.ice_policy == IceTransportPolicy::Relay && self.peer.is_some() {
-                        (self.ui.status)(CallStatus::TurnRefused);
+                        self.show(CallStatus::TurnRefused);
                     }
                 }
             }
             Event::IceCheck { peer } if peer == self.peer_generation => self.restart_ice_if_broken()?,
             Event::ConnectTimeout { peer } if peer == self.peer_generation => {
                 if self.peer.as_ref().is_some_and(|p| p.state() != RtcPeerConnectionState::Connected) {
-                    (self.ui.status)(if self.turn_refused {
-                        CallStatus::TurnRefused
-                    } else {
-                        CallStatus::ConnectionFailed
-                    });
+                    self.show(if self.turn_refused { CallStatus::TurnRefused } else { CallStatus::ConnectionFailed });
                 }
             }
             Event::StatsTick { peer } if peer == self.peer_generation => {
@@ -359,6 +386,8 @@ impl Call {
                 self.ice_servers = welcome.ice_servers;
                 self.ice_policy = welcome.ice_transport_policy;
                 self.other_present = welcome.peer_present;
+                // Made with the ICE servers of an earlier welcome.
+                self.standby = None;
                 let peer_public_id = welcome.peer_public_id;
                 if let Some(peer) = &mut self.peer {
                     peer.set_polite(welcome.polite);
@@ -366,23 +395,28 @@ impl Call {
                     // Back after a signaling outage: keep the call with the same person. If we
                     // are back first (the server restarted), they will follow.
                     if same_person(&self.peer_public_id, &peer_public_id) || (!self.other_present && connected) {
-                        (self.ui.status)(if connected { CallStatus::Connected } else { CallStatus::Connecting });
+                        self.show(if connected { CallStatus::Connected } else { CallStatus::Connecting });
                         self.restart_ice_if_broken()?;
                         return Ok(None);
                     }
                     self.drop_peer();
                 }
                 if self.other_present {
-                    (self.ui.status)(CallStatus::Connecting);
                     self.new_peer(peer_public_id)?;
+                    self.show(self.connecting());
                     let outgoing = Outgoing {
                         audio: self.media.audio_to_send(),
                         video: self.media.video_to_send(),
                         stream: &self.media.preview,
                     };
                     self.peer.as_mut().expect("created above").send_media(&outgoing);
+                    // Offer now rather than on `negotiationneeded`, a task later.
+                    self.offer().await?;
                 } else {
-                    (self.ui.status)(CallStatus::WaitingForPeer);
+                    self.show(CallStatus::WaitingForPeer);
+                    let mut standby = Peer::new(&self.ice_servers, self.ice_policy, self.polite, &self.events)?;
+                    standby.await_offer();
+                    self.standby = Some(standby);
                 }
             }
             Message::PeerJoined(info) => {
@@ -390,10 +424,10 @@ impl Call {
                 if self.peer.is_some() && same_person(&self.peer_public_id, &info.public_id) {
                     return Ok(None); // they reconnected; the call goes on
                 }
-                // Someone new: the newcomer calls, we answer its offer.
-                self.drop_peer();
-                self.peer_public_id = info.public_id;
-                (self.ui.status)(CallStatus::Connecting);
+                // Someone new: the newcomer calls, we answer its offer. The connection is made
+                // now, while the offer is on its way.
+                self.new_peer(info.public_id)?.await_offer();
+                self.show(self.connecting());
             }
             Message::PeerLeft(_) => {
                 self.other_present = false;
@@ -403,19 +437,18 @@ impl Call {
                     return Ok(None);
                 }
                 self.drop_peer();
-                (self.ui.status)(CallStatus::PeerLeft);
+                self.show(CallStatus::PeerLeft);
             }
             Message::Bye(_) => {
                 self.drop_peer();
-                (self.ui.status)(CallStatus::PeerLeft);
+                self.show(CallStatus::PeerLeft);
             }
             Message::Sdp(description) => {
                 mark(if description.kind == SdpType::Offer { "offer-received" } else { "answer-received" });
-                let first_offer = self.peer.is_none();
-                if first_offer && description.kind != SdpType::Offer {
-                    return Ok(None);
-                }
-                if first_offer {
+                if self.peer.is_none() {
+                    if description.kind != SdpType::Offer {
+                        return Ok(None);
+                    }
                     self.new_peer(self.peer_public_id.clone())?;
                 }
                 let outgoing = Outgoing {
@@ -424,7 +457,7 @@ impl Call {
                     stream: &self.media.preview,
                 };
                 let peer = self.peer.as_mut().expect("created above");
-                if let Some(answer) = peer.receive_description(description, first_offer.then_some(&outgoing)).await? {
+                if let Some(answer) = peer.receive_description(description, &outgoing).await? {
                     mark("answer-sent");
                     self.send(&Message::Sdp(answer));
                 }
@@ -442,27 +475,71 @@ impl Call {
         Ok(None)
     }
 
+    /// A new connection's status: connecting, unless the TURN server already refused us (the
+    /// standby connection gathers candidates while waiting) and nothing but TURN may be used.
+    fn connecting(&self) -> CallStatus {
+        if self.turn_refused && self.ice_policy == IceTransportPolicy::Relay {
+            CallStatus::TurnRefused
+        } else {
+            CallStatus::Connecting
+        }
+    }
+
+    /// The status line: the call's own state, or that the camera is still starting.
+    fn show(&mut self, status: CallStatus) {
+        self.status = status.clone();
+        (self.ui.status)(if self.media_starting { status.while_media_starts() } else { status });
+    }
+
+    /// The camera and microphone are granted: they go on the senders of a connection that may
+    /// already be under way, and the page shows the call's state.
+    fn media_started(&mut self, stream: Option<&MediaStream>) {
+        mark("media");
+        self.media_starting = false;
+        self.media.adopt(stream);
+        (self.ui.local_stream)(Some(self.media.preview.clone()));
+        let devices = self.ui.devices.clone();
+        spawn_local(async move {
+            match media::devices().await {
+                Ok(list) => devices(list),
+                Err(error) => leptos::logging::warn!("cannot list devices: {}", describe(&error)),
+            }
+        });
+        if let Some(peer) = &self.peer {
+            peer.start_sending(self.media.audio_to_send(), self.media.video_to_send());
+        }
+        self.announce_media();
+        self.show(self.status.clone());
+    }
+
+    /// Makes and sends an offer, unless an exchange is already under way.
+    async fn offer(&mut self) -> Result<(), JsValue> {
+        if let Some(peer) = &mut self.peer {
+            if let Some(offer) = peer.make_offer().await? {
+                mark("offer-sent");
+                self.send(&Message::Sdp(offer));
+            }
+        }
+        Ok(())
+    }
+
     fn connection_state_changed(&mut self, state: RtcPeerConnectionState) -> Result<(), JsValue> {
         match state {
             RtcPeerConnectionState::Connected => {
                 mark("connected");
-                (self.ui.status)(if self.socket.is_some() {
-                    CallStatus::Connected
-                } else {
-                    CallStatus::SignalingReconnecting
-                })
+                self.show(if self.socket.is_some() { CallStatus::Connected } else { CallStatus::SignalingReconnecting })
             }
             RtcPeerConnectionState::Disconnected => {
-                (self.ui.status)(CallStatus::ConnectionInterrupted);
+                self.show(CallStatus::ConnectionInterrupted);
                 self.after(DISCONNECTED_GRACE_MS, Event::IceCheck { peer: self.peer_generation });
             }
             RtcPeerConnectionState::Failed if !self.other_present && self.socket.is_some() => {
                 // The other person is gone from the room and the media path is dead.
                 self.drop_peer();
-                (self.ui.status)(CallStatus::PeerLeft);
+                self.show(CallStatus::PeerLeft);
             }
             RtcPeerConnectionState::Failed => {
-                (self.ui.status)(CallStatus::ConnectionInterrupted);
+                self.show(CallStatus::ConnectionInterrupted);
                 self.restart_ice_if_broken()?;
             }
             _ => {}
@@ -529,7 +606,11 @@ impl Call {
         self.after(CONNECT_TIMEOUT_MS, Event::ConnectTimeout { peer: self.peer_generation });
         self.after(STATS_EVERY_MS, Event::StatsTick { peer: self.peer_generation });
         self.last_traffic = None;
-        Ok(self.peer.insert(Peer::new(&self.ice_servers, self.ice_policy, self.polite, &self.events)?))
+        let peer = match self.standby.take() {
+            Some(standby) => standby,
+            None => Peer::new(&self.ice_servers, self.ice_policy, self.polite, &self.events)?,
+        };
+        Ok(self.peer.insert(peer))
     }
 
     fn drop_peer(&mut self) {

@@ -21,18 +21,30 @@ pub struct LocalMedia {
 }
 
 impl LocalMedia {
-    pub async fn open(choice: MediaChoice) -> Result<Self, JsValue> {
+    /// Nothing yet: the camera and microphone join `preview` once the browser grants them, so
+    /// the call can join and negotiate meanwhile.
+    pub fn new() -> Result<Self, JsValue> {
         let preview = MediaStream::new()?;
-        let mut media = Self { preview, audio: None, camera: None, screen: None, audio_on: true, camera_on: true };
-        if choice != MediaChoice::Nothing {
-            let stream = user_media(true, choice == MediaChoice::CameraAndMicrophone, None).await?;
-            media.audio = first_track(&stream.get_audio_tracks());
-            media.camera = first_track(&stream.get_video_tracks());
+        Ok(Self { preview, audio: None, camera: None, screen: None, audio_on: false, camera_on: false })
+    }
+
+    /// Asks the browser for what `choice` names (`None` for nothing at all).
+    pub async fn request(choice: MediaChoice) -> Result<Option<MediaStream>, JsValue> {
+        if choice == MediaChoice::Nothing {
+            return Ok(None);
         }
-        media.camera_on = media.camera.is_some();
-        media.audio_on = media.audio.is_some();
-        media.refresh_preview();
-        Ok(media)
+        user_media(true, choice == MediaChoice::CameraAndMicrophone, None).await.map(Some)
+    }
+
+    /// Takes the tracks the browser granted.
+    pub fn adopt(&mut self, stream: Option<&MediaStream>) {
+        if let Some(stream) = stream {
+            self.audio = first_track(&stream.get_audio_tracks());
+            self.camera = first_track(&stream.get_video_tracks());
+        }
+        self.camera_on = self.camera.is_some();
+        self.audio_on = self.audio.is_some();
+        self.refresh_preview();
     }
 
     /// The video to send: the shared screen, else the camera unless it is off.
@@ -112,6 +124,13 @@ impl LocalMedia {
         for track in self.audio.take().into_iter().chain(self.camera.take()) {
             track.stop();
         }
+    }
+}
+
+/// Stops every track of `stream`, which turns the camera and microphone off.
+pub fn stop_all(stream: &MediaStream) {
+    for track in stream.get_tracks().iter() {
+        track.unchecked_into::<MediaStreamTrack>().stop();
     }
 }
 

@@ -10,7 +10,7 @@ pub mod engine;
 #[cfg(feature = "hydrate")]
 mod js;
 #[cfg(feature = "hydrate")]
-pub mod media;
+mod media;
 #[cfg(feature = "hydrate")]
 mod peer;
 #[cfg(feature = "hydrate")]
@@ -114,6 +114,23 @@ impl CallStatus {
         )
     }
 
+    /// What the page shows for this status while the camera and microphone are still
+    /// starting: the call joins and connects meanwhile, but until the browser grants them
+    /// (which may wait on the person answering its permission prompt), that is what the page
+    /// says. What needs the person's attention shows at once.
+    pub fn while_media_starts(self) -> Self {
+        match self {
+            Self::Joining
+            | Self::WaitingForPeer
+            | Self::Connecting
+            | Self::Connected
+            | Self::ConnectionInterrupted
+            | Self::PeerLeft
+            | Self::SignalingReconnecting => Self::StartingMedia,
+            other => other,
+        }
+    }
+
     pub fn text(&self) -> String {
         match self {
             Self::Idle => "Press Start to join the call.".into(),
@@ -188,6 +205,19 @@ fn https_form(address: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn while_the_camera_starts_the_page_says_so_unless_something_needs_the_person() {
+        for progress in [CallStatus::Joining, CallStatus::WaitingForPeer, CallStatus::Connecting, CallStatus::Connected]
+        {
+            assert_eq!(progress.while_media_starts(), CallStatus::StartingMedia);
+        }
+        for attention in
+            [CallStatus::TurnRefused, CallStatus::ConnectionFailed, CallStatus::RoomFull, CallStatus::Ended]
+        {
+            assert_eq!(attention.clone().while_media_starts(), attention);
+        }
+    }
 
     #[test]
     fn a_failed_screen_share_says_why_unless_the_person_cancelled() {

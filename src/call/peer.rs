@@ -11,7 +11,7 @@ use js_sys::{Array, Function, Promise, Reflect};
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
+    MediaStream, MediaStreamTrack, MessageEvent, RtcBundlePolicy, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
     RtcDataChannelState, RtcIceCandidateInit, RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceErrorEvent,
     RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpEncodingParameters, RtcRtpSender, RtcRtpTransceiver,
     RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
@@ -36,6 +36,9 @@ pub struct Peer {
     polite: bool,
     /// Whether the last incoming offer was ignored (then its candidates may fail to apply).
     ignore_offer: bool,
+    /// Made ahead of the other side's first offer: until it comes, `negotiationneeded` (the
+    /// data channel raises it) must not make an offer of our own.
+    awaits_offer: bool,
     /// Candidates that arrived before the remote description they belong to.
     early_candidates: Vec<IceCandidate>,
     audio_sender: Option<RtcRtpSender>,
@@ -67,6 +70,11 @@ impl Peer {
         if policy == IceTransportPolicy::Relay {
             config.set_ice_transport_policy(RtcIceTransportPolicy::Relay);
         }
+        // Every browser bundles: one transport to gather for and connect, not one per kind.
+        config.set_bundle_policy(RtcBundlePolicy::MaxBundle);
+        // Gather candidates now, not when the offer or answer is made: the standby connection
+        // has them ready before the other side's offer comes. web-sys has no setter.
+        Reflect::set(&config, &"iceCandidatePoolSize".into(), &1.into())?;
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
 
         let send = |event_for: fn() -> Event| {
@@ -146,6 +154,7 @@ impl Peer {
             pc,
             polite,
             ignore_offer: false,
+            awaits_offer: false,
             early_candidates: Vec::new(),
             audio_sender: None,
             video_sender: None,
@@ -160,6 +169,11 @@ impl Peer {
                 _channel_message: channel_message,
             },
         })
+    }
+
+    /// This side answers: the other side's offer is on its way.
+    pub fn await_offer(&mut self) {
+        self.awaits_offer = true;
     }
 
     /// The role can change when the signaling server restarts and hands out roles anew.
@@ -194,7 +208,8 @@ impl Peer {
     }
 
     /// The answerer's side, after the offer is applied: this side sends on the transceivers the
-    /// offer created, one per kind, so the answer needs no second negotiation.
+    /// offer created, one per kind, so the answer needs no second negotiation. Kinds that
+    /// already have a sender (a later offer) are left as they are.
     fn answer_with_media(&mut self, outgoing: &Outgoing) {
         for transceiver in self.pc.get_transceivers().iter() {
             let transceiver: RtcRtpTransceiver = transceiver.unchecked_into();
@@ -209,6 +224,21 @@ impl Peer {
                 None => {
                     transceiver.set_direction(RtcRtpTransceiverDirection::Sendrecv);
                     transceiver.sender()
+                }
+            });
+        }
+    }
+
+    /// Puts the camera and microphone, granted after the connection was made, on its senders.
+    /// Not awaited: the browser queues each `replaceTrack` behind a negotiation in progress,
+    /// which the call need not wait for, and queues later changes behind these.
+    pub fn start_sending(&self, audio: Option<&MediaStreamTrack>, video: Option<&MediaStreamTrack>) {
+        for (sender, track) in [(&self.audio_sender, audio), (&self.video_sender, video)] {
+            let (Some(sender), Some(track)) = (sender, track) else { continue };
+            let replaced = JsFuture::from(sender.replace_track(Some(track)));
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(error) = replaced.await {
+                    leptos::logging::warn!("cannot send the new track: {}", super::js::describe(&error));
                 }
             });
         }
@@ -242,20 +272,22 @@ impl Peer {
 
     /// `negotiationneeded`: makes an offer, returned for sending.
     pub async fn make_offer(&mut self) -> Result<Option<SessionDescription>, JsValue> {
-        if self.pc.signaling_state() != RtcSignalingState::Stable {
-            // An exchange is under way; the event fires again when it ends if still needed.
+        let waiting = self.awaits_offer && self.pc.remote_description().is_none();
+        if waiting || self.pc.signaling_state() != RtcSignalingState::Stable {
+            // The other side offers first, or an exchange is under way (the event fires again
+            // when it ends if still needed).
             return Ok(None);
         }
         set_local_description(&self.pc).await?;
         self.local_description().map(Some)
     }
 
-    /// An incoming SDP. Returns the answer to send, if it was an offer we took.
-    /// `media` is attached when this side answers its first offer.
+    /// An incoming SDP. Returns the answer to send, if it was an offer we took. `media` is
+    /// what this side sends, attached when it answers its first offer.
     pub async fn receive_description(
         &mut self,
         description: SessionDescription,
-        media: Option<&Outgoing<'_>>,
+        media: &Outgoing<'_>,
     ) -> Result<Option<SessionDescription>, JsValue> {
         let is_offer = description.kind == SdpType::Offer;
         let collision = is_offer && self.pc.signaling_state() != RtcSignalingState::Stable;
@@ -275,9 +307,7 @@ impl Peer {
         if !is_offer {
             return Ok(None);
         }
-        if let Some(outgoing) = media {
-            self.answer_with_media(outgoing);
-        }
+        self.answer_with_media(media);
         set_local_description(&self.pc).await?;
         self.local_description().map(Some)
     }
