@@ -464,7 +464,7 @@ impl Call {
             }
             Message::Candidate(candidate) => {
                 if let Some(peer) = &mut self.peer {
-                    peer.receive_candidate(candidate).await?;
+                    peer.receive_candidate(candidate);
                 }
             }
             Message::Error(error) if error.code == ErrorCode::RoomFull => return Ok(Some(CallStatus::RoomFull)),

@@ -302,7 +302,7 @@ impl Peer {
         let init: RtcSessionDescriptionInit = to_js(&description);
         JsFuture::from(self.pc.set_remote_description(&init)).await?;
         for candidate in std::mem::take(&mut self.early_candidates) {
-            self.add_candidate(&candidate).await?;
+            self.add_candidate(&candidate);
         }
         if !is_offer {
             return Ok(None);
@@ -312,23 +312,31 @@ impl Peer {
         self.local_description().map(Some)
     }
 
-    pub async fn receive_candidate(&mut self, candidate: Option<IceCandidate>) -> Result<(), JsValue> {
+    pub fn receive_candidate(&mut self, candidate: Option<IceCandidate>) {
         // End of candidates needs no action: ICE finishes with what it has.
-        let Some(candidate) = candidate else { return Ok(()) };
+        let Some(candidate) = candidate else { return };
         if self.pc.remote_description().is_none() {
             self.early_candidates.push(candidate);
-            return Ok(());
+            return;
         }
-        match self.add_candidate(&candidate).await {
-            Err(_) if self.ignore_offer => Ok(()),
-            other => other,
-        }
+        self.add_candidate(&candidate);
     }
 
-    async fn add_candidate(&self, candidate: &IceCandidate) -> Result<(), JsValue> {
+    /// Not awaited: the browser applies candidates in order, after any description being set,
+    /// and the engine need not wait for each before the next (they come in bursts, while an
+    /// offer or answer is being applied).
+    fn add_candidate(&self, candidate: &IceCandidate) {
         let init: RtcIceCandidateInit = to_js(candidate);
-        JsFuture::from(self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init))).await?;
-        Ok(())
+        let added = JsFuture::from(self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init)));
+        // Candidates of an offer we ignored may fail to apply; that is expected.
+        let expected_to_fail = self.ignore_offer;
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(error) = added.await {
+                if !expected_to_fail {
+                    leptos::logging::warn!("cannot add a remote candidate: {}", super::js::describe(&error));
+                }
+            }
+        });
     }
 
     fn local_description(&self) -> Result<SessionDescription, JsValue> {
