@@ -18,7 +18,7 @@ use leptos::wasm_bindgen::JsCast;
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]
-    crate::headers::for_page(&options);
+    crate::server::headers::for_page(&options);
     view! {
         <!DOCTYPE html>
         <html lang="en">

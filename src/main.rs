@@ -4,7 +4,7 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     use clap::Parser;
-    use duo::{config::Config, server};
+    use duo::server::{self, Config};
     use leptos::config::get_configuration;
     use tracing_subscriber::EnvFilter;
 
@@ -28,8 +28,8 @@ async fn main() -> std::process::ExitCode {
         }
     };
     leptos_options.site_addr = config.addr;
-    duo::assets::use_hashed_names(&mut leptos_options);
-    let metrics = match duo::metrics::install() {
+    server::use_hashed_names(&mut leptos_options);
+    let metrics = match server::install_metrics() {
         Ok(handle) => handle,
         Err(error) => {
             tracing::error!("cannot set up metrics: {error}");

@@ -318,7 +318,7 @@ async fn turn_urls_come_with_credentials_derived_from_the_secret_which_never_lea
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let expiry: u64 = expiry.parse().unwrap();
     assert!((now + 590..=now + 610).contains(&expiry), "expires in the configured 600 s");
-    assert_eq!(turn.credential.as_deref(), Some(duo::ice::turn_password(secret, username).as_str()));
+    assert_eq!(turn.credential.as_deref(), Some(duo::server::turn_password(secret, username).as_str()));
 }
 
 #[tokio::test]

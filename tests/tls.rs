@@ -44,7 +44,7 @@ fn leaf(ca: &CertifiedIssuer<'static, KeyPair>) -> Leaf {
     Leaf {
         chain: format!("{}{}", cert.pem(), ca.pem()),
         key: key.serialize_pem(),
-        fingerprint: duo::tls::fingerprint(cert.der()),
+        fingerprint: duo::server::fingerprint(cert.der()),
     }
 }
 
@@ -107,7 +107,7 @@ async fn handshake(server: &Server, tls: &TlsConnector) -> (TlsStream<TcpStream>
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     let stream = tls.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("a trusted certificate");
     let leaf = stream.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec();
-    (stream, duo::tls::fingerprint(&leaf))
+    (stream, duo::server::fingerprint(&leaf))
 }
 
 /// Handshakes until the server shows `fingerprint`, for a few seconds at most.

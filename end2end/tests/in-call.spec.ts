@@ -41,8 +41,8 @@ test('camera off stops the frames the other side receives and shows a placeholde
 
 /** The label of the track `page` sends as video. */
 const sentVideoLabel = (page: Page) => page.evaluate(() => {
-  const peers: RTCPeerConnection[] = (window as any).__peerConnections;
-  return peers[peers.length - 1].getSenders().find((s) => s.track?.kind === 'video')?.track?.label ?? null;
+  const newest: RTCPeerConnection = (window as any).__newestPeerConnection();
+  return newest.getSenders().find((s) => s.track?.kind === 'video')?.track?.label ?? null;
 });
 
 test('screen sharing replaces the camera on the other side, and stopping brings the camera back', async ({ open }) => {
@@ -95,8 +95,8 @@ test('switching the microphone mid-call keeps the call up and sends the new devi
   await expect(microphone.locator('option')).not.toHaveCount(0);
   await microphone.selectOption({ label: 'Fake Audio Input 1' });
   await expect.poll(() => alice.evaluate(() => {
-    const peers: RTCPeerConnection[] = (window as any).__peerConnections;
-    return peers[peers.length - 1].getSenders().find((s) => s.track?.kind === 'audio')?.track?.label;
+    const newest: RTCPeerConnection = (window as any).__newestPeerConnection();
+    return newest.getSenders().find((s) => s.track?.kind === 'audio')?.track?.label;
   })).toBe('Fake Audio Input 1');
   await expect(status(alice)).toHaveText('Connected.');
   await expectMediaFlowing(bob);

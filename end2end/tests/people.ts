@@ -72,11 +72,17 @@ export function launchFirefox(): Promise<Puppeteer> {
   });
 }
 
-/** Records every RTCPeerConnection the page makes, so tests can read real `getStats`. */
+/**
+ * Records every RTCPeerConnection the page makes, so tests can read real `getStats`:
+ * `__peerConnections` holds them all, and `__newestPeerConnection()` gives the newest one not
+ * closed (else the newest), the one the call uses.
+ */
 export const recordPeerConnections = () => {
   const Native = window.RTCPeerConnection;
   const made: RTCPeerConnection[] = [];
   (window as any).__peerConnections = made;
+  (window as any).__newestPeerConnection = () =>
+    made.findLast((pc) => pc.connectionState !== 'closed') ?? made[made.length - 1];
   window.RTCPeerConnection = class extends Native {
     constructor(config?: RTCConfiguration) {
       super(config);
@@ -108,11 +114,10 @@ export const showsText = (person: Evaluates, text: string) => person.evaluate((t
 
 /** Bytes received over RTP by the newest live peer connection, per media kind. */
 export const inboundBytes = (person: Evaluates) => person.evaluate(async () => {
-  const peers: RTCPeerConnection[] = (window as any).__peerConnections;
-  const live = peers.filter((pc) => pc.connectionState !== 'closed');
   const totals = { audio: 0, video: 0 };
-  if (live.length === 0) return totals;
-  const stats = await live[live.length - 1].getStats();
+  const newest: RTCPeerConnection | undefined = (window as any).__newestPeerConnection();
+  if (!newest || newest.connectionState === 'closed') return totals;
+  const stats = await newest.getStats();
   stats.forEach((report: any) => {
     if (report.type === 'inbound-rtp' && (report.kind === 'audio' || report.kind === 'video')) {
       totals[report.kind as 'audio' | 'video'] += report.bytesReceived ?? 0;
@@ -124,8 +129,7 @@ export const inboundBytes = (person: Evaluates) => person.evaluate(async () => {
 /** The sum of one `inbound-rtp` field of `kind` on the newest peer connection. */
 export const inboundStat = (person: Evaluates, kind: 'audio' | 'video', field: string) =>
   person.evaluate(async ({ kind, field }) => {
-    const peers: RTCPeerConnection[] = (window as any).__peerConnections;
-    const stats = await peers[peers.length - 1].getStats();
+    const stats = await (window as any).__newestPeerConnection().getStats();
     let value = 0;
     stats.forEach((report: any) => {
       if (report.type === 'inbound-rtp' && report.kind === kind) value += report[field] ?? 0;
@@ -145,8 +149,7 @@ export async function growth(person: Evaluates, kind: 'audio' | 'video', field: 
  * `transport` report; Firefox has no `transport` report and marks the pair `selected`.
  */
 export const selectedPair = (person: Evaluates) => person.evaluate(async () => {
-  const peers: RTCPeerConnection[] = (window as any).__peerConnections;
-  const stats = await peers[peers.length - 1].getStats();
+  const stats: RTCStatsReport = await (window as any).__newestPeerConnection().getStats();
   const reports = [...stats.values()] as any[];
   const transport = reports.find((r) => r.type === 'transport' && r.selectedCandidatePairId);
   const pair = transport ? stats.get(transport.selectedCandidatePairId) : reports.find((r) => r.type === 'candidate-pair' && r.selected);

@@ -414,9 +414,7 @@ impl Call {
                     self.offer().await?;
                 } else {
                     self.show(CallStatus::WaitingForPeer);
-                    let mut standby = Peer::new(&self.ice_servers, self.ice_policy, self.polite, &self.events)?;
-                    standby.await_offer();
-                    self.standby = Some(standby);
+                    self.stand_by()?;
                 }
             }
             Message::PeerJoined(info) => {
@@ -438,10 +436,12 @@ impl Call {
                 }
                 self.drop_peer();
                 self.show(CallStatus::PeerLeft);
+                self.stand_by()?;
             }
             Message::Bye(_) => {
                 self.drop_peer();
                 self.show(CallStatus::PeerLeft);
+                self.stand_by()?;
             }
             Message::Sdp(description) => {
                 mark(if description.kind == SdpType::Offer { "offer-received" } else { "answer-received" });
@@ -611,6 +611,14 @@ impl Call {
             None => Peer::new(&self.ice_servers, self.ice_policy, self.polite, &self.events)?,
         };
         Ok(self.peer.insert(peer))
+    }
+
+    /// Alone in the room: makes the connection whoever comes next will be answered on.
+    fn stand_by(&mut self) -> Result<(), JsValue> {
+        let mut standby = Peer::new(&self.ice_servers, self.ice_policy, self.polite, &self.events)?;
+        standby.await_offer();
+        self.standby = Some(standby);
+        Ok(())
     }
 
     fn drop_peer(&mut self) {

@@ -14,21 +14,21 @@ use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info};
 
-use crate::config::Config;
+use crate::server::config::Config;
 
 /// How often the certificate files are checked for a change.
 const FILE_CHECK: Duration = Duration::from_secs(2);
 
-pub struct Tls {
-    pub rustls: RustlsConfig,
+pub(crate) struct Tls {
+    pub(crate) rustls: RustlsConfig,
     /// Whether browsers may be told to insist on HTTPS (`Strict-Transport-Security`): only with
     /// a certificate they trust. A self-signed one would stop people from accepting its warning
     /// on later visits.
-    pub strict_transport: bool,
+    pub(crate) strict_transport: bool,
 }
 
 /// The HTTPS set-up the flags ask for, or `None` for plain HTTP.
-pub async fn setup(config: &Config) -> io::Result<Option<Tls>> {
+pub(crate) async fn setup(config: &Config) -> io::Result<Option<Tls>> {
     // Registered now, before the server says it listens: SIGHUP (`systemctl reload`) must never
     // end the process, whatever the mode.
     let hangup = signal(SignalKind::hangup())?;
@@ -46,7 +46,7 @@ pub async fn setup(config: &Config) -> io::Result<Option<Tls>> {
     }
     tokio::spawn(nothing_to_reload(hangup));
     if config.tls_self_signed {
-        let names = crate::origin::listen_names(config.addr);
+        let names = crate::server::origin::listen_names(config.addr);
         let made = rcgen::generate_simple_self_signed(names.clone()).map_err(io::Error::other)?;
         let fingerprint = fingerprint(made.cert.der());
         let rustls = RustlsConfig::from_der(vec![made.cert.der().to_vec()], made.signing_key.serialize_der()).await?;

@@ -8,7 +8,7 @@ use std::{
 
 use clap::Parser;
 
-use crate::origin::Origin;
+use crate::server::origin::Origin;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "duo", version, about = "1:1 video calls: web app and signaling server")]
@@ -21,22 +21,22 @@ pub struct Config {
     /// the chain may follow. Read again on SIGHUP and when the file changes, so a renewed
     /// certificate needs no restart.
     #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_self_signed")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 
     /// Serve HTTPS with a certificate made at start for localhost, this machine's name and the
     /// listen address's IPs: the quick way to call between two machines on a LAN (each
     /// browser warns once; compare the SHA-256 fingerprint the log shows).
     #[arg(long)]
-    pub tls_self_signed: bool,
+    pub(crate) tls_self_signed: bool,
 
     /// Where `/metrics` (Prometheus) is served: a separate address for operators, never the
     /// public one. Port 0 picks a free port (logged).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
-    pub metrics_addr: SocketAddr,
+    pub(crate) metrics_addr: SocketAddr,
 
     /// Log filter, in tracing's `EnvFilter` syntax (e.g. `info` or `duo=debug,info`).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -47,99 +47,99 @@ pub struct Config {
     /// names may: loopback, and for 0.0.0.0 or :: this machine's addresses and host name. Name
     /// the public address here when serving behind a reverse proxy. Repeatable.
     #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = parse_origin)]
-    pub allowed_origins: Vec<Origin>,
+    pub(crate) allowed_origins: Vec<Origin>,
 
     /// The address of a reverse proxy in front of this server (e.g. `127.0.0.1`): for its
     /// requests the client's address is taken from `X-Forwarded-For`, so per-address limits
     /// count clients, not the proxy. Repeatable.
     #[arg(long = "trusted-proxy", value_name = "IP")]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub(crate) trusted_proxies: Vec<IpAddr>,
 
     /// Open connections (of any kind) the server holds at most; more are closed at once. Also
     /// raises the process's open-file limit to fit, where the hard limit allows.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
-    pub max_connections: u32,
+    pub(crate) max_connections: u32,
 
     /// New connections (of any kind) per second one client address may open, in bursts of four
     /// times as many; past it, a connection is closed at once, before any HTTP or TLS work.
     /// Connections from a --trusted-proxy are not counted here.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub connections_per_second_per_client: u32,
+    pub(crate) connections_per_second_per_client: u32,
 
     /// Connections (of any kind) one client address may hold open; past it, a new one is
     /// closed at once. Connections from a --trusted-proxy are not counted here.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_connections_per_client: u32,
+    pub(crate) max_connections_per_client: u32,
 
     /// Signaling sockets one client address (an IPv4 address or an IPv6 /64) may hold open.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub max_sockets_per_client: u32,
+    pub(crate) max_sockets_per_client: u32,
 
     /// Signaling sockets one client address may open per minute (bursts of as many): a call
     /// opens one, a reconnect another; a loop of reconnects gets HTTP 429.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
-    pub sockets_per_minute_per_client: u32,
+    pub(crate) sockets_per_minute_per_client: u32,
 
     /// Seconds a client has to send a request's headers (and, on a kept-alive connection, the
     /// next request's); slower connections are closed.
     #[arg(long, default_value = "10", value_parser = seconds_in(0.1, 3600.0))]
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
 
     /// MiB of signaling frames that may wait, over all connections, for peers that read slowly.
     /// Past it, a peer with more than 64 KiB waiting is dropped as too slow (4002) rather than
     /// queue more.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    pub max_queued_mib: u32,
+    pub(crate) max_queued_mib: u32,
 
     /// A STUN or TURN server URL handed to browsers (e.g. `stun:stun.example.com:3478`). Repeatable.
     #[arg(long = "ice-server", value_name = "URL")]
-    pub ice_servers: Vec<String>,
+    pub(crate) ice_servers: Vec<String>,
 
     /// The secret shared with a TURN server running coturn's `use-auth-secret`; browsers get
     /// only credentials derived from it, for `turn:`/`turns:` URLs. Prefer the environment
     /// variable or `--turn-secret-file`: flags show up in process lists.
     #[arg(long, env = "DUO_TURN_SECRET", hide_env_values = true, conflicts_with = "turn_secret_file")]
-    pub turn_secret: Option<String>,
+    pub(crate) turn_secret: Option<String>,
 
     /// A file holding the TURN secret (surrounding whitespace is ignored).
     #[arg(long, value_name = "PATH")]
-    pub turn_secret_file: Option<std::path::PathBuf>,
+    pub(crate) turn_secret_file: Option<std::path::PathBuf>,
 
     /// Seconds a TURN credential stays valid (60 to 604800). coturn refuses to refresh an
     /// allocation with an expired credential, so this bounds a relayed call between two
     /// reconnects; a reconnect gets fresh credentials.
     #[arg(long, default_value = "3600", value_parser = seconds_in(60.0, 604_800.0))]
-    pub turn_credential_lifetime: Duration,
+    pub(crate) turn_credential_lifetime: Duration,
 
     /// TURN credentials one client address may be given per hour (bursts of as many); past
     /// it, `WELCOME` offers no TURN server. Only pages that pass the Origin check get any.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub turn_credentials_per_client: u32,
+    pub(crate) turn_credentials_per_client: u32,
 
     /// Make every browser use relayed (TURN) paths only, so neither side learns the other's
     /// address. Needs a TURN server in --ice-server.
     #[arg(long)]
-    pub relay_only: bool,
+    pub(crate) relay_only: bool,
 
     /// Sustained frames per second one signaling socket may send (of any kind; a frame costs
     /// one per KiB begun); bursts of four times this are allowed. Far above a real ICE
     /// trickle; raise it only for load tests.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000_000))]
-    pub rate_limit: u32,
+    pub(crate) rate_limit: u32,
 
     /// On SIGTERM, seconds to keep serving with `/readyz` failing (so a load balancer stops
     /// sending new calls here) before closing the signaling sockets (0 to 3600).
     #[arg(long, default_value = "0", value_parser = seconds_in(0.0, 3600.0))]
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
 
     /// Seconds of silence (no frame, not even a pong) after which a peer is dropped (1 to 86400).
     #[arg(long, default_value = "30", value_parser = seconds_in(1.0, 86_400.0))]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl Config {
     /// The TURN secret from the flag, the environment or the file.
-    pub fn turn_secret(&self) -> std::io::Result<Option<String>> {
+    pub(crate) fn turn_secret(&self) -> std::io::Result<Option<String>> {
         match (&self.turn_secret, &self.turn_secret_file) {
             (Some(secret), _) => Ok(Some(secret.clone())),
             (None, Some(path)) => Ok(Some(std::fs::read_to_string(path)?.trim().to_owned())),

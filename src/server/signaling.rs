@@ -10,10 +10,10 @@ use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{
-    hub::{room_log_name, Delivery, Hub, Kick, Mailbox, Membership, Outbound, RoomFull},
-    limits::{LogThrottle, Open, TokenBucket},
     protocol::{check_client_frame, check_join_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
+    server::hub::{room_log_name, Delivery, Hub, Kick, Mailbox, Membership, Outbound, RoomFull},
+    server::limits::{LogThrottle, Open, TokenBucket},
 };
 
 /// How long one write may take before the reader on the other end is given up on.
@@ -24,25 +24,25 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const CLOSE_READ_FRAMES: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
-pub struct SessionLimits {
+pub(crate) struct SessionLimits {
     /// Sustained frames per second (of any kind); bursts of four times as many pass.
-    pub messages_per_second: u32,
-    pub idle_timeout: Duration,
+    pub(crate) messages_per_second: u32,
+    pub(crate) idle_timeout: Duration,
 }
 
 /// Decides, when the connection joins its room, whether its `WELCOME` may carry TURN
 /// credentials: a socket that waits for `JOIN` and never sends it spends none.
-pub struct TurnGrant(Box<dyn FnOnce() -> bool + Send>);
+pub(crate) struct TurnGrant(Box<dyn FnOnce() -> bool + Send>);
 
 impl TurnGrant {
-    pub fn new(decide: impl FnOnce() -> bool + Send + 'static) -> Self {
+    pub(crate) fn new(decide: impl FnOnce() -> bool + Send + 'static) -> Self {
         Self(Box::new(decide))
     }
 }
 
 /// When a connection takes its place in the room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Joining {
+pub(crate) enum Joining {
     /// As soon as it is open (the classic clients).
     Now,
     /// When it sends `JOIN` (`join=later`): a page opens its socket before the person presses
@@ -57,7 +57,7 @@ pub enum Joining {
 /// join's result in that future for the whole connection, which every idle connection pays.
 /// (A connection that joins later has to keep them until it does.)
 #[allow(clippy::too_many_arguments)]
-pub fn run(
+pub(crate) fn run(
     socket: WebSocket,
     hub: Arc<Hub>,
     room: RoomId,
@@ -67,8 +67,8 @@ pub fn run(
     per_client: Open,
     joining: Joining,
 ) -> impl Future<Output = ()> {
-    crate::metrics::connection_opened();
-    let open = OnDrop(crate::metrics::connection_closed);
+    crate::server::metrics::connection_opened();
+    let open = OnDrop(crate::server::metrics::connection_closed);
     let session = Session { socket, limits, _open: open, _per_client: per_client };
     match joining {
         Joining::Now => Either::Left(session.enter(&hub, room, session_id, turn)),
@@ -107,7 +107,7 @@ impl Session {
             }
             Err(full) => {
                 info!(room = %room_log_name(&room), "refused a third person");
-                crate::metrics::rejected(ErrorCode::RoomFull.as_str());
+                crate::server::metrics::rejected(ErrorCode::RoomFull.as_str());
                 Either::Right(self.refuse(full))
             }
         }
@@ -134,7 +134,7 @@ impl Session {
                         Some(WsMessage::Binary(_)) => BadMessage::Binary,
                         _ => continue,
                     };
-                    crate::metrics::rejected(ErrorCode::BadMessage.as_str());
+                    crate::server::metrics::rejected(ErrorCode::BadMessage.as_str());
                     if !self.send(Message::error(ErrorCode::BadMessage, refused.to_string()).to_json(), None).await {
                         return None;
                     }
@@ -182,7 +182,7 @@ impl Session {
             Some(Err(error)) => {
                 debug!(%error, "socket error");
                 if let Some((code, reason)) = close_for(error) {
-                    crate::metrics::rejected(reason);
+                    crate::server::metrics::rejected(reason);
                     self.close(code, reason).await;
                 }
                 return None;
@@ -196,7 +196,7 @@ impl Session {
         match pace.flood.admit(frame_len(&frame), pace.last_heard.into_std()) {
             Admit::Pass => Some(Some(frame)),
             Admit::Refuse { first } => {
-                crate::metrics::rejected(ErrorCode::RateLimited.as_str());
+                crate::server::metrics::rejected(ErrorCode::RateLimited.as_str());
                 if first {
                     let refusal = Message::error(ErrorCode::RateLimited, "too many messages; slow down").to_json();
                     if !self.send(refusal, mailbox).await {
@@ -206,7 +206,7 @@ impl Session {
                 Some(None)
             }
             Admit::Close => {
-                crate::metrics::rejected(ErrorCode::RateLimited.as_str());
+                crate::server::metrics::rejected(ErrorCode::RateLimited.as_str());
                 if let Some(left_out) = FLOOD_LOG.allow(std::time::Instant::now()) {
                     warn!(similar_left_out = left_out, "closing a flooding peer");
                 }
@@ -252,7 +252,7 @@ impl Session {
                         let refused = match frame {
                             Some(WsMessage::Text(text)) => match check_client_frame(&text) {
                                 Ok(kind) => {
-                                    crate::metrics::relayed(kind);
+                                    crate::server::metrics::relayed(kind);
                                     membership.relay(text, pace.last_heard.into_std());
                                     continue;
                                 }
@@ -280,7 +280,7 @@ impl Session {
 
     async fn error(&mut self, code: ErrorCode, message: String, mailbox: &Mailbox) -> bool {
         if code == ErrorCode::BadMessage {
-            crate::metrics::rejected(code.as_str());
+            crate::server::metrics::rejected(code.as_str());
         }
         self.send(Message::error(code, message).to_json(), Some(mailbox)).await
     }
@@ -311,7 +311,7 @@ impl Session {
             while let Some(outbound) = next {
                 socket.feed(WsMessage::Text(outbound.frame)).await?;
                 if let Some(received_at) = outbound.relayed_at {
-                    crate::metrics::relay_latency(received_at.elapsed());
+                    crate::server::metrics::relay_latency(received_at.elapsed());
                 }
                 next = mailbox.try_next();
             }

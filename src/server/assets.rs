@@ -4,7 +4,7 @@
 //! file by a hash of its content (`duo.<hash>.wasm`) and writes a brotli and a gzip copy beside
 //! it. They are served compressed as the browser accepts, and cached for a year: a new release
 //! has new names, so no browser ever mixes one release's page with another's code. The pages
-//! themselves are never cached (see [`crate::headers::for_page`]).
+//! themselves are never cached (see [`crate::server::headers::for_page`]).
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +30,7 @@ pub fn use_hashed_names(options: &mut LeptosOptions) {
 }
 
 /// `Cache-Control` of a successful `/pkg` response.
-pub fn cache_control(hashed_names: bool) -> &'static str {
+pub(crate) fn cache_control(hashed_names: bool) -> &'static str {
     if hashed_names {
         "public, max-age=31536000, immutable"
     } else {
@@ -41,7 +41,7 @@ pub fn cache_control(hashed_names: bool) -> &'static str {
 
 /// Serves `site_root/pkg_dir`: precompressed copies chosen by `Accept-Encoding`, the right
 /// `Content-Type` (`application/wasm` lets the browser compile while it downloads).
-pub fn service(options: &LeptosOptions) -> Router {
+pub(crate) fn service(options: &LeptosOptions) -> Router {
     let dir: PathBuf = Path::new(options.site_root.as_ref()).join(options.site_pkg_dir.as_ref());
     let cache = HeaderValue::from_static(cache_control(options.hash_files));
     Router::new()

@@ -13,13 +13,13 @@ use sha1::Sha1;
 use crate::protocol::{IceServer, IceTransportPolicy, PeerId};
 
 #[derive(Clone)]
-pub struct IceConfig {
+pub(crate) struct IceConfig {
     /// STUN and TURN URLs, as given with `--ice-server`.
-    pub urls: Vec<String>,
+    pub(crate) urls: Vec<String>,
     /// The secret shared with the TURN server; without it TURN URLs get no credentials.
-    pub turn_secret: Option<String>,
-    pub credential_lifetime: Duration,
-    pub transport_policy: IceTransportPolicy,
+    pub(crate) turn_secret: Option<String>,
+    pub(crate) credential_lifetime: Duration,
+    pub(crate) transport_policy: IceTransportPolicy,
 }
 
 impl std::fmt::Debug for IceConfig {
@@ -37,7 +37,7 @@ impl IceConfig {
     /// The `iceServers` for one peer: STUN URLs as they are, and with `turn`, TURN URLs with
     /// credentials that expire after the configured lifetime. Without credentials a TURN URL
     /// is left out (a browser refuses an `RTCIceServer` that names TURN without them).
-    pub fn servers_for(&self, peer: PeerId, now: SystemTime, turn: bool) -> Vec<IceServer> {
+    pub(crate) fn servers_for(&self, peer: PeerId, now: SystemTime, turn: bool) -> Vec<IceServer> {
         let (turn_urls, stun): (Vec<&String>, Vec<&String>) = self.urls.iter().partition(|url| is_turn(url));
         let mut servers = Vec::new();
         if !stun.is_empty() {
@@ -54,7 +54,7 @@ impl IceConfig {
     }
 
     /// Whether there is a TURN server to give credentials for.
-    pub fn issues_turn_credentials(&self) -> bool {
+    pub(crate) fn issues_turn_credentials(&self) -> bool {
         self.turn_secret.is_some() && self.urls.iter().any(|url| is_turn(url))
     }
 }

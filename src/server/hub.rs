@@ -20,58 +20,58 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::watch;
 
 use crate::{
-    ice::IceConfig,
-    limits::LogThrottle,
     protocol::{close_code, Message, PeerId, PeerInfo, Welcome},
     room::RoomId,
+    server::ice::IceConfig,
+    server::limits::LogThrottle,
 };
 
 /// Slow readers, logged a few a second at most: a client can make itself one at will.
 static SLOW_READER_LOG: LogThrottle = LogThrottle::new();
 
 /// A text frame on its way to a peer. Relayed frames are the sender's bytes, never re-encoded.
-pub type Frame = Utf8Bytes;
+pub(crate) type Frame = Utf8Bytes;
 
 /// A frame in a peer's outbound queue.
-pub struct Outbound {
-    pub frame: Frame,
+pub(crate) struct Outbound {
+    pub(crate) frame: Frame,
     /// When the other peer's frame was read, for relayed frames (the relay latency metric).
-    pub relayed_at: Option<Instant>,
+    pub(crate) relayed_at: Option<Instant>,
 }
 
 /// Why the hub ended a peer's connection: the WebSocket close code and reason to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Kick {
-    pub code: u16,
-    pub reason: &'static str,
+pub(crate) struct Kick {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
 }
 
 impl Kick {
-    pub const SHUTDOWN: Kick = Kick { code: close_code::GOING_AWAY, reason: "server shutting down" };
-    pub const TOO_SLOW: Kick = Kick { code: close_code::TOO_SLOW, reason: "outbound queue overflowed" };
-    pub const REPLACED: Kick = Kick { code: close_code::REPLACED, reason: "the same session connected again" };
+    pub(crate) const SHUTDOWN: Kick = Kick { code: close_code::GOING_AWAY, reason: "server shutting down" };
+    pub(crate) const TOO_SLOW: Kick = Kick { code: close_code::TOO_SLOW, reason: "outbound queue overflowed" };
+    pub(crate) const REPLACED: Kick = Kick { code: close_code::REPLACED, reason: "the same session connected again" };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the room already holds two people")]
-pub struct RoomFull;
+pub(crate) struct RoomFull;
 
-pub struct HubSettings {
-    pub ice: IceConfig,
+pub(crate) struct HubSettings {
+    pub(crate) ice: IceConfig,
     /// What may wait for one slow reader before it is dropped: frames, and their bytes.
-    pub outbox: Capacity,
+    pub(crate) outbox: Capacity,
     /// Bytes that may wait for all readers together; past it, a reader that has fallen
     /// behind (more than a sixteenth of its capacity waiting) is dropped rather than queue more.
-    pub queued_budget: usize,
+    pub(crate) queued_budget: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct Capacity {
-    pub frames: usize,
-    pub bytes: usize,
+pub(crate) struct Capacity {
+    pub(crate) frames: usize,
+    pub(crate) bytes: usize,
 }
 
-pub struct Hub {
+pub(crate) struct Hub {
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
     /// Number of memberships alive, so shutdown can wait for every socket to close.
     peers: watch::Sender<usize>,
@@ -107,13 +107,13 @@ impl Slot {
 /// one. A session is a reconnect credential (naming it takes that person's place), so others
 /// get a one-way hash of it instead, bound to the room. It needs no server key, so it stays
 /// the same across server restarts and between servers.
-pub fn public_id(room: &RoomId, session: &str) -> String {
+pub(crate) fn public_id(room: &RoomId, session: &str) -> String {
     one_way("duo public id", &[room.as_str(), session], 16)
 }
 
 /// How logs name a room: enough to follow one call through them, useless for joining it (the
 /// room id is the secret of the call link).
-pub fn room_log_name(room: &RoomId) -> String {
+pub(crate) fn room_log_name(room: &RoomId) -> String {
     one_way("duo room in logs", &[room.as_str()], 6)
 }
 
@@ -145,7 +145,7 @@ fn one_way(purpose: &str, parts: &[&str], bytes: usize) -> String {
 /// (an mpsc channel allocates its first block of 32 slots up front), the queue only grows while
 /// frames actually wait, and a frame costs one lock on each side. One task reads a mailbox
 /// (its connection's), so one waker is enough.
-pub struct Mailbox {
+pub(crate) struct Mailbox {
     state: Mutex<MailboxState>,
     /// The hub's count of bytes queued in all mailboxes.
     queued: Arc<AtomicUsize>,
@@ -174,14 +174,14 @@ impl MailboxState {
 }
 
 /// The next thing a connection must do for the hub.
-pub enum Delivery {
+pub(crate) enum Delivery {
     Write(Outbound),
     Close(Kick),
 }
 
 impl Mailbox {
     /// Waits for the next frame, or for the kick, which comes before any frame still queued.
-    pub async fn next(&self) -> Delivery {
+    pub(crate) async fn next(&self) -> Delivery {
         poll_fn(|cx| {
             let mut state = lock(&self.state);
             if let Some(kick) = state.kick {
@@ -196,7 +196,7 @@ impl Mailbox {
     }
 
     /// The next queued frame, if one is waiting and the connection was not kicked.
-    pub fn try_next(&self) -> Option<Outbound> {
+    pub(crate) fn try_next(&self) -> Option<Outbound> {
         let mut state = lock(&self.state);
         if state.kick.is_some() {
             return None;
@@ -212,7 +212,7 @@ impl Mailbox {
     }
 
     /// Resolves once the hub has kicked this connection.
-    pub async fn kicked(&self) -> Kick {
+    pub(crate) async fn kicked(&self) -> Kick {
         poll_fn(|cx| {
             let mut state = lock(&self.state);
             match state.kick {
@@ -268,14 +268,14 @@ fn wake_reader(mut state: MutexGuard<'_, MailboxState>) {
 }
 
 /// A peer's place in a room; leaving the room is dropping it.
-pub struct Membership {
+pub(crate) struct Membership {
     hub: Arc<Hub>,
     room_id: RoomId,
     room: Arc<Room>,
-    pub peer_id: PeerId,
-    pub welcome: Welcome,
+    pub(crate) peer_id: PeerId,
+    pub(crate) welcome: Welcome,
     /// Frames for this peer (relayed from the other one, or sent by the hub), and its kick.
-    pub mailbox: Arc<Mailbox>,
+    pub(crate) mailbox: Arc<Mailbox>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -284,7 +284,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn new(settings: HubSettings) -> Arc<Self> {
+    pub(crate) fn new(settings: HubSettings) -> Arc<Self> {
         Arc::new(Self {
             rooms: Mutex::default(),
             peers: watch::Sender::new(0),
@@ -298,7 +298,7 @@ impl Hub {
     /// person reconnecting: it takes their place (the old connection is closed with 4004)
     /// instead of counting as a third person. `turn`: whether `WELCOME` may carry TURN
     /// credentials (the caller decides who gets them).
-    pub fn join(
+    pub(crate) fn join(
         self: &Arc<Self>,
         room_id: RoomId,
         session: Option<String>,
@@ -306,7 +306,7 @@ impl Hub {
     ) -> Result<Membership, RoomFull> {
         let mut rooms = lock(&self.rooms);
         let room = rooms.entry(room_id.clone()).or_default().clone();
-        crate::metrics::active_rooms(rooms.len());
+        crate::server::metrics::active_rooms(rooms.len());
         let mut slots = lock(&room.slots);
         let returning = session.as_ref().and_then(|session| {
             slots.iter().position(|slot| slot.as_ref().is_some_and(|slot| slot.session.as_ref() == Some(session)))
@@ -350,7 +350,7 @@ impl Hub {
     }
 
     /// Ends every connection with "going away"; [`Hub::closed`] then waits for them.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.stopping.send_replace(true);
         for room in lock(&self.rooms).values() {
             for slot in lock(&room.slots).iter().flatten() {
@@ -360,29 +360,30 @@ impl Hub {
     }
 
     /// Resolves once [`Hub::shutdown`] has been called.
-    pub async fn stopping(&self) {
+    pub(crate) async fn stopping(&self) {
         let mut stopping = self.stopping.subscribe();
         // The sender lives in `self`, so this cannot fail.
         let _ = stopping.wait_for(|stopping| *stopping).await;
     }
 
     /// Resolves once no membership is left.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         let mut peers = self.peers.subscribe();
         // The sender lives in `self`, so this cannot fail.
         let _ = peers.wait_for(|n| *n == 0).await;
     }
 
     /// Whether a TURN server is configured to give credentials for.
-    pub fn issues_turn_credentials(&self) -> bool {
+    pub(crate) fn issues_turn_credentials(&self) -> bool {
         self.settings.ice.issues_turn_credentials()
     }
 
-    pub fn room_count(&self) -> usize {
+    #[cfg(test)]
+    fn room_count(&self) -> usize {
         lock(&self.rooms).len()
     }
 
-    pub fn peer_count(&self) -> usize {
+    pub(crate) fn peer_count(&self) -> usize {
         *self.peers.borrow()
     }
 
@@ -423,15 +424,11 @@ impl Hub {
 
 impl Membership {
     /// Sends a frame, read at `received_at`, to the other peer of the room, if there is one.
-    pub fn relay(&self, frame: Frame, received_at: Instant) {
+    pub(crate) fn relay(&self, frame: Frame, received_at: Instant) {
         let mut slots = lock(&self.room.slots);
         if let Some(other) = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.peer_id != self.peer_id)) {
             self.hub.deliver_frame(&mut slots, other, Outbound { frame, relayed_at: Some(received_at) });
         }
-    }
-
-    pub fn room_id(&self) -> &RoomId {
-        &self.room_id
     }
 }
 
@@ -451,7 +448,7 @@ impl Drop for Membership {
         let mine = rooms.get(&self.room_id).is_some_and(|room| Arc::ptr_eq(room, &self.room));
         if mine && slots.iter().all(Option::is_none) {
             rooms.remove(&self.room_id);
-            crate::metrics::active_rooms(rooms.len());
+            crate::server::metrics::active_rooms(rooms.len());
         }
         drop(slots);
         drop(rooms);

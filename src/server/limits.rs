@@ -10,12 +10,12 @@ use std::{
     time::Instant,
 };
 
-use crate::hub::lock;
+use crate::server::hub::lock;
 
 /// `rate` tokens a second, holding at most `burst`: a steady pace passes, and so does a
 /// short burst after a quiet spell. It refills, so a burst minutes later is judged afresh.
 #[derive(Clone, Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -23,18 +23,18 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub fn new(rate_per_second: f64, burst: u32, now: Instant) -> Self {
+    pub(crate) fn new(rate_per_second: f64, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self { rate: rate_per_second, burst, tokens: burst, refilled: now }
     }
 
     /// Takes a token at `now`; false when none is left.
-    pub fn take(&mut self, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         self.take_n(1, now)
     }
 
     /// Takes `n` tokens at `now`, or none if fewer are left.
-    pub fn take_n(&mut self, n: u32, now: Instant) -> bool {
+    pub(crate) fn take_n(&mut self, n: u32, now: Instant) -> bool {
         self.refill(now);
         if self.tokens >= f64::from(n) {
             self.tokens -= f64::from(n);
@@ -47,7 +47,7 @@ impl TokenBucket {
     /// Charges `n` tokens that were not there (something refused still cost the server):
     /// the bucket goes into debt, which it must refill before anything passes again. Returns
     /// whether the debt is now deeper than the burst.
-    pub fn charge(&mut self, n: u32) -> bool {
+    pub(crate) fn charge(&mut self, n: u32) -> bool {
         self.tokens -= f64::from(n);
         self.tokens < -self.burst
     }
@@ -67,7 +67,7 @@ impl TokenBucket {
 
 /// Whom a limit counts: an IPv4 address, or an IPv6 /64 (one subscriber's usual allocation,
 /// which would otherwise give one person 2^64 addresses).
-pub fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
         v4 => v4,
@@ -75,7 +75,7 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 /// A token bucket per client address, for something a client may have only so much of.
-pub struct PerClient {
+pub(crate) struct PerClient {
     buckets: Mutex<Buckets>,
     rate_per_second: f64,
     burst: u32,
@@ -93,11 +93,11 @@ struct Buckets {
 const PRUNE_ABOVE: usize = 4096;
 
 impl PerClient {
-    pub fn new(rate_per_second: f64, burst: u32) -> Self {
+    pub(crate) fn new(rate_per_second: f64, burst: u32) -> Self {
         Self { buckets: Mutex::default(), rate_per_second, burst }
     }
 
-    pub fn take(&self, ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn take(&self, ip: IpAddr, now: Instant) -> bool {
         let mut buckets = lock(&self.buckets);
         if buckets.by_client.len() >= buckets.prune_at.max(PRUNE_ABOVE) {
             buckets.by_client.retain(|_, bucket| !bucket.is_full(now));
@@ -109,24 +109,24 @@ impl PerClient {
 }
 
 /// Open connections or signaling sockets per client address, at most `max` each.
-pub struct OpenPerClient {
+pub(crate) struct OpenPerClient {
     open: Mutex<HashMap<IpAddr, usize>>,
     max: usize,
 }
 
 /// One open socket, counted until dropped.
-pub struct Open {
+pub(crate) struct Open {
     counter: Arc<OpenPerClient>,
     key: IpAddr,
 }
 
 impl OpenPerClient {
-    pub fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Self { open: Mutex::default(), max })
     }
 
     /// Counts one more socket for `ip`, or `None` if it already has `max`.
-    pub fn open(self: &Arc<Self>, ip: IpAddr) -> Option<Open> {
+    pub(crate) fn open(self: &Arc<Self>, ip: IpAddr) -> Option<Open> {
         let key = client_key(ip);
         let mut open = lock(&self.open);
         let count = open.entry(key).or_default();
@@ -153,17 +153,17 @@ impl Drop for Open {
 /// Log lines that a client can cause (a flood, a slow reader), at most a few a second for the
 /// whole server: each says how many like it were left out.
 #[derive(Default)]
-pub struct LogThrottle {
+pub(crate) struct LogThrottle {
     state: Mutex<(Option<TokenBucket>, u64)>,
 }
 
 impl LogThrottle {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self { state: Mutex::new((None, 0)) }
     }
 
     /// `Some(n)` when a line may be logged now, `n` being how many were left out before it.
-    pub fn allow(&self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&self, now: Instant) -> Option<u64> {
         let mut state = lock(&self.state);
         let (bucket, suppressed) = &mut *state;
         if bucket.get_or_insert_with(|| TokenBucket::new(1.0, 5, now)).take(now) {

@@ -36,16 +36,16 @@ use tracing::info;
 
 use crate::{
     app::shell,
-    config::Config,
-    headers,
-    hub::{Capacity, Hub, HubSettings},
-    ice::IceConfig,
-    limits::{LogThrottle, Open, OpenPerClient, PerClient},
-    origin::{listen_names, Caller, OriginPolicy},
     protocol::{IceTransportPolicy, MAX_FRAME_BYTES, MIN_SESSION_LEN},
     room::RoomId,
-    signaling::{self, Joining, SessionLimits, TurnGrant},
-    tls,
+    server::config::Config,
+    server::headers,
+    server::hub::{Capacity, Hub, HubSettings},
+    server::ice::IceConfig,
+    server::limits::{LogThrottle, Open, OpenPerClient, PerClient},
+    server::origin::{listen_names, Caller, OriginPolicy},
+    server::signaling::{self, Joining, SessionLimits, TurnGrant},
+    server::tls,
 };
 
 /// What may wait for a slow reader before it is dropped: far more than a call's whole
@@ -61,9 +61,9 @@ const WRITE_BATCH: usize = 16 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
-pub struct AppState {
-    pub leptos_options: LeptosOptions,
-    pub hub: Arc<Hub>,
+pub(crate) struct AppState {
+    pub(crate) leptos_options: LeptosOptions,
+    pub(crate) hub: Arc<Hub>,
     /// Set on SIGTERM: `/readyz` fails from then on.
     draining: Arc<AtomicBool>,
     origins: Arc<OriginPolicy>,
@@ -82,7 +82,7 @@ impl FromRef<AppState> for LeptosOptions {
 
 impl AppState {
     /// `https`: whether this server speaks TLS itself; `port`: the one it listens on.
-    pub fn new(config: &Config, leptos_options: LeptosOptions, https: bool, port: u16) -> io::Result<Self> {
+    pub(crate) fn new(config: &Config, leptos_options: LeptosOptions, https: bool, port: u16) -> io::Result<Self> {
         let ice = IceConfig {
             urls: config.ice_servers.clone(),
             turn_secret: config.turn_secret()?,
@@ -113,8 +113,8 @@ impl AppState {
     }
 }
 
-/// Every route, with the security headers. `strict_transport`: see [`crate::tls::Tls`].
-pub fn router(state: AppState, strict_transport: bool) -> Router {
+/// Every route, with the security headers. `strict_transport`: see [`crate::server::tls::Tls`].
+pub(crate) fn router(state: AppState, strict_transport: bool) -> Router {
     // Rendering a page spawns tasks through Leptos's executor; an error means it is set already.
     let _ = any_spawner::Executor::init_tokio();
     let page = leptos_axum::render_app_to_stream({
@@ -129,7 +129,7 @@ pub fn router(state: AppState, strict_transport: bool) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(CompressionLayer::new());
     let routes = Router::new()
-        .nest_service("/pkg", crate::assets::service(&state.leptos_options))
+        .nest_service("/pkg", crate::server::assets::service(&state.leptos_options))
         .route("/ws/{room}", get(signaling_socket))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -206,7 +206,7 @@ async fn signaling_socket(
     let caller = match state.origins.check(origins, headers.get(header::HOST).map(|host| host.as_bytes())) {
         Ok(caller) => caller,
         Err(refused) => {
-            crate::metrics::refused_upgrade("origin");
+            crate::server::metrics::refused_upgrade("origin");
             if let Some(left_out) = REFUSAL_LOG.allow(Instant::now()) {
                 let origin = headers
                     .get(header::ORIGIN)
@@ -222,12 +222,12 @@ async fn signaling_socket(
     };
     let client = client_address(peer, &headers, &state.trusted_proxies);
     if !state.upgrades_per_client.take(client, Instant::now()) {
-        crate::metrics::refused_upgrade("sockets_per_minute_per_client");
+        crate::server::metrics::refused_upgrade("sockets_per_minute_per_client");
         return (StatusCode::TOO_MANY_REQUESTS, "too many new signaling sockets from this address; slow down")
             .into_response();
     }
     let Some(open) = state.sockets_per_client.open(client) else {
-        crate::metrics::refused_upgrade("sockets_per_client");
+        crate::server::metrics::refused_upgrade("sockets_per_client");
         return (StatusCode::TOO_MANY_REQUESTS, "too many signaling sockets from this address").into_response();
     };
     // TURN relays cost the operator bandwidth: credentials only for this site's pages, and
@@ -238,7 +238,7 @@ async fn signaling_socket(
         eligible && {
             let granted = turn_budget.take(client, Instant::now());
             if !granted {
-                crate::metrics::refused_upgrade("turn_credentials_per_client");
+                crate::server::metrics::refused_upgrade("turn_credentials_per_client");
             }
             granted
         }
@@ -439,7 +439,7 @@ struct Capped {
 
 impl Capped {
     fn refuse<T>(&self, reason: &'static str, why: &str) -> std::future::Ready<io::Result<T>> {
-        crate::metrics::refused_connection(reason);
+        crate::server::metrics::refused_connection(reason);
         if let Some(left_out) = REFUSAL_LOG.allow(Instant::now()) {
             tracing::warn!(similar_left_out = left_out, "refused a connection: {why}");
         }
@@ -469,7 +469,7 @@ impl<S> Accept<TcpStream, S> for Capped {
         };
         // Signaling messages are small and each one holds up a call's setup: send them at
         // once, without Nagle's wait for the previous packet's acknowledgement.
-        crate::metrics::tcp_connections(1.0);
+        crate::server::metrics::tcp_connections(1.0);
         let counted = Counted { stream, _permit: permit, _per_client: per_client };
         std::future::ready(counted.stream.set_nodelay(true).map(|()| (counted, service)))
     }
@@ -477,7 +477,7 @@ impl<S> Accept<TcpStream, S> for Capped {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        crate::metrics::tcp_connections(-1.0);
+        crate::server::metrics::tcp_connections(-1.0);
     }
 }
 

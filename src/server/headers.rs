@@ -16,7 +16,7 @@ const DEFAULT_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; base-u
 /// `connect-src 'self'` covers the signaling socket: CSP 3 lets `'self'` match `ws:`/`wss:`
 /// to the page's own host and port. `dev_reload_port` admits `cargo leptos watch`'s reload
 /// socket, during development only.
-pub fn page_policy(nonce: &str, dev_reload_port: Option<u32>) -> String {
+pub(crate) fn page_policy(nonce: &str, dev_reload_port: Option<u32>) -> String {
     let reload = dev_reload_port.map(|port| format!(" ws://*:{port} wss://*:{port}")).unwrap_or_default();
     format!(
         "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
@@ -26,8 +26,8 @@ pub fn page_policy(nonce: &str, dev_reload_port: Option<u32>) -> String {
 }
 
 /// Adds the headers every response carries. `strict_transport` only when serving HTTPS with a
-/// certificate browsers trust (see [`crate::tls::Tls::strict_transport`]).
-pub fn add(router: Router, strict_transport: bool) -> Router {
+/// certificate browsers trust (see [`crate::server::tls::Tls::strict_transport`]).
+pub(crate) fn add(router: Router, strict_transport: bool) -> Router {
     let set = |name, value: &'static str| SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value));
     let router = router
         // The call link is the call's only secret: it must never leave in a Referer header.
@@ -50,7 +50,7 @@ pub fn add(router: Router, strict_transport: bool) -> Router {
 
 /// Sets a server-rendered page's own headers: its policy with this response's nonce, and no
 /// caching (a call page names its call, and a nonce must not be reused).
-pub fn for_page(options: &leptos::prelude::LeptosOptions) {
+pub(crate) fn for_page(options: &leptos::prelude::LeptosOptions) {
     use leptos::prelude::use_context;
     let Some(response) = use_context::<leptos_axum::ResponseOptions>() else { return };
     let nonce = leptos::nonce::use_nonce().map(|nonce| nonce.to_string()).unwrap_or_default();

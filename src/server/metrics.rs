@@ -41,46 +41,46 @@ static RELAYED_BY_TYPE: LazyLock<[Counter; 3]> = LazyLock::new(|| {
         .map(|kind| counter!(RELAYED, "message_type" => kind.message_type()))
 });
 
-pub fn connection_opened() {
+pub(crate) fn connection_opened() {
     OPEN.increment(1.0);
 }
 
-pub fn connection_closed() {
+pub(crate) fn connection_closed() {
     OPEN.decrement(1.0);
 }
 
 /// A TCP connection (of any kind) opened or closed: what `--max-connections` counts.
-pub fn tcp_connections(change: f64) {
+pub(crate) fn tcp_connections(change: f64) {
     gauge!(CONNECTIONS).increment(change);
 }
 
 /// A connection closed at once; `reason`: `max_connections`, `connections_per_client` (opened
 /// too fast) or `open_per_client`.
-pub fn refused_connection(reason: &'static str) {
+pub(crate) fn refused_connection(reason: &'static str) {
     counter!(REFUSED_CONNECTIONS, "reason" => reason).increment(1);
 }
 
 /// An upgrade to a signaling socket refused, or granted without TURN credentials; `reason`:
 /// `origin`, `sockets_per_client`, `sockets_per_minute_per_client` or
 /// `turn_credentials_per_client`.
-pub fn refused_upgrade(reason: &'static str) {
+pub(crate) fn refused_upgrade(reason: &'static str) {
     counter!(REFUSED_UPGRADES, "reason" => reason).increment(1);
 }
 
-pub fn active_rooms(count: usize) {
+pub(crate) fn active_rooms(count: usize) {
     ROOMS.set(count as f64);
 }
 
-pub fn relayed(kind: Relayed) {
+pub(crate) fn relayed(kind: Relayed) {
     RELAYED_BY_TYPE[kind as usize].increment(1);
 }
 
-pub fn rejected(code: &'static str) {
+pub(crate) fn rejected(code: &'static str) {
     counter!(REJECTED, "code" => code).increment(1);
 }
 
 /// From reading a frame off one socket to handing it to the other's (written at the next flush,
 /// right after the frames queued behind it).
-pub fn relay_latency(latency: Duration) {
+pub(crate) fn relay_latency(latency: Duration) {
     LATENCY.record(latency.as_secs_f64());
 }

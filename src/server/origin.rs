@@ -13,7 +13,7 @@ use std::{
 
 /// `scheme://host:port`, host in lower case (IPv6 in brackets), port explicit.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
+pub(crate) struct Origin {
     https: bool,
     host: String,
     port: u16,
@@ -21,7 +21,7 @@ pub struct Origin {
 
 impl Origin {
     /// Parses `http://host[:port]` or `https://host[:port]` (no path: an origin).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let invalid = || format!("{text:?} is not an origin like https://call.example.com[:port]");
         let (https, rest) = match text.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
@@ -67,7 +67,7 @@ fn parse_authority(text: &str) -> Option<(String, Option<u16>)> {
 /// The names a listen address is reached by: `localhost`, this machine's name (and its
 /// `.local` mDNS form), loopback, and the address itself, or for `0.0.0.0`/`::` every
 /// interface's address. IPv6 addresses without brackets.
-pub fn listen_names(addr: SocketAddr) -> Vec<String> {
+pub(crate) fn listen_names(addr: SocketAddr) -> Vec<String> {
     let mut names = vec!["localhost".to_owned()];
     if let Some(host) = gethostname::gethostname().to_str().filter(|h| !h.is_empty() && *h != "localhost") {
         names.push(host.to_ascii_lowercase());
@@ -92,7 +92,7 @@ pub fn listen_names(addr: SocketAddr) -> Vec<String> {
 
 /// Who opened the socket, as far as the headers tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Caller {
+pub(crate) enum Caller {
     /// A page of an allowed origin.
     Page,
     /// No `Origin`: not a browser (a script, a load generator). It may signal, but gets no
@@ -101,7 +101,7 @@ pub enum Caller {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error("more than one Origin header")]
     DuplicateOrigin,
     #[error("this origin may not open the signaling socket (see --allowed-origin)")]
@@ -112,13 +112,13 @@ pub enum Refused {
 
 /// The origins whose pages may signal here, and so the hosts an upgrade may name.
 #[derive(Clone, Debug)]
-pub struct OriginPolicy {
+pub(crate) struct OriginPolicy {
     allowed: Vec<Origin>,
 }
 
 impl OriginPolicy {
     /// The server's own origins (`https` or not, each of `names` on `port`) and `extra`.
-    pub fn new(https: bool, names: &[String], port: u16, extra: &[Origin]) -> Self {
+    pub(crate) fn new(https: bool, names: &[String], port: u16, extra: &[Origin]) -> Self {
         let own = names.iter().map(|name| {
             let host = if name.contains(':') { format!("[{name}]") } else { name.to_ascii_lowercase() };
             Origin { https, host, port }
@@ -127,7 +127,7 @@ impl OriginPolicy {
     }
 
     /// Checks an upgrade's `Origin` headers (every one of them) and its `Host`.
-    pub fn check<'a>(
+    pub(crate) fn check<'a>(
         &self,
         origins: impl IntoIterator<Item = &'a [u8]>,
         host: Option<&[u8]>,
