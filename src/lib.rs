@@ -2,7 +2,8 @@
 //! (feature `ssr`) and the browser's wasm (feature `hydrate`).
 //!
 //! # Layout
-//! - [`app`]: the Leptos pages and components, rendered on the server and hydrated in the browser.
+//! - [`app`]: the Leptos pages, rendered on the server and hydrated in the browser; the call page
+//!   in small parts that only render state, joined to the call engine in one place.
 //! - [`call`]: the call in the browser: media, WebRTC with perfect negotiation, signaling client.
 //! - [`protocol`]: the signaling wire protocol (JSON `message_type`/`content`), shared by both sides.
 //! - [`room`]: room ids: generating and validating the name in a call link.

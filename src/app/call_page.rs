@@ -1,0 +1,389 @@
+//! The call page, in parts that each render a piece of [`CallState`]: the videos, the status
+//! line, the controls (and their keyboard shortcuts), the device picker, the chat and the
+//! statistics. One module, [`link`], joins the page to the call engine: it has a browser body
+//! and a server body, and the parts never touch the browser themselves.
+
+use leptos::{ev, html::Video, prelude::*, wasm_bindgen::JsCast};
+use leptos_meta::Title;
+
+use super::{clock, use_hydrated};
+use crate::{
+    call::{CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice},
+    protocol::MediaState,
+    room::RoomId,
+};
+use link::Actions;
+
+/// Everything the page shows of a call: signals the engine sets, and the two video elements it
+/// plays streams in.
+#[derive(Clone, Copy)]
+struct CallState {
+    status: RwSignal<CallStatus>,
+    /// What this side sends.
+    local: RwSignal<MediaState>,
+    /// What the other side says it sends; `None` when no one is connected.
+    remote: RwSignal<Option<MediaState>>,
+    chat: RwSignal<Vec<ChatLine>>,
+    stats: RwSignal<Option<CallStats>>,
+    devices: RwSignal<Vec<Device>>,
+    /// Why something the person asked for did not happen.
+    notice: RwSignal<Option<String>>,
+    local_video: NodeRef<Video>,
+    remote_video: NodeRef<Video>,
+}
+
+impl CallState {
+    fn new() -> Self {
+        Self {
+            status: RwSignal::new(CallStatus::Idle),
+            local: RwSignal::new(MediaState::default()),
+            remote: RwSignal::new(None),
+            chat: RwSignal::new(Vec::new()),
+            stats: RwSignal::new(None),
+            devices: RwSignal::new(Vec::new()),
+            notice: RwSignal::new(None),
+            local_video: NodeRef::new(),
+            remote_video: NodeRef::new(),
+        }
+    }
+
+    /// Start has been pressed and the call has not ended.
+    fn active(&self) -> bool {
+        self.status.with(CallStatus::is_active)
+    }
+
+    /// This page cannot make calls at all (not a secure context, or no media devices).
+    fn blocked(&self) -> bool {
+        self.status.with(|s| matches!(s, CallStatus::InsecureContext(_) | CallStatus::BrowserUnsupported))
+    }
+}
+
+impl Actions {
+    fn toggle_microphone(self, state: CallState) {
+        self.command(CallCommand::Microphone(!state.local.get_untracked().audio));
+    }
+
+    fn toggle_camera(self, state: CallState) {
+        let local = state.local.get_untracked();
+        let camera_on = local.video && !local.screen;
+        self.command(CallCommand::Camera(!camera_on));
+    }
+}
+
+/// What joins the page to the call engine: a browser body, and a server body where nothing
+/// runs (the page renders, and its controls do nothing until hydrated).
+#[cfg(feature = "hydrate")]
+mod link {
+    use std::rc::Rc;
+
+    use leptos::{html::Video, prelude::*};
+
+    use super::CallState;
+    use crate::{
+        call::{
+            engine::{self, CallEvents, CallHandle, Prepared},
+            CallCommand, MediaChoice,
+        },
+        room::RoomId,
+    };
+
+    /// What the controls ask of the call: start one, or tell the one in progress.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Actions {
+        state: CallState,
+        room: StoredValue<RoomId>,
+        call: StoredValue<Option<CallHandle>, LocalStorage>,
+        /// The next call's signaling socket, opened while the page waits for Start (and again
+        /// after each call), so that Start does not wait for a connection.
+        prepared: StoredValue<Option<Prepared>, LocalStorage>,
+    }
+
+    /// Says at once when this page cannot make calls, keeps the next call's socket open while
+    /// the page waits for Start, and hangs up when the page goes.
+    pub(super) fn connect(room: RoomId, state: CallState) -> Actions {
+        // Browsers give the camera, the microphone and WebRTC only to secure contexts: say so
+        // before anyone presses Start.
+        Effect::new(move |_| {
+            use leptos::web_sys::js_sys::Reflect;
+            let window = window();
+            let navigator = Reflect::get(&window, &"navigator".into()).unwrap_or_default();
+            let media = Reflect::get(&navigator, &"mediaDevices".into()).unwrap_or_default();
+            let address = window.location().href().unwrap_or_default();
+            if let Some(why) = crate::call::media_blocked(window.is_secure_context(), !media.is_undefined(), &address) {
+                state.status.set(why);
+            }
+        });
+        let link = Actions {
+            state,
+            room: StoredValue::new(room),
+            call: StoredValue::new_local(None),
+            prepared: StoredValue::new_local(None),
+        };
+        Effect::new(move |_| {
+            if !state.active() && !state.blocked() && link.prepared.with_value(Option::is_none) {
+                link.prepared.set_value(Some(engine::prepare(&link.room.get_value())));
+            }
+        });
+        on_cleanup(move || {
+            if let Some(call) = link.call.try_get_value().flatten() {
+                call.command(CallCommand::HangUp);
+            }
+        });
+        link
+    }
+
+    impl Actions {
+        pub(super) fn start(self, choice: MediaChoice) {
+            let state = self.state;
+            state.chat.set(Vec::new());
+            let show = |video: NodeRef<Video>| {
+                Rc::new(move |stream: Option<web_sys::MediaStream>| {
+                    if let Some(video) = video.get_untracked() {
+                        video.set_src_object(stream.as_ref());
+                        if stream.is_some() {
+                            // Autoplay may be refused; the element still shows frames once allowed.
+                            let _ = video.play();
+                        }
+                    }
+                })
+            };
+            let events = CallEvents {
+                status: Rc::new(move |next| state.status.set(next)),
+                local_stream: show(state.local_video),
+                remote_stream: show(state.remote_video),
+                local_media: Rc::new(move |media| state.local.set(media)),
+                remote_media: Rc::new(move |media| state.remote.set(media)),
+                chat: Rc::new(move |line| state.chat.update(|lines| lines.push(line))),
+                devices: Rc::new(move |list| state.devices.set(list)),
+                stats: Rc::new(move |reading| state.stats.set(reading)),
+                notice: Rc::new(move |text| state.notice.set(text)),
+            };
+            let room = self.room.get_value();
+            let next = self.prepared.try_update_value(Option::take).flatten();
+            let next = next.unwrap_or_else(|| engine::prepare(&room));
+            self.call.set_value(Some(engine::start(room, choice, events, next)));
+        }
+
+        pub(super) fn command(self, command: CallCommand) {
+            if let Some(call) = self.call.get_value() {
+                call.command(command);
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "hydrate"))]
+mod link {
+    use super::CallState;
+    use crate::{
+        call::{CallCommand, MediaChoice},
+        room::RoomId,
+    };
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct Actions;
+
+    pub(super) fn connect(_room: RoomId, _state: CallState) -> Actions {
+        Actions
+    }
+
+    impl Actions {
+        pub(super) fn start(self, _choice: MediaChoice) {}
+
+        pub(super) fn command(self, _command: CallCommand) {}
+    }
+}
+
+#[component]
+pub(super) fn CallPage(room: RoomId) -> impl IntoView {
+    let title = format!("Call {room} · Duo");
+    let state = CallState::new();
+    let actions = link::connect(room, state);
+    use_shortcuts(state, actions);
+    view! {
+        <Title text=title/>
+        <section class="call">
+            // Screen readers navigate by headings; the page shows the call itself instead.
+            <h1 class="visually-hidden">"Video call"</h1>
+            {videos(state)}
+            {status_line(state, actions)}
+            {controls(state, actions)}
+            {device_picker(state, actions)}
+            {chat(state, actions)}
+            {statistics(state)}
+        </section>
+    }
+}
+
+/// The other person's video with what they send, and this side's own video over it.
+fn videos(state: CallState) -> impl IntoView {
+    let remote = state.remote;
+    view! {
+        <div class="videos">
+            <video class="remote" node_ref=state.remote_video aria-label="The other person's video" autoplay playsinline></video>
+            // Always in the page, so screen readers announce what appears in it.
+            <div aria-live="polite">
+                <p class="camera-off" hidden=move || remote.get().is_none_or(|r| r.video)>
+                    "The other person's camera is off"
+                </p>
+                <ul class="remote-state">
+                    <Show when=move || remote.get().is_some_and(|r| !r.audio)>
+                        <li>"The other person is muted"</li>
+                    </Show>
+                    <Show when=move || remote.get().is_some_and(|r| r.screen)>
+                        <li>"The other person is sharing their screen"</li>
+                    </Show>
+                </ul>
+            </div>
+            <video class="local" class:screen=move || state.local.get().screen node_ref=state.local_video
+                aria-label="Your video" autoplay playsinline muted prop:muted=true></video>
+        </div>
+    }
+}
+
+/// Where the call stands, in words; and when the camera is unavailable, the other ways in.
+fn status_line(state: CallState, actions: Actions) -> impl IntoView {
+    view! {
+        <p class="status" role="status">{move || state.status.with(CallStatus::text)}</p>
+        <p class="notice" aria-live="polite">{move || state.notice.get()}</p>
+        <Show when=move || matches!(state.status.get(), CallStatus::MediaUnavailable(_))>
+            <div class="controls">
+                <button on:click=move |_| actions.start(MediaChoice::MicrophoneOnly)>"Join with audio only"</button>
+                <button on:click=move |_| actions.start(MediaChoice::Nothing)>"Watch and listen only"</button>
+            </div>
+        </Show>
+    }
+}
+
+fn controls(state: CallState, actions: Actions) -> impl IntoView {
+    let hydrated = use_hydrated();
+    let local = state.local;
+    let inactive = move || !state.active();
+    view! {
+        <div class="controls">
+            <button class="primary" on:click=move |_| actions.start(MediaChoice::CameraAndMicrophone)
+                disabled=move || state.active() || !hydrated.get() || state.blocked()>"Start"</button>
+            <button title="Mute the microphone (M)" aria-pressed=move || (!local.get().audio).to_string()
+                on:click=move |_| actions.toggle_microphone(state) disabled=inactive>"Mute"</button>
+            <button title="Turn the camera off (V)" aria-pressed=move || (!local.get().video).to_string()
+                on:click=move |_| actions.toggle_camera(state) disabled=move || inactive() || local.get().screen>"Camera off"</button>
+            <button title="Share your screen instead of the camera" aria-pressed=move || local.get().screen.to_string()
+                on:click=move |_| actions.command(CallCommand::ShareScreen(!local.get_untracked().screen))
+                disabled=inactive>"Share screen"</button>
+            <button class="danger" on:click=move |_| actions.command(CallCommand::HangUp) disabled=inactive>"Hang up"</button>
+        </div>
+    }
+}
+
+/// M and V toggle the microphone and the camera anywhere on the page but in the chat box and
+/// the device lists.
+fn use_shortcuts(state: CallState, actions: Actions) {
+    let keys = window_event_listener(ev::keydown, move |event| {
+        let typing = event
+            .target()
+            .and_then(|target| target.dyn_into::<leptos::web_sys::Element>().ok())
+            .is_some_and(|element| matches!(element.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT"));
+        if typing
+            || event.ctrl_key()
+            || event.meta_key()
+            || event.alt_key()
+            || !state.status.with_untracked(CallStatus::is_active)
+        {
+            return;
+        }
+        match event.key().as_str() {
+            "m" | "M" => actions.toggle_microphone(state),
+            "v" | "V" => actions.toggle_camera(state),
+            _ => {}
+        }
+    });
+    on_cleanup(move || keys.remove());
+}
+
+/// The cameras and microphones to choose from, once the browser has named them.
+fn device_picker(state: CallState, actions: Actions) -> impl IntoView {
+    let devices = state.devices;
+    let use_device = move |event: ev::Event| {
+        let id = event_target_value(&event);
+        if let Some(device) = devices.get_untracked().into_iter().find(|d| d.id == id) {
+            actions.command(CallCommand::UseDevice(device));
+        }
+    };
+    let options = move |cameras: bool| {
+        devices
+            .get()
+            .into_iter()
+            .filter(|d| d.is_camera == cameras)
+            .map(|d| view! { <option value=d.id.clone()>{d.label.clone()}</option> })
+            .collect_view()
+    };
+    view! {
+        <Show when=move || state.active() && !devices.get().is_empty()>
+            <div class="devices">
+                <label>"Camera " <select on:change=use_device>{move || options(true)}</select></label>
+                <label>"Microphone " <select on:change=use_device>{move || options(false)}</select></label>
+            </div>
+        </Show>
+    }
+}
+
+fn chat(state: CallState, actions: Actions) -> impl IntoView {
+    let draft = RwSignal::new(String::new());
+    let send = move |event: ev::SubmitEvent| {
+        event.prevent_default();
+        let text = draft.get_untracked().trim().to_owned();
+        if !text.is_empty() {
+            actions.command(CallCommand::Chat(text));
+            draft.set(String::new());
+        }
+    };
+    view! {
+        <section class="chat" aria-label="Chat">
+            <ol class="messages" aria-live="polite">
+                <For each=move || state.chat.get().into_iter().enumerate() key=|(index, _)| *index let:((_, line))>
+                    <li class:mine=line.mine>
+                        <span class="who">{if line.mine { "You" } else { "Them" }}</span>
+                        " " <time>{clock(line.sent_at)}</time> " "
+                        <span class="text">{line.text}</span>
+                    </li>
+                </For>
+            </ol>
+            <form on:submit=send>
+                <input aria-label="Message" placeholder="Write a message" prop:value=draft
+                    on:input=move |event| draft.set(event_target_value(&event)) maxlength="2000"/>
+                <button type="submit" disabled=move || !state.active()>"Send"</button>
+            </form>
+        </section>
+    }
+}
+
+fn statistics(state: CallState) -> impl IntoView {
+    view! {
+        <details class="stats">
+            <summary>"Statistics"</summary>
+            {move || match state.stats.get() {
+                None => view! { <p>"No connection yet."</p> }.into_any(),
+                Some(stats) => view! { <StatsTable stats/> }.into_any(),
+            }}
+        </details>
+    }
+}
+
+#[component]
+fn StatsTable(stats: CallStats) -> impl IntoView {
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "–".into());
+    let rows = [
+        ("Round trip", or_dash(stats.round_trip_ms.map(|ms| format!("{ms:.0} ms")))),
+        ("Received", format!("{:.0} kbit/s", stats.kbps_in)),
+        ("Sent", format!("{:.0} kbit/s", stats.kbps_out)),
+        ("Video", or_dash(stats.width.zip(stats.height).map(|(w, h)| format!("{w}×{h}")))),
+        ("Frame rate", or_dash(stats.frames_per_second.map(|fps| format!("{fps:.0} fps")))),
+        ("Packet loss", format!("{:.1} %", stats.packet_loss_percent)),
+        ("Path", or_dash(stats.relayed.map(|relayed| if relayed { "relayed (TURN)" } else { "direct" }.into()))),
+    ];
+    view! {
+        <dl>
+            {rows.into_iter().map(|(name, value)| view! { <dt>{name}</dt><dd>{value}</dd> }).collect_view()}
+        </dl>
+    }
+}
