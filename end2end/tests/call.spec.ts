@@ -102,9 +102,15 @@ test('the call connects while the newcomer\'s camera is still starting, and thei
   await expect(status(bob)).toHaveText('Starting your camera and microphone…');
   await expect.poll(async () => (await inboundBytes(bob)).video, { timeout: 5_000 }).toBeGreaterThan(10_000);
   await expect(status(bob)).toHaveText('Starting your camera and microphone…');
+  // There is nothing to mute or turn off yet (M does nothing either); Hang up works.
+  for (const name of ['Mute', 'Camera off', 'Share screen']) await expect(bob.getByRole('button', { name })).toBeDisabled();
+  await bob.keyboard.press('m');
+  await expect(bob.getByRole('button', { name: 'Hang up' })).toBeEnabled();
   // Then his camera and microphone go onto the connection already made.
   await expect(status(bob)).toHaveText('Connected.', { timeout: 15_000 });
   await expect(alice.getByText("The other person's camera is off")).toBeHidden();
+  await expect(alice.getByText('The other person is muted')).toBeHidden();
+  await expect(bob.getByRole('button', { name: 'Mute' })).toBeEnabled();
   await expectMediaFlowingBothWays(alice, bob);
 });
 

@@ -259,17 +259,19 @@ fn controls(state: CallState, actions: Actions) -> impl IntoView {
     let hydrated = use_hydrated();
     let local = state.local;
     let inactive = move || !state.active();
+    // Nothing to mute, turn off or share instead until the camera and microphone are on.
+    let unready = move || inactive() || state.status.with(|s| *s == CallStatus::StartingMedia);
     view! {
         <div class="controls">
             <button class="primary" on:click=move |_| actions.start(MediaChoice::CameraAndMicrophone)
                 disabled=move || state.active() || !hydrated.get() || state.blocked()>"Start"</button>
             <button title="Mute the microphone (M)" aria-pressed=move || (!local.get().audio).to_string()
-                on:click=move |_| actions.toggle_microphone(state) disabled=inactive>"Mute"</button>
+                on:click=move |_| actions.toggle_microphone(state) disabled=unready>"Mute"</button>
             <button title="Turn the camera off (V)" aria-pressed=move || (!local.get().video).to_string()
-                on:click=move |_| actions.toggle_camera(state) disabled=move || inactive() || local.get().screen>"Camera off"</button>
+                on:click=move |_| actions.toggle_camera(state) disabled=move || unready() || local.get().screen>"Camera off"</button>
             <button title="Share your screen instead of the camera" aria-pressed=move || local.get().screen.to_string()
                 on:click=move |_| actions.command(CallCommand::ShareScreen(!local.get_untracked().screen))
-                disabled=inactive>"Share screen"</button>
+                disabled=unready>"Share screen"</button>
             <button class="danger" on:click=move |_| actions.command(CallCommand::HangUp) disabled=inactive>"Hang up"</button>
         </div>
     }
@@ -287,7 +289,7 @@ fn use_shortcuts(state: CallState, actions: Actions) {
             || event.ctrl_key()
             || event.meta_key()
             || event.alt_key()
-            || !state.status.with_untracked(CallStatus::is_active)
+            || !state.status.with_untracked(|s| s.is_active() && *s != CallStatus::StartingMedia)
         {
             return;
         }

@@ -156,6 +156,7 @@ async fn run(room: RoomId, choice: MediaChoice, ui: CallEvents, prepared: Prepar
             return;
         }
     };
+    (ui.local_media)(media.state());
     // The camera starts while the call joins and negotiates: the offer needs no tracks yet
     // (they go on the senders when they come), so neither waits for the other.
     {
@@ -206,6 +207,13 @@ async fn run(room: RoomId, choice: MediaChoice, ui: CallEvents, prepared: Prepar
             Err(error) => leptos::logging::warn!("call step failed: {}", describe(&error)),
         }
     };
+    // A camera granted while the last event was being handled is still in the queue.
+    inbox.close();
+    while let Ok(event) = inbox.try_recv() {
+        if let Event::Media(Ok(Some(stream))) = event {
+            media::stop_all(&stream);
+        }
+    }
     call.end();
     (ui.status)(end);
 }
@@ -319,6 +327,14 @@ impl Call {
             Event::FromPeer(PeerMessage::Chat(message)) => {
                 (self.ui.chat)(ChatLine { mine: false, text: message.text, sent_at: message.sent_at });
             }
+            // Nothing to mute, turn off, share instead or switch yet: the page offers these once
+            // the camera and microphone are on.
+            Event::Command(
+                CallCommand::Microphone(_)
+                | CallCommand::Camera(_)
+                | CallCommand::ShareScreen(_)
+                | CallCommand::UseDevice(_),
+            ) if self.media_starting => {}
             Event::Command(CallCommand::Microphone(on)) => {
                 self.media.set_audio_on(on);
                 self.announce_media();
@@ -386,8 +402,9 @@ impl Call {
                 self.ice_servers = welcome.ice_servers;
                 self.ice_policy = welcome.ice_transport_policy;
                 self.other_present = welcome.peer_present;
-                // Made with the ICE servers of an earlier welcome.
+                // Made with the ICE servers (and TURN credentials) of an earlier welcome.
                 self.standby = None;
+                self.turn_refused = false;
                 let peer_public_id = welcome.peer_public_id;
                 if let Some(peer) = &mut self.peer {
                     peer.set_polite(welcome.polite);
@@ -537,6 +554,7 @@ impl Call {
                 // The other person is gone from the room and the media path is dead.
                 self.drop_peer();
                 self.show(CallStatus::PeerLeft);
+                self.stand_by()?;
             }
             RtcPeerConnectionState::Failed => {
                 self.show(CallStatus::ConnectionInterrupted);

@@ -229,9 +229,10 @@ impl Peer {
         }
     }
 
-    /// Puts the camera and microphone, granted after the connection was made, on its senders.
+    /// Puts the camera and microphone, granted after the connection was made, on its senders
+    /// (their encodings are as made: the engine changes nothing else before the media starts).
     /// Not awaited: the browser queues each `replaceTrack` behind a negotiation in progress,
-    /// which the call need not wait for, and queues later changes behind these.
+    /// which the call need not wait for, and later `replaceTrack`s behind these.
     pub fn start_sending(&self, audio: Option<&MediaStreamTrack>, video: Option<&MediaStreamTrack>) {
         for (sender, track) in [(&self.audio_sender, audio), (&self.video_sender, video)] {
             let (Some(sender), Some(track)) = (sender, track) else { continue };
