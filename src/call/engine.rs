@@ -26,7 +26,7 @@ use web_sys::{MediaStream, RtcPeerConnectionState};
 use super::{
     js::{describe, string_field},
     media::{self, LocalMedia},
-    peer::{Outgoing, Peer},
+    peer::Peer,
     socket::Socket,
     CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice,
 };
@@ -421,12 +421,7 @@ impl Call {
                 if self.other_present {
                     self.new_peer(peer_public_id)?;
                     self.show(self.connecting());
-                    let outgoing = Outgoing {
-                        audio: self.media.audio_to_send(),
-                        video: self.media.video_to_send(),
-                        stream: &self.media.preview,
-                    };
-                    self.peer.as_mut().expect("created above").send_media(&outgoing);
+                    self.peer.as_mut().expect("created above").send_media(&self.media.outgoing());
                     // Offer now rather than on `negotiationneeded`, a task later.
                     self.offer().await?;
                 } else {
@@ -468,11 +463,7 @@ impl Call {
                     }
                     self.new_peer(self.peer_public_id.clone())?;
                 }
-                let outgoing = Outgoing {
-                    audio: self.media.audio_to_send(),
-                    video: self.media.video_to_send(),
-                    stream: &self.media.preview,
-                };
+                let outgoing = self.media.outgoing();
                 let peer = self.peer.as_mut().expect("created above");
                 if let Some(answer) = peer.receive_description(description, &outgoing).await? {
                     mark("answer-sent");

@@ -7,7 +7,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack};
 
-use super::{js::to_js, Device, MediaChoice};
+use super::{js::to_js, peer::Outgoing, Device, MediaChoice};
 use crate::protocol::MediaState;
 
 pub struct LocalMedia {
@@ -54,6 +54,11 @@ impl LocalMedia {
 
     pub fn audio_to_send(&self) -> Option<&MediaStreamTrack> {
         self.audio.as_ref()
+    }
+
+    /// What a new connection sends.
+    pub fn outgoing(&self) -> Outgoing<'_> {
+        Outgoing { audio: self.audio_to_send(), video: self.video_to_send(), stream: &self.preview }
     }
 
     pub fn state(&self) -> MediaState {
