@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`app`]: the Leptos pages, rendered on the server and hydrated in the browser; the call page
 //!   in small parts that only render state, joined to the call engine in one place.
-//! - [`call`]: the call in the browser: media, WebRTC with perfect negotiation, signaling client.
+//! - [`call`]: the call: every decision in a pure machine (inputs in, effects out, unit-tested
+//!   without a browser) and the browser engine that carries its effects out with web-sys.
 //! - [`protocol`]: the signaling wire protocol (JSON `message_type`/`content`), shared by both sides.
 //! - [`room`]: room ids: generating and validating the name in a call link.
 //! - [`server`] (feature `ssr`): the axum server, the signaling hub and everything else only the

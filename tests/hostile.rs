@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{join, Client, Server};
+use common::{join, pair, Client, Server};
 use duo::protocol::{close_code, ErrorCode, Message, MAX_ERROR_CHARS};
 use futures_util::SinkExt;
 use tokio::{
@@ -475,9 +475,7 @@ async fn readers_that_never_read_pin_little_memory() {
     let mut senders = tokio::task::JoinSet::new();
     let mut never_read = Vec::new();
     for i in 0..8 {
-        let (mut a, _) = join(&server, &format!("pinned-{i}")).await;
-        let (b, _) = join(&server, &format!("pinned-{i}")).await;
-        assert!(matches!(a.recv().await, Message::PeerJoined(_)));
+        let (mut a, b) = pair(&server, &format!("pinned-{i}")).await;
         never_read.push(b);
         let frame = frame.clone();
         senders.spawn(async move {

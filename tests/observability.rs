@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, http_get, join, Server};
+use common::{get, http_get, join, pair, Server};
 use duo::protocol::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -41,9 +41,7 @@ async fn metrics_are_served_only_on_their_own_address() {
 #[tokio::test]
 async fn metrics_follow_a_call() {
     let server = Server::start(&[]);
-    let (mut a, _) = join(&server, "metered").await;
-    let (mut b, _) = join(&server, "metered").await;
-    assert!(matches!(a.recv().await, Message::PeerJoined(_)));
+    let (mut a, mut b) = pair(&server, "metered").await;
     let sdp = r#"{"message_type":"SDP","content":{"type":"offer","sdp":"v=0"}}"#;
     let candidate = r#"{"message_type":"CANDIDATE","content":null}"#;
     a.send_text(sdp).await;

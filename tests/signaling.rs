@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{join, refusal_status, Client, Server};
+use common::{join, pair, refusal_status, Client, Server};
 use duo::protocol::{close_code, ErrorCode, Message, PeerInfo};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message as Ws};
@@ -16,14 +16,6 @@ fn expect_error(message: Message, code: ErrorCode) -> String {
         Message::Error(body) if body.code == code => body.message,
         other => panic!("expected ERROR {code:?}, got {other:?}"),
     }
-}
-
-/// Two peers in `room`, after the first has heard that the second joined.
-async fn pair(server: &Server, room: &str) -> (Client, Client) {
-    let (mut a, _) = join(server, room).await;
-    let (b, _) = join(server, room).await;
-    assert!(matches!(a.recv().await, Message::PeerJoined(_)));
-    (a, b)
 }
 
 #[tokio::test]

@@ -27,3 +27,11 @@ pub fn describe(error: &JsValue) -> String {
         _ => error.as_string().unwrap_or_else(|| format!("{error:?}")),
     }
 }
+
+/// A `performance.mark("duo:{step}")`: where call setup spends its time shows in the browser's
+/// performance tools, and `end2end/bench/call-setup.mjs` reads them.
+pub fn mark(step: &str) {
+    if let Some(performance) = web_sys::window().and_then(|window| window.performance()) {
+        let _ = performance.mark(&format!("duo:{step}"));
+    }
+}

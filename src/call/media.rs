@@ -1,23 +1,20 @@
-//! This side's media: camera and microphone tracks, mute and camera-off, screen sharing and
-//! device switching. Changing what is sent never renegotiates: the engine swaps tracks on the
-//! existing senders (`replaceTrack`).
+//! This side's media: camera and microphone tracks, the preview, screen sharing and device
+//! switching. Which track is sent and shown is the machine's decision; changing it never
+//! renegotiates: the engine swaps tracks on the existing senders (`replaceTrack`).
 
 use serde_json::json;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack};
 
-use super::{js::to_js, peer::Outgoing, Device, MediaChoice};
-use crate::protocol::MediaState;
+use super::{js::to_js, machine::Video, peer::Outgoing, Device, MediaChoice};
 
 pub struct LocalMedia {
-    /// What the local view shows: the microphone and the camera (or the shared screen).
-    pub preview: MediaStream,
+    /// What the local view shows: the microphone and the video sent.
+    preview: MediaStream,
     pub audio: Option<MediaStreamTrack>,
     pub camera: Option<MediaStreamTrack>,
     pub screen: Option<MediaStreamTrack>,
-    pub audio_on: bool,
-    pub camera_on: bool,
 }
 
 impl LocalMedia {
@@ -25,7 +22,13 @@ impl LocalMedia {
     /// the call can join and negotiate meanwhile.
     pub fn new() -> Result<Self, JsValue> {
         let preview = MediaStream::new()?;
-        Ok(Self { preview, audio: None, camera: None, screen: None, audio_on: false, camera_on: false })
+        Ok(Self { preview, audio: None, camera: None, screen: None })
+    }
+
+    /// The preview stream itself (as [`super::peer::Peer::remote_stream`]): the view follows
+    /// what is sent, and no copy of the camera's track keeps the camera on after the call.
+    pub fn preview(&self) -> MediaStream {
+        Clone::clone(&self.preview)
     }
 
     /// Asks the browser for what `choice` names (`None` for nothing at all).
@@ -42,86 +45,59 @@ impl LocalMedia {
             self.audio = first_track(&stream.get_audio_tracks());
             self.camera = first_track(&stream.get_video_tracks());
         }
-        self.camera_on = self.camera.is_some();
-        self.audio_on = self.audio.is_some();
-        self.refresh_preview();
     }
 
-    /// The video to send: the shared screen, else the camera unless it is off.
-    pub fn video_to_send(&self) -> Option<&MediaStreamTrack> {
-        self.screen.as_ref().or(self.camera.as_ref().filter(|_| self.camera_on))
-    }
-
-    pub fn audio_to_send(&self) -> Option<&MediaStreamTrack> {
-        self.audio.as_ref()
-    }
-
-    /// What a new connection sends.
-    pub fn outgoing(&self) -> Outgoing<'_> {
-        Outgoing { audio: self.audio_to_send(), video: self.video_to_send(), stream: &self.preview }
-    }
-
-    pub fn state(&self) -> MediaState {
-        MediaState {
-            audio: self.audio.is_some() && self.audio_on,
-            video: self.video_to_send().is_some(),
-            screen: self.screen.is_some(),
+    pub fn track(&self, video: Video) -> Option<&MediaStreamTrack> {
+        match video {
+            Video::None => None,
+            Video::Camera => self.camera.as_ref(),
+            Video::Screen => self.screen.as_ref(),
         }
+    }
+
+    /// What a new connection sends: the microphone if `audio`, and `video`.
+    pub fn outgoing(&self, audio: bool, video: Video) -> Outgoing<'_> {
+        Outgoing { audio: self.audio.as_ref().filter(|_| audio), video: self.track(video), stream: &self.preview }
     }
 
     /// Mute is the track sending silence: the sender keeps its track, nothing renegotiates.
-    pub fn set_audio_on(&mut self, on: bool) {
+    pub fn enable_audio(&self, on: bool) {
         if let Some(audio) = &self.audio {
             audio.set_enabled(on);
-            self.audio_on = on;
         }
     }
 
-    pub fn set_camera_on(&mut self, on: bool) {
-        if self.camera.is_some() {
-            self.camera_on = on;
-            self.refresh_preview();
+    /// Shows the microphone and `video` in the preview.
+    pub fn show(&self, video: Video) {
+        for track in self.preview.get_tracks().iter() {
+            self.preview.remove_track(track.unchecked_ref());
+        }
+        for track in self.audio.iter().chain(self.track(video)) {
+            self.preview.add_track(track);
         }
     }
 
     pub fn start_screen(&mut self, track: MediaStreamTrack) {
         self.stop_screen();
         self.screen = Some(track);
-        self.refresh_preview();
     }
 
     pub fn stop_screen(&mut self) {
         if let Some(screen) = self.screen.take() {
             screen.stop();
         }
-        self.refresh_preview();
     }
 
-    /// Opens `device` and makes it this side's camera or microphone; returns the new track
-    /// for the engine to put on the sender.
-    pub async fn use_device(&mut self, device: &Device) -> Result<MediaStreamTrack, JsValue> {
+    /// Opens `device` and makes it this side's camera or microphone.
+    pub async fn use_device(&mut self, device: &Device) -> Result<(), JsValue> {
         let stream = user_media(!device.is_camera, device.is_camera, Some(&device.id)).await?;
         let tracks = if device.is_camera { stream.get_video_tracks() } else { stream.get_audio_tracks() };
         let track = first_track(&tracks).ok_or("the device gave no track")?;
         let slot = if device.is_camera { &mut self.camera } else { &mut self.audio };
-        if let Some(old) = slot.replace(track.clone()) {
+        if let Some(old) = slot.replace(track) {
             old.stop();
         }
-        if !device.is_camera {
-            track.set_enabled(self.audio_on);
-        }
-        self.refresh_preview();
-        Ok(track)
-    }
-
-    fn refresh_preview(&self) {
-        for track in self.preview.get_tracks().iter() {
-            self.preview.remove_track(track.unchecked_ref());
-        }
-        let video = self.screen.as_ref().or(self.camera.as_ref().filter(|_| self.camera_on));
-        for track in self.audio.iter().chain(video) {
-            self.preview.add_track(track);
-        }
+        Ok(())
     }
 
     pub fn stop(&mut self) {

@@ -1,20 +1,29 @@
 //! The call in the browser.
 //!
-//! [`CallStatus`] is shared: the page renders it on the server too. The rest runs only in the
-//! browser (feature `hydrate`): [`engine`] drives one call from Start to Hang up, [`peer`] wraps
-//! the `RTCPeerConnection` and perfect negotiation, [`socket`] the signaling WebSocket. None
-//! of them touches the page: they report through [`engine::CallEvents`].
+//! - [`CallStatus`] and the page's other types are shared: the server renders them too.
+//! - `machine`: every decision of a call, as pure code that takes inputs and returns effects.
+//!   The browser runs it and plain `cargo test` reaches it; `stats` is its statistics arithmetic.
+//! - The rest runs only in the browser (feature `hydrate`) and decides nothing: [`engine`]
+//!   carries the machine's effects out and feeds back what happens; `peer` wraps one
+//!   `RTCPeerConnection`, `socket` the signaling WebSocket, `media` the camera, microphone
+//!   and screen. None of them touches the page: the engine reports through
+//!   [`engine::CallEvents`].
 
 #[cfg(feature = "hydrate")]
 pub mod engine;
 #[cfg(feature = "hydrate")]
 mod js;
+// The browser runs it; the tests reach it natively. The server has no use for it.
+#[cfg(any(feature = "hydrate", test))]
+pub(crate) mod machine;
 #[cfg(feature = "hydrate")]
 mod media;
 #[cfg(feature = "hydrate")]
 mod peer;
 #[cfg(feature = "hydrate")]
 mod socket;
+#[cfg(any(feature = "hydrate", test))]
+mod stats;
 
 /// What to send when joining: the camera and microphone, or less when they are unavailable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

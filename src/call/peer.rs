@@ -1,25 +1,23 @@
-//! One `RTCPeerConnection` and the perfect-negotiation pattern around it.
-//!
-//! Both sides run the same code; the hub's polite/impolite role settles an offer collision:
-//! the impolite side ignores the incoming offer, the polite side rolls its own back (implicitly,
-//! in `setRemoteDescription`) and answers. The engine hands this type one event at a time, so
-//! no offer is ever half-made while another arrives, and `signalingState` alone tells a
-//! collision (MDN's `makingOffer` flag covers a window that cannot happen here).
+//! One `RTCPeerConnection`: the negotiation steps, senders and data channel the
+//! [`super::machine`] asks for, and its callbacks reported as [`PeerEvent`]s. Perfect
+//! negotiation's decisions (who offers, which offer to ignore, when candidates apply) are the
+//! machine's.
 
-use futures_channel::mpsc::UnboundedSender;
+use std::rc::Rc;
+
 use js_sys::{Array, Function, Promise, Reflect};
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MediaStream, MediaStreamTrack, MessageEvent, RtcBundlePolicy, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
-    RtcDataChannelState, RtcIceCandidateInit, RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceErrorEvent,
+    RtcIceCandidateInit, RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceErrorEvent,
     RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpEncodingParameters, RtcRtpSender, RtcRtpTransceiver,
     RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
 };
 
 use super::{
-    engine::Event,
-    js::{from_js, to_js},
+    js::{describe, from_js, to_js},
+    machine::{ConnectionState, Negotiated, PeerEvent, Signaling},
 };
 use crate::protocol::{IceCandidate, IceServer, IceTransportPolicy, PeerMessage, SdpType, SessionDescription};
 
@@ -33,14 +31,9 @@ pub struct Outgoing<'a> {
 
 pub struct Peer {
     pc: RtcPeerConnection,
-    polite: bool,
-    /// Whether the last incoming offer was ignored (then its candidates may fail to apply).
-    ignore_offer: bool,
-    /// Made ahead of the other side's first offer: until it comes, `negotiationneeded` (the
-    /// data channel raises it) must not make an offer of our own.
-    awaits_offer: bool,
-    /// Candidates that arrived before the remote description they belong to.
-    early_candidates: Vec<IceCandidate>,
+    /// Everything the other side sends, whatever streams it names (tracks put on a sender with
+    /// `replaceTrack` name none).
+    remote: MediaStream,
     audio_sender: Option<RtcRtpSender>,
     video_sender: Option<RtcRtpSender>,
     /// The browser-to-browser channel for media state and chat.
@@ -55,15 +48,16 @@ struct Handlers {
     _connection_state: Closure<dyn FnMut()>,
     ice_error: Closure<dyn FnMut(RtcPeerConnectionIceErrorEvent)>,
     _channel_open: Closure<dyn FnMut()>,
+    _channel_close: Closure<dyn FnMut()>,
     _channel_message: Closure<dyn FnMut(MessageEvent)>,
 }
 
 impl Peer {
+    /// A new connection; what it reports goes to `report`.
     pub fn new(
         ice_servers: &[IceServer],
         policy: IceTransportPolicy,
-        polite: bool,
-        events: &UnboundedSender<Event>,
+        report: Rc<dyn Fn(PeerEvent)>,
     ) -> Result<Self, JsValue> {
         let config = RtcConfiguration::new();
         config.set_ice_servers(&to_js::<_, JsValue>(&ice_servers));
@@ -77,15 +71,13 @@ impl Peer {
         Reflect::set(&config, &"iceCandidatePoolSize".into(), &1.into())?;
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
 
-        let send = |event_for: fn() -> Event| {
-            let events = events.clone();
-            Closure::<dyn FnMut()>::new(move || {
-                let _ = events.unbounded_send(event_for());
-            })
+        let send = |event_for: fn() -> PeerEvent| {
+            let report = report.clone();
+            Closure::<dyn FnMut()>::new(move || report(event_for()))
         };
-        let negotiation_needed = send(|| Event::NegotiationNeeded);
+        let negotiation_needed = send(|| PeerEvent::NegotiationNeeded);
         let ice_candidate = {
-            let events = events.clone();
+            let report = report.clone();
             Closure::<dyn FnMut(RtcPeerConnectionIceEvent)>::new(move |event: RtcPeerConnectionIceEvent| {
                 let candidate = match event.candidate() {
                     None => None,
@@ -98,30 +90,25 @@ impl Peer {
                         }
                     },
                 };
-                let _ = events.unbounded_send(Event::LocalCandidate(candidate));
+                report(PeerEvent::LocalCandidate(candidate));
             })
         };
-        // One stream for everything the other side sends, whatever streams it names (tracks
-        // put on a sender with replaceTrack name none).
         let remote = MediaStream::new()?;
         let track = {
-            let events = events.clone();
+            let (report, remote) = (report.clone(), Clone::clone(&remote));
             Closure::<dyn FnMut(RtcTrackEvent)>::new(move |event: RtcTrackEvent| {
                 remote.add_track(&event.track());
-                let _ = events.unbounded_send(Event::RemoteStream(remote.clone()));
+                report(PeerEvent::RemoteTrack);
             })
         };
         let connection_state = {
-            let events = events.clone();
-            let pc = pc.clone();
-            Closure::<dyn FnMut()>::new(move || {
-                let _ = events.unbounded_send(Event::ConnectionState(pc.connection_state()));
-            })
+            let (report, pc) = (report.clone(), pc.clone());
+            Closure::<dyn FnMut()>::new(move || report(PeerEvent::ConnectionState(connection_state(&pc))))
         };
         let ice_error = {
-            let events = events.clone();
+            let report = report.clone();
             Closure::<dyn FnMut(RtcPeerConnectionIceErrorEvent)>::new(move |event: RtcPeerConnectionIceErrorEvent| {
-                let _ = events.unbounded_send(Event::IceServerError { code: event.error_code(), url: event.url() });
+                report(PeerEvent::IceServerError { code: event.error_code(), url: event.url() });
             })
         };
         // web-sys has no `onicecandidateerror` setter; the event is the same.
@@ -131,20 +118,20 @@ impl Peer {
         channel_init.set_negotiated(true);
         channel_init.set_id(0);
         let channel = pc.create_data_channel_with_data_channel_dict("duo", &channel_init);
-        let channel_open = send(|| Event::ChannelOpen);
+        let channel_open = send(|| PeerEvent::ChannelOpen);
+        let channel_close = send(|| PeerEvent::ChannelClosed);
         let channel_message = {
-            let events = events.clone();
+            let report = report.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
                 let Some(text) = event.data().as_string() else { return };
                 match serde_json::from_str::<PeerMessage>(&text) {
-                    Ok(message) => {
-                        let _ = events.unbounded_send(Event::FromPeer(message));
-                    }
+                    Ok(message) => report(PeerEvent::Message(message)),
                     Err(error) => leptos::logging::warn!("ignoring peer message {text}: {error}"),
                 }
             })
         };
         channel.set_onopen(Some(channel_open.as_ref().unchecked_ref()));
+        channel.set_onclose(Some(channel_close.as_ref().unchecked_ref()));
         channel.set_onmessage(Some(channel_message.as_ref().unchecked_ref()));
         pc.set_onnegotiationneeded(Some(negotiation_needed.as_ref().unchecked_ref()));
         pc.set_onicecandidate(Some(ice_candidate.as_ref().unchecked_ref()));
@@ -152,10 +139,7 @@ impl Peer {
         pc.set_onconnectionstatechange(Some(connection_state.as_ref().unchecked_ref()));
         Ok(Self {
             pc,
-            polite,
-            ignore_offer: false,
-            awaits_offer: false,
-            early_candidates: Vec::new(),
+            remote,
             audio_sender: None,
             video_sender: None,
             channel,
@@ -166,27 +150,19 @@ impl Peer {
                 _connection_state: connection_state,
                 ice_error,
                 _channel_open: channel_open,
+                _channel_close: channel_close,
                 _channel_message: channel_message,
             },
         })
     }
 
-    /// This side answers: the other side's offer is on its way.
-    pub fn await_offer(&mut self) {
-        self.awaits_offer = true;
+    /// The stream itself, not `MediaStream.clone()` (which `.clone()` would call: web-sys's
+    /// method shadows `Clone`), whose copies of the tracks would outlive the call.
+    pub fn remote_stream(&self) -> MediaStream {
+        Clone::clone(&self.remote)
     }
 
-    /// The role can change when the signaling server restarts and hands out roles anew.
-    pub fn set_polite(&mut self, polite: bool) {
-        self.polite = polite;
-    }
-
-    pub fn state(&self) -> RtcPeerConnectionState {
-        self.pc.connection_state()
-    }
-
-    /// Starts an ICE restart; `negotiationneeded` follows, and perfect negotiation settles who
-    /// offers if both sides restart at once. web-sys does not bind `restartIce()`.
+    /// Starts an ICE restart; `negotiationneeded` follows. web-sys does not bind `restartIce()`.
     pub fn restart_ice(&self) -> Result<(), JsValue> {
         let method: Function = Reflect::get(&self.pc, &"restartIce".into())?.dyn_into()?;
         method.call0(&self.pc)?;
@@ -230,7 +206,7 @@ impl Peer {
     }
 
     /// Puts the camera and microphone, granted after the connection was made, on its senders
-    /// (their encodings are as made: the engine changes nothing else before the media starts).
+    /// (their encodings are as made: nothing else changes before the media starts).
     /// Not awaited: the browser queues each `replaceTrack` behind a negotiation in progress,
     /// which the call need not wait for, and later `replaceTrack`s behind these.
     pub fn start_sending(&self, audio: Option<&MediaStreamTrack>, video: Option<&MediaStreamTrack>) {
@@ -239,7 +215,7 @@ impl Peer {
             let replaced = JsFuture::from(sender.replace_track(Some(track)));
             wasm_bindgen_futures::spawn_local(async move {
                 if let Err(error) = replaced.await {
-                    leptos::logging::warn!("cannot send the new track: {}", super::js::describe(&error));
+                    leptos::logging::warn!("cannot send the new track: {}", describe(&error));
                 }
             });
         }
@@ -252,97 +228,94 @@ impl Peer {
             JsFuture::from(sender.replace_track(track)).await?;
             if let Err(error) = set_sending(sender, track.is_some()).await {
                 // Before the first negotiation there are no encodings to change yet.
-                leptos::logging::warn!("cannot switch the sender's encoding: {}", super::js::describe(&error));
+                leptos::logging::warn!("cannot switch the sender's encoding: {}", describe(&error));
             }
         }
         Ok(())
     }
 
-    /// Sends a message to the other browser; false if the channel is not open (yet).
-    pub fn send_to_peer(&self, message: &PeerMessage) -> bool {
-        self.channel.ready_state() == RtcDataChannelState::Open
-            && self.channel.send_with_str(&serde_json::to_string(message).expect("serializes")).is_ok()
+    /// Sends a message to the other browser over the data channel.
+    pub fn send_to_peer(&self, message: &PeerMessage) {
+        let text = serde_json::to_string(message).expect("serializes");
+        if let Err(error) = self.channel.send_with_str(&text) {
+            leptos::logging::warn!("cannot send to the other side: {}", describe(&error));
+        }
     }
 
-    /// `getStats()`, as an array of report objects.
-    pub async fn stats(&self) -> Result<JsValue, JsValue> {
+    /// `getStats()`'s reports, as JSON.
+    pub async fn stats(&self) -> Result<Vec<serde_json::Value>, JsValue> {
         let report = JsFuture::from(self.pc.get_stats()).await?;
         let values: Function = Reflect::get(&report, &"values".into())?.dyn_into()?;
-        Ok(Array::from(&values.call0(&report)?).into())
+        from_js(&Array::from(&values.call0(&report)?))
     }
 
-    /// `negotiationneeded`: makes an offer, returned for sending.
-    pub async fn make_offer(&mut self) -> Result<Option<SessionDescription>, JsValue> {
-        let waiting = self.awaits_offer && self.pc.remote_description().is_none();
-        if waiting || self.pc.signaling_state() != RtcSignalingState::Stable {
-            // The other side offers first, or an exchange is under way (the event fires again
-            // when it ends if still needed).
-            return Ok(None);
-        }
-        set_local_description(&self.pc).await?;
-        self.local_description().map(Some)
+    /// Makes an offer (`setLocalDescription()` in a stable state).
+    pub async fn offer(&self) -> Negotiated {
+        let made = set_local_description(&self.pc).await;
+        self.outcome(made.map(|()| true))
     }
 
-    /// An incoming SDP. Returns the answer to send, if it was an offer we took. `media` is
-    /// what this side sends, attached when it answers its first offer.
-    pub async fn receive_description(
-        &mut self,
-        description: SessionDescription,
-        media: &Outgoing<'_>,
-    ) -> Result<Option<SessionDescription>, JsValue> {
+    /// Applies an incoming offer or answer; to an offer, answers with `media`, attached to the
+    /// first offer's transceivers.
+    pub async fn apply(&mut self, description: SessionDescription, media: &Outgoing<'_>) -> Negotiated {
         let is_offer = description.kind == SdpType::Offer;
-        let collision = is_offer && self.pc.signaling_state() != RtcSignalingState::Stable;
-        self.ignore_offer = !self.polite && collision;
-        if self.ignore_offer {
-            return Ok(None);
-        }
-        if description.kind == SdpType::Answer && self.pc.signaling_state() != RtcSignalingState::HaveLocalOffer {
-            // A stale answer, to an offer we rolled back.
-            return Ok(None);
-        }
         let init: RtcSessionDescriptionInit = to_js(&description);
-        JsFuture::from(self.pc.set_remote_description(&init)).await?;
-        for candidate in std::mem::take(&mut self.early_candidates) {
-            self.add_candidate(&candidate);
+        let mut applied = JsFuture::from(self.pc.set_remote_description(&init)).await.map(|_| is_offer);
+        if matches!(applied, Ok(true)) {
+            self.answer_with_media(media);
+            applied = set_local_description(&self.pc).await.map(|()| true);
         }
-        if !is_offer {
-            return Ok(None);
-        }
-        self.answer_with_media(media);
-        set_local_description(&self.pc).await?;
-        self.local_description().map(Some)
+        self.outcome(applied)
     }
 
-    pub fn receive_candidate(&mut self, candidate: Option<IceCandidate>) {
-        // End of candidates needs no action: ICE finishes with what it has.
-        let Some(candidate) = candidate else { return };
-        if self.pc.remote_description().is_none() {
-            self.early_candidates.push(candidate);
-            return;
-        }
-        self.add_candidate(&candidate);
+    /// Where a negotiation step left the connection, with the offer or answer it made.
+    fn outcome(&self, made: Result<bool, JsValue>) -> Negotiated {
+        let local = match made {
+            Ok(true) => match self.pc.local_description().map(|d| from_js(&d.to_json())) {
+                Some(Ok(description)) => Some(description),
+                _ => {
+                    leptos::logging::warn!("no readable local description");
+                    None
+                }
+            },
+            Ok(false) => None,
+            Err(error) => {
+                leptos::logging::warn!("negotiation step failed: {}", describe(&error));
+                None
+            }
+        };
+        let signaling = match self.pc.signaling_state() {
+            RtcSignalingState::Stable => Signaling::Stable,
+            RtcSignalingState::HaveLocalOffer => Signaling::HaveLocalOffer,
+            _ => Signaling::Other,
+        };
+        Negotiated { signaling, has_remote_description: self.pc.remote_description().is_some(), local }
     }
 
     /// Not awaited: the browser applies candidates in order, after any description being set,
     /// and the engine need not wait for each before the next (they come in bursts, while an
     /// offer or answer is being applied).
-    fn add_candidate(&self, candidate: &IceCandidate) {
+    pub fn add_candidate(&self, candidate: &IceCandidate, failure_expected: bool) {
         let init: RtcIceCandidateInit = to_js(candidate);
         let added = JsFuture::from(self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init)));
-        // Candidates of an offer we ignored may fail to apply; that is expected.
-        let expected_to_fail = self.ignore_offer;
         wasm_bindgen_futures::spawn_local(async move {
             if let Err(error) = added.await {
-                if !expected_to_fail {
-                    leptos::logging::warn!("cannot add a remote candidate: {}", super::js::describe(&error));
+                if !failure_expected {
+                    leptos::logging::warn!("cannot add a remote candidate: {}", describe(&error));
                 }
             }
         });
     }
+}
 
-    fn local_description(&self) -> Result<SessionDescription, JsValue> {
-        let description = self.pc.local_description().ok_or("no local description")?;
-        from_js(&description.to_json())
+fn connection_state(pc: &RtcPeerConnection) -> ConnectionState {
+    match pc.connection_state() {
+        RtcPeerConnectionState::Connecting => ConnectionState::Connecting,
+        RtcPeerConnectionState::Connected => ConnectionState::Connected,
+        RtcPeerConnectionState::Disconnected => ConnectionState::Disconnected,
+        RtcPeerConnectionState::Failed => ConnectionState::Failed,
+        RtcPeerConnectionState::Closed => ConnectionState::Closed,
+        _ => ConnectionState::New,
     }
 }
 
@@ -353,6 +326,7 @@ impl Drop for Peer {
         self.pc.set_ontrack(None);
         self.pc.set_onconnectionstatechange(None);
         self.channel.set_onopen(None);
+        self.channel.set_onclose(None);
         self.channel.set_onmessage(None);
         self.channel.close();
         let _ = self.pc.remove_event_listener_with_callback(

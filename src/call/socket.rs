@@ -1,15 +1,14 @@
-//! The signaling WebSocket: decodes the server's messages into engine events and sends ours.
+//! The signaling WebSocket: decodes the server's messages into machine inputs and sends ours.
 //!
 //! It connects with `join=later` (docs/protocol.md): the page can open it before the person
 //! presses Start, and taking the place in the room is then one `JOIN` message.
 
 use std::{cell::Cell, rc::Rc};
 
-use futures_channel::mpsc::UnboundedSender;
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use web_sys::{CloseEvent, MessageEvent, WebSocket, Window};
 
-use super::engine::Event;
+use super::{js::mark, machine::Input};
 use crate::{protocol::Message, room::RoomId};
 
 pub struct Socket {
@@ -24,33 +23,26 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// Opens `/ws/{room}?session=...&join=later` on the page's own host. Its events carry
+    /// Opens `/ws/{room}?session=...&join=later` on the page's own host. What it reports carries
     /// `generation`, so that late events of a socket already replaced can be told apart.
-    pub fn open(
-        room: &RoomId,
-        session: &str,
-        generation: u32,
-        events: UnboundedSender<Event>,
-    ) -> Result<Self, JsValue> {
+    pub fn open(room: &RoomId, session: &str, generation: u32, report: Rc<dyn Fn(Input)>) -> Result<Self, JsValue> {
         let window = web_sys::window().ok_or("no window")?;
         let location = window.location();
         let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
         let ws = WebSocket::new(&format!("{scheme}://{}/ws/{room}?session={session}&join=later", location.host()?))?;
         let on_message = {
-            let events = events.clone();
+            let report = report.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
                 let Some(text) = event.data().as_string() else { return };
                 match serde_json::from_str::<Message>(&text) {
-                    Ok(message) => {
-                        let _ = events.unbounded_send(Event::Server { generation, message });
-                    }
+                    Ok(message) => report(Input::Server { socket: generation, message }),
                     // A newer server may send types this client does not know yet.
                     Err(error) => leptos::logging::warn!("ignoring signaling message {text}: {error}"),
                 }
             })
         };
         let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
-            let _ = events.unbounded_send(Event::SocketClosed { generation, code: event.code() });
+            report(Input::SocketClosed { socket: generation, code: event.code() });
         });
         let joining = Rc::new(Cell::new(false));
         // Leaving or reloading the page hangs up: the other side must not wait for a person
@@ -67,7 +59,7 @@ impl Socket {
         let on_open = {
             let (ws, joining) = (ws.clone(), joining.clone());
             Closure::<dyn FnMut()>::new(move || {
-                super::engine::mark("socket-open");
+                mark("socket-open");
                 if joining.get() {
                     send(&ws, &Message::Join(None));
                 }

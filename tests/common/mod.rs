@@ -131,6 +131,14 @@ pub struct Client {
     pub socket: Socket,
 }
 
+/// Two peers in `room`, after the first has heard that the second joined.
+pub async fn pair(server: &Server, room: &str) -> (Client, Client) {
+    let (mut a, _) = join(server, room).await;
+    let (b, _) = join(server, room).await;
+    assert!(matches!(a.recv().await, Message::PeerJoined(_)));
+    (a, b)
+}
+
 /// Connects to `/ws/{room}` and returns the client with the server's WELCOME.
 pub async fn join(server: &Server, room: &str) -> (Client, duo::protocol::Welcome) {
     let mut client = Client::connect(server, room, None).await.expect("upgrade accepted");

@@ -1,0 +1,1429 @@
+//! Every decision of a call, without I/O: [`CallMachine`] takes [`Input`]s (a server message, a
+//! peer-connection event, a timer, a command from the page) and queues [`Effect`]s (send this,
+//! create or drop a peer connection, restart ICE, set the status, arm a timer) for
+//! [`super::engine`] to carry out in order. It compiles for both targets, so plain `cargo test`
+//! reaches it.
+//!
+//! Everything a peer connection, socket or timer reports carries the generation of what
+//! produced it, and the machine drops what comes from one that is gone: a late event never
+//! changes the next call.
+//!
+//! The person who joins second calls; the one already there answers. Start joins at once and
+//! the camera starts meanwhile: the offer needs no tracks (they go on the senders when the
+//! browser grants them), and the person waiting alone has a standby connection ready before
+//! the offer arrives. The call outlives its signaling: when the socket drops, the machine
+//! reconnects with jittered, capped backoff and keeps a peer connection to the same person.
+//! When the media path breaks, it restarts ICE.
+//!
+//! Perfect negotiation: the hub's polite/impolite role settles an offer collision. The
+//! impolite side ignores the incoming offer; the polite side rolls its own back (implicitly,
+//! in `setRemoteDescription`) and answers. Effects run one at a time and the engine reports
+//! each negotiation step's outcome ([`Negotiated`]) before the next input, so `signalingState`
+//! alone tells a collision.
+
+use std::collections::VecDeque;
+
+use serde_json::Value;
+
+use super::{
+    screen_share_failure,
+    stats::{summarize, Traffic},
+    CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice,
+};
+use crate::protocol::{
+    close_code, ChatMessage, ErrorCode, IceCandidate, IceServer, IceTransportPolicy, MediaState, Message, PeerMessage,
+    SdpType, SessionDescription, Welcome,
+};
+
+/// Reconnect delays: doubling from the first, capped, each scaled by a random 50–100 %.
+pub const RECONNECT_FIRST_MS: f64 = 250.0;
+pub const RECONNECT_CAP_MS: f64 = 5_000.0;
+/// How long `disconnected` may last before ICE is restarted.
+pub const DISCONNECTED_GRACE_MS: u32 = 3_000;
+/// While the media path stays broken, ICE is restarted again this often (a restart made while
+/// the network or the relay was still down cannot succeed by itself later).
+pub const ICE_RETRY_MS: u32 = 5_000;
+/// How long a new peer connection may take to connect before the page says it failed.
+pub const CONNECT_TIMEOUT_MS: u32 = 20_000;
+pub const STATS_EVERY_MS: u32 = 1_000;
+/// The close code a browser reports for a socket that dropped, or never opened.
+pub const ABNORMAL_CLOSURE: u16 = 1006;
+
+/// `RTCPeerConnection.connectionState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    New,
+    Connecting,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+/// `RTCPeerConnection.signalingState`, as far as perfect negotiation needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signaling {
+    Stable,
+    HaveLocalOffer,
+    /// Any other state (only seen when a negotiation step failed halfway).
+    Other,
+}
+
+/// Which video this side shows and sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Video {
+    None,
+    Camera,
+    Screen,
+}
+
+/// Timers, each tagged with the socket or peer connection it was armed for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    Reconnect { socket: u32 },
+    IceCheck { peer: u32 },
+    ConnectTimeout { peer: u32 },
+    StatsTick { peer: u32 },
+}
+
+/// The outcome of a negotiation step ([`Effect::Offer`] or [`Effect::Apply`]), read from the
+/// peer connection after it, whether it succeeded or not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Negotiated {
+    pub signaling: Signaling,
+    pub has_remote_description: bool,
+    /// The offer or answer the step made, to send.
+    pub local: Option<SessionDescription>,
+}
+
+/// What a peer connection reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeerEvent {
+    NegotiationNeeded,
+    Negotiated(Negotiated),
+    LocalCandidate(Option<IceCandidate>),
+    RemoteTrack,
+    ConnectionState(ConnectionState),
+    IceServerError {
+        code: u16,
+        url: String,
+    },
+    ChannelOpen,
+    ChannelClosed,
+    Message(PeerMessage),
+    /// `getStats()`'s reports, as JSON.
+    Stats(Vec<Value>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// Start was pressed; `socket_ready` when the page's signaling socket was made at load.
+    Start {
+        socket_ready: bool,
+    },
+    /// The browser granted the camera and microphone (each `false` when not granted or not asked).
+    MediaGranted {
+        audio: bool,
+        camera: bool,
+    },
+    /// The browser refused them: the error's `name` and a readable description.
+    MediaRefused {
+        name: Option<String>,
+        description: String,
+    },
+    Server {
+        socket: u32,
+        message: Message,
+    },
+    /// The socket closed, or could not be opened ([`ABNORMAL_CLOSURE`]).
+    SocketClosed {
+        socket: u32,
+        code: u16,
+    },
+    Timer(Timer),
+    Peer {
+        peer: u32,
+        event: PeerEvent,
+    },
+    Command(CallCommand),
+    /// The outcome of [`Effect::PickScreen`]: shared, or the error's `name`.
+    ScreenPicked(Result<(), Option<String>>),
+    /// The browser's own "stop sharing" ended the shared screen.
+    ScreenEnded,
+    /// [`Effect::OpenDevice`] opened a new camera (`true`) or microphone.
+    DeviceOpened {
+        is_camera: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    // The page.
+    Status(CallStatus),
+    /// A line beside the status: why something the person asked for did not happen.
+    Notice(Option<String>),
+    /// What this side sends (microphone on, video on, screen shared).
+    LocalMedia(MediaState),
+    /// What the other side says it sends; `None` when no one is connected.
+    RemoteMedia(Option<MediaState>),
+    /// Show this side's preview, or nothing.
+    LocalStream(bool),
+    /// Show what this peer connection receives, or nothing.
+    RemoteStream(Option<u32>),
+    Chat(ChatLine),
+    Stats(Option<CallStats>),
+    /// List the cameras and microphones for the page (labels are known once one is granted).
+    ListDevices,
+    /// A `performance.mark`: where call setup spends its time (the benchmark reads them).
+    Mark(&'static str),
+    Log(String),
+    Warn(String),
+
+    // This side's media.
+    RequestMedia(MediaChoice),
+    /// Turn the microphone track on or off (mute sends silence; nothing renegotiates).
+    EnableAudio(bool),
+    /// Show this video (with the microphone) in the preview.
+    ShowVideo(Video),
+    /// Ask the browser for a screen to share; the outcome comes back as [`Input::ScreenPicked`].
+    PickScreen,
+    StopScreen,
+    /// Open this camera or microphone instead; [`Input::DeviceOpened`] follows if it opened.
+    OpenDevice(Device),
+    StopMedia,
+
+    // Signaling.
+    /// Take the place in the room on the page's socket.
+    Join,
+    /// Open a socket with this generation and join on it; if it cannot be opened, report
+    /// [`Input::SocketClosed`] with [`ABNORMAL_CLOSURE`].
+    OpenSocket {
+        socket: u32,
+    },
+    /// The socket is closed: let go of it.
+    ForgetSocket,
+    Send(Message),
+    Arm {
+        timer: Timer,
+        after_ms: u32,
+    },
+
+    // Peer connections.
+    CreatePeer {
+        peer: u32,
+        ice_servers: Vec<IceServer>,
+        policy: IceTransportPolicy,
+    },
+    DropPeer {
+        peer: u32,
+    },
+    /// The caller's side: one send-and-receive transceiver per kind, with the microphone (if
+    /// `audio`) and this video, or with no track yet.
+    AddTransceivers {
+        peer: u32,
+        audio: bool,
+        video: Video,
+    },
+    /// `setLocalDescription()`; [`PeerEvent::Negotiated`] follows.
+    Offer {
+        peer: u32,
+    },
+    /// `setRemoteDescription()`, and for an offer the answer, sending the microphone (if
+    /// `audio`) and this video; [`PeerEvent::Negotiated`] follows.
+    Apply {
+        peer: u32,
+        description: SessionDescription,
+        audio: bool,
+        video: Video,
+    },
+    /// `addIceCandidate()`; a candidate of an offer this side ignored may fail to apply.
+    AddCandidate {
+        peer: u32,
+        candidate: IceCandidate,
+        failure_expected: bool,
+    },
+    RestartIce {
+        peer: u32,
+    },
+    /// Put the camera and microphone, granted after the connection was made, on its senders.
+    StartSending {
+        peer: u32,
+        audio: bool,
+        video: Video,
+    },
+    SendVideo {
+        peer: u32,
+        video: Video,
+    },
+    /// Send the (new) microphone.
+    SendAudio {
+        peer: u32,
+    },
+    /// Over the data channel.
+    ToPeer {
+        peer: u32,
+        message: PeerMessage,
+    },
+    /// `getStats()`; [`PeerEvent::Stats`] follows.
+    GetStats {
+        peer: u32,
+    },
+}
+
+/// This side's camera, microphone and screen, as far as decisions need them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Media {
+    /// Until the browser grants (or refuses) the camera and microphone.
+    starting: bool,
+    audio: bool,
+    camera: bool,
+    screen: bool,
+    audio_on: bool,
+    camera_on: bool,
+}
+
+impl Media {
+    /// The video to send: the shared screen, else the camera unless it is off.
+    fn video(&self) -> Video {
+        if self.screen {
+            Video::Screen
+        } else if self.camera && self.camera_on {
+            Video::Camera
+        } else {
+            Video::None
+        }
+    }
+
+    fn state(&self) -> MediaState {
+        MediaState { audio: self.audio && self.audio_on, video: self.video() != Video::None, screen: self.screen }
+    }
+}
+
+/// The peer connection to the other person.
+#[derive(Debug)]
+struct Peer {
+    generation: u32,
+    /// The other person's public id.
+    public_id: Option<String>,
+    connection: ConnectionState,
+    signaling: Signaling,
+    has_remote_description: bool,
+    /// Made to answer: until the other side's offer comes, `negotiationneeded` (the data
+    /// channel raises it) must not make an offer of our own.
+    awaits_offer: bool,
+    /// Whether the last incoming offer was ignored (then its candidates may fail to apply).
+    ignore_offer: bool,
+    /// Candidates that arrived before the remote description they belong to.
+    early_candidates: Vec<IceCandidate>,
+    channel_open: bool,
+    traffic: Option<Traffic>,
+}
+
+/// One call, from Start to its end.
+pub struct CallMachine {
+    effects: VecDeque<Effect>,
+    choice: MediaChoice,
+    /// A number in [0, 1) for each reconnect delay's jitter.
+    random: Box<dyn FnMut() -> f64>,
+    socket: u32,
+    /// Whether a socket of generation `socket` is open or opening.
+    socket_up: bool,
+    reconnect_attempts: u32,
+    media: Media,
+    /// The call's own state; the page shows it once the media has started.
+    status: CallStatus,
+    peer: Option<Peer>,
+    /// Made while waiting alone, for whoever comes next (they offer, we answer), so that the
+    /// browser's work of making a connection is done before their offer arrives.
+    standby: Option<u32>,
+    last_peer_generation: u32,
+    /// The public id of the person last connected to.
+    last_public_id: Option<String>,
+    other_present: bool,
+    polite: bool,
+    ice_servers: Vec<IceServer>,
+    ice_policy: IceTransportPolicy,
+    turn_refused: bool,
+    /// Chat typed before the channel to the other side was open; sent when it opens.
+    unsent_chat: Vec<ChatMessage>,
+    over: bool,
+}
+
+/// The generation of the socket the page opens when it loads.
+pub const FIRST_SOCKET: u32 = 1;
+
+/// Whether two public ids are known to be the same person (clients that name no session have
+/// none, and never are).
+fn same_person(a: &Option<String>, b: &Option<String>) -> bool {
+    a.is_some() && a == b
+}
+
+/// The delay before reconnect attempt `attempt` (from 0), `random` in [0, 1).
+pub fn reconnect_delay_ms(attempt: u32, random: f64) -> u32 {
+    let exponential = RECONNECT_FIRST_MS * 2f64.powi(attempt.min(10) as i32);
+    (exponential.min(RECONNECT_CAP_MS) * (0.5 + random / 2.0)) as u32
+}
+
+/// What the page says when the camera or microphone is refused, from the error's `name`.
+pub fn explain_media_error(name: Option<&str>, description: &str) -> String {
+    match name {
+        Some("NotAllowedError") => "permission was denied".into(),
+        Some("NotFoundError") => "no camera or microphone was found".into(),
+        Some("NotReadableError") => "the device is in use by another program".into(),
+        _ => description.into(),
+    }
+}
+
+impl CallMachine {
+    pub fn new(choice: MediaChoice, random: Box<dyn FnMut() -> f64>) -> Self {
+        Self {
+            effects: VecDeque::new(),
+            choice,
+            random,
+            socket: FIRST_SOCKET,
+            socket_up: false,
+            reconnect_attempts: 0,
+            media: Media::default(),
+            status: CallStatus::Joining,
+            peer: None,
+            standby: None,
+            last_peer_generation: 0,
+            last_public_id: None,
+            other_present: false,
+            polite: false,
+            ice_servers: Vec::new(),
+            ice_policy: IceTransportPolicy::All,
+            turn_refused: false,
+            unsent_chat: Vec::new(),
+            over: false,
+        }
+    }
+
+    /// The next effect to carry out, in order.
+    pub fn poll(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// Whether the call has ended (its last effects may still be queued).
+    pub fn is_over(&self) -> bool {
+        self.over
+    }
+
+    /// Handles one input at `now_ms` (milliseconds since the Unix epoch).
+    pub fn handle(&mut self, now_ms: f64, input: Input) {
+        if self.over {
+            return;
+        }
+        match input {
+            Input::Start { socket_ready } => self.start(socket_ready),
+            Input::Server { socket, message } if socket == self.socket && self.socket_up => self.server(message),
+            Input::SocketClosed { socket, code } if socket == self.socket && self.socket_up => {
+                if code == close_code::ROOM_FULL {
+                    return self.end(CallStatus::RoomFull);
+                }
+                self.socket_up = false;
+                self.push(Effect::ForgetSocket);
+                self.show(CallStatus::SignalingReconnecting);
+                self.schedule_reconnect();
+            }
+            // Late events of a socket already replaced.
+            Input::Server { .. } | Input::SocketClosed { .. } => {}
+            Input::Timer(timer) => self.timer(timer),
+            Input::MediaGranted { audio, camera } => self.media_started(audio, camera),
+            Input::MediaRefused { name, description } => {
+                // Whoever may already be connecting to us learns at once that we are gone.
+                if self.peer.is_some() {
+                    self.send(Message::Bye(None));
+                }
+                self.end(CallStatus::MediaUnavailable(explain_media_error(name.as_deref(), &description)));
+            }
+            Input::Peer { peer, event } => self.peer_event(peer, event, now_ms),
+            Input::Command(command) => self.command(command, now_ms),
+            Input::ScreenPicked(Ok(())) => {
+                self.media.screen = true;
+                self.push(Effect::Notice(None));
+                self.push(Effect::ShowVideo(self.media.video()));
+                self.send_current_video();
+            }
+            Input::ScreenPicked(Err(name)) => self.push(Effect::Notice(screen_share_failure(name.as_deref()))),
+            Input::ScreenEnded => self.stop_screen(),
+            Input::DeviceOpened { is_camera: true } => {
+                self.media.camera = true;
+                self.push(Effect::ShowVideo(self.media.video()));
+                self.send_current_video();
+            }
+            Input::DeviceOpened { is_camera: false } => {
+                self.media.audio = true;
+                self.push(Effect::EnableAudio(self.media.audio_on));
+                self.push(Effect::ShowVideo(self.media.video()));
+                if let Some(peer) = &self.peer {
+                    self.push(Effect::SendAudio { peer: peer.generation });
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, socket_ready: bool) {
+        self.push(Effect::Mark("start"));
+        self.media.starting = true;
+        self.push(Effect::Status(CallStatus::StartingMedia));
+        self.push(Effect::LocalMedia(self.media.state()));
+        // The camera starts while the call joins and negotiates: neither waits for the other.
+        self.push(Effect::RequestMedia(self.choice));
+        if socket_ready {
+            self.socket_up = true;
+            self.push(Effect::Join);
+        } else {
+            self.connect_signaling();
+        }
+    }
+
+    fn server(&mut self, message: Message) {
+        match message {
+            Message::Welcome(welcome) => self.welcome(welcome),
+            Message::PeerJoined(info) => {
+                self.other_present = true;
+                if self.peer.as_ref().is_some_and(|peer| same_person(&peer.public_id, &info.public_id)) {
+                    return; // they reconnected; the call goes on
+                }
+                // Someone new: the newcomer calls, we answer its offer. The connection is made
+                // now, while the offer is on its way.
+                self.new_peer(info.public_id, true);
+                self.show(self.connecting());
+            }
+            Message::PeerLeft(_) => {
+                self.other_present = false;
+                // Only their signaling may have dropped: a working call goes on. A BYE, or the
+                // media path failing, ends it.
+                if self.peer.as_ref().is_some_and(|peer| peer.connection == ConnectionState::Connected) {
+                    return;
+                }
+                self.other_gone();
+            }
+            Message::Bye(_) => self.other_gone(),
+            Message::Sdp(description) => self.description(description),
+            Message::Candidate(candidate) => {
+                // End of candidates needs no action: ICE finishes with what it has.
+                let (Some(peer), Some(candidate)) = (&mut self.peer, candidate) else { return };
+                if !peer.has_remote_description {
+                    peer.early_candidates.push(candidate);
+                    return;
+                }
+                let effect =
+                    Effect::AddCandidate { peer: peer.generation, candidate, failure_expected: peer.ignore_offer };
+                self.push(effect);
+            }
+            Message::Error(error) if error.code == ErrorCode::RoomFull => self.end(CallStatus::RoomFull),
+            Message::Error(error) => {
+                self.push(Effect::Warn(format!("the server refused a message: {}", error.message)))
+            }
+            // Only clients send JOIN.
+            Message::Join(_) => {}
+        }
+    }
+
+    fn welcome(&mut self, welcome: Welcome) {
+        self.push(Effect::Mark("welcome"));
+        self.reconnect_attempts = 0;
+        self.polite = welcome.polite;
+        self.ice_servers = welcome.ice_servers;
+        self.ice_policy = welcome.ice_transport_policy;
+        self.other_present = welcome.peer_present;
+        // Made with the ICE servers (and TURN credentials) of an earlier welcome.
+        if let Some(standby) = self.standby.take() {
+            self.push(Effect::DropPeer { peer: standby });
+        }
+        self.turn_refused = false;
+        if let Some(peer) = &self.peer {
+            let connected = peer.connection == ConnectionState::Connected;
+            // Back after a signaling outage: keep the call with the same person. If we are back
+            // first (the server restarted), they will follow.
+            if same_person(&peer.public_id, &welcome.peer_public_id) || (!self.other_present && connected) {
+                self.show(if connected { CallStatus::Connected } else { CallStatus::Connecting });
+                self.restart_ice_if_broken();
+                return;
+            }
+            self.drop_peer();
+        }
+        if self.other_present {
+            let peer = self.new_peer(welcome.peer_public_id, false);
+            self.show(self.connecting());
+            let (audio, video) = (self.media.audio, self.media.video());
+            self.push(Effect::AddTransceivers { peer, audio, video });
+            // Offer now rather than on `negotiationneeded`, a task later.
+            self.offer();
+        } else {
+            self.show(CallStatus::WaitingForPeer);
+            self.stand_by();
+        }
+    }
+
+    /// A BYE, or a PEER_LEFT whose connection was not working: wait for them (or someone).
+    fn other_gone(&mut self) {
+        self.drop_peer();
+        self.show(CallStatus::PeerLeft);
+        self.stand_by();
+    }
+
+    fn description(&mut self, description: SessionDescription) {
+        let is_offer = description.kind == SdpType::Offer;
+        self.push(Effect::Mark(if is_offer { "offer-received" } else { "answer-received" }));
+        if self.peer.is_none() {
+            if !is_offer {
+                return;
+            }
+            self.new_peer(self.last_public_id.clone(), true);
+        }
+        let polite = self.polite;
+        let peer = self.peer.as_mut().expect("made above");
+        let collision = is_offer && peer.signaling != Signaling::Stable;
+        peer.ignore_offer = !polite && collision;
+        if peer.ignore_offer {
+            return;
+        }
+        if description.kind == SdpType::Answer && peer.signaling != Signaling::HaveLocalOffer {
+            // A stale answer, to an offer we rolled back.
+            return;
+        }
+        let effect =
+            Effect::Apply { peer: peer.generation, description, audio: self.media.audio, video: self.media.video() };
+        self.push(effect);
+    }
+
+    fn negotiated(&mut self, outcome: Negotiated) {
+        let Some(peer) = &mut self.peer else { return };
+        peer.signaling = outcome.signaling;
+        peer.has_remote_description = outcome.has_remote_description;
+        let generation = peer.generation;
+        if peer.has_remote_description {
+            let failure_expected = peer.ignore_offer;
+            for candidate in std::mem::take(&mut peer.early_candidates) {
+                self.push(Effect::AddCandidate { peer: generation, candidate, failure_expected });
+            }
+        }
+        if let Some(local) = outcome.local {
+            self.push(Effect::Mark(if local.kind == SdpType::Offer { "offer-sent" } else { "answer-sent" }));
+            self.send(Message::Sdp(local));
+        }
+    }
+
+    fn timer(&mut self, timer: Timer) {
+        let current = self.peer.as_ref().map(|peer| peer.generation);
+        match timer {
+            Timer::Reconnect { socket } if socket == self.socket && !self.socket_up => self.connect_signaling(),
+            Timer::IceCheck { peer } if Some(peer) == current => self.restart_ice_if_broken(),
+            Timer::ConnectTimeout { peer } if Some(peer) == current => {
+                if self.peer.as_ref().is_some_and(|peer| peer.connection != ConnectionState::Connected) {
+                    self.show(if self.turn_refused { CallStatus::TurnRefused } else { CallStatus::ConnectionFailed });
+                }
+            }
+            Timer::StatsTick { peer } if Some(peer) == current => {
+                self.push(Effect::GetStats { peer });
+                self.push(Effect::Arm { timer, after_ms: STATS_EVERY_MS });
+            }
+            // Armed for a socket or connection that is gone.
+            Timer::Reconnect { .. }
+            | Timer::IceCheck { .. }
+            | Timer::ConnectTimeout { .. }
+            | Timer::StatsTick { .. } => {}
+        }
+    }
+
+    fn peer_event(&mut self, generation: u32, event: PeerEvent, now_ms: f64) {
+        // The standby connection gathers candidates while waiting: a TURN refusal then is news.
+        if let PeerEvent::IceServerError { code, url } = &event {
+            if self.standby == Some(generation) || self.peer.as_ref().is_some_and(|p| p.generation == generation) {
+                self.push(Effect::Warn(format!("ICE server {url} answered {code}")));
+                // 401: TURN refused the credentials. With relay-only ICE nothing else can work.
+                if *code == 401 && !self.turn_refused {
+                    self.turn_refused = true;
+                    if self.ice_policy == IceTransportPolicy::Relay && self.peer.is_some() {
+                        self.show(CallStatus::TurnRefused);
+                    }
+                }
+            }
+            return;
+        }
+        // Anything else only from the connection in use.
+        let Some(peer) = self.peer.as_mut().filter(|peer| peer.generation == generation) else { return };
+        match event {
+            PeerEvent::NegotiationNeeded => self.offer(),
+            PeerEvent::Negotiated(outcome) => self.negotiated(outcome),
+            PeerEvent::LocalCandidate(candidate) => {
+                self.push(Effect::Mark("candidate-sent"));
+                self.send(Message::Candidate(candidate));
+            }
+            PeerEvent::RemoteTrack => {
+                self.push(Effect::Mark("remote-track"));
+                self.push(Effect::RemoteStream(Some(generation)));
+            }
+            PeerEvent::ConnectionState(state) => {
+                peer.connection = state;
+                self.connection_state_changed(state);
+            }
+            PeerEvent::ChannelOpen => {
+                peer.channel_open = true;
+                self.announce_media();
+                for message in std::mem::take(&mut self.unsent_chat) {
+                    self.send_chat(message);
+                }
+            }
+            PeerEvent::ChannelClosed => peer.channel_open = false,
+            PeerEvent::Message(PeerMessage::MediaState(state)) => self.push(Effect::RemoteMedia(Some(state))),
+            PeerEvent::Message(PeerMessage::Chat(message)) => {
+                self.push(Effect::Chat(ChatLine { mine: false, text: message.text, sent_at: message.sent_at }));
+            }
+            PeerEvent::Stats(reports) => {
+                let (stats, traffic) = summarize(&reports, peer.traffic, now_ms);
+                peer.traffic = Some(traffic);
+                self.push(Effect::Stats(Some(stats)));
+            }
+            PeerEvent::IceServerError { .. } => unreachable!("handled above"),
+        }
+    }
+
+    fn connection_state_changed(&mut self, state: ConnectionState) {
+        match state {
+            ConnectionState::Connected => {
+                self.push(Effect::Mark("connected"));
+                self.show(if self.socket_up { CallStatus::Connected } else { CallStatus::SignalingReconnecting });
+            }
+            ConnectionState::Disconnected => {
+                self.show(CallStatus::ConnectionInterrupted);
+                self.arm_for_peer(|peer| Timer::IceCheck { peer }, DISCONNECTED_GRACE_MS);
+            }
+            // The other person is gone from the room and the media path is dead.
+            ConnectionState::Failed if !self.other_present && self.socket_up => self.other_gone(),
+            ConnectionState::Failed => {
+                self.show(CallStatus::ConnectionInterrupted);
+                self.restart_ice_if_broken();
+            }
+            ConnectionState::New | ConnectionState::Connecting | ConnectionState::Closed => {}
+        }
+    }
+
+    fn command(&mut self, command: CallCommand, now_ms: f64) {
+        match command {
+            // Nothing to mute, turn off, share instead or switch yet: the page offers these once
+            // the camera and microphone are on.
+            CallCommand::Microphone(_)
+            | CallCommand::Camera(_)
+            | CallCommand::ShareScreen(_)
+            | CallCommand::UseDevice(_)
+                if self.media.starting => {}
+            CallCommand::Microphone(on) => {
+                if self.media.audio {
+                    self.media.audio_on = on;
+                    self.push(Effect::EnableAudio(on));
+                }
+                self.announce_media();
+            }
+            CallCommand::Camera(on) => {
+                if self.media.camera {
+                    self.media.camera_on = on;
+                    self.push(Effect::ShowVideo(self.media.video()));
+                }
+                self.send_current_video();
+            }
+            CallCommand::ShareScreen(true) => self.push(Effect::PickScreen),
+            CallCommand::ShareScreen(false) => self.stop_screen(),
+            CallCommand::Chat(text) => {
+                let message = ChatMessage { text, sent_at: now_ms as u64 };
+                self.push(Effect::Chat(ChatLine { mine: true, text: message.text.clone(), sent_at: message.sent_at }));
+                self.send_chat(message);
+            }
+            CallCommand::UseDevice(device) => self.push(Effect::OpenDevice(device)),
+            CallCommand::HangUp => {
+                self.send(Message::Bye(None));
+                self.end(CallStatus::Ended);
+            }
+        }
+    }
+
+    /// The camera and microphone are granted: they go on the senders of a connection that may
+    /// already be under way, and the page shows the call's state.
+    fn media_started(&mut self, audio: bool, camera: bool) {
+        self.push(Effect::Mark("media"));
+        self.media = Media { starting: false, audio, camera, screen: false, audio_on: audio, camera_on: camera };
+        self.push(Effect::ShowVideo(self.media.video()));
+        self.push(Effect::LocalStream(true));
+        self.push(Effect::ListDevices);
+        if let Some(peer) = &self.peer {
+            let effect = Effect::StartSending { peer: peer.generation, audio, video: self.media.video() };
+            self.push(effect);
+        }
+        self.announce_media();
+        self.show(self.status.clone());
+    }
+
+    fn stop_screen(&mut self) {
+        self.push(Effect::StopScreen);
+        self.media.screen = false;
+        self.push(Effect::ShowVideo(self.media.video()));
+        self.send_current_video();
+    }
+
+    /// A new connection's status: connecting, unless the TURN server already refused us (the
+    /// standby connection gathers candidates while waiting) and nothing but TURN may be used.
+    fn connecting(&self) -> CallStatus {
+        if self.turn_refused && self.ice_policy == IceTransportPolicy::Relay {
+            CallStatus::TurnRefused
+        } else {
+            CallStatus::Connecting
+        }
+    }
+
+    /// The status line: the call's own state, or that the camera is still starting.
+    fn show(&mut self, status: CallStatus) {
+        self.status = status.clone();
+        self.push(Effect::Status(if self.media.starting { status.while_media_starts() } else { status }));
+    }
+
+    /// Makes and sends an offer, unless the other side offers first or an exchange is under
+    /// way (then `negotiationneeded` fires again when it ends, if still needed).
+    fn offer(&mut self) {
+        let Some(peer) = &self.peer else { return };
+        let waiting = peer.awaits_offer && !peer.has_remote_description;
+        if !waiting && peer.signaling == Signaling::Stable {
+            self.push(Effect::Offer { peer: peer.generation });
+        }
+    }
+
+    /// Restarts ICE while the media path is down and both people are reachable by signaling,
+    /// and looks again later.
+    fn restart_ice_if_broken(&mut self) {
+        let Some(peer) = &self.peer else { return };
+        if !matches!(peer.connection, ConnectionState::Disconnected | ConnectionState::Failed) {
+            return;
+        }
+        if self.socket_up && self.other_present {
+            let effect = Effect::RestartIce { peer: peer.generation };
+            self.push(Effect::Log("restarting ICE".into()));
+            self.push(effect);
+        }
+        self.arm_for_peer(|peer| Timer::IceCheck { peer }, ICE_RETRY_MS);
+    }
+
+    fn connect_signaling(&mut self) {
+        self.socket += 1;
+        self.socket_up = true;
+        self.push(Effect::Mark("socket"));
+        self.push(Effect::OpenSocket { socket: self.socket });
+    }
+
+    fn schedule_reconnect(&mut self) {
+        let after_ms = reconnect_delay_ms(self.reconnect_attempts, (self.random)());
+        self.reconnect_attempts += 1;
+        self.push(Effect::Arm { timer: Timer::Reconnect { socket: self.socket }, after_ms });
+    }
+
+    fn arm_for_peer(&mut self, timer: fn(u32) -> Timer, after_ms: u32) {
+        if let Some(peer) = &self.peer {
+            self.push(Effect::Arm { timer: timer(peer.generation), after_ms });
+        }
+    }
+
+    fn send(&mut self, message: Message) {
+        if self.socket_up {
+            self.push(Effect::Send(message));
+        } else {
+            self.push(Effect::Warn(format!("signaling is down; dropped {message:?}")));
+        }
+    }
+
+    /// The connection to whoever is there now: the standby one, or a new one.
+    fn new_peer(&mut self, public_id: Option<String>, answers: bool) -> u32 {
+        self.drop_peer();
+        let generation = match self.standby.take() {
+            Some(standby) => standby,
+            None => self.create_peer(),
+        };
+        self.push(Effect::Arm { timer: Timer::ConnectTimeout { peer: generation }, after_ms: CONNECT_TIMEOUT_MS });
+        self.push(Effect::Arm { timer: Timer::StatsTick { peer: generation }, after_ms: STATS_EVERY_MS });
+        self.last_public_id = public_id.clone();
+        self.peer = Some(Peer {
+            generation,
+            public_id,
+            connection: ConnectionState::New,
+            signaling: Signaling::Stable,
+            has_remote_description: false,
+            awaits_offer: answers,
+            ignore_offer: false,
+            early_candidates: Vec::new(),
+            channel_open: false,
+            traffic: None,
+        });
+        generation
+    }
+
+    fn create_peer(&mut self) -> u32 {
+        self.last_peer_generation += 1;
+        let peer = self.last_peer_generation;
+        self.push(Effect::CreatePeer { peer, ice_servers: self.ice_servers.clone(), policy: self.ice_policy });
+        peer
+    }
+
+    /// Alone in the room: makes the connection whoever comes next will be answered on.
+    fn stand_by(&mut self) {
+        if let Some(old) = self.standby.take() {
+            self.push(Effect::DropPeer { peer: old });
+        }
+        self.standby = Some(self.create_peer());
+    }
+
+    fn drop_peer(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            self.push(Effect::DropPeer { peer: peer.generation });
+            self.push(Effect::RemoteStream(None));
+            self.push(Effect::RemoteMedia(None));
+            self.push(Effect::Stats(None));
+        }
+    }
+
+    /// Puts the video that should be sent now on the sender, and tells both the page and the
+    /// other side.
+    fn send_current_video(&mut self) {
+        if let Some(peer) = &self.peer {
+            let effect = Effect::SendVideo { peer: peer.generation, video: self.media.video() };
+            self.push(effect);
+        }
+        self.announce_media();
+    }
+
+    fn announce_media(&mut self) {
+        let state = self.media.state();
+        self.push(Effect::LocalMedia(state));
+        // If the channel is not open yet, its opening announces the state.
+        if let Some(peer) = self.peer.as_ref().filter(|peer| peer.channel_open) {
+            let effect = Effect::ToPeer { peer: peer.generation, message: PeerMessage::MediaState(state) };
+            self.push(effect);
+        }
+    }
+
+    fn send_chat(&mut self, message: ChatMessage) {
+        match self.peer.as_ref().filter(|peer| peer.channel_open) {
+            Some(peer) => {
+                let effect = Effect::ToPeer { peer: peer.generation, message: PeerMessage::Chat(message) };
+                self.push(effect);
+            }
+            None => self.unsent_chat.push(message),
+        }
+    }
+
+    fn end(&mut self, status: CallStatus) {
+        self.over = true;
+        self.push(Effect::Notice(None));
+        self.drop_peer();
+        if let Some(standby) = self.standby.take() {
+            self.push(Effect::DropPeer { peer: standby });
+        }
+        self.push(Effect::StopMedia);
+        self.push(Effect::LocalStream(false));
+        self.push(Effect::Status(status));
+    }
+
+    fn push(&mut self, effect: Effect) {
+        self.effects.push_back(effect);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ErrorBody, PeerId, PeerInfo};
+
+    const NOW: f64 = 1_700_000_000_000.0;
+
+    /// The effects of one input, but the performance marks.
+    fn handle(machine: &mut CallMachine, input: Input) -> Vec<Effect> {
+        machine.handle(NOW, input);
+        std::iter::from_fn(|| machine.poll()).filter(|e| !matches!(e, Effect::Mark(_))).collect()
+    }
+
+    fn server(socket: u32, message: Message) -> Input {
+        Input::Server { socket, message }
+    }
+
+    fn welcome(peer_present: bool, public_id: Option<&str>, policy: IceTransportPolicy) -> Message {
+        Message::Welcome(Welcome {
+            peer_id: PeerId(7),
+            peer_present,
+            polite: false,
+            peer_public_id: public_id.map(String::from),
+            ice_servers: Vec::new(),
+            ice_transport_policy: policy,
+        })
+    }
+
+    fn info(public_id: &str) -> PeerInfo {
+        PeerInfo { peer_id: PeerId(8), public_id: Some(public_id.into()) }
+    }
+
+    fn peer(peer: u32, event: PeerEvent) -> Input {
+        Input::Peer { peer, event }
+    }
+
+    fn sdp(kind: SdpType) -> SessionDescription {
+        SessionDescription { kind, sdp: format!("v=0 {kind:?}") }
+    }
+
+    fn negotiated(signaling: Signaling, local: Option<SessionDescription>) -> PeerEvent {
+        PeerEvent::Negotiated(Negotiated { signaling, has_remote_description: true, local })
+    }
+
+    fn candidate(text: &str) -> IceCandidate {
+        IceCandidate {
+            candidate: text.into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: None,
+        }
+    }
+
+    fn statuses(effects: &[Effect]) -> Vec<CallStatus> {
+        effects.iter().filter_map(|e| if let Effect::Status(s) = e { Some(s.clone()) } else { None }).collect()
+    }
+
+    fn has(effects: &[Effect], wanted: impl Fn(&Effect) -> bool) -> bool {
+        effects.iter().any(wanted)
+    }
+
+    /// Start pressed, with the page's socket ready, and the camera and microphone granted.
+    fn started() -> CallMachine {
+        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, Box::new(|| 0.5));
+        handle(&mut machine, Input::Start { socket_ready: true });
+        handle(&mut machine, Input::MediaGranted { audio: true, camera: true });
+        machine
+    }
+
+    /// A call this side made to "bob", connected; returns the connection's generation.
+    fn connected_call() -> (CallMachine, u32) {
+        let mut machine = started();
+        let effects = handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        let Some(Effect::CreatePeer { peer: generation, .. }) =
+            effects.iter().find(|e| matches!(e, Effect::CreatePeer { .. })).cloned()
+        else {
+            panic!("no connection made: {effects:?}")
+        };
+        assert!(effects.contains(&Effect::Offer { peer: generation }), "{effects:?}");
+        let offer = sdp(SdpType::Offer);
+        let sent = handle(&mut machine, peer(generation, negotiated(Signaling::HaveLocalOffer, Some(offer.clone()))));
+        assert!(sent.contains(&Effect::Send(Message::Sdp(offer))), "{sent:?}");
+        let applied = handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Answer))));
+        assert!(has(
+            &applied,
+            |e| matches!(e, Effect::Apply { description, .. } if description.kind == SdpType::Answer)
+        ));
+        handle(&mut machine, peer(generation, negotiated(Signaling::Stable, None)));
+        let effects = handle(&mut machine, peer(generation, PeerEvent::ConnectionState(ConnectionState::Connected)));
+        assert_eq!(statuses(&effects), [CallStatus::Connected]);
+        (machine, generation)
+    }
+
+    #[test]
+    fn start_joins_at_once_and_says_the_camera_is_starting_until_it_is_granted() {
+        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, Box::new(|| 0.5));
+        let effects = handle(&mut machine, Input::Start { socket_ready: true });
+        assert!(
+            effects.contains(&Effect::Join)
+                && effects.contains(&Effect::RequestMedia(MediaChoice::CameraAndMicrophone))
+        );
+        assert_eq!(statuses(&effects), [CallStatus::StartingMedia]);
+        // The call goes on meanwhile: the offer is made before the camera is on.
+        let effects = handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        assert_eq!(statuses(&effects), [CallStatus::StartingMedia]);
+        assert!(effects.contains(&Effect::AddTransceivers { peer: 1, audio: false, video: Video::None }));
+        assert!(effects.contains(&Effect::Offer { peer: 1 }));
+        // Nothing to mute yet.
+        assert!(handle(&mut machine, Input::Command(CallCommand::Microphone(false))).is_empty());
+        let effects = handle(&mut machine, Input::MediaGranted { audio: true, camera: true });
+        assert!(effects.contains(&Effect::StartSending { peer: 1, audio: true, video: Video::Camera }));
+        assert_eq!(statuses(&effects), [CallStatus::Connecting]);
+        let effects = handle(&mut machine, Input::Command(CallCommand::Microphone(false)));
+        assert!(effects.contains(&Effect::EnableAudio(false)));
+        assert!(effects.contains(&Effect::LocalMedia(MediaState { audio: false, video: true, screen: false })));
+    }
+
+    #[test]
+    fn a_camera_refused_after_joining_tells_the_other_side_and_ends_the_call() {
+        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, Box::new(|| 0.5));
+        handle(&mut machine, Input::Start { socket_ready: true });
+        handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        let refused = Input::MediaRefused { name: Some("NotAllowedError".into()), description: "x".into() };
+        let effects = handle(&mut machine, refused);
+        assert!(effects.contains(&Effect::Send(Message::Bye(None))));
+        assert!(effects.contains(&Effect::DropPeer { peer: 1 }) && effects.contains(&Effect::StopMedia));
+        assert_eq!(statuses(&effects), [CallStatus::MediaUnavailable("permission was denied".into())]);
+        assert!(machine.is_over());
+    }
+
+    #[test]
+    fn a_welcome_after_a_signaling_outage_keeps_the_call_with_the_same_person() {
+        let (mut machine, generation) = connected_call();
+        let effects = handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+        assert_eq!(statuses(&effects), [CallStatus::SignalingReconnecting]);
+        assert!(!has(&effects, |e| matches!(e, Effect::DropPeer { .. })));
+        let reconnect = Timer::Reconnect { socket: FIRST_SOCKET };
+        assert!(has(&effects, |e| matches!(e, Effect::Arm { timer, .. } if *timer == reconnect)));
+        let effects = handle(&mut machine, Input::Timer(reconnect));
+        assert!(effects.contains(&Effect::OpenSocket { socket: FIRST_SOCKET + 1 }));
+        let effects =
+            handle(&mut machine, server(FIRST_SOCKET + 1, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        assert_eq!(statuses(&effects), [CallStatus::Connected]);
+        assert!(!has(&effects, |e| matches!(e, Effect::DropPeer { peer } if *peer == generation)), "{effects:?}");
+        assert!(!has(&effects, |e| matches!(e, Effect::CreatePeer { .. } | Effect::Offer { .. })), "{effects:?}");
+        // Back first after a server restart: the other person is not there yet, but the media
+        // still flows, so the call goes on and they will follow.
+        handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET + 1, code: ABNORMAL_CLOSURE });
+        handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET + 1 }));
+        let effects = handle(&mut machine, server(FIRST_SOCKET + 2, welcome(false, None, IceTransportPolicy::All)));
+        assert_eq!(statuses(&effects), [CallStatus::Connected]);
+        assert!(!has(&effects, |e| matches!(e, Effect::DropPeer { peer } if *peer == generation)), "{effects:?}");
+        // Someone else in the room after the outage: a new call with them.
+        handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET + 2, code: ABNORMAL_CLOSURE });
+        handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET + 2 }));
+        let effects =
+            handle(&mut machine, server(FIRST_SOCKET + 3, welcome(true, Some("carol"), IceTransportPolicy::All)));
+        assert!(effects.contains(&Effect::DropPeer { peer: generation }), "{effects:?}");
+        assert!(has(&effects, |e| matches!(e, Effect::Offer { peer } if *peer != generation)), "{effects:?}");
+    }
+
+    #[test]
+    fn peer_left_while_media_flows_keeps_the_call_but_not_a_connection_that_never_worked() {
+        let (mut machine, _) = connected_call();
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerLeft(info("bob"))));
+        assert!(effects.is_empty(), "{effects:?}");
+        // Their connection coming back is the same person: nothing to do.
+        assert!(handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("bob")))).is_empty());
+
+        let mut machine = started();
+        handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerLeft(info("bob"))));
+        assert!(effects.contains(&Effect::DropPeer { peer: 1 }) && effects.contains(&Effect::RemoteStream(None)));
+        assert_eq!(statuses(&effects), [CallStatus::PeerLeft]);
+        assert!(has(&effects, |e| matches!(e, Effect::CreatePeer { peer: 2, .. })), "a standby: {effects:?}");
+    }
+
+    #[test]
+    fn bye_ends_the_connection_and_the_next_person_is_answered_on_the_standby() {
+        let (mut machine, generation) = connected_call();
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::Bye(None)));
+        assert!(effects.contains(&Effect::DropPeer { peer: generation }));
+        assert!(effects.contains(&Effect::RemoteMedia(None)) && effects.contains(&Effect::Stats(None)));
+        assert_eq!(statuses(&effects), [CallStatus::PeerLeft]);
+        let standby = generation + 1;
+        assert!(has(&effects, |e| matches!(e, Effect::CreatePeer { peer, .. } if *peer == standby)));
+        assert!(!machine.is_over());
+
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol"))));
+        assert_eq!(statuses(&effects), [CallStatus::Connecting]);
+        assert!(!has(&effects, |e| matches!(e, Effect::CreatePeer { .. })), "the standby is used: {effects:?}");
+        // The newcomer offers; this side does not, though the data channel asks to negotiate.
+        assert!(handle(&mut machine, peer(standby, PeerEvent::NegotiationNeeded)).is_empty());
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Offer))));
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::Apply { peer, audio: true, video: Video::Camera, .. } if *peer == standby)
+        ));
+    }
+
+    #[test]
+    fn an_early_candidate_waits_for_its_description() {
+        let mut machine = started();
+        handle(&mut machine, server(FIRST_SOCKET, welcome(false, None, IceTransportPolicy::All)));
+        handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("bob"))));
+        let early = candidate("candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host");
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::Candidate(Some(early.clone()))));
+        assert!(effects.is_empty(), "{effects:?}");
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Offer))));
+        assert!(!has(&effects, |e| matches!(e, Effect::AddCandidate { .. })), "{effects:?}");
+        let answer = sdp(SdpType::Answer);
+        let effects = handle(&mut machine, peer(1, negotiated(Signaling::Stable, Some(answer.clone()))));
+        let added = effects
+            .iter()
+            .position(|e| *e == Effect::AddCandidate { peer: 1, candidate: early.clone(), failure_expected: false });
+        let sent = effects.iter().position(|e| *e == Effect::Send(Message::Sdp(answer.clone())));
+        assert!(added.is_some() && sent.is_some(), "{effects:?}");
+        // Once the description is there, a candidate applies at once; end of candidates needs nothing.
+        let later = candidate("candidate:2 1 udp 1686052607 198.51.100.1 50001 typ srflx");
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::Candidate(Some(later.clone()))));
+        assert_eq!(effects, [Effect::AddCandidate { peer: 1, candidate: later, failure_expected: false }]);
+        assert!(handle(&mut machine, server(FIRST_SOCKET, Message::Candidate(None))).is_empty());
+    }
+
+    #[test]
+    fn an_offer_collision_is_settled_by_the_role() {
+        // This side (impolite, from `welcome`) has an offer out: the other side's is ignored,
+        // and its candidates may fail to apply.
+        let mut machine = started();
+        handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        let outcome = Negotiated { signaling: Signaling::HaveLocalOffer, has_remote_description: false, local: None };
+        handle(&mut machine, peer(1, PeerEvent::Negotiated(outcome)));
+        assert!(handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Offer)))).is_empty());
+        let mut polite = started();
+        let mut message = welcome(true, Some("bob"), IceTransportPolicy::All);
+        if let Message::Welcome(welcome) = &mut message {
+            welcome.polite = true;
+        }
+        handle(&mut polite, server(FIRST_SOCKET, message));
+        let outcome = Negotiated { signaling: Signaling::HaveLocalOffer, has_remote_description: false, local: None };
+        handle(&mut polite, peer(1, PeerEvent::Negotiated(outcome)));
+        // The polite side takes the other side's offer (rolling its own back).
+        let effects = handle(&mut polite, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Offer))));
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::Apply { description, .. } if description.kind == SdpType::Offer)
+        ));
+        handle(&mut polite, peer(1, negotiated(Signaling::Stable, Some(sdp(SdpType::Answer)))));
+        // The answer to the offer it rolled back is stale now: dropped.
+        assert!(handle(&mut polite, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Answer)))).is_empty());
+    }
+
+    #[test]
+    fn ice_restarts_after_a_grace_period_and_again_while_the_path_stays_broken() {
+        let (mut machine, generation) = connected_call();
+        let check = Timer::IceCheck { peer: generation };
+        let effects = handle(&mut machine, peer(generation, PeerEvent::ConnectionState(ConnectionState::Disconnected)));
+        assert_eq!(statuses(&effects), [CallStatus::ConnectionInterrupted]);
+        assert!(effects.contains(&Effect::Arm { timer: check, after_ms: DISCONNECTED_GRACE_MS }));
+        assert!(!has(&effects, |e| matches!(e, Effect::RestartIce { .. })), "not yet: {effects:?}");
+        let effects = handle(&mut machine, Input::Timer(check));
+        assert!(effects.contains(&Effect::RestartIce { peer: generation }));
+        assert!(effects.contains(&Effect::Arm { timer: check, after_ms: ICE_RETRY_MS }));
+        // Still broken at the next look: again.
+        assert!(handle(&mut machine, Input::Timer(check)).contains(&Effect::RestartIce { peer: generation }));
+        // Back: the pending look finds nothing to do.
+        handle(&mut machine, peer(generation, PeerEvent::ConnectionState(ConnectionState::Connected)));
+        assert!(handle(&mut machine, Input::Timer(check)).is_empty());
+        // `failed` restarts at once.
+        let effects = handle(&mut machine, peer(generation, PeerEvent::ConnectionState(ConnectionState::Failed)));
+        assert!(effects.contains(&Effect::RestartIce { peer: generation }), "{effects:?}");
+        // With signaling down, a restart could not reach the other side: look again later.
+        handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+        let effects = handle(&mut machine, Input::Timer(check));
+        assert_eq!(effects, [Effect::Arm { timer: check, after_ms: ICE_RETRY_MS }]);
+    }
+
+    #[test]
+    fn a_dead_connection_to_someone_who_left_is_followed_by_a_standby() {
+        let (mut machine, generation) = connected_call();
+        handle(&mut machine, server(FIRST_SOCKET, Message::PeerLeft(info("bob"))));
+        let effects = handle(&mut machine, peer(generation, PeerEvent::ConnectionState(ConnectionState::Failed)));
+        assert!(effects.contains(&Effect::DropPeer { peer: generation }));
+        assert!(!has(&effects, |e| matches!(e, Effect::RestartIce { .. })));
+        assert_eq!(statuses(&effects), [CallStatus::PeerLeft]);
+        assert!(has(&effects, |e| matches!(e, Effect::CreatePeer { .. })));
+    }
+
+    #[test]
+    fn reconnect_delays_double_from_a_quarter_second_up_to_five_seconds_with_jitter() {
+        assert_eq!(reconnect_delay_ms(0, 0.0), 125);
+        assert_eq!(reconnect_delay_ms(0, 1.0), 250);
+        assert_eq!(reconnect_delay_ms(1, 1.0), 500);
+        assert_eq!(reconnect_delay_ms(4, 1.0), 4_000);
+        for attempt in [5, 10, 11, 1_000, u32::MAX] {
+            assert_eq!(reconnect_delay_ms(attempt, 1.0), 5_000);
+            assert_eq!(reconnect_delay_ms(attempt, 0.0), 2_500);
+        }
+        // The machine counts attempts until a WELCOME, which starts them over.
+        let (mut machine, _) = connected_call();
+        let mut delays = Vec::new();
+        for socket in FIRST_SOCKET..FIRST_SOCKET + 6 {
+            let effects = handle(&mut machine, Input::SocketClosed { socket, code: ABNORMAL_CLOSURE });
+            let Some(Effect::Arm { after_ms, .. }) = effects.iter().find(|e| matches!(e, Effect::Arm { .. })) else {
+                panic!("no reconnect: {effects:?}")
+            };
+            delays.push(*after_ms);
+            assert_eq!(
+                handle(&mut machine, Input::Timer(Timer::Reconnect { socket })).last(),
+                Some(&Effect::OpenSocket { socket: socket + 1 })
+            );
+        }
+        assert_eq!(delays, [187, 375, 750, 1_500, 3_000, 3_750]);
+        handle(&mut machine, server(FIRST_SOCKET + 6, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        let effects = handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET + 6, code: ABNORMAL_CLOSURE });
+        assert!(has(&effects, |e| matches!(e, Effect::Arm { after_ms: 187, .. })), "{effects:?}");
+    }
+
+    #[test]
+    fn a_turn_refusal_says_so_when_only_the_relay_may_be_used() {
+        // The standby connection learns it while this side waits alone.
+        let mut machine = started();
+        let effects = handle(&mut machine, server(FIRST_SOCKET, welcome(false, None, IceTransportPolicy::Relay)));
+        assert!(has(&effects, |e| matches!(e, Effect::CreatePeer { peer: 1, policy: IceTransportPolicy::Relay, .. })));
+        let refused = PeerEvent::IceServerError { code: 401, url: "turn:192.0.2.1:3478".into() };
+        let effects = handle(&mut machine, peer(1, refused.clone()));
+        assert!(statuses(&effects).is_empty(), "no one to connect to yet: {effects:?}");
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("bob"))));
+        assert_eq!(statuses(&effects), [CallStatus::TurnRefused]);
+        assert!(CallStatus::TurnRefused.text().contains("refused our credentials"));
+
+        // Where direct paths are allowed too, the call tries them, and only a timeout says why.
+        let mut machine = started();
+        handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        assert!(statuses(&handle(&mut machine, peer(1, refused))).is_empty());
+        let effects = handle(&mut machine, Input::Timer(Timer::ConnectTimeout { peer: 1 }));
+        assert_eq!(statuses(&effects), [CallStatus::TurnRefused]);
+
+        // A new WELCOME brings new credentials: the refusal is forgotten.
+        let mut machine = started();
+        handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::Relay)));
+        let effects = handle(&mut machine, peer(1, PeerEvent::IceServerError { code: 401, url: "turn:x".into() }));
+        assert_eq!(statuses(&effects), [CallStatus::TurnRefused]);
+        handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+        handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
+        let effects =
+            handle(&mut machine, server(FIRST_SOCKET + 1, welcome(true, Some("carol"), IceTransportPolicy::Relay)));
+        assert_eq!(statuses(&effects), [CallStatus::Connecting]);
+        let effects = handle(&mut machine, Input::Timer(Timer::ConnectTimeout { peer: 2 }));
+        assert_eq!(statuses(&effects), [CallStatus::ConnectionFailed]);
+    }
+
+    #[test]
+    fn a_stale_event_after_hang_up_changes_nothing() {
+        let (mut machine, generation) = connected_call();
+        let effects = handle(&mut machine, Input::Command(CallCommand::HangUp));
+        assert_eq!(effects.first(), Some(&Effect::Send(Message::Bye(None))));
+        assert!(effects.contains(&Effect::DropPeer { peer: generation }) && effects.contains(&Effect::StopMedia));
+        assert_eq!(effects.last(), Some(&Effect::Status(CallStatus::Ended)));
+        assert!(machine.is_over());
+        for late in [
+            peer(generation, PeerEvent::RemoteTrack),
+            peer(generation, PeerEvent::ConnectionState(ConnectionState::Failed)),
+            server(FIRST_SOCKET, Message::Bye(None)),
+            Input::Timer(Timer::StatsTick { peer: generation }),
+            Input::MediaGranted { audio: true, camera: true },
+        ] {
+            assert!(handle(&mut machine, late).is_empty());
+        }
+    }
+
+    #[test]
+    fn events_of_a_connection_or_socket_already_replaced_change_nothing() {
+        let (mut machine, old) = connected_call();
+        handle(&mut machine, server(FIRST_SOCKET, Message::Bye(None)));
+        for late in [
+            PeerEvent::RemoteTrack,
+            PeerEvent::ConnectionState(ConnectionState::Connected),
+            PeerEvent::LocalCandidate(None),
+            PeerEvent::Message(PeerMessage::MediaState(MediaState { audio: true, video: true, screen: false })),
+            PeerEvent::NegotiationNeeded,
+        ] {
+            assert!(handle(&mut machine, peer(old, late)).is_empty());
+        }
+        for timer in
+            [Timer::ConnectTimeout { peer: old }, Timer::IceCheck { peer: old }, Timer::StatsTick { peer: old }]
+        {
+            assert!(handle(&mut machine, Input::Timer(timer)).is_empty());
+        }
+        // A socket's messages after it was replaced.
+        handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+        assert!(handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol")))).is_empty());
+        assert!(handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: 1000 }).is_empty());
+        handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
+        // Only one reconnect per drop, even if an old timer fires again.
+        assert!(handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET })).is_empty());
+    }
+
+    #[test]
+    fn a_full_room_ends_the_call_and_other_refusals_do_not() {
+        let mut machine = started();
+        let refusal = Message::Error(ErrorBody { code: ErrorCode::RateLimited, message: "slow down".into() });
+        let effects = handle(&mut machine, server(FIRST_SOCKET, refusal));
+        assert!(matches!(effects.as_slice(), [Effect::Warn(text)] if text.contains("slow down")));
+        let effects = handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: close_code::ROOM_FULL });
+        assert_eq!(effects.last(), Some(&Effect::Status(CallStatus::RoomFull)));
+        assert!(machine.is_over());
+    }
+
+    #[test]
+    fn chat_typed_before_the_channel_opens_is_sent_when_it_opens() {
+        let mut machine = started();
+        handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        let effects = handle(&mut machine, Input::Command(CallCommand::Chat("hello".into())));
+        let message = ChatMessage { text: "hello".into(), sent_at: NOW as u64 };
+        assert_eq!(effects, [Effect::Chat(ChatLine { mine: true, text: "hello".into(), sent_at: NOW as u64 })]);
+        let effects = handle(&mut machine, peer(1, PeerEvent::ChannelOpen));
+        let media = PeerMessage::MediaState(MediaState { audio: true, video: true, screen: false });
+        assert!(effects.contains(&Effect::ToPeer { peer: 1, message: media }));
+        assert!(effects.contains(&Effect::ToPeer { peer: 1, message: PeerMessage::Chat(message) }));
+        // Closed again: chat waits once more.
+        handle(&mut machine, peer(1, PeerEvent::ChannelClosed));
+        assert!(!has(&handle(&mut machine, Input::Command(CallCommand::Chat("again".into()))), |e| matches!(
+            e,
+            Effect::ToPeer { .. }
+        )));
+    }
+
+    #[test]
+    fn statistics_are_read_every_second_for_the_connection_in_use() {
+        let (mut machine, generation) = connected_call();
+        let tick = Timer::StatsTick { peer: generation };
+        let effects = handle(&mut machine, Input::Timer(tick));
+        assert_eq!(
+            effects,
+            [Effect::GetStats { peer: generation }, Effect::Arm { timer: tick, after_ms: STATS_EVERY_MS }]
+        );
+        let reports = vec![
+            serde_json::json!({"id": "i", "type": "inbound-rtp", "kind": "audio", "packetsLost": 1, "packetsReceived": 3}),
+        ];
+        let effects = handle(&mut machine, peer(generation, PeerEvent::Stats(reports)));
+        let [Effect::Stats(Some(stats))] = effects.as_slice() else { panic!("{effects:?}") };
+        assert_eq!(stats.packet_loss_percent, 25.0);
+    }
+
+    #[test]
+    fn screen_sharing_sends_the_screen_and_a_refusal_explains_itself() {
+        let (mut machine, generation) = connected_call();
+        assert_eq!(handle(&mut machine, Input::Command(CallCommand::ShareScreen(true))), [Effect::PickScreen]);
+        let effects = handle(&mut machine, Input::ScreenPicked(Ok(())));
+        assert!(effects.contains(&Effect::SendVideo { peer: generation, video: Video::Screen }));
+        assert!(effects.contains(&Effect::LocalMedia(MediaState { audio: true, video: true, screen: true })));
+        // Camera off while sharing: the screen is still what goes out.
+        let effects = handle(&mut machine, Input::Command(CallCommand::Camera(false)));
+        assert!(effects.contains(&Effect::SendVideo { peer: generation, video: Video::Screen }));
+        let effects = handle(&mut machine, Input::ScreenEnded);
+        assert!(effects.contains(&Effect::StopScreen));
+        assert!(effects.contains(&Effect::SendVideo { peer: generation, video: Video::None }));
+        let effects = handle(&mut machine, Input::ScreenPicked(Err(Some("NotFoundError".into()))));
+        assert!(matches!(effects.as_slice(), [Effect::Notice(Some(text))] if text.contains("no screen or window")));
+        assert_eq!(
+            handle(&mut machine, Input::ScreenPicked(Err(Some("NotAllowedError".into())))),
+            [Effect::Notice(None)]
+        );
+    }
+
+    #[test]
+    fn a_new_camera_or_microphone_goes_on_the_sender_as_the_person_left_it() {
+        let (mut machine, generation) = connected_call();
+        handle(&mut machine, Input::Command(CallCommand::Microphone(false)));
+        let camera = Device { id: "cam-2".into(), label: "Second camera".into(), is_camera: true };
+        let effects = handle(&mut machine, Input::Command(CallCommand::UseDevice(camera.clone())));
+        assert_eq!(effects, [Effect::OpenDevice(camera)]);
+        let effects = handle(&mut machine, Input::DeviceOpened { is_camera: true });
+        assert!(effects.contains(&Effect::ShowVideo(Video::Camera)));
+        assert!(effects.contains(&Effect::SendVideo { peer: generation, video: Video::Camera }));
+        // A new microphone stays muted.
+        let effects = handle(&mut machine, Input::DeviceOpened { is_camera: false });
+        assert!(effects.contains(&Effect::EnableAudio(false)));
+        assert!(effects.contains(&Effect::SendAudio { peer: generation }));
+    }
+
+    #[test]
+    fn a_negotiation_step_that_failed_sends_nothing_and_offers_nothing_until_stable() {
+        let mut machine = started();
+        handle(&mut machine, server(FIRST_SOCKET, welcome(false, None, IceTransportPolicy::All)));
+        handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("bob"))));
+        handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Offer))));
+        let early = candidate("candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host");
+        handle(&mut machine, server(FIRST_SOCKET, Message::Candidate(Some(early))));
+        // Neither description took: the browser is not stable and has no remote description.
+        let failed = Negotiated { signaling: Signaling::Other, has_remote_description: false, local: None };
+        assert!(handle(&mut machine, peer(1, PeerEvent::Negotiated(failed))).is_empty());
+        assert!(handle(&mut machine, peer(1, PeerEvent::NegotiationNeeded)).is_empty());
+        // Connecting, or a connection closed under it, changes nothing by itself either.
+        for state in [ConnectionState::Connecting, ConnectionState::Closed] {
+            assert!(handle(&mut machine, peer(1, PeerEvent::ConnectionState(state))).is_empty());
+        }
+    }
+}
