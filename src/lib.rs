@@ -11,8 +11,8 @@
 //! - [`server`] (feature `ssr`): the axum server, the signaling hub and everything else only the
 //!   binary runs, one module per concern (its own doc lists them).
 
-pub mod app;
-pub mod call;
+pub(crate) mod app;
+pub(crate) mod call;
 pub mod protocol;
 pub(crate) mod room;
 

@@ -6,16 +6,18 @@
 //! 55 KiB (gzip) out of the wasm that must arrive before a call can start.
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
+use leptos_meta::{provide_meta_context, Title};
 
 use crate::room::RoomId;
 
 mod call_page;
 use call_page::CallPage;
 
-/// The HTML document around the app (server side only).
+/// The HTML document around the app (the server's; the browser hydrates inside it).
+#[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    #[cfg(feature = "ssr")]
+    use leptos_meta::{HashedStylesheet, MetaTags};
+
     crate::server::headers::for_page(&options);
     view! {
         <!DOCTYPE html>

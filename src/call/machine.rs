@@ -23,11 +23,8 @@
 
 use std::collections::VecDeque;
 
-use serde_json::Value;
-
 use super::{
-    screen_share_failure,
-    stats::{summarize, Traffic},
+    stats::{summarize, Report, Traffic},
     CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice,
 };
 use crate::protocol::{
@@ -111,8 +108,8 @@ pub enum PeerEvent {
     ChannelOpen,
     ChannelClosed,
     Message(PeerMessage),
-    /// `getStats()`'s reports, as JSON.
-    Stats(Vec<Value>),
+    /// `getStats()`'s reports.
+    Stats(Vec<Report>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -372,6 +369,19 @@ pub fn explain_media_error(name: Option<&str>, description: &str) -> String {
         Some("NotReadableError") => "the device is in use by another program".into(),
         _ => description.into(),
     }
+}
+
+/// What to tell a person whose screen could not be shared, from the error's `name`; nothing
+/// when they cancelled the browser's picker or said no (`NotAllowedError`).
+fn screen_share_failure(error_name: Option<&str>) -> Option<String> {
+    let why = match error_name {
+        Some("NotAllowedError") => return None,
+        Some("NotFoundError") => "the browser found no screen or window to share",
+        Some("NotReadableError") => "the system would not let the browser capture the screen",
+        // Mobile browsers have no `getDisplayMedia`: calling it throws a TypeError.
+        _ => "this browser cannot share a screen",
+    };
+    Some(format!("Screen sharing did not start: {why}. The call goes on with your camera."))
 }
 
 impl CallMachine {
@@ -1021,6 +1031,17 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_screen_share_says_why_unless_the_person_cancelled() {
+        assert_eq!(screen_share_failure(Some("NotAllowedError")), None);
+        let found = screen_share_failure(Some("NotFoundError")).unwrap();
+        assert!(found.contains("no screen or window") && found.contains("goes on with your camera"), "{found}");
+        for other in [None, Some("TypeError"), Some("NotReadableError")] {
+            let text = screen_share_failure(other).unwrap();
+            assert!(text.starts_with("Screen sharing did not start: "), "{text}");
+        }
+    }
+
+    #[test]
     fn start_joins_at_once_and_says_the_camera_is_starting_until_it_is_granted() {
         let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, Box::new(|| 0.5));
         let effects = handle(&mut machine, Input::Start { socket_ready: true });
@@ -1364,9 +1385,9 @@ mod tests {
             effects,
             [Effect::GetStats { peer: generation }, Effect::Arm { timer: tick, after_ms: STATS_EVERY_MS }]
         );
-        let reports = vec![
+        let reports = crate::call::stats::tests::parse(vec![
             serde_json::json!({"id": "i", "type": "inbound-rtp", "kind": "audio", "packetsLost": 1, "packetsReceived": 3}),
-        ];
+        ]);
         let effects = handle(&mut machine, peer(generation, PeerEvent::Stats(reports)));
         let [Effect::Stats(Some(stats))] = effects.as_slice() else { panic!("{effects:?}") };
         assert_eq!(stats.packet_loss_percent, 25.0);

@@ -2,12 +2,11 @@
 //! switching. Which track is sent and shown is the machine's decision; changing it never
 //! renegotiates: the engine swaps tracks on the existing senders (`replaceTrack`).
 
-use serde_json::json;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack};
 
-use super::{js::to_js, machine::Video, peer::Outgoing, Device, MediaChoice};
+use super::{machine::Video, peer::Outgoing, Device, MediaChoice};
 
 pub struct LocalMedia {
     /// What the local view shows: the microphone and the video sent.
@@ -122,28 +121,40 @@ fn first_track(tracks: &js_sys::Array) -> Option<MediaStreamTrack> {
 async fn user_media(audio: bool, video: bool, device: Option<&str>) -> Result<MediaStream, JsValue> {
     let devices = web_sys::window().ok_or("no window")?.navigator().media_devices()?;
     let constraints = MediaStreamConstraints::new();
-    let exact = |id: &str| json!({"deviceId": {"exact": id}});
+    let exact = |id: &str| object(&[("deviceId", object(&[("exact", id.into())]))]);
     let audio_constraint = match (audio, device) {
         (false, _) => JsValue::FALSE,
-        (true, Some(id)) => to_js(&exact(id)),
+        (true, Some(id)) => exact(id),
         (true, None) => JsValue::TRUE,
     };
     let video_constraint = match (video, device) {
         (false, _) => JsValue::FALSE,
-        (true, Some(id)) => to_js(&exact(id)),
-        (true, None) => to_js(&json!({"width": {"ideal": 1280}, "height": {"ideal": 720}})),
+        (true, Some(id)) => exact(id),
+        (true, None) => object(&[("width", ideal(1280)), ("height", ideal(720))]),
     };
     constraints.set_audio(&audio_constraint);
     constraints.set_video(&video_constraint);
     Ok(JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?.unchecked_into())
 }
 
+/// A JavaScript object of these properties: constraints built directly, not through JSON.
+fn object(properties: &[(&str, JsValue)]) -> JsValue {
+    let object = js_sys::Object::new();
+    for (name, value) in properties {
+        let _ = js_sys::Reflect::set(&object, &(*name).into(), value);
+    }
+    object.into()
+}
+
+fn ideal(value: u32) -> JsValue {
+    object(&[("ideal", value.into())])
+}
+
 /// Asks the browser for a screen, window or tab to share.
 pub async fn screen_track() -> Result<MediaStreamTrack, JsValue> {
     let devices = web_sys::window().ok_or("no window")?.navigator().media_devices()?;
     let constraints = web_sys::DisplayMediaStreamConstraints::new();
-    constraints
-        .set_video(&to_js(&json!({"width": {"ideal": 1920}, "height": {"ideal": 1080}, "frameRate": {"ideal": 15}})));
+    constraints.set_video(&object(&[("width", ideal(1920)), ("height", ideal(1080)), ("frameRate", ideal(15))]));
     let stream: MediaStream =
         JsFuture::from(devices.get_display_media_with_constraints(&constraints)?).await?.unchecked_into();
     first_track(&stream.get_video_tracks()).ok_or_else(|| "nothing to share".into())

@@ -79,6 +79,8 @@ pub struct CallStats {
 }
 
 /// What the status line says, and whether a call is under way.
+// The server renders pages before any call, so only the browser reaches most states.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallStatus {
     Idle,
@@ -123,6 +125,7 @@ impl CallStatus {
         )
     }
 
+    #[cfg(any(feature = "hydrate", test))]
     /// What the page shows for this status while the camera and microphone are still
     /// starting: the call joins and connects meanwhile, but until the browser grants them
     /// (which may wait on the person answering its permission prompt), that is what the page
@@ -177,19 +180,7 @@ impl CallStatus {
     }
 }
 
-/// What to tell a person whose screen could not be shared, from the error's `name`; nothing
-/// when they cancelled the browser's picker or said no (`NotAllowedError`).
-pub fn screen_share_failure(error_name: Option<&str>) -> Option<String> {
-    let why = match error_name {
-        Some("NotAllowedError") => return None,
-        Some("NotFoundError") => "the browser found no screen or window to share",
-        Some("NotReadableError") => "the system would not let the browser capture the screen",
-        // Mobile browsers have no `getDisplayMedia`: calling it throws a TypeError.
-        _ => "this browser cannot share a screen",
-    };
-    Some(format!("Screen sharing did not start: {why}. The call goes on with your camera."))
-}
-
+#[cfg(any(feature = "hydrate", test))]
 /// What a page without the camera and microphone should say, from `window.isSecureContext`
 /// and the page's address; `None` when a call can start.
 pub fn media_blocked(secure_context: bool, has_media_devices: bool, address: &str) -> Option<CallStatus> {
@@ -200,6 +191,7 @@ pub fn media_blocked(secure_context: bool, has_media_devices: bool, address: &st
     }
 }
 
+#[cfg(any(feature = "hydrate", test))]
 /// The `https://` form of a plain `http://` address on the default port: a site behind a TLS
 /// proxy often answers there too. With an explicit port, that port speaks plain HTTP, so no
 /// `https://` form would work.
@@ -225,17 +217,6 @@ mod tests {
             [CallStatus::TurnRefused, CallStatus::ConnectionFailed, CallStatus::RoomFull, CallStatus::Ended]
         {
             assert_eq!(attention.clone().while_media_starts(), attention);
-        }
-    }
-
-    #[test]
-    fn a_failed_screen_share_says_why_unless_the_person_cancelled() {
-        assert_eq!(screen_share_failure(Some("NotAllowedError")), None);
-        let found = screen_share_failure(Some("NotFoundError")).unwrap();
-        assert!(found.contains("no screen or window") && found.contains("goes on with your camera"), "{found}");
-        for other in [None, Some("TypeError"), Some("NotReadableError")] {
-            let text = screen_share_failure(other).unwrap();
-            assert!(text.starts_with("Screen sharing did not start: "), "{text}");
         }
     }
 

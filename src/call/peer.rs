@@ -18,6 +18,7 @@ use web_sys::{
 use super::{
     js::{describe, from_js, to_js},
     machine::{ConnectionState, Negotiated, PeerEvent, Signaling},
+    stats::Report,
 };
 use crate::protocol::{IceCandidate, IceServer, IceTransportPolicy, PeerMessage, SdpType, SessionDescription};
 
@@ -242,11 +243,11 @@ impl Peer {
         }
     }
 
-    /// `getStats()`'s reports, as JSON.
-    pub async fn stats(&self) -> Result<Vec<serde_json::Value>, JsValue> {
+    /// `getStats()`'s reports.
+    pub async fn stats(&self) -> Result<Vec<Report>, JsValue> {
         let report = JsFuture::from(self.pc.get_stats()).await?;
         let values: Function = Reflect::get(&report, &"values".into())?.dyn_into()?;
-        from_js(&Array::from(&values.call0(&report)?))
+        Ok(Array::from(&values.call0(&report)?).iter().map(|report| read_report(&report)).collect())
     }
 
     /// Makes an offer (`setLocalDescription()` in a stable state).
@@ -305,6 +306,31 @@ impl Peer {
                 }
             }
         });
+    }
+}
+
+/// The fields of one `RTCStats` report that the statistics panel reads.
+fn read_report(report: &JsValue) -> Report {
+    let field = |name: &str| Reflect::get(report, &name.into()).unwrap_or_default();
+    let text = |name: &str| field(name).as_string();
+    let number = |name: &str| field(name).as_f64();
+    Report {
+        id: text("id").unwrap_or_default(),
+        report_type: text("type").unwrap_or_default(),
+        kind: text("kind"),
+        bytes_received: number("bytesReceived").unwrap_or_default(),
+        bytes_sent: number("bytesSent").unwrap_or_default(),
+        packets_lost: number("packetsLost").unwrap_or_default(),
+        packets_received: number("packetsReceived").unwrap_or_default(),
+        frame_width: number("frameWidth").map(|width| width as u32),
+        frame_height: number("frameHeight").map(|height| height as u32),
+        frames_per_second: number("framesPerSecond"),
+        selected_candidate_pair_id: text("selectedCandidatePairId"),
+        selected: field("selected").is_truthy(),
+        local_candidate_id: text("localCandidateId"),
+        remote_candidate_id: text("remoteCandidateId"),
+        current_round_trip_time: number("currentRoundTripTime"),
+        candidate_type: text("candidateType"),
     }
 }
 

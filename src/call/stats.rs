@@ -1,9 +1,34 @@
 //! The statistics panel's arithmetic: one reading from a `getStats()` report list and the
 //! byte counts of the reading before. Pure, so it is tested without a browser.
 
-use serde_json::Value;
-
 use super::CallStats;
+
+/// One `RTCStats` report, with the fields the panel reads. The browser side reads them off the
+/// report objects one by one (parsing every report as JSON cost more wasm than this whole
+/// module); the tests parse reports written as the browser gives them.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(test, derive(serde::Deserialize), serde(default, rename_all = "camelCase"))]
+pub struct Report {
+    pub id: String,
+    #[cfg_attr(test, serde(rename = "type"))]
+    pub report_type: String,
+    pub kind: Option<String>,
+    pub bytes_received: f64,
+    pub bytes_sent: f64,
+    pub packets_lost: f64,
+    pub packets_received: f64,
+    pub frame_width: Option<u32>,
+    pub frame_height: Option<u32>,
+    pub frames_per_second: Option<f64>,
+    /// Chromium's `transport` report names the candidate pair in use.
+    pub selected_candidate_pair_id: Option<String>,
+    /// Firefox marks the candidate pair in use itself.
+    pub selected: bool,
+    pub local_candidate_id: Option<String>,
+    pub remote_candidate_id: Option<String>,
+    pub current_round_trip_time: Option<f64>,
+    pub candidate_type: Option<String>,
+}
 
 /// Bytes received and sent, and when (milliseconds), at one reading.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -13,42 +38,38 @@ pub struct Traffic {
     at_ms: f64,
 }
 
-/// One statistics-panel reading from `getStats()`'s reports (as JSON), taken at `now_ms`;
-/// rates are over the time since `before`. Returns the reading and its traffic, for the next.
-pub fn summarize(reports: &[Value], before: Option<Traffic>, now_ms: f64) -> (CallStats, Traffic) {
-    let by_id = |id: &Value| reports.iter().find(|r| r["id"] == *id);
-    let number = |v: &Value| v.as_f64().unwrap_or(0.0);
+/// One statistics-panel reading from `getStats()`'s reports, taken at `now_ms`; rates are over
+/// the time since `before`. Returns the reading and its traffic, for the next.
+pub fn summarize(reports: &[Report], before: Option<Traffic>, now_ms: f64) -> (CallStats, Traffic) {
+    let by_id = |id: &Option<String>| reports.iter().find(|r| Some(&r.id) == id.as_ref());
     let mut stats = CallStats::default();
     let (mut bytes_in, mut bytes_out, mut lost, mut received) = (0.0, 0.0, 0.0, 0.0);
     for report in reports {
-        match report["type"].as_str() {
-            Some("inbound-rtp") => {
-                bytes_in += number(&report["bytesReceived"]);
-                lost += number(&report["packetsLost"]).max(0.0);
-                received += number(&report["packetsReceived"]);
-                if report["kind"] == "video" {
-                    stats.width = report["frameWidth"].as_u64().map(|w| w as u32);
-                    stats.height = report["frameHeight"].as_u64().map(|h| h as u32);
-                    stats.frames_per_second = report["framesPerSecond"].as_f64();
+        match report.report_type.as_str() {
+            "inbound-rtp" => {
+                bytes_in += report.bytes_received;
+                lost += report.packets_lost.max(0.0);
+                received += report.packets_received;
+                if report.kind.as_deref() == Some("video") {
+                    stats.width = report.frame_width;
+                    stats.height = report.frame_height;
+                    stats.frames_per_second = report.frames_per_second;
                 }
             }
-            Some("outbound-rtp") => bytes_out += number(&report["bytesSent"]),
+            "outbound-rtp" => bytes_out += report.bytes_sent,
             _ => {}
         }
     }
-    // Chromium names the pair in use on its `transport` report; Firefox has no such report
-    // and marks the pair itself `selected`.
     let selected = reports
         .iter()
-        .find(|r| r["type"] == "transport" && !r["selectedCandidatePairId"].is_null())
-        .and_then(|transport| by_id(&transport["selectedCandidatePairId"]))
-        .or_else(|| reports.iter().find(|r| r["type"] == "candidate-pair" && r["selected"] == true));
+        .find(|r| r.report_type == "transport" && r.selected_candidate_pair_id.is_some())
+        .and_then(|transport| by_id(&transport.selected_candidate_pair_id))
+        .or_else(|| reports.iter().find(|r| r.report_type == "candidate-pair" && r.selected));
     if let Some(pair) = selected {
-        stats.round_trip_ms = pair["currentRoundTripTime"].as_f64().map(|s| s * 1000.0);
-        stats.relayed = by_id(&pair["localCandidateId"]).map(|local| {
-            local["candidateType"] == "relay"
-                || by_id(&pair["remoteCandidateId"]).is_some_and(|r| r["candidateType"] == "relay")
-        });
+        stats.round_trip_ms = pair.current_round_trip_time.map(|s| s * 1000.0);
+        let relay = |end: Option<&Report>| end.is_some_and(|c| c.candidate_type.as_deref() == Some("relay"));
+        stats.relayed =
+            by_id(&pair.local_candidate_id).map(|local| relay(Some(local)) || relay(by_id(&pair.remote_candidate_id)));
     }
     if lost + received > 0.0 {
         stats.packet_loss_percent = 100.0 * lost / (lost + received);
@@ -62,13 +83,18 @@ pub fn summarize(reports: &[Value], before: Option<Traffic>, now_ms: f64) -> (Ca
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
+pub(crate) mod tests {
+    use serde_json::{json, Value};
 
     use super::*;
 
-    fn reports(bytes_in: u64, bytes_out: u64, lost: i64, received: u64) -> Vec<Value> {
-        vec![
+    /// Reports as the browser gives them, JSON with fields the panel does not read.
+    pub(crate) fn parse(reports: Vec<Value>) -> Vec<Report> {
+        serde_json::from_value(Value::Array(reports)).expect("reports parse")
+    }
+
+    fn reports(bytes_in: u64, bytes_out: u64, lost: i64, received: u64) -> Vec<Report> {
+        parse(vec![
             json!({"id": "in-a", "type": "inbound-rtp", "kind": "audio", "bytesReceived": bytes_in / 4,
                    "packetsLost": lost, "packetsReceived": received / 2}),
             json!({"id": "in-v", "type": "inbound-rtp", "kind": "video", "bytesReceived": bytes_in - bytes_in / 4,
@@ -79,8 +105,8 @@ mod tests {
             json!({"id": "P", "type": "candidate-pair", "localCandidateId": "L", "remoteCandidateId": "R",
                    "currentRoundTripTime": 0.042}),
             json!({"id": "L", "type": "local-candidate", "candidateType": "host"}),
-            json!({"id": "R", "type": "remote-candidate", "candidateType": "relay"}),
-        ]
+            json!({"id": "R", "type": "remote-candidate", "candidateType": "relay", "port": 3478}),
+        ])
     }
 
     #[test]
@@ -110,14 +136,14 @@ mod tests {
 
     #[test]
     fn firefox_marks_the_pair_in_use_itself() {
-        let reports = vec![
+        let reports = parse(vec![
             json!({"id": "P1", "type": "candidate-pair", "localCandidateId": "L", "remoteCandidateId": "R",
                    "currentRoundTripTime": 0.5}),
             json!({"id": "P2", "type": "candidate-pair", "selected": true, "localCandidateId": "L",
                    "remoteCandidateId": "R", "currentRoundTripTime": 0.010}),
             json!({"id": "L", "type": "local-candidate", "candidateType": "srflx"}),
             json!({"id": "R", "type": "remote-candidate", "candidateType": "host"}),
-        ];
+        ]);
         let (stats, _) = summarize(&reports, None, 0.0);
         assert_eq!(stats.round_trip_ms, Some(10.0));
         assert_eq!(stats.relayed, Some(false));
