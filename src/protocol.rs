@@ -113,13 +113,17 @@ pub struct IceCandidate {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Welcome {
     pub peer_id: PeerId,
-    /// Whether the other person is already in the room (then this side should call).
+    /// Whether anyone else is already in the room (then this side should call them).
     pub peer_present: bool,
-    /// The perfect-negotiation role: the two peers of a room always differ.
+    /// The perfect-negotiation role toward the first of `peers` (or, alone, toward whoever
+    /// comes next): the one field a two-person client needs. `peers` has each pair's role.
     pub polite: bool,
-    /// The other person's public id, when they are present (see [`PeerInfo::public_id`]).
+    /// The public id of the first of `peers` (see [`PeerInfo::public_id`]).
     #[serde(default)]
     pub peer_public_id: Option<String>,
+    /// Everyone already in the room, each with this side's role toward them.
+    #[serde(default)]
+    pub peers: Vec<PeerInfo>,
     /// What to put in `RTCConfiguration.iceServers`.
     pub ice_servers: Vec<IceServer>,
     /// What to put in `RTCConfiguration.iceTransportPolicy`.
@@ -149,6 +153,10 @@ pub struct IceServer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub peer_id: PeerId,
+    /// In `WELCOME.peers` and `PEER_JOINED`: whether the receiver is the polite side of the pair
+    /// (every pair has one polite and one impolite side). Absent in `PEER_LEFT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polite: Option<bool>,
     /// Derived by the server from the session the peer named when connecting
     /// (`/ws/{room}?session=...`), which itself is never sent to anyone: the same public id
     /// coming back is the same person reconnecting, whose call goes on.
@@ -266,6 +274,35 @@ pub enum BadMessage {
     NotJoined,
     #[error("this connection is in its room already: JOIN is only for a connection opened with join=later, once")]
     JoinedAlready,
+    #[error("\"to\" must be a peer id: an integer below 2^53")]
+    BadRecipient,
+}
+
+/// A client's frame that passed [`check_client_frame`]: what it is, and for whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientFrame<'a> {
+    pub kind: Relayed,
+    /// The recipient the client named, if any.
+    pub to: Option<PeerId>,
+    /// The frame's `content`, as sent (`null` when absent).
+    content: &'a str,
+    /// Whether the frame names a sender or a recipient itself: then it is forwarded rewritten,
+    /// with the server's `from`, never as sent.
+    addressed: bool,
+}
+
+impl ClientFrame<'_> {
+    /// What to forward instead of the client's text, sent by `from`: `None` when the client
+    /// named no one (the classic two-person protocol: its exact text is relayed), else the
+    /// same message and content with `to` and the server's `from` stamp (so a `from` the
+    /// client wrote never reaches anyone).
+    pub fn stamped(&self, from: PeerId) -> Option<String> {
+        self.addressed.then(|| {
+            let to = self.to.map(|to| format!(r#","to":{}"#, to.0)).unwrap_or_default();
+            let message_type = self.kind.message_type();
+            format!(r#"{{"message_type":"{message_type}","content":{}{to},"from":{}}}"#, self.content, from.0)
+        })
+    }
 }
 
 /// The envelope, borrowed from the frame so that checking a message copies nothing.
@@ -275,6 +312,10 @@ struct Envelope<'a> {
     message_type: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    to: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    from: Option<&'a RawValue>,
 }
 
 /// The shape of [`SessionDescription`], checked without copying the SDP text: the server
@@ -314,16 +355,24 @@ impl<'de: 'a, 'a> Deserialize<'de> for JsonString<'a> {
     }
 }
 
-/// Checks a client's text frame against the protocol. The server relays the original text,
-/// so this only has to decide whether it is well-formed, and what it is.
-pub fn check_client_frame(text: &str) -> Result<Relayed, BadMessage> {
+/// Checks a client's text frame against the protocol: whether it is well-formed, what it is,
+/// and for whom. The server forwards the original text, or [`ClientFrame::stamped`].
+pub fn check_client_frame(text: &str) -> Result<ClientFrame<'_>, BadMessage> {
     let envelope = envelope(text)?;
+    let to = match envelope.to {
+        None => None,
+        Some(raw) => match raw.get().parse::<u64>() {
+            Ok(id) if id < 1 << 53 => Some(PeerId(id)),
+            _ => return Err(BadMessage::BadRecipient),
+        },
+    };
+    let addressed = envelope.to.is_some() || envelope.from.is_some();
     let message_type = envelope.message_type.ok_or(BadMessage::MissingType)?;
     let content = envelope.content.map_or("null", RawValue::get);
     let (relayed, check): (Relayed, fn(&str) -> serde_json::Result<()>) = match &*message_type {
         "SDP" => (Relayed::Sdp, |c| serde_json::from_str::<SdpShape>(c).map(drop)),
         "CANDIDATE" => (Relayed::Candidate, |c| serde_json::from_str::<Option<CandidateShape>>(c).map(drop)),
-        "BYE" => return Ok(Relayed::Bye),
+        "BYE" => (Relayed::Bye, |_| Ok(())),
         "JOIN" => return Err(BadMessage::JoinedAlready),
         "WELCOME" => return Err(BadMessage::ServerOnly("WELCOME")),
         "PEER_JOINED" => return Err(BadMessage::ServerOnly("PEER_JOINED")),
@@ -333,7 +382,7 @@ pub fn check_client_frame(text: &str) -> Result<Relayed, BadMessage> {
     };
     check(content)
         .map_err(|e| BadMessage::BadContent { message_type: relayed.message_type(), reason: e.to_string() })?;
-    Ok(relayed)
+    Ok(ClientFrame { kind: relayed, to, content, addressed })
 }
 
 /// Checks a frame of a connection opened with `join=later` that has not joined yet: it may
@@ -394,6 +443,7 @@ mod tests {
                 peer_present: true,
                 polite: true,
                 peer_public_id: Some("p1".into()),
+                peers: vec![PeerInfo { peer_id: PeerId(1), polite: Some(true), public_id: Some("p1".into()) }],
                 ice_servers: vec![IceServer {
                     urls: vec!["stun:127.0.0.1:3478".into()],
                     username: None,
@@ -401,8 +451,8 @@ mod tests {
                 }],
                 ice_transport_policy: IceTransportPolicy::Relay,
             }),
-            Message::PeerJoined(PeerInfo { peer_id: PeerId(1), public_id: Some("p2".into()) }),
-            Message::PeerLeft(PeerInfo { peer_id: PeerId(1), public_id: None }),
+            Message::PeerJoined(PeerInfo { peer_id: PeerId(1), polite: Some(false), public_id: Some("p2".into()) }),
+            Message::PeerLeft(PeerInfo { peer_id: PeerId(1), polite: None, public_id: None }),
             Message::error(ErrorCode::RoomFull, "full"),
         ];
         for message in all {
@@ -415,7 +465,7 @@ mod tests {
     fn clients_may_send_tutorial_messages_with_extra_fields() {
         let ok = [
             (r#"{"message_type":"SDP","content":{"type":"offer","sdp":"v=0"}}"#, Relayed::Sdp),
-            (r#"{"message_type":"SDP","content":{"type":"rollback"},"from":"x"}"#, Relayed::Sdp),
+            (r#"{"message_type":"SDP","content":{"type":"rollback"},"name":"x"}"#, Relayed::Sdp),
             (
                 r#"{"message_type":"CANDIDATE","content":{"candidate":"c","sdpMid":"0","sdpMLineIndex":0}}"#,
                 Relayed::Candidate,
@@ -431,7 +481,35 @@ mod tests {
             (r#"{"message_type":"BYE","content":{"reason":"done"}}"#, Relayed::Bye),
         ];
         for (text, expected) in ok {
-            assert_eq!(check_client_frame(text), Ok(expected), "{text}");
+            let frame = check_client_frame(text).expect(text);
+            assert_eq!((frame.kind, frame.to), (expected, None), "{text}");
+            assert_eq!(frame.stamped(PeerId(7)), None, "relayed as sent: {text}");
+        }
+    }
+
+    #[test]
+    fn an_addressed_frame_is_forwarded_with_the_servers_from_stamp() {
+        let text = r#"{"message_type":"SDP", "content": {"type":"offer","sdp":"v=0\r\n"}, "to": 8}"#;
+        let frame = check_client_frame(text).unwrap();
+        assert_eq!((frame.kind, frame.to), (Relayed::Sdp, Some(PeerId(8))));
+        let stamped = frame.stamped(PeerId(7)).unwrap();
+        assert_eq!(stamped, r#"{"message_type":"SDP","content":{"type":"offer","sdp":"v=0\r\n"},"to":8,"from":7}"#);
+        assert!(matches!(serde_json::from_str(&stamped), Ok(Message::Sdp(_))));
+        // A `from` the client wrote is replaced, with or without `to`.
+        for forged in [r#"{"message_type":"BYE","from":99}"#, r#"{"message_type":"BYE","to":8,"from":99}"#] {
+            let stamped = check_client_frame(forged).unwrap().stamped(PeerId(7)).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&stamped).unwrap();
+            assert_eq!(value["from"], 7, "{stamped}");
+            assert!(!stamped.contains("99"), "{stamped}");
+        }
+        let top = (1u64 << 53) - 1;
+        assert_eq!(
+            check_client_frame(&format!(r#"{{"message_type":"BYE","to":{top}}}"#)).unwrap().to,
+            Some(PeerId(top))
+        );
+        for bad in [r#""8""#, "-1", "1.5", "9007199254740992", "[8]"] {
+            let text = format!(r#"{{"message_type":"BYE","to":{bad}}}"#);
+            assert_eq!(check_client_frame(&text), Err(BadMessage::BadRecipient), "{text}");
         }
     }
 
@@ -491,7 +569,7 @@ mod tests {
 
     #[test]
     fn escaped_type_names_are_understood() {
-        assert_eq!(check_client_frame(r#"{"message_type":"\u0042YE"}"#), Ok(Relayed::Bye));
+        assert_eq!(check_client_frame(r#"{"message_type":"\u0042YE"}"#).map(|frame| frame.kind), Ok(Relayed::Bye));
     }
 
     mod properties {
@@ -503,7 +581,7 @@ mod tests {
         /// What the server does with a frame: a kind to relay, or an `ERROR` that stays short.
         fn judge(text: &str) -> Result<Option<Relayed>, TestCaseError> {
             match check_client_frame(text) {
-                Ok(kind) => Ok(Some(kind)),
+                Ok(frame) => Ok(Some(frame.kind)),
                 Err(bad) => {
                     let Message::Error(body) = Message::error(ErrorCode::BadMessage, bad.to_string()) else {
                         unreachable!()

@@ -29,7 +29,10 @@ async fn welcome_gives_ids_opposite_roles_and_ice_servers() {
     assert!(second.peer_present);
     assert_ne!(first.polite, second.polite);
     assert_ne!(first.peer_id, second.peer_id);
-    assert_eq!(a.recv().await, Message::PeerJoined(PeerInfo { peer_id: second.peer_id, public_id: None }));
+    assert_eq!(
+        a.recv().await,
+        Message::PeerJoined(PeerInfo { peer_id: second.peer_id, polite: Some(false), public_id: None })
+    );
 }
 
 #[tokio::test]
@@ -407,4 +410,70 @@ async fn a_connection_waiting_to_join_is_held_to_the_same_limits() {
     let mut silent = Client::connect(&server, "waiting?join=later", None).await.expect("upgrade accepted");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(silent.closed_with().await, Some(CloseCode::from(close_code::IDLE_TIMEOUT)));
+}
+
+#[tokio::test]
+async fn a_room_of_four_admits_four_and_refuses_the_fifth_without_disturbing_anyone() {
+    let server = Server::start(&["--max-room-size", "4"]);
+    let mut people = Vec::new();
+    for i in 0..4 {
+        let (client, welcome) = join(&server, "four").await;
+        assert_eq!(welcome.peers.len(), i, "WELCOME lists everyone already there");
+        people.push((client, welcome));
+    }
+    // Everyone hears of everyone who came after them.
+    for i in 0..4 {
+        for later in i + 1..4 {
+            let expected = people[later].1.peer_id;
+            match people[i].0.recv().await {
+                Message::PeerJoined(info) => assert_eq!(info.peer_id, expected),
+                other => panic!("expected PEER_JOINED, got {other:?}"),
+            }
+        }
+    }
+    let mut fifth = Client::connect(&server, "four", None).await.unwrap();
+    expect_error(fifth.recv().await, ErrorCode::RoomFull);
+    assert_eq!(fifth.closed_with().await, Some(CloseCode::from(close_code::ROOM_FULL)));
+    for (client, _) in &mut people {
+        client.expect_silence(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn messages_name_their_recipient_and_the_server_stamps_the_sender() {
+    let server = Server::start(&["--max-room-size", "3"]);
+    let (mut a, first) = join(&server, "to-from").await;
+    let (mut b, second) = join(&server, "to-from").await;
+    assert!(matches!(a.recv().await, Message::PeerJoined(_)));
+    let (mut c, third) = join(&server, "to-from").await;
+    for client in [&mut a, &mut b] {
+        assert!(matches!(client.recv().await, Message::PeerJoined(_)));
+    }
+    let (a_id, c_id) = (first.peer_id.0, third.peer_id.0);
+    // To one person, with a forged sender: only they get it, stamped with the real one.
+    let offer = r#"{"message_type":"SDP","content":{"type":"offer","sdp":"v=0\r\n"}"#;
+    a.send_text(&format!(r#"{offer},"to":{c_id},"from":{}}}"#, second.peer_id.0)).await;
+    assert_eq!(c.recv_text().await, format!(r#"{offer},"to":{c_id},"from":{a_id}}}"#));
+    b.expect_silence(Duration::from_millis(200)).await;
+    // Without a recipient among several: refused, and no one gets it.
+    a.send_text(r#"{"message_type":"BYE"}"#).await;
+    assert!(expect_error(a.recv().await, ErrorCode::BadMessage).contains("several other people"));
+    // To yourself, or to someone not in the room: refused.
+    a.send_text(&format!(r#"{{"message_type":"BYE","to":{a_id}}}"#)).await;
+    assert!(expect_error(a.recv().await, ErrorCode::BadMessage).contains("yourself"));
+    let gone = a_id ^ c_id ^ second.peer_id.0 ^ 1;
+    a.send_text(&format!(r#"{{"message_type":"BYE","to":{gone}}}"#)).await;
+    assert!(expect_error(a.recv().await, ErrorCode::BadMessage).contains(&format!("no one with peer id {gone}")));
+    a.send_text(r#"{"message_type":"BYE","to":"everyone"}"#).await;
+    assert!(expect_error(a.recv().await, ErrorCode::BadMessage).contains("peer id"));
+    for client in [&mut b, &mut c] {
+        client.expect_silence(Duration::from_millis(200)).await;
+    }
+    // When c leaves, a and b are both told; a and b are two again, and need no names.
+    drop(c);
+    for client in [&mut a, &mut b] {
+        assert!(matches!(client.recv().await, Message::PeerLeft(info) if info.peer_id.0 == c_id));
+    }
+    a.send_text(r#"{"message_type":"BYE"}"#).await;
+    assert_eq!(b.recv_text().await, r#"{"message_type":"BYE"}"#);
 }

@@ -301,8 +301,8 @@ impl Driver {
                 }
             }
             Effect::ToPeer { peer, message } => {
-                if let Some(connection) = self.peers.get(peer) {
-                    connection.send_to_peer(&message);
+                if !self.peers.get(peer)?.send_to_peer(&message) {
+                    return Some(Input::Peer { peer, event: PeerEvent::Undelivered(message) });
                 }
             }
             Effect::GetStats { peer } => match self.peers.get(peer)?.stats().await {

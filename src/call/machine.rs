@@ -107,6 +107,8 @@ pub enum PeerEvent {
     },
     ChannelOpen,
     ChannelClosed,
+    /// A message for the data channel could not be sent (it was closing).
+    Undelivered(PeerMessage),
     Message(PeerMessage),
     /// `getStats()`'s reports.
     Stats(Vec<Report>),
@@ -419,8 +421,16 @@ impl CallMachine {
         self.over
     }
 
-    /// Handles one input at `now_ms` (milliseconds since the Unix epoch).
+    /// Handles one input at `now_ms` (milliseconds since the Unix epoch). Its effects come
+    /// before any still queued: an outcome reported halfway through a batch (an offer made, say)
+    /// is acted on before the batch goes on.
     pub fn handle(&mut self, now_ms: f64, input: Input) {
+        let queued = std::mem::take(&mut self.effects);
+        self.decide(now_ms, input);
+        self.effects.extend(queued);
+    }
+
+    fn decide(&mut self, now_ms: f64, input: Input) {
         if self.over {
             return;
         }
@@ -679,6 +689,13 @@ impl CallMachine {
                 }
             }
             PeerEvent::ChannelClosed => peer.channel_open = false,
+            PeerEvent::Undelivered(message) => {
+                peer.channel_open = false;
+                // Chat waits for the channel; the media state is announced again when it opens.
+                if let PeerMessage::Chat(chat) = message {
+                    self.unsent_chat.push(chat);
+                }
+            }
             PeerEvent::Message(PeerMessage::MediaState(state)) => self.push(Effect::RemoteMedia(Some(state))),
             PeerEvent::Message(PeerMessage::Chat(message)) => {
                 self.push(Effect::Chat(ChatLine { mine: false, text: message.text, sent_at: message.sent_at }));
@@ -962,11 +979,12 @@ mod tests {
             peer_public_id: public_id.map(String::from),
             ice_servers: Vec::new(),
             ice_transport_policy: policy,
+            peers: Vec::new(),
         })
     }
 
     fn info(public_id: &str) -> PeerInfo {
-        PeerInfo { peer_id: PeerId(8), public_id: Some(public_id.into()) }
+        PeerInfo { peer_id: PeerId(8), polite: Some(false), public_id: Some(public_id.into()) }
     }
 
     fn peer(peer: u32, event: PeerEvent) -> Input {
@@ -977,8 +995,10 @@ mod tests {
         SessionDescription { kind, sdp: format!("v=0 {kind:?}") }
     }
 
+    /// A first exchange's outcome: with an offer out there is no remote description yet.
     fn negotiated(signaling: Signaling, local: Option<SessionDescription>) -> PeerEvent {
-        PeerEvent::Negotiated(Negotiated { signaling, has_remote_description: true, local })
+        let has_remote_description = signaling != Signaling::HaveLocalOffer;
+        PeerEvent::Negotiated(Negotiated { signaling, has_remote_description, local })
     }
 
     fn candidate(text: &str) -> IceCandidate {
@@ -1323,6 +1343,8 @@ mod tests {
     fn events_of_a_connection_or_socket_already_replaced_change_nothing() {
         let (mut machine, old) = connected_call();
         handle(&mut machine, server(FIRST_SOCKET, Message::Bye(None)));
+        // Someone new is answered on the standby: the old connection's events are not theirs.
+        handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol"))));
         for late in [
             PeerEvent::RemoteTrack,
             PeerEvent::ConnectionState(ConnectionState::Connected),
@@ -1337,13 +1359,57 @@ mod tests {
         {
             assert!(handle(&mut machine, Input::Timer(timer)).is_empty());
         }
-        // A socket's messages after it was replaced.
+        // The same events from the connection in use do count.
+        let current = old + 1;
+        assert!(!handle(&mut machine, peer(current, PeerEvent::RemoteTrack)).is_empty());
+        assert!(!handle(&mut machine, Input::Timer(Timer::StatsTick { peer: current })).is_empty());
+        // A socket's messages and close after a newer socket replaced it.
         handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
-        assert!(handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol")))).is_empty());
-        assert!(handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: 1000 }).is_empty());
         handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
+        assert!(handle(&mut machine, server(FIRST_SOCKET, Message::Bye(None))).is_empty());
+        assert!(handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: 1000 }).is_empty());
         // Only one reconnect per drop, even if an old timer fires again.
         assert!(handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET })).is_empty());
+        // The new socket's do count.
+        let effects = handle(&mut machine, server(FIRST_SOCKET + 1, Message::Bye(None)));
+        assert_eq!(statuses(&effects), [CallStatus::PeerLeft]);
+    }
+
+    #[test]
+    fn no_second_offer_while_one_is_out_and_candidates_of_an_ignored_offer_may_fail() {
+        let (mut machine, generation) = connected_call();
+        // An ICE restart: this side offers again, and asks no more while the offer is out.
+        assert_eq!(
+            handle(&mut machine, peer(generation, PeerEvent::NegotiationNeeded)),
+            [Effect::Offer { peer: generation }]
+        );
+        let out = Negotiated { signaling: Signaling::HaveLocalOffer, has_remote_description: true, local: None };
+        handle(&mut machine, peer(generation, PeerEvent::Negotiated(out)));
+        assert!(handle(&mut machine, peer(generation, PeerEvent::NegotiationNeeded)).is_empty());
+        // Their offer collides with ours; this side is impolite, so it is ignored, and the
+        // candidates that come with it may fail to apply.
+        assert!(handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Offer)))).is_empty());
+        let theirs = candidate("candidate:9 1 udp 1 192.0.2.9 9 typ host");
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::Candidate(Some(theirs.clone()))));
+        assert_eq!(effects, [Effect::AddCandidate { peer: generation, candidate: theirs, failure_expected: true }]);
+        // Our answer comes; stable again, the next negotiation may be offered.
+        handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Answer))));
+        handle(&mut machine, peer(generation, negotiated(Signaling::Stable, None)));
+        assert_eq!(
+            handle(&mut machine, peer(generation, PeerEvent::NegotiationNeeded)),
+            [Effect::Offer { peer: generation }]
+        );
+    }
+
+    #[test]
+    fn an_outcome_is_acted_on_before_the_rest_of_its_batch() {
+        let mut machine = started();
+        machine.handle(NOW, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        while machine.poll().is_some_and(|effect| !matches!(effect, Effect::CreatePeer { .. })) {}
+        // What a step reports while the rest of its batch waits is acted on at once.
+        machine.handle(NOW, peer(1, PeerEvent::Stats(Vec::new())));
+        assert_eq!(machine.poll(), Some(Effect::Stats(Some(CallStats::default()))));
+        assert!(matches!(machine.poll(), Some(Effect::Arm { timer: Timer::ConnectTimeout { .. }, .. })));
     }
 
     #[test]
@@ -1367,6 +1433,11 @@ mod tests {
         let effects = handle(&mut machine, peer(1, PeerEvent::ChannelOpen));
         let media = PeerMessage::MediaState(MediaState { audio: true, video: true, screen: false });
         assert!(effects.contains(&Effect::ToPeer { peer: 1, message: media }));
+        assert!(effects.contains(&Effect::ToPeer { peer: 1, message: PeerMessage::Chat(message.clone()) }));
+        // A message the closing channel would not take waits for it to open again.
+        let effects = handle(&mut machine, peer(1, PeerEvent::Undelivered(PeerMessage::Chat(message.clone()))));
+        assert!(effects.is_empty());
+        let effects = handle(&mut machine, peer(1, PeerEvent::ChannelOpen));
         assert!(effects.contains(&Effect::ToPeer { peer: 1, message: PeerMessage::Chat(message) }));
         // Closed again: chat waits once more.
         handle(&mut machine, peer(1, PeerEvent::ChannelClosed));

@@ -235,12 +235,11 @@ impl Peer {
         Ok(())
     }
 
-    /// Sends a message to the other browser over the data channel.
-    pub fn send_to_peer(&self, message: &PeerMessage) {
+    /// Sends a message to the other browser over the data channel; false if it could not
+    /// (the channel was closing).
+    pub fn send_to_peer(&self, message: &PeerMessage) -> bool {
         let text = serde_json::to_string(message).expect("serializes");
-        if let Err(error) = self.channel.send_with_str(&text) {
-            leptos::logging::warn!("cannot send to the other side: {}", describe(&error));
-        }
+        self.channel.send_with_str(&text).is_ok()
     }
 
     /// `getStats()`'s reports.

@@ -85,6 +85,11 @@ pub struct Config {
     #[arg(long, default_value = "10", value_parser = seconds_in(0.1, 3600.0))]
     pub(crate) header_timeout: Duration,
 
+    /// How many people a call room holds (2 to 8). The page still calls one other person, so
+    /// the default stays 2 until it calls everyone in the room (docs/protocol.md).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub(crate) max_room_size: u8,
+
     /// MiB of signaling frames that may wait, over all connections, for peers that read slowly.
     /// Past it, a peer with more than 64 KiB waiting is dropped as too slow (4002) rather than
     /// queue more.

@@ -93,6 +93,7 @@ impl AppState {
             leptos_options,
             hub: Hub::new(HubSettings {
                 ice,
+                room_size: usize::from(config.max_room_size),
                 outbox: OUTBOX,
                 queued_budget: config.max_queued_mib as usize * (1 << 20),
             }),

@@ -1,4 +1,5 @@
-//! The signaling hub: rooms of two, who is in which, and routing a frame to the other peer.
+//! The signaling hub: rooms of a few people, who is in which, and routing a frame to the
+//! person it is for.
 //!
 //! No HTTP and no sockets here: a connection joins a room and gets a [`Membership`], through
 //! which it relays frames and from which it reads what the other peer (or the hub) sends it.
@@ -53,11 +54,24 @@ impl Kick {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the room already holds two people")]
+#[error("the room is full")]
 pub(crate) struct RoomFull;
+
+/// Why a relayed frame went to no one; the text goes into an `ERROR` `bad_message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Misaddressed {
+    #[error("\"to\" names yourself")]
+    ToSelf,
+    #[error("no one with peer id {0} is in this room (they may just have left)")]
+    NotHere(u64),
+    #[error("there are several other people in this room: say which one with \"to\"")]
+    Ambiguous,
+}
 
 pub(crate) struct HubSettings {
     pub(crate) ice: IceConfig,
+    /// How many people a room holds.
+    pub(crate) room_size: usize,
     /// What may wait for one slow reader before it is dropped: frames, and their bytes.
     pub(crate) outbox: Capacity,
     /// Bytes that may wait for all readers together; past it, a reader that has fallen
@@ -82,10 +96,11 @@ pub(crate) struct Hub {
     settings: HubSettings,
 }
 
-/// Two slots; slot 0 is the impolite peer and slot 1 the polite one, so roles always differ.
-#[derive(Default)]
+/// A place per person. In each pair, the one in the lower place is the impolite side of
+/// perfect negotiation and the other the polite one, so every pair has one of each; a newcomer
+/// takes the lowest free place.
 struct Room {
-    slots: Mutex<[Option<Slot>; 2]>,
+    slots: Mutex<Vec<Option<Slot>>>,
 }
 
 struct Slot {
@@ -98,9 +113,19 @@ struct Slot {
 }
 
 impl Slot {
-    fn info(&self) -> PeerInfo {
-        PeerInfo { peer_id: self.peer_id, public_id: self.public_id.clone() }
+    /// How others see this person; `polite`: the receiver's role toward them, where it matters.
+    fn info(&self, polite: Option<bool>) -> PeerInfo {
+        PeerInfo { peer_id: self.peer_id, polite, public_id: self.public_id.clone() }
     }
+}
+
+/// The others in the room, by place, but the one in `me`.
+fn others(slots: &[Option<Slot>], me: usize) -> impl Iterator<Item = (usize, &Slot)> {
+    slots
+        .iter()
+        .enumerate()
+        .filter(move |(index, _)| *index != me)
+        .filter_map(|(index, slot)| Some((index, slot.as_ref()?)))
 }
 
 /// The name by which others recognise a session: the same person coming back has the same
@@ -305,7 +330,8 @@ impl Hub {
         turn: bool,
     ) -> Result<Membership, RoomFull> {
         let mut rooms = lock(&self.rooms);
-        let room = rooms.entry(room_id.clone()).or_default().clone();
+        let places = self.settings.room_size;
+        let room = rooms.entry(room_id.clone()).or_insert_with(|| Arc::new(Room::with_places(places))).clone();
         crate::server::metrics::active_rooms(rooms.len());
         let mut slots = lock(&room.slots);
         let returning = session.as_ref().and_then(|session| {
@@ -328,23 +354,28 @@ impl Hub {
         let mailbox = Arc::new(Mailbox { state: Mutex::default(), queued: self.queued.clone() });
         let public_id = session.as_deref().map(|session| public_id(&room_id, session));
         let me = Slot { peer_id, session, public_id, mailbox: mailbox.clone() };
-        let joined = Message::PeerJoined(me.info());
+        let peers: Vec<PeerInfo> = others(&slots, index).map(|(other, slot)| slot.info(Some(index > other))).collect();
+        let arrivals: Vec<(usize, Message)> = others(&slots, index)
+            .map(|(other, _)| (other, Message::PeerJoined(me.info(Some(other > index)))))
+            .collect();
         slots[index] = Some(me);
-        let other = 1 - index;
-        let peer = slots[other].as_ref().map(Slot::info);
-        if peer.is_some() {
+        for (other, joined) in arrivals {
             self.deliver(&mut slots, other, &joined);
         }
         drop(slots);
         drop(rooms);
         self.peers.send_modify(|n| *n += 1);
+        let first = peers.first();
         let welcome = Welcome {
             peer_id,
-            peer_present: peer.is_some(),
-            polite: index == 1,
-            peer_public_id: peer.and_then(|peer| peer.public_id),
+            peer_present: first.is_some(),
+            // Alone, toward whoever comes next: they take the lowest free place, which is
+            // below this one unless this one is the lowest.
+            polite: first.map_or(index != 0, |peer| peer.polite == Some(true)),
+            peer_public_id: first.and_then(|peer| peer.public_id.clone()),
             ice_servers: self.settings.ice.servers_for(peer_id, SystemTime::now(), turn),
             ice_transport_policy: self.settings.ice.transport_policy,
+            peers,
         };
         Ok(Membership { hub: self.clone(), room_id, room, peer_id, welcome, mailbox })
     }
@@ -387,48 +418,70 @@ impl Hub {
         *self.peers.borrow()
     }
 
-    fn deliver(&self, slots: &mut [Option<Slot>; 2], index: usize, message: &Message) {
+    fn deliver(&self, slots: &mut [Option<Slot>], index: usize, message: &Message) {
         let outbound = Outbound { frame: Frame::from(message.to_json()), relayed_at: None };
         self.deliver_frame(slots, index, outbound);
     }
 
     /// Queues a frame for the peer in `slots[index]`. A peer whose queue is full reads too
-    /// slowly: it is evicted (so nothing more piles up for it) and told to close, and the one
-    /// left in the room hears that it left.
-    fn deliver_frame(&self, slots: &mut [Option<Slot>; 2], index: usize, outbound: Outbound) {
+    /// slowly: it is evicted (so nothing more piles up for it) and told to close, and the others
+    /// in the room hear that it left (any of them as full goes too).
+    fn deliver_frame(&self, slots: &mut [Option<Slot>], index: usize, outbound: Outbound) {
         let Some(slot) = &slots[index] else { return };
         let HubSettings { outbox, queued_budget, .. } = self.settings;
         if slot.mailbox.push(outbound, outbox, queued_budget) {
             return;
         }
-        let evicted = slots[index].take().expect("checked above");
-        evicted.mailbox.kick(Kick::TOO_SLOW);
-        if let Some(left_out) = SLOW_READER_LOG.allow(Instant::now()) {
-            tracing::warn!(
-                peer = evicted.peer_id.0,
-                similar_left_out = left_out,
-                "dropping a peer that reads too slowly"
-            );
-        }
-        if let Some(other) = &slots[1 - index] {
-            let left = Message::PeerLeft(evicted.info()).to_json();
-            // If the other one is full too, it is as slow, and goes as well.
-            if !other.mailbox.push(Outbound { frame: Frame::from(left), relayed_at: None }, outbox, queued_budget) {
-                if let Some(other) = slots[1 - index].take() {
-                    other.mailbox.kick(Kick::TOO_SLOW);
+        let mut leaving = vec![index];
+        while let Some(index) = leaving.pop() {
+            let Some(evicted) = slots[index].take() else { continue };
+            evicted.mailbox.kick(Kick::TOO_SLOW);
+            if let Some(left_out) = SLOW_READER_LOG.allow(Instant::now()) {
+                tracing::warn!(
+                    peer = evicted.peer_id.0,
+                    similar_left_out = left_out,
+                    "dropping a peer that reads too slowly"
+                );
+            }
+            let left = Frame::from(Message::PeerLeft(evicted.info(None)).to_json());
+            for (other, slot) in others(slots, index) {
+                if !slot.mailbox.push(Outbound { frame: left.clone(), relayed_at: None }, outbox, queued_budget) {
+                    leaving.push(other);
                 }
             }
         }
     }
 }
 
+impl Room {
+    fn with_places(places: usize) -> Self {
+        Self { slots: Mutex::new((0..places).map(|_| None).collect()) }
+    }
+}
+
 impl Membership {
-    /// Sends a frame, read at `received_at`, to the other peer of the room, if there is one.
-    pub(crate) fn relay(&self, frame: Frame, received_at: Instant) {
+    /// Sends a frame, read at `received_at`, to the peer `to`, or without `to` to the only
+    /// other person in the room. Without `to` and with no one else there, the frame is
+    /// dropped: whoever comes next hears `WELCOME` first.
+    pub(crate) fn relay(&self, frame: Frame, to: Option<PeerId>, received_at: Instant) -> Result<(), Misaddressed> {
         let mut slots = lock(&self.room.slots);
-        if let Some(other) = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.peer_id != self.peer_id)) {
-            self.hub.deliver_frame(&mut slots, other, Outbound { frame, relayed_at: Some(received_at) });
-        }
+        let Some(me) = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.peer_id == self.peer_id)) else {
+            return Ok(()); // evicted: this connection is closing
+        };
+        let recipient = match to {
+            Some(to) if to == self.peer_id => return Err(Misaddressed::ToSelf),
+            Some(to) => others(&slots, me).find(|(_, slot)| slot.peer_id == to).ok_or(Misaddressed::NotHere(to.0))?.0,
+            None => {
+                let mut everyone = others(&slots, me);
+                match (everyone.next(), everyone.next()) {
+                    (None, _) => return Ok(()),
+                    (Some((only, _)), None) => only,
+                    (Some(_), Some(_)) => return Err(Misaddressed::Ambiguous),
+                }
+            }
+        };
+        self.hub.deliver_frame(&mut slots, recipient, Outbound { frame, relayed_at: Some(received_at) });
+        Ok(())
     }
 }
 
@@ -439,8 +492,10 @@ impl Drop for Membership {
         // An evicted peer's slot is already empty (or, later, someone else's).
         if let Some(mine) = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.peer_id == self.peer_id)) {
             let me = slots[mine].take().expect("found above");
-            if slots[1 - mine].is_some() {
-                self.hub.deliver(&mut slots, 1 - mine, &Message::PeerLeft(me.info()));
+            let left = Message::PeerLeft(me.info(None));
+            let everyone: Vec<usize> = others(&slots, mine).map(|(other, _)| other).collect();
+            for other in everyone {
+                self.hub.deliver(&mut slots, other, &left);
             }
         }
         // Only this membership's own room: a connection that outlived its room (replaced, then
@@ -465,13 +520,17 @@ mod tests {
     }
 
     fn hub_with(capacity: usize, queued_budget: usize) -> Arc<Hub> {
+        hub_of(2, capacity, queued_budget)
+    }
+
+    fn hub_of(room_size: usize, capacity: usize, queued_budget: usize) -> Arc<Hub> {
         let ice = IceConfig {
             urls: vec![],
             turn_secret: None,
             credential_lifetime: std::time::Duration::from_secs(60),
             transport_policy: crate::protocol::IceTransportPolicy::All,
         };
-        Hub::new(HubSettings { ice, outbox: Capacity { frames: capacity, bytes: 1 << 20 }, queued_budget })
+        Hub::new(HubSettings { ice, room_size, outbox: Capacity { frames: capacity, bytes: 1 << 20 }, queued_budget })
     }
 
     fn room(name: &str) -> RoomId {
@@ -511,13 +570,16 @@ mod tests {
         let hub = hub(8);
         let a = hub.join(room("r"), None, false).unwrap();
         let b = hub.join(room("r"), None, false).unwrap();
-        assert_eq!(next(&a), Message::PeerJoined(PeerInfo { peer_id: b.peer_id, public_id: None }));
-        a.relay(Frame::from(r#"{"message_type":"BYE"}"#), Instant::now());
+        assert_eq!(
+            next(&a),
+            Message::PeerJoined(PeerInfo { peer_id: b.peer_id, polite: Some(false), public_id: None })
+        );
+        a.relay(Frame::from(r#"{"message_type":"BYE"}"#), None, Instant::now()).unwrap();
         assert_eq!(take_frame(&b).unwrap().frame.as_str(), r#"{"message_type":"BYE"}"#);
         assert!(take_frame(&a).is_none(), "a sender never hears its own frame");
         let b_id = b.peer_id;
         drop(b);
-        assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b_id, public_id: None }));
+        assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b_id, polite: None, public_id: None }));
         // The freed place is taken by a newcomer, with the role the leaver had.
         let c = hub.join(room("r"), None, false).unwrap();
         assert!(c.welcome.polite && c.welcome.peer_present);
@@ -541,13 +603,13 @@ mod tests {
         let b = hub.join(room("r"), None, false).unwrap();
         let _ = take_frame(&a); // PEER_JOINED
         for _ in 0..5 {
-            a.relay(Frame::from("{}"), Instant::now());
+            a.relay(Frame::from("{}"), None, Instant::now()).unwrap();
         }
         assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW));
-        assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b.peer_id, public_id: None }));
+        assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b.peer_id, polite: None, public_id: None }));
         // Its queue is dropped with it (the kick comes before any frame), and nothing more is queued.
         assert_eq!(queued(&b), 0);
-        a.relay(Frame::from("{}"), Instant::now());
+        a.relay(Frame::from("{}"), None, Instant::now()).unwrap();
         assert_eq!(queued(&b), 0);
     }
 
@@ -561,14 +623,14 @@ mod tests {
         let d = hub.join(room("s"), None, false).unwrap();
         let _ = (take_frame(&a), take_frame(&c)); // PEER_JOINED
         let frame = || Frame::from("x".repeat(kib(40)));
-        a.relay(frame(), Instant::now());
-        c.relay(frame(), Instant::now());
-        a.relay(frame(), Instant::now());
+        a.relay(frame(), None, Instant::now()).unwrap();
+        c.relay(frame(), None, Instant::now()).unwrap();
+        a.relay(frame(), None, Instant::now()).unwrap();
         assert_eq!((kick_of(&b), kick_of(&d)), (None, None), "over budget, but no one is behind yet");
         assert_eq!(hub.queued.load(Ordering::Relaxed), kib(120));
-        c.relay(frame(), Instant::now());
+        c.relay(frame(), None, Instant::now()).unwrap();
         assert_eq!(kick_of(&d), None, "d had 40 KiB waiting: a reader keeping up");
-        a.relay(frame(), Instant::now());
+        a.relay(frame(), None, Instant::now()).unwrap();
         assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW), "b had 80 KiB waiting and the budget is spent");
         assert!(matches!(next(&a), Message::PeerLeft(_)));
         assert_eq!(hub.queued.load(Ordering::Relaxed), kib(80), "b's frames are gone, d's wait");
@@ -587,7 +649,10 @@ mod tests {
         assert_eq!(new_b.welcome.polite, old_b.welcome.polite, "same place, same role");
         assert_eq!(new_b.welcome.peer_public_id, Some(public_id(&room("r"), "alice")));
         let bob = Some(public_id(&room("r"), "bob"));
-        assert_eq!(next(&a), Message::PeerJoined(PeerInfo { peer_id: new_b.peer_id, public_id: bob }));
+        assert_eq!(
+            next(&a),
+            Message::PeerJoined(PeerInfo { peer_id: new_b.peer_id, polite: Some(false), public_id: bob })
+        );
         drop(old_b);
         assert!(take_frame(&a).is_none(), "the replaced connection's end is no departure");
         // A different session is still a third person.
@@ -624,7 +689,10 @@ mod tests {
         drop(stuck); // the replaced connection finally ends
         let dave = hub.join(room("r"), None, false).unwrap();
         assert!(dave.welcome.peer_present, "Dave finds Carol");
-        assert_eq!(next(&carol), Message::PeerJoined(PeerInfo { peer_id: dave.peer_id, public_id: None }));
+        assert_eq!(
+            next(&carol),
+            Message::PeerJoined(PeerInfo { peer_id: dave.peer_id, polite: Some(false), public_id: None })
+        );
         assert!(matches!(hub.join(room("r"), None, false), Err(RoomFull)), "no third person on the link");
         assert_eq!((hub.room_count(), hub.peer_count()), (1, 2));
     }
@@ -638,10 +706,10 @@ mod tests {
         let mailbox = b.mailbox.clone();
         let waiting = tokio::spawn(async move { mailbox.next().await });
         tokio::task::yield_now().await;
-        a.relay(Frame::from("{}"), Instant::now());
+        a.relay(Frame::from("{}"), None, Instant::now()).unwrap();
         let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
         assert!(matches!(woken, Ok(Ok(Delivery::Write(outbound))) if outbound.frame.as_str() == "{}"));
-        a.relay(Frame::from("{}"), Instant::now());
+        a.relay(Frame::from("{}"), None, Instant::now()).unwrap();
         let mailbox = b.mailbox.clone();
         let kicked = tokio::spawn(async move { mailbox.kicked().await });
         tokio::task::yield_now().await;
@@ -659,5 +727,81 @@ mod tests {
         hub.shutdown();
         assert_eq!(kick_of(&a), Some(Kick::SHUTDOWN));
         assert_eq!(kick_of(&b), Some(Kick::SHUTDOWN));
+    }
+
+    #[test]
+    fn in_a_room_of_four_every_pair_has_one_polite_side_and_a_fifth_is_refused() {
+        let hub = hub_of(4, 16, 64 << 20);
+        let people: Vec<Membership> = (0..4).map(|_| hub.join(room("group"), None, false).unwrap()).collect();
+        assert!(matches!(hub.join(room("group"), None, false), Err(RoomFull)));
+        for (i, person) in people.iter().enumerate() {
+            // WELCOME lists everyone already there, in the order they came.
+            let listed: Vec<PeerId> = person.welcome.peers.iter().map(|peer| peer.peer_id).collect();
+            assert_eq!(listed, people[..i].iter().map(|p| p.peer_id).collect::<Vec<_>>());
+            assert_eq!(person.welcome.peer_present, i > 0);
+            // Everyone already there hears of each newcomer, with their own role toward them.
+            let joined: Vec<PeerInfo> = (i + 1..4)
+                .map(|_| match next(person) {
+                    Message::PeerJoined(info) => info,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                joined.iter().map(|p| p.peer_id).collect::<Vec<_>>(),
+                people[i + 1..].iter().map(|p| p.peer_id).collect::<Vec<_>>()
+            );
+            for (info, newcomer) in joined.iter().zip(&people[i + 1..]) {
+                let their_view = newcomer.welcome.peers.iter().find(|p| p.peer_id == person.peer_id).unwrap();
+                assert_eq!(info.polite.map(|polite| !polite), their_view.polite, "one polite side per pair");
+            }
+        }
+        // The fields a two-person client reads agree with the first pair's roles.
+        assert_eq!(people[1].welcome.polite, people[1].welcome.peers[0].polite.unwrap());
+        assert_eq!(people[1].welcome.peer_public_id, None);
+    }
+
+    #[test]
+    fn a_frame_goes_to_whom_it_names_and_without_a_name_only_to_an_only_other() {
+        let hub = hub_of(4, 16, 64 << 20);
+        let a = hub.join(room("g"), None, false).unwrap();
+        let b = hub.join(room("g"), None, false).unwrap();
+        assert!(matches!(next(&a), Message::PeerJoined(_)));
+        // Two people: no name needed, as in the classic protocol.
+        a.relay(Frame::from("one"), None, Instant::now()).unwrap();
+        assert_eq!(take_frame(&b).unwrap().frame.as_str(), "one");
+        let c = hub.join(room("g"), None, false).unwrap();
+        for m in [&a, &b] {
+            assert!(matches!(next(m), Message::PeerJoined(_)));
+        }
+        assert_eq!(a.relay(Frame::from("?"), None, Instant::now()), Err(Misaddressed::Ambiguous));
+        a.relay(Frame::from("to c"), Some(c.peer_id), Instant::now()).unwrap();
+        assert_eq!(take_frame(&c).unwrap().frame.as_str(), "to c");
+        assert!(take_frame(&b).is_none(), "only the one named hears it");
+        assert_eq!(a.relay(Frame::from("x"), Some(a.peer_id), Instant::now()), Err(Misaddressed::ToSelf));
+        let stranger = PeerId(a.peer_id.0 ^ b.peer_id.0 ^ c.peer_id.0 ^ 1);
+        assert_eq!(a.relay(Frame::from("x"), Some(stranger), Instant::now()), Err(Misaddressed::NotHere(stranger.0)));
+        assert!(take_frame(&a).is_none() && take_frame(&b).is_none() && take_frame(&c).is_none());
+    }
+
+    #[test]
+    fn whoever_leaves_a_group_is_announced_to_all_and_frees_a_place() {
+        let hub = hub_of(3, 16, 64 << 20);
+        let a = hub.join(room("g"), None, false).unwrap();
+        let b = hub.join(room("g"), None, false).unwrap();
+        let c = hub.join(room("g"), None, false).unwrap();
+        for _ in 0..2 {
+            next(&a);
+        }
+        next(&b);
+        let b_id = b.peer_id;
+        drop(b);
+        for m in [&a, &c] {
+            assert_eq!(next(m), Message::PeerLeft(PeerInfo { peer_id: b_id, polite: None, public_id: None }));
+        }
+        // The newcomer takes the freed place, between the two: polite toward a, impolite toward c.
+        let d = hub.join(room("g"), None, false).unwrap();
+        let roles: Vec<_> = d.welcome.peers.iter().map(|p| (p.peer_id, p.polite)).collect();
+        assert_eq!(roles, [(a.peer_id, Some(true)), (c.peer_id, Some(false))]);
+        assert!(matches!(hub.join(room("g"), None, false), Err(RoomFull)));
     }
 }

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::{
     protocol::{check_client_frame, check_join_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
-    server::hub::{room_log_name, Delivery, Hub, Kick, Mailbox, Membership, Outbound, RoomFull},
+    server::hub::{room_log_name, Delivery, Frame, Hub, Kick, Mailbox, Membership, Outbound, RoomFull},
     server::limits::{LogThrottle, Open, TokenBucket},
 };
 
@@ -251,20 +251,27 @@ impl Session {
                         let Some(frame) = self.admit(incoming, &mut pace, Some(mailbox)).await else { return };
                         let refused = match frame {
                             Some(WsMessage::Text(text)) => match check_client_frame(&text) {
-                                Ok(kind) => {
-                                    crate::server::metrics::relayed(kind);
-                                    membership.relay(text, pace.last_heard.into_std());
-                                    continue;
+                                Ok(checked) => {
+                                    let to = checked.to;
+                                    let kind = checked.kind;
+                                    let frame = checked.stamped(membership.peer_id).map_or(text, Frame::from);
+                                    match membership.relay(frame, to, pace.last_heard.into_std()) {
+                                        Ok(()) => {
+                                            crate::server::metrics::relayed(kind);
+                                            continue;
+                                        }
+                                        Err(misaddressed) => misaddressed.to_string(),
+                                    }
                                 }
-                                Err(bad) => bad,
+                                Err(bad) => bad.to_string(),
                             },
-                            Some(WsMessage::Binary(_)) => BadMessage::Binary,
+                            Some(WsMessage::Binary(_)) => BadMessage::Binary.to_string(),
                             // Refused by the rate limit; or a ping or pong (axum answers pings
                             // itself; a pong only proves liveness).
                             _ => continue,
                         };
                         debug!(%refused, "refused a frame");
-                        if !self.error(ErrorCode::BadMessage, refused.to_string(), mailbox).await {
+                        if !self.error(ErrorCode::BadMessage, refused, mailbox).await {
                             return;
                         }
                     }
