@@ -64,7 +64,7 @@ test('a third person sees that the room is full while the call goes on', async (
 
   const carol = await open(`/call/${room}`);
   await start(carol);
-  await expect(status(carol)).toHaveText("This call already has two people, so you can't join it.");
+  await expect(status(carol)).toHaveText("This call is full, so you can't join it.");
   await expect(carol.getByRole('button', { name: 'Start' })).toBeEnabled();
   await expect(carol.getByLabel('Your video')).toHaveJSProperty('srcObject', null);
 
@@ -147,7 +147,7 @@ test('a page opens its signaling socket before Start, and an open page takes no 
   expect(sockets[0].sent).toEqual([]);
   // Start joins on the socket that was already open; the room is full.
   await start(carol);
-  await expect(status(carol)).toHaveText("This call already has two people, so you can't join it.");
+  await expect(status(carol)).toHaveText("This call is full, so you can't join it.");
   expect(sockets[0].sent.map((frame) => JSON.parse(frame).message_type)).toEqual(['JOIN']);
   // The page has its socket ready for the next Start.
   await expect.poll(() => sockets.length).toBe(2);

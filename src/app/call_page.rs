@@ -8,28 +8,27 @@ use leptos_meta::Title;
 
 use super::{clock, use_hydrated};
 use crate::{
-    call::{CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice},
+    call::{CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote},
     protocol::MediaState,
     room::RoomId,
 };
 use link::Actions;
 
-/// Everything the page shows of a call: signals the engine sets, and the two video elements it
-/// plays streams in.
+/// Everything the page shows of a call: signals the engine sets, and this side's own video
+/// element it plays the preview in.
 #[derive(Clone, Copy)]
 struct CallState {
     status: RwSignal<CallStatus>,
     /// What this side sends.
     local: RwSignal<MediaState>,
-    /// What the other side says it sends; `None` when no one is connected.
-    remote: RwSignal<Option<MediaState>>,
+    /// The other people, in the order they came.
+    remotes: RwSignal<Vec<Remote>>,
     chat: RwSignal<Vec<ChatLine>>,
     stats: RwSignal<Option<CallStats>>,
     devices: RwSignal<Vec<Device>>,
     /// Why something the person asked for did not happen.
     notice: RwSignal<Option<String>>,
     local_video: NodeRef<Video>,
-    remote_video: NodeRef<Video>,
 }
 
 impl CallState {
@@ -37,13 +36,12 @@ impl CallState {
         Self {
             status: RwSignal::new(CallStatus::Idle),
             local: RwSignal::new(MediaState::default()),
-            remote: RwSignal::new(None),
+            remotes: RwSignal::new(Vec::new()),
             chat: RwSignal::new(Vec::new()),
             stats: RwSignal::new(None),
             devices: RwSignal::new(Vec::new()),
             notice: RwSignal::new(None),
             local_video: NodeRef::new(),
-            remote_video: NodeRef::new(),
         }
     }
 
@@ -78,11 +76,13 @@ mod link {
 
     use leptos::{html::Video, prelude::*};
 
+    use web_sys::{HtmlVideoElement, MediaStream};
+
     use super::CallState;
     use crate::{
         call::{
             engine::{self, CallEvents, CallHandle, Prepared},
-            CallCommand, MediaChoice,
+            CallCommand, MediaChoice, Remote,
         },
         room::RoomId,
     };
@@ -96,6 +96,16 @@ mod link {
         /// The next call's signaling socket, opened while the page waits for Start (and again
         /// after each call), so that Start does not wait for a connection.
         prepared: StoredValue<Option<Prepared>, LocalStorage>,
+        /// Each other person's media and their tile's video element.
+        media: StoredValue<Vec<Playing>, LocalStorage>,
+    }
+
+    /// What arrives from one other person and where it plays: whichever of the two comes
+    /// first waits for the other.
+    struct Playing {
+        peer: u32,
+        stream: Option<MediaStream>,
+        video: Option<HtmlVideoElement>,
     }
 
     /// Says at once when this page cannot make calls, keeps the next call's socket open while
@@ -118,6 +128,7 @@ mod link {
             room: StoredValue::new(room),
             call: StoredValue::new_local(None),
             prepared: StoredValue::new_local(None),
+            media: StoredValue::new_local(Vec::new()),
         };
         Effect::new(move |_| {
             if !state.active() && !state.blocked() && link.prepared.with_value(Option::is_none) {
@@ -150,9 +161,12 @@ mod link {
             let events = CallEvents {
                 status: Rc::new(move |next| state.status.set(next)),
                 local_stream: show(state.local_video),
-                remote_stream: show(state.remote_video),
                 local_media: Rc::new(move |media| state.local.set(media)),
-                remote_media: Rc::new(move |media| state.remote.set(media)),
+                remotes: Rc::new(move |remotes: Vec<Remote>| {
+                    self.media.update_value(|media| media.retain(|m| remotes.iter().any(|r| r.peer == m.peer)));
+                    state.remotes.set(remotes);
+                }),
+                remote_stream: Rc::new(move |peer, stream| self.attach(peer, Some(stream), None)),
                 chat: Rc::new(move |line| state.chat.update(|lines| lines.push(line))),
                 devices: Rc::new(move |list| state.devices.set(list)),
                 stats: Rc::new(move |reading| state.stats.set(reading)),
@@ -168,6 +182,28 @@ mod link {
             if let Some(call) = self.call.get_value() {
                 call.command(command);
             }
+        }
+
+        /// The tile showing `peer` is on the page.
+        pub(super) fn show_remote(self, peer: u32, video: HtmlVideoElement) {
+            self.attach(peer, None, Some(video));
+        }
+
+        fn attach(self, peer: u32, stream: Option<MediaStream>, video: Option<HtmlVideoElement>) {
+            self.media.update_value(|media| {
+                let index = media.iter().position(|m| m.peer == peer).unwrap_or_else(|| {
+                    media.push(Playing { peer, stream: None, video: None });
+                    media.len() - 1
+                });
+                let entry = &mut media[index];
+                entry.stream = stream.or(entry.stream.take());
+                entry.video = video.or(entry.video.take());
+                if let (Some(stream), Some(video)) = (&entry.stream, &entry.video) {
+                    video.set_src_object(Some(stream));
+                    // Autoplay may be refused; the element still shows frames once allowed.
+                    let _ = video.play();
+                }
+            });
         }
     }
 }
@@ -191,6 +227,8 @@ mod link {
         pub(super) fn start(self, _choice: MediaChoice) {}
 
         pub(super) fn command(self, _command: CallCommand) {}
+
+        pub(super) fn show_remote<V>(self, _peer: u32, _video: V) {}
     }
 }
 
@@ -205,7 +243,7 @@ pub(super) fn CallPage(room: RoomId) -> impl IntoView {
         <section class="call">
             // Screen readers navigate by headings; the page shows the call itself instead.
             <h1 class="visually-hidden">"Video call"</h1>
-            {videos(state)}
+            {videos(state, actions)}
             {status_line(state, actions)}
             {controls(state, actions)}
             {device_picker(state, actions)}
@@ -215,29 +253,61 @@ pub(super) fn CallPage(room: RoomId) -> impl IntoView {
     }
 }
 
-/// The other person's video with what they send, and this side's own video over it.
-fn videos(state: CallState) -> impl IntoView {
-    let remote = state.remote;
+/// The others' videos, a tile each with what they send, and this side's own video over them.
+/// Before anyone is there, one empty tile keeps the place.
+fn videos(state: CallState, actions: Actions) -> impl IntoView {
+    let count = move || state.remotes.with(Vec::len);
+    let peers = move || state.remotes.with(|remotes| remotes.iter().map(|remote| remote.peer).collect::<Vec<_>>());
     view! {
-        <div class="videos">
-            <video class="remote" node_ref=state.remote_video aria-label="The other person's video" autoplay playsinline></video>
-            // Always in the page, so screen readers announce what appears in it.
-            <div aria-live="polite">
-                <p class="camera-off" hidden=move || remote.get().is_none_or(|r| r.video)>
-                    "The other person's camera is off"
-                </p>
-                <ul class="remote-state">
-                    <Show when=move || remote.get().is_some_and(|r| !r.audio)>
-                        <li>"The other person is muted"</li>
-                    </Show>
-                    <Show when=move || remote.get().is_some_and(|r| r.screen)>
-                        <li>"The other person is sharing their screen"</li>
-                    </Show>
-                </ul>
-            </div>
+        <div class="videos" class:group=move || state.remotes.with(|remotes| remotes.len() > 1)>
+            <Show when=move || count() == 0>
+                <video class="remote" aria-label="The other person's video" autoplay playsinline></video>
+            </Show>
+            <For each=peers key=|peer| *peer let:peer>
+                {tile(state, actions, peer)}
+            </For>
             <video class="local" class:screen=move || state.local.get().screen node_ref=state.local_video
                 aria-label="Your video" autoplay playsinline muted prop:muted=true></video>
         </div>
+    }
+}
+
+/// One other person: their video, and whether their camera is off, they are muted or they
+/// share their screen.
+fn tile(state: CallState, actions: Actions, peer: u32) -> impl IntoView {
+    let who = move || state.remotes.with(|remotes| person(remotes, peer));
+    let media = move || state.remotes.with(|remotes| remotes.iter().find(|r| r.peer == peer).and_then(|r| r.media));
+    let video = NodeRef::<Video>::new();
+    video.on_load(move |video| actions.show_remote(peer, video));
+    view! {
+        <div class="tile">
+            <video class="remote" node_ref=video aria-label=move || format!("{}'s video", who()) autoplay playsinline></video>
+            // Always in the page, so screen readers announce what appears in it.
+            <div aria-live="polite">
+                <p class="camera-off" hidden=move || media().is_none_or(|m| m.video)>
+                    {move || format!("{}'s camera is off", who())}
+                </p>
+                <ul class="remote-state">
+                    <Show when=move || media().is_some_and(|m| !m.audio)>
+                        <li>{move || format!("{} is muted", who())}</li>
+                    </Show>
+                    <Show when=move || media().is_some_and(|m| m.screen)>
+                        <li>{move || format!("{} is sharing their screen", who())}</li>
+                    </Show>
+                </ul>
+            </div>
+        </div>
+    }
+    // Type-erased: a tile inside the page's one big view type was too deep for the compiler.
+    .into_any()
+}
+
+/// How the page names the person in `peer`'s tile: "The other person" in a call of two, else
+/// by the order they came (display names are yet to come).
+fn person(remotes: &[Remote], peer: u32) -> String {
+    match remotes.iter().position(|remote| remote.peer == peer) {
+        Some(index) if remotes.len() > 1 => format!("Person {}", index + 1),
+        _ => "The other person".into(),
     }
 }
 

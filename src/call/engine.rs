@@ -18,8 +18,8 @@ use super::{
     machine::{CallMachine, Effect, Input, PeerEvent, ABNORMAL_CLOSURE, FIRST_SOCKET},
     media::{self, LocalMedia},
     peer::Peer,
-    socket::Socket,
-    CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice,
+    socket::{Everyone, Socket},
+    CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote,
 };
 use crate::{protocol::MediaState, room::RoomId};
 
@@ -28,11 +28,12 @@ use crate::{protocol::MediaState, room::RoomId};
 pub struct CallEvents {
     pub status: Rc<dyn Fn(CallStatus)>,
     pub local_stream: Rc<dyn Fn(Option<MediaStream>)>,
-    pub remote_stream: Rc<dyn Fn(Option<MediaStream>)>,
     /// What this side sends (microphone on, video on, screen shared).
     pub local_media: Rc<dyn Fn(MediaState)>,
-    /// What the other side says it sends; `None` when no one is connected.
-    pub remote_media: Rc<dyn Fn(Option<MediaState>)>,
+    /// The other people, in the order they came.
+    pub remotes: Rc<dyn Fn(Vec<Remote>)>,
+    /// What arrives from one of them (by [`Remote::peer`]), once it does.
+    pub remote_stream: Rc<dyn Fn(u32, MediaStream)>,
     pub chat: Rc<dyn Fn(ChatLine)>,
     /// The cameras and microphones, once the browser has granted one (labels need that).
     pub devices: Rc<dyn Fn(Vec<Device>)>,
@@ -67,16 +68,18 @@ pub struct Prepared {
     events: UnboundedSender<Event>,
     inbox: UnboundedReceiver<Event>,
     session: String,
+    everyone: Everyone,
     socket: Option<Socket>,
 }
 
 pub fn prepare(room: &RoomId) -> Prepared {
     let (events, inbox) = unbounded();
     let session = RoomId::generate().to_string();
-    let socket = Socket::open(room, &session, FIRST_SOCKET, report(&events))
+    let everyone = Everyone::default();
+    let socket = Socket::open(room, &session, FIRST_SOCKET, everyone.clone(), report(&events))
         .map_err(|error| leptos::logging::warn!("cannot open the signaling socket yet: {}", describe(&error)))
         .ok();
-    Prepared { events, inbox, session, socket }
+    Prepared { events, inbox, session, everyone, socket }
 }
 
 pub fn start(room: RoomId, choice: MediaChoice, ui: CallEvents, prepared: Prepared) -> CallHandle {
@@ -94,14 +97,25 @@ fn report(events: &UnboundedSender<Event>) -> Rc<dyn Fn(Input)> {
 }
 
 async fn run(room: RoomId, choice: MediaChoice, ui: CallEvents, prepared: Prepared) {
-    let Prepared { events, mut inbox, session, socket } = prepared;
+    let Prepared { events, mut inbox, session, everyone, socket } = prepared;
     let media = match LocalMedia::new() {
         Ok(media) => media,
         Err(error) => return (ui.status)(CallStatus::MediaUnavailable(describe(&error))),
     };
     let mut machine = CallMachine::new(choice, Box::new(js_sys::Math::random));
     let socket_ready = socket.is_some();
-    let mut driver = Driver { ui, events, room, session, socket, media, peers: Peers::default(), screen_ended: None };
+    let mut driver = Driver {
+        ui,
+        events,
+        room,
+        session,
+        everyone,
+        socket,
+        media,
+        peers: Peers::default(),
+        streaming: Vec::new(),
+        screen_ended: None,
+    };
     let mut next = Some(Input::Start { socket_ready });
     while let Some(input) = next.take() {
         machine.handle(js_sys::Date::now(), input);
@@ -142,9 +156,12 @@ struct Driver {
     room: RoomId,
     /// Names this call to the server, so a reconnect is known for the same person.
     session: String,
+    everyone: Everyone,
     socket: Option<Socket>,
     media: LocalMedia,
     peers: Peers,
+    /// The connections whose media the page has been given.
+    streaming: Vec<u32>,
     screen_ended: Option<Closure<dyn FnMut()>>,
 }
 
@@ -155,10 +172,20 @@ impl Driver {
             Effect::Status(status) => (self.ui.status)(status),
             Effect::Notice(notice) => (self.ui.notice)(notice),
             Effect::LocalMedia(state) => (self.ui.local_media)(state),
-            Effect::RemoteMedia(state) => (self.ui.remote_media)(state),
             Effect::LocalStream(show) => (self.ui.local_stream)(show.then(|| self.media.preview())),
-            Effect::RemoteStream(peer) => {
-                (self.ui.remote_stream)(peer.and_then(|peer| self.peers.get(peer)).map(Peer::remote_stream))
+            Effect::Remotes(remotes) => {
+                let arrived: Vec<u32> = remotes
+                    .iter()
+                    .filter(|remote| remote.receiving && !self.streaming.contains(&remote.peer))
+                    .map(|remote| remote.peer)
+                    .collect();
+                self.streaming = remotes.iter().filter(|remote| remote.receiving).map(|remote| remote.peer).collect();
+                (self.ui.remotes)(remotes);
+                for peer in arrived {
+                    if let Some(connection) = self.peers.get(peer) {
+                        (self.ui.remote_stream)(peer, connection.remote_stream());
+                    }
+                }
             }
             Effect::Chat(line) => (self.ui.chat)(line),
             Effect::Stats(stats) => (self.ui.stats)(stats),
@@ -223,7 +250,7 @@ impl Driver {
                 }
             }
             Effect::OpenSocket { socket } => {
-                match Socket::open(&self.room, &self.session, socket, report(&self.events)) {
+                match Socket::open(&self.room, &self.session, socket, self.everyone.clone(), report(&self.events)) {
                     Ok(opened) => {
                         opened.join();
                         self.socket = Some(opened);
@@ -235,11 +262,12 @@ impl Driver {
                 }
             }
             Effect::ForgetSocket => self.socket = None,
-            Effect::Send(message) => {
+            Effect::Send { to, message } => {
                 if let Some(socket) = &self.socket {
-                    socket.send(&message);
+                    socket.send(&message, to);
                 }
             }
+            Effect::Everyone(everyone) => *self.everyone.borrow_mut() = everyone,
             Effect::Arm { timer, after_ms } => {
                 let report = report(&self.events);
                 spawn_local(async move {

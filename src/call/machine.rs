@@ -8,28 +8,33 @@
 //! produced it, and the machine drops what comes from one that is gone: a late event never
 //! changes the next call.
 //!
-//! The person who joins second calls; the one already there answers. Start joins at once and
-//! the camera starts meanwhile: the offer needs no tracks (they go on the senders when the
-//! browser grants them), and the person waiting alone has a standby connection ready before
-//! the offer arrives. The call outlives its signaling: when the socket drops, the machine
-//! reconnects with jittered, capped backoff and keeps a peer connection to the same person.
-//! When the media path breaks, it restarts ICE.
+//! One peer connection per other person in the room (a full mesh). A newcomer calls everyone
+//! already there; those already there answer. Messages to the server name their recipient
+//! (`to`), and the server names the sender of each (`from`). Start joins at once and the camera
+//! starts meanwhile: an offer needs no tracks (they go on the senders when the browser grants
+//! them), and the person waiting alone has a standby connection ready before the first offer
+//! arrives. The call outlives its signaling: when the socket drops, the machine reconnects with
+//! jittered, capped backoff and keeps its connections to the same people (known by their
+//! public ids). When a media path breaks, it restarts ICE on that connection.
 //!
-//! Perfect negotiation: the hub's polite/impolite role settles an offer collision. The
-//! impolite side ignores the incoming offer; the polite side rolls its own back (implicitly,
-//! in `setRemoteDescription`) and answers. Effects run one at a time and the engine reports
-//! each negotiation step's outcome ([`Negotiated`]) before the next input, so `signalingState`
-//! alone tells a collision.
+//! Perfect negotiation, per connection: the hub gives each pair one polite and one impolite
+//! side. The impolite side ignores an incoming offer that collides with its own; the polite
+//! side rolls its own back (implicitly, in `setRemoteDescription`) and answers. Effects run one
+//! at a time and the engine reports each negotiation step's outcome ([`Negotiated`]) before the
+//! next input, so `signalingState` alone tells a collision.
+//!
+//! The status line is worked out from the state after every input, not set step by step, so
+//! it says the same thing for the same situation however it was reached.
 
 use std::collections::VecDeque;
 
 use super::{
     stats::{summarize, Report, Traffic},
-    CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice,
+    CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote,
 };
 use crate::protocol::{
-    close_code, ChatMessage, ErrorCode, IceCandidate, IceServer, IceTransportPolicy, MediaState, Message, PeerMessage,
-    SdpType, SessionDescription, Welcome,
+    close_code, ChatMessage, ErrorCode, IceCandidate, IceServer, IceTransportPolicy, MediaState, Message, PeerId,
+    PeerInfo, PeerMessage, SdpType, SessionDescription, Welcome,
 };
 
 /// Reconnect delays: doubling from the first, capped, each scaled by a random 50–100 %.
@@ -130,8 +135,11 @@ pub enum Input {
         name: Option<String>,
         description: String,
     },
+    /// A server message, and the sender the server stamped on a relayed one (`None` from a
+    /// client that named no recipient: the only other person).
     Server {
         socket: u32,
+        from: Option<PeerId>,
         message: Message,
     },
     /// The socket closed, or could not be opened ([`ABNORMAL_CLOSURE`]).
@@ -163,12 +171,10 @@ pub enum Effect {
     Notice(Option<String>),
     /// What this side sends (microphone on, video on, screen shared).
     LocalMedia(MediaState),
-    /// What the other side says it sends; `None` when no one is connected.
-    RemoteMedia(Option<MediaState>),
+    /// The other people's tiles, in the order they came.
+    Remotes(Vec<Remote>),
     /// Show this side's preview, or nothing.
     LocalStream(bool),
-    /// Show what this peer connection receives, or nothing.
-    RemoteStream(Option<u32>),
     Chat(ChatLine),
     Stats(Option<CallStats>),
     /// List the cameras and microphones for the page (labels are known once one is granted).
@@ -201,7 +207,13 @@ pub enum Effect {
     },
     /// The socket is closed: let go of it.
     ForgetSocket,
-    Send(Message),
+    /// To one person, or (`None`) to the only other one.
+    Send {
+        to: Option<PeerId>,
+        message: Message,
+    },
+    /// Everyone in the room: whom a page that closes says `BYE` to.
+    Everyone(Vec<PeerId>),
     Arm {
         timer: Timer,
         after_ms: u32,
@@ -298,24 +310,40 @@ impl Media {
     }
 }
 
-/// The peer connection to the other person.
+/// The peer connection to one other person.
 #[derive(Debug)]
 struct Peer {
     generation: u32,
-    /// The other person's public id.
+    /// Their connection's id on the server: what `to` names, and `from` says. It changes when
+    /// they reconnect; `public_id` does not.
+    peer_id: PeerId,
     public_id: Option<String>,
+    /// This side's role in the pair.
+    polite: bool,
     connection: ConnectionState,
+    /// The connection took longer than [`CONNECT_TIMEOUT_MS`] and has not connected since.
+    timed_out: bool,
     signaling: Signaling,
     has_remote_description: bool,
-    /// Made to answer: until the other side's offer comes, `negotiationneeded` (the data
-    /// channel raises it) must not make an offer of our own.
+    /// Made to answer: until their offer comes, `negotiationneeded` (the data channel raises
+    /// it) must not make an offer of our own.
     awaits_offer: bool,
     /// Whether the last incoming offer was ignored (then its candidates may fail to apply).
     ignore_offer: bool,
     /// Candidates that arrived before the remote description they belong to.
     early_candidates: Vec<IceCandidate>,
     channel_open: bool,
+    /// Chat for them typed before their channel was open; sent when it opens.
+    unsent_chat: Vec<ChatMessage>,
+    receiving: bool,
+    media: Option<MediaState>,
     traffic: Option<Traffic>,
+}
+
+impl Peer {
+    fn remote(&self) -> Remote {
+        Remote { peer: self.generation, receiving: self.receiving, media: self.media }
+    }
 }
 
 /// One call, from Start to its end.
@@ -327,24 +355,31 @@ pub struct CallMachine {
     socket: u32,
     /// Whether a socket of generation `socket` is open or opening.
     socket_up: bool,
+    /// The signaling socket dropped, and no `WELCOME` has come on a new one yet.
+    signaling_lost: bool,
+    /// A `WELCOME` has come (on any socket).
+    welcomed: bool,
     reconnect_attempts: u32,
     media: Media,
-    /// The call's own state; the page shows it once the media has started.
-    status: CallStatus,
-    peer: Option<Peer>,
+    /// In the order they came.
+    peers: Vec<Peer>,
     /// Made while waiting alone, for whoever comes next (they offer, we answer), so that the
     /// browser's work of making a connection is done before their offer arrives.
     standby: Option<u32>,
     last_peer_generation: u32,
-    /// The public id of the person last connected to.
-    last_public_id: Option<String>,
-    other_present: bool,
+    /// Everyone else in the room, as the server last said, each with this side's role.
+    room: Vec<PeerInfo>,
+    /// This side's role toward whoever comes next, where the server does not say.
     polite: bool,
     ice_servers: Vec<IceServer>,
     ice_policy: IceTransportPolicy,
     turn_refused: bool,
-    /// Chat typed before the channel to the other side was open; sent when it opens.
+    /// Someone this side was calling left, and no one has come since.
+    someone_left: bool,
+    /// Chat typed while no one was there; it goes to whoever comes.
     unsent_chat: Vec<ChatMessage>,
+    /// What the page was last told: the status line, the tiles, who is in the room.
+    shown: (Option<CallStatus>, Vec<Remote>, Vec<PeerId>),
     over: bool,
 }
 
@@ -394,19 +429,21 @@ impl CallMachine {
             random,
             socket: FIRST_SOCKET,
             socket_up: false,
+            signaling_lost: false,
+            welcomed: false,
             reconnect_attempts: 0,
             media: Media::default(),
-            status: CallStatus::Joining,
-            peer: None,
+            peers: Vec::new(),
             standby: None,
             last_peer_generation: 0,
-            last_public_id: None,
-            other_present: false,
+            room: Vec::new(),
             polite: false,
             ice_servers: Vec::new(),
             ice_policy: IceTransportPolicy::All,
             turn_refused: false,
+            someone_left: false,
             unsent_chat: Vec::new(),
+            shown: (None, Vec::new(), Vec::new()),
             over: false,
         }
     }
@@ -425,25 +462,30 @@ impl CallMachine {
     /// before any still queued: an outcome reported halfway through a batch (an offer made, say)
     /// is acted on before the batch goes on.
     pub fn handle(&mut self, now_ms: f64, input: Input) {
+        if self.over {
+            return;
+        }
         let queued = std::mem::take(&mut self.effects);
         self.decide(now_ms, input);
+        if !self.over {
+            self.show_changes();
+        }
         self.effects.extend(queued);
     }
 
     fn decide(&mut self, now_ms: f64, input: Input) {
-        if self.over {
-            return;
-        }
         match input {
             Input::Start { socket_ready } => self.start(socket_ready),
-            Input::Server { socket, message } if socket == self.socket && self.socket_up => self.server(message),
+            Input::Server { socket, from, message } if socket == self.socket && self.socket_up => {
+                self.server(from, message)
+            }
             Input::SocketClosed { socket, code } if socket == self.socket && self.socket_up => {
                 if code == close_code::ROOM_FULL {
                     return self.end(CallStatus::RoomFull);
                 }
                 self.socket_up = false;
+                self.signaling_lost = true;
                 self.push(Effect::ForgetSocket);
-                self.show(CallStatus::SignalingReconnecting);
                 self.schedule_reconnect();
             }
             // Late events of a socket already replaced.
@@ -452,8 +494,8 @@ impl CallMachine {
             Input::MediaGranted { audio, camera } => self.media_started(audio, camera),
             Input::MediaRefused { name, description } => {
                 // Whoever may already be connecting to us learns at once that we are gone.
-                if self.peer.is_some() {
-                    self.send(Message::Bye(None));
+                if !self.peers.is_empty() {
+                    self.bye_to_everyone();
                 }
                 self.end(CallStatus::MediaUnavailable(explain_media_error(name.as_deref(), &description)));
             }
@@ -476,8 +518,8 @@ impl CallMachine {
                 self.media.audio = true;
                 self.push(Effect::EnableAudio(self.media.audio_on));
                 self.push(Effect::ShowVideo(self.media.video()));
-                if let Some(peer) = &self.peer {
-                    self.push(Effect::SendAudio { peer: peer.generation });
+                for peer in self.generations() {
+                    self.push(Effect::SendAudio { peer });
                 }
             }
         }
@@ -486,7 +528,6 @@ impl CallMachine {
     fn start(&mut self, socket_ready: bool) {
         self.push(Effect::Mark("start"));
         self.media.starting = true;
-        self.push(Effect::Status(CallStatus::StartingMedia));
         self.push(Effect::LocalMedia(self.media.state()));
         // The camera starts while the call joins and negotiates: neither waits for the other.
         self.push(Effect::RequestMedia(self.choice));
@@ -498,33 +539,32 @@ impl CallMachine {
         }
     }
 
-    fn server(&mut self, message: Message) {
+    fn server(&mut self, from: Option<PeerId>, message: Message) {
         match message {
             Message::Welcome(welcome) => self.welcome(welcome),
-            Message::PeerJoined(info) => {
-                self.other_present = true;
-                if self.peer.as_ref().is_some_and(|peer| same_person(&peer.public_id, &info.public_id)) {
-                    return; // they reconnected; the call goes on
-                }
-                // Someone new: the newcomer calls, we answer its offer. The connection is made
-                // now, while the offer is on its way.
-                self.new_peer(info.public_id, true);
-                self.show(self.connecting());
-            }
-            Message::PeerLeft(_) => {
-                self.other_present = false;
+            Message::PeerJoined(info) => self.joined(info),
+            Message::PeerLeft(info) => {
+                self.room.retain(|member| member.peer_id != info.peer_id);
                 // Only their signaling may have dropped: a working call goes on. A BYE, or the
                 // media path failing, ends it.
-                if self.peer.as_ref().is_some_and(|peer| peer.connection == ConnectionState::Connected) {
-                    return;
+                if let Some(index) = self.peers.iter().position(|peer| peer.peer_id == info.peer_id) {
+                    if self.peers[index].connection != ConnectionState::Connected {
+                        self.drop_peer(index);
+                    }
                 }
-                self.other_gone();
+                self.after_someone_left();
             }
-            Message::Bye(_) => self.other_gone(),
-            Message::Sdp(description) => self.description(description),
+            Message::Bye(_) => {
+                if let Some(index) = self.sender(from) {
+                    self.drop_peer(index);
+                }
+                self.after_someone_left();
+            }
+            Message::Sdp(description) => self.description(from, description),
             Message::Candidate(candidate) => {
                 // End of candidates needs no action: ICE finishes with what it has.
-                let (Some(peer), Some(candidate)) = (&mut self.peer, candidate) else { return };
+                let (Some(index), Some(candidate)) = (self.sender(from), candidate) else { return };
+                let peer = &mut self.peers[index];
                 if !peer.has_remote_description {
                     peer.early_candidates.push(candidate);
                     return;
@@ -545,59 +585,108 @@ impl CallMachine {
     fn welcome(&mut self, welcome: Welcome) {
         self.push(Effect::Mark("welcome"));
         self.reconnect_attempts = 0;
+        self.signaling_lost = false;
+        self.welcomed = true;
         self.polite = welcome.polite;
         self.ice_servers = welcome.ice_servers;
         self.ice_policy = welcome.ice_transport_policy;
-        self.other_present = welcome.peer_present;
+        self.room = welcome.peers;
         // Made with the ICE servers (and TURN credentials) of an earlier welcome.
         if let Some(standby) = self.standby.take() {
             self.push(Effect::DropPeer { peer: standby });
         }
         self.turn_refused = false;
-        if let Some(peer) = &self.peer {
-            let connected = peer.connection == ConnectionState::Connected;
-            // Back after a signaling outage: keep the call with the same person. If we are back
-            // first (the server restarted), they will follow.
-            if same_person(&peer.public_id, &welcome.peer_public_id) || (!self.other_present && connected) {
-                self.show(if connected { CallStatus::Connected } else { CallStatus::Connecting });
-                self.restart_ice_if_broken();
-                return;
+        // Back after a signaling outage: the calls with the same people go on (they have new
+        // peer ids). If this side is back first (the server restarted), the others will follow,
+        // so a working connection is kept while the room is empty.
+        for index in (0..self.peers.len()).rev() {
+            let peer = &mut self.peers[index];
+            match self.room.iter().find(|member| same_person(&peer.public_id, &member.public_id)) {
+                Some(member) => {
+                    peer.peer_id = member.peer_id;
+                    peer.polite = member.polite.unwrap_or(self.polite);
+                    let generation = peer.generation;
+                    self.restart_ice_if_broken(generation);
+                }
+                None if self.room.is_empty() && peer.connection == ConnectionState::Connected => {}
+                None => self.drop_peer(index),
             }
-            self.drop_peer();
         }
-        if self.other_present {
-            let peer = self.new_peer(welcome.peer_public_id, false);
-            self.show(self.connecting());
+        // The newcomer calls everyone else. Offers go now rather than on `negotiationneeded`,
+        // a task later.
+        let callees: Vec<PeerInfo> = self
+            .room
+            .iter()
+            .filter(|member| !self.peers.iter().any(|peer| peer.peer_id == member.peer_id))
+            .cloned()
+            .collect();
+        for member in callees {
+            let peer = self.new_peer(&member, false);
             let (audio, video) = (self.media.audio, self.media.video());
             self.push(Effect::AddTransceivers { peer, audio, video });
-            // Offer now rather than on `negotiationneeded`, a task later.
-            self.offer();
-        } else {
-            self.show(CallStatus::WaitingForPeer);
+            self.offer(peer);
+        }
+        if self.peers.is_empty() {
             self.stand_by();
         }
     }
 
-    /// A BYE, or a PEER_LEFT whose connection was not working: wait for them (or someone).
-    fn other_gone(&mut self) {
-        self.drop_peer();
-        self.show(CallStatus::PeerLeft);
-        self.stand_by();
+    fn joined(&mut self, info: PeerInfo) {
+        // Their earlier connection, if they are coming back, is gone.
+        self.room.retain(|member| member.peer_id != info.peer_id && !same_person(&member.public_id, &info.public_id));
+        let polite = info.polite.unwrap_or(self.polite);
+        self.room.push(PeerInfo { polite: Some(polite), ..info.clone() });
+        if let Some(peer) = self.peers.iter_mut().find(|peer| same_person(&peer.public_id, &info.public_id)) {
+            // They reconnected; the call goes on.
+            peer.peer_id = info.peer_id;
+            peer.polite = polite;
+            return;
+        }
+        // Someone new: they call, we answer. The connection is made now, while their offer is
+        // on its way.
+        self.new_peer(&PeerInfo { polite: Some(polite), ..info }, true);
     }
 
-    fn description(&mut self, description: SessionDescription) {
+    /// After a BYE or a `PEER_LEFT`: with no one left to call, wait for whoever comes next.
+    fn after_someone_left(&mut self) {
+        if self.peers.is_empty() {
+            self.someone_left = true;
+            if self.standby.is_none() {
+                self.stand_by();
+            }
+        }
+    }
+
+    /// The connection a relayed message is for: its sender's, or without a sender (a client
+    /// that names no one, in a room of two) the only one.
+    fn sender(&self, from: Option<PeerId>) -> Option<usize> {
+        match from {
+            Some(from) => self.peers.iter().position(|peer| peer.peer_id == from),
+            None if self.peers.len() == 1 => Some(0),
+            None => None,
+        }
+    }
+
+    fn description(&mut self, from: Option<PeerId>, description: SessionDescription) {
         let is_offer = description.kind == SdpType::Offer;
         self.push(Effect::Mark(if is_offer { "offer-received" } else { "answer-received" }));
-        if self.peer.is_none() {
-            if !is_offer {
-                return;
+        let index = match self.sender(from) {
+            Some(index) => index,
+            None if is_offer => {
+                let member = match from {
+                    Some(from) => self.room.iter().find(|member| member.peer_id == from),
+                    None if self.room.len() == 1 => self.room.first(),
+                    None => None,
+                };
+                let Some(member) = member.cloned() else { return };
+                self.new_peer(&member, true);
+                self.peers.len() - 1
             }
-            self.new_peer(self.last_public_id.clone(), true);
-        }
-        let polite = self.polite;
-        let peer = self.peer.as_mut().expect("made above");
+            None => return,
+        };
+        let peer = &mut self.peers[index];
         let collision = is_offer && peer.signaling != Signaling::Stable;
-        peer.ignore_offer = !polite && collision;
+        peer.ignore_offer = !peer.polite && collision;
         if peer.ignore_offer {
             return;
         }
@@ -610,11 +699,11 @@ impl CallMachine {
         self.push(effect);
     }
 
-    fn negotiated(&mut self, outcome: Negotiated) {
-        let Some(peer) = &mut self.peer else { return };
+    fn negotiated(&mut self, index: usize, outcome: Negotiated) {
+        let peer = &mut self.peers[index];
         peer.signaling = outcome.signaling;
         peer.has_remote_description = outcome.has_remote_description;
-        let generation = peer.generation;
+        let (generation, to) = (peer.generation, peer.peer_id);
         if peer.has_remote_description {
             let failure_expected = peer.ignore_offer;
             for candidate in std::mem::take(&mut peer.early_candidates) {
@@ -623,69 +712,69 @@ impl CallMachine {
         }
         if let Some(local) = outcome.local {
             self.push(Effect::Mark(if local.kind == SdpType::Offer { "offer-sent" } else { "answer-sent" }));
-            self.send(Message::Sdp(local));
+            self.send(Some(to), Message::Sdp(local));
         }
     }
 
     fn timer(&mut self, timer: Timer) {
-        let current = self.peer.as_ref().map(|peer| peer.generation);
         match timer {
             Timer::Reconnect { socket } if socket == self.socket && !self.socket_up => self.connect_signaling(),
-            Timer::IceCheck { peer } if Some(peer) == current => self.restart_ice_if_broken(),
-            Timer::ConnectTimeout { peer } if Some(peer) == current => {
-                if self.peer.as_ref().is_some_and(|peer| peer.connection != ConnectionState::Connected) {
-                    self.show(if self.turn_refused { CallStatus::TurnRefused } else { CallStatus::ConnectionFailed });
+            Timer::Reconnect { .. } => {}
+            Timer::IceCheck { peer } => self.restart_ice_if_broken(peer),
+            Timer::ConnectTimeout { peer } => {
+                if let Some(peer) = self.peers.iter_mut().find(|p| p.generation == peer) {
+                    peer.timed_out = peer.connection != ConnectionState::Connected;
                 }
             }
-            Timer::StatsTick { peer } if Some(peer) == current => {
+            // The panel shows the first connection's statistics.
+            Timer::StatsTick { peer } if self.peers.first().is_some_and(|first| first.generation == peer) => {
                 self.push(Effect::GetStats { peer });
                 self.push(Effect::Arm { timer, after_ms: STATS_EVERY_MS });
             }
-            // Armed for a socket or connection that is gone.
-            Timer::Reconnect { .. }
-            | Timer::IceCheck { .. }
-            | Timer::ConnectTimeout { .. }
-            | Timer::StatsTick { .. } => {}
+            Timer::StatsTick { peer } => {
+                if self.peers.iter().any(|p| p.generation == peer) {
+                    self.push(Effect::Arm { timer, after_ms: STATS_EVERY_MS });
+                }
+            }
         }
     }
 
     fn peer_event(&mut self, generation: u32, event: PeerEvent, now_ms: f64) {
         // The standby connection gathers candidates while waiting: a TURN refusal then is news.
         if let PeerEvent::IceServerError { code, url } = &event {
-            if self.standby == Some(generation) || self.peer.as_ref().is_some_and(|p| p.generation == generation) {
+            if self.standby == Some(generation) || self.peers.iter().any(|p| p.generation == generation) {
                 self.push(Effect::Warn(format!("ICE server {url} answered {code}")));
                 // 401: TURN refused the credentials. With relay-only ICE nothing else can work.
-                if *code == 401 && !self.turn_refused {
-                    self.turn_refused = true;
-                    if self.ice_policy == IceTransportPolicy::Relay && self.peer.is_some() {
-                        self.show(CallStatus::TurnRefused);
-                    }
-                }
+                self.turn_refused |= *code == 401;
             }
             return;
         }
-        // Anything else only from the connection in use.
-        let Some(peer) = self.peer.as_mut().filter(|peer| peer.generation == generation) else { return };
+        // Anything else only from a connection in use.
+        let Some(index) = self.peers.iter().position(|peer| peer.generation == generation) else { return };
+        let peer = &mut self.peers[index];
+        let to = peer.peer_id;
         match event {
-            PeerEvent::NegotiationNeeded => self.offer(),
-            PeerEvent::Negotiated(outcome) => self.negotiated(outcome),
+            PeerEvent::NegotiationNeeded => self.offer(generation),
+            PeerEvent::Negotiated(outcome) => self.negotiated(index, outcome),
             PeerEvent::LocalCandidate(candidate) => {
                 self.push(Effect::Mark("candidate-sent"));
-                self.send(Message::Candidate(candidate));
+                self.send(Some(to), Message::Candidate(candidate));
             }
             PeerEvent::RemoteTrack => {
+                peer.receiving = true;
                 self.push(Effect::Mark("remote-track"));
-                self.push(Effect::RemoteStream(Some(generation)));
             }
             PeerEvent::ConnectionState(state) => {
                 peer.connection = state;
-                self.connection_state_changed(state);
+                self.connection_state_changed(index, state);
             }
             PeerEvent::ChannelOpen => {
                 peer.channel_open = true;
-                self.announce_media();
-                for message in std::mem::take(&mut self.unsent_chat) {
-                    self.send_chat(message);
+                let unsent = std::mem::take(&mut peer.unsent_chat);
+                let state = self.media.state();
+                self.push(Effect::ToPeer { peer: generation, message: PeerMessage::MediaState(state) });
+                for message in unsent {
+                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Chat(message) });
                 }
             }
             PeerEvent::ChannelClosed => peer.channel_open = false,
@@ -693,38 +782,42 @@ impl CallMachine {
                 peer.channel_open = false;
                 // Chat waits for the channel; the media state is announced again when it opens.
                 if let PeerMessage::Chat(chat) = message {
-                    self.unsent_chat.push(chat);
+                    peer.unsent_chat.push(chat);
                 }
             }
-            PeerEvent::Message(PeerMessage::MediaState(state)) => self.push(Effect::RemoteMedia(Some(state))),
+            PeerEvent::Message(PeerMessage::MediaState(state)) => peer.media = Some(state),
             PeerEvent::Message(PeerMessage::Chat(message)) => {
                 self.push(Effect::Chat(ChatLine { mine: false, text: message.text, sent_at: message.sent_at }));
             }
             PeerEvent::Stats(reports) => {
                 let (stats, traffic) = summarize(&reports, peer.traffic, now_ms);
                 peer.traffic = Some(traffic);
-                self.push(Effect::Stats(Some(stats)));
+                if index == 0 {
+                    self.push(Effect::Stats(Some(stats)));
+                }
             }
             PeerEvent::IceServerError { .. } => unreachable!("handled above"),
         }
     }
 
-    fn connection_state_changed(&mut self, state: ConnectionState) {
+    fn connection_state_changed(&mut self, index: usize, state: ConnectionState) {
+        let peer = &mut self.peers[index];
+        let generation = peer.generation;
+        let here = self.room.iter().any(|member| member.peer_id == peer.peer_id);
         match state {
             ConnectionState::Connected => {
+                peer.timed_out = false;
                 self.push(Effect::Mark("connected"));
-                self.show(if self.socket_up { CallStatus::Connected } else { CallStatus::SignalingReconnecting });
             }
             ConnectionState::Disconnected => {
-                self.show(CallStatus::ConnectionInterrupted);
-                self.arm_for_peer(|peer| Timer::IceCheck { peer }, DISCONNECTED_GRACE_MS);
+                self.push(Effect::Arm { timer: Timer::IceCheck { peer: generation }, after_ms: DISCONNECTED_GRACE_MS });
             }
-            // The other person is gone from the room and the media path is dead.
-            ConnectionState::Failed if !self.other_present && self.socket_up => self.other_gone(),
-            ConnectionState::Failed => {
-                self.show(CallStatus::ConnectionInterrupted);
-                self.restart_ice_if_broken();
+            // They are gone from the room and the media path is dead.
+            ConnectionState::Failed if !here && self.socket_up => {
+                self.drop_peer(index);
+                self.after_someone_left();
             }
+            ConnectionState::Failed => self.restart_ice_if_broken(generation),
             ConnectionState::New | ConnectionState::Connecting | ConnectionState::Closed => {}
         }
     }
@@ -761,26 +854,25 @@ impl CallMachine {
             }
             CallCommand::UseDevice(device) => self.push(Effect::OpenDevice(device)),
             CallCommand::HangUp => {
-                self.send(Message::Bye(None));
+                self.bye_to_everyone();
                 self.end(CallStatus::Ended);
             }
         }
     }
 
-    /// The camera and microphone are granted: they go on the senders of a connection that may
-    /// already be under way, and the page shows the call's state.
+    /// The camera and microphone are granted: they go on the senders of connections that may
+    /// already be under way.
     fn media_started(&mut self, audio: bool, camera: bool) {
         self.push(Effect::Mark("media"));
         self.media = Media { starting: false, audio, camera, screen: false, audio_on: audio, camera_on: camera };
         self.push(Effect::ShowVideo(self.media.video()));
         self.push(Effect::LocalStream(true));
         self.push(Effect::ListDevices);
-        if let Some(peer) = &self.peer {
-            let effect = Effect::StartSending { peer: peer.generation, audio, video: self.media.video() };
-            self.push(effect);
+        let video = self.media.video();
+        for peer in self.generations() {
+            self.push(Effect::StartSending { peer, audio, video });
         }
         self.announce_media();
-        self.show(self.status.clone());
     }
 
     fn stop_screen(&mut self) {
@@ -790,45 +882,85 @@ impl CallMachine {
         self.send_current_video();
     }
 
-    /// A new connection's status: connecting, unless the TURN server already refused us (the
-    /// standby connection gathers candidates while waiting) and nothing but TURN may be used.
-    fn connecting(&self) -> CallStatus {
-        if self.turn_refused && self.ice_policy == IceTransportPolicy::Relay {
+    /// The status line, from the state: what needs the person's attention first, then how
+    /// the connections are doing (one that works is enough to be in a call).
+    fn status(&self) -> CallStatus {
+        let status = if self.signaling_lost {
+            CallStatus::SignalingReconnecting
+        } else if !self.welcomed {
+            CallStatus::Joining
+        } else if self.peers.is_empty() {
+            match (self.someone_left, self.room.is_empty()) {
+                (true, _) => CallStatus::PeerLeft,
+                (false, true) => CallStatus::WaitingForPeer,
+                (false, false) => CallStatus::Connecting,
+            }
+        } else if self.peers.iter().any(|peer| peer.connection == ConnectionState::Connected) {
+            CallStatus::Connected
+        } else if self.turn_refused
+            && (self.ice_policy == IceTransportPolicy::Relay || self.peers.iter().any(|peer| peer.timed_out))
+        {
             CallStatus::TurnRefused
+        } else if self
+            .peers
+            .iter()
+            .any(|p| matches!(p.connection, ConnectionState::Disconnected | ConnectionState::Failed))
+        {
+            CallStatus::ConnectionInterrupted
+        } else if self.peers.iter().any(|peer| peer.timed_out) {
+            CallStatus::ConnectionFailed
         } else {
             CallStatus::Connecting
+        };
+        if self.media.starting {
+            status.while_media_starts()
+        } else {
+            status
         }
     }
 
-    /// The status line: the call's own state, or that the camera is still starting.
-    fn show(&mut self, status: CallStatus) {
-        self.status = status.clone();
-        self.push(Effect::Status(if self.media.starting { status.while_media_starts() } else { status }));
+    /// Tells the page (and the socket) what changed: the status line, the tiles, who is here.
+    fn show_changes(&mut self) {
+        let status = self.status();
+        if self.shown.0.as_ref() != Some(&status) {
+            self.shown.0 = Some(status.clone());
+            self.push(Effect::Status(status));
+        }
+        let remotes: Vec<Remote> = self.peers.iter().map(Peer::remote).collect();
+        if self.shown.1 != remotes {
+            self.shown.1 = remotes.clone();
+            self.push(Effect::Remotes(remotes));
+        }
+        let everyone: Vec<PeerId> = self.room.iter().map(|member| member.peer_id).collect();
+        if self.shown.2 != everyone {
+            self.shown.2 = everyone.clone();
+            self.push(Effect::Everyone(everyone));
+        }
     }
 
-    /// Makes and sends an offer, unless the other side offers first or an exchange is under
-    /// way (then `negotiationneeded` fires again when it ends, if still needed).
-    fn offer(&mut self) {
-        let Some(peer) = &self.peer else { return };
+    /// Makes and sends an offer on connection `generation`, unless the other side offers first
+    /// or an exchange is under way (then `negotiationneeded` fires again when it ends, if
+    /// still needed).
+    fn offer(&mut self, generation: u32) {
+        let Some(peer) = self.peers.iter().find(|peer| peer.generation == generation) else { return };
         let waiting = peer.awaits_offer && !peer.has_remote_description;
         if !waiting && peer.signaling == Signaling::Stable {
-            self.push(Effect::Offer { peer: peer.generation });
+            self.push(Effect::Offer { peer: generation });
         }
     }
 
-    /// Restarts ICE while the media path is down and both people are reachable by signaling,
-    /// and looks again later.
-    fn restart_ice_if_broken(&mut self) {
-        let Some(peer) = &self.peer else { return };
+    /// Restarts ICE on connection `generation` while its media path is down and both sides
+    /// are reachable by signaling, and looks again later.
+    fn restart_ice_if_broken(&mut self, generation: u32) {
+        let Some(peer) = self.peers.iter().find(|peer| peer.generation == generation) else { return };
         if !matches!(peer.connection, ConnectionState::Disconnected | ConnectionState::Failed) {
             return;
         }
-        if self.socket_up && self.other_present {
-            let effect = Effect::RestartIce { peer: peer.generation };
+        if self.socket_up && self.room.iter().any(|member| member.peer_id == peer.peer_id) {
             self.push(Effect::Log("restarting ICE".into()));
-            self.push(effect);
+            self.push(Effect::RestartIce { peer: generation });
         }
-        self.arm_for_peer(|peer| Timer::IceCheck { peer }, ICE_RETRY_MS);
+        self.push(Effect::Arm { timer: Timer::IceCheck { peer: generation }, after_ms: ICE_RETRY_MS });
     }
 
     fn connect_signaling(&mut self) {
@@ -844,40 +976,51 @@ impl CallMachine {
         self.push(Effect::Arm { timer: Timer::Reconnect { socket: self.socket }, after_ms });
     }
 
-    fn arm_for_peer(&mut self, timer: fn(u32) -> Timer, after_ms: u32) {
-        if let Some(peer) = &self.peer {
-            self.push(Effect::Arm { timer: timer(peer.generation), after_ms });
-        }
-    }
-
-    fn send(&mut self, message: Message) {
+    fn send(&mut self, to: Option<PeerId>, message: Message) {
         if self.socket_up {
-            self.push(Effect::Send(message));
+            self.push(Effect::Send { to, message });
         } else {
             self.push(Effect::Warn(format!("signaling is down; dropped {message:?}")));
         }
     }
 
-    /// The connection to whoever is there now: the standby one, or a new one.
-    fn new_peer(&mut self, public_id: Option<String>, answers: bool) -> u32 {
-        self.drop_peer();
+    fn bye_to_everyone(&mut self) {
+        let everyone: Vec<PeerId> = self.room.iter().map(|member| member.peer_id).collect();
+        for to in everyone {
+            self.send(Some(to), Message::Bye(None));
+        }
+    }
+
+    /// The connections by generation, in the order the people came.
+    fn generations(&self) -> Vec<u32> {
+        self.peers.iter().map(|peer| peer.generation).collect()
+    }
+
+    /// A connection to `member`: the standby one, or a new one. Returns its generation.
+    fn new_peer(&mut self, member: &PeerInfo, answers: bool) -> u32 {
         let generation = match self.standby.take() {
             Some(standby) => standby,
             None => self.create_peer(),
         };
         self.push(Effect::Arm { timer: Timer::ConnectTimeout { peer: generation }, after_ms: CONNECT_TIMEOUT_MS });
         self.push(Effect::Arm { timer: Timer::StatsTick { peer: generation }, after_ms: STATS_EVERY_MS });
-        self.last_public_id = public_id.clone();
-        self.peer = Some(Peer {
+        self.someone_left = false;
+        self.peers.push(Peer {
             generation,
-            public_id,
+            peer_id: member.peer_id,
+            public_id: member.public_id.clone(),
+            polite: member.polite.unwrap_or(self.polite),
             connection: ConnectionState::New,
+            timed_out: false,
             signaling: Signaling::Stable,
             has_remote_description: false,
             awaits_offer: answers,
             ignore_offer: false,
             early_candidates: Vec::new(),
             channel_open: false,
+            unsent_chat: std::mem::take(&mut self.unsent_chat),
+            receiving: false,
+            media: None,
             traffic: None,
         });
         generation
@@ -898,21 +1041,20 @@ impl CallMachine {
         self.standby = Some(self.create_peer());
     }
 
-    fn drop_peer(&mut self) {
-        if let Some(peer) = self.peer.take() {
-            self.push(Effect::DropPeer { peer: peer.generation });
-            self.push(Effect::RemoteStream(None));
-            self.push(Effect::RemoteMedia(None));
+    fn drop_peer(&mut self, index: usize) {
+        let peer = self.peers.remove(index);
+        self.push(Effect::DropPeer { peer: peer.generation });
+        if index == 0 {
             self.push(Effect::Stats(None));
         }
     }
 
-    /// Puts the video that should be sent now on the sender, and tells both the page and the
-    /// other side.
+    /// Puts the video that should be sent now on every sender, and tells both the page and the
+    /// others.
     fn send_current_video(&mut self) {
-        if let Some(peer) = &self.peer {
-            let effect = Effect::SendVideo { peer: peer.generation, video: self.media.video() };
-            self.push(effect);
+        let video = self.media.video();
+        for peer in self.generations() {
+            self.push(Effect::SendVideo { peer, video });
         }
         self.announce_media();
     }
@@ -920,30 +1062,39 @@ impl CallMachine {
     fn announce_media(&mut self) {
         let state = self.media.state();
         self.push(Effect::LocalMedia(state));
-        // If the channel is not open yet, its opening announces the state.
-        if let Some(peer) = self.peer.as_ref().filter(|peer| peer.channel_open) {
-            let effect = Effect::ToPeer { peer: peer.generation, message: PeerMessage::MediaState(state) };
-            self.push(effect);
+        // A channel not open yet announces the state when it opens.
+        let open: Vec<u32> = self.peers.iter().filter(|peer| peer.channel_open).map(|peer| peer.generation).collect();
+        for peer in open {
+            self.push(Effect::ToPeer { peer, message: PeerMessage::MediaState(state) });
         }
     }
 
     fn send_chat(&mut self, message: ChatMessage) {
-        match self.peer.as_ref().filter(|peer| peer.channel_open) {
-            Some(peer) => {
-                let effect = Effect::ToPeer { peer: peer.generation, message: PeerMessage::Chat(message) };
-                self.push(effect);
-            }
-            None => self.unsent_chat.push(message),
+        if self.peers.is_empty() {
+            self.unsent_chat.push(message);
+            return;
         }
+        let mut sends = Vec::new();
+        for peer in &mut self.peers {
+            if peer.channel_open {
+                sends.push(Effect::ToPeer { peer: peer.generation, message: PeerMessage::Chat(message.clone()) });
+            } else {
+                peer.unsent_chat.push(message.clone());
+            }
+        }
+        self.effects.extend(sends);
     }
 
     fn end(&mut self, status: CallStatus) {
         self.over = true;
         self.push(Effect::Notice(None));
-        self.drop_peer();
+        for index in (0..self.peers.len()).rev() {
+            self.drop_peer(index);
+        }
         if let Some(standby) = self.standby.take() {
             self.push(Effect::DropPeer { peer: standby });
         }
+        self.push(Effect::Remotes(Vec::new()));
         self.push(Effect::StopMedia);
         self.push(Effect::LocalStream(false));
         self.push(Effect::Status(status));
@@ -967,24 +1118,43 @@ mod tests {
         std::iter::from_fn(|| machine.poll()).filter(|e| !matches!(e, Effect::Mark(_))).collect()
     }
 
+    /// A message from the server itself, or relayed from a client that named no one.
     fn server(socket: u32, message: Message) -> Input {
-        Input::Server { socket, message }
+        Input::Server { socket, from: None, message }
     }
 
-    fn welcome(peer_present: bool, public_id: Option<&str>, policy: IceTransportPolicy) -> Message {
+    /// A message relayed from `name`, with the server's `from` stamp.
+    fn from(socket: u32, name: &str, message: Message) -> Input {
+        Input::Server { socket, from: Some(id_of(name)), message }
+    }
+
+    /// Each test person's peer id.
+    fn id_of(name: &str) -> PeerId {
+        PeerId(name.bytes().map(u64::from).sum())
+    }
+
+    /// A WELCOME to a room where `present` (if any) already is; this side is impolite toward
+    /// them.
+    fn welcome(present: bool, name: Option<&str>, policy: IceTransportPolicy) -> Message {
+        let peers = if present { vec![info(name.unwrap_or("anonymous"))] } else { Vec::new() };
+        welcome_to(peers, policy)
+    }
+
+    fn welcome_to(peers: Vec<PeerInfo>, policy: IceTransportPolicy) -> Message {
         Message::Welcome(Welcome {
             peer_id: PeerId(7),
-            peer_present,
-            polite: false,
-            peer_public_id: public_id.map(String::from),
+            peer_present: !peers.is_empty(),
+            polite: peers.first().is_some_and(|peer| peer.polite == Some(true)),
+            peer_public_id: peers.first().and_then(|peer| peer.public_id.clone()),
             ice_servers: Vec::new(),
             ice_transport_policy: policy,
-            peers: Vec::new(),
+            peers,
         })
     }
 
-    fn info(public_id: &str) -> PeerInfo {
-        PeerInfo { peer_id: PeerId(8), polite: Some(false), public_id: Some(public_id.into()) }
+    /// `name`, toward whom this side is impolite.
+    fn info(name: &str) -> PeerInfo {
+        PeerInfo { peer_id: id_of(name), polite: Some(false), public_id: Some(name.into()) }
     }
 
     fn peer(peer: u32, event: PeerEvent) -> Input {
@@ -1038,7 +1208,7 @@ mod tests {
         assert!(effects.contains(&Effect::Offer { peer: generation }), "{effects:?}");
         let offer = sdp(SdpType::Offer);
         let sent = handle(&mut machine, peer(generation, negotiated(Signaling::HaveLocalOffer, Some(offer.clone()))));
-        assert!(sent.contains(&Effect::Send(Message::Sdp(offer))), "{sent:?}");
+        assert!(sent.contains(&Effect::Send { to: Some(id_of("bob")), message: Message::Sdp(offer) }), "{sent:?}");
         let applied = handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Answer))));
         assert!(has(
             &applied,
@@ -1072,7 +1242,7 @@ mod tests {
         assert_eq!(statuses(&effects), [CallStatus::StartingMedia]);
         // The call goes on meanwhile: the offer is made before the camera is on.
         let effects = handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
-        assert_eq!(statuses(&effects), [CallStatus::StartingMedia]);
+        assert!(statuses(&effects).is_empty(), "still says the camera is starting: {effects:?}");
         assert!(effects.contains(&Effect::AddTransceivers { peer: 1, audio: false, video: Video::None }));
         assert!(effects.contains(&Effect::Offer { peer: 1 }));
         // Nothing to mute yet.
@@ -1092,7 +1262,7 @@ mod tests {
         handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
         let refused = Input::MediaRefused { name: Some("NotAllowedError".into()), description: "x".into() };
         let effects = handle(&mut machine, refused);
-        assert!(effects.contains(&Effect::Send(Message::Bye(None))));
+        assert!(effects.contains(&Effect::Send { to: Some(id_of("bob")), message: Message::Bye(None) }));
         assert!(effects.contains(&Effect::DropPeer { peer: 1 }) && effects.contains(&Effect::StopMedia));
         assert_eq!(statuses(&effects), [CallStatus::MediaUnavailable("permission was denied".into())]);
         assert!(machine.is_over());
@@ -1133,14 +1303,18 @@ mod tests {
     fn peer_left_while_media_flows_keeps_the_call_but_not_a_connection_that_never_worked() {
         let (mut machine, _) = connected_call();
         let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerLeft(info("bob"))));
-        assert!(effects.is_empty(), "{effects:?}");
-        // Their connection coming back is the same person: nothing to do.
-        assert!(handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("bob")))).is_empty());
+        assert_eq!(effects, [Effect::Everyone(Vec::new())], "only the room changed");
+        // Their connection coming back is the same person: nothing to do but know their new id.
+        let back = PeerInfo { peer_id: PeerId(99), ..info("bob") };
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(back)));
+        assert_eq!(effects, [Effect::Everyone(vec![PeerId(99)])]);
+        let effects = handle(&mut machine, Input::Command(CallCommand::HangUp));
+        assert!(effects.contains(&Effect::Send { to: Some(PeerId(99)), message: Message::Bye(None) }));
 
         let mut machine = started();
         handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
         let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerLeft(info("bob"))));
-        assert!(effects.contains(&Effect::DropPeer { peer: 1 }) && effects.contains(&Effect::RemoteStream(None)));
+        assert!(effects.contains(&Effect::DropPeer { peer: 1 }) && effects.contains(&Effect::Remotes(Vec::new())));
         assert_eq!(statuses(&effects), [CallStatus::PeerLeft]);
         assert!(has(&effects, |e| matches!(e, Effect::CreatePeer { peer: 2, .. })), "a standby: {effects:?}");
     }
@@ -1150,7 +1324,7 @@ mod tests {
         let (mut machine, generation) = connected_call();
         let effects = handle(&mut machine, server(FIRST_SOCKET, Message::Bye(None)));
         assert!(effects.contains(&Effect::DropPeer { peer: generation }));
-        assert!(effects.contains(&Effect::RemoteMedia(None)) && effects.contains(&Effect::Stats(None)));
+        assert!(effects.contains(&Effect::Remotes(Vec::new())) && effects.contains(&Effect::Stats(None)));
         assert_eq!(statuses(&effects), [CallStatus::PeerLeft]);
         let standby = generation + 1;
         assert!(has(&effects, |e| matches!(e, Effect::CreatePeer { peer, .. } if *peer == standby)));
@@ -1183,7 +1357,9 @@ mod tests {
         let added = effects
             .iter()
             .position(|e| *e == Effect::AddCandidate { peer: 1, candidate: early.clone(), failure_expected: false });
-        let sent = effects.iter().position(|e| *e == Effect::Send(Message::Sdp(answer.clone())));
+        let sent = effects
+            .iter()
+            .position(|e| *e == Effect::Send { to: Some(id_of("bob")), message: Message::Sdp(answer.clone()) });
         assert!(added.is_some() && sent.is_some(), "{effects:?}");
         // Once the description is there, a candidate applies at once; end of candidates needs nothing.
         let later = candidate("candidate:2 1 udp 1686052607 198.51.100.1 50001 typ srflx");
@@ -1202,11 +1378,8 @@ mod tests {
         handle(&mut machine, peer(1, PeerEvent::Negotiated(outcome)));
         assert!(handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Offer)))).is_empty());
         let mut polite = started();
-        let mut message = welcome(true, Some("bob"), IceTransportPolicy::All);
-        if let Message::Welcome(welcome) = &mut message {
-            welcome.polite = true;
-        }
-        handle(&mut polite, server(FIRST_SOCKET, message));
+        let bob = PeerInfo { polite: Some(true), ..info("bob") };
+        handle(&mut polite, server(FIRST_SOCKET, welcome_to(vec![bob], IceTransportPolicy::All)));
         let outcome = Negotiated { signaling: Signaling::HaveLocalOffer, has_remote_description: false, local: None };
         handle(&mut polite, peer(1, PeerEvent::Negotiated(outcome)));
         // The polite side takes the other side's offer (rolling its own back).
@@ -1324,7 +1497,7 @@ mod tests {
     fn a_stale_event_after_hang_up_changes_nothing() {
         let (mut machine, generation) = connected_call();
         let effects = handle(&mut machine, Input::Command(CallCommand::HangUp));
-        assert_eq!(effects.first(), Some(&Effect::Send(Message::Bye(None))));
+        assert_eq!(effects.first(), Some(&Effect::Send { to: Some(id_of("bob")), message: Message::Bye(None) }));
         assert!(effects.contains(&Effect::DropPeer { peer: generation }) && effects.contains(&Effect::StopMedia));
         assert_eq!(effects.last(), Some(&Effect::Status(CallStatus::Ended)));
         assert!(machine.is_over());
@@ -1371,7 +1544,8 @@ mod tests {
         // Only one reconnect per drop, even if an old timer fires again.
         assert!(handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET })).is_empty());
         // The new socket's do count.
-        let effects = handle(&mut machine, server(FIRST_SOCKET + 1, Message::Bye(None)));
+        handle(&mut machine, server(FIRST_SOCKET + 1, welcome(true, Some("carol"), IceTransportPolicy::All)));
+        let effects = handle(&mut machine, from(FIRST_SOCKET + 1, "carol", Message::Bye(None)));
         assert_eq!(statuses(&effects), [CallStatus::PeerLeft]);
     }
 
@@ -1517,5 +1691,114 @@ mod tests {
         for state in [ConnectionState::Connecting, ConnectionState::Closed] {
             assert!(handle(&mut machine, peer(1, PeerEvent::ConnectionState(state))).is_empty());
         }
+    }
+
+    /// Everyone's effects of kind `Send`, as (recipient, message type).
+    fn sends(effects: &[Effect]) -> Vec<(Option<PeerId>, &'static str)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { to, message } => Some((
+                    *to,
+                    match message {
+                        Message::Sdp(_) => "SDP",
+                        Message::Bye(_) => "BYE",
+                        Message::Candidate(_) => "CANDIDATE",
+                        _ => "other",
+                    },
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_newcomer_calls_everyone_already_there_and_each_pair_settles_collisions_by_its_role() {
+        let mut machine = started();
+        let alice = info("alice");
+        let bob = PeerInfo { polite: Some(true), ..info("bob") };
+        let effects = handle(&mut machine, server(FIRST_SOCKET, welcome_to(vec![alice, bob], IceTransportPolicy::All)));
+        for peer in [1, 2] {
+            assert!(has(&effects, |e| matches!(e, Effect::CreatePeer { peer: p, .. } if *p == peer)), "{effects:?}");
+            assert!(effects.contains(&Effect::Offer { peer }), "{effects:?}");
+        }
+        let offer = Some(sdp(SdpType::Offer));
+        let sent = handle(&mut machine, peer(1, negotiated(Signaling::HaveLocalOffer, offer.clone())));
+        assert_eq!(sends(&sent), [(Some(id_of("alice")), "SDP")]);
+        let sent = handle(&mut machine, peer(2, negotiated(Signaling::HaveLocalOffer, offer)));
+        assert_eq!(sends(&sent), [(Some(id_of("bob")), "SDP")]);
+        // Both offer back at the same moment: toward Alice this side is impolite and ignores
+        // hers; toward Bob it is polite and takes his.
+        assert!(handle(&mut machine, from(FIRST_SOCKET, "alice", Message::Sdp(sdp(SdpType::Offer)))).is_empty());
+        let effects = handle(&mut machine, from(FIRST_SOCKET, "bob", Message::Sdp(sdp(SdpType::Offer))));
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::Apply { peer: 2, description, .. } if description.kind == SdpType::Offer)
+        ));
+        // A message with no sender among several is no one's.
+        assert!(handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Answer)))).is_empty());
+    }
+
+    #[test]
+    fn those_already_there_answer_each_newcomer_and_the_call_goes_on_when_one_leaves() {
+        let mut machine = started();
+        handle(&mut machine, server(FIRST_SOCKET, welcome(false, None, IceTransportPolicy::All)));
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("bob"))));
+        assert!(!has(&effects, |e| matches!(e, Effect::CreatePeer { .. })), "Bob is answered on the standby");
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol"))));
+        assert!(has(&effects, |e| matches!(e, Effect::CreatePeer { peer: 2, .. })), "{effects:?}");
+        assert_eq!(effects.last(), Some(&Effect::Everyone(vec![id_of("bob"), id_of("carol")])));
+        // Each offer is answered on its sender's connection, each answer goes back to its sender.
+        for (name, generation) in [("carol", 2), ("bob", 1)] {
+            let effects = handle(&mut machine, from(FIRST_SOCKET, name, Message::Sdp(sdp(SdpType::Offer))));
+            assert!(has(&effects, |e| matches!(e, Effect::Apply { peer, .. } if *peer == generation)), "{effects:?}");
+            let answered =
+                handle(&mut machine, peer(generation, negotiated(Signaling::Stable, Some(sdp(SdpType::Answer)))));
+            assert_eq!(sends(&answered), [(Some(id_of(name)), "SDP")]);
+        }
+        let effects = handle(&mut machine, peer(2, PeerEvent::ConnectionState(ConnectionState::Connected)));
+        assert_eq!(statuses(&effects), [CallStatus::Connected]);
+        handle(&mut machine, peer(2, PeerEvent::RemoteTrack));
+        handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Connected)));
+        let effects = handle(&mut machine, peer(1, PeerEvent::RemoteTrack));
+        let tiles =
+            [Remote { peer: 1, receiving: true, media: None }, Remote { peer: 2, receiving: true, media: None }];
+        assert_eq!(effects, [Effect::Remotes(tiles.to_vec())], "in the order they came");
+        // One connection failing while another works: still in the call.
+        let effects = handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Failed)));
+        assert!(effects.contains(&Effect::RestartIce { peer: 1 }) && statuses(&effects).is_empty());
+        handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Connected)));
+        // Carol hangs up: her tile goes, Bob's stays, and so does the call.
+        let effects = handle(&mut machine, from(FIRST_SOCKET, "carol", Message::Bye(None)));
+        assert!(effects.contains(&Effect::DropPeer { peer: 2 }));
+        assert!(effects.contains(&Effect::Remotes(vec![tiles[0].clone()])));
+        assert!(statuses(&effects).is_empty() && !has(&effects, |e| matches!(e, Effect::CreatePeer { .. })));
+        // What she sent late changes nothing.
+        assert!(handle(&mut machine, from(FIRST_SOCKET, "carol", Message::Candidate(Some(candidate("c"))))).is_empty());
+    }
+
+    #[test]
+    fn chat_media_state_and_the_hang_up_go_to_everyone() {
+        let mut machine = started();
+        handle(
+            &mut machine,
+            server(FIRST_SOCKET, welcome_to(vec![info("alice"), info("bob")], IceTransportPolicy::All)),
+        );
+        handle(&mut machine, peer(1, PeerEvent::ChannelOpen));
+        // Bob's channel is not open yet: his copy waits for it.
+        let effects = handle(&mut machine, Input::Command(CallCommand::Chat("hi all".into())));
+        let chat = PeerMessage::Chat(ChatMessage { text: "hi all".into(), sent_at: NOW as u64 });
+        assert!(effects.contains(&Effect::ToPeer { peer: 1, message: chat.clone() }));
+        assert!(!has(&effects, |e| matches!(e, Effect::ToPeer { peer: 2, .. })));
+        let effects = handle(&mut machine, peer(2, PeerEvent::ChannelOpen));
+        assert!(effects.contains(&Effect::ToPeer { peer: 2, message: chat }));
+        let effects = handle(&mut machine, Input::Command(CallCommand::Microphone(false)));
+        let muted = PeerMessage::MediaState(MediaState { audio: false, video: true, screen: false });
+        for generation in [1, 2] {
+            assert!(effects.contains(&Effect::ToPeer { peer: generation, message: muted.clone() }));
+        }
+        let effects = handle(&mut machine, Input::Command(CallCommand::HangUp));
+        assert_eq!(sends(&effects), [(Some(id_of("alice")), "BYE"), (Some(id_of("bob")), "BYE")]);
+        assert!(effects.contains(&Effect::DropPeer { peer: 1 }) && effects.contains(&Effect::DropPeer { peer: 2 }));
     }
 }

@@ -53,6 +53,17 @@ pub enum CallCommand {
     HangUp,
 }
 
+/// Another person in the call, as the page shows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Remote {
+    /// Names the connection to them: the page keys their tile by it.
+    pub peer: u32,
+    /// Whether any of their tracks has arrived.
+    pub receiving: bool,
+    /// What they say they send.
+    pub media: Option<crate::protocol::MediaState>,
+}
+
 /// One line of the chat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatLine {
@@ -154,7 +165,7 @@ impl CallStatus {
             Self::ConnectionInterrupted => "The connection is interrupted; reconnecting…".into(),
             Self::ConnectionFailed => "Could not connect to the other person.".into(),
             Self::PeerLeft => "The other person left. Waiting for them to come back…".into(),
-            Self::RoomFull => "This call already has two people, so you can't join it.".into(),
+            Self::RoomFull => "This call is full, so you can't join it.".into(),
             Self::MediaUnavailable(why) => {
                 format!("Camera or microphone unavailable: {why}. You can still join with audio only, or just watch and listen.")
             }

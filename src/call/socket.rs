@@ -3,13 +3,29 @@
 //! It connects with `join=later` (docs/protocol.md): the page can open it before the person
 //! presses Start, and taking the place in the room is then one `JOIN` message.
 
-use std::{cell::Cell, rc::Rc};
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+};
 
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use web_sys::{CloseEvent, MessageEvent, WebSocket, Window};
 
 use super::{js::mark, machine::Input};
-use crate::{protocol::Message, room::RoomId};
+use crate::{
+    protocol::{Message, PeerId},
+    room::RoomId,
+};
+
+/// Who is in the room, as the call last knew: whom a closing page says `BYE` to. Shared by
+/// the call's sockets, one after another.
+pub type Everyone = Rc<RefCell<Vec<PeerId>>>;
+
+/// The sender the server stamps on a relayed message.
+#[derive(serde::Deserialize)]
+struct Sender {
+    from: Option<PeerId>,
+}
 
 pub struct Socket {
     ws: WebSocket,
@@ -25,7 +41,13 @@ pub struct Socket {
 impl Socket {
     /// Opens `/ws/{room}?session=...&join=later` on the page's own host. What it reports carries
     /// `generation`, so that late events of a socket already replaced can be told apart.
-    pub fn open(room: &RoomId, session: &str, generation: u32, report: Rc<dyn Fn(Input)>) -> Result<Self, JsValue> {
+    pub fn open(
+        room: &RoomId,
+        session: &str,
+        generation: u32,
+        everyone: Everyone,
+        report: Rc<dyn Fn(Input)>,
+    ) -> Result<Self, JsValue> {
         let window = web_sys::window().ok_or("no window")?;
         let location = window.location();
         let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
@@ -35,7 +57,10 @@ impl Socket {
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
                 let Some(text) = event.data().as_string() else { return };
                 match serde_json::from_str::<Message>(&text) {
-                    Ok(message) => report(Input::Server { socket: generation, message }),
+                    Ok(message) => {
+                        let from = serde_json::from_str::<Sender>(&text).ok().and_then(|sender| sender.from);
+                        report(Input::Server { socket: generation, from, message })
+                    }
                     // A newer server may send types this client does not know yet.
                     Err(error) => leptos::logging::warn!("ignoring signaling message {text}: {error}"),
                 }
@@ -45,14 +70,16 @@ impl Socket {
             report(Input::SocketClosed { socket: generation, code: event.code() });
         });
         let joining = Rc::new(Cell::new(false));
-        // Leaving or reloading the page hangs up: the other side must not wait for a person
-        // who is gone (a socket that merely drops is someone who may come back). A socket
-        // that has not joined has no one to tell.
+        // Leaving or reloading the page hangs up: the others must not wait for a person who is
+        // gone (a socket that merely drops is someone who may come back). A socket that has
+        // not joined has no one to tell.
         let on_page_hide = {
             let (ws, joining) = (ws.clone(), joining.clone());
             Closure::<dyn FnMut()>::new(move || {
                 if joining.get() {
-                    let _ = ws.send_with_str(&Message::Bye(None).to_json());
+                    for to in everyone.borrow().iter() {
+                        let _ = ws.send_with_str(&addressed(&Message::Bye(None), Some(*to)));
+                    }
                 }
             })
         };
@@ -61,7 +88,7 @@ impl Socket {
             Closure::<dyn FnMut()>::new(move || {
                 mark("socket-open");
                 if joining.get() {
-                    send(&ws, &Message::Join(None));
+                    let _ = ws.send_with_str(&Message::Join(None).to_json());
                 }
             })
         };
@@ -76,18 +103,25 @@ impl Socket {
     pub fn join(&self) {
         self.joining.set(true);
         if self.ws.ready_state() == WebSocket::OPEN {
-            send(&self.ws, &Message::Join(None));
+            self.send(&Message::Join(None), None);
         }
     }
 
-    pub fn send(&self, message: &Message) {
-        send(&self.ws, message);
+    /// Sends `message` to `to`, or (`None`) to the only other person.
+    pub fn send(&self, message: &Message, to: Option<PeerId>) {
+        if let Err(error) = self.ws.send_with_str(&addressed(message, to)) {
+            leptos::logging::warn!("could not send {message:?}: {error:?}");
+        }
     }
 }
 
-fn send(ws: &WebSocket, message: &Message) {
-    if let Err(error) = ws.send_with_str(&message.to_json()) {
-        leptos::logging::warn!("could not send {message:?}: {error:?}");
+/// The message's JSON, with its recipient.
+fn addressed(message: &Message, to: Option<PeerId>) -> String {
+    let json = message.to_json();
+    match to {
+        // The envelope is an object: `to` goes in before its closing brace.
+        Some(to) => format!(r#"{},"to":{}}}"#, &json[..json.len() - 1], to.0),
+        None => json,
     }
 }
 

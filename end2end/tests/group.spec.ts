@@ -1,0 +1,79 @@
+import { type Page } from '@playwright/test';
+import { test, expect, freshRoom, hangUp, start, startServer, status, waitUntilServing, type Server } from './helpers';
+
+// Calls of three and four, on a server of their own that holds four people a room.
+const PORT = 3109;
+let server: Server;
+test.beforeAll(async () => {
+  server = startServer(PORT, '--max-room-size', '4');
+  await waitUntilServing(server);
+});
+test.afterAll(() => { server.kill('SIGKILL'); });
+
+/** Small video, so that several pages' encoders and decoders fit two cores. */
+const smallCamera = (page: Page) => page.addInitScript(() => {
+  const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (constraints?: MediaStreamConstraints) => getUserMedia(
+    constraints?.video === true || (constraints?.video && !(constraints.video as any).deviceId)
+      ? { ...constraints, video: { width: 320, height: 240, frameRate: 15 } }
+      : constraints,
+  );
+});
+
+/** Each remote tile's video: its size and play time. */
+const tiles = (page: Page) => page.evaluate(() => [...document.querySelectorAll('video.remote')].map((v) => {
+  const video = v as HTMLVideoElement;
+  return { label: video.getAttribute('aria-label'), width: video.videoWidth, time: video.currentTime };
+}));
+
+/** `page` shows `count` other people, and every one of their videos plays. */
+async function expectEveryoneVideoPlaying(page: Page, count: number) {
+  await expect.poll(async () => (await tiles(page)).filter((t) => t.width > 0).length, {
+    timeout: 30_000, message: `${count} remote videos with a size`,
+  }).toBe(count);
+  const before = await tiles(page);
+  await expect.poll(async () => {
+    const now = await tiles(page);
+    return now.length === count && now.every((tile, i) => tile.time > before[i].time + 0.5);
+  }, { timeout: 15_000, message: 'every remote video plays' }).toBe(true);
+}
+
+test('three people in a room each see and hear the other two, and two go on when one leaves', async ({ open }) => {
+  const room = freshRoom();
+  const url = `http://127.0.0.1:${PORT}/call/${room}`;
+  const [alice, bob, carol] = [await open(url, smallCamera), await open(url, smallCamera), await open(url, smallCamera)];
+  await start(alice);
+  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+  await start(bob);
+  await start(carol);
+  for (const page of [alice, bob, carol]) {
+    await expect(status(page)).toHaveText('Connected.');
+    await expectEveryoneVideoPlaying(page, 2);
+    const labels = (await tiles(page)).map((t) => t.label);
+    expect(labels).toEqual(["Person 1's video", "Person 2's video"]);
+  }
+  await hangUp(carol);
+  for (const page of [alice, bob]) {
+    await expectEveryoneVideoPlaying(page, 1);
+    await expect(page.getByLabel("The other person's video")).toBeVisible();
+    await expect(status(page)).toHaveText('Connected.');
+  }
+});
+
+test('four people fill a room: the fifth is told it is full, and the four keep their call', async ({ open }) => {
+  test.setTimeout(120_000);
+  const room = freshRoom();
+  const url = `http://127.0.0.1:${PORT}/call/${room}`;
+  const people: Page[] = [];
+  for (let i = 0; i < 4; i++) {
+    const page = await open(url, smallCamera);
+    await start(page);
+    people.push(page);
+  }
+  for (const page of people) await expectEveryoneVideoPlaying(page, 3);
+  const eve = await open(url, smallCamera);
+  await start(eve);
+  await expect(status(eve)).toHaveText(/This call is full/);
+  for (const page of people) await expect(status(page)).toHaveText('Connected.');
+  await expectEveryoneVideoPlaying(people[0], 3);
+});
