@@ -11,6 +11,9 @@
 //! - [`server`] (feature `ssr`): the axum server, the signaling hub and everything else only the
 //!   binary runs, one module per concern (its own doc lists them).
 
+// The call page's view is one deeply nested type; the default limit of 128 is too low for it.
+#![recursion_limit = "256"]
+
 pub(crate) mod app;
 pub(crate) mod call;
 pub mod protocol;

@@ -3,7 +3,7 @@
 //! statistics. One module, [`link`], joins the page to the call engine: it has a browser body
 //! and a server body, and the parts never touch the browser themselves.
 
-use leptos::{ev, html::Video, prelude::*, wasm_bindgen::JsCast};
+use leptos::{either::Either, ev, html::Video, prelude::*, wasm_bindgen::JsCast};
 use leptos_meta::Title;
 
 use super::{clock, use_hydrated};
@@ -256,13 +256,13 @@ pub(super) fn CallPage(room: RoomId) -> impl IntoView {
 /// The others' videos, a tile each with what they send, and this side's own video over them.
 /// Before anyone is there, one empty tile keeps the place.
 fn videos(state: CallState, actions: Actions) -> impl IntoView {
-    let count = move || state.remotes.with(Vec::len);
+    let alone = Memo::new(move |_| state.remotes.with(Vec::is_empty));
     let peers = move || state.remotes.with(|remotes| remotes.iter().map(|remote| remote.peer).collect::<Vec<_>>());
     view! {
         <div class="videos" class:group=move || state.remotes.with(|remotes| remotes.len() > 1)>
-            <Show when=move || count() == 0>
+            {move || alone.get().then(|| view! {
                 <video class="remote" aria-label="The other person's video" autoplay playsinline></video>
-            </Show>
+            })}
             <For each=peers key=|peer| *peer let:peer>
                 {tile(state, actions, peer)}
             </For>
@@ -277,6 +277,8 @@ fn videos(state: CallState, actions: Actions) -> impl IntoView {
 fn tile(state: CallState, actions: Actions, peer: u32) -> impl IntoView {
     let who = move || state.remotes.with(|remotes| person(remotes, peer));
     let media = move || state.remotes.with(|remotes| remotes.iter().find(|r| r.peer == peer).and_then(|r| r.media));
+    let muted = Memo::new(move |_| media().is_some_and(|m| !m.audio));
+    let sharing = Memo::new(move |_| media().is_some_and(|m| m.screen));
     let video = NodeRef::<Video>::new();
     video.on_load(move |video| actions.show_remote(peer, video));
     view! {
@@ -288,18 +290,14 @@ fn tile(state: CallState, actions: Actions, peer: u32) -> impl IntoView {
                     {move || format!("{}'s camera is off", who())}
                 </p>
                 <ul class="remote-state">
-                    <Show when=move || media().is_some_and(|m| !m.audio)>
-                        <li>{move || format!("{} is muted", who())}</li>
-                    </Show>
-                    <Show when=move || media().is_some_and(|m| m.screen)>
+                    {move || muted.get().then(|| view! { <li>{move || format!("{} is muted", who())}</li> })}
+                    {move || sharing.get().then(|| view! {
                         <li>{move || format!("{} is sharing their screen", who())}</li>
-                    </Show>
+                    })}
                 </ul>
             </div>
         </div>
     }
-    // Type-erased: a tile inside the page's one big view type was too deep for the compiler.
-    .into_any()
 }
 
 /// How the page names the person in `peer`'s tile: "The other person" in a call of two, else
@@ -313,15 +311,16 @@ fn person(remotes: &[Remote], peer: u32) -> String {
 
 /// Where the call stands, in words; and when the camera is unavailable, the other ways in.
 fn status_line(state: CallState, actions: Actions) -> impl IntoView {
+    let unavailable = Memo::new(move |_| state.status.with(|s| matches!(s, CallStatus::MediaUnavailable(_))));
     view! {
         <p class="status" role="status">{move || state.status.with(CallStatus::text)}</p>
         <p class="notice" aria-live="polite">{move || state.notice.get()}</p>
-        <Show when=move || matches!(state.status.get(), CallStatus::MediaUnavailable(_))>
+        {move || unavailable.get().then(|| view! {
             <div class="controls">
                 <button on:click=move |_| actions.start(MediaChoice::MicrophoneOnly)>"Join with audio only"</button>
                 <button on:click=move |_| actions.start(MediaChoice::Nothing)>"Watch and listen only"</button>
             </div>
-        </Show>
+        })}
     }
 }
 
@@ -389,13 +388,16 @@ fn device_picker(state: CallState, actions: Actions) -> impl IntoView {
             .map(|d| view! { <option value=d.id.clone()>{d.label.clone()}</option> })
             .collect_view()
     };
-    view! {
-        <Show when=move || state.active() && !devices.get().is_empty()>
-            <div class="devices">
-                <label>"Camera " <select on:change=use_device>{move || options(true)}</select></label>
-                <label>"Microphone " <select on:change=use_device>{move || options(false)}</select></label>
-            </div>
-        </Show>
+    let shown = Memo::new(move |_| state.active() && !devices.with(Vec::is_empty));
+    move || {
+        shown.get().then(|| {
+            view! {
+                <div class="devices">
+                    <label>"Camera " <select on:change=use_device>{move || options(true)}</select></label>
+                    <label>"Microphone " <select on:change=use_device>{move || options(false)}</select></label>
+                </div>
+            }
+        })
     }
 }
 
@@ -434,8 +436,8 @@ fn statistics(state: CallState) -> impl IntoView {
         <details class="stats">
             <summary>"Statistics"</summary>
             {move || match state.stats.get() {
-                None => view! { <p>"No connection yet."</p> }.into_any(),
-                Some(stats) => view! { <StatsTable stats/> }.into_any(),
+                None => Either::Left(view! { <p>"No connection yet."</p> }),
+                Some(stats) => Either::Right(view! { <StatsTable stats/> }),
             }}
         </details>
     }

@@ -5,7 +5,7 @@
 //! going from one to another is an ordinary page load. Leaving `leptos_router` out keeps about
 //! 55 KiB (gzip) out of the wasm that must arrive before a call can start.
 
-use leptos::prelude::*;
+use leptos::{either::EitherOf3, prelude::*};
 use leptos_meta::{provide_meta_context, Title};
 
 use crate::room::RoomId;
@@ -40,10 +40,12 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // An enum of the three, not a type-erased view: erasing one keeps its async hydration
+    // code in the wasm, though hydration here is never async.
     let page = match Page::from_path(&current_path()) {
-        Page::Home => view! { <HomePage/> }.into_any(),
-        Page::Call(room) => view! { <CallPage room/> }.into_any(),
-        Page::NotFound => view! { <NotFound/> }.into_any(),
+        Page::Home => EitherOf3::A(view! { <HomePage/> }),
+        Page::Call(room) => EitherOf3::B(view! { <CallPage room/> }),
+        Page::NotFound => EitherOf3::C(view! { <NotFound/> }),
     };
     view! {
         <Title text="Duo: 1:1 video calls"/>
