@@ -328,6 +328,13 @@ impl Driver {
                     }
                 }
             }
+            Effect::CapVideo { peer, max_bps } => {
+                if let Err(error) = self.peers.get(peer)?.cap_video(max_bps).await {
+                    // Before its first negotiation a sender has no encodings to cap; the machine
+                    // caps it again once the negotiation is done.
+                    leptos::logging::warn!("cannot cap the video: {}", describe(&error));
+                }
+            }
             Effect::ToPeer { peer, message } => {
                 if !self.peers.get(peer)?.send_to_peer(&message) {
                     return Some(Input::Peer { peer, event: PeerEvent::Undelivered(message) });

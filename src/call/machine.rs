@@ -48,6 +48,10 @@ pub const ICE_RETRY_MS: u32 = 5_000;
 /// How long a new peer connection may take to connect before the page says it failed.
 pub const CONNECT_TIMEOUT_MS: u32 = 20_000;
 pub const STATS_EVERY_MS: u32 = 1_000;
+/// The video a person uploads in all, shared out among the others in a group: about what a
+/// browser sends to one other person (Chromium's own ceiling for 720p camera video is 2.5
+/// Mbit/s). One other person gets no cap at all, so a call of two is as it always was.
+pub const GROUP_VIDEO_BPS: u32 = 2_500_000;
 /// The close code a browser reports for a socket that dropped, or never opened.
 pub const ABNORMAL_CLOSURE: u16 = 1006;
 
@@ -270,7 +274,12 @@ pub enum Effect {
     SendAudio {
         peer: u32,
     },
-    /// Over the data channel.
+    /// Cap the video sent on this connection, in bits per second (`None`: no cap).
+    CapVideo {
+        peer: u32,
+        max_bps: Option<u32>,
+    },
+    /// Over the data channel; [`PeerEvent::Undelivered`] follows if it could not be sent.
     ToPeer {
         peer: u32,
         message: PeerMessage,
@@ -380,6 +389,8 @@ pub struct CallMachine {
     unsent_chat: Vec<ChatMessage>,
     /// What the page was last told: the status line, the tiles, who is in the room.
     shown: (Option<CallStatus>, Vec<Remote>, Vec<PeerId>),
+    /// The cap on each connection's video, as last set.
+    video_cap: Option<u32>,
     over: bool,
 }
 
@@ -444,6 +455,7 @@ impl CallMachine {
             someone_left: false,
             unsent_chat: Vec::new(),
             shown: (None, Vec::new(), Vec::new()),
+            video_cap: None,
             over: false,
         }
     }
@@ -704,6 +716,7 @@ impl CallMachine {
         peer.signaling = outcome.signaling;
         peer.has_remote_description = outcome.has_remote_description;
         let (generation, to) = (peer.generation, peer.peer_id);
+        let stable = peer.signaling == Signaling::Stable && peer.has_remote_description;
         if peer.has_remote_description {
             let failure_expected = peer.ignore_offer;
             for candidate in std::mem::take(&mut peer.early_candidates) {
@@ -713,6 +726,10 @@ impl CallMachine {
         if let Some(local) = outcome.local {
             self.push(Effect::Mark(if local.kind == SdpType::Offer { "offer-sent" } else { "answer-sent" }));
             self.send(Some(to), Message::Sdp(local));
+        }
+        // A sender's encodings exist once a negotiation is done: that is when a cap can go on.
+        if stable && self.video_cap.is_some() {
+            self.push(Effect::CapVideo { peer: generation, max_bps: self.video_cap });
         }
     }
 
@@ -935,6 +952,14 @@ impl CallMachine {
         if self.shown.2 != everyone {
             self.shown.2 = everyone.clone();
             self.push(Effect::Everyone(everyone));
+        }
+        // With more people, each gets a share of one call's upload.
+        let cap = (self.peers.len() > 1).then(|| GROUP_VIDEO_BPS / self.peers.len() as u32);
+        if cap != self.video_cap {
+            self.video_cap = cap;
+            for peer in self.generations() {
+                self.push(Effect::CapVideo { peer, max_bps: cap });
+            }
         }
     }
 
@@ -1747,7 +1772,7 @@ mod tests {
         assert!(!has(&effects, |e| matches!(e, Effect::CreatePeer { .. })), "Bob is answered on the standby");
         let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol"))));
         assert!(has(&effects, |e| matches!(e, Effect::CreatePeer { peer: 2, .. })), "{effects:?}");
-        assert_eq!(effects.last(), Some(&Effect::Everyone(vec![id_of("bob"), id_of("carol")])));
+        assert!(effects.contains(&Effect::Everyone(vec![id_of("bob"), id_of("carol")])));
         // Each offer is answered on its sender's connection, each answer goes back to its sender.
         for (name, generation) in [("carol", 2), ("bob", 1)] {
             let effects = handle(&mut machine, from(FIRST_SOCKET, name, Message::Sdp(sdp(SdpType::Offer))));
@@ -1800,5 +1825,45 @@ mod tests {
         let effects = handle(&mut machine, Input::Command(CallCommand::HangUp));
         assert_eq!(sends(&effects), [(Some(id_of("alice")), "BYE"), (Some(id_of("bob")), "BYE")]);
         assert!(effects.contains(&Effect::DropPeer { peer: 1 }) && effects.contains(&Effect::DropPeer { peer: 2 }));
+    }
+
+    /// The caps set, as (connection, cap).
+    fn caps(effects: &[Effect]) -> Vec<(u32, Option<u32>)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::CapVideo { peer, max_bps } => Some((*peer, *max_bps)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_a_group_each_connection_gets_a_share_of_one_calls_video_and_a_call_of_two_no_cap() {
+        let (mut machine, _) = connected_call();
+        let mut machine_caps = Vec::new();
+        for input in [Input::Command(CallCommand::Camera(false)), Input::Command(CallCommand::Camera(true))] {
+            machine_caps.extend(caps(&handle(&mut machine, input)));
+        }
+        assert!(machine_caps.is_empty(), "a call of two is never capped");
+
+        let mut machine = started();
+        let effects = handle(
+            &mut machine,
+            server(FIRST_SOCKET, welcome_to(vec![info("alice"), info("bob")], IceTransportPolicy::All)),
+        );
+        assert_eq!(caps(&effects), [(1, Some(1_250_000)), (2, Some(1_250_000))]);
+        // Once a negotiation is done the sender has encodings: capped again, in case it had none.
+        handle(&mut machine, peer(1, negotiated(Signaling::HaveLocalOffer, Some(sdp(SdpType::Offer)))));
+        handle(&mut machine, from(FIRST_SOCKET, "alice", Message::Sdp(sdp(SdpType::Answer))));
+        let effects = handle(&mut machine, peer(1, negotiated(Signaling::Stable, None)));
+        assert_eq!(caps(&effects), [(1, Some(1_250_000))]);
+        // A third other person: everyone's share shrinks.
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol"))));
+        assert_eq!(caps(&effects), [(1, Some(833_333)), (2, Some(833_333)), (3, Some(833_333))]);
+        // Back to one other person: no cap.
+        handle(&mut machine, from(FIRST_SOCKET, "carol", Message::Bye(None)));
+        let effects = handle(&mut machine, from(FIRST_SOCKET, "bob", Message::Bye(None)));
+        assert_eq!(caps(&effects), [(1, None)]);
     }
 }

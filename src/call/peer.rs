@@ -235,6 +235,23 @@ impl Peer {
         Ok(())
     }
 
+    /// Caps the video this connection sends, in bits per second, or lifts the cap (`None`).
+    pub async fn cap_video(&self, max_bps: Option<u32>) -> Result<(), JsValue> {
+        let Some(sender) = &self.video_sender else { return Ok(()) };
+        let parameters = sender.get_parameters();
+        for encoding in parameters.get_encodings().unwrap_or_default().iter() {
+            let encoding: RtcRtpEncodingParameters = encoding.unchecked_into();
+            match max_bps {
+                Some(max) => encoding.set_max_bitrate(max),
+                None => {
+                    Reflect::delete_property(&encoding, &"maxBitrate".into())?;
+                }
+            }
+        }
+        JsFuture::from(sender.set_parameters_with_parameters(&parameters)).await?;
+        Ok(())
+    }
+
     /// Sends a message to the other browser over the data channel; false if it could not
     /// (the channel was closing).
     pub fn send_to_peer(&self, message: &PeerMessage) -> bool {
