@@ -1,5 +1,6 @@
-//! Duo: a 1:1 video-call app. One crate, built twice by cargo-leptos: the server binary
-//! (feature `ssr`) and the browser's wasm (feature `hydrate`).
+//! Duo: a video-call app for small calls (two people a room by default, up to
+//! `--max-room-size`). One crate, built twice by cargo-leptos: the server binary (feature `ssr`)
+//! and the browser's wasm (feature `hydrate`).
 //!
 //! # Layout
 //! - [`app`]: the Leptos pages, rendered on the server and hydrated in the browser; the call page

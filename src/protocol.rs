@@ -27,7 +27,7 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame over [`super::MAX_FRAME_BYTES`].
     pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// The room already holds two people.
+    /// The room is full (`--max-room-size`).
     pub const ROOM_FULL: u16 = 4001;
     /// The peer read too slowly and its outbound queue overflowed.
     pub const TOO_SLOW: u16 = 4002;
@@ -40,7 +40,7 @@ pub mod close_code {
 /// The longest `message` an `ERROR` carries: the reason, never an echo of a big input.
 pub const MAX_ERROR_CHARS: usize = 200;
 
-/// A peer's id: random (53 bits, exact in JavaScript), different from the other peer's in its room.
+/// A peer's id: random (53 bits, exact in JavaScript), different from everyone else's in its room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct PeerId(pub u64);
@@ -66,10 +66,10 @@ pub enum Message {
     /// From the server, first on every connection once it has joined.
     #[serde(rename = "WELCOME")]
     Welcome(Welcome),
-    /// From the server: the other person arrived.
+    /// From the server: someone arrived.
     #[serde(rename = "PEER_JOINED")]
     PeerJoined(PeerInfo),
-    /// From the server: the other person left, or their connection died.
+    /// From the server: someone left, or their connection died.
     #[serde(rename = "PEER_LEFT")]
     PeerLeft(PeerInfo),
     /// From the server: something the client sent was refused.
@@ -235,7 +235,7 @@ pub struct ChatMessage {
     pub sent_at: u64,
 }
 
-/// The messages a client may send, all relayed to the other peer unchanged.
+/// The messages a client may send, all relayed to another peer (see [`ClientFrame::stamped`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relayed {
     Sdp = 0,

@@ -163,7 +163,15 @@ mod link {
                 local_stream: show(state.local_video),
                 local_media: Rc::new(move |media| state.local.set(media)),
                 remotes: Rc::new(move |remotes: Vec<Remote>| {
-                    self.media.update_value(|media| media.retain(|m| remotes.iter().any(|r| r.peer == m.peer)));
+                    self.media.update_value(|media| {
+                        media.retain(|m| {
+                            let here = remotes.iter().any(|r| r.peer == m.peer);
+                            if let (false, Some(video)) = (here, &m.video) {
+                                video.set_src_object(None);
+                            }
+                            here
+                        })
+                    });
                     state.remotes.set(remotes);
                 }),
                 remote_stream: Rc::new(move |peer, stream| self.attach(peer, Some(stream), None)),
@@ -301,10 +309,10 @@ fn tile(state: CallState, actions: Actions, peer: u32) -> impl IntoView {
 }
 
 /// How the page names the person in `peer`'s tile: "The other person" in a call of two, else
-/// by the order they came (display names are yet to come).
+/// by their number in the call (display names are yet to come).
 fn person(remotes: &[Remote], peer: u32) -> String {
-    match remotes.iter().position(|remote| remote.peer == peer) {
-        Some(index) if remotes.len() > 1 => format!("Person {}", index + 1),
+    match remotes.iter().find(|remote| remote.peer == peer) {
+        Some(remote) if remotes.len() > 1 => format!("Person {}", remote.number),
         _ => "The other person".into(),
     }
 }

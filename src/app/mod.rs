@@ -48,7 +48,7 @@ pub fn App() -> impl IntoView {
         Page::NotFound => EitherOf3::C(view! { <NotFound/> }),
     };
     view! {
-        <Title text="Duo: 1:1 video calls"/>
+        <Title text="Duo: small video calls"/>
         <main>{page}</main>
     }
 }

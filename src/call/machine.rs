@@ -330,6 +330,9 @@ struct Peer {
     /// This side's role in the pair.
     polite: bool,
     connection: ConnectionState,
+    /// It has been connected: a call that can outlive its signaling. One that never connected
+    /// is started afresh when its person comes back, the same way by both sides.
+    ever_connected: bool,
     /// The connection took longer than [`CONNECT_TIMEOUT_MS`] and has not connected since.
     timed_out: bool,
     signaling: Signaling,
@@ -347,11 +350,13 @@ struct Peer {
     receiving: bool,
     media: Option<MediaState>,
     traffic: Option<Traffic>,
+    /// Their number in this call: people are numbered as they come, and keep their number.
+    number: u32,
 }
 
 impl Peer {
     fn remote(&self) -> Remote {
-        Remote { peer: self.generation, receiving: self.receiving, media: self.media }
+        Remote { peer: self.generation, number: self.number, receiving: self.receiving, media: self.media }
     }
 }
 
@@ -376,6 +381,8 @@ pub struct CallMachine {
     /// browser's work of making a connection is done before their offer arrives.
     standby: Option<u32>,
     last_peer_generation: u32,
+    /// How many people this call has had a connection with.
+    people: u32,
     /// Everyone else in the room, as the server last said, each with this side's role.
     room: Vec<PeerInfo>,
     /// This side's role toward whoever comes next, where the server does not say.
@@ -447,6 +454,7 @@ impl CallMachine {
             peers: Vec::new(),
             standby: None,
             last_peer_generation: 0,
+            people: 0,
             room: Vec::new(),
             polite: false,
             ice_servers: Vec::new(),
@@ -610,10 +618,12 @@ impl CallMachine {
         self.turn_refused = false;
         // Back after a signaling outage: the calls with the same people go on (they have new
         // peer ids). If this side is back first (the server restarted), the others will follow,
-        // so a working connection is kept while the room is empty.
+        // so a working connection is kept while the room is empty. One that never connected is
+        // called afresh, as they will answer afresh.
         for index in (0..self.peers.len()).rev() {
             let peer = &mut self.peers[index];
-            match self.room.iter().find(|member| same_person(&peer.public_id, &member.public_id)) {
+            let same = self.room.iter().find(|member| same_person(&peer.public_id, &member.public_id));
+            match same.filter(|_| peer.ever_connected) {
                 Some(member) => {
                     peer.peer_id = member.peer_id;
                     peer.polite = member.polite.unwrap_or(self.polite);
@@ -648,11 +658,16 @@ impl CallMachine {
         self.room.retain(|member| member.peer_id != info.peer_id && !same_person(&member.public_id, &info.public_id));
         let polite = info.polite.unwrap_or(self.polite);
         self.room.push(PeerInfo { polite: Some(polite), ..info.clone() });
-        if let Some(peer) = self.peers.iter_mut().find(|peer| same_person(&peer.public_id, &info.public_id)) {
-            // They reconnected; the call goes on.
-            peer.peer_id = info.peer_id;
-            peer.polite = polite;
-            return;
+        if let Some(index) = self.peers.iter().position(|peer| same_person(&peer.public_id, &info.public_id)) {
+            let peer = &mut self.peers[index];
+            if peer.ever_connected {
+                // They reconnected; the call goes on.
+                peer.peer_id = info.peer_id;
+                peer.polite = polite;
+                return;
+            }
+            // It never connected: they will call afresh, as a newcomer does.
+            self.drop_peer(index);
         }
         // Someone new: they call, we answer. The connection is made now, while their offer is
         // on its way.
@@ -672,11 +687,13 @@ impl CallMachine {
     /// The connection a relayed message is for: its sender's, or without a sender (a client
     /// that names no one, in a room of two) the only one.
     fn sender(&self, from: Option<PeerId>) -> Option<usize> {
-        match from {
-            Some(from) => self.peers.iter().position(|peer| peer.peer_id == from),
-            None if self.peers.len() == 1 => Some(0),
-            None => None,
-        }
+        let from = match (from, self.room.as_slice()) {
+            (Some(from), _) => from,
+            (None, [only]) => only.peer_id,
+            (None, _) if self.peers.len() == 1 => return Some(0),
+            (None, _) => return None,
+        };
+        self.peers.iter().position(|peer| peer.peer_id == from)
     }
 
     fn description(&mut self, from: Option<PeerId>, description: SessionDescription) {
@@ -824,6 +841,7 @@ impl CallMachine {
         match state {
             ConnectionState::Connected => {
                 peer.timed_out = false;
+                peer.ever_connected = true;
                 self.push(Effect::Mark("connected"));
             }
             ConnectionState::Disconnected => {
@@ -938,6 +956,9 @@ impl CallMachine {
 
     /// Tells the page (and the socket) what changed: the status line, the tiles, who is here.
     fn show_changes(&mut self) {
+        if !self.peers.is_empty() {
+            self.unsent_chat.clear();
+        }
         let status = self.status();
         if self.shown.0.as_ref() != Some(&status) {
             self.shown.0 = Some(status.clone());
@@ -1030,12 +1051,14 @@ impl CallMachine {
         self.push(Effect::Arm { timer: Timer::ConnectTimeout { peer: generation }, after_ms: CONNECT_TIMEOUT_MS });
         self.push(Effect::Arm { timer: Timer::StatsTick { peer: generation }, after_ms: STATS_EVERY_MS });
         self.someone_left = false;
+        self.people += 1;
         self.peers.push(Peer {
             generation,
             peer_id: member.peer_id,
             public_id: member.public_id.clone(),
             polite: member.polite.unwrap_or(self.polite),
             connection: ConnectionState::New,
+            ever_connected: false,
             timed_out: false,
             signaling: Signaling::Stable,
             has_remote_description: false,
@@ -1043,10 +1066,12 @@ impl CallMachine {
             ignore_offer: false,
             early_candidates: Vec::new(),
             channel_open: false,
-            unsent_chat: std::mem::take(&mut self.unsent_chat),
+            // Everyone called at once gets what was typed while alone.
+            unsent_chat: self.unsent_chat.clone(),
             receiving: false,
             media: None,
             traffic: None,
+            number: self.people,
         });
         generation
     }
@@ -1786,8 +1811,10 @@ mod tests {
         handle(&mut machine, peer(2, PeerEvent::RemoteTrack));
         handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Connected)));
         let effects = handle(&mut machine, peer(1, PeerEvent::RemoteTrack));
-        let tiles =
-            [Remote { peer: 1, receiving: true, media: None }, Remote { peer: 2, receiving: true, media: None }];
+        let tiles = [
+            Remote { peer: 1, number: 1, receiving: true, media: None },
+            Remote { peer: 2, number: 2, receiving: true, media: None },
+        ];
         assert_eq!(effects, [Effect::Remotes(tiles.to_vec())], "in the order they came");
         // One connection failing while another works: still in the call.
         let effects = handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Failed)));
@@ -1840,12 +1867,12 @@ mod tests {
 
     #[test]
     fn in_a_group_each_connection_gets_a_share_of_one_calls_video_and_a_call_of_two_no_cap() {
-        let (mut machine, _) = connected_call();
-        let mut machine_caps = Vec::new();
-        for input in [Input::Command(CallCommand::Camera(false)), Input::Command(CallCommand::Camera(true))] {
-            machine_caps.extend(caps(&handle(&mut machine, input)));
-        }
-        assert!(machine_caps.is_empty(), "a call of two is never capped");
+        let mut machine = started();
+        let effects = handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        assert!(caps(&effects).is_empty(), "a call of two is not capped: {effects:?}");
+        handle(&mut machine, peer(1, negotiated(Signaling::HaveLocalOffer, Some(sdp(SdpType::Offer)))));
+        handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Answer))));
+        assert!(caps(&handle(&mut machine, peer(1, negotiated(Signaling::Stable, None)))).is_empty());
 
         let mut machine = started();
         let effects = handle(
@@ -1865,5 +1892,54 @@ mod tests {
         handle(&mut machine, from(FIRST_SOCKET, "carol", Message::Bye(None)));
         let effects = handle(&mut machine, from(FIRST_SOCKET, "bob", Message::Bye(None)));
         assert_eq!(caps(&effects), [(1, None)]);
+    }
+
+    #[test]
+    fn after_an_outage_a_known_person_keeps_their_call_under_their_new_peer_id() {
+        let (mut machine, generation) = connected_call();
+        handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+        handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
+        let bob = PeerInfo { peer_id: PeerId(99), ..info("bob") };
+        let effects = handle(&mut machine, server(FIRST_SOCKET + 1, welcome_to(vec![bob], IceTransportPolicy::All)));
+        assert!(!has(&effects, |e| matches!(e, Effect::CreatePeer { .. } | Effect::Offer { .. })), "{effects:?}");
+        // What Bob sends now comes from his new id, and goes to the same connection.
+        let message = Input::Server {
+            socket: FIRST_SOCKET + 1,
+            from: Some(PeerId(99)),
+            message: Message::Candidate(Some(candidate("c"))),
+        };
+        let effects = handle(&mut machine, message);
+        assert!(
+            has(&effects, |e| matches!(e, Effect::AddCandidate { peer, .. } if *peer == generation)),
+            "{effects:?}"
+        );
+        let effects = handle(&mut machine, Input::Command(CallCommand::HangUp));
+        assert_eq!(sends(&effects), [(Some(PeerId(99)), "BYE")]);
+    }
+
+    #[test]
+    fn a_connection_that_never_connected_is_started_afresh_on_both_sides_after_an_outage() {
+        // The caller's side: the WELCOME after the outage calls them again on a new connection.
+        let mut machine = started();
+        handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+        handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
+        let effects =
+            handle(&mut machine, server(FIRST_SOCKET + 1, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        assert!(effects.contains(&Effect::DropPeer { peer: 1 }), "{effects:?}");
+        assert!(effects.contains(&Effect::Offer { peer: 2 }), "{effects:?}");
+        // The answering side: their coming back makes a new connection to answer on.
+        let mut machine = started();
+        handle(&mut machine, server(FIRST_SOCKET, welcome(false, None, IceTransportPolicy::All)));
+        handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("bob"))));
+        handle(&mut machine, server(FIRST_SOCKET, Message::PeerLeft(info("bob"))));
+        let back = PeerInfo { peer_id: PeerId(99), ..info("bob") };
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(back)));
+        assert!(!has(&effects, |e| matches!(e, Effect::Offer { .. })), "they call: {effects:?}");
+        let effects = handle(&mut machine, from(FIRST_SOCKET, "bob", Message::Sdp(sdp(SdpType::Offer))));
+        assert!(effects.is_empty(), "an offer from the old id is no one's: {effects:?}");
+        let offer =
+            Input::Server { socket: FIRST_SOCKET, from: Some(PeerId(99)), message: Message::Sdp(sdp(SdpType::Offer)) };
+        assert!(has(&handle(&mut machine, offer), |e| matches!(e, Effect::Apply { .. })));
     }
 }

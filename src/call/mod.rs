@@ -58,6 +58,8 @@ pub enum CallCommand {
 pub struct Remote {
     /// Names the connection to them: the page keys their tile by it.
     pub peer: u32,
+    /// Their number in the call, in the order people came; it stays theirs.
+    pub number: u32,
     /// Whether any of their tracks has arrived.
     pub receiving: bool,
     /// What they say they send.

@@ -11,7 +11,7 @@ use clap::Parser;
 use crate::server::origin::Origin;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "duo", version, about = "1:1 video calls: web app and signaling server")]
+#[command(name = "duo", version, about = "Small video calls: web app and signaling server")]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "LEPTOS_SITE_ADDR", default_value = "127.0.0.1:3000")]
@@ -85,8 +85,8 @@ pub struct Config {
     #[arg(long, default_value = "10", value_parser = seconds_in(0.1, 3600.0))]
     pub(crate) header_timeout: Duration,
 
-    /// How many people a call room holds (2 to 8). The page still calls one other person, so
-    /// the default stays 2 until it calls everyone in the room (docs/protocol.md).
+    /// How many people a call room holds (2 to 8). The default stays 2 until the page names
+    /// people and shows who speaks (docs/protocol.md).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub(crate) max_room_size: u8,
 

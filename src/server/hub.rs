@@ -804,4 +804,42 @@ mod tests {
         assert_eq!(roles, [(a.peer_id, Some(true)), (c.peer_id, Some(false))]);
         assert!(matches!(hub.join(room("g"), None, false), Err(RoomFull)));
     }
+
+    #[test]
+    fn in_a_group_a_slow_reader_is_announced_to_all_and_one_as_full_goes_too() {
+        let hub = hub_of(4, 4, 64 << 20);
+        let a = hub.join(room("g"), None, false).unwrap();
+        let b = hub.join(room("g"), None, false).unwrap();
+        let c = hub.join(room("g"), None, false).unwrap();
+        let d = hub.join(room("g"), None, false).unwrap();
+        // a and b read what they got; c and d read nothing.
+        for _ in 0..3 {
+            next(&a);
+        }
+        next(&b);
+        next(&b);
+        // d's queue (capacity 4) fills up, without a frame refused yet.
+        for _ in 0..4 {
+            a.relay(Frame::from("{}"), Some(d.peer_id), Instant::now()).unwrap();
+        }
+        assert_eq!((queued(&d), kick_of(&d)), (4, None));
+        // c's holds d's arrival: three more fill it, the next evicts c. Its PEER_LEFT does not
+        // fit in d's full queue, so d goes too; a and b hear of both.
+        for _ in 0..4 {
+            a.relay(Frame::from("{}"), Some(c.peer_id), Instant::now()).unwrap();
+        }
+        assert_eq!(kick_of(&c), Some(Kick::TOO_SLOW));
+        assert_eq!(kick_of(&d), Some(Kick::TOO_SLOW));
+        for m in [&a, &b] {
+            let mut left = [next(m), next(m)].map(|message| match message {
+                Message::PeerLeft(info) => info.peer_id,
+                other => panic!("{other:?}"),
+            });
+            left.sort_by_key(|id| id.0);
+            let mut expected = [c.peer_id, d.peer_id];
+            expected.sort_by_key(|id| id.0);
+            assert_eq!(left, expected);
+            assert_eq!(kick_of(m), None);
+        }
+    }
 }

@@ -106,7 +106,7 @@ impl Session {
                 Either::Left(self.serve(membership).instrument(span))
             }
             Err(full) => {
-                info!(room = %room_log_name(&room), "refused a third person");
+                info!(room = %room_log_name(&room), "refused someone: the room is full");
                 crate::server::metrics::rejected(ErrorCode::RoomFull.as_str());
                 Either::Right(self.refuse(full))
             }
