@@ -533,6 +533,11 @@ mod tests {
         Hub::new(HubSettings { ice, room_size, outbox: Capacity { frames: capacity, bytes: 1 << 20 }, queued_budget })
     }
 
+    /// `N` people joining room "g" of `hub`, one after another.
+    fn group<const N: usize>(hub: &Arc<Hub>) -> [Membership; N] {
+        std::array::from_fn(|_| hub.join(room("g"), None, false).unwrap())
+    }
+
     fn room(name: &str) -> RoomId {
         RoomId::parse(name).unwrap()
     }
@@ -786,9 +791,7 @@ mod tests {
     #[test]
     fn whoever_leaves_a_group_is_announced_to_all_and_frees_a_place() {
         let hub = hub_of(3, 16, 64 << 20);
-        let a = hub.join(room("g"), None, false).unwrap();
-        let b = hub.join(room("g"), None, false).unwrap();
-        let c = hub.join(room("g"), None, false).unwrap();
+        let [a, b, c] = group(&hub);
         for _ in 0..2 {
             next(&a);
         }
@@ -808,10 +811,7 @@ mod tests {
     #[test]
     fn in_a_group_a_slow_reader_is_announced_to_all_and_one_as_full_goes_too() {
         let hub = hub_of(4, 4, 64 << 20);
-        let a = hub.join(room("g"), None, false).unwrap();
-        let b = hub.join(room("g"), None, false).unwrap();
-        let c = hub.join(room("g"), None, false).unwrap();
-        let d = hub.join(room("g"), None, false).unwrap();
+        let [a, b, c, d] = group(&hub);
         // a and b read what they got; c and d read nothing.
         for _ in 0..3 {
             next(&a);
