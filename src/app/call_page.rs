@@ -74,7 +74,7 @@ impl Actions {
 mod link {
     use std::rc::Rc;
 
-    use leptos::{html::Video, prelude::*};
+    use leptos::prelude::*;
 
     use web_sys::{HtmlVideoElement, MediaStream};
 
@@ -147,27 +147,20 @@ mod link {
         pub(super) fn start(self, choice: MediaChoice) {
             let state = self.state;
             state.chat.set(Vec::new());
-            let show = |video: NodeRef<Video>| {
-                Rc::new(move |stream: Option<web_sys::MediaStream>| {
-                    if let Some(video) = video.get_untracked() {
-                        video.set_src_object(stream.as_ref());
-                        if stream.is_some() {
-                            // Autoplay may be refused; the element still shows frames once allowed.
-                            let _ = video.play();
-                        }
-                    }
-                })
-            };
             let events = CallEvents {
                 status: Rc::new(move |next| state.status.set(next)),
-                local_stream: show(state.local_video),
+                local_stream: Rc::new(move |stream: Option<MediaStream>| {
+                    if let Some(video) = state.local_video.get_untracked() {
+                        play(&video, stream.as_ref());
+                    }
+                }),
                 local_media: Rc::new(move |media| state.local.set(media)),
                 remotes: Rc::new(move |remotes: Vec<Remote>| {
                     self.media.update_value(|media| {
                         media.retain(|m| {
                             let here = remotes.iter().any(|r| r.peer == m.peer);
                             if let (false, Some(video)) = (here, &m.video) {
-                                video.set_src_object(None);
+                                play(video, None);
                             }
                             here
                         })
@@ -207,11 +200,18 @@ mod link {
                 entry.stream = stream.or(entry.stream.take());
                 entry.video = video.or(entry.video.take());
                 if let (Some(stream), Some(video)) = (&entry.stream, &entry.video) {
-                    video.set_src_object(Some(stream));
-                    // Autoplay may be refused; the element still shows frames once allowed.
-                    let _ = video.play();
+                    play(video, Some(stream));
                 }
             });
+        }
+    }
+
+    /// Shows `stream` in `video`, or nothing.
+    fn play(video: &HtmlVideoElement, stream: Option<&MediaStream>) {
+        video.set_src_object(stream);
+        if stream.is_some() {
+            // Autoplay may be refused; the element still shows frames once allowed.
+            let _ = video.play();
         }
     }
 }

@@ -684,16 +684,23 @@ impl CallMachine {
         }
     }
 
-    /// The connection a relayed message is for: its sender's, or without a sender (a client
-    /// that names no one, in a room of two) the only one.
+    /// Who sent a relayed message: its `from`, or without one (a client that names no one, in a
+    /// room of two) the room's only other person.
+    fn sender_id(&self, from: Option<PeerId>) -> Option<PeerId> {
+        from.or(match self.room.as_slice() {
+            [only] => Some(only.peer_id),
+            _ => None,
+        })
+    }
+
+    /// The connection a relayed message is for: its sender's, or without a known sender the
+    /// only connection (kept to someone who left the room).
     fn sender(&self, from: Option<PeerId>) -> Option<usize> {
-        let from = match (from, self.room.as_slice()) {
-            (Some(from), _) => from,
-            (None, [only]) => only.peer_id,
-            (None, _) if self.peers.len() == 1 => return Some(0),
-            (None, _) => return None,
-        };
-        self.peers.iter().position(|peer| peer.peer_id == from)
+        match self.sender_id(from) {
+            Some(id) => self.peers.iter().position(|peer| peer.peer_id == id),
+            None if self.peers.len() == 1 => Some(0),
+            None => None,
+        }
     }
 
     fn description(&mut self, from: Option<PeerId>, description: SessionDescription) {
@@ -702,12 +709,10 @@ impl CallMachine {
         let index = match self.sender(from) {
             Some(index) => index,
             None if is_offer => {
-                let member = match from {
-                    Some(from) => self.room.iter().find(|member| member.peer_id == from),
-                    None if self.room.len() == 1 => self.room.first(),
-                    None => None,
+                let sender = self.sender_id(from);
+                let Some(member) = self.room.iter().find(|member| Some(member.peer_id) == sender).cloned() else {
+                    return;
                 };
-                let Some(member) = member.cloned() else { return };
                 self.new_peer(&member, true);
                 self.peers.len() - 1
             }
