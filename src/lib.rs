@@ -1,4 +1,4 @@
-//! Duo: a video-call app for small calls (two people a room by default, up to
+//! Duo: a video-call app for small calls (up to four people a room by default,
 //! `--max-room-size`). One crate, built twice by cargo-leptos: the server binary (feature `ssr`)
 //! and the browser's wasm (feature `hydrate`).
 //!

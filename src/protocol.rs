@@ -215,6 +215,23 @@ pub enum PeerMessage {
     MediaState(MediaState),
     #[serde(rename = "CHAT")]
     Chat(ChatMessage),
+    /// The sender's display name (empty: none); sent on connect and when it changes. Whoever
+    /// receives it cleans it with [`display_name`] before showing it.
+    #[serde(rename = "NAME")]
+    Name(String),
+}
+
+/// The longest display name, in characters: a tile's caption and a chat line stay readable.
+pub const MAX_NAME_CHARS: usize = 40;
+
+/// A display name as people see it: without control characters or surrounding space, at most
+/// [`MAX_NAME_CHARS`] characters; `None` when nothing is left. The page shows it as text, never
+/// as HTML.
+pub fn display_name(raw: &str) -> Option<String> {
+    let cleaned: String = raw.chars().filter(|c| !c.is_control()).collect();
+    let name: String = cleaned.trim().chars().take(MAX_NAME_CHARS).collect();
+    let name = name.trim_end();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -414,6 +431,24 @@ fn truncate(s: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_display_name_is_cleaned_and_cut_and_an_empty_one_is_none() {
+        let name = PeerMessage::Name("Ada".into());
+        assert_eq!(serde_json::to_value(&name).unwrap(), json!({"message_type": "NAME", "content": "Ada"}));
+        assert_eq!(display_name("  Ada Lovelace \n"), Some("Ada Lovelace".into()));
+        assert_eq!(display_name("A\u{0}d\u{1b}[31ma"), Some("Ad[31ma".into()));
+        for empty in ["", "   ", "\t\r\n", "\u{7f}"] {
+            assert_eq!(display_name(empty), None, "{empty:?}");
+        }
+        // Markup is just characters: the page shows it as text.
+        assert_eq!(display_name("<b>Bo</b>"), Some("<b>Bo</b>".into()));
+        let long = "é".repeat(MAX_NAME_CHARS + 5);
+        assert_eq!(display_name(&long).unwrap().chars().count(), MAX_NAME_CHARS);
+        // No trailing space is left where the cut fell.
+        let spaced = format!("{} x", "a".repeat(MAX_NAME_CHARS - 1));
+        assert_eq!(display_name(&spaced), Some("a".repeat(MAX_NAME_CHARS - 1)));
+    }
 
     #[test]
     fn messages_use_the_tutorial_envelope() {

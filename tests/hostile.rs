@@ -28,7 +28,7 @@ const SESSION: &str = "alice-0123456789abcdef";
 /// the newer room of the same link when it finally goes.
 #[tokio::test]
 async fn a_leftover_connection_never_deletes_a_newer_room() {
-    let server = Server::start(&["--rate-limit", "1000000"]);
+    let server = Server::start(&["--rate-limit", "1000000", "--max-room-size", "2"]);
     let mut stuck = Client::connect(&server, &format!("leftover?session={SESSION}"), None).await.unwrap();
     // Stuck never reads: answers to its bad frames fill the socket's buffers, so the server's
     // write to it stalls.

@@ -74,7 +74,7 @@ async fn foreign_origins_are_refused_and_allowed_ones_pass() {
 
 #[tokio::test]
 async fn a_third_person_is_refused_without_disturbing_the_call() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--max-room-size", "2"]);
     let (mut a, mut b) = pair(&server, "full").await;
     let mut third = Client::connect(&server, "full", None).await.unwrap();
     expect_error(third.recv().await, ErrorCode::RoomFull);
@@ -318,7 +318,7 @@ async fn turn_urls_come_with_credentials_derived_from_the_secret_which_never_lea
 
 #[tokio::test]
 async fn no_one_learns_the_other_persons_session_and_a_public_id_takes_no_place() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--max-room-size", "2"]);
     let (alice_session, bob_session) = ("A1ice-secret-session-0123456789", "B0b-secret-session-0123456789");
     let mut alice = Client::connect(&server, &format!("private?session={alice_session}"), None).await.unwrap();
     let mut seen_by_alice = vec![alice.recv_text().await];
@@ -354,7 +354,7 @@ async fn no_one_learns_the_other_persons_session_and_a_public_id_takes_no_place(
 
 #[tokio::test]
 async fn a_connection_opened_with_join_later_holds_no_place_until_it_sends_join() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--max-room-size", "2"]);
     let mut early = Client::connect(&server, "later?join=later", None).await.expect("upgrade accepted");
     // Invisible to the room: the first person sees no one, and nothing is sent to it.
     let (mut a, welcome) = join(&server, "later").await;

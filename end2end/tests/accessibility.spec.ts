@@ -106,7 +106,7 @@ test('a whole call works from the keyboard alone, in a sensible order, with a vi
   const alice = await open(`/call/${room}`);
   const bob = await open(`/call/${room}`);
   await expect(alice.getByRole('button', { name: 'Start' })).toBeEnabled();
-  expect(await tabOrder(alice)).toEqual(['Start', 'Message', 'Statistics']);
+  expect(await tabOrder(alice)).toEqual(['Your name', 'Start', 'Message', 'Statistics']);
 
   await tabTo(alice, 'Start');
   // The focus ring shows, in a colour of its own.
@@ -123,9 +123,9 @@ test('a whole call works from the keyboard alone, in a sensible order, with a vi
   await expectMediaFlowing(alice);
   await expectMediaFlowing(bob);
 
-  // In a call, Tab goes through the call controls, the devices, then the chat.
+  // In a call, Tab goes through the name, the call controls, the devices, then the chat.
   expect(await tabOrder(alice)).toEqual(
-    ['Mute', 'Camera off', 'Share screen', 'Hang up', 'Camera', 'Microphone', 'Message', 'Send', 'Statistics']);
+    ['Your name', 'Mute', 'Camera off', 'Share screen', 'Hang up', 'Camera', 'Microphone', 'Message', 'Send', 'Statistics']);
 
   await tabTo(alice, 'Mute');
   await alice.keyboard.press('Enter');

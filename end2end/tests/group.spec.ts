@@ -1,14 +1,7 @@
 import { type Page } from '@playwright/test';
-import { test, expect, exited, freshRoom, hangUp, start, startServer, status, waitUntilServing, type Server } from './helpers';
+import { test, expect, exited, freshRoom, hangUp, start, startServer, status, waitUntilServing } from './helpers';
 
-// Calls of three and four, on a server of their own that holds four people a room.
-const PORT = 3109;
-let server: Server;
-test.beforeAll(async () => {
-  server = startServer(PORT, '--max-room-size', '4');
-  await waitUntilServing(server);
-});
-test.afterAll(() => { server.kill('SIGKILL'); });
+// Calls of three and four (rooms hold four by default).
 
 /** Small video, so that several pages' encoders and decoders fit two cores. */
 const smallCamera = (page: Page) => page.addInitScript(() => {
@@ -43,19 +36,49 @@ async function expectEveryoneVideoPlaying(page: Page, count: number, timeout = 3
   }, { timeout: 15_000, message: 'every remote video plays' }).toBe(true);
 }
 
+/** Types `name` as this person's name once the page is ready, and leaves the field. */
+async function chooseName(page: Page, name: string) {
+  // Until the page is hydrated every control is disabled, and the field would not keep a name.
+  await expect(page.locator('.controls button:enabled')).not.toHaveCount(0);
+  const field = page.getByLabel('Your name');
+  await field.fill(name);
+  await field.press('Tab');
+}
+
+/** The videos of the people `page` shows as speaking. */
+const speaking = (page: Page) => page.evaluate(() =>
+  [...document.querySelectorAll('.tile.speaking video')].map((video) => video.getAttribute('aria-label')));
+
+/** Where each remote tile sits in the video area, as fractions of its width and height. */
+const layout = (page: Page) => page.evaluate(() => {
+  const area = document.querySelector('.videos')!.getBoundingClientRect();
+  const tenths = (fraction: number) => Math.round(fraction * 10) / 10;
+  return [...document.querySelectorAll('.videos .tile')].map((tile) => {
+    const box = tile.getBoundingClientRect();
+    return {
+      x: tenths((box.left - area.left) / area.width), y: tenths((box.top - area.top) / area.height),
+      w: tenths(box.width / area.width), h: tenths(box.height / area.height),
+    };
+  });
+});
+
+/** The chat's last line on `page`. */
+const lastChatLine = (page: Page) => page.getByRole('region', { name: 'Chat' }).getByRole('listitem').last();
+
 test('three people in a room each see and hear the other two, and two go on when one leaves', async ({ open }) => {
   const room = freshRoom();
-  const url = `http://127.0.0.1:${PORT}/call/${room}`;
+  const url = `/call/${room}`;
   const [alice, bob, carol] = [await open(url, smallCamera), await open(url, smallCamera), await open(url, smallCamera)];
   await start(alice);
   await expect(status(alice)).toHaveText(/Waiting for the other person/);
   await start(bob);
   await start(carol);
   for (const page of [alice, bob, carol]) {
-    await expect(status(page)).toHaveText('Connected.');
+    // No one chose a name: in a group each is a guest, with their number in this page's call.
+    await expect(status(page)).toHaveText('Connected with Guest 1 and Guest 2.');
     await expectEveryoneVideoPlaying(page, 2);
     const labels = (await tiles(page)).map((t) => t.label);
-    expect(labels).toEqual(["Person 1's video", "Person 2's video"]);
+    expect(labels).toEqual(["Guest 1's video", "Guest 2's video"]);
     // Each of two connections sends half of what one call would (docs/protocol.md).
     await expect.poll(() => videoCaps(page)).toEqual([1_250_000, 1_250_000]);
   }
@@ -70,7 +93,7 @@ test('three people in a room each see and hear the other two, and two go on when
 });
 
 test('three people pressing Start at the same moment all end up in one call', async ({ open }) => {
-  const url = `http://127.0.0.1:${PORT}/call/${freshRoom()}`;
+  const url = `/call/${freshRoom()}`;
   const people = [await open(url, smallCamera), await open(url, smallCamera), await open(url, smallCamera)];
   await Promise.all(people.map(start));
   for (const page of people) await expectEveryoneVideoPlaying(page, 2);
@@ -79,26 +102,39 @@ test('three people pressing Start at the same moment all end up in one call', as
 test('four people fill a room: the fifth is told it is full, and the four keep their call', async ({ open }) => {
   test.setTimeout(120_000);
   const room = freshRoom();
-  const url = `http://127.0.0.1:${PORT}/call/${room}`;
+  const url = `/call/${room}`;
   const people: Page[] = [];
   for (let i = 0; i < 4; i++) {
-    const page = await open(url, smallCamera);
+    // The first is on a phone.
+    const page = await open(url, smallCamera, i === 0 ? { viewport: { width: 390, height: 844 } } : undefined);
     await start(page);
     people.push(page);
   }
+  const [phone, desktop] = people;
   for (const page of people) await expectEveryoneVideoPlaying(page, 3);
-  await expect.poll(() => videoCaps(people[0])).toEqual([833_333, 833_333, 833_333]);
+  await expect.poll(() => videoCaps(phone)).toEqual([833_333, 833_333, 833_333]);
   const eve = await open(url, smallCamera);
   await start(eve);
   await expect(status(eve)).toHaveText(/This call is full/);
-  for (const page of people) await expect(status(page)).toHaveText('Connected.');
-  await expectEveryoneVideoPlaying(people[0], 3);
+  for (const page of people) await expect(status(page)).toHaveText('Connected with Guest 1, Guest 2 and Guest 3.');
+  await expectEveryoneVideoPlaying(phone, 3);
+
+  // Three others fill three cells of a square, on a phone as on a desktop.
+  const square = [{ x: 0, y: 0, w: 0.5, h: 0.5 }, { x: 0.5, y: 0, w: 0.5, h: 0.5 }, { x: 0, y: 0.5, w: 0.5, h: 0.5 }];
+  for (const page of [phone, desktop]) expect(await layout(page)).toEqual(square);
+  // Two others: side by side on a desktop, one above the other on a phone.
+  await hangUp(people[3]);
+  await expect.poll(() => layout(desktop)).toEqual([{ x: 0, y: 0, w: 0.5, h: 1 }, { x: 0.5, y: 0, w: 0.5, h: 1 }]);
+  await expect.poll(() => layout(phone)).toEqual([{ x: 0, y: 0, w: 1, h: 0.5 }, { x: 0, y: 0.5, w: 1, h: 0.5 }]);
+  // One other fills the whole view.
+  await hangUp(people[2]);
+  for (const page of [phone, desktop]) await expect.poll(() => layout(page)).toEqual([{ x: 0, y: 0, w: 1, h: 1 }]);
 });
 
 test('a three-person call survives its signaling server being killed and restarted', async ({ open }) => {
   test.setTimeout(120_000);
   const port = 3110;
-  let own = startServer(port, '--max-room-size', '4');
+  let own = startServer(port);
   try {
     await waitUntilServing(own);
     const url = `http://127.0.0.1:${port}/call/${freshRoom()}`;
@@ -112,14 +148,81 @@ test('a three-person call survives its signaling server being killed and restart
     // Media goes browser to browser: it plays on while the server is gone.
     for (const page of people) await expectEveryoneVideoPlaying(page, 2);
 
-    own = startServer(port, '--max-room-size', '4');
+    own = startServer(port);
     await waitUntilServing(own);
-    for (const page of people) await expect(status(page)).toHaveText('Connected.', { timeout: 20_000 });
+    for (const page of people) await expect(status(page)).toHaveText(/^Connected with /, { timeout: 20_000 });
     for (const page of people) await expectEveryoneVideoPlaying(page, 2);
     // And the room works again: one hangs up, the other two are told and go on.
     await hangUp(people[2]);
     for (const page of people.slice(0, 2)) await expectEveryoneVideoPlaying(page, 1, 5_000);
   } finally {
     own.kill('SIGKILL');
+  }
+});
+
+test('people go by the names they chose in tiles, the status line and chat, and whoever speaks is highlighted', async ({ open }) => {
+  test.setTimeout(90_000);
+  const url = `/call/${freshRoom()}`;
+  const [alice, bob, carol] = [await open(url, smallCamera), await open(url, smallCamera), await open(url, smallCamera)];
+  await chooseName(alice, 'Alice');
+  await chooseName(bob, 'Bob');
+  // Markup in a name is just characters.
+  await chooseName(carol, '<i>Carol</i>');
+  for (const page of [alice, bob, carol]) await start(page);
+  await expect(status(alice)).toHaveText('Connected with Bob and <i>Carol</i>.');
+  await expect(status(bob)).toHaveText('Connected with Alice and <i>Carol</i>.');
+  await expect(status(carol)).toHaveText('Connected with Alice and Bob.');
+  await expectEveryoneVideoPlaying(alice, 2);
+  expect((await tiles(alice)).map((t) => t.label)).toEqual(["Bob's video", "<i>Carol</i>'s video"]);
+  await expect(alice.locator('.tile .name')).toHaveText(['Bob', '<i>Carol</i>']);
+  await expect(alice.locator('.videos i')).toHaveCount(0);
+
+  // Chromium's fake microphone beeps while its fake camera runs: each person is heard.
+  const both = ["Bob's video", "<i>Carol</i>'s video"];
+  await expect.poll(() => speaking(alice), { message: 'both highlighted' }).toEqual(both);
+  await bob.getByRole('button', { name: 'Mute' }).click();
+  await expect(alice.getByText('Bob is muted')).toBeVisible();
+  await expect.poll(() => speaking(alice), { message: 'muted Bob is silent' }).toEqual(["<i>Carol</i>'s video"]);
+  await bob.getByRole('button', { name: 'Mute' }).click();
+  await expect.poll(() => speaking(alice), { message: 'Bob heard again' }).toEqual(both);
+
+  // Chat reaches everyone, under the sender's name.
+  await alice.getByLabel('Message').fill('hello, both of you');
+  await alice.getByLabel('Message').press('Enter');
+  for (const page of [bob, carol]) {
+    await expect(lastChatLine(page).locator('.who')).toHaveText('Alice');
+    await expect(lastChatLine(page).locator('.text')).toHaveText('hello, both of you');
+  }
+  await carol.getByLabel('Message').fill('hi!');
+  await carol.getByLabel('Message').press('Enter');
+  for (const page of [alice, bob]) await expect(lastChatLine(page)).toContainText('<i>Carol</i>');
+
+  // A new name reaches the others mid-call.
+  await chooseName(bob, 'Robert');
+  await expect(status(alice)).toHaveText('Connected with Robert and <i>Carol</i>.');
+  await expect(carol.getByLabel("Robert's video")).toBeVisible();
+});
+
+test('one person reloading leaves the call for a moment and comes back under the name they chose', async ({ open }) => {
+  test.setTimeout(90_000);
+  const url = `/call/${freshRoom()}`;
+  const [alice, bob, carol] = [await open(url, smallCamera), await open(url, smallCamera), await open(url, smallCamera)];
+  await chooseName(carol, 'Carol');
+  for (const page of [alice, bob, carol]) await start(page);
+  for (const page of [alice, bob]) await expectEveryoneVideoPlaying(page, 2);
+
+  await carol.reload();
+  for (const page of [alice, bob]) {
+    // The page said goodbye as it went: her tile goes at once, and the two go on.
+    await expectEveryoneVideoPlaying(page, 1, 5_000);
+    await expect(status(page)).toHaveText('Connected.');
+  }
+  // The browser kept her name.
+  await expect(carol.getByLabel('Your name')).toHaveValue('Carol');
+  await start(carol);
+  for (const page of [alice, bob, carol]) await expectEveryoneVideoPlaying(page, 2);
+  for (const page of [alice, bob]) {
+    await expect(page.getByLabel("Carol's video")).toBeVisible();
+    await expect(status(page)).toHaveText(/^Connected with Guest \d and Carol\.$/);
   }
 });

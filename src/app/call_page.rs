@@ -1,6 +1,6 @@
 //! The call page, in parts that each render a piece of [`CallState`]: the videos, the status
-//! line, the controls (and their keyboard shortcuts), the device picker, the chat and the
-//! statistics. One module, [`link`], joins the page to the call engine: it has a browser body
+//! line, this side's name, the controls (and their keyboard shortcuts), the device picker, the
+//! chat and the statistics. One module, [`link`], joins the page to the call engine: it has a browser body
 //! and a server body, and the parts never touch the browser themselves.
 
 use leptos::{either::Either, ev, html::Video, prelude::*, wasm_bindgen::JsCast};
@@ -9,7 +9,7 @@ use leptos_meta::Title;
 use super::{clock, use_hydrated};
 use crate::{
     call::{CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote},
-    protocol::MediaState,
+    protocol::{MediaState, MAX_NAME_CHARS},
     room::RoomId,
 };
 use link::Actions;
@@ -28,6 +28,8 @@ struct CallState {
     devices: RwSignal<Vec<Device>>,
     /// Why something the person asked for did not happen.
     notice: RwSignal<Option<String>>,
+    /// This side's display name, as typed; the browser keeps it for the next visit.
+    name: RwSignal<String>,
     local_video: NodeRef<Video>,
 }
 
@@ -41,6 +43,7 @@ impl CallState {
             stats: RwSignal::new(None),
             devices: RwSignal::new(Vec::new()),
             notice: RwSignal::new(None),
+            name: RwSignal::new(String::new()),
             local_video: NodeRef::new(),
         }
     }
@@ -66,6 +69,12 @@ impl Actions {
         let camera_on = local.video && !local.screen;
         self.command(CallCommand::Camera(!camera_on));
     }
+
+    /// Keeps the name for the next visit and tells the call in progress.
+    fn rename(self, name: String) {
+        self.keep_name(&name);
+        self.command(CallCommand::Name(name));
+    }
 }
 
 /// What joins the page to the call engine: a browser body, and a server body where nothing
@@ -76,7 +85,7 @@ mod link {
 
     use leptos::prelude::*;
 
-    use web_sys::{HtmlVideoElement, MediaStream};
+    use web_sys::{HtmlVideoElement, MediaStream, Storage};
 
     use super::CallState;
     use crate::{
@@ -108,9 +117,20 @@ mod link {
         video: Option<HtmlVideoElement>,
     }
 
+    /// Where the browser keeps the display name between visits.
+    const NAME_KEY: &str = "duo.name";
+
+    fn storage() -> Option<Storage> {
+        // Refused in some private modes: the name is then kept for this page only.
+        window().local_storage().ok().flatten()
+    }
+
     /// Says at once when this page cannot make calls, keeps the next call's socket open while
     /// the page waits for Start, and hangs up when the page goes.
     pub(super) fn connect(room: RoomId, state: CallState) -> Actions {
+        if let Some(name) = storage().and_then(|storage| storage.get_item(NAME_KEY).ok().flatten()) {
+            state.name.set(name);
+        }
         // Browsers give the camera, the microphone and WebRTC only to secure contexts: say so
         // before anyone presses Start.
         Effect::new(move |_| {
@@ -176,7 +196,15 @@ mod link {
             let room = self.room.get_value();
             let next = self.prepared.try_update_value(Option::take).flatten();
             let next = next.unwrap_or_else(|| engine::prepare(&room));
-            self.call.set_value(Some(engine::start(room, choice, events, next)));
+            let name = state.name.get_untracked();
+            self.call.set_value(Some(engine::start(room, choice, name, events, next)));
+        }
+
+        /// Keeps the name for the next visit.
+        pub(super) fn keep_name(self, name: &str) {
+            if let Some(storage) = storage() {
+                let _ = storage.set_item(NAME_KEY, name);
+            }
         }
 
         pub(super) fn command(self, command: CallCommand) {
@@ -236,6 +264,8 @@ mod link {
 
         pub(super) fn command(self, _command: CallCommand) {}
 
+        pub(super) fn keep_name(self, _name: &str) {}
+
         pub(super) fn show_remote<V>(self, _peer: u32, _video: V) {}
     }
 }
@@ -253,6 +283,7 @@ pub(super) fn CallPage(room: RoomId) -> impl IntoView {
             <h1 class="visually-hidden">"Video call"</h1>
             {videos(state, actions)}
             {status_line(state, actions)}
+            {name_field(state, actions)}
             {controls(state, actions)}
             {device_picker(state, actions)}
             {chat(state, actions)}
@@ -264,11 +295,11 @@ pub(super) fn CallPage(room: RoomId) -> impl IntoView {
 /// The others' videos, a tile each with what they send, and this side's own video over them.
 /// Before anyone is there, one empty tile keeps the place.
 fn videos(state: CallState, actions: Actions) -> impl IntoView {
-    let alone = Memo::new(move |_| state.remotes.with(Vec::is_empty));
+    let others = Memo::new(move |_| state.remotes.with(Vec::len));
     let peers = move || state.remotes.with(|remotes| remotes.iter().map(|remote| remote.peer).collect::<Vec<_>>());
     view! {
-        <div class="videos" class:group=move || state.remotes.with(|remotes| remotes.len() > 1)>
-            {move || alone.get().then(|| view! {
+        <div class="videos" class:group=move || { others.get() > 1 } class:pair=move || others.get() == 2>
+            {move || (others.get() == 0).then(|| view! {
                 <video class="remote" aria-label="The other person's video" autoplay playsinline></video>
             })}
             <For each=peers key=|peer| *peer let:peer>
@@ -280,18 +311,27 @@ fn videos(state: CallState, actions: Actions) -> impl IntoView {
     }
 }
 
-/// One other person: their video, and whether their camera is off, they are muted or they
-/// share their screen.
+/// One other person: their video and name, whether they are speaking, and whether their camera
+/// is off, they are muted or they share their screen.
 fn tile(state: CallState, actions: Actions, peer: u32) -> impl IntoView {
-    let who = move || state.remotes.with(|remotes| person(remotes, peer));
+    let called = Memo::new(move |_| {
+        state.remotes.with(|remotes| {
+            let group = remotes.len() > 1;
+            remotes.iter().find(|r| r.peer == peer).and_then(|remote| remote.called(group))
+        })
+    });
+    let who = move || called.get().unwrap_or_else(|| "The other person".into());
     let media = move || state.remotes.with(|remotes| remotes.iter().find(|r| r.peer == peer).and_then(|r| r.media));
     let muted = Memo::new(move |_| media().is_some_and(|m| !m.audio));
     let sharing = Memo::new(move |_| media().is_some_and(|m| m.screen));
+    let speaking =
+        Memo::new(move |_| state.remotes.with(|remotes| remotes.iter().any(|r| r.peer == peer && r.speaking)));
     let video = NodeRef::<Video>::new();
     video.on_load(move |video| actions.show_remote(peer, video));
     view! {
-        <div class="tile">
+        <div class="tile" class:speaking=speaking>
             <video class="remote" node_ref=video aria-label=move || format!("{}'s video", who()) autoplay playsinline></video>
+            <p class="name" hidden=move || called.get().is_none()>{move || called.get()}</p>
             // Always in the page, so screen readers announce what appears in it.
             <div aria-live="polite">
                 <p class="camera-off" hidden=move || media().is_none_or(|m| m.video)>
@@ -308,12 +348,15 @@ fn tile(state: CallState, actions: Actions, peer: u32) -> impl IntoView {
     }
 }
 
-/// How the page names the person in `peer`'s tile: "The other person" in a call of two, else
-/// by their number in the call (display names are yet to come).
-fn person(remotes: &[Remote], peer: u32) -> String {
-    match remotes.iter().find(|remote| remote.peer == peer) {
-        Some(remote) if remotes.len() > 1 => format!("Person {}", remote.number),
-        _ => "The other person".into(),
+/// The name this side goes by: kept by the browser, sent to the others when it changes.
+fn name_field(state: CallState, actions: Actions) -> impl IntoView {
+    view! {
+        <label class="name-field">
+            "Your name "
+            <input placeholder="Guest" autocomplete="nickname" maxlength=MAX_NAME_CHARS.to_string()
+                prop:value=state.name on:input=move |event| state.name.set(event_target_value(&event))
+                on:change=move |event| actions.rename(event_target_value(&event))/>
+        </label>
     }
 }
 
@@ -423,8 +466,8 @@ fn chat(state: CallState, actions: Actions) -> impl IntoView {
         <section class="chat" aria-label="Chat">
             <ol class="messages" aria-live="polite">
                 <For each=move || state.chat.get().into_iter().enumerate() key=|(index, _)| *index let:((_, line))>
-                    <li class:mine=line.mine>
-                        <span class="who">{if line.mine { "You" } else { "Them" }}</span>
+                    <li class:mine=line.from.is_none()>
+                        <span class="who">{line.from.clone().unwrap_or_else(|| "You".into())}</span>
                         " " <time>{clock(line.sent_at)}</time> " "
                         <span class="text">{line.text}</span>
                     </li>

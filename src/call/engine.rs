@@ -82,9 +82,10 @@ pub fn prepare(room: &RoomId) -> Prepared {
     Prepared { events, inbox, session, everyone, socket }
 }
 
-pub fn start(room: RoomId, choice: MediaChoice, ui: CallEvents, prepared: Prepared) -> CallHandle {
+/// Starts a call sending `choice`, under the display name `name` (as typed).
+pub fn start(room: RoomId, choice: MediaChoice, name: String, ui: CallEvents, prepared: Prepared) -> CallHandle {
     let events = prepared.events.clone();
-    spawn_local(run(room, choice, ui, prepared));
+    spawn_local(run(room, choice, name, ui, prepared));
     CallHandle { events }
 }
 
@@ -96,13 +97,13 @@ fn report(events: &UnboundedSender<Event>) -> Rc<dyn Fn(Input)> {
     })
 }
 
-async fn run(room: RoomId, choice: MediaChoice, ui: CallEvents, prepared: Prepared) {
+async fn run(room: RoomId, choice: MediaChoice, name: String, ui: CallEvents, prepared: Prepared) {
     let Prepared { events, mut inbox, session, everyone, socket } = prepared;
     let media = match LocalMedia::new() {
         Ok(media) => media,
         Err(error) => return (ui.status)(CallStatus::MediaUnavailable(describe(&error))),
     };
-    let mut machine = CallMachine::new(choice, Box::new(js_sys::Math::random));
+    let mut machine = CallMachine::new(choice, &name, Box::new(js_sys::Math::random));
     let socket_ready = socket.is_some();
     let mut driver = Driver {
         ui,

@@ -33,8 +33,8 @@ use super::{
     CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote,
 };
 use crate::protocol::{
-    close_code, ChatMessage, ErrorCode, IceCandidate, IceServer, IceTransportPolicy, MediaState, Message, PeerId,
-    PeerInfo, PeerMessage, SdpType, SessionDescription, Welcome,
+    close_code, display_name, ChatMessage, ErrorCode, IceCandidate, IceServer, IceTransportPolicy, MediaState, Message,
+    PeerId, PeerInfo, PeerMessage, SdpType, SessionDescription, Welcome,
 };
 
 /// Reconnect delays: doubling from the first, capped, each scaled by a random 50–100 %.
@@ -47,7 +47,12 @@ pub const DISCONNECTED_GRACE_MS: u32 = 3_000;
 pub const ICE_RETRY_MS: u32 = 5_000;
 /// How long a new peer connection may take to connect before the page says it failed.
 pub const CONNECT_TIMEOUT_MS: u32 = 20_000;
-pub const STATS_EVERY_MS: u32 = 1_000;
+/// How often each connection's statistics are read: the panel's numbers, and who is speaking.
+pub const STATS_EVERY_MS: u32 = 500;
+/// The received audio level (RMS, 0 to 1) above which a person counts as speaking: about
+/// -34 dBFS, well above a quiet room after the browser's noise suppression (a muted
+/// microphone sends a level of 0).
+pub const SPEAKING_LEVEL: f64 = 0.02;
 /// The video a person uploads in all, shared out among the others in a group: about what a
 /// browser sends to one other person (Chromium's own ceiling for 720p camera video is 2.5
 /// Mbit/s). One other person gets no cap at all, so a call of two is as it always was.
@@ -352,11 +357,20 @@ struct Peer {
     traffic: Option<Traffic>,
     /// Their number in this call: people are numbered as they come, and keep their number.
     number: u32,
+    name: Option<String>,
+    speaking: bool,
 }
 
 impl Peer {
     fn remote(&self) -> Remote {
-        Remote { peer: self.generation, number: self.number, receiving: self.receiving, media: self.media }
+        Remote {
+            peer: self.generation,
+            number: self.number,
+            receiving: self.receiving,
+            media: self.media,
+            name: self.name.clone(),
+            speaking: self.speaking,
+        }
     }
 }
 
@@ -364,6 +378,8 @@ impl Peer {
 pub struct CallMachine {
     effects: VecDeque<Effect>,
     choice: MediaChoice,
+    /// This side's display name.
+    name: Option<String>,
     /// A number in [0, 1) for each reconnect delay's jitter.
     random: Box<dyn FnMut() -> f64>,
     socket: u32,
@@ -440,10 +456,12 @@ fn screen_share_failure(error_name: Option<&str>) -> Option<String> {
 }
 
 impl CallMachine {
-    pub fn new(choice: MediaChoice, random: Box<dyn FnMut() -> f64>) -> Self {
+    /// A call sending `choice`, under the display name `name` (as typed).
+    pub fn new(choice: MediaChoice, name: &str, random: Box<dyn FnMut() -> f64>) -> Self {
         Self {
             effects: VecDeque::new(),
             choice,
+            name: display_name(name),
             random,
             socket: FIRST_SOCKET,
             socket_up: false,
@@ -765,13 +783,9 @@ impl CallMachine {
                     peer.timed_out = peer.connection != ConnectionState::Connected;
                 }
             }
-            // The panel shows the first connection's statistics.
-            Timer::StatsTick { peer } if self.peers.first().is_some_and(|first| first.generation == peer) => {
-                self.push(Effect::GetStats { peer });
-                self.push(Effect::Arm { timer, after_ms: STATS_EVERY_MS });
-            }
             Timer::StatsTick { peer } => {
                 if self.peers.iter().any(|p| p.generation == peer) {
+                    self.push(Effect::GetStats { peer });
                     self.push(Effect::Arm { timer, after_ms: STATS_EVERY_MS });
                 }
             }
@@ -812,6 +826,9 @@ impl CallMachine {
                 let unsent = std::mem::take(&mut peer.unsent_chat);
                 let state = self.media.state();
                 self.push(Effect::ToPeer { peer: generation, message: PeerMessage::MediaState(state) });
+                if let Some(name) = self.name.clone() {
+                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Name(name) });
+                }
                 for message in unsent {
                     self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Chat(message) });
                 }
@@ -825,12 +842,20 @@ impl CallMachine {
                 }
             }
             PeerEvent::Message(PeerMessage::MediaState(state)) => peer.media = Some(state),
+            PeerEvent::Message(PeerMessage::Name(name)) => peer.name = display_name(&name),
             PeerEvent::Message(PeerMessage::Chat(message)) => {
-                self.push(Effect::Chat(ChatLine { mine: false, text: message.text, sent_at: message.sent_at }));
+                // Named as the page names them now (their name comes first on the channel).
+                let from = peer.remote().called(self.peers.len() > 1).unwrap_or_else(|| "Them".into());
+                self.push(Effect::Chat(ChatLine { from: Some(from), text: message.text, sent_at: message.sent_at }));
             }
             PeerEvent::Stats(reports) => {
                 let (stats, traffic) = summarize(&reports, peer.traffic, now_ms);
                 peer.traffic = Some(traffic);
+                // Between readings with no audio played out, they keep what they were.
+                if let Some(level) = stats.audio_level {
+                    peer.speaking = level > SPEAKING_LEVEL;
+                }
+                // The panel shows the first connection's statistics.
                 if index == 0 {
                     self.push(Effect::Stats(Some(stats)));
                 }
@@ -889,8 +914,15 @@ impl CallMachine {
             CallCommand::ShareScreen(false) => self.stop_screen(),
             CallCommand::Chat(text) => {
                 let message = ChatMessage { text, sent_at: now_ms as u64 };
-                self.push(Effect::Chat(ChatLine { mine: true, text: message.text.clone(), sent_at: message.sent_at }));
+                self.push(Effect::Chat(ChatLine { from: None, text: message.text.clone(), sent_at: message.sent_at }));
                 self.send_chat(message);
+            }
+            CallCommand::Name(name) => {
+                self.name = display_name(&name);
+                let message = PeerMessage::Name(self.name.clone().unwrap_or_default());
+                for peer in self.open_channels() {
+                    self.push(Effect::ToPeer { peer, message: message.clone() });
+                }
             }
             CallCommand::UseDevice(device) => self.push(Effect::OpenDevice(device)),
             CallCommand::HangUp => {
@@ -936,7 +968,9 @@ impl CallMachine {
                 (false, false) => CallStatus::Connecting,
             }
         } else if self.peers.iter().any(|peer| peer.connection == ConnectionState::Connected) {
-            CallStatus::Connected
+            let group = self.peers.len() > 1;
+            let connected = self.peers.iter().filter(|peer| peer.connection == ConnectionState::Connected);
+            CallStatus::Connected(connected.filter_map(|peer| peer.remote().called(group)).collect())
         } else if self.turn_refused
             && (self.ice_policy == IceTransportPolicy::Relay || self.peers.iter().any(|peer| peer.timed_out))
         {
@@ -1077,6 +1111,8 @@ impl CallMachine {
             media: None,
             traffic: None,
             number: self.people,
+            name: None,
+            speaking: false,
         });
         generation
     }
@@ -1118,10 +1154,14 @@ impl CallMachine {
         let state = self.media.state();
         self.push(Effect::LocalMedia(state));
         // A channel not open yet announces the state when it opens.
-        let open: Vec<u32> = self.peers.iter().filter(|peer| peer.channel_open).map(|peer| peer.generation).collect();
-        for peer in open {
+        for peer in self.open_channels() {
             self.push(Effect::ToPeer { peer, message: PeerMessage::MediaState(state) });
         }
+    }
+
+    /// The connections whose data channel is open, by generation.
+    fn open_channels(&self) -> Vec<u32> {
+        self.peers.iter().filter(|peer| peer.channel_open).map(|peer| peer.generation).collect()
     }
 
     fn send_chat(&mut self, message: ChatMessage) {
@@ -1207,6 +1247,11 @@ mod tests {
         })
     }
 
+    /// A WELCOME to a room where Alice and Bob already are: this side calls them both.
+    fn join_alice_and_bob(machine: &mut CallMachine) -> Vec<Effect> {
+        handle(machine, server(FIRST_SOCKET, welcome_to(vec![info("alice"), info("bob")], IceTransportPolicy::All)))
+    }
+
     /// `name`, toward whom this side is impolite.
     fn info(name: &str) -> PeerInfo {
         PeerInfo { peer_id: id_of(name), polite: Some(false), public_id: Some(name.into()) }
@@ -1245,7 +1290,7 @@ mod tests {
 
     /// Start pressed, with the page's socket ready, and the camera and microphone granted.
     fn started() -> CallMachine {
-        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, Box::new(|| 0.5));
+        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, "", Box::new(|| 0.5));
         handle(&mut machine, Input::Start { socket_ready: true });
         handle(&mut machine, Input::MediaGranted { audio: true, camera: true });
         machine
@@ -1271,7 +1316,7 @@ mod tests {
         ));
         handle(&mut machine, peer(generation, negotiated(Signaling::Stable, None)));
         let effects = handle(&mut machine, peer(generation, PeerEvent::ConnectionState(ConnectionState::Connected)));
-        assert_eq!(statuses(&effects), [CallStatus::Connected]);
+        assert_eq!(statuses(&effects), [CallStatus::Connected(Vec::new())]);
         (machine, generation)
     }
 
@@ -1288,7 +1333,7 @@ mod tests {
 
     #[test]
     fn start_joins_at_once_and_says_the_camera_is_starting_until_it_is_granted() {
-        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, Box::new(|| 0.5));
+        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, "", Box::new(|| 0.5));
         let effects = handle(&mut machine, Input::Start { socket_ready: true });
         assert!(
             effects.contains(&Effect::Join)
@@ -1312,7 +1357,7 @@ mod tests {
 
     #[test]
     fn a_camera_refused_after_joining_tells_the_other_side_and_ends_the_call() {
-        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, Box::new(|| 0.5));
+        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, "", Box::new(|| 0.5));
         handle(&mut machine, Input::Start { socket_ready: true });
         handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
         let refused = Input::MediaRefused { name: Some("NotAllowedError".into()), description: "x".into() };
@@ -1335,7 +1380,7 @@ mod tests {
         assert!(effects.contains(&Effect::OpenSocket { socket: FIRST_SOCKET + 1 }));
         let effects =
             handle(&mut machine, server(FIRST_SOCKET + 1, welcome(true, Some("bob"), IceTransportPolicy::All)));
-        assert_eq!(statuses(&effects), [CallStatus::Connected]);
+        assert_eq!(statuses(&effects), [CallStatus::Connected(Vec::new())]);
         assert!(!has(&effects, |e| matches!(e, Effect::DropPeer { peer } if *peer == generation)), "{effects:?}");
         assert!(!has(&effects, |e| matches!(e, Effect::CreatePeer { .. } | Effect::Offer { .. })), "{effects:?}");
         // Back first after a server restart: the other person is not there yet, but the media
@@ -1343,7 +1388,7 @@ mod tests {
         handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET + 1, code: ABNORMAL_CLOSURE });
         handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET + 1 }));
         let effects = handle(&mut machine, server(FIRST_SOCKET + 2, welcome(false, None, IceTransportPolicy::All)));
-        assert_eq!(statuses(&effects), [CallStatus::Connected]);
+        assert_eq!(statuses(&effects), [CallStatus::Connected(Vec::new())]);
         assert!(!has(&effects, |e| matches!(e, Effect::DropPeer { peer } if *peer == generation)), "{effects:?}");
         // Someone else in the room after the outage: a new call with them.
         handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET + 2, code: ABNORMAL_CLOSURE });
@@ -1658,7 +1703,7 @@ mod tests {
         handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
         let effects = handle(&mut machine, Input::Command(CallCommand::Chat("hello".into())));
         let message = ChatMessage { text: "hello".into(), sent_at: NOW as u64 };
-        assert_eq!(effects, [Effect::Chat(ChatLine { mine: true, text: "hello".into(), sent_at: NOW as u64 })]);
+        assert_eq!(effects, [Effect::Chat(ChatLine { from: None, text: "hello".into(), sent_at: NOW as u64 })]);
         let effects = handle(&mut machine, peer(1, PeerEvent::ChannelOpen));
         let media = PeerMessage::MediaState(MediaState { audio: true, video: true, screen: false });
         assert!(effects.contains(&Effect::ToPeer { peer: 1, message: media }));
@@ -1677,7 +1722,7 @@ mod tests {
     }
 
     #[test]
-    fn statistics_are_read_every_second_for_the_connection_in_use() {
+    fn statistics_are_read_regularly_for_the_connection_in_use() {
         let (mut machine, generation) = connected_call();
         let tick = Timer::StatsTick { peer: generation };
         let effects = handle(&mut machine, Input::Timer(tick));
@@ -1812,24 +1857,26 @@ mod tests {
             assert_eq!(sends(&answered), [(Some(id_of(name)), "SDP")]);
         }
         let effects = handle(&mut machine, peer(2, PeerEvent::ConnectionState(ConnectionState::Connected)));
-        assert_eq!(statuses(&effects), [CallStatus::Connected]);
+        assert_eq!(statuses(&effects), [CallStatus::Connected(vec!["Guest 2".into()])]);
         handle(&mut machine, peer(2, PeerEvent::RemoteTrack));
         handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Connected)));
         let effects = handle(&mut machine, peer(1, PeerEvent::RemoteTrack));
         let tiles = [
-            Remote { peer: 1, number: 1, receiving: true, media: None },
-            Remote { peer: 2, number: 2, receiving: true, media: None },
+            Remote { peer: 1, number: 1, receiving: true, media: None, name: None, speaking: false },
+            Remote { peer: 2, number: 2, receiving: true, media: None, name: None, speaking: false },
         ];
         assert_eq!(effects, [Effect::Remotes(tiles.to_vec())], "in the order they came");
-        // One connection failing while another works: still in the call.
+        // One connection failing while another works: still in the call, with the other one.
         let effects = handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Failed)));
-        assert!(effects.contains(&Effect::RestartIce { peer: 1 }) && statuses(&effects).is_empty());
+        assert!(effects.contains(&Effect::RestartIce { peer: 1 }));
+        assert_eq!(statuses(&effects), [CallStatus::Connected(vec!["Guest 2".into()])]);
         handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Connected)));
-        // Carol hangs up: her tile goes, Bob's stays, and so does the call.
+        // Carol hangs up: her tile goes, Bob's stays, and so does the call (of two now).
         let effects = handle(&mut machine, from(FIRST_SOCKET, "carol", Message::Bye(None)));
         assert!(effects.contains(&Effect::DropPeer { peer: 2 }));
         assert!(effects.contains(&Effect::Remotes(vec![tiles[0].clone()])));
-        assert!(statuses(&effects).is_empty() && !has(&effects, |e| matches!(e, Effect::CreatePeer { .. })));
+        assert_eq!(statuses(&effects), [CallStatus::Connected(Vec::new())]);
+        assert!(!has(&effects, |e| matches!(e, Effect::CreatePeer { .. })));
         // What she sent late changes nothing.
         assert!(handle(&mut machine, from(FIRST_SOCKET, "carol", Message::Candidate(Some(candidate("c"))))).is_empty());
     }
@@ -1837,10 +1884,7 @@ mod tests {
     #[test]
     fn chat_media_state_and_the_hang_up_go_to_everyone() {
         let mut machine = started();
-        handle(
-            &mut machine,
-            server(FIRST_SOCKET, welcome_to(vec![info("alice"), info("bob")], IceTransportPolicy::All)),
-        );
+        join_alice_and_bob(&mut machine);
         handle(&mut machine, peer(1, PeerEvent::ChannelOpen));
         // Bob's channel is not open yet: his copy waits for it.
         let effects = handle(&mut machine, Input::Command(CallCommand::Chat("hi all".into())));
@@ -1880,10 +1924,7 @@ mod tests {
         assert!(caps(&handle(&mut machine, peer(1, negotiated(Signaling::Stable, None)))).is_empty());
 
         let mut machine = started();
-        let effects = handle(
-            &mut machine,
-            server(FIRST_SOCKET, welcome_to(vec![info("alice"), info("bob")], IceTransportPolicy::All)),
-        );
+        let effects = join_alice_and_bob(&mut machine);
         assert_eq!(caps(&effects), [(1, Some(1_250_000)), (2, Some(1_250_000))]);
         // Once a negotiation is done the sender has encodings: capped again, in case it had none.
         handle(&mut machine, peer(1, negotiated(Signaling::HaveLocalOffer, Some(sdp(SdpType::Offer)))));
@@ -1946,5 +1987,87 @@ mod tests {
         let offer =
             Input::Server { socket: FIRST_SOCKET, from: Some(PeerId(99)), message: Message::Sdp(sdp(SdpType::Offer)) };
         assert!(has(&handle(&mut machine, offer), |e| matches!(e, Effect::Apply { .. })));
+    }
+
+    /// What the last `Remotes` effect among `effects` showed.
+    fn shown(effects: &[Effect]) -> Option<Vec<Remote>> {
+        effects.iter().rev().find_map(|e| if let Effect::Remotes(r) = e { Some(r.clone()) } else { None })
+    }
+
+    /// Connects connection `generation`, which this side called.
+    fn connect(machine: &mut CallMachine, generation: u32, name: &str) -> Vec<Effect> {
+        handle(machine, peer(generation, negotiated(Signaling::HaveLocalOffer, Some(sdp(SdpType::Offer)))));
+        handle(machine, from(FIRST_SOCKET, name, Message::Sdp(sdp(SdpType::Answer))));
+        handle(machine, peer(generation, negotiated(Signaling::Stable, None)));
+        handle(machine, peer(generation, PeerEvent::ConnectionState(ConnectionState::Connected)))
+    }
+
+    #[test]
+    fn names_go_over_each_channel_and_name_people_in_tiles_status_and_chat() {
+        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, "  Ada\n", Box::new(|| 0.5));
+        handle(&mut machine, Input::Start { socket_ready: true });
+        handle(&mut machine, Input::MediaGranted { audio: true, camera: true });
+        join_alice_and_bob(&mut machine);
+        let effects = handle(&mut machine, peer(1, PeerEvent::ChannelOpen));
+        assert!(effects.contains(&Effect::ToPeer { peer: 1, message: PeerMessage::Name("Ada".into()) }), "{effects:?}");
+        // Alice names herself; Bob does not, so in a group he is a guest with his number.
+        let effects = handle(&mut machine, peer(1, PeerEvent::Message(PeerMessage::Name(" Alice\u{7}".into()))));
+        let called: Vec<Option<String>> = shown(&effects).unwrap().iter().map(|r| r.called(true)).collect();
+        assert_eq!(called, [Some("Alice".into()), Some("Guest 2".into())]);
+        connect(&mut machine, 1, "alice");
+        let effects = connect(&mut machine, 2, "bob");
+        let [status] = statuses(&effects).try_into().unwrap();
+        assert_eq!(status.text(), "Connected with Alice and Guest 2.");
+        let chat = |text: &str| PeerMessage::Chat(ChatMessage { text: text.into(), sent_at: 5 });
+        let effects = handle(&mut machine, peer(2, PeerEvent::Message(chat("hi"))));
+        assert_eq!(effects, [Effect::Chat(ChatLine { from: Some("Guest 2".into()), text: "hi".into(), sent_at: 5 })]);
+        // A new name goes to everyone whose channel is open; an empty one clears it.
+        let effects = handle(&mut machine, Input::Command(CallCommand::Name("   ".into())));
+        assert_eq!(effects, [Effect::ToPeer { peer: 1, message: PeerMessage::Name(String::new()) }]);
+
+        // In a call of two, someone without a name is not listed; with one, they are.
+        let (mut machine, generation) = connected_call();
+        let effects = handle(&mut machine, peer(generation, PeerEvent::Message(chat("hey"))));
+        assert_eq!(effects, [Effect::Chat(ChatLine { from: Some("Them".into()), text: "hey".into(), sent_at: 5 })]);
+        let effects = handle(&mut machine, peer(generation, PeerEvent::Message(PeerMessage::Name("Bob".into()))));
+        assert_eq!(statuses(&effects), [CallStatus::Connected(vec!["Bob".into()])]);
+        assert_eq!(statuses(&effects)[0].text(), "Connected with Bob.");
+        // No name of our own: the channel opens with the media state alone.
+        let effects = handle(&mut machine, peer(generation, PeerEvent::ChannelOpen));
+        assert!(!has(&effects, |e| matches!(e, Effect::ToPeer { message: PeerMessage::Name(_), .. })), "{effects:?}");
+    }
+
+    #[test]
+    fn whoever_sends_audio_above_the_speaking_level_is_shown_speaking() {
+        let (mut machine, generation) = connected_call();
+        let audio = |energy: f64, seconds: f64| {
+            PeerEvent::Stats(crate::call::stats::tests::parse(vec![serde_json::json!(
+                {"id": "a", "type": "inbound-rtp", "kind": "audio", "totalAudioEnergy": energy, "totalSamplesDuration": seconds}
+            )]))
+        };
+        let speaking = |effects: &[Effect]| shown(effects).map(|remotes| remotes[0].speaking);
+        // The first reading has nothing to compare with.
+        assert_eq!(speaking(&handle(&mut machine, peer(generation, audio(1.0, 10.0)))), None);
+        // A level of 0.1 over half a second.
+        assert_eq!(speaking(&handle(&mut machine, peer(generation, audio(1.005, 10.5)))), Some(true));
+        // Unchanged while no audio was played out in between; silent (muted) after.
+        assert_eq!(speaking(&handle(&mut machine, peer(generation, audio(1.005, 10.5)))), None);
+        assert_eq!(speaking(&handle(&mut machine, peer(generation, audio(1.005, 11.0)))), Some(false));
+        // Just below the level is not speaking either.
+        let quiet = SPEAKING_LEVEL * 0.9;
+        assert_eq!(speaking(&handle(&mut machine, peer(generation, audio(1.005 + quiet * quiet, 12.0)))), None);
+    }
+
+    #[test]
+    fn every_connection_is_read_for_who_speaks_and_the_panel_shows_the_first() {
+        let mut machine = started();
+        join_alice_and_bob(&mut machine);
+        let tick = Timer::StatsTick { peer: 2 };
+        assert_eq!(
+            handle(&mut machine, Input::Timer(tick)),
+            [Effect::GetStats { peer: 2 }, Effect::Arm { timer: tick, after_ms: STATS_EVERY_MS }]
+        );
+        assert!(!has(&handle(&mut machine, peer(2, PeerEvent::Stats(Vec::new()))), |e| matches!(e, Effect::Stats(_))));
+        assert!(has(&handle(&mut machine, peer(1, PeerEvent::Stats(Vec::new()))), |e| matches!(e, Effect::Stats(_))));
     }
 }

@@ -49,6 +49,8 @@ pub enum CallCommand {
     Camera(bool),
     ShareScreen(bool),
     Chat(String),
+    /// This side's display name, as typed (empty: none).
+    Name(String),
     UseDevice(Device),
     HangUp,
 }
@@ -64,12 +66,26 @@ pub struct Remote {
     pub receiving: bool,
     /// What they say they send.
     pub media: Option<crate::protocol::MediaState>,
+    /// The name they chose.
+    pub name: Option<String>,
+    /// Whether their audio was above a speaking level in the last reading.
+    pub speaking: bool,
+}
+
+impl Remote {
+    /// What the page calls them: their own name; without one, "Guest N" in a group (N is their
+    /// number in the call, so that no two are called alike) and nothing in a call of two, where
+    /// each place says "the other person" in its own words.
+    pub fn called(&self, group: bool) -> Option<String> {
+        self.name.clone().or_else(|| group.then(|| format!("Guest {}", self.number)))
+    }
 }
 
 /// One line of the chat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatLine {
-    pub mine: bool,
+    /// Who wrote it: `None` for this side, else what the page calls them ([`Remote::called`]).
+    pub from: Option<String>,
     pub text: String,
     /// Milliseconds since the Unix epoch.
     pub sent_at: u64,
@@ -89,6 +105,8 @@ pub struct CallStats {
     pub packet_loss_percent: f64,
     /// Whether media goes through a TURN relay rather than directly.
     pub relayed: Option<bool>,
+    /// The level (RMS, 0 to 1) of the audio received since the reading before.
+    pub audio_level: Option<f64>,
 }
 
 /// What the status line says, and whether a call is under way.
@@ -101,7 +119,9 @@ pub enum CallStatus {
     Joining,
     WaitingForPeer,
     Connecting,
-    Connected,
+    /// In a call with these people (named as [`Remote::called`]; in a call of two, an
+    /// unnamed other person is not listed).
+    Connected(Vec<String>),
     ConnectionInterrupted,
     ConnectionFailed,
     PeerLeft,
@@ -129,7 +149,7 @@ impl CallStatus {
                 | Self::Joining
                 | Self::WaitingForPeer
                 | Self::Connecting
-                | Self::Connected
+                | Self::Connected(_)
                 | Self::ConnectionInterrupted
                 | Self::ConnectionFailed
                 | Self::PeerLeft
@@ -148,7 +168,7 @@ impl CallStatus {
             Self::Joining
             | Self::WaitingForPeer
             | Self::Connecting
-            | Self::Connected
+            | Self::Connected(_)
             | Self::ConnectionInterrupted
             | Self::PeerLeft
             | Self::SignalingReconnecting => Self::StartingMedia,
@@ -163,7 +183,11 @@ impl CallStatus {
             Self::Joining => "Joining the call…".into(),
             Self::WaitingForPeer => "Waiting for the other person to join. Send them this page's link.".into(),
             Self::Connecting => "Connecting…".into(),
-            Self::Connected => "Connected.".into(),
+            Self::Connected(people) => match people.as_slice() {
+                [] => "Connected.".into(),
+                [one] => format!("Connected with {one}."),
+                [others @ .., last] => format!("Connected with {} and {last}.", others.join(", ")),
+            },
             Self::ConnectionInterrupted => "The connection is interrupted; reconnecting…".into(),
             Self::ConnectionFailed => "Could not connect to the other person.".into(),
             Self::PeerLeft => "The other person left. Waiting for them to come back…".into(),
@@ -222,7 +246,8 @@ mod tests {
 
     #[test]
     fn while_the_camera_starts_the_page_says_so_unless_something_needs_the_person() {
-        for progress in [CallStatus::Joining, CallStatus::WaitingForPeer, CallStatus::Connecting, CallStatus::Connected]
+        for progress in
+            [CallStatus::Joining, CallStatus::WaitingForPeer, CallStatus::Connecting, CallStatus::Connected(Vec::new())]
         {
             assert_eq!(progress.while_media_starts(), CallStatus::StartingMedia);
         }

@@ -343,6 +343,8 @@ fn read_report(report: &JsValue) -> Report {
         frames_per_second: number("framesPerSecond"),
         selected_candidate_pair_id: text("selectedCandidatePairId"),
         selected: field("selected").is_truthy(),
+        total_audio_energy: number("totalAudioEnergy").unwrap_or_default(),
+        total_samples_duration: number("totalSamplesDuration").unwrap_or_default(),
         local_candidate_id: text("localCandidateId"),
         remote_candidate_id: text("remoteCandidateId"),
         current_round_trip_time: number("currentRoundTripTime"),

@@ -28,6 +28,10 @@ pub struct Report {
     pub remote_candidate_id: Option<String>,
     pub current_round_trip_time: Option<f64>,
     pub candidate_type: Option<String>,
+    /// Of received audio: the sum of each sample's level squared times its duration, and the
+    /// seconds of samples. Their growth between readings gives the level in between.
+    pub total_audio_energy: f64,
+    pub total_samples_duration: f64,
 }
 
 /// Bytes received and sent, and when (milliseconds), at one reading.
@@ -35,6 +39,8 @@ pub struct Report {
 pub struct Traffic {
     bytes_in: f64,
     bytes_out: f64,
+    audio_energy: f64,
+    audio_seconds: f64,
     at_ms: f64,
 }
 
@@ -44,16 +50,24 @@ pub fn summarize(reports: &[Report], before: Option<Traffic>, now_ms: f64) -> (C
     let by_id = |id: &Option<String>| reports.iter().find(|r| Some(&r.id) == id.as_ref());
     let mut stats = CallStats::default();
     let (mut bytes_in, mut bytes_out, mut lost, mut received) = (0.0, 0.0, 0.0, 0.0);
+    let (mut audio_energy, mut audio_seconds) = (0.0, 0.0);
     for report in reports {
         match report.report_type.as_str() {
             "inbound-rtp" => {
                 bytes_in += report.bytes_received;
                 lost += report.packets_lost.max(0.0);
                 received += report.packets_received;
-                if report.kind.as_deref() == Some("video") {
-                    stats.width = report.frame_width;
-                    stats.height = report.frame_height;
-                    stats.frames_per_second = report.frames_per_second;
+                match report.kind.as_deref() {
+                    Some("video") => {
+                        stats.width = report.frame_width;
+                        stats.height = report.frame_height;
+                        stats.frames_per_second = report.frames_per_second;
+                    }
+                    Some("audio") => {
+                        audio_energy += report.total_audio_energy;
+                        audio_seconds += report.total_samples_duration;
+                    }
+                    _ => {}
                 }
             }
             "outbound-rtp" => bytes_out += report.bytes_sent,
@@ -78,8 +92,14 @@ pub fn summarize(reports: &[Report], before: Option<Traffic>, now_ms: f64) -> (C
         let seconds = ((now_ms - before.at_ms) / 1000.0).max(0.001);
         stats.kbps_in = (bytes_in - before.bytes_in).max(0.0) * 8.0 / 1000.0 / seconds;
         stats.kbps_out = (bytes_out - before.bytes_out).max(0.0) * 8.0 / 1000.0 / seconds;
+        // The mean of the squared level over the samples in between; no samples (nothing
+        // played, or a new connection's counters) is no reading.
+        let duration = audio_seconds - before.audio_seconds;
+        if duration > 0.0 {
+            stats.audio_level = Some(((audio_energy - before.audio_energy).max(0.0) / duration).sqrt());
+        }
     }
-    (stats, Traffic { bytes_in, bytes_out, at_ms: now_ms })
+    (stats, Traffic { bytes_in, bytes_out, audio_energy, audio_seconds, at_ms: now_ms })
 }
 
 #[cfg(test)]
@@ -132,6 +152,24 @@ pub(crate) mod tests {
         let (stats, _) = summarize(&reports(500, 500, -3, 100), Some(traffic), 0.0);
         assert_eq!(stats.packet_loss_percent, 0.0);
         assert_eq!((stats.kbps_in, stats.kbps_out), (0.0, 0.0));
+    }
+
+    #[test]
+    fn the_audio_level_is_the_root_mean_square_since_the_reading_before() {
+        let audio = |energy: f64, seconds: f64| {
+            parse(vec![json!({"id": "in-a", "type": "inbound-rtp", "kind": "audio",
+                              "totalAudioEnergy": energy, "totalSamplesDuration": seconds})])
+        };
+        let (first, traffic) = summarize(&audio(3.0, 10.0), None, 0.0);
+        assert_eq!(first.audio_level, None);
+        // 0.02 more energy over half a second: a mean square of 0.04, a level of 0.2.
+        let (second, traffic) = summarize(&audio(3.02, 10.5), Some(traffic), 500.0);
+        assert!((second.audio_level.unwrap() - 0.2).abs() < 1e-9, "{second:?}");
+        // Silence, and then no samples at all (nothing played them out).
+        let (silent, traffic) = summarize(&audio(3.02, 11.0), Some(traffic), 1_000.0);
+        assert_eq!(silent.audio_level, Some(0.0));
+        let (none, _) = summarize(&audio(3.02, 11.0), Some(traffic), 1_500.0);
+        assert_eq!(none.audio_level, None);
     }
 
     #[test]

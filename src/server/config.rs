@@ -85,9 +85,9 @@ pub struct Config {
     #[arg(long, default_value = "10", value_parser = seconds_in(0.1, 3600.0))]
     pub(crate) header_timeout: Duration,
 
-    /// How many people a call room holds (2 to 8). The default stays 2 until the page names
-    /// people and shows who speaks (docs/protocol.md).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=8))]
+    /// How many people a call room holds (2 to 8): each sends to and receives from every other
+    /// (docs/protocol.md).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub(crate) max_room_size: u8,
 
     /// MiB of signaling frames that may wait, over all connections, for peers that read slowly.
@@ -188,6 +188,7 @@ mod tests {
         assert!(config.tls_cert.is_none() && !config.tls_self_signed);
         assert_eq!(config.metrics_addr, "127.0.0.1:9464".parse().unwrap());
         assert_eq!(config.turn_credential_lifetime, Duration::from_secs(3600));
+        assert_eq!(config.max_room_size, 4, "groups of four by default");
     }
 
     #[test]
