@@ -224,11 +224,20 @@ pub enum PeerMessage {
 /// The longest display name, in characters: a tile's caption and a chat line stay readable.
 pub const MAX_NAME_CHARS: usize = 40;
 
-/// A display name as people see it: without control characters or surrounding space, at most
+/// Characters that show nothing themselves: control characters, and the format and filler
+/// characters that would turn the text around them right to left (a name could make a chat
+/// line read backwards) or make a name look empty.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{ad}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{2800}' | '\u{3164}' | '\u{feff}' | '\u{ffa0}')
+}
+
+/// A display name as people see it: without invisible characters or surrounding space, at most
 /// [`MAX_NAME_CHARS`] characters; `None` when nothing is left. The page shows it as text, never
 /// as HTML.
 pub fn display_name(raw: &str) -> Option<String> {
-    let cleaned: String = raw.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: String = raw.chars().filter(|c| !invisible(*c)).collect();
     let name: String = cleaned.trim().chars().take(MAX_NAME_CHARS).collect();
     let name = name.trim_end();
     (!name.is_empty()).then(|| name.to_owned())
@@ -438,7 +447,10 @@ mod tests {
         assert_eq!(serde_json::to_value(&name).unwrap(), json!({"message_type": "NAME", "content": "Ada"}));
         assert_eq!(display_name("  Ada Lovelace \n"), Some("Ada Lovelace".into()));
         assert_eq!(display_name("A\u{0}d\u{1b}[31ma"), Some("Ad[31ma".into()));
-        for empty in ["", "   ", "\t\r\n", "\u{7f}"] {
+        // Right-to-left overrides and zero-width characters are gone; a name of nothing but
+        // them is no name.
+        assert_eq!(display_name("\u{202e}Eve\u{200b}"), Some("Eve".into()));
+        for empty in ["", "   ", "\t\r\n", "\u{7f}", "\u{200b}\u{2066}", " \u{3164} "] {
             assert_eq!(display_name(empty), None, "{empty:?}");
         }
         // Markup is just characters: the page shows it as text.

@@ -36,10 +36,9 @@ async function expectEveryoneVideoPlaying(page: Page, count: number, timeout = 3
   }, { timeout: 15_000, message: 'every remote video plays' }).toBe(true);
 }
 
-/** Types `name` as this person's name once the page is ready, and leaves the field. */
+/** Types `name` as this person's name (the field takes it once the page is hydrated), and
+ * leaves the field. */
 async function chooseName(page: Page, name: string) {
-  // Until the page is hydrated every control is disabled, and the field would not keep a name.
-  await expect(page.locator('.controls button:enabled')).not.toHaveCount(0);
   const field = page.getByLabel('Your name');
   await field.fill(name);
   await field.press('Tab');
@@ -168,7 +167,12 @@ test('people go by the names they chose in tiles, the status line and chat, and 
   await chooseName(bob, 'Bob');
   // Markup in a name is just characters.
   await chooseName(carol, '<i>Carol</i>');
-  for (const page of [alice, bob, carol]) await start(page);
+  // One after the other, so that each page lists the others in the order they came.
+  await start(alice);
+  await expect(status(alice)).toHaveText(/Waiting/);
+  await start(bob);
+  await expect(status(bob)).toHaveText('Connected with Alice.');
+  await start(carol);
   await expect(status(alice)).toHaveText('Connected with Bob and <i>Carol</i>.');
   await expect(status(bob)).toHaveText('Connected with Alice and <i>Carol</i>.');
   await expect(status(carol)).toHaveText('Connected with Alice and Bob.');

@@ -331,7 +331,8 @@ fn tile(state: CallState, actions: Actions, peer: u32) -> impl IntoView {
     view! {
         <div class="tile" class:speaking=speaking>
             <video class="remote" node_ref=video aria-label=move || format!("{}'s video", who()) autoplay playsinline></video>
-            <p class="name" hidden=move || called.get().is_none()>{move || called.get()}</p>
+            // The video's accessible name says it already.
+            <p class="name" aria-hidden="true" hidden=move || called.get().is_none()>{move || called.get()}</p>
             // Always in the page, so screen readers announce what appears in it.
             <div aria-live="polite">
                 <p class="camera-off" hidden=move || media().is_none_or(|m| m.video)>
@@ -350,10 +351,13 @@ fn tile(state: CallState, actions: Actions, peer: u32) -> impl IntoView {
 
 /// The name this side goes by: kept by the browser, sent to the others when it changes.
 fn name_field(state: CallState, actions: Actions) -> impl IntoView {
+    // Until hydrated, what is typed would be lost: hydration sets the field to the kept name.
+    let hydrated = use_hydrated();
     view! {
         <label class="name-field">
             "Your name "
             <input placeholder="Guest" autocomplete="nickname" maxlength=MAX_NAME_CHARS.to_string()
+                disabled=move || !hydrated.get()
                 prop:value=state.name on:input=move |event| state.name.set(event_target_value(&event))
                 on:change=move |event| actions.rename(event_target_value(&event))/>
         </label>

@@ -341,10 +341,18 @@ impl Driver {
                     return Some(Input::Peer { peer, event: PeerEvent::Undelivered(message) });
                 }
             }
-            Effect::GetStats { peer } => match self.peers.get(peer)?.stats().await {
-                Ok(reports) => return Some(Input::Peer { peer, event: PeerEvent::Stats(reports) }),
-                Err(error) => leptos::logging::warn!("cannot read the statistics: {}", describe(&error)),
-            },
+            // Not awaited: reading every connection's statistics twice a second must not hold
+            // up signaling. The reading comes back as an input like any other.
+            Effect::GetStats { peer } => {
+                let reading = self.peers.get(peer)?.stats();
+                let report = report(&self.events);
+                spawn_local(async move {
+                    match reading.await {
+                        Ok(reports) => report(Input::Peer { peer, event: PeerEvent::Stats(reports) }),
+                        Err(error) => leptos::logging::warn!("cannot read the statistics: {}", describe(&error)),
+                    }
+                });
+            }
         }
         None
     }

@@ -53,6 +53,9 @@ pub const STATS_EVERY_MS: u32 = 500;
 /// -34 dBFS, well above a quiet room after the browser's noise suppression (a muted
 /// microphone sends a level of 0).
 pub const SPEAKING_LEVEL: f64 = 0.02;
+/// How long the highlight stays after the last reading above it: the pauses between words
+/// do not make it flicker.
+pub const SPEAKING_HOLD_MS: f64 = 1_000.0;
 /// The video a person uploads in all, shared out among the others in a group: about what a
 /// browser sends to one other person (Chromium's own ceiling for 720p camera video is 2.5
 /// Mbit/s). One other person gets no cap at all, so a call of two is as it always was.
@@ -358,6 +361,9 @@ struct Peer {
     /// Their number in this call: people are numbered as they come, and keep their number.
     number: u32,
     name: Option<String>,
+    /// When their audio was last above [`SPEAKING_LEVEL`].
+    loud_at: Option<f64>,
+    /// Whether the page shows them speaking.
     speaking: bool,
 }
 
@@ -369,7 +375,8 @@ impl Peer {
             receiving: self.receiving,
             media: self.media,
             name: self.name.clone(),
-            speaking: self.speaking,
+            // Muted is silent, whatever the last reading said.
+            speaking: self.speaking && self.media.is_none_or(|media| media.audio),
         }
     }
 }
@@ -824,11 +831,12 @@ impl CallMachine {
             PeerEvent::ChannelOpen => {
                 peer.channel_open = true;
                 let unsent = std::mem::take(&mut peer.unsent_chat);
-                let state = self.media.state();
-                self.push(Effect::ToPeer { peer: generation, message: PeerMessage::MediaState(state) });
+                // The name first: what the page says of them ("… is muted") names them.
                 if let Some(name) = self.name.clone() {
                     self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Name(name) });
                 }
+                let state = self.media.state();
+                self.push(Effect::ToPeer { peer: generation, message: PeerMessage::MediaState(state) });
                 for message in unsent {
                     self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Chat(message) });
                 }
@@ -851,10 +859,11 @@ impl CallMachine {
             PeerEvent::Stats(reports) => {
                 let (stats, traffic) = summarize(&reports, peer.traffic, now_ms);
                 peer.traffic = Some(traffic);
-                // Between readings with no audio played out, they keep what they were.
-                if let Some(level) = stats.audio_level {
-                    peer.speaking = level > SPEAKING_LEVEL;
+                // No audio played out since the last reading is silence too.
+                if stats.audio_level.is_some_and(|level| level > SPEAKING_LEVEL) {
+                    peer.loud_at = Some(now_ms);
                 }
+                peer.speaking = peer.loud_at.is_some_and(|loud| now_ms - loud < SPEAKING_HOLD_MS);
                 // The panel shows the first connection's statistics.
                 if index == 0 {
                     self.push(Effect::Stats(Some(stats)));
@@ -1112,6 +1121,7 @@ impl CallMachine {
             traffic: None,
             number: self.people,
             name: None,
+            loud_at: None,
             speaking: false,
         });
         generation
@@ -2038,24 +2048,51 @@ mod tests {
     }
 
     #[test]
-    fn whoever_sends_audio_above_the_speaking_level_is_shown_speaking() {
+    fn whoever_sends_audio_above_the_speaking_level_is_shown_speaking_for_a_moment() {
         let (mut machine, generation) = connected_call();
-        let audio = |energy: f64, seconds: f64| {
-            PeerEvent::Stats(crate::call::stats::tests::parse(vec![serde_json::json!(
+        // Readings half a second apart: `at` is in ms after the first.
+        let mut reading = |at: f64, energy: f64, seconds: f64| {
+            let reports = crate::call::stats::tests::parse(vec![serde_json::json!(
                 {"id": "a", "type": "inbound-rtp", "kind": "audio", "totalAudioEnergy": energy, "totalSamplesDuration": seconds}
-            )]))
+            )]);
+            machine.handle(NOW + at, peer(generation, PeerEvent::Stats(reports)));
+            let effects: Vec<Effect> = std::iter::from_fn(|| machine.poll()).collect();
+            shown(&effects).map(|remotes| remotes[0].speaking)
         };
-        let speaking = |effects: &[Effect]| shown(effects).map(|remotes| remotes[0].speaking);
         // The first reading has nothing to compare with.
-        assert_eq!(speaking(&handle(&mut machine, peer(generation, audio(1.0, 10.0)))), None);
+        assert_eq!(reading(0.0, 1.0, 10.0), None);
         // A level of 0.1 over half a second.
-        assert_eq!(speaking(&handle(&mut machine, peer(generation, audio(1.005, 10.5)))), Some(true));
-        // Unchanged while no audio was played out in between; silent (muted) after.
-        assert_eq!(speaking(&handle(&mut machine, peer(generation, audio(1.005, 10.5)))), None);
-        assert_eq!(speaking(&handle(&mut machine, peer(generation, audio(1.005, 11.0)))), Some(false));
-        // Just below the level is not speaking either.
+        assert_eq!(reading(500.0, 1.005, 10.5), Some(true));
+        // Quiet (just below the level), then no audio played out at all: the highlight stays
+        // through a pause between words, and goes a second after the last loud reading.
         let quiet = SPEAKING_LEVEL * 0.9;
-        assert_eq!(speaking(&handle(&mut machine, peer(generation, audio(1.005 + quiet * quiet, 12.0)))), None);
+        assert_eq!(reading(1_000.0, 1.005 + quiet * quiet / 2.0, 11.0), None);
+        assert_eq!(reading(1_500.0, 1.005 + quiet * quiet / 2.0, 11.0), Some(false));
+        assert_eq!(reading(2_000.0, 1.03, 11.5), Some(true));
+        // Muting shows them silent at once.
+        let muted = PeerMessage::MediaState(MediaState { audio: false, video: true, screen: false });
+        let effects = handle(&mut machine, peer(generation, PeerEvent::Message(muted)));
+        assert_eq!(shown(&effects).map(|remotes| remotes[0].speaking), Some(false));
+    }
+
+    #[test]
+    fn a_name_outlives_an_outage_and_a_new_one_waits_for_a_closed_channel() {
+        let (mut machine, generation) = connected_call();
+        handle(&mut machine, peer(generation, PeerEvent::Message(PeerMessage::Name("Bob".into()))));
+        handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+        handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
+        let bob = PeerInfo { peer_id: PeerId(99), ..info("bob") };
+        let effects = handle(&mut machine, server(FIRST_SOCKET + 1, welcome_to(vec![bob], IceTransportPolicy::All)));
+        assert_eq!(statuses(&effects), [CallStatus::Connected(vec!["Bob".into()])], "{effects:?}");
+        // Renamed while the channel is closed: the new name goes when it opens, before the
+        // media state.
+        handle(&mut machine, peer(generation, PeerEvent::ChannelClosed));
+        assert!(handle(&mut machine, Input::Command(CallCommand::Name("Ada".into()))).is_empty());
+        let effects = handle(&mut machine, peer(generation, PeerEvent::ChannelOpen));
+        assert!(
+            matches!(effects.as_slice(), [Effect::ToPeer { message: PeerMessage::Name(name), .. }, Effect::ToPeer { message: PeerMessage::MediaState(_), .. }] if name == "Ada"),
+            "{effects:?}"
+        );
     }
 
     #[test]

@@ -259,11 +259,15 @@ impl Peer {
         self.channel.send_with_str(&text).is_ok()
     }
 
-    /// `getStats()`'s reports.
-    pub async fn stats(&self) -> Result<Vec<Report>, JsValue> {
-        let report = JsFuture::from(self.pc.get_stats()).await?;
-        let values: Function = Reflect::get(&report, &"values".into())?.dyn_into()?;
-        Ok(Array::from(&values.call0(&report)?).iter().map(|report| read_report(&report)).collect())
+    /// `getStats()`'s reports, as a future that does not hold the connection: the engine goes
+    /// on while the browser gathers them.
+    pub fn stats(&self) -> impl std::future::Future<Output = Result<Vec<Report>, JsValue>> {
+        let reading = JsFuture::from(self.pc.get_stats());
+        async move {
+            let report = reading.await?;
+            let values: Function = Reflect::get(&report, &"values".into())?.dyn_into()?;
+            Ok(Array::from(&values.call0(&report)?).iter().map(|report| read_report(&report)).collect())
+        }
     }
 
     /// Makes an offer (`setLocalDescription()` in a stable state).
