@@ -69,7 +69,7 @@ try {
     }
     const [first, second] = pages;
     await first.getByRole('button', { name: 'Start' }).click();
-    await first.getByText(/Waiting for the other person/).waitFor();
+    await first.getByText(/Waiting for someone to join/).waitFor();
     // The clock starts when the browser takes the click (the event's time), not when the
     // test harness begins to move the mouse.
     await second.evaluate(() => document.addEventListener('click', (event) => {

@@ -117,7 +117,7 @@ test('a whole call works from the keyboard alone, in a sensible order, with a vi
   expect(ring.style).not.toBe('none');
   expect(ring.width).toBeGreaterThanOrEqual(2);
   await alice.keyboard.press('Enter');
-  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+  await expect(status(alice)).toHaveText(/Waiting for someone to join/);
   await tabTo(bob, 'Start');
   await bob.keyboard.press('Space');
   await expectMediaFlowing(alice);
@@ -164,7 +164,7 @@ test('with reduced motion asked for, nothing on the page moves', async ({ open }
   const room = freshRoom();
   const alice = await open(`/call/${room}`, undefined, { reducedMotion: 'reduce' });
   await start(alice);
-  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+  await expect(status(alice)).toHaveText(/Waiting for someone to join/);
   const moving = await alice.evaluate(() => [
     ...document.getAnimations().map((a) => (a as any).animationName ?? a.id),
     ...[...document.querySelectorAll('*')].filter((e) => {

@@ -9,7 +9,7 @@ test('media flows both ways when the first person waits for the second', async (
   const alice = await open(`/call/${room}`);
   const bob = await open(`/call/${room}`);
   await start(alice);
-  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+  await expect(status(alice)).toHaveText(/Waiting for someone to join/);
   await expect(alice.getByLabel('Your video')).toHaveJSProperty('muted', true);
   await start(bob);
   await expectMediaFlowingBothWays(alice, bob);
@@ -22,7 +22,7 @@ test('it connects whoever starts first', async ({ open }) => {
   const alice = await open(`/call/${room}`);
   const bob = await open(`/call/${room}`);
   await start(bob);
-  await expect(status(bob)).toHaveText(/Waiting for the other person/);
+  await expect(status(bob)).toHaveText(/Waiting for someone to join/);
   await start(alice);
   await expectMediaFlowingBothWays(alice, bob);
 });
@@ -79,7 +79,7 @@ test('the call connects while the newcomer\'s camera is still starting, and thei
   const room = freshRoom();
   const alice = await open(`/call/${room}`);
   await start(alice);
-  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+  await expect(status(alice)).toHaveText(/Waiting for someone to join/);
   // Bob's browser takes 8 s to grant the camera, as when a person reads the permission prompt.
   const bob = await open(`/call/${room}`, (page) => page.addInitScript(slowCamera, 8000));
   await start(bob);
@@ -134,7 +134,7 @@ test('a plain JavaScript client following the classic tutorial calls the Leptos 
   const room = freshRoom();
   const alice = await open(`/call/${room}`);
   await start(alice);
-  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+  await expect(status(alice)).toHaveText(/Waiting for someone to join/);
 
   // Served from the app's own origin, as the tutorial's page would be.
   // (Playwright fulfils it, which Chromium's local-network checks treat as a public page: the

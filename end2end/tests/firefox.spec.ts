@@ -24,7 +24,7 @@ async function call(person: OpenPerson, first: Engine, second: Engine, origin = 
   const alice = await person(first, `${origin}/call/${room}`);
   const bob = await person(second, `${origin}/call/${room}`);
   await alice.press('Start');
-  await expectStatus(alice, /Waiting for the other person/);
+  await expectStatus(alice, /Waiting for someone to join/);
   await bob.press('Start');
   await expectFlowingBothWays(alice, bob);
   return { alice, bob };

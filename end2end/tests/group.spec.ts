@@ -69,7 +69,7 @@ test('three people in a room each see and hear the other two, and two go on when
   const url = `/call/${room}`;
   const [alice, bob, carol] = [await open(url, smallCamera), await open(url, smallCamera), await open(url, smallCamera)];
   await start(alice);
-  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+  await expect(status(alice)).toHaveText(/Waiting for someone to join/);
   await start(bob);
   await start(carol);
   for (const page of [alice, bob, carol]) {

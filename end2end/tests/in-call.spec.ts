@@ -157,7 +157,7 @@ test('on a phone-sized screen every control is reachable without scrolling sidew
   const alice = await open(`/call/${room}`);
   await alice.setViewportSize({ width: 375, height: 740 });
   await start(alice);
-  await expect(status(alice)).toHaveText(/Waiting for the other person/);
+  await expect(status(alice)).toHaveText(/Waiting for someone to join/);
   expect(await alice.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(375);
   for (const name of ['Start', 'Mute', 'Camera off', 'Share screen', 'Hang up', 'Send']) {
     const box = await alice.getByRole('button', { name, exact: true }).boundingBox();

@@ -101,7 +101,7 @@ fn HomePage() -> impl IntoView {
     view! {
         <section class="home">
             <h1>"Duo"</h1>
-            <p>"Video calls for two. Start a call, then send its link to the other person."</p>
+            <p>"Small video calls, browser to browser. Start a call, then send its link to the people you want in it."</p>
             <button class="primary" on:click=new_call disabled=move || !hydrated.get()>"New call"</button>
         </section>
     }

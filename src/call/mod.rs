@@ -181,7 +181,9 @@ impl CallStatus {
             Self::Idle => "Press Start to join the call.".into(),
             Self::StartingMedia => "Starting your camera and microphone…".into(),
             Self::Joining => "Joining the call…".into(),
-            Self::WaitingForPeer => "Waiting for the other person to join. Send them this page's link.".into(),
+            Self::WaitingForPeer => {
+                "Waiting for someone to join. Send this page's link to the people you want in the call.".into()
+            }
             Self::Connecting => "Connecting…".into(),
             Self::Connected(people) => match people.as_slice() {
                 [] => "Connected.".into(),
