@@ -89,6 +89,8 @@ test('three people in a room each see and hear the other two, and two go on when
     await expect(status(page)).toHaveText('Connected.');
     await expect.poll(() => videoCaps(page), { message: 'a call of two is not capped' }).toEqual([null]);
   }
+  await hangUp(bob);
+  await expect(status(alice)).toHaveText('Everyone else left. Waiting for someone to join…');
 });
 
 test('three people pressing Start at the same moment all end up in one call', async ({ open }) => {

@@ -415,6 +415,9 @@ pub struct CallMachine {
     turn_refused: bool,
     /// Someone this side was calling left, and no one has come since.
     someone_left: bool,
+    /// The most people in the call at once since it was last only this side: whether those
+    /// who left were one person or a group.
+    company: usize,
     /// Chat typed while no one was there; it goes to whoever comes.
     unsent_chat: Vec<ChatMessage>,
     /// What the page was last told: the status line, the tiles, who is in the room.
@@ -486,6 +489,7 @@ impl CallMachine {
             ice_policy: IceTransportPolicy::All,
             turn_refused: false,
             someone_left: false,
+            company: 0,
             unsent_chat: Vec::new(),
             shown: (None, Vec::new(), Vec::new()),
             video_cap: None,
@@ -972,6 +976,7 @@ impl CallMachine {
             CallStatus::Joining
         } else if self.peers.is_empty() {
             match (self.someone_left, self.room.is_empty()) {
+                (true, _) if self.company > 1 => CallStatus::OthersLeft,
                 (true, _) => CallStatus::PeerLeft,
                 (false, true) => CallStatus::WaitingForPeer,
                 (false, false) => CallStatus::Connecting,
@@ -1099,6 +1104,10 @@ impl CallMachine {
         self.push(Effect::Arm { timer: Timer::ConnectTimeout { peer: generation }, after_ms: CONNECT_TIMEOUT_MS });
         self.push(Effect::Arm { timer: Timer::StatsTick { peer: generation }, after_ms: STATS_EVERY_MS });
         self.someone_left = false;
+        if self.peers.is_empty() {
+            self.company = 0;
+        }
+        self.company = self.company.max(self.peers.len() + 1);
         self.people += 1;
         self.peers.push(Peer {
             generation,
@@ -1948,6 +1957,10 @@ mod tests {
         handle(&mut machine, from(FIRST_SOCKET, "carol", Message::Bye(None)));
         let effects = handle(&mut machine, from(FIRST_SOCKET, "bob", Message::Bye(None)));
         assert_eq!(caps(&effects), [(1, None)]);
+        // The last one goes too: the page says the group, not one person, left.
+        let effects = handle(&mut machine, from(FIRST_SOCKET, "alice", Message::Bye(None)));
+        assert_eq!(statuses(&effects), [CallStatus::OthersLeft]);
+        assert_eq!(CallStatus::OthersLeft.text(), "Everyone else left. Waiting for someone to join…");
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub enum CallStatus {
     ConnectionInterrupted,
     ConnectionFailed,
     PeerLeft,
+    /// Everyone else in a group left.
+    OthersLeft,
     /// The signaling socket dropped; the engine reconnects, media keeps flowing meanwhile.
     SignalingReconnecting,
     /// Relay-only ICE and the TURN server refused the credentials: the call cannot connect.
@@ -153,6 +155,7 @@ impl CallStatus {
                 | Self::ConnectionInterrupted
                 | Self::ConnectionFailed
                 | Self::PeerLeft
+                | Self::OthersLeft
                 | Self::SignalingReconnecting
                 | Self::TurnRefused
         )
@@ -171,6 +174,7 @@ impl CallStatus {
             | Self::Connected(_)
             | Self::ConnectionInterrupted
             | Self::PeerLeft
+            | Self::OthersLeft
             | Self::SignalingReconnecting => Self::StartingMedia,
             other => other,
         }
@@ -193,6 +197,7 @@ impl CallStatus {
             Self::ConnectionInterrupted => "The connection is interrupted; reconnecting…".into(),
             Self::ConnectionFailed => "Could not connect to the other person.".into(),
             Self::PeerLeft => "The other person left. Waiting for them to come back…".into(),
+            Self::OthersLeft => "Everyone else left. Waiting for someone to join…".into(),
             Self::RoomFull => "This call is full, so you can't join it.".into(),
             Self::MediaUnavailable(why) => {
                 format!("Camera or microphone unavailable: {why}. You can still join with audio only, or just watch and listen.")
