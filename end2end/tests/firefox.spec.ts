@@ -188,3 +188,43 @@ test('in headless Firefox, Share screen finds no screen: the page says so, and t
   expect(await showsText(chromium, 'The other person is sharing their screen')).toBe(false);
   await expectFlowingBothWays(firefox, chromium);
 });
+
+/** The names on the remote videos `person` shows as speaking, and on all of them. */
+const tiles = (person: Person) => person.evaluate(() => {
+  const label = (video: Element) => video.getAttribute('aria-label');
+  const playing = [...document.querySelectorAll('video.remote')].filter((v) => (v as HTMLVideoElement).videoWidth > 0);
+  return {
+    playing: playing.map(label).sort(),
+    speaking: [...document.querySelectorAll('.tile.speaking video')].map(label).sort(),
+  };
+}, undefined);
+
+test('a group of three with Firefox in it: everyone sees the others, by name, and hears who speaks', async ({ person }) => {
+  test.setTimeout(90_000);
+  const room = freshRoom();
+  const fox = await person('Firefox', `/call/${room}`);
+  const ann = await person('Chromium', `/call/${room}`);
+  const bob = await person('Chromium', `/call/${room}`);
+  for (const [who, name] of [[fox, 'Fox'], [ann, 'Ann'], [bob, 'Bob']] as const) await who.send('Your name', name);
+  await fox.press('Start');
+  await expectStatus(fox, /Waiting for someone to join/);
+  await ann.press('Start');
+  await expectStatus(ann, 'Connected with Fox.');
+  await bob.press('Start');
+  await expectStatus(fox, 'Connected with Ann and Bob.', 30_000);
+  await expectStatus(ann, 'Connected with Fox and Bob.');
+  await expectStatus(bob, 'Connected with Fox and Ann.');
+  const others = { Fox: ["Ann's video", "Bob's video"], Ann: ["Bob's video", "Fox's video"], Bob: ["Ann's video", "Fox's video"] };
+  for (const [who, name] of [[fox, 'Fox'], [ann, 'Ann'], [bob, 'Bob']] as const) {
+    // Every video plays, and the fake microphones (a tone in Firefox, beeps in Chromium) are
+    // heard as speaking.
+    await expect.poll(async () => (await tiles(who)).playing, { message: `${name} sees both`, timeout: 30_000 })
+      .toEqual(others[name]);
+    await expect.poll(async () => (await tiles(who)).speaking, { message: `${name} hears both` }).toEqual(others[name]);
+  }
+  // Firefox caps its video to each of two others at half of one call's, as Chromium does.
+  await expect.poll(() => fox.evaluate(() => ((window as any).__peerConnections as RTCPeerConnection[])
+    .filter((pc) => pc.connectionState === 'connected')
+    .map((pc) => pc.getSenders().find((s) => s.track?.kind === 'video')?.getParameters().encodings[0]?.maxBitrate ?? null),
+  undefined)).toEqual([1_250_000, 1_250_000]);
+});

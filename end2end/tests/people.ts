@@ -47,7 +47,9 @@ export function firefoxPerson(page: PuppeteerPage): Person {
     // element is visible and enabled, as Playwright's do.
     press: (name) => page.locator(`::-p-xpath(//*[self::button or self::summary][normalize-space(.)=${quoted(name)}])`).click(),
     send: async (field, text) => {
-      await page.locator(`::-p-xpath(//input[@aria-label=${quoted(field)}])`).fill(text);
+      // The field is named by its `aria-label`, or by the `<label>` it sits in.
+      const named = `//input[@aria-label=${quoted(field)}] | //label[normalize-space(text()[1])=${quoted(field)}]//input`;
+      await page.locator(`::-p-xpath(${named})`).fill(text);
       await page.keyboard.press('Enter');
     },
     key: (key) => page.keyboard.press(key as any),
