@@ -1,7 +1,7 @@
 //! The call page, in parts that each render a piece of [`CallState`]: the videos, the status
 //! line, this side's name, the controls (and their keyboard shortcuts), the device picker, the
-//! chat and the statistics. One module, [`link`], joins the page to the call engine: it has a browser body
-//! and a server body, and the parts never touch the browser themselves.
+//! chat and the statistics. One module, [`link`], joins the page to the call engine: it has a
+//! browser body and a server body, and the parts never touch the browser themselves.
 
 use leptos::{either::Either, ev, html::Video, prelude::*, wasm_bindgen::JsCast};
 use leptos_meta::Title;
@@ -297,6 +297,7 @@ pub(super) fn CallPage(room: RoomId) -> impl IntoView {
 fn videos(state: CallState, actions: Actions) -> impl IntoView {
     let others = Memo::new(move |_| state.remotes.with(Vec::len));
     let peers = move || state.remotes.with(|remotes| remotes.iter().map(|remote| remote.peer).collect::<Vec<_>>());
+    // (In braces: a bare `>` would end the tag.)
     view! {
         <div class="videos" class:group=move || { others.get() > 1 } class:pair=move || others.get() == 2>
             {move || (others.get() == 0).then(|| view! {

@@ -68,14 +68,15 @@ pub struct Remote {
     pub media: Option<crate::protocol::MediaState>,
     /// The name they chose.
     pub name: Option<String>,
-    /// Whether their audio was above a speaking level in the last reading.
+    /// Whether they are speaking: not muted, and their audio was above the speaking level
+    /// within the last second.
     pub speaking: bool,
 }
 
 impl Remote {
     /// What the page calls them: their own name; without one, "Guest N" in a group (N is their
-    /// number in the call, so that no two are called alike) and nothing in a call of two, where
-    /// each place says "the other person" in its own words.
+    /// number in the call, so that people without a name are told apart) and nothing in a call
+    /// of two, where each place says "the other person" in its own words.
     pub fn called(&self, group: bool) -> Option<String> {
         self.name.clone().or_else(|| group.then(|| format!("Guest {}", self.number)))
     }

@@ -329,7 +329,7 @@ impl Peer {
     }
 }
 
-/// The fields of one `RTCStats` report that the statistics panel reads.
+/// The fields of one `RTCStats` report that the statistics panel and the speaking ring read.
 fn read_report(report: &JsValue) -> Report {
     let field = |name: &str| Reflect::get(report, &name.into()).unwrap_or_default();
     let text = |name: &str| field(name).as_string();

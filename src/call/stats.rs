@@ -1,5 +1,6 @@
-//! The statistics panel's arithmetic: one reading from a `getStats()` report list and the
-//! byte counts of the reading before. Pure, so it is tested without a browser.
+//! The statistics panel's arithmetic, and the audio level the speaking ring reads: one reading
+//! from a `getStats()` report list and the counts of the reading before. Pure, so it is tested
+//! without a browser.
 
 use super::CallStats;
 
