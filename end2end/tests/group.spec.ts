@@ -186,9 +186,12 @@ test('people go by the names they chose in tiles, the status line and chat, and 
   // Chromium's fake microphone beeps while its fake camera runs: each person is heard.
   const both = ["Bob's video", "<i>Carol</i>'s video"];
   await expect.poll(() => speaking(alice), { message: 'both highlighted' }).toEqual(both);
+  // Bob sees himself heard too, on his own view.
+  await expect(bob.getByLabel('Your video')).toHaveClass(/speaking/);
   await bob.getByRole('button', { name: 'Mute' }).click();
   await expect(alice.getByText('Bob is muted')).toBeVisible();
   await expect.poll(() => speaking(alice), { message: 'muted Bob is silent' }).toEqual(["<i>Carol</i>'s video"]);
+  await expect(bob.getByLabel('Your video')).not.toHaveClass(/speaking/);
   await bob.getByRole('button', { name: 'Mute' }).click();
   await expect.poll(() => speaking(alice), { message: 'Bob heard again' }).toEqual(both);
 

@@ -21,6 +21,8 @@ struct CallState {
     status: RwSignal<CallStatus>,
     /// What this side sends.
     local: RwSignal<MediaState>,
+    /// Whether this side is heard speaking.
+    speaking: RwSignal<bool>,
     /// The other people, in the order they came.
     remotes: RwSignal<Vec<Remote>>,
     chat: RwSignal<Vec<ChatLine>>,
@@ -38,6 +40,7 @@ impl CallState {
         Self {
             status: RwSignal::new(CallStatus::Idle),
             local: RwSignal::new(MediaState::default()),
+            speaking: RwSignal::new(false),
             remotes: RwSignal::new(Vec::new()),
             chat: RwSignal::new(Vec::new()),
             stats: RwSignal::new(None),
@@ -175,6 +178,7 @@ mod link {
                     }
                 }),
                 local_media: Rc::new(move |media| state.local.set(media)),
+                speaking: Rc::new(move |on| state.speaking.set(on)),
                 remotes: Rc::new(move |remotes: Vec<Remote>| {
                     self.media.update_value(|media| {
                         media.retain(|m| {
@@ -292,8 +296,9 @@ pub(super) fn CallPage(room: RoomId) -> impl IntoView {
     }
 }
 
-/// The others' videos, a tile each with what they send, and this side's own video over them.
-/// Before anyone is there, one empty tile keeps the place.
+/// The others' videos, a tile each with what they send, and this side's own video over them
+/// (ringed, as a tile is, while this side is heard speaking). Before anyone is there, one empty
+/// tile keeps the place.
 fn videos(state: CallState, actions: Actions) -> impl IntoView {
     let others = Memo::new(move |_| state.remotes.with(Vec::len));
     let peers = move || state.remotes.with(|remotes| remotes.iter().map(|remote| remote.peer).collect::<Vec<_>>());
@@ -306,7 +311,8 @@ fn videos(state: CallState, actions: Actions) -> impl IntoView {
             <For each=peers key=|peer| *peer let:peer>
                 {tile(state, actions, peer)}
             </For>
-            <video class="local" class:screen=move || state.local.get().screen node_ref=state.local_video
+            <video class="local" class:screen=move || state.local.get().screen class:speaking=state.speaking
+                node_ref=state.local_video
                 aria-label="Your video" autoplay playsinline muted prop:muted=true></video>
         </div>
     }

@@ -30,6 +30,8 @@ pub struct CallEvents {
     pub local_stream: Rc<dyn Fn(Option<MediaStream>)>,
     /// What this side sends (microphone on, video on, screen shared).
     pub local_media: Rc<dyn Fn(MediaState)>,
+    /// Whether this side is heard speaking.
+    pub speaking: Rc<dyn Fn(bool)>,
     /// The other people, in the order they came.
     pub remotes: Rc<dyn Fn(Vec<Remote>)>,
     /// What arrives from one of them (by [`Remote::peer`]), once it does.
@@ -173,6 +175,7 @@ impl Driver {
             Effect::Status(status) => (self.ui.status)(status),
             Effect::Notice(notice) => (self.ui.notice)(notice),
             Effect::LocalMedia(state) => (self.ui.local_media)(state),
+            Effect::Speaking(on) => (self.ui.speaking)(on),
             Effect::LocalStream(show) => (self.ui.local_stream)(show.then(|| self.media.preview())),
             Effect::Remotes(remotes) => {
                 let arrived: Vec<u32> = remotes

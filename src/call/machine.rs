@@ -183,6 +183,8 @@ pub enum Effect {
     Notice(Option<String>),
     /// What this side sends (microphone on, video on, screen shared).
     LocalMedia(MediaState),
+    /// Whether this side is heard speaking.
+    Speaking(bool),
     /// The other people's tiles, in the order they came.
     Remotes(Vec<Remote>),
     /// Show this side's preview, or nothing.
@@ -361,10 +363,26 @@ struct Peer {
     /// Their number in this call: people are numbered as they come, and keep their number.
     number: u32,
     name: Option<String>,
-    /// When their audio was last above [`SPEAKING_LEVEL`].
+    voice: Voice,
+}
+
+/// Whether someone is speaking, from successive audio levels: above [`SPEAKING_LEVEL`] within
+/// the last [`SPEAKING_HOLD_MS`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Voice {
     loud_at: Option<f64>,
-    /// Whether the page shows them speaking.
     speaking: bool,
+}
+
+impl Voice {
+    /// A reading at `now_ms`; no level (nothing played out or captured since the last) is
+    /// silence.
+    fn hear(&mut self, level: Option<f64>, now_ms: f64) {
+        if level.is_some_and(|level| level > SPEAKING_LEVEL) {
+            self.loud_at = Some(now_ms);
+        }
+        self.speaking = self.loud_at.is_some_and(|loud| now_ms - loud < SPEAKING_HOLD_MS);
+    }
 }
 
 impl Peer {
@@ -376,7 +394,7 @@ impl Peer {
             media: self.media,
             name: self.name.clone(),
             // Muted is silent, whatever the last reading said.
-            speaking: self.speaking && self.media.is_none_or(|media| media.audio),
+            speaking: self.voice.speaking && self.media.is_none_or(|media| media.audio),
         }
     }
 }
@@ -420,8 +438,11 @@ pub struct CallMachine {
     company: usize,
     /// Chat typed while no one was there; it goes to whoever comes.
     unsent_chat: Vec<ChatMessage>,
-    /// What the page was last told: the status line, the tiles, who is in the room.
-    shown: (Option<CallStatus>, Vec<Remote>, Vec<PeerId>),
+    /// What the page was last told: the status line, the tiles, who is in the room, whether
+    /// this side is speaking.
+    shown: (Option<CallStatus>, Vec<Remote>, Vec<PeerId>, bool),
+    /// This side's microphone, as its connections send it.
+    voice: Voice,
     /// The cap on each connection's video, as last set.
     video_cap: Option<u32>,
     over: bool,
@@ -491,7 +512,8 @@ impl CallMachine {
             someone_left: false,
             company: 0,
             unsent_chat: Vec::new(),
-            shown: (None, Vec::new(), Vec::new()),
+            shown: (None, Vec::new(), Vec::new(), false),
+            voice: Voice::default(),
             video_cap: None,
             over: false,
         }
@@ -863,13 +885,11 @@ impl CallMachine {
             PeerEvent::Stats(reports) => {
                 let (stats, traffic) = summarize(&reports, peer.traffic, now_ms);
                 peer.traffic = Some(traffic);
-                // No audio played out since the last reading is silence too.
-                if stats.audio_level.is_some_and(|level| level > SPEAKING_LEVEL) {
-                    peer.loud_at = Some(now_ms);
-                }
-                peer.speaking = peer.loud_at.is_some_and(|loud| now_ms - loud < SPEAKING_HOLD_MS);
-                // The panel shows the first connection's statistics.
+                peer.voice.hear(stats.audio_level, now_ms);
+                // The panel shows the first connection's statistics; this side's microphone is
+                // the same on every connection.
                 if index == 0 {
+                    self.voice.hear(stats.sent_audio_level, now_ms);
                     self.push(Effect::Stats(Some(stats)));
                 }
             }
@@ -1027,6 +1047,12 @@ impl CallMachine {
             self.shown.2 = everyone.clone();
             self.push(Effect::Everyone(everyone));
         }
+        // Muted is silent at once, whatever the last reading said.
+        let speaking = self.voice.speaking && self.media.state().audio;
+        if self.shown.3 != speaking {
+            self.shown.3 = speaking;
+            self.push(Effect::Speaking(speaking));
+        }
         // With more people, each gets a share of one call's upload.
         let cap = (self.peers.len() > 1).then(|| GROUP_VIDEO_BPS / self.peers.len() as u32);
         if cap != self.video_cap {
@@ -1130,8 +1156,7 @@ impl CallMachine {
             traffic: None,
             number: self.people,
             name: None,
-            loud_at: None,
-            speaking: false,
+            voice: Voice::default(),
         });
         generation
     }
@@ -1209,6 +1234,7 @@ impl CallMachine {
             self.push(Effect::DropPeer { peer: standby });
         }
         self.push(Effect::Remotes(Vec::new()));
+        self.push(Effect::Speaking(false));
         self.push(Effect::StopMedia);
         self.push(Effect::LocalStream(false));
         self.push(Effect::Status(status));
@@ -2086,6 +2112,28 @@ mod tests {
         let muted = PeerMessage::MediaState(MediaState { audio: false, video: true, screen: false });
         let effects = handle(&mut machine, peer(generation, PeerEvent::Message(muted)));
         assert_eq!(shown(&effects).map(|remotes| remotes[0].speaking), Some(false));
+    }
+
+    #[test]
+    fn this_side_is_shown_speaking_from_its_microphone_and_not_once_muted() {
+        let (mut machine, generation) = connected_call();
+        let microphone = |energy: f64, seconds: f64| {
+            PeerEvent::Stats(crate::call::stats::tests::parse(vec![serde_json::json!(
+                {"id": "m", "type": "media-source", "kind": "audio", "totalAudioEnergy": energy, "totalSamplesDuration": seconds}
+            )]))
+        };
+        let speaking = |effects: &[Effect]| {
+            effects
+                .iter()
+                .filter_map(|e| if let Effect::Speaking(on) = e { Some(*on) } else { None })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(speaking(&handle(&mut machine, peer(generation, microphone(1.0, 10.0)))), [false; 0]);
+        assert_eq!(speaking(&handle(&mut machine, peer(generation, microphone(1.01, 11.0)))), [true]);
+        assert_eq!(speaking(&handle(&mut machine, Input::Command(CallCommand::Microphone(false)))), [false]);
+        assert_eq!(speaking(&handle(&mut machine, Input::Command(CallCommand::Microphone(true)))), [true]);
+        let effects = handle(&mut machine, Input::Command(CallCommand::HangUp));
+        assert_eq!(speaking(&effects), [false]);
     }
 
     #[test]

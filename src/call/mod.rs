@@ -108,6 +108,8 @@ pub struct CallStats {
     pub relayed: Option<bool>,
     /// The level (RMS, 0 to 1) of the audio received since the reading before.
     pub audio_level: Option<f64>,
+    /// The same of this side's microphone, where the browser reports it.
+    pub sent_audio_level: Option<f64>,
 }
 
 /// What the status line says, and whether a call is under way.

@@ -40,9 +40,31 @@ pub struct Report {
 pub struct Traffic {
     bytes_in: f64,
     bytes_out: f64,
-    audio_energy: f64,
-    audio_seconds: f64,
+    /// Of the audio received, and of the microphone sent.
+    audio_in: Audio,
+    audio_out: Audio,
     at_ms: f64,
+}
+
+/// The running sums of an audio stream's squared levels and of its seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Audio {
+    energy: f64,
+    seconds: f64,
+}
+
+impl Audio {
+    fn add(&mut self, report: &Report) {
+        self.energy += report.total_audio_energy;
+        self.seconds += report.total_samples_duration;
+    }
+
+    /// The mean of the squared level over the samples since `before`, as a level; no samples
+    /// (nothing played or captured, or a new connection's counters) is no reading.
+    fn level_since(&self, before: &Audio) -> Option<f64> {
+        let seconds = self.seconds - before.seconds;
+        (seconds > 0.0).then(|| ((self.energy - before.energy).max(0.0) / seconds).sqrt())
+    }
 }
 
 /// One statistics-panel reading from `getStats()`'s reports, taken at `now_ms`; rates are over
@@ -51,7 +73,7 @@ pub fn summarize(reports: &[Report], before: Option<Traffic>, now_ms: f64) -> (C
     let by_id = |id: &Option<String>| reports.iter().find(|r| Some(&r.id) == id.as_ref());
     let mut stats = CallStats::default();
     let (mut bytes_in, mut bytes_out, mut lost, mut received) = (0.0, 0.0, 0.0, 0.0);
-    let (mut audio_energy, mut audio_seconds) = (0.0, 0.0);
+    let (mut audio_in, mut audio_out) = (Audio::default(), Audio::default());
     for report in reports {
         match report.report_type.as_str() {
             "inbound-rtp" => {
@@ -64,14 +86,13 @@ pub fn summarize(reports: &[Report], before: Option<Traffic>, now_ms: f64) -> (C
                         stats.height = report.frame_height;
                         stats.frames_per_second = report.frames_per_second;
                     }
-                    Some("audio") => {
-                        audio_energy += report.total_audio_energy;
-                        audio_seconds += report.total_samples_duration;
-                    }
+                    Some("audio") => audio_in.add(report),
                     _ => {}
                 }
             }
             "outbound-rtp" => bytes_out += report.bytes_sent,
+            // The microphone as captured, where the browser reports it (Chromium does).
+            "media-source" if report.kind.as_deref() == Some("audio") => audio_out.add(report),
             _ => {}
         }
     }
@@ -93,14 +114,10 @@ pub fn summarize(reports: &[Report], before: Option<Traffic>, now_ms: f64) -> (C
         let seconds = ((now_ms - before.at_ms) / 1000.0).max(0.001);
         stats.kbps_in = (bytes_in - before.bytes_in).max(0.0) * 8.0 / 1000.0 / seconds;
         stats.kbps_out = (bytes_out - before.bytes_out).max(0.0) * 8.0 / 1000.0 / seconds;
-        // The mean of the squared level over the samples in between; no samples (nothing
-        // played, or a new connection's counters) is no reading.
-        let duration = audio_seconds - before.audio_seconds;
-        if duration > 0.0 {
-            stats.audio_level = Some(((audio_energy - before.audio_energy).max(0.0) / duration).sqrt());
-        }
+        stats.audio_level = audio_in.level_since(&before.audio_in);
+        stats.sent_audio_level = audio_out.level_since(&before.audio_out);
     }
-    (stats, Traffic { bytes_in, bytes_out, audio_energy, audio_seconds, at_ms: now_ms })
+    (stats, Traffic { bytes_in, bytes_out, audio_in, audio_out, at_ms: now_ms })
 }
 
 #[cfg(test)]
@@ -171,6 +188,15 @@ pub(crate) mod tests {
         assert_eq!(silent.audio_level, Some(0.0));
         let (none, _) = summarize(&audio(3.02, 11.0), Some(traffic), 1_500.0);
         assert_eq!(none.audio_level, None);
+        // The microphone's own level comes from its media source, apart from what is received.
+        let sent = |energy: f64, seconds: f64| {
+            parse(vec![json!({"id": "m", "type": "media-source", "kind": "audio",
+                              "totalAudioEnergy": energy, "totalSamplesDuration": seconds})])
+        };
+        let (_, traffic) = summarize(&sent(1.0, 4.0), None, 0.0);
+        let (stats, _) = summarize(&sent(1.09, 5.0), Some(traffic), 1_000.0);
+        assert!((stats.sent_audio_level.unwrap() - 0.3).abs() < 1e-9, "{stats:?}");
+        assert_eq!(stats.audio_level, None);
     }
 
     #[test]
