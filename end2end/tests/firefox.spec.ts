@@ -4,7 +4,8 @@
 import { RELAY_PORT, WRONG_SECRET_PORT } from '../ports';
 import { test, expect, exited, freshRoom, startServer, waitUntilServing } from './helpers';
 import {
-  expectMediaFlowing, expectRemoteVideoStopped, expectStatus, growth, inboundBytes, selectedPair, showsText,
+  expectMediaFlowing, expectRemoteVideoStopped, expectStatus, growth, inboundBytes, selectedPair, showsText, speakingVideos,
+  videoCaps,
   type Engine, type Person,
 } from './people';
 
@@ -189,15 +190,9 @@ test('in headless Firefox, Share screen finds no screen: the page says so, and t
   await expectFlowingBothWays(firefox, chromium);
 });
 
-/** The names on the remote videos `person` shows as speaking, and on all of them. */
-const tiles = (person: Person) => person.evaluate(() => {
-  const label = (video: Element) => video.getAttribute('aria-label');
-  const playing = [...document.querySelectorAll('video.remote')].filter((v) => (v as HTMLVideoElement).videoWidth > 0);
-  return {
-    playing: playing.map(label).sort(),
-    speaking: [...document.querySelectorAll('.tile.speaking video')].map(label).sort(),
-  };
-}, undefined);
+/** The names on the remote videos `person` shows playing. */
+const playing = (person: Person) => person.evaluate(() => [...document.querySelectorAll('video.remote')]
+  .filter((v) => (v as HTMLVideoElement).videoWidth > 0).map((video) => video.getAttribute('aria-label')).sort(), undefined);
 
 test('a group of three with Firefox in it: everyone sees the others, by name, and hears who speaks', async ({ person }) => {
   test.setTimeout(90_000);
@@ -218,13 +213,10 @@ test('a group of three with Firefox in it: everyone sees the others, by name, an
   for (const [who, name] of [[fox, 'Fox'], [ann, 'Ann'], [bob, 'Bob']] as const) {
     // Every video plays, and the fake microphones (a tone in Firefox, beeps in Chromium) are
     // heard as speaking.
-    await expect.poll(async () => (await tiles(who)).playing, { message: `${name} sees both`, timeout: 30_000 })
+    await expect.poll(() => playing(who), { message: `${name} sees both`, timeout: 30_000 }).toEqual(others[name]);
+    await expect.poll(async () => (await speakingVideos(who)).sort(), { message: `${name} hears both` })
       .toEqual(others[name]);
-    await expect.poll(async () => (await tiles(who)).speaking, { message: `${name} hears both` }).toEqual(others[name]);
   }
   // Firefox caps its video to each of two others at half of one call's, as Chromium does.
-  await expect.poll(() => fox.evaluate(() => ((window as any).__peerConnections as RTCPeerConnection[])
-    .filter((pc) => pc.connectionState === 'connected')
-    .map((pc) => pc.getSenders().find((s) => s.track?.kind === 'video')?.getParameters().encodings[0]?.maxBitrate ?? null),
-  undefined)).toEqual([1_250_000, 1_250_000]);
+  await expect.poll(() => videoCaps(fox)).toEqual([1_250_000, 1_250_000]);
 });

@@ -1,5 +1,7 @@
 import { type Page } from '@playwright/test';
 import { test, expect, exited, freshRoom, hangUp, start, startServer, status, waitUntilServing } from './helpers';
+import * as people from './people';
+import { chromiumPerson } from './people';
 
 // Calls of three and four (rooms hold four by default).
 
@@ -19,10 +21,7 @@ const tiles = (page: Page) => page.evaluate(() => [...document.querySelectorAll(
   return { label: video.getAttribute('aria-label'), width: video.videoWidth, time: video.currentTime };
 }));
 
-/** The cap on the video each live connection of `page` sends (`null`: none). */
-const videoCaps = (page: Page) => page.evaluate(() => ((window as any).__peerConnections as RTCPeerConnection[])
-  .filter((pc) => pc.connectionState === 'connected')
-  .map((pc) => pc.getSenders().find((s) => s.track?.kind === 'video')?.getParameters().encodings[0]?.maxBitrate ?? null));
+const videoCaps = (page: Page) => people.videoCaps(chromiumPerson(page));
 
 /** `page` shows `count` other people (within `timeout` ms), and every one of their videos plays. */
 async function expectEveryoneVideoPlaying(page: Page, count: number, timeout = 30_000) {
@@ -44,9 +43,7 @@ async function chooseName(page: Page, name: string) {
   await field.press('Tab');
 }
 
-/** The videos of the people `page` shows as speaking. */
-const speaking = (page: Page) => page.evaluate(() =>
-  [...document.querySelectorAll('.tile.speaking video')].map((video) => video.getAttribute('aria-label')));
+const speaking = (page: Page) => people.speakingVideos(chromiumPerson(page));
 
 /** Where each remote tile sits in the video area, as fractions of its width and height. */
 const layout = (page: Page) => page.evaluate(() => {

@@ -146,6 +146,16 @@ export async function growth(person: Evaluates, kind: 'audio' | 'video', field: 
   return (await inboundStat(person, kind, field)) - before;
 }
 
+/** The cap on the video each live connection of the page sends (`null`: none). */
+export const videoCaps = (person: Evaluates) => person.evaluate(() => ((window as any).__peerConnections as RTCPeerConnection[])
+  .filter((pc) => pc.connectionState === 'connected')
+  .map((pc) => pc.getSenders().find((s) => s.track?.kind === 'video')?.getParameters().encodings[0]?.maxBitrate ?? null),
+undefined);
+
+/** The accessible names of the remote videos the page shows as speaking, in page order. */
+export const speakingVideos = (person: Evaluates) => person.evaluate(() =>
+  [...document.querySelectorAll('.tile.speaking video')].map((video) => video.getAttribute('aria-label')), undefined);
+
 /**
  * Candidate types of the pair the newest peer connection uses. Chromium names it on the
  * `transport` report; Firefox has no `transport` report and marks the pair `selected`.
