@@ -15,9 +15,9 @@ log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Browsers (Chromium; Firefox ESR, which the tests drive through puppeteer-core), TURN server,
-# TLS reverse proxy, the tool that makes test certificates, and the one that checks the
-# systemd unit (systemd-analyze).
-apt_packages=(chromium firefox-esr coturn nginx-light openssl systemd)
+# TLS reverse proxy, the tool that makes test certificates, the one that checks the
+# systemd unit (systemd-analyze), and Redis and HAProxy for several instances (issue 20).
+apt_packages=(chromium firefox-esr coturn nginx-light openssl systemd redis-server haproxy)
 have_wasm_std() { [ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-unknown-unknown/lib" ]; }
 
 apt_install() {

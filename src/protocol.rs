@@ -27,6 +27,9 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame over [`super::MAX_FRAME_BYTES`].
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server cannot decide now (with `--redis`: Redis does not answer, or this
+    /// connection's place went to someone else while it was cut off); reconnect.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The room is full (`--max-room-size`).
     pub const ROOM_FULL: u16 = 4001;
     /// The peer read too slowly and its outbound queue overflowed.
@@ -176,6 +179,9 @@ pub enum ErrorCode {
     BadMessage,
     RoomFull,
     RateLimited,
+    /// The server cannot take anyone in just now (with `--redis`: Redis does not answer); the
+    /// socket is closed with 1013 and the client tries again.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -184,6 +190,7 @@ impl ErrorCode {
             Self::BadMessage => "bad_message",
             Self::RoomFull => "room_full",
             Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -16,7 +16,7 @@ fn the_guide_shows_the_tested_configuration_files() {
         shown.push(name.to_owned());
     }
     shown.sort();
-    assert_eq!(shown, ["duo.service", "nginx-duo.conf", "turnserver.conf"]);
+    assert_eq!(shown, ["duo.service", "haproxy-duo.cfg", "nginx-duo.conf", "turnserver.conf"]);
 }
 
 #[test]

@@ -91,12 +91,16 @@ impl AppState {
         };
         Ok(Self {
             leptos_options,
-            hub: Hub::new(HubSettings {
-                ice,
-                room_size: usize::from(config.max_room_size),
-                outbox: OUTBOX,
-                queued_budget: config.max_queued_mib as usize * (1 << 20),
-            }),
+            hub: Hub::new(
+                HubSettings {
+                    ice,
+                    room_size: usize::from(config.max_room_size),
+                    outbox: OUTBOX,
+                    queued_budget: config.max_queued_mib as usize * (1 << 20),
+                },
+                config.redis.as_ref(),
+            )
+            .map_err(|error| io::Error::other(format!("--redis: {error}")))?,
             draining: Arc::default(),
             origins: Arc::new(OriginPolicy::new(https, &listen_names(config.addr), port, &config.allowed_origins)),
             trusted_proxies: config.trusted_proxies.iter().map(|ip| ip.to_canonical()).collect(),
@@ -295,10 +299,12 @@ fn parse_session(session: &str) -> Result<String, String> {
     Ok(session.to_owned())
 }
 
-/// Ready to take calls: until shutdown starts.
+/// Ready to take calls: until shutdown starts, and (with `--redis`) while Redis answers.
 async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
     if state.draining.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if !state.hub.ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable")
     } else {
         (StatusCode::OK, "ready")
     }

@@ -16,6 +16,9 @@ const BUILD_INFO: &str = "duo_build_info";
 const CONNECTIONS: &str = "duo_tcp_connections";
 const REFUSED_CONNECTIONS: &str = "duo_connections_refused_total";
 const REFUSED_UPGRADES: &str = "duo_upgrades_refused_total";
+const REDIS_UP: &str = "duo_redis_up";
+const REDIS_DROPPED: &str = "duo_redis_frames_dropped_total";
+const REDIS_LOST: &str = "duo_redis_frames_lost_total";
 
 /// Installs the process-wide recorder; `/metrics` renders from the handle.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -83,4 +86,20 @@ pub(crate) fn rejected(code: &'static str) {
 /// right after the frames queued behind it).
 pub(crate) fn relay_latency(latency: Duration) {
     LATENCY.record(latency.as_secs_f64());
+}
+
+/// With `--redis`: whether Redis answers (and this instance listens on its channel).
+pub(crate) fn redis_up(up: bool) {
+    gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// A frame for another instance given up on; `reason`: `budget` (too much waited for Redis)
+/// or `unreachable` (the instance died, or did not listen for 30 s).
+pub(crate) fn redis_dropped(reason: &'static str) {
+    counter!(REDIS_DROPPED, "reason" => reason).increment(1);
+}
+
+/// Frames from another instance that never arrived (a gap in its sequence that did not fill).
+pub(crate) fn redis_lost(frames: u64) {
+    counter!(REDIS_LOST).increment(frames);
 }

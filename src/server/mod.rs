@@ -7,7 +7,7 @@
 //! - `tls`: the HTTPS certificate: from files, reloaded on change, or self-signed.
 //! - `assets`: the front end's files: precompressed, hashed names cached for good.
 //! - `headers`: security headers, and each page's Content-Security-Policy with its nonce.
-//! - `hub`: rooms of two and relaying between them; no HTTP in it.
+//! - `hub`: rooms, places and relaying between people, alone or shared through Redis; no HTTP in it.
 //! - `limits`: token buckets and per-address counts: what one client may cost.
 //! - `metrics`: the Prometheus metrics `/metrics` reports.
 //! - `ice`: the STUN/TURN servers each browser gets, with short-lived TURN credentials.

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::{
     protocol::{check_client_frame, check_join_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
-    server::hub::{room_log_name, Delivery, Frame, Hub, Kick, Mailbox, Membership, Outbound, RoomFull},
+    server::hub::{self, room_log_name, Delivery, Frame, Hub, Kick, Mailbox, Membership, Outbound, Refusal},
     server::limits::{LogThrottle, Open, TokenBucket},
 };
 
@@ -91,7 +91,8 @@ struct Session {
 }
 
 impl Session {
-    /// Takes a place in the room and serves the connection, or refuses it when the room is full.
+    /// Takes a place in the room and serves the connection, or refuses it when the room is
+    /// full (or, with Redis, when Redis does not answer).
     fn enter(
         self,
         hub: &Arc<Hub>,
@@ -100,15 +101,27 @@ impl Session {
         turn: TurnGrant,
     ) -> impl Future<Output = ()> {
         match hub.join(room.clone(), session_id, (turn.0)()) {
+            // Decided at once (no Redis): the connection's future holds no join.
+            hub::Joining::Now(joined) => Either::Left(self.joined(joined, room)),
+            hub::Joining::Later(joining) => Either::Right(async move { self.joined(joining.await, room).await }),
+        }
+    }
+
+    fn joined(self, joined: Result<Membership, Refusal>, room: RoomId) -> impl Future<Output = ()> {
+        match joined {
             Ok(membership) => {
                 let span = tracing::info_span!("peer", room = %room_log_name(&room), peer = membership.peer_id.0);
                 span.in_scope(|| info!(polite = membership.welcome.polite, "joined"));
                 Either::Left(self.serve(membership).instrument(span))
             }
-            Err(full) => {
-                info!(room = %room_log_name(&room), "refused someone: the room is full");
-                crate::server::metrics::rejected(ErrorCode::RoomFull.as_str());
-                Either::Right(self.refuse(full))
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Full => info!(room = %room_log_name(&room), "refused someone: the room is full"),
+                    Refusal::Unavailable => {
+                        warn!(room = %room_log_name(&room), "refused someone: Redis does not answer")
+                    }
+                }
+                Either::Right(self.refuse(refusal))
             }
         }
     }
@@ -216,9 +229,14 @@ impl Session {
         }
     }
 
-    async fn refuse(mut self, full: RoomFull) {
-        if self.send(Message::error(ErrorCode::RoomFull, full.to_string()).to_json(), None).await {
-            self.close(close_code::ROOM_FULL, "room full").await;
+    async fn refuse(mut self, refusal: Refusal) {
+        let (code, close, reason) = match refusal {
+            Refusal::Full => (ErrorCode::RoomFull, close_code::ROOM_FULL, "room full"),
+            Refusal::Unavailable => (ErrorCode::Unavailable, close_code::TRY_AGAIN_LATER, "try again later"),
+        };
+        crate::server::metrics::rejected(code.as_str());
+        if self.send(Message::error(code, refusal.to_string()).to_json(), None).await {
+            self.close(close, reason).await;
         }
     }
 

@@ -31,6 +31,10 @@ pub struct Server {
     pub metrics_addr: SocketAddr,
     /// Every log line so far.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// With [`Server::pair`]: the other instance, and which one the next client goes to.
+    pub other: Option<Box<Server>>,
+    next: std::sync::atomic::AtomicUsize,
+    pub redis: Option<Redis>,
 }
 
 impl Server {
@@ -72,7 +76,36 @@ impl Server {
         let says = "the server says where it listens";
         let addr = rx.recv_timeout(Duration::from_secs(20)).expect(says);
         let metrics_addr = rx.recv_timeout(Duration::from_secs(20)).expect(says);
-        Self { child, addr, metrics_addr, log }
+        Self { child, addr, metrics_addr, log, other: None, next: Default::default(), redis: None }
+    }
+
+    /// Two instances sharing rooms through a Redis of their own, both ready; clients connect
+    /// to one and the other in turn (the first to this one).
+    pub fn pair(args: &[&str]) -> Self {
+        let redis = Redis::start();
+        let url = redis.url();
+        let args = [args, &["--redis", &url]].concat();
+        let mut first = Self::start(&args);
+        let second = Self::start(&args);
+        first.wait_until_ready();
+        second.wait_until_ready();
+        first.other = Some(Box::new(second));
+        first.redis = Some(redis);
+        first
+    }
+
+    /// Waits for `/readyz` to say 200 (with Redis: once the instance listens on it).
+    pub fn wait_until_ready(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while readyz(self.addr) != 200 {
+            assert!(std::time::Instant::now() < deadline, "{} never became ready", self.addr);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The `/readyz` status.
+    pub fn readyz(&self) -> u16 {
+        readyz(self.addr)
     }
 
     /// The first log line containing `text`, waiting a little for it.
@@ -86,8 +119,19 @@ impl Server {
         None
     }
 
+    /// The WebSocket URL of `path`; of a pair, on each instance in turn.
     pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
+        let addr = match &self.other {
+            Some(other) if self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 => other.addr,
+            _ => self.addr,
+        };
+        format!("ws://{addr}{path}")
+    }
+
+    /// Sends SIGKILL and waits for the process to end.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn pid(&self) -> u32 {
@@ -150,7 +194,11 @@ pub async fn join(server: &Server, room: &str) -> (Client, duo::protocol::Welcom
 
 impl Client {
     pub async fn connect(server: &Server, room: &str, origin: Option<&str>) -> Result<Self, tungstenite::Error> {
-        let mut request = server.url(&format!("/ws/{room}")).into_client_request()?;
+        Self::connect_url(&server.url(&format!("/ws/{room}")), origin).await
+    }
+
+    pub async fn connect_url(url: &str, origin: Option<&str>) -> Result<Self, tungstenite::Error> {
+        let mut request = url.into_client_request()?;
         if let Some(origin) = origin {
             request.headers_mut().insert(http::header::ORIGIN, origin.parse().unwrap());
         }
@@ -168,8 +216,13 @@ impl Client {
 
     /// The next text frame, raw.
     pub async fn recv_text(&mut self) -> String {
+        self.recv_text_within(STEP).await
+    }
+
+    /// The next text frame, raw, waiting up to `limit` for it.
+    pub async fn recv_text_within(&mut self, limit: Duration) -> String {
         loop {
-            let frame = tokio::time::timeout(STEP, self.socket.next())
+            let frame = tokio::time::timeout(limit, self.socket.next())
                 .await
                 .expect("a frame within the step timeout")
                 .expect("socket still open")
@@ -266,4 +319,131 @@ pub async fn get_over(
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         .collect();
     Response { status, headers, body: body.to_owned() }
+}
+
+/// `GET /readyz` over a blocking socket: the status, or 0 if nothing answers.
+fn readyz(addr: SocketAddr) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return 0 };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(stream, "GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+/// A real Redis (Debian's `redis-server`) on a free loopback port, keeping nothing on disk.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self { child: Self::spawn(port), port }
+    }
+
+    fn spawn(port: u16) -> Child {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/setup.sh installs Debian's redis-server)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: everything in it is lost.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again, empty, on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port);
+    }
+
+    /// Runs a command with `redis-cli`, returning its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output =
+            Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli runs");
+        assert!(output.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback address nothing listens on (yet).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Debian's HAProxy running deploy/haproxy-duo.cfg, listening on `addr` in plain HTTP, in
+/// front of `backends`.
+pub struct Haproxy {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Haproxy {
+    pub fn start(addr: SocketAddr, backends: &[SocketAddr]) -> Self {
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy-duo.cfg")).unwrap();
+        let mut config = String::new();
+        for line in shipped.lines() {
+            match line.trim_start().split(' ').next() {
+                Some("bind") => config += &format!("    bind {addr}\n"),
+                Some("server") => {}
+                _ => config += &format!("{line}\n"),
+            }
+        }
+        for (n, backend) in backends.iter().enumerate() {
+            config += &format!("    server duo{n} {backend}\n");
+        }
+        let dir = std::env::temp_dir().join(format!("duo-haproxy-{}-{}", std::process::id(), addr.port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("haproxy runs (scripts/setup.sh installs Debian's haproxy)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "haproxy did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, addr, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

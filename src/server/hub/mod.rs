@@ -2,26 +2,37 @@
 //! person it is for.
 //!
 //! No HTTP and no sockets here: a connection joins a room and gets a [`Membership`], through
-//! which it relays frames and from which it reads what the other peer (or the hub) sends it.
-//! Relaying takes only the room's own lock, so one room never waits on another; the map of
-//! rooms is locked only to join and to leave.
+//! which it relays frames and from whose [`Mailbox`] it reads what the others, or the hub,
+//! send it. Relaying takes only the room's own lock, so one room never waits on another; the
+//! map of rooms is locked only to join and to leave.
+//!
+//! By default this process alone decides who has which place. With `--redis`, instances share
+//! rooms: Redis decides places and carries frames between instances (`shared`), and a room
+//! here holds this instance's people and, as [`Seat::There`], those on other instances. Either
+//! way a connection sees the same hub.
+//!
+//! - `mailbox`: one connection's queue of frames, and its kick.
+//! - `shared`: the link to Redis: its scripts, its channel messages and the tasks that drive it.
+
+mod mailbox;
+mod shared;
 
 use std::{
-    collections::{HashMap, VecDeque},
-    future::poll_fn,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard,
-    },
-    task::{Poll, Waker},
+    collections::HashMap,
+    future::Future,
+    sync::{atomic::AtomicUsize, Arc, Mutex, MutexGuard},
     time::{Instant, SystemTime},
 };
 
-use axum::extract::ws::Utf8Bytes;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
+use self::shared::{Link, Remote, Snapshot};
+pub(crate) use self::{
+    mailbox::{Delivery, Frame, Kick, Mailbox, Outbound},
+    shared::RedisSettings,
+};
 use crate::{
-    protocol::{close_code, Message, PeerId, PeerInfo, Welcome},
+    protocol::{Message, PeerId, PeerInfo, Welcome},
     room::RoomId,
     server::ice::IceConfig,
     server::limits::LogThrottle,
@@ -30,32 +41,15 @@ use crate::{
 /// Slow readers, logged a few a second at most: a client can make itself one at will.
 static SLOW_READER_LOG: LogThrottle = LogThrottle::new();
 
-/// A text frame on its way to a peer. Relayed frames are the sender's bytes, never re-encoded.
-pub(crate) type Frame = Utf8Bytes;
-
-/// A frame in a peer's outbound queue.
-pub(crate) struct Outbound {
-    pub(crate) frame: Frame,
-    /// When the other peer's frame was read, for relayed frames (the relay latency metric).
-    pub(crate) relayed_at: Option<Instant>,
-}
-
-/// Why the hub ended a peer's connection: the WebSocket close code and reason to send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Kick {
-    pub(crate) code: u16,
-    pub(crate) reason: &'static str,
-}
-
-impl Kick {
-    pub(crate) const SHUTDOWN: Kick = Kick { code: close_code::GOING_AWAY, reason: "server shutting down" };
-    pub(crate) const TOO_SLOW: Kick = Kick { code: close_code::TOO_SLOW, reason: "outbound queue overflowed" };
-    pub(crate) const REPLACED: Kick = Kick { code: close_code::REPLACED, reason: "the same session connected again" };
-}
-
+/// Why a connection gets no place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the room is full")]
-pub(crate) struct RoomFull;
+pub(crate) enum Refusal {
+    #[error("the room is full")]
+    Full,
+    /// Rooms are shared through Redis, and Redis does not answer.
+    #[error("the server cannot reach the others' servers; try again")]
+    Unavailable,
+}
 
 /// Why a relayed frame went to no one; the text goes into an `ERROR` `bad_message`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +70,7 @@ pub(crate) struct HubSettings {
     pub(crate) outbox: Capacity,
     /// Bytes that may wait for all readers together; past it, a reader that has fallen
     /// behind (more than a sixteenth of its capacity waiting) is dropped rather than queue more.
+    /// With Redis, as much again may wait for it.
     pub(crate) queued_budget: usize,
 }
 
@@ -86,7 +81,7 @@ pub(crate) struct Capacity {
 }
 
 pub(crate) struct Hub {
-    rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
+    rooms: Mutex<HashMap<RoomKey, Arc<Room>>>,
     /// Number of memberships alive, so shutdown can wait for every socket to close.
     peers: watch::Sender<usize>,
     /// Bytes of frames waiting in every mailbox.
@@ -94,38 +89,97 @@ pub(crate) struct Hub {
     /// Set at shutdown, for connections that are not in a room (yet) to close too.
     stopping: watch::Sender<bool>,
     settings: HubSettings,
+    /// With `--redis`: rooms shared with other instances.
+    shared: Option<Link>,
+}
+
+/// How a room is known outside this process (in Redis): a one-way hash of its id, which is
+/// the secret of the call link.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RoomKey(String);
+
+impl RoomKey {
+    fn of(room: &RoomId) -> RoomKey {
+        RoomKey(one_way("duo room key", &[room.as_str()], 16))
+    }
+}
+
+struct Room {
+    places: Mutex<Places>,
 }
 
 /// A place per person. In each pair, the one in the lower place is the impolite side of
 /// perfect negotiation and the other the polite one, so every pair has one of each; a newcomer
 /// takes the lowest free place.
-struct Room {
-    slots: Mutex<Vec<Option<Slot>>>,
+struct Places {
+    key: RoomKey,
+    seats: Vec<Place>,
+    /// Joins waiting for Redis: the room stays, to hear of changes meanwhile.
+    joining: usize,
+}
+
+#[derive(Default)]
+struct Place {
+    /// With Redis, the version of the room when this place last changed (0 without).
+    ver: u64,
+    seat: Option<Seat>,
+}
+
+enum Seat {
+    /// Someone connected to this process.
+    Here(Slot),
+    /// Someone on another instance (with `--redis`).
+    There(Remote),
 }
 
 struct Slot {
     peer_id: PeerId,
-    /// The reconnect credential the peer named; never sent to anyone.
-    session: Option<String>,
-    /// What the other peer knows this person by: [`public_id`] of the session.
+    /// What the others know this person by: [`public_id`] of the session. The session, a
+    /// reconnect credential, is never kept.
     public_id: Option<String>,
     mailbox: Arc<Mailbox>,
 }
 
-impl Slot {
+impl Seat {
+    fn peer_id(&self) -> PeerId {
+        match self {
+            Seat::Here(slot) => slot.peer_id,
+            Seat::There(remote) => remote.peer_id,
+        }
+    }
+
+    fn public_id(&self) -> Option<&str> {
+        match self {
+            Seat::Here(slot) => slot.public_id.as_deref(),
+            Seat::There(remote) => remote.public_id.as_deref(),
+        }
+    }
+
     /// How others see this person; `polite`: the receiver's role toward them, where it matters.
     fn info(&self, polite: Option<bool>) -> PeerInfo {
-        PeerInfo { peer_id: self.peer_id, polite, public_id: self.public_id.clone() }
+        PeerInfo { peer_id: self.peer_id(), polite, public_id: self.public_id().map(str::to_owned) }
+    }
+
+    fn here(&self) -> Option<&Slot> {
+        match self {
+            Seat::Here(slot) => Some(slot),
+            Seat::There(_) => None,
+        }
     }
 }
 
 /// The others in the room, by place, but the one in `me`.
-fn others(slots: &[Option<Slot>], me: usize) -> impl Iterator<Item = (usize, &Slot)> {
-    slots
+fn others(seats: &[Place], me: usize) -> impl Iterator<Item = (usize, &Seat)> {
+    seats
         .iter()
         .enumerate()
         .filter(move |(index, _)| *index != me)
-        .filter_map(|(index, slot)| Some((index, slot.as_ref()?)))
+        .filter_map(|(index, place)| Some((index, place.seat.as_ref()?)))
+}
+
+/// The place of this process's person with `peer_id`.
+fn place_of(seats: &[Place], peer_id: PeerId) -> Option<usize> {
+    seats.iter().position(|place| place.seat.as_ref().and_then(Seat::here).is_some_and(|slot| slot.peer_id == peer_id))
 }
 
 /// The name by which others recognise a session: the same person coming back has the same
@@ -163,143 +217,13 @@ fn one_way(purpose: &str, parts: &[&str], bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&hash.finalize()[..bytes])
 }
 
-/// What the hub has for one peer's connection: frames to write, and whether to close.
-///
-/// One mutex holding the queue and the connection's waker, instead of an mpsc and a watch
-/// channel (or a `Notify`): an idle connection costs about 100 bytes here rather than 2 KiB
-/// (an mpsc channel allocates its first block of 32 slots up front), the queue only grows while
-/// frames actually wait, and a frame costs one lock on each side. One task reads a mailbox
-/// (its connection's), so one waker is enough.
-pub(crate) struct Mailbox {
-    state: Mutex<MailboxState>,
-    /// The hub's count of bytes queued in all mailboxes.
-    queued: Arc<AtomicUsize>,
-}
-
-#[derive(Default)]
-struct MailboxState {
-    frames: VecDeque<Outbound>,
-    /// The bytes of `frames`.
-    bytes: usize,
-    /// Set when the hub ends this connection (shutdown, replaced, or the queue overflowed).
-    kick: Option<Kick>,
-    /// The reading task, while it waits; taken by whoever wakes it, so a burst of frames
-    /// wakes it once.
-    waiting: Option<Waker>,
-}
-
-impl MailboxState {
-    /// Keeps the reading task's waker, to be woken by the next frame or the kick.
-    fn wait<T>(&mut self, waker: &Waker) -> Poll<T> {
-        if !self.waiting.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            self.waiting = Some(waker.clone());
-        }
-        Poll::Pending
-    }
-}
-
-/// The next thing a connection must do for the hub.
-pub(crate) enum Delivery {
-    Write(Outbound),
-    Close(Kick),
-}
-
-impl Mailbox {
-    /// Waits for the next frame, or for the kick, which comes before any frame still queued.
-    pub(crate) async fn next(&self) -> Delivery {
-        poll_fn(|cx| {
-            let mut state = lock(&self.state);
-            if let Some(kick) = state.kick {
-                return Poll::Ready(Delivery::Close(kick));
-            }
-            match self.pop(&mut state) {
-                Some(outbound) => Poll::Ready(Delivery::Write(outbound)),
-                None => state.wait(cx.waker()),
-            }
-        })
-        .await
-    }
-
-    /// The next queued frame, if one is waiting and the connection was not kicked.
-    pub(crate) fn try_next(&self) -> Option<Outbound> {
-        let mut state = lock(&self.state);
-        if state.kick.is_some() {
-            return None;
-        }
-        self.pop(&mut state)
-    }
-
-    fn pop(&self, state: &mut MailboxState) -> Option<Outbound> {
-        let outbound = state.frames.pop_front()?;
-        state.bytes -= outbound.frame.len();
-        self.queued.fetch_sub(outbound.frame.len(), Ordering::Relaxed);
-        Some(outbound)
-    }
-
-    /// Resolves once the hub has kicked this connection.
-    pub(crate) async fn kicked(&self) -> Kick {
-        poll_fn(|cx| {
-            let mut state = lock(&self.state);
-            match state.kick {
-                Some(kick) => Poll::Ready(kick),
-                None => state.wait(cx.waker()),
-            }
-        })
-        .await
-    }
-
-    /// Queues a frame unless this mailbox is at `capacity`, or all mailboxes together hold
-    /// `budget` bytes while this one holds more than a sixteenth of its capacity (a reader
-    /// keeping up, as in a call's ICE trickle, has far less waiting); false if it does not fit.
-    fn push(&self, outbound: Outbound, capacity: Capacity, budget: usize) -> bool {
-        let mut state = lock(&self.state);
-        let len = outbound.frame.len();
-        let full = state.frames.len() >= capacity.frames || state.bytes + len > capacity.bytes;
-        let behind = state.bytes > capacity.bytes / 16;
-        if full || (behind && self.queued.load(Ordering::Relaxed) + len > budget) {
-            return false;
-        }
-        state.bytes += len;
-        self.queued.fetch_add(len, Ordering::Relaxed);
-        state.frames.push_back(outbound);
-        wake_reader(state);
-        true
-    }
-
-    /// Ends the connection: what was queued for it will never be written, so it goes now.
-    fn kick(&self, kick: Kick) {
-        let mut state = lock(&self.state);
-        state.kick = Some(kick);
-        state.frames.clear();
-        self.queued.fetch_sub(std::mem::take(&mut state.bytes), Ordering::Relaxed);
-        wake_reader(state);
-    }
-}
-
-impl Drop for Mailbox {
-    fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.queued.fetch_sub(state.bytes, Ordering::Relaxed);
-    }
-}
-
-/// Wakes the reading task if it waits, after releasing the lock so it does not wake into it.
-fn wake_reader(mut state: MutexGuard<'_, MailboxState>) {
-    let waiting = state.waiting.take();
-    drop(state);
-    if let Some(waker) = waiting {
-        waker.wake();
-    }
-}
-
 /// A peer's place in a room; leaving the room is dropping it.
 pub(crate) struct Membership {
     hub: Arc<Hub>,
-    room_id: RoomId,
     room: Arc<Room>,
     pub(crate) peer_id: PeerId,
     pub(crate) welcome: Welcome,
-    /// Frames for this peer (relayed from the other one, or sent by the hub), and its kick.
+    /// Frames for this peer (relayed from the others, or sent by the hub), and its kick.
     pub(crate) mailbox: Arc<Mailbox>,
 }
 
@@ -308,62 +232,142 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The outcome of [`Hub::join`]: decided at once by this process, or later by Redis.
+pub(crate) enum Joining {
+    Now(Result<Membership, Refusal>),
+    Later(std::pin::Pin<Box<dyn Future<Output = Result<Membership, Refusal>> + Send>>),
+}
+
+/// A join waiting for Redis: keeps its room here, to hear of changes meanwhile.
+pub(crate) struct Pending {
+    hub: Arc<Hub>,
+    room: Arc<Room>,
+    key: RoomKey,
+    room_size: usize,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut rooms = lock(&self.hub.rooms);
+        let mut places = lock(&self.room.places);
+        places.joining -= 1;
+        self.hub.forget_if_unused(&mut rooms, &self.room, &places);
+    }
+}
+
 impl Hub {
-    pub(crate) fn new(settings: HubSettings) -> Arc<Self> {
-        Arc::new(Self {
+    /// A hub deciding places itself, or with `redis`, sharing rooms with other instances.
+    /// Needs a Tokio runtime with Redis (it starts the link's tasks).
+    pub(crate) fn new(settings: HubSettings, redis: Option<&RedisSettings>) -> redis::RedisResult<Arc<Self>> {
+        let (shared, driver) = match redis {
+            Some(redis) => {
+                Link::connect(redis, settings.queued_budget).map(|(link, driver)| (Some(link), Some(driver)))?
+            }
+            None => (None, None),
+        };
+        let hub = Arc::new(Self {
             rooms: Mutex::default(),
             peers: watch::Sender::new(0),
             queued: Arc::default(),
             stopping: watch::Sender::new(false),
             settings,
-        })
+            shared,
+        });
+        if let Some(driver) = driver {
+            driver.spawn(Arc::downgrade(&hub));
+        }
+        Ok(hub)
     }
 
     /// Joins `room_id`. A connection naming the session of someone already in the room is that
     /// person reconnecting: it takes their place (the old connection is closed with 4004)
-    /// instead of counting as a third person. `turn`: whether `WELCOME` may carry TURN
-    /// credentials (the caller decides who gets them).
-    pub(crate) fn join(
-        self: &Arc<Self>,
-        room_id: RoomId,
-        session: Option<String>,
-        turn: bool,
-    ) -> Result<Membership, RoomFull> {
-        let mut rooms = lock(&self.rooms);
-        let places = self.settings.room_size;
-        let room = rooms.entry(room_id.clone()).or_insert_with(|| Arc::new(Room::with_places(places))).clone();
-        crate::server::metrics::active_rooms(rooms.len());
-        let mut slots = lock(&room.slots);
-        let returning = session.as_ref().and_then(|session| {
-            slots.iter().position(|slot| slot.as_ref().is_some_and(|slot| slot.session.as_ref() == Some(session)))
-        });
-        let index = match returning {
-            Some(index) => {
-                let replaced = slots[index].take().expect("found above");
-                replaced.mailbox.kick(Kick::REPLACED);
-                index
-            }
-            None => slots.iter().position(Option::is_none).ok_or(RoomFull)?,
+    /// instead of counting as one more. `turn`: whether `WELCOME` may carry TURN credentials
+    /// (the caller decides who gets them).
+    pub(crate) fn join(self: &Arc<Self>, room_id: RoomId, session: Option<String>, turn: bool) -> Joining {
+        let public_id = session.map(|session| public_id(&room_id, &session));
+        let key = RoomKey::of(&room_id);
+        let Some(link) = &self.shared else {
+            return Joining::Now(self.join_here(key, public_id, turn));
         };
+        let pending = self.pending(key);
+        let (reply, answer) = oneshot::channel();
+        link.join(shared::Join { pending, peer_id: random_peer_id(), public_id, turn, reply });
+        Joining::Later(Box::pin(async move {
+            match tokio::time::timeout(shared::JOIN_TIMEOUT, answer).await {
+                Ok(Ok(result)) => result,
+                _ => Err(Refusal::Unavailable),
+            }
+        }))
+    }
+
+    /// Decides the place here: without Redis.
+    fn join_here(self: &Arc<Self>, key: RoomKey, public_id: Option<String>, turn: bool) -> Result<Membership, Refusal> {
+        let mut rooms = lock(&self.rooms);
+        let room = rooms.entry(key.clone()).or_insert_with(|| Room::new(key, self.settings.room_size)).clone();
+        crate::server::metrics::active_rooms(rooms.len());
+        let mut places = lock(&room.places);
+        let returning = public_id.as_deref().and_then(|public_id| {
+            places
+                .seats
+                .iter()
+                .position(|place| place.seat.as_ref().is_some_and(|seat| seat.public_id() == Some(public_id)))
+        });
+        let index =
+            returning.or_else(|| places.seats.iter().position(|place| place.seat.is_none())).ok_or(Refusal::Full)?;
         let peer_id = loop {
             let id = random_peer_id();
-            if slots.iter().flatten().all(|slot| slot.peer_id != id) {
+            if places.seats.iter().filter_map(|place| place.seat.as_ref()).all(|seat| seat.peer_id() != id) {
                 break id;
             }
         };
-        let mailbox = Arc::new(Mailbox { state: Mutex::default(), queued: self.queued.clone() });
-        let public_id = session.as_deref().map(|session| public_id(&room_id, session));
-        let me = Slot { peer_id, session, public_id, mailbox: mailbox.clone() };
-        let peers: Vec<PeerInfo> = others(&slots, index).map(|(other, slot)| slot.info(Some(index > other))).collect();
-        let arrivals: Vec<(usize, Message)> = others(&slots, index)
-            .map(|(other, _)| (other, Message::PeerJoined(me.info(Some(other > index)))))
-            .collect();
-        slots[index] = Some(me);
-        for (other, joined) in arrivals {
-            self.deliver(&mut slots, other, &joined);
-        }
-        drop(slots);
         drop(rooms);
+        Ok(self.seat(&room, &mut places, index, 0, peer_id, public_id, turn))
+    }
+
+    /// Registers a join about to be sent to Redis.
+    fn pending(self: &Arc<Self>, key: RoomKey) -> Pending {
+        let mut rooms = lock(&self.rooms);
+        let room = rooms.entry(key.clone()).or_insert_with(|| Room::new(key.clone(), 0)).clone();
+        crate::server::metrics::active_rooms(rooms.len());
+        lock(&room.places).joining += 1;
+        Pending { hub: self.clone(), room, key, room_size: self.settings.room_size }
+    }
+
+    /// Seats a person whose place Redis gave them: the room first takes in what Redis has.
+    fn seat_joined(
+        self: &Arc<Self>,
+        join: &shared::Join,
+        index: usize,
+        snapshot: &Snapshot,
+    ) -> Result<Membership, Refusal> {
+        let room = join.pending.room.clone();
+        let mut places = lock(&room.places);
+        self.take_in(&mut places, snapshot, Some(index));
+        if places.seats[index].ver > snapshot.ver {
+            // Someone took this place again since: this join is already undone.
+            return Err(Refusal::Unavailable);
+        }
+        Ok(self.seat(&room, &mut places, index, snapshot.ver, join.peer_id, join.public_id.clone(), join.turn))
+    }
+
+    /// Puts this process's person at `index`, tells the others and welcomes them.
+    #[allow(clippy::too_many_arguments)]
+    fn seat(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        places: &mut Places,
+        index: usize,
+        ver: u64,
+        peer_id: PeerId,
+        public_id: Option<String>,
+        turn: bool,
+    ) -> Membership {
+        let mailbox = Arc::new(Mailbox::new(self.queued.clone()));
+        let old = places.seats[index].seat.replace(Seat::Here(Slot { peer_id, public_id, mailbox: mailbox.clone() }));
+        places.seats[index].ver = ver;
+        self.announce(places, index, old);
+        let peers: Vec<PeerInfo> =
+            others(&places.seats, index).map(|(other, seat)| seat.info(Some(index > other))).collect();
         self.peers.send_modify(|n| *n += 1);
         let first = peers.first();
         let welcome = Welcome {
@@ -377,14 +381,154 @@ impl Hub {
             ice_transport_policy: self.settings.ice.transport_policy,
             peers,
         };
-        Ok(Membership { hub: self.clone(), room_id, room, peer_id, welcome, mailbox })
+        Membership { hub: self.clone(), room: room.clone(), peer_id, welcome, mailbox }
+    }
+
+    /// Tells this process's people in the room what changed at `index` (it held `old`), and
+    /// closes the connection of someone here who lost the place.
+    fn announce(&self, places: &mut Places, index: usize, old: Option<Seat>) {
+        let new = places.seats[index].seat.as_ref();
+        if let (Some(old), Some(new)) = (&old, new) {
+            if old.peer_id() == new.peer_id() {
+                return;
+            }
+        }
+        let returning =
+            old.as_ref().and_then(Seat::public_id).is_some_and(|old| new.and_then(Seat::public_id) == Some(old));
+        let joined = new.map(|new| (new.info(None), new.here().is_some()));
+        if let Some(old) = old {
+            if let Seat::Here(slot) = &old {
+                slot.mailbox.kick(if returning { Kick::REPLACED } else { Kick::LOST });
+            }
+            if !returning {
+                self.tell(places, index, |_| Message::PeerLeft(old.info(None)));
+            }
+        }
+        if let Some((info, _)) = joined {
+            // Each hears the newcomer with their own role toward them.
+            self.tell(places, index, |other| {
+                Message::PeerJoined(PeerInfo { polite: Some(other > index), ..info.clone() })
+            });
+        }
+    }
+
+    /// Sends each of this process's people in the room but the one at `about` a message.
+    fn tell(&self, places: &mut Places, about: usize, message: impl Fn(usize) -> Message) {
+        let here: Vec<usize> =
+            others(&places.seats, about).filter(|(_, seat)| seat.here().is_some()).map(|(i, _)| i).collect();
+        for other in here {
+            let outbound = Outbound { frame: Frame::from(message(other).to_json()), relayed_at: None };
+            self.deliver_frame(places, other, outbound);
+        }
+    }
+
+    /// Takes in a room as Redis has it: every place not changed since (here, by a newer change).
+    /// `joining`: the place of the person whose join this snapshot answers.
+    fn take_in(&self, places: &mut Places, snapshot: &Snapshot, joining: Option<usize>) {
+        places.grow(snapshot.size);
+        let listed: HashMap<usize, &Remote> = snapshot.places.iter().map(|(i, remote)| (*i, remote)).collect();
+        for index in 0..places.seats.len() {
+            if Some(index) != joining {
+                self.change(places, index, snapshot.ver, listed.get(&index).copied());
+            }
+        }
+    }
+
+    /// Applies a place's content as Redis has it at `ver`, unless the place changed since.
+    fn change(&self, places: &mut Places, index: usize, ver: u64, content: Option<&Remote>) {
+        places.grow(index + 1);
+        let place = &mut places.seats[index];
+        if place.ver >= ver {
+            return;
+        }
+        place.ver = ver;
+        // Content naming this process's person: here already, or (a join whose answer was lost,
+        // being undone) no one.
+        let instance = self.shared.as_ref().map(|link| &link.instance);
+        let mine = content.is_some_and(|remote| Some(&remote.instance) == instance);
+        let unchanged = match (&place.seat, content) {
+            (Some(seat), Some(remote)) => seat.peer_id() == remote.peer_id,
+            (None, content) => content.is_none() || mine,
+            (Some(_), None) => false,
+        };
+        if unchanged {
+            return;
+        }
+        let old =
+            std::mem::replace(&mut place.seat, content.filter(|_| !mine).map(|remote| Seat::There(remote.clone())));
+        self.announce(places, index, old);
+    }
+
+    /// A change another instance made to a room (through a script).
+    fn changed(&self, key: &RoomKey, ver: u64, changes: Vec<(usize, Option<Remote>)>) {
+        let Some(room) = lock(&self.rooms).get(key).cloned() else { return };
+        let mut places = lock(&room.places);
+        for (index, content) in changes {
+            self.change(&mut places, index, ver, content.as_ref());
+        }
+    }
+
+    /// Takes in a room as Redis has it (after restoring it there).
+    fn apply(&self, key: &RoomKey, snapshot: &Snapshot) {
+        let Some(room) = lock(&self.rooms).get(key).cloned() else { return };
+        self.take_in(&mut lock(&room.places), snapshot, None);
+    }
+
+    /// A frame another instance relayed to someone here.
+    fn deliver_relayed(&self, key: &RoomKey, to: PeerId, frame: Frame) {
+        let Some(room) = lock(&self.rooms).get(key).cloned() else { return };
+        let mut places = lock(&room.places);
+        if let Some(index) = place_of(&places.seats, to) {
+            self.deliver_frame(&mut places, index, Outbound { frame, relayed_at: None });
+        }
+    }
+
+    /// Whether someone on another instance is still in the room, as far as this process knows.
+    fn is_there(&self, key: &RoomKey, peer: PeerId) -> bool {
+        let Some(room) = lock(&self.rooms).get(key).cloned() else { return false };
+        let places = lock(&room.places);
+        places.seats.iter().any(|place| matches!(&place.seat, Some(Seat::There(remote)) if remote.peer_id == peer))
+    }
+
+    /// The rooms where this process has people (or a join under way).
+    fn local_rooms(&self) -> Vec<RoomKey> {
+        lock(&self.rooms).keys().cloned().collect()
+    }
+
+    /// Everyone this process knows in a room, as Redis names them, and the room's size.
+    fn known(&self, key: &RoomKey, instance: &Arc<str>) -> (usize, Vec<(usize, Remote)>) {
+        let Some(room) = lock(&self.rooms).get(key).cloned() else { return (self.settings.room_size, vec![]) };
+        let places = lock(&room.places);
+        let known = places.seats.iter().enumerate().filter_map(|(index, place)| {
+            let remote = match place.seat.as_ref()? {
+                Seat::Here(slot) => {
+                    Remote { peer_id: slot.peer_id, instance: instance.clone(), public_id: slot.public_id.clone() }
+                }
+                Seat::There(remote) => remote.clone(),
+            };
+            Some((index, remote))
+        });
+        (self.settings.room_size.max(places.seats.len()), known.collect())
+    }
+
+    /// Forgets a room where this process has no one left and no join under way.
+    fn forget_if_unused(&self, rooms: &mut HashMap<RoomKey, Arc<Room>>, room: &Arc<Room>, places: &Places) {
+        // Only this room: a connection that outlived its room (replaced, then slow to close)
+        // must not remove a newer room of the same id.
+        let current = rooms.get(&places.key).is_some_and(|known| Arc::ptr_eq(known, room));
+        let unused =
+            places.joining == 0 && places.seats.iter().all(|place| place.seat.as_ref().and_then(Seat::here).is_none());
+        if current && unused {
+            rooms.remove(&places.key);
+            crate::server::metrics::active_rooms(rooms.len());
+        }
     }
 
     /// Ends every connection with "going away"; [`Hub::closed`] then waits for them.
     pub(crate) fn shutdown(&self) {
         self.stopping.send_replace(true);
         for room in lock(&self.rooms).values() {
-            for slot in lock(&room.slots).iter().flatten() {
+            for slot in lock(&room.places).seats.iter().filter_map(|place| place.seat.as_ref()?.here()) {
                 slot.mailbox.kick(Kick::SHUTDOWN);
             }
         }
@@ -409,6 +553,11 @@ impl Hub {
         self.settings.ice.issues_turn_credentials()
     }
 
+    /// Whether the hub can take people in: without Redis always; with it, while Redis answers.
+    pub(crate) fn ready(&self) -> bool {
+        self.shared.as_ref().is_none_or(Link::ready)
+    }
+
     #[cfg(test)]
     fn room_count(&self) -> usize {
         lock(&self.rooms).len()
@@ -418,24 +567,22 @@ impl Hub {
         *self.peers.borrow()
     }
 
-    fn deliver(&self, slots: &mut [Option<Slot>], index: usize, message: &Message) {
-        let outbound = Outbound { frame: Frame::from(message.to_json()), relayed_at: None };
-        self.deliver_frame(slots, index, outbound);
-    }
-
-    /// Queues a frame for the peer in `slots[index]`. A peer whose queue is full reads too
-    /// slowly: it is evicted (so nothing more piles up for it) and told to close, and the others
-    /// in the room hear that it left (any of them as full goes too).
-    fn deliver_frame(&self, slots: &mut [Option<Slot>], index: usize, outbound: Outbound) {
-        let Some(slot) = &slots[index] else { return };
+    /// Queues a frame for this process's person at `index`. A peer whose queue is full reads
+    /// too slowly: it is evicted (so nothing more piles up for it) and told to close, and the
+    /// others in the room hear that it left (any of them as full goes too).
+    fn deliver_frame(&self, places: &mut Places, index: usize, outbound: Outbound) {
+        let Some(Seat::Here(slot)) = &places.seats[index].seat else { return };
         let HubSettings { outbox, queued_budget, .. } = self.settings;
         if slot.mailbox.push(outbound, outbox, queued_budget) {
             return;
         }
         let mut leaving = vec![index];
         while let Some(index) = leaving.pop() {
-            let Some(evicted) = slots[index].take() else { continue };
+            let Some(Seat::Here(evicted)) = places.seats[index].seat.take() else { continue };
             evicted.mailbox.kick(Kick::TOO_SLOW);
+            if let Some(link) = &self.shared {
+                link.leave(&places.key, evicted.peer_id);
+            }
             if let Some(left_out) = SLOW_READER_LOG.allow(Instant::now()) {
                 tracing::warn!(
                     peer = evicted.peer_id.0,
@@ -443,8 +590,9 @@ impl Hub {
                     "dropping a peer that reads too slowly"
                 );
             }
-            let left = Frame::from(Message::PeerLeft(evicted.info(None)).to_json());
-            for (other, slot) in others(slots, index) {
+            let left = Frame::from(Message::PeerLeft(Seat::Here(evicted).info(None)).to_json());
+            for (other, seat) in others(&places.seats, index) {
+                let Some(slot) = seat.here() else { continue };
                 if !slot.mailbox.push(Outbound { frame: left.clone(), relayed_at: None }, outbox, queued_budget) {
                     leaving.push(other);
                 }
@@ -454,8 +602,18 @@ impl Hub {
 }
 
 impl Room {
-    fn with_places(places: usize) -> Self {
-        Self { slots: Mutex::new((0..places).map(|_| None).collect()) }
+    fn new(key: RoomKey, size: usize) -> Arc<Self> {
+        let mut places = Places { key, seats: Vec::new(), joining: 0 };
+        places.grow(size);
+        Arc::new(Self { places: Mutex::new(places) })
+    }
+}
+
+impl Places {
+    fn grow(&mut self, size: usize) {
+        if self.seats.len() < size {
+            self.seats.resize_with(size, Place::default);
+        }
     }
 }
 
@@ -464,15 +622,17 @@ impl Membership {
     /// other person in the room. Without `to` and with no one else there, the frame is
     /// dropped: whoever comes next hears `WELCOME` first.
     pub(crate) fn relay(&self, frame: Frame, to: Option<PeerId>, received_at: Instant) -> Result<(), Misaddressed> {
-        let mut slots = lock(&self.room.slots);
-        let Some(me) = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.peer_id == self.peer_id)) else {
+        let mut places = lock(&self.room.places);
+        let Some(me) = place_of(&places.seats, self.peer_id) else {
             return Ok(()); // evicted: this connection is closing
         };
         let recipient = match to {
             Some(to) if to == self.peer_id => return Err(Misaddressed::ToSelf),
-            Some(to) => others(&slots, me).find(|(_, slot)| slot.peer_id == to).ok_or(Misaddressed::NotHere(to.0))?.0,
+            Some(to) => {
+                others(&places.seats, me).find(|(_, seat)| seat.peer_id() == to).ok_or(Misaddressed::NotHere(to.0))?.0
+            }
             None => {
-                let mut everyone = others(&slots, me);
+                let mut everyone = others(&places.seats, me);
                 match (everyone.next(), everyone.next()) {
                     (None, _) => return Ok(()),
                     (Some((only, _)), None) => only,
@@ -480,7 +640,10 @@ impl Membership {
                 }
             }
         };
-        self.hub.deliver_frame(&mut slots, recipient, Outbound { frame, relayed_at: Some(received_at) });
+        match (&places.seats[recipient].seat, &self.hub.shared) {
+            (Some(Seat::There(remote)), Some(link)) => link.relay(remote, &places.key, frame),
+            _ => self.hub.deliver_frame(&mut places, recipient, Outbound { frame, relayed_at: Some(received_at) }),
+        }
         Ok(())
     }
 }
@@ -488,24 +651,17 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         let mut rooms = lock(&self.hub.rooms);
-        let mut slots = lock(&self.room.slots);
-        // An evicted peer's slot is already empty (or, later, someone else's).
-        if let Some(mine) = slots.iter().position(|s| s.as_ref().is_some_and(|s| s.peer_id == self.peer_id)) {
-            let me = slots[mine].take().expect("found above");
-            let left = Message::PeerLeft(me.info(None));
-            let everyone: Vec<usize> = others(&slots, mine).map(|(other, _)| other).collect();
-            for other in everyone {
-                self.hub.deliver(&mut slots, other, &left);
+        let mut places = lock(&self.room.places);
+        // An evicted or replaced peer's place is already empty (or, later, someone else's).
+        if let Some(mine) = place_of(&places.seats, self.peer_id) {
+            let me = places.seats[mine].seat.take().expect("found above");
+            if let Some(link) = &self.hub.shared {
+                link.leave(&places.key, self.peer_id);
             }
+            self.hub.tell(&mut places, mine, |_| Message::PeerLeft(me.info(None)));
         }
-        // Only this membership's own room: a connection that outlived its room (replaced, then
-        // slow to close) must not remove a newer room of the same id.
-        let mine = rooms.get(&self.room_id).is_some_and(|room| Arc::ptr_eq(room, &self.room));
-        if mine && slots.iter().all(Option::is_none) {
-            rooms.remove(&self.room_id);
-            crate::server::metrics::active_rooms(rooms.len());
-        }
-        drop(slots);
+        self.hub.forget_if_unused(&mut rooms, &self.room, &places);
+        drop(places);
         drop(rooms);
         self.hub.peers.send_modify(|n| *n -= 1);
     }
@@ -513,6 +669,8 @@ impl Drop for Membership {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     fn hub(capacity: usize) -> Arc<Hub> {
@@ -530,12 +688,22 @@ mod tests {
             credential_lifetime: std::time::Duration::from_secs(60),
             transport_policy: crate::protocol::IceTransportPolicy::All,
         };
-        Hub::new(HubSettings { ice, room_size, outbox: Capacity { frames: capacity, bytes: 1 << 20 }, queued_budget })
+        let settings =
+            HubSettings { ice, room_size, outbox: Capacity { frames: capacity, bytes: 1 << 20 }, queued_budget };
+        Hub::new(settings, None).unwrap()
+    }
+
+    /// Joins without Redis, where the answer comes at once.
+    fn join(hub: &Arc<Hub>, room_id: RoomId, session: Option<String>) -> Result<Membership, Refusal> {
+        match hub.join(room_id, session, false) {
+            Joining::Now(result) => result,
+            Joining::Later(_) => panic!("a hub without Redis answers at once"),
+        }
     }
 
     /// `N` people joining room "g" of `hub`, one after another.
     fn group<const N: usize>(hub: &Arc<Hub>) -> [Membership; N] {
-        std::array::from_fn(|_| hub.join(room("g"), None, false).unwrap())
+        std::array::from_fn(|_| join(hub, room("g"), None).unwrap())
     }
 
     fn room(name: &str) -> RoomId {
@@ -543,15 +711,15 @@ mod tests {
     }
 
     fn take_frame(m: &Membership) -> Option<Outbound> {
-        m.mailbox.pop(&mut lock(&m.mailbox.state))
+        m.mailbox.take()
     }
 
     fn queued(m: &Membership) -> usize {
-        lock(&m.mailbox.state).frames.len()
+        m.mailbox.queued_frames()
     }
 
     fn kick_of(m: &Membership) -> Option<Kick> {
-        lock(&m.mailbox.state).kick
+        m.mailbox.kick_of()
     }
 
     fn next(m: &Membership) -> Message {
@@ -561,20 +729,20 @@ mod tests {
     #[test]
     fn two_peers_get_opposite_roles_and_a_third_is_refused() {
         let hub = hub(8);
-        let a = hub.join(room("r"), None, false).unwrap();
-        let b = hub.join(room("r"), None, false).unwrap();
+        let a = join(&hub, room("r"), None).unwrap();
+        let b = join(&hub, room("r"), None).unwrap();
         assert!(!a.welcome.peer_present && b.welcome.peer_present);
         assert_ne!(a.welcome.polite, b.welcome.polite);
-        assert!(matches!(hub.join(room("r"), None, false), Err(RoomFull)));
+        assert!(matches!(join(&hub, room("r"), None), Err(Refusal::Full)));
         // Another room is unaffected.
-        assert!(hub.join(room("other"), None, false).is_ok());
+        assert!(join(&hub, room("other"), None).is_ok());
     }
 
     #[test]
     fn relays_to_the_other_peer_and_announces_arrivals_and_departures() {
         let hub = hub(8);
-        let a = hub.join(room("r"), None, false).unwrap();
-        let b = hub.join(room("r"), None, false).unwrap();
+        let a = join(&hub, room("r"), None).unwrap();
+        let b = join(&hub, room("r"), None).unwrap();
         assert_eq!(
             next(&a),
             Message::PeerJoined(PeerInfo { peer_id: b.peer_id, polite: Some(false), public_id: None })
@@ -586,15 +754,15 @@ mod tests {
         drop(b);
         assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b_id, polite: None, public_id: None }));
         // The freed place is taken by a newcomer, with the role the leaver had.
-        let c = hub.join(room("r"), None, false).unwrap();
+        let c = join(&hub, room("r"), None).unwrap();
         assert!(c.welcome.polite && c.welcome.peer_present);
     }
 
     #[test]
     fn empty_rooms_are_forgotten() {
         let hub = hub(8);
-        let a = hub.join(room("r"), None, false).unwrap();
-        let b = hub.join(room("r"), None, false).unwrap();
+        let a = join(&hub, room("r"), None).unwrap();
+        let b = join(&hub, room("r"), None).unwrap();
         assert_eq!((hub.room_count(), hub.peer_count()), (1, 2));
         drop(a);
         drop(b);
@@ -604,8 +772,8 @@ mod tests {
     #[test]
     fn a_slow_reader_is_evicted_instead_of_queueing_forever() {
         let hub = hub(4);
-        let a = hub.join(room("r"), None, false).unwrap();
-        let b = hub.join(room("r"), None, false).unwrap();
+        let a = join(&hub, room("r"), None).unwrap();
+        let b = join(&hub, room("r"), None).unwrap();
         let _ = take_frame(&a); // PEER_JOINED
         for _ in 0..5 {
             a.relay(Frame::from("{}"), None, Instant::now()).unwrap();
@@ -622,10 +790,10 @@ mod tests {
     fn past_the_servers_budget_a_reader_that_fell_behind_is_dropped_and_its_bytes_freed() {
         let kib = |n: usize| n * 1024;
         let hub = hub_with(100, kib(100)); // each may hold 1 MiB; behind past 64 KiB
-        let a = hub.join(room("r"), None, false).unwrap();
-        let b = hub.join(room("r"), None, false).unwrap();
-        let c = hub.join(room("s"), None, false).unwrap();
-        let d = hub.join(room("s"), None, false).unwrap();
+        let a = join(&hub, room("r"), None).unwrap();
+        let b = join(&hub, room("r"), None).unwrap();
+        let c = join(&hub, room("s"), None).unwrap();
+        let d = join(&hub, room("s"), None).unwrap();
         let _ = (take_frame(&a), take_frame(&c)); // PEER_JOINED
         let frame = || Frame::from("x".repeat(kib(40)));
         a.relay(frame(), None, Instant::now()).unwrap();
@@ -646,10 +814,10 @@ mod tests {
     #[test]
     fn a_returning_session_takes_its_place_back_without_disturbing_the_other() {
         let hub = hub(8);
-        let a = hub.join(room("r"), Some("alice".into()), false).unwrap();
-        let old_b = hub.join(room("r"), Some("bob".into()), false).unwrap();
+        let a = join(&hub, room("r"), Some("alice".into())).unwrap();
+        let old_b = join(&hub, room("r"), Some("bob".into())).unwrap();
         let _ = take_frame(&a); // PEER_JOINED
-        let new_b = hub.join(room("r"), Some("bob".into()), false).expect("not counted as a third person");
+        let new_b = join(&hub, room("r"), Some("bob".into())).expect("not counted as a third person");
         assert_eq!(kick_of(&old_b), Some(Kick::REPLACED));
         assert_eq!(new_b.welcome.polite, old_b.welcome.polite, "same place, same role");
         assert_eq!(new_b.welcome.peer_public_id, Some(public_id(&room("r"), "alice")));
@@ -661,7 +829,7 @@ mod tests {
         drop(old_b);
         assert!(take_frame(&a).is_none(), "the replaced connection's end is no departure");
         // A different session is still a third person.
-        assert!(matches!(hub.join(room("r"), Some("carol".into()), false), Err(RoomFull)));
+        assert!(matches!(join(&hub, room("r"), Some("carol".into())), Err(Refusal::Full)));
     }
 
     #[test]
@@ -677,36 +845,36 @@ mod tests {
         assert_ne!(logged, room_log_name(&room("s")));
         // It is a valid session string, but naming it takes nobody's place.
         let hub = hub(8);
-        let a = hub.join(room("r"), Some("alice-session".into()), false).unwrap();
-        let _b = hub.join(room("r"), Some("bob-session".into()), false).unwrap();
-        assert!(matches!(hub.join(room("r"), Some(alice.clone()), false), Err(RoomFull)));
+        let a = join(&hub, room("r"), Some("alice-session".into())).unwrap();
+        let _b = join(&hub, room("r"), Some("bob-session".into())).unwrap();
+        assert!(matches!(join(&hub, room("r"), Some(alice.clone())), Err(Refusal::Full)));
         assert_eq!(kick_of(&a), None);
     }
 
     #[test]
     fn a_connection_that_outlives_its_room_leaves_a_newer_room_of_the_same_id_alone() {
         let hub = hub(8);
-        let stuck = hub.join(room("r"), Some("alice-0123456789ab".into()), false).unwrap();
-        let back = hub.join(room("r"), Some("alice-0123456789ab".into()), false).unwrap();
+        let stuck = join(&hub, room("r"), Some("alice-0123456789ab".into())).unwrap();
+        let back = join(&hub, room("r"), Some("alice-0123456789ab".into())).unwrap();
         assert_eq!(kick_of(&stuck), Some(Kick::REPLACED));
         drop(back); // the room is empty and forgotten; `stuck` still holds it
-        let carol = hub.join(room("r"), None, false).unwrap();
+        let carol = join(&hub, room("r"), None).unwrap();
         drop(stuck); // the replaced connection finally ends
-        let dave = hub.join(room("r"), None, false).unwrap();
+        let dave = join(&hub, room("r"), None).unwrap();
         assert!(dave.welcome.peer_present, "Dave finds Carol");
         assert_eq!(
             next(&carol),
             Message::PeerJoined(PeerInfo { peer_id: dave.peer_id, polite: Some(false), public_id: None })
         );
-        assert!(matches!(hub.join(room("r"), None, false), Err(RoomFull)), "no third person on the link");
+        assert!(matches!(join(&hub, room("r"), None), Err(Refusal::Full)), "no third person on the link");
         assert_eq!((hub.room_count(), hub.peer_count()), (1, 2));
     }
 
     #[tokio::test]
     async fn a_waiting_peer_wakes_for_a_frame_and_for_a_kick_which_overtakes_queued_frames() {
         let hub = hub(8);
-        let a = hub.join(room("r"), None, false).unwrap();
-        let b = hub.join(room("r"), None, false).unwrap();
+        let a = join(&hub, room("r"), None).unwrap();
+        let b = join(&hub, room("r"), None).unwrap();
         let _ = take_frame(&a); // PEER_JOINED
         let mailbox = b.mailbox.clone();
         let waiting = tokio::spawn(async move { mailbox.next().await });
@@ -727,8 +895,8 @@ mod tests {
     #[test]
     fn shutdown_kicks_everyone() {
         let hub = hub(4);
-        let a = hub.join(room("r"), None, false).unwrap();
-        let b = hub.join(room("s"), None, false).unwrap();
+        let a = join(&hub, room("r"), None).unwrap();
+        let b = join(&hub, room("s"), None).unwrap();
         hub.shutdown();
         assert_eq!(kick_of(&a), Some(Kick::SHUTDOWN));
         assert_eq!(kick_of(&b), Some(Kick::SHUTDOWN));
@@ -737,8 +905,8 @@ mod tests {
     #[test]
     fn in_a_room_of_four_every_pair_has_one_polite_side_and_a_fifth_is_refused() {
         let hub = hub_of(4, 16, 64 << 20);
-        let people: Vec<Membership> = (0..4).map(|_| hub.join(room("group"), None, false).unwrap()).collect();
-        assert!(matches!(hub.join(room("group"), None, false), Err(RoomFull)));
+        let people: Vec<Membership> = (0..4).map(|_| join(&hub, room("group"), None).unwrap()).collect();
+        assert!(matches!(join(&hub, room("group"), None), Err(Refusal::Full)));
         for (i, person) in people.iter().enumerate() {
             // WELCOME lists everyone already there, in the order they came.
             let listed: Vec<PeerId> = person.welcome.peers.iter().map(|peer| peer.peer_id).collect();
@@ -768,13 +936,13 @@ mod tests {
     #[test]
     fn a_frame_goes_to_whom_it_names_and_without_a_name_only_to_an_only_other() {
         let hub = hub_of(4, 16, 64 << 20);
-        let a = hub.join(room("g"), None, false).unwrap();
-        let b = hub.join(room("g"), None, false).unwrap();
+        let a = join(&hub, room("g"), None).unwrap();
+        let b = join(&hub, room("g"), None).unwrap();
         assert!(matches!(next(&a), Message::PeerJoined(_)));
         // Two people: no name needed, as in the classic protocol.
         a.relay(Frame::from("one"), None, Instant::now()).unwrap();
         assert_eq!(take_frame(&b).unwrap().frame.as_str(), "one");
-        let c = hub.join(room("g"), None, false).unwrap();
+        let c = join(&hub, room("g"), None).unwrap();
         for m in [&a, &b] {
             assert!(matches!(next(m), Message::PeerJoined(_)));
         }
@@ -802,10 +970,10 @@ mod tests {
             assert_eq!(next(m), Message::PeerLeft(PeerInfo { peer_id: b_id, polite: None, public_id: None }));
         }
         // The newcomer takes the freed place, between the two: polite toward a, impolite toward c.
-        let d = hub.join(room("g"), None, false).unwrap();
+        let d = join(&hub, room("g"), None).unwrap();
         let roles: Vec<_> = d.welcome.peers.iter().map(|p| (p.peer_id, p.polite)).collect();
         assert_eq!(roles, [(a.peer_id, Some(true)), (c.peer_id, Some(false))]);
-        assert!(matches!(hub.join(room("g"), None, false), Err(RoomFull)));
+        assert!(matches!(join(&hub, room("g"), None), Err(Refusal::Full)));
     }
 
     #[test]

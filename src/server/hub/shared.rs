@@ -1,0 +1,897 @@
+//! Rooms shared by several instances through Redis (`--redis`).
+//!
+//! Redis decides who has which place, atomically (the Lua scripts in `lua/`), and carries
+//! what one instance sends another over pub/sub. No room id and no session ever reaches
+//! Redis: a room is known by [`RoomKey`] (a one-way hash of its id) and a person by the public
+//! id of their session.
+//!
+//! | key | what |
+//! | --- | --- |
+//! | `duo:room:<room key>` | hash: `size`, `ver` (the version of the last change), and per place `"<peer id> <instance> <public id or ->"` |
+//! | `duo:instances` | sorted set: each instance's last heartbeat, in ms of Redis's clock |
+//! | `duo:inst:<instance>:rooms` | set: the rooms where that instance has people, to free them if it dies |
+//! | `duo:to:<instance>` | the channel each instance reads |
+//!
+//! On a channel, `P <room key> <version>` and then a line `<place> <content or ->` per changed
+//! place (a script changed the room), or `R <from> <seq> <room key> <peer id>` and the frame
+//! after a newline (relayed to that person). A change applies to a place only if its version
+//! is newer than the one the place has here, so changes that cross, and the snapshots scripts
+//! return, land in the right order. Relayed frames carry a sequence number per pair of
+//! instances: one re-sent after a lost connection arrives once, and in order.
+//!
+//! Three tasks drive the link: the writer sends everything, in order (so a `BYE` reaches the
+//! other side before the sender's `PEER_LEFT`); the dispatcher reads the channel; the ticker
+//! sends the heartbeat and sweeps instances that stopped sending theirs. Scripts touch keys
+//! they compute, so this needs a standalone Redis (or Sentinel), not Redis Cluster.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, Weak,
+    },
+    time::{Duration, Instant},
+};
+
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::{lock, Frame, Hub, Membership, Refusal, RoomKey};
+use crate::{protocol::PeerId, server::limits::LogThrottle};
+
+/// An instance counts as dead once its last heartbeat is this old.
+const HEARTBEAT_TTL: Duration = Duration::from_secs(5);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long a join waits for Redis before the connection is told to try again (1013).
+pub(super) const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long frames wait for an instance that is alive but not listening (reconnecting).
+const HOLD: Duration = Duration::from_secs(30);
+/// How long a missing frame is waited for before the frames after it are taken anyway.
+const GAP_WAIT: Duration = Duration::from_secs(1);
+/// Operations sent to Redis in one round trip, at most.
+const BATCH: usize = 64;
+/// How long a reply may take; the connection manager has its own limit, this one is for
+/// everything around it (a connection that hangs while it is made, say).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause before sending again after Redis failed.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
+static DROPPED_LOG: LogThrottle = LogThrottle::new();
+static TICK_LOG: LogThrottle = LogThrottle::new();
+
+const COMMON: &str = include_str!("lua/common.lua");
+static JOIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/join.lua")));
+static LEAVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/leave.lua")));
+static RESTORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/restore.lua")));
+static TICK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/tick.lua")));
+
+fn script(body: &str) -> String {
+    format!("{COMMON}\n{body}")
+}
+
+const INSTANCES: &str = "duo:instances";
+
+fn room_hash(key: &RoomKey) -> String {
+    format!("duo:room:{}", key.0)
+}
+
+fn rooms_of(instance: &str) -> String {
+    format!("duo:inst:{instance}:rooms")
+}
+
+fn channel(instance: &str) -> String {
+    format!("duo:to:{instance}")
+}
+
+/// Where to reach Redis: `redis://[:password@]host[:port][/db]`.
+#[derive(Clone)]
+pub(crate) struct RedisSettings {
+    pub(crate) url: String,
+}
+
+/// Never the URL itself: it may hold a password.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisSettings { .. }")
+    }
+}
+
+/// A person on another instance, as a place's content names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Remote {
+    pub(super) peer_id: PeerId,
+    pub(super) instance: Arc<str>,
+    pub(super) public_id: Option<String>,
+}
+
+impl Remote {
+    /// `"<peer id> <instance> <public id or ->"`.
+    fn parse(content: &str) -> Option<Remote> {
+        let mut parts = content.split(' ');
+        let (peer, instance, public_id) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || instance.is_empty() || public_id.is_empty() {
+            return None;
+        }
+        Some(Remote {
+            peer_id: PeerId(peer.parse().ok()?),
+            instance: instance.into(),
+            public_id: (public_id != "-").then(|| public_id.to_owned()),
+        })
+    }
+
+    pub(super) fn content(&self) -> String {
+        format!("{} {} {}", self.peer_id.0, self.instance, self.public_id.as_deref().unwrap_or("-"))
+    }
+}
+
+/// A room as Redis has it at `ver`: its occupied places.
+#[derive(Debug, PartialEq)]
+pub(super) struct Snapshot {
+    pub(super) ver: u64,
+    pub(super) size: usize,
+    pub(super) places: Vec<(usize, Remote)>,
+}
+
+/// What a join script answered.
+#[derive(Debug, PartialEq)]
+enum Joined {
+    Full,
+    /// The peer id drawn is someone else's in that room.
+    Retry,
+    At(usize, Snapshot),
+}
+
+/// Something another instance (or a script) sent this one.
+#[derive(Debug, PartialEq)]
+enum Incoming {
+    /// These places of the room changed, at `ver`: `None` is a freed place.
+    Changed {
+        key: RoomKey,
+        ver: u64,
+        places: Vec<(usize, Option<Remote>)>,
+    },
+    Relayed {
+        from: Arc<str>,
+        seq: u64,
+        key: RoomKey,
+        to: PeerId,
+        frame: Frame,
+    },
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("malformed message on the Redis channel")]
+struct Malformed;
+
+impl Incoming {
+    fn parse(payload: &[u8]) -> Result<Incoming, Malformed> {
+        let text = std::str::from_utf8(payload).map_err(|_| Malformed)?;
+        let (head, rest) = text.split_once('\n').unwrap_or((text, ""));
+        let mut words = head.split(' ');
+        let incoming = match (words.next(), words.next(), words.next(), words.next(), words.next(), words.next()) {
+            (Some("P"), Some(key), Some(ver), None, ..) => Incoming::Changed {
+                key: RoomKey(key.to_owned()),
+                ver: ver.parse().map_err(|_| Malformed)?,
+                places: rest
+                    .lines()
+                    .map(|line| {
+                        let (place, content) = line.split_once(' ').ok_or(Malformed)?;
+                        let place = place.parse().map_err(|_| Malformed)?;
+                        match content {
+                            "-" => Ok((place, None)),
+                            content => Ok((place, Some(Remote::parse(content).ok_or(Malformed)?))),
+                        }
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+            (Some("R"), Some(from), Some(seq), Some(key), Some(to), None) => Incoming::Relayed {
+                from: from.into(),
+                seq: seq.parse().map_err(|_| Malformed)?,
+                key: RoomKey(key.to_owned()),
+                to: PeerId(to.parse().map_err(|_| Malformed)?),
+                frame: Frame::from(rest),
+            },
+            _ => return Err(Malformed),
+        };
+        Ok(incoming)
+    }
+}
+
+fn relayed_payload(from: &str, seq: u64, key: &RoomKey, to: PeerId, frame: &str) -> String {
+    format!("R {from} {seq} {} {}\n{frame}", key.0, to.0)
+}
+
+/// Reads a script's reply: an array of integers and strings.
+fn words(value: Value) -> Option<Vec<Value>> {
+    match value {
+        Value::Array(items) => Some(items),
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> Option<&str> {
+    match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// `ver, size, place, content, ...`
+fn snapshot(items: &[Value]) -> Option<Snapshot> {
+    let [ver, size, places @ ..] = items else { return None };
+    Some(Snapshot {
+        ver: number(ver)?,
+        size: usize::try_from(number(size)?).ok()?,
+        places: places
+            .chunks(2)
+            .map(|pair| match pair {
+                [place, content] => Some((usize::try_from(number(place)?).ok()?, Remote::parse(text(content)?)?)),
+                _ => None,
+            })
+            .collect::<Option<_>>()?,
+    })
+}
+
+impl Joined {
+    fn from_reply(value: Value) -> Option<Joined> {
+        let items = words(value)?;
+        match (items.first().and_then(text)?, &items[1..]) {
+            ("full", []) => Some(Joined::Full),
+            ("retry", []) => Some(Joined::Retry),
+            ("ok", [place, rest @ ..]) => Some(Joined::At(usize::try_from(number(place)?).ok()?, snapshot(rest)?)),
+            _ => None,
+        }
+    }
+}
+
+fn restored(value: Value) -> Option<Snapshot> {
+    let items = words(value)?;
+    match (items.first().and_then(text)?, &items[1..]) {
+        ("ok", rest) => snapshot(rest),
+        _ => None,
+    }
+}
+
+/// Frames relayed from one instance, checked against their sequence numbers.
+#[derive(Debug, Default)]
+struct Sequence {
+    expected: u64,
+    /// Since when a frame past a missing one has been waiting for it to be sent again.
+    gap_since: Option<Instant>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Deliver,
+    /// Seen already (sent again after a lost connection).
+    Duplicate,
+    /// An earlier frame is missing: its sender sends it again, with this one after it.
+    Early,
+    /// The missing frames never came: they are lost, this one and those after it go on.
+    Lost(u64),
+}
+
+impl Sequence {
+    fn accept(&mut self, seq: u64, now: Instant) -> Verdict {
+        if seq < self.expected {
+            return Verdict::Duplicate;
+        }
+        if seq > self.expected {
+            let since = *self.gap_since.get_or_insert(now);
+            if now.duration_since(since) < GAP_WAIT {
+                return Verdict::Early;
+            }
+        }
+        let lost = seq - self.expected;
+        self.expected = seq + 1;
+        self.gap_since = None;
+        if lost == 0 {
+            Verdict::Deliver
+        } else {
+            Verdict::Lost(lost)
+        }
+    }
+}
+
+/// What the hub holds of the link.
+pub(super) struct Link {
+    pub(super) instance: Arc<str>,
+    ops: mpsc::UnboundedSender<Op>,
+    state: Arc<State>,
+}
+
+/// Shared by the hub and the link's tasks.
+struct State {
+    /// Subscribed to this instance's channel on a live connection.
+    subscribed: AtomicBool,
+    /// When a heartbeat last went through.
+    last_beat: Mutex<Option<Instant>>,
+    /// Bytes of relayed frames waiting for Redis.
+    pending: AtomicUsize,
+    /// At most that many.
+    budget: usize,
+}
+
+impl State {
+    fn up(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+            && lock(&self.last_beat).is_some_and(|beat| beat.elapsed() < HEARTBEAT_EVERY * 3)
+    }
+
+    fn set_subscribed(&self, subscribed: bool) {
+        self.subscribed.store(subscribed, Ordering::Relaxed);
+        crate::server::metrics::redis_up(self.up());
+    }
+}
+
+/// A join waiting for Redis's answer.
+pub(super) struct Join {
+    pub(super) pending: super::Pending,
+    pub(super) peer_id: PeerId,
+    pub(super) public_id: Option<String>,
+    pub(super) turn: bool,
+    pub(super) reply: oneshot::Sender<Result<Membership, Refusal>>,
+}
+
+enum Op {
+    Relay { to: Arc<str>, key: RoomKey, peer: PeerId, frame: Frame, since: Instant },
+    Join(Box<Join>),
+    Leave { key: RoomKey, peer: PeerId },
+    Restore { key: RoomKey },
+}
+
+/// A relay with its sequence number, as it goes out (and, if need be, goes out again).
+struct Out {
+    op: Op,
+    /// For relays: the channel message, numbered.
+    payload: Option<String>,
+}
+
+impl Link {
+    /// Connects (lazily: an instance starts while Redis is down, and is not ready until it is
+    /// up); [`Driver::spawn`] then starts the link's tasks.
+    pub(super) fn connect(settings: &RedisSettings, budget: usize) -> redis::RedisResult<(Link, Driver)> {
+        let instance: Arc<str> = {
+            let mut bytes = [0; 8];
+            getrandom::getrandom(&mut bytes).expect("the OS random source works");
+            format!("{:016x}", u64::from_le_bytes(bytes)).into()
+        };
+        let info = settings.url.as_str().into_connection_info()?;
+        let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(redis))?;
+        let (push_tx, pushes) = mpsc::unbounded_channel();
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(push_tx)
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let redis = ConnectionManager::new_lazy_with_config(client, config)?;
+        let state = Arc::new(State {
+            subscribed: AtomicBool::new(false),
+            last_beat: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+            budget,
+        });
+        let (ops, queue) = mpsc::unbounded_channel();
+        let link = Link { instance: instance.clone(), ops: ops.clone(), state: state.clone() };
+        Ok((link, Driver { instance, state, redis, queue, pushes, ops }))
+    }
+
+    pub(super) fn ready(&self) -> bool {
+        self.state.up()
+    }
+
+    pub(super) fn join(&self, join: Join) {
+        // Only fails once the runtime is shutting down: the join then gets no answer.
+        let _ = self.ops.send(Op::Join(Box::new(join)));
+    }
+
+    pub(super) fn leave(&self, key: &RoomKey, peer: PeerId) {
+        let _ = self.ops.send(Op::Leave { key: key.clone(), peer });
+    }
+
+    /// Sends a frame to someone on another instance; past the budget of frames waiting for
+    /// Redis (it is away), the frame is dropped.
+    pub(super) fn relay(&self, to: &Remote, key: &RoomKey, frame: Frame) {
+        let len = frame.len();
+        if self.state.pending.fetch_add(len, Ordering::Relaxed) + len > self.state.budget {
+            self.state.pending.fetch_sub(len, Ordering::Relaxed);
+            crate::server::metrics::redis_dropped("budget");
+            return;
+        }
+        let op =
+            Op::Relay { to: to.instance.clone(), key: key.clone(), peer: to.peer_id, frame, since: Instant::now() };
+        let _ = self.ops.send(op);
+    }
+}
+
+/// The link's tasks, before they start.
+pub(super) struct Driver {
+    instance: Arc<str>,
+    state: Arc<State>,
+    redis: ConnectionManager,
+    queue: mpsc::UnboundedReceiver<Op>,
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+impl Driver {
+    /// Starts the writer, the dispatcher and the ticker, for `hub`; they end with it.
+    pub(super) fn spawn(self, hub: Weak<Hub>) {
+        let Driver { instance, state, redis, queue, pushes, ops } = self;
+        info!(%instance, "sharing rooms through Redis");
+        crate::server::metrics::redis_up(false);
+        let writer = Writer {
+            hub: hub.clone(),
+            instance: instance.clone(),
+            state: state.clone(),
+            redis: redis.clone(),
+            queue,
+            retry: VecDeque::new(),
+            stalled: HashMap::new(),
+            unstalled_at: Instant::now(),
+            next_seq: HashMap::new(),
+            ops: ops.clone(),
+        };
+        tokio::spawn(writer.run());
+        tokio::spawn(dispatch(hub.clone(), state.clone(), pushes, ops.clone()));
+        tokio::spawn(tick(hub, instance, state, redis, ops));
+    }
+}
+
+/// Relays to one instance that was not listening, kept in order to be sent again.
+#[derive(Default)]
+struct Stalled {
+    outs: VecDeque<Out>,
+}
+
+struct Writer {
+    hub: Weak<Hub>,
+    instance: Arc<str>,
+    state: Arc<State>,
+    redis: ConnectionManager,
+    queue: mpsc::UnboundedReceiver<Op>,
+    /// Sent when Redis failed: first in line once it answers again.
+    retry: VecDeque<Out>,
+    stalled: HashMap<Arc<str>, Stalled>,
+    /// When stalled relays were last sent again.
+    unstalled_at: Instant,
+    next_seq: HashMap<Arc<str>, u64>,
+    /// For work the writer gives itself (a join to retry, a leave after a failed join).
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut batch: Vec<Out> = Vec::new();
+        loop {
+            if self.retry.is_empty() {
+                let wait = if self.stalled.is_empty() { Duration::from_secs(3600) } else { RETRY_AFTER };
+                tokio::select! {
+                    op = self.queue.recv() => match op {
+                        Some(op) => self.take(op, &mut batch),
+                        None => return,
+                    },
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            batch.extend(self.retry.drain(..));
+            self.unstall(&mut batch);
+            while batch.len() < BATCH {
+                let Ok(op) = self.queue.try_recv() else { break };
+                self.take(op, &mut batch);
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for out in &batch {
+                self.command(out, &mut pipe);
+            }
+            match pipe.query_async::<Vec<Value>>(&mut self.redis).await {
+                Ok(replies) if replies.len() == batch.len() => {
+                    for (out, reply) in batch.drain(..).zip(replies) {
+                        self.done(out, reply);
+                    }
+                }
+                result => {
+                    if let Err(error) = result {
+                        warn!(%error, "Redis failed; sending again when it is back");
+                    }
+                    for out in batch.drain(..) {
+                        self.failed(out);
+                    }
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            }
+        }
+    }
+
+    /// Numbers a relay; one to an instance whose earlier frames wait goes behind them.
+    fn take(&mut self, op: Op, batch: &mut Vec<Out>) {
+        let payload = match &op {
+            Op::Relay { to, key, peer, frame, .. } => {
+                let seq = self.next_seq.entry(to.clone()).or_default();
+                let payload = relayed_payload(&self.instance, *seq, key, *peer, frame);
+                *seq += 1;
+                Some(payload)
+            }
+            _ => None,
+        };
+        let out = Out { op, payload };
+        match &out.op {
+            Op::Relay { to, .. } if self.stalled.contains_key(to) => {
+                self.stalled.get_mut(to).expect("checked").outs.push_back(out);
+            }
+            _ => batch.push(out),
+        }
+    }
+
+    /// Adds the stalled relays to the batch, to be tried again, but those whose recipient left
+    /// meanwhile (their instance died, say) and those that waited [`HOLD`].
+    fn unstall(&mut self, batch: &mut Vec<Out>) {
+        if self.stalled.is_empty() || self.unstalled_at.elapsed() < RETRY_AFTER {
+            return;
+        }
+        self.unstalled_at = Instant::now();
+        let hub = self.hub.upgrade();
+        for (_, stalled) in std::mem::take(&mut self.stalled) {
+            for out in stalled.outs {
+                let Op::Relay { key, peer, since, .. } = &out.op else { continue };
+                let there = hub.as_ref().is_some_and(|hub| hub.is_there(key, *peer));
+                if there && since.elapsed() < HOLD {
+                    batch.push(out);
+                } else {
+                    self.drop_relay(&out, "unreachable");
+                }
+            }
+        }
+    }
+
+    fn command(&self, out: &Out, pipe: &mut redis::Pipeline) {
+        match &out.op {
+            Op::Relay { to, .. } => {
+                pipe.cmd("PUBLISH").arg(channel(to)).arg(out.payload.as_deref().unwrap_or_default());
+            }
+            Op::Join(join) => {
+                let key = &join.pending.key;
+                pipe.cmd("EVAL")
+                    .arg(&*JOIN)
+                    .arg(3)
+                    .arg(room_hash(key))
+                    .arg(INSTANCES)
+                    .arg(rooms_of(&self.instance))
+                    .arg(&*self.instance)
+                    .arg(join.peer_id.0)
+                    .arg(join.public_id.as_deref().unwrap_or("-"))
+                    .arg(join.pending.room_size)
+                    .arg(&key.0)
+                    .arg(HEARTBEAT_TTL.as_millis() as u64);
+            }
+            Op::Leave { key, peer } => {
+                pipe.cmd("EVAL")
+                    .arg(&*LEAVE)
+                    .arg(2)
+                    .arg(room_hash(key))
+                    .arg(rooms_of(&self.instance))
+                    .arg(&*self.instance)
+                    .arg(peer.0)
+                    .arg(&key.0);
+            }
+            Op::Restore { key } => {
+                let (size, known) = self.hub.upgrade().map(|hub| hub.known(key, &self.instance)).unwrap_or_default();
+                let cmd = pipe
+                    .cmd("EVAL")
+                    .arg(&*RESTORE)
+                    .arg(3)
+                    .arg(room_hash(key))
+                    .arg(INSTANCES)
+                    .arg(rooms_of(&self.instance))
+                    .arg(&*self.instance)
+                    .arg(&key.0)
+                    .arg(size)
+                    .arg(HEARTBEAT_TTL.as_millis() as u64);
+                for (place, remote) in known {
+                    cmd.arg(place).arg(remote.content());
+                }
+            }
+        }
+    }
+
+    fn done(&mut self, out: Out, reply: Value) {
+        if let Value::ServerError(error) = &reply {
+            warn!(?error, "a Redis command failed");
+        }
+        match out.op {
+            Op::Relay { ref to, .. } => match reply {
+                // Read by the instance: delivered, unless an earlier one stalled.
+                Value::Int(1..) if !self.stalled.contains_key(to) => self.sent(&out),
+                // Not listening (reconnecting, or dead), or an earlier frame to it waits.
+                _ => self.stalled.entry(to.clone()).or_default().outs.push_back(out),
+            },
+            Op::Join(mut join) => match Joined::from_reply(reply) {
+                Some(Joined::At(place, snapshot)) => {
+                    let Some(hub) = self.hub.upgrade() else { return };
+                    let result = hub.seat_joined(&join, place, &snapshot);
+                    // If the connection gave up waiting, its membership ends here and leaves.
+                    let _ = join.reply.send(result);
+                }
+                Some(Joined::Full) => {
+                    let _ = join.reply.send(Err(Refusal::Full));
+                }
+                Some(Joined::Retry) => {
+                    join.peer_id = super::random_peer_id();
+                    let _ = self.ops.send(Op::Join(join));
+                }
+                None => {
+                    let _ = join.reply.send(Err(Refusal::Unavailable));
+                }
+            },
+            Op::Leave { .. } => {}
+            Op::Restore { key } => {
+                if let (Some(hub), Some(snapshot)) = (self.hub.upgrade(), restored(reply)) {
+                    hub.apply(&key, &snapshot);
+                }
+            }
+        }
+    }
+
+    /// Redis did not answer. Whether a join went through is unknown: the connection is told to
+    /// try again, and the place, if it was taken, is freed.
+    fn failed(&mut self, out: Out) {
+        match out.op {
+            Op::Relay { since, .. } if since.elapsed() > HOLD => self.drop_relay(&out, "unreachable"),
+            Op::Join(join) => {
+                let _ = self.ops.send(Op::Leave { key: join.pending.key.clone(), peer: join.peer_id });
+                let _ = join.reply.send(Err(Refusal::Unavailable));
+            }
+            _ => self.retry.push_back(out),
+        }
+    }
+
+    fn sent(&self, out: &Out) {
+        if let Op::Relay { frame, .. } = &out.op {
+            self.state.pending.fetch_sub(frame.len(), Ordering::Relaxed);
+        }
+    }
+
+    fn drop_relay(&self, out: &Out, reason: &'static str) {
+        self.sent(out);
+        crate::server::metrics::redis_dropped(reason);
+        if let Some(left_out) = DROPPED_LOG.allow(Instant::now()) {
+            warn!(reason, similar_left_out = left_out, "dropped a frame for another instance");
+        }
+    }
+}
+
+fn timed_out<T>(_: tokio::time::error::Elapsed) -> redis::RedisResult<T> {
+    Err(redis::RedisError::from((redis::ErrorKind::Io, "no reply in time")))
+}
+
+/// Reads this instance's channel, and the connection's comings and goings.
+async fn dispatch(
+    hub: Weak<Hub>,
+    state: Arc<State>,
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    ops: mpsc::UnboundedSender<Op>,
+) {
+    let mut sequences: HashMap<Arc<str>, Sequence> = HashMap::new();
+    while let Some(push) = pushes.recv().await {
+        let Some(hub) = hub.upgrade() else { return };
+        match push.kind {
+            PushKind::Message => {
+                let Some(Value::BulkString(payload)) = push.data.get(1) else { continue };
+                match Incoming::parse(payload) {
+                    Ok(Incoming::Changed { key, ver, places }) => hub.changed(&key, ver, places),
+                    Ok(Incoming::Relayed { from, seq, key, to, frame }) => {
+                        match sequences.entry(from.clone()).or_default().accept(seq, Instant::now()) {
+                            Verdict::Deliver => hub.deliver_relayed(&key, to, frame),
+                            Verdict::Duplicate | Verdict::Early => {}
+                            Verdict::Lost(lost) => {
+                                warn!(from = %from, lost, "frames from another instance were lost");
+                                crate::server::metrics::redis_lost(lost);
+                                hub.deliver_relayed(&key, to, frame);
+                            }
+                        }
+                    }
+                    Err(error) => warn!(%error),
+                }
+            }
+            PushKind::Disconnection => {
+                warn!("lost the connection to Redis");
+                state.set_subscribed(false);
+            }
+            PushKind::Subscribe => {
+                // (Re)subscribed: what was sent meanwhile is lost, so every room is read again.
+                info!("listening on Redis");
+                for key in hub.local_rooms() {
+                    let _ = ops.send(Op::Restore { key });
+                }
+                state.set_subscribed(true);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The heartbeat and the sweep, every second; subscribes at first, once Redis answers.
+async fn tick(
+    hub: Weak<Hub>,
+    instance: Arc<str>,
+    state: Arc<State>,
+    mut redis: ConnectionManager,
+    ops: mpsc::UnboundedSender<Op>,
+) {
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut subscribed = false;
+    loop {
+        every.tick().await;
+        if hub.strong_count() == 0 {
+            return;
+        }
+        if !subscribed {
+            match tokio::time::timeout(REPLY_TIMEOUT, redis.subscribe(channel(&instance)))
+                .await
+                .unwrap_or_else(timed_out)
+            {
+                Ok(()) => {
+                    // Later reconnections resubscribe by themselves, and say so with a push.
+                    subscribed = true;
+                    state.set_subscribed(true);
+                }
+                Err(error) => warn!(%error, "cannot reach Redis yet"),
+            }
+        }
+        let mut beat = redis::cmd("EVAL");
+        beat.arg(&*TICK).arg(1).arg(INSTANCES).arg(&*instance).arg(HEARTBEAT_TTL.as_millis() as u64);
+        let beat =
+            tokio::time::timeout(REPLY_TIMEOUT, beat.query_async::<Value>(&mut redis)).await.unwrap_or_else(timed_out);
+        let items = match beat {
+            Ok(reply) => words(reply),
+            Err(error) => {
+                if let Some(left_out) = TICK_LOG.allow(Instant::now()) {
+                    warn!(%error, similar_left_out = left_out, "Redis missed a heartbeat");
+                }
+                None
+            }
+        };
+        let Some(items) = items else {
+            *lock(&state.last_beat) = None;
+            crate::server::metrics::redis_up(false);
+            continue;
+        };
+        let (absent, swept) = (items.first().and_then(number), items.get(1).and_then(number));
+        let first = lock(&state.last_beat).replace(Instant::now()).is_none();
+        crate::server::metrics::redis_up(state.up());
+        if let Some(swept @ 1..) = swept {
+            info!(swept, "freed the places of instances that stopped");
+        }
+        // Redis did not know this instance: it restarted empty, or swept it while cut off.
+        if absent == Some(1) && !first {
+            warn!("Redis had forgotten this instance; putting its rooms back");
+            if let Some(hub) = hub.upgrade() {
+                for key in hub.local_rooms() {
+                    let _ = ops.send(Op::Restore { key });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(peer: u64, instance: &str, public_id: Option<&str>) -> Remote {
+        Remote { peer_id: PeerId(peer), instance: instance.into(), public_id: public_id.map(str::to_owned) }
+    }
+
+    #[test]
+    fn a_place_content_round_trips_and_anything_else_is_refused() {
+        let ada = remote(9007199254740991, "00ff00ff00ff00ff", Some("pub_ID-22"));
+        assert_eq!(Remote::parse(&ada.content()), Some(ada));
+        let nameless = remote(7, "a", None);
+        assert_eq!(nameless.content(), "7 a -");
+        assert_eq!(Remote::parse("7 a -"), Some(nameless));
+        for bad in ["", "7 a", "7 a b c", "x a -", "-1 a -", "7  -", "7 a "] {
+            assert_eq!(Remote::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn channel_messages_parse_and_malformed_ones_are_refused() {
+        let changed = Incoming::parse(b"P k3y 1764000000123\n0 5 inst -\n2 -").unwrap();
+        assert_eq!(
+            changed,
+            Incoming::Changed {
+                key: RoomKey("k3y".into()),
+                ver: 1764000000123,
+                places: vec![(0, Some(remote(5, "inst", None))), (2, None)],
+            }
+        );
+        let frame = r#"{"message_type":"SDP","content":{"a":"x\ny"}}"#;
+        let payload = relayed_payload("from", 41, &RoomKey("k".into()), PeerId(12), frame);
+        assert_eq!(
+            Incoming::parse(payload.as_bytes()).unwrap(),
+            Incoming::Relayed {
+                from: "from".into(),
+                seq: 41,
+                key: RoomKey("k".into()),
+                to: PeerId(12),
+                frame: Frame::from(frame)
+            }
+        );
+        for bad in
+            [&b""[..], b"X 1", b"P k", b"P k x", b"P k 1\n0", b"P k 1\nz -", b"R a 1 k", b"R a b k 1\n{}", b"\xff"]
+        {
+            assert_eq!(Incoming::parse(bad), Err(Malformed), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn script_replies_are_read_and_anything_else_is_none() {
+        let s = |t: &str| Value::BulkString(t.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            s("ok"),
+            Value::Int(1),
+            s("1764000000123"),
+            Value::Int(2),
+            Value::Int(0),
+            s("5 a -"),
+            Value::Int(1),
+            s("6 b p"),
+        ]);
+        assert_eq!(
+            Joined::from_reply(reply),
+            Some(Joined::At(
+                1,
+                Snapshot {
+                    ver: 1764000000123,
+                    size: 2,
+                    places: vec![(0, remote(5, "a", None)), (1, remote(6, "b", Some("p")))]
+                }
+            ))
+        );
+        assert_eq!(Joined::from_reply(Value::Array(vec![s("full")])), Some(Joined::Full));
+        assert_eq!(Joined::from_reply(Value::Array(vec![s("retry")])), Some(Joined::Retry));
+        assert_eq!(Joined::from_reply(Value::Array(vec![s("ok"), Value::Int(1)])), None);
+        assert_eq!(Joined::from_reply(Value::Int(1)), None);
+        let restore = Value::Array(vec![s("ok"), s("17"), Value::Int(4)]);
+        assert_eq!(restored(restore), Some(Snapshot { ver: 17, size: 4, places: vec![] }));
+    }
+
+    #[test]
+    fn frames_from_an_instance_are_delivered_once_in_order_and_a_gap_is_waited_for_then_skipped() {
+        let start = Instant::now();
+        let mut seq = Sequence::default();
+        assert_eq!(seq.accept(0, start), Verdict::Deliver);
+        assert_eq!(seq.accept(1, start), Verdict::Deliver);
+        assert_eq!(seq.accept(1, start), Verdict::Duplicate, "sent again after a lost reply");
+        // 2 went missing: 3 waits for 2 to be sent again, with 3 after it.
+        assert_eq!(seq.accept(3, start), Verdict::Early);
+        assert_eq!(seq.accept(2, start + Duration::from_millis(10)), Verdict::Deliver);
+        assert_eq!(seq.accept(3, start + Duration::from_millis(10)), Verdict::Deliver);
+        // 4 never comes again: after GAP_WAIT the frames after it go on.
+        assert_eq!(seq.accept(5, start), Verdict::Early);
+        assert_eq!(seq.accept(6, start + GAP_WAIT / 2), Verdict::Early);
+        assert_eq!(seq.accept(6, start + GAP_WAIT), Verdict::Lost(2));
+        assert_eq!(seq.accept(7, start + GAP_WAIT), Verdict::Deliver);
+        assert_eq!(seq.accept(9, start + GAP_WAIT * 3), Verdict::Early, "a new gap waits afresh");
+    }
+}
