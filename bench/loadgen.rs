@@ -41,6 +41,10 @@ struct Args {
     /// Base WebSocket URL of the relay; rooms are `{url}/ws/{room}`.
     #[arg(long, default_value = "ws://127.0.0.1:3000")]
     url: String,
+    /// The second person of each room connects here instead: another instance sharing rooms
+    /// with the first through Redis.
+    #[arg(long)]
+    second_url: Option<String>,
     #[arg(long, default_value_t = 100)]
     rooms: usize,
     /// Bytes per message (a trickled ICE candidate is about 600; an SDP about 4000).
@@ -159,14 +163,15 @@ async fn run_load(args: &Args) {
     for room in 0..args.rooms {
         let name = format!("load-{run}-{room}");
         let source = source_of(room, args.sources);
-        let (a, b) =
-            match tokio::try_join!(connect_from(&args.url, &name, source), connect_from(&args.url, &name, source)) {
-                Ok(pair) => pair,
-                Err(error) => {
-                    eprintln!("connect failed: {error}");
-                    std::process::exit(1);
-                }
-            };
+        let second = args.second_url.as_deref().unwrap_or(&args.url);
+        let (a, b) = match tokio::try_join!(connect_from(&args.url, &name, source), connect_from(second, &name, source))
+        {
+            Ok(pair) => pair,
+            Err(error) => {
+                eprintln!("connect failed: {error}");
+                std::process::exit(1);
+            }
+        };
         pairs.push((a, b));
     }
     // Let every relay register both members before traffic starts.

@@ -105,6 +105,10 @@ echo "soak: calls alone, then beside abusive clients…" >&2
 soak=$(bench/soak.sh $quick | grep '^SOAK')
 result[soak,errors]=$(field errors "$soak")
 
+echo "sharing rooms through Redis: two instances against one…" >&2
+shared=$(bench/instances.sh $quick | grep '^SHARED')
+result[shared,errors]=$(field errors "$shared")
+
 echo "call setup in Chromium ($calls calls)…" >&2
 call_setup=$(node end2end/bench/call-setup.mjs "$calls" | grep '^RESULT')
 echo "page load in Chromium ($page_runs runs, unthrottled and throttled)…" >&2
@@ -138,6 +142,8 @@ rss_before=$(field rss_before_kib "$soak"); rss_after=$(field rss_after_kib "$so
 row "soak (bench/soak.sh): calls' round trip p99 µs" "$calm_p99" "" "" "" ""
 row "soak: the same beside abusers (× alone)" "$abused_p99 ($(ratio "$abused_p99" "$calm_p99")×)" "" "" "" ""
 row "soak: server RSS KiB, before abuse → after" "$rss_before → $rss_after ($(awk -v a="$rss_after" -v b="$rss_before" 'BEGIN { printf "%+.1f MiB", (a - b) / 1024 }'))" "" "" "" ""
+row "2 instances + Redis (bench/instances.sh): msg/s, 100 rooms, 600 B" "$(field two_per_sec "$shared") (one: $(field one_per_sec "$shared"))" "" "" "" ""
+row "… CPU µs per msg, both instances (+ Redis)" "$(field two_cpu_us "$shared") (+$(field redis_cpu_us "$shared"); one: $(field one_cpu_us "$shared"))" "" "" "" ""
 row "load generator errors (all runs)" "$errors" "" "" "" ""
 row "server start to first WebSocket, ms" "$start_ms" "" "" "" ""
 # Browser measures: each beside its floor, measured in the same run (see end2end/bench/).
