@@ -182,6 +182,19 @@ async fn relays_to(from: &mut Client, to: &mut Client, to_id: duo::protocol::Pee
 }
 
 #[tokio::test]
+async fn an_instance_shut_down_tells_the_others_at_once_that_its_people_left() {
+    let redis = Redis::start();
+    let (a, mut b) = two(&redis, &[]);
+    let (mut alice, _) = join(&a, "drain").await;
+    let (_bob, welcome) = join(&b, "drain").await;
+    assert!(matches!(alice.recv().await, Message::PeerJoined(_)));
+    assert!(b.terminate().success());
+    // Not after the heartbeat's 5 s: its leaving went through Redis before it exited.
+    let left = alice.recv_text_within(Duration::from_secs(3)).await;
+    assert!(left.contains("PEER_LEFT") && left.contains(&welcome.peer_id.0.to_string()), "{left}");
+}
+
+#[tokio::test]
 async fn redis_restarted_mid_call_sockets_stay_open_readyz_fails_and_frames_arrive_once_in_order() {
     let mut redis = Redis::start();
     let (a, b) = two(&redis, &[]);
@@ -189,12 +202,14 @@ async fn redis_restarted_mid_call_sockets_stay_open_readyz_fails_and_frames_arri
     let (mut bob, _) = join_as(&b, "restart", &session("bob")).await;
     assert!(matches!(alice.recv().await, Message::PeerJoined(_)));
     relays(&mut alice, &mut bob, &candidate(0)).await;
+    assert!(common::get(a.metrics_addr, "/metrics").await.body.contains("duo_redis_up 1"));
     redis.kill();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while a.readyz() != 503 || b.readyz() != 503 {
         assert!(std::time::Instant::now() < deadline, "/readyz still says ready without Redis");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(common::get(a.metrics_addr, "/metrics").await.body.contains("duo_redis_up 0"));
     // Sent while Redis is away: they wait, and arrive once it is back.
     for n in 1..=5 {
         alice.send_text(&candidate(n)).await;
@@ -212,6 +227,7 @@ async fn redis_restarted_mid_call_sockets_stay_open_readyz_fails_and_frames_arri
     for n in 1..=5 {
         assert_eq!(bob.recv_text().await, candidate(n), "in order, once");
     }
+    assert!(common::get(b.metrics_addr, "/metrics").await.body.contains("duo_redis_up 1"));
     relays(&mut bob, &mut alice, &candidate(6)).await;
     relays(&mut alice, &mut bob, BYE).await;
     // The room was put back: no one left, and a third person finds both.
@@ -237,14 +253,15 @@ async fn an_instance_started_before_redis_is_not_ready_until_redis_is_up() {
 }
 
 #[test]
-fn a_malformed_redis_url_is_a_clear_error_at_start() {
+fn a_malformed_redis_url_is_a_clear_error_at_start_that_does_not_repeat_the_password() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_duo"))
-        .args(["--redis", "not a url:"])
+        .args(["--redis", "redis://:hunter2@host:notaport"])
         .output()
         .expect("the server binary runs");
     assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--redis") && stderr.contains("not a Redis URL"), "{stderr}");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(said.contains("--redis") && said.contains("not a Redis URL"), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
 }
 
 /// Two instances behind HAProxy, configured as docs/deploy.md says.

@@ -141,3 +141,31 @@ export const waitUntilServing = (server: Server) => logLine(server, /listening o
 
 export const exited = (child: ChildProcess) =>
   new Promise<number | null>((resolve) => child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code)));
+
+/** Small video, so that several pages' encoders and decoders fit two cores. */
+export const smallCamera = (page: Page) => page.addInitScript(() => {
+  const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (constraints?: MediaStreamConstraints) => getUserMedia(
+    constraints?.video === true || (constraints?.video && !(constraints.video as any).deviceId)
+      ? { ...constraints, video: { width: 320, height: 240, frameRate: 15 } }
+      : constraints,
+  );
+});
+
+/** Each remote tile's video: its size and play time. */
+export const tiles = (page: Page) => page.evaluate(() => [...document.querySelectorAll('video.remote')].map((v) => {
+  const video = v as HTMLVideoElement;
+  return { label: video.getAttribute('aria-label'), width: video.videoWidth, time: video.currentTime };
+}));
+
+/** `page` shows `count` other people (within `timeout` ms), and every one of their videos plays. */
+export async function expectEveryoneVideoPlaying(page: Page, count: number, timeout = 30_000) {
+  await expect.poll(async () => (await tiles(page)).filter((t) => t.width > 0).length, {
+    timeout, message: `${count} remote videos with a size`,
+  }).toBe(count);
+  const before = await tiles(page);
+  await expect.poll(async () => {
+    const now = await tiles(page);
+    return now.length === count && now.every((tile, i) => tile.time > before[i].time + 0.5);
+  }, { timeout: 15_000, message: 'every remote video plays' }).toBe(true);
+}

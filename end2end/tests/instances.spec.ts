@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { expect, expectMediaFlowingBothWays, freshRoom, hangUp, start, startServer, status, test, waitUntilServing, type Server } from './helpers';
+import { exited, expect, expectEveryoneVideoPlaying, expectMediaFlowingBothWays, freshRoom, hangUp, smallCamera, start, startServer, status, test, waitUntilServing, type Server } from './helpers';
 
 // Two instances sharing rooms through a real Redis (Debian's redis-server), and Debian's
 // HAProxy in front of them running deploy/haproxy-duo.cfg: the calls of docs/deploy.md,
@@ -12,10 +12,6 @@ const INSTANCES = [3421, 3422];
 const PROXY = 3423;
 
 test.describe.configure({ mode: 'serial' });
-
-function exited(child: ChildProcess) {
-  return new Promise((done) => (child.exitCode !== null || child.signalCode !== null ? done(null) : child.once('exit', done)));
-}
 
 function startRedis(): ChildProcess {
   return spawn('redis-server', ['--port', `${REDIS}`, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
@@ -40,11 +36,11 @@ async function startInstances(): Promise<Server[]> {
   const flags = ['--redis', `redis://127.0.0.1:${REDIS}`, '--trusted-proxy', '127.0.0.1', '--allowed-origin', `http://127.0.0.1:${PROXY}`];
   const servers = INSTANCES.map((port) => startServer(port, ...flags));
   for (const server of servers) await waitUntilServing(server);
-  for (const port of INSTANCES) {
-    await expect.poll(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status, { timeout: 15_000 }).toBe(200);
-  }
+  for (const port of INSTANCES) await expect.poll(() => ready(port), { timeout: 15_000 }).toBe(200);
   return servers;
 }
+
+const ready = (port: number) => fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.status, () => 0);
 
 const joins = (server: Server) => server.log.filter((line) => line.includes(' joined ')).length;
 
@@ -77,7 +73,7 @@ test('through HAProxy, a call survives the instance its signaling was on being S
   try {
     servers = await startInstances();
     proxy = startHaproxy();
-    await expect.poll(async () => (await fetch(`http://127.0.0.1:${PROXY}/readyz`).catch(() => null))?.status, { timeout: 15_000 }).toBe(200);
+    await expect.poll(() => ready(PROXY), { timeout: 15_000 }).toBe(200);
     const url = `http://127.0.0.1:${PROXY}/call/${freshRoom()}`;
     const alice = await open(url);
     const bob = await open(url);
@@ -100,5 +96,40 @@ test('through HAProxy, a call survives the instance its signaling was on being S
     await expect(status(alice)).toHaveText(/The other person left/);
   } finally {
     for (const child of [...servers, redis, ...(proxy ? [proxy] : [])]) child.kill('SIGKILL');
+  }
+});
+
+test('Redis restarted mid-call: video plays on meanwhile, and afterwards a third person joins and sees both', async ({ open }) => {
+  test.setTimeout(120_000);
+  let redis = startRedis();
+  let servers: Server[] = [];
+  try {
+    servers = await startInstances();
+    const room = freshRoom();
+    const alice = await open(`http://127.0.0.1:${INSTANCES[0]}/call/${room}`, smallCamera);
+    const bob = await open(`http://127.0.0.1:${INSTANCES[1]}/call/${room}`, smallCamera);
+    await start(alice);
+    await start(bob);
+    for (const page of [alice, bob]) await expectEveryoneVideoPlaying(page, 1);
+
+    redis.kill('SIGKILL');
+    await exited(redis);
+    for (const port of INSTANCES) await expect.poll(() => ready(port), { timeout: 10_000 }).toBe(503);
+    // The signaling sockets stay up and the media goes browser to browser: nothing changes.
+    for (const page of [alice, bob]) {
+      await expectEveryoneVideoPlaying(page, 1);
+      await expect(status(page)).toHaveText('Connected.');
+    }
+
+    redis = startRedis();
+    for (const port of INSTANCES) await expect.poll(() => ready(port), { timeout: 15_000 }).toBe(200);
+    const carol = await open(`http://127.0.0.1:${INSTANCES[0]}/call/${room}`, smallCamera);
+    await start(carol);
+    for (const page of [alice, bob, carol]) {
+      await expect(status(page)).toHaveText(/^Connected with Guest \d and Guest \d\.$/, { timeout: 20_000 });
+      await expectEveryoneVideoPlaying(page, 2);
+    }
+  } finally {
+    for (const child of [...servers, redis]) child.kill('SIGKILL');
   }
 });

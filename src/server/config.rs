@@ -141,7 +141,7 @@ pub struct Config {
     /// so that the people of a call may reach different instances behind a load balancer
     /// (docs/deploy.md). Every instance needs the same --max-room-size. Without it, this
     /// process alone holds its rooms.
-    #[arg(long, env = "DUO_REDIS_URL", hide_env_values = true, value_name = "URL", value_parser = parse_redis)]
+    #[arg(long, env = "DUO_REDIS_URL", hide_env_values = true, value_name = "URL")]
     pub(crate) redis: Option<crate::server::hub::RedisSettings>,
 
     /// Seconds of silence (no frame, not even a pong) after which a peer is dropped (1 to 86400).
@@ -165,15 +165,6 @@ fn seconds_in(min: f64, max: f64) -> impl Fn(&str) -> Result<Duration, String> +
     move |s| match s.parse::<f64>() {
         Ok(seconds) if (min..=max).contains(&seconds) => Ok(Duration::from_secs_f64(seconds)),
         _ => Err(format!("must be a number of seconds from {min} to {max}")),
-    }
-}
-
-/// A Redis URL, checked at start so a typo is a clear error rather than a server that is never ready.
-fn parse_redis(s: &str) -> Result<crate::server::hub::RedisSettings, String> {
-    use redis::IntoConnectionInfo;
-    match s.into_connection_info() {
-        Ok(_) => Ok(crate::server::hub::RedisSettings { url: s.to_owned() }),
-        Err(error) => Err(format!("not a Redis URL ({:?})", error.kind())),
     }
 }
 

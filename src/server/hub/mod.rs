@@ -343,7 +343,7 @@ impl Hub {
         let room = join.pending.room.clone();
         let mut places = lock(&room.places);
         self.take_in(&mut places, snapshot, Some(index));
-        if places.seats[index].ver > snapshot.ver {
+        if places.seats.get(index).is_none_or(|place| place.ver > snapshot.ver) {
             // Someone took this place again since: this join is already undone.
             return Err(Refusal::Unavailable);
         }
@@ -363,6 +363,10 @@ impl Hub {
         turn: bool,
     ) -> Membership {
         let mailbox = Arc::new(Mailbox::new(self.queued.clone()));
+        if *self.stopping.borrow() {
+            // Joined through Redis while the server began to shut down.
+            mailbox.kick(Kick::SHUTDOWN);
+        }
         let old = places.seats[index].seat.replace(Seat::Here(Slot { peer_id, public_id, mailbox: mailbox.clone() }));
         places.seats[index].ver = ver;
         self.announce(places, index, old);
@@ -442,10 +446,17 @@ impl Hub {
             return;
         }
         place.ver = ver;
-        // Content naming this process's person: here already, or (a join whose answer was lost,
-        // being undone) no one.
+        // Content naming one of this process's people: here already; or one it does not have
+        // (a join whose answer was lost, someone put back by another instance after they left
+        // here), which is no one, and is taken out of Redis too.
         let instance = self.shared.as_ref().map(|link| &link.instance);
         let mine = content.is_some_and(|remote| Some(&remote.instance) == instance);
+        let here =
+            matches!((&place.seat, content), (Some(Seat::Here(slot)), Some(remote)) if slot.peer_id == remote.peer_id);
+        if let (true, false, Some(link), Some(stray)) = (mine, here, &self.shared, content) {
+            link.leave(&places.key, stray.peer_id);
+        }
+        let place = &mut places.seats[index];
         let unchanged = match (&place.seat, content) {
             (Some(seat), Some(remote)) => seat.peer_id() == remote.peer_id,
             (None, content) => content.is_none() || mine,
@@ -481,13 +492,6 @@ impl Hub {
         if let Some(index) = place_of(&places.seats, to) {
             self.deliver_frame(&mut places, index, Outbound { frame, relayed_at: None });
         }
-    }
-
-    /// Whether someone on another instance is still in the room, as far as this process knows.
-    fn is_there(&self, key: &RoomKey, peer: PeerId) -> bool {
-        let Some(room) = lock(&self.rooms).get(key).cloned() else { return false };
-        let places = lock(&room.places);
-        places.seats.iter().any(|place| matches!(&place.seat, Some(Seat::There(remote)) if remote.peer_id == peer))
     }
 
     /// The rooms where this process has people (or a join under way).
@@ -541,11 +545,14 @@ impl Hub {
         let _ = stopping.wait_for(|stopping| *stopping).await;
     }
 
-    /// Resolves once no membership is left.
+    /// Resolves once no membership is left (and, with Redis, their leaving went through).
     pub(crate) async fn closed(&self) {
         let mut peers = self.peers.subscribe();
         // The sender lives in `self`, so this cannot fail.
         let _ = peers.wait_for(|n| *n == 0).await;
+        if let Some(link) = &self.shared {
+            link.flushed().await;
+        }
     }
 
     /// Whether a TURN server is configured to give credentials for.

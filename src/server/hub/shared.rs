@@ -25,7 +25,7 @@
 //! they compute, so this needs a standalone Redis (or Sentinel), not Redis Cluster.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, Weak,
@@ -52,10 +52,13 @@ pub(super) const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 const HOLD: Duration = Duration::from_secs(30);
 /// How long a missing frame is waited for before the frames after it are taken anyway.
 const GAP_WAIT: Duration = Duration::from_secs(1);
+/// Places in a room, at most (`--max-room-size`'s bound): a place number past it in anything
+/// read from Redis is refused, never allocated for.
+const MAX_PLACES: usize = 8;
 /// Operations sent to Redis in one round trip, at most.
 const BATCH: usize = 64;
-/// How long a reply may take; the connection manager has its own limit, this one is for
-/// everything around it (a connection that hangs while it is made, say).
+/// How long the ticker waits for a reply, on top of the connection manager's own limit
+/// (which does not cover a connection that hangs while it is made, say).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause before sending again after Redis failed.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
@@ -87,10 +90,20 @@ fn channel(instance: &str) -> String {
     format!("duo:to:{instance}")
 }
 
-/// Where to reach Redis: `redis://[:password@]host[:port][/db]`.
+/// Where to reach Redis: `redis://[:password@]host[:port][/db]`. Taken as it is and checked
+/// when the hub starts, by an error that does not repeat it: clap would print a value it
+/// refuses, password and all.
 #[derive(Clone)]
 pub(crate) struct RedisSettings {
-    pub(crate) url: String,
+    url: String,
+}
+
+impl std::str::FromStr for RedisSettings {
+    type Err = std::convert::Infallible;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        Ok(RedisSettings { url: url.to_owned() })
+    }
 }
 
 /// Never the URL itself: it may hold a password.
@@ -180,7 +193,7 @@ impl Incoming {
                     .lines()
                     .map(|line| {
                         let (place, content) = line.split_once(' ').ok_or(Malformed)?;
-                        let place = place.parse().map_err(|_| Malformed)?;
+                        let place = place.parse().ok().filter(|&place| place < MAX_PLACES).ok_or(Malformed)?;
                         match content {
                             "-" => Ok((place, None)),
                             content => Ok((place, Some(Remote::parse(content).ok_or(Malformed)?))),
@@ -231,13 +244,15 @@ fn number(value: &Value) -> Option<u64> {
 /// `ver, size, place, content, ...`
 fn snapshot(items: &[Value]) -> Option<Snapshot> {
     let [ver, size, places @ ..] = items else { return None };
+    let size = usize::try_from(number(size)?).ok().filter(|&size| size <= MAX_PLACES)?;
+    let place = |value: &Value| usize::try_from(number(value)?).ok().filter(|&place| place < size);
     Some(Snapshot {
         ver: number(ver)?,
-        size: usize::try_from(number(size)?).ok()?,
+        size,
         places: places
             .chunks(2)
             .map(|pair| match pair {
-                [place, content] => Some((usize::try_from(number(place)?).ok()?, Remote::parse(text(content)?)?)),
+                [at, content] => Some((place(at)?, Remote::parse(text(content)?)?)),
                 _ => None,
             })
             .collect::<Option<_>>()?,
@@ -250,7 +265,11 @@ impl Joined {
         match (items.first().and_then(text)?, &items[1..]) {
             ("full", []) => Some(Joined::Full),
             ("retry", []) => Some(Joined::Retry),
-            ("ok", [place, rest @ ..]) => Some(Joined::At(usize::try_from(number(place)?).ok()?, snapshot(rest)?)),
+            ("ok", [place, rest @ ..]) => {
+                let snapshot = snapshot(rest)?;
+                let place = usize::try_from(number(place)?).ok().filter(|&place| place < snapshot.size)?;
+                Some(Joined::At(place, snapshot))
+            }
             _ => None,
         }
     }
@@ -264,44 +283,72 @@ fn restored(value: Value) -> Option<Snapshot> {
     }
 }
 
-/// Frames relayed from one instance, checked against their sequence numbers.
-#[derive(Debug, Default)]
-struct Sequence {
+/// Frames relayed from one instance, put back in the order of their sequence numbers: a
+/// frame sent again after a lost connection is dropped, and frames that overtook a missing one
+/// wait for it, up to [`GAP_WAIT`].
+#[derive(Debug)]
+struct Sequence<T> {
     expected: u64,
-    /// Since when a frame past a missing one has been waiting for it to be sent again.
+    early: BTreeMap<u64, T>,
+    /// Since when the first frame past a gap has waited.
     gap_since: Option<Instant>,
 }
 
-#[derive(Debug, PartialEq)]
-enum Verdict {
-    Deliver,
-    /// Seen already (sent again after a lost connection).
-    Duplicate,
-    /// An earlier frame is missing: its sender sends it again, with this one after it.
-    Early,
-    /// The missing frames never came: they are lost, this one and those after it go on.
-    Lost(u64),
+/// Frames that may wait for a missing one, per sending instance.
+const EARLY_MAX: usize = 4096;
+
+impl<T> Default for Sequence<T> {
+    fn default() -> Self {
+        Self { expected: 0, early: BTreeMap::new(), gap_since: None }
+    }
 }
 
-impl Sequence {
-    fn accept(&mut self, seq: u64, now: Instant) -> Verdict {
-        if seq < self.expected {
-            return Verdict::Duplicate;
+impl<T> Sequence<T> {
+    /// Takes frame `seq`; returns the frames it lets through, in order.
+    fn accept(&mut self, seq: u64, frame: T, now: Instant) -> Vec<T> {
+        let mut out = Vec::new();
+        if seq < self.expected || self.early.contains_key(&seq) {
+            return out; // seen already
         }
         if seq > self.expected {
-            let since = *self.gap_since.get_or_insert(now);
-            if now.duration_since(since) < GAP_WAIT {
-                return Verdict::Early;
+            self.early.insert(seq, frame);
+            self.gap_since.get_or_insert(now);
+            if self.early.len() > EARLY_MAX {
+                self.skip_gap(now, &mut out);
             }
+            return out;
         }
-        let lost = seq - self.expected;
-        self.expected = seq + 1;
-        self.gap_since = None;
-        if lost == 0 {
-            Verdict::Deliver
-        } else {
-            Verdict::Lost(lost)
+        out.push(frame);
+        self.expected += 1;
+        self.release(now, &mut out);
+        out
+    }
+
+    /// After [`GAP_WAIT`], the missing frames are taken as lost and the waiting ones go on.
+    /// Returns how many were lost, and the frames let through.
+    fn expire(&mut self, now: Instant) -> (u64, Vec<T>) {
+        let mut out = Vec::new();
+        match self.gap_since {
+            Some(since) if now.duration_since(since) >= GAP_WAIT => (self.skip_gap(now, &mut out), out),
+            _ => (0, out),
         }
+    }
+
+    fn skip_gap(&mut self, now: Instant, out: &mut Vec<T>) -> u64 {
+        let Some(&first) = self.early.keys().next() else { return 0 };
+        let lost = first - self.expected;
+        self.expected = first;
+        self.release(now, out);
+        lost
+    }
+
+    /// Lets through the waiting frames that now follow in order.
+    fn release(&mut self, now: Instant, out: &mut Vec<T>) {
+        while let Some(frame) = self.early.remove(&self.expected) {
+            out.push(frame);
+            self.expected += 1;
+        }
+        self.gap_since = if self.early.is_empty() { None } else { Some(self.gap_since.unwrap_or(now)) };
     }
 }
 
@@ -346,10 +393,23 @@ pub(super) struct Join {
 }
 
 enum Op {
-    Relay { to: Arc<str>, key: RoomKey, peer: PeerId, frame: Frame, since: Instant },
+    Relay {
+        to: Arc<str>,
+        key: RoomKey,
+        peer: PeerId,
+        frame: Frame,
+        since: Instant,
+    },
     Join(Box<Join>),
-    Leave { key: RoomKey, peer: PeerId },
-    Restore { key: RoomKey },
+    Leave {
+        key: RoomKey,
+        peer: PeerId,
+    },
+    Restore {
+        key: RoomKey,
+    },
+    /// Answered once everything queued before it went through.
+    Flush(oneshot::Sender<()>),
 }
 
 /// A relay with its sequence number, as it goes out (and, if need be, goes out again).
@@ -368,7 +428,9 @@ impl Link {
             getrandom::getrandom(&mut bytes).expect("the OS random source works");
             format!("{:016x}", u64::from_le_bytes(bytes)).into()
         };
-        let info = settings.url.as_str().into_connection_info()?;
+        let info = settings.url.as_str().into_connection_info().map_err(|error| {
+            redis::RedisError::from((error.kind(), "not a Redis URL (redis://[:password@]host[:port][/db])"))
+        })?;
         let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(redis))?;
         let (push_tx, pushes) = mpsc::unbounded_channel();
@@ -398,6 +460,16 @@ impl Link {
     pub(super) fn join(&self, join: Join) {
         // Only fails once the runtime is shutting down: the join then gets no answer.
         let _ = self.ops.send(Op::Join(Box::new(join)));
+    }
+
+    /// Resolves once everything queued so far went to Redis (or the link is gone), but frames
+    /// held for an instance that was not listening: at shutdown, so that the others hear at
+    /// once that this instance's people left.
+    pub(super) async fn flushed(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.ops.send(Op::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
     }
 
     pub(super) fn leave(&self, key: &RoomKey, peer: PeerId) {
@@ -453,12 +525,6 @@ impl Driver {
     }
 }
 
-/// Relays to one instance that was not listening, kept in order to be sent again.
-#[derive(Default)]
-struct Stalled {
-    outs: VecDeque<Out>,
-}
-
 struct Writer {
     hub: Weak<Hub>,
     instance: Arc<str>,
@@ -467,7 +533,8 @@ struct Writer {
     queue: mpsc::UnboundedReceiver<Op>,
     /// Sent when Redis failed: first in line once it answers again.
     retry: VecDeque<Out>,
-    stalled: HashMap<Arc<str>, Stalled>,
+    /// Relays to instances that were not listening, in order, to be sent again.
+    stalled: HashMap<Arc<str>, VecDeque<Out>>,
     /// When stalled relays were last sent again.
     unstalled_at: Instant,
     next_seq: HashMap<Arc<str>, u64>,
@@ -536,28 +603,25 @@ impl Writer {
         let out = Out { op, payload };
         match &out.op {
             Op::Relay { to, .. } if self.stalled.contains_key(to) => {
-                self.stalled.get_mut(to).expect("checked").outs.push_back(out);
+                self.stalled.get_mut(to).expect("checked").push_back(out);
             }
             _ => batch.push(out),
         }
     }
 
-    /// Adds the stalled relays to the batch, to be tried again, but those whose recipient left
-    /// meanwhile (their instance died, say) and those that waited [`HOLD`].
+    /// Adds the stalled relays to the batch, to be tried again, but those that waited [`HOLD`]
+    /// (their instance died, or never came back). Frames to someone who left meanwhile go too:
+    /// the receiver drops them, and their numbers leave no gap for the frames behind them.
     fn unstall(&mut self, batch: &mut Vec<Out>) {
         if self.stalled.is_empty() || self.unstalled_at.elapsed() < RETRY_AFTER {
             return;
         }
         self.unstalled_at = Instant::now();
-        let hub = self.hub.upgrade();
         for (_, stalled) in std::mem::take(&mut self.stalled) {
-            for out in stalled.outs {
-                let Op::Relay { key, peer, since, .. } = &out.op else { continue };
-                let there = hub.as_ref().is_some_and(|hub| hub.is_there(key, *peer));
-                if there && since.elapsed() < HOLD {
-                    batch.push(out);
-                } else {
-                    self.drop_relay(&out, "unreachable");
+            for out in stalled {
+                match &out.op {
+                    Op::Relay { since, .. } if since.elapsed() > HOLD => self.drop_relay(&out, "unreachable"),
+                    _ => batch.push(out),
                 }
             }
         }
@@ -610,6 +674,9 @@ impl Writer {
                     cmd.arg(place).arg(remote.content());
                 }
             }
+            Op::Flush(_) => {
+                pipe.cmd("PING");
+            }
         }
     }
 
@@ -622,7 +689,7 @@ impl Writer {
                 // Read by the instance: delivered, unless an earlier one stalled.
                 Value::Int(1..) if !self.stalled.contains_key(to) => self.sent(&out),
                 // Not listening (reconnecting, or dead), or an earlier frame to it waits.
-                _ => self.stalled.entry(to.clone()).or_default().outs.push_back(out),
+                _ => self.stalled.entry(to.clone()).or_default().push_back(out),
             },
             Op::Join(mut join) => match Joined::from_reply(reply) {
                 Some(Joined::At(place, snapshot)) => {
@@ -643,6 +710,9 @@ impl Writer {
                 }
             },
             Op::Leave { .. } => {}
+            Op::Flush(done) => {
+                let _ = done.send(());
+            }
             Op::Restore { key } => {
                 if let (Some(hub), Some(snapshot)) = (self.hub.upgrade(), restored(reply)) {
                     hub.apply(&key, &snapshot);
@@ -690,8 +760,30 @@ async fn dispatch(
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     ops: mpsc::UnboundedSender<Op>,
 ) {
-    let mut sequences: HashMap<Arc<str>, Sequence> = HashMap::new();
-    while let Some(push) = pushes.recv().await {
+    let mut sequences: HashMap<Arc<str>, Sequence<(RoomKey, PeerId, Frame)>> = HashMap::new();
+    let mut gaps = tokio::time::interval(GAP_WAIT / 4);
+    gaps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let push = tokio::select! {
+            push = pushes.recv() => match push {
+                Some(push) => push,
+                None => return,
+            },
+            _ = gaps.tick() => {
+                let Some(hub) = hub.upgrade() else { return };
+                for (from, sequence) in &mut sequences {
+                    let (lost, frames) = sequence.expire(Instant::now());
+                    if lost > 0 {
+                        warn!(from = %from, lost, "frames from another instance were lost");
+                        crate::server::metrics::redis_lost(lost);
+                    }
+                    for (key, to, frame) in frames {
+                        hub.deliver_relayed(&key, to, frame);
+                    }
+                }
+                continue;
+            }
+        };
         let Some(hub) = hub.upgrade() else { return };
         match push.kind {
             PushKind::Message => {
@@ -699,14 +791,9 @@ async fn dispatch(
                 match Incoming::parse(payload) {
                     Ok(Incoming::Changed { key, ver, places }) => hub.changed(&key, ver, places),
                     Ok(Incoming::Relayed { from, seq, key, to, frame }) => {
-                        match sequences.entry(from.clone()).or_default().accept(seq, Instant::now()) {
-                            Verdict::Deliver => hub.deliver_relayed(&key, to, frame),
-                            Verdict::Duplicate | Verdict::Early => {}
-                            Verdict::Lost(lost) => {
-                                warn!(from = %from, lost, "frames from another instance were lost");
-                                crate::server::metrics::redis_lost(lost);
-                                hub.deliver_relayed(&key, to, frame);
-                            }
+                        let sequence = sequences.entry(from).or_default();
+                        for (key, to, frame) in sequence.accept(seq, (key, to, frame), Instant::now()) {
+                            hub.deliver_relayed(&key, to, frame);
                         }
                     }
                     Err(error) => warn!(%error),
@@ -740,6 +827,8 @@ async fn tick(
     let mut every = tokio::time::interval(HEARTBEAT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut subscribed = false;
+    // Redis knows no instance at its first heartbeat; it forgot this one if it says so later.
+    let mut beaten = false;
     loop {
         every.tick().await;
         if hub.strong_count() == 0 {
@@ -777,7 +866,8 @@ async fn tick(
             continue;
         };
         let (absent, swept) = (items.first().and_then(number), items.get(1).and_then(number));
-        let first = lock(&state.last_beat).replace(Instant::now()).is_none();
+        *lock(&state.last_beat) = Some(Instant::now());
+        let first = !std::mem::replace(&mut beaten, true);
         crate::server::metrics::redis_up(state.up());
         if let Some(swept @ 1..) = swept {
             info!(swept, "freed the places of instances that stopped");
@@ -837,9 +927,18 @@ mod tests {
                 frame: Frame::from(frame)
             }
         );
-        for bad in
-            [&b""[..], b"X 1", b"P k", b"P k x", b"P k 1\n0", b"P k 1\nz -", b"R a 1 k", b"R a b k 1\n{}", b"\xff"]
-        {
+        for bad in [
+            &b""[..],
+            b"X 1",
+            b"P k",
+            b"P k x",
+            b"P k 1\n0",
+            b"P k 1\nz -",
+            b"P k 1\n8 -",
+            b"R a 1 k",
+            b"R a b k 1\n{}",
+            b"\xff",
+        ] {
             assert_eq!(Incoming::parse(bad), Err(Malformed), "{:?}", String::from_utf8_lossy(bad));
         }
     }
@@ -872,26 +971,51 @@ mod tests {
         assert_eq!(Joined::from_reply(Value::Array(vec![s("retry")])), Some(Joined::Retry));
         assert_eq!(Joined::from_reply(Value::Array(vec![s("ok"), Value::Int(1)])), None);
         assert_eq!(Joined::from_reply(Value::Int(1)), None);
+        // Places past the room's size, and sizes past any room's, are refused.
+        let past = |place: i64, size: i64| Value::Array(vec![s("ok"), Value::Int(place), s("1"), Value::Int(size)]);
+        assert_eq!(Joined::from_reply(past(2, 2)), None);
+        assert_eq!(Joined::from_reply(past(0, 9)), None);
+        assert!(Joined::from_reply(past(1, 2)).is_some());
+        let listed = Value::Array(vec![s("ok"), s("1"), Value::Int(2), Value::Int(5), s("5 a -")]);
+        assert_eq!(restored(listed), None);
         let restore = Value::Array(vec![s("ok"), s("17"), Value::Int(4)]);
         assert_eq!(restored(restore), Some(Snapshot { ver: 17, size: 4, places: vec![] }));
     }
 
     #[test]
-    fn frames_from_an_instance_are_delivered_once_in_order_and_a_gap_is_waited_for_then_skipped() {
+    fn frames_from_an_instance_go_through_once_in_order_and_a_gap_is_waited_for_then_skipped() {
+        let start = Instant::now();
+        let later = |ms| start + Duration::from_millis(ms);
+        let mut seq = Sequence::default();
+        assert_eq!(seq.accept(0, 'a', start), ['a']);
+        assert_eq!(seq.accept(1, 'b', start), ['b']);
+        assert!(seq.accept(1, 'b', start).is_empty(), "sent again after a lost reply");
+        // 2 went missing: 3 and 4 wait for it, and go with it, once.
+        assert!(seq.accept(3, 'd', start).is_empty());
+        assert!(seq.accept(4, 'e', later(5)).is_empty());
+        assert!(seq.accept(3, 'd', later(6)).is_empty(), "a waiting frame sent again");
+        assert_eq!(seq.expire(later(500)), (0, vec![]), "not yet given up on");
+        assert_eq!(seq.accept(2, 'c', later(10)), ['c', 'd', 'e']);
+        assert!(seq.accept(4, 'e', later(11)).is_empty());
+        // 5 never comes: after GAP_WAIT, counted from the first frame that waited for it, the
+        // frames after it go on.
+        assert!(seq.accept(6, 'g', later(20)).is_empty());
+        assert!(seq.accept(7, 'h', later(900)).is_empty());
+        assert_eq!(seq.expire(later(900)), (0, vec![]));
+        assert_eq!(seq.expire(later(20) + GAP_WAIT), (1, vec!['g', 'h']));
+        assert_eq!(seq.accept(8, 'i', later(2000)), ['i']);
+        assert_eq!(seq.expire(later(9000)), (0, vec![]), "no gap, nothing to give up");
+    }
+
+    #[test]
+    fn frames_waiting_for_a_missing_one_are_bounded() {
         let start = Instant::now();
         let mut seq = Sequence::default();
-        assert_eq!(seq.accept(0, start), Verdict::Deliver);
-        assert_eq!(seq.accept(1, start), Verdict::Deliver);
-        assert_eq!(seq.accept(1, start), Verdict::Duplicate, "sent again after a lost reply");
-        // 2 went missing: 3 waits for 2 to be sent again, with 3 after it.
-        assert_eq!(seq.accept(3, start), Verdict::Early);
-        assert_eq!(seq.accept(2, start + Duration::from_millis(10)), Verdict::Deliver);
-        assert_eq!(seq.accept(3, start + Duration::from_millis(10)), Verdict::Deliver);
-        // 4 never comes again: after GAP_WAIT the frames after it go on.
-        assert_eq!(seq.accept(5, start), Verdict::Early);
-        assert_eq!(seq.accept(6, start + GAP_WAIT / 2), Verdict::Early);
-        assert_eq!(seq.accept(6, start + GAP_WAIT), Verdict::Lost(2));
-        assert_eq!(seq.accept(7, start + GAP_WAIT), Verdict::Deliver);
-        assert_eq!(seq.accept(9, start + GAP_WAIT * 3), Verdict::Early, "a new gap waits afresh");
+        for n in 1..=EARLY_MAX as u64 {
+            assert!(seq.accept(n, n, start).is_empty());
+        }
+        let through = seq.accept(EARLY_MAX as u64 + 1, 0, start);
+        assert_eq!(through.len(), EARLY_MAX + 1, "past the bound, the gap is skipped at once");
+        assert!(seq.early.is_empty() && seq.gap_since.is_none());
     }
 }

@@ -24,14 +24,17 @@ for k = 5, #ARGV, 2 do
       places[i] = c
       changed[i] = c
       told[instance] = true
+      -- So that this instance's death frees the place too. If the person left meanwhile, their
+      -- instance hears of them here and takes them out again.
+      redis.call('SADD', 'duo:inst:' .. instance .. ':rooms', rk)
     end
   end
+end
+if instances_in(places, {})[me] then
+  redis.call('SADD', my_rooms, rk)
 end
 local new_ver = string.format('%.0f', ver)
 if next(changed) then
   new_ver = commit(room, rk, size, ver, places, changed, told, me)
-end
-if instances_in(places, {})[me] then
-  redis.call('SADD', my_rooms, rk)
 end
 return listed(places, size, { 'ok', new_ver, size })
