@@ -101,9 +101,12 @@ impl Session {
         turn: TurnGrant,
     ) -> impl Future<Output = ()> {
         match hub.join(room.clone(), session_id, (turn.0)()) {
-            // Decided at once (no Redis): the connection's future holds no join.
+            // Decided at once (no Redis): the connection's future holds no join. Boxed, the one
+            // that waits for Redis does not make every connection's future larger.
             hub::Joining::Now(joined) => Either::Left(self.joined(joined, room)),
-            hub::Joining::Later(joining) => Either::Right(async move { self.joined(joining.await, room).await }),
+            hub::Joining::Later(joining) => {
+                Either::Right(Box::pin(async move { self.joined(joining.await, room).await }))
+            }
         }
     }
 
