@@ -136,8 +136,6 @@ pub(crate) fn router(state: AppState, strict_transport: bool) -> Router {
     let routes = Router::new()
         .nest_service("/pkg", crate::server::assets::service(&state.leptos_options))
         .route("/ws/{room}", get(signaling_socket))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
         .merge(pages)
         .layer(axum::middleware::from_fn(only_what_pages_load))
         // Request spans name the route, never the path: paths hold call links and sessions.
@@ -145,6 +143,10 @@ pub(crate) fn router(state: AppState, strict_transport: bool) -> Router {
             let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
             tracing::debug_span!("request", method = %request.method(), route)
         }))
+        // Added after the trace layer, so untraced: a load balancer asks every second, and a
+        // 503 (draining, or Redis away) is the answer it wants, not a server error to log.
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
         .with_state(state);
     headers::add(routes, strict_transport)
 }
