@@ -412,7 +412,8 @@ enum Op {
     Flush(oneshot::Sender<()>),
 }
 
-/// A relay with its sequence number, as it goes out (and, if need be, goes out again).
+/// An operation as the writer sends it: a relay keeps its numbered channel message, so that
+/// sending it again after a failure sends the same number.
 struct Out {
     op: Op,
     /// For relays: the channel message, numbered.
