@@ -20,16 +20,6 @@ mod contract {
     include!("common/contract.rs");
 }
 
-/// Two instances sharing `redis`, both ready.
-fn two(redis: &Redis, args: &[&str]) -> (Server, Server) {
-    let url = redis.url();
-    let args = [args, &["--redis", &url]].concat();
-    let (a, b) = (Server::start(&args), Server::start(&args));
-    a.wait_until_ready();
-    b.wait_until_ready();
-    (a, b)
-}
-
 fn session(name: &str) -> String {
     format!("{name}-session-0123456789abcdef")
 }
@@ -54,7 +44,7 @@ fn candidate(n: usize) -> String {
 #[tokio::test]
 async fn redis_holds_no_room_id_and_no_session_only_their_one_way_hashes() {
     let redis = Redis::start();
-    let (a, b) = two(&redis, &[]);
+    let (a, b) = Server::sharing(&redis, &[]);
     let room = "secret-room-id-0123456789";
     let (mut alice, _) = join_as(&a, room, &session("alice")).await;
     let (mut bob, welcome) = join_as(&b, room, &session("bob")).await;
@@ -82,8 +72,10 @@ async fn join_races_across_instances_never_overfill_a_room_and_the_loser_gets_ro
     const ROOMS: usize = 60;
     let redis = Redis::start();
     let many = ["--max-sockets-per-client", "1000", "--sockets-per-minute-per-client", "1000"];
-    let (a, b) =
-        two(&redis, &[&["--max-room-size", "2", "--connections-per-second-per-client", "1000"], &many[..]].concat());
+    let (a, b) = Server::sharing(
+        &redis,
+        &[&["--max-room-size", "2", "--connections-per-second-per-client", "1000"], &many[..]].concat(),
+    );
     let attempts = (0..ROOMS).flat_map(|room| {
         let servers = [&a, &b, &a];
         servers.map(|server| {
@@ -114,7 +106,7 @@ async fn join_races_across_instances_never_overfill_a_room_and_the_loser_gets_ro
 #[tokio::test]
 async fn a_session_returning_through_the_other_instance_takes_its_place_and_the_old_socket_gets_4004() {
     let redis = Redis::start();
-    let (a, b) = two(&redis, &["--max-room-size", "2"]);
+    let (a, b) = Server::sharing(&redis, &["--max-room-size", "2"]);
     let (mut alice, _) = join_as(&a, "back", &session("alice")).await;
     let (mut old_bob, first) = join_as(&b, "back", &session("bob")).await;
     let bob_public = match alice.recv().await {
@@ -137,7 +129,7 @@ async fn a_session_returning_through_the_other_instance_takes_its_place_and_the_
 #[tokio::test]
 async fn an_instance_sigkilled_mid_call_its_people_take_their_places_back_on_the_survivor() {
     let redis = Redis::start();
-    let (a, mut b) = two(&redis, &[]);
+    let (a, mut b) = Server::sharing(&redis, &[]);
     let (mut alice, alice_welcome) = join_as(&a, "kill", &session("alice")).await;
     let (mut bob, _) = join_as(&b, "kill", &session("bob")).await;
     let (bob_id, bob_public) = match alice.recv().await {
@@ -184,7 +176,7 @@ async fn relays_to(from: &mut Client, to: &mut Client, to_id: duo::protocol::Pee
 #[tokio::test]
 async fn an_instance_shut_down_tells_the_others_at_once_that_its_people_left() {
     let redis = Redis::start();
-    let (a, mut b) = two(&redis, &[]);
+    let (a, mut b) = Server::sharing(&redis, &[]);
     let (mut alice, _) = join(&a, "drain").await;
     let (_bob, welcome) = join(&b, "drain").await;
     assert!(matches!(alice.recv().await, Message::PeerJoined(_)));
@@ -197,7 +189,7 @@ async fn an_instance_shut_down_tells_the_others_at_once_that_its_people_left() {
 #[tokio::test]
 async fn redis_restarted_mid_call_sockets_stay_open_readyz_fails_and_frames_arrive_once_in_order() {
     let mut redis = Redis::start();
-    let (a, b) = two(&redis, &[]);
+    let (a, b) = Server::sharing(&redis, &[]);
     let (mut alice, _) = join_as(&a, "restart", &session("alice")).await;
     let (mut bob, _) = join_as(&b, "restart", &session("bob")).await;
     assert!(matches!(alice.recv().await, Message::PeerJoined(_)));
@@ -268,7 +260,7 @@ fn a_malformed_redis_url_is_a_clear_error_at_start_that_does_not_repeat_the_pass
 fn behind_haproxy(redis: &Redis) -> (Haproxy, Server, Server) {
     let public = free_addr();
     let origin = format!("http://{public}");
-    let (a, b) = two(redis, &["--trusted-proxy", "127.0.0.1", "--allowed-origin", &origin]);
+    let (a, b) = Server::sharing(redis, &["--trusted-proxy", "127.0.0.1", "--allowed-origin", &origin]);
     (Haproxy::start(public, &[a.addr, b.addr]), a, b)
 }
 

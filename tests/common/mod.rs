@@ -83,15 +83,20 @@ impl Server {
     /// to one and the other in turn (the first to this one).
     pub fn pair(args: &[&str]) -> Self {
         let redis = Redis::start();
-        let url = redis.url();
-        let args = [args, &["--redis", &url]].concat();
-        let mut first = Self::start(&args);
-        let second = Self::start(&args);
-        first.wait_until_ready();
-        second.wait_until_ready();
+        let (mut first, second) = Self::sharing(&redis, args);
         first.other = Some(Box::new(second));
         first.redis = Some(redis);
         first
+    }
+
+    /// Two instances sharing rooms through `redis`, both ready.
+    pub fn sharing(redis: &Redis, args: &[&str]) -> (Self, Self) {
+        let url = redis.url();
+        let args = [args, &["--redis", &url]].concat();
+        let (first, second) = (Self::start(&args), Self::start(&args));
+        first.wait_until_ready();
+        second.wait_until_ready();
+        (first, second)
     }
 
     /// Waits for `/readyz` to say 200 (with Redis: once the instance listens on it).
@@ -340,7 +345,7 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_addr().port();
         Self { child: Self::spawn(port), port }
     }
 

@@ -243,7 +243,6 @@ pub(crate) struct Pending {
     hub: Arc<Hub>,
     room: Arc<Room>,
     key: RoomKey,
-    room_size: usize,
 }
 
 impl Drop for Pending {
@@ -303,8 +302,7 @@ impl Hub {
     /// Decides the place here: without Redis.
     fn join_here(self: &Arc<Self>, key: RoomKey, public_id: Option<String>, turn: bool) -> Result<Membership, Refusal> {
         let mut rooms = lock(&self.rooms);
-        let room = rooms.entry(key.clone()).or_insert_with(|| Room::new(key, self.settings.room_size)).clone();
-        crate::server::metrics::active_rooms(rooms.len());
+        let room = self.room_for(&mut rooms, key);
         let mut places = lock(&room.places);
         let returning = public_id.as_deref().and_then(|public_id| {
             places
@@ -326,11 +324,16 @@ impl Hub {
 
     /// Registers a join about to be sent to Redis.
     fn pending(self: &Arc<Self>, key: RoomKey) -> Pending {
-        let mut rooms = lock(&self.rooms);
-        let room = rooms.entry(key.clone()).or_insert_with(|| Room::new(key.clone(), 0)).clone();
-        crate::server::metrics::active_rooms(rooms.len());
+        let room = self.room_for(&mut lock(&self.rooms), key.clone());
         lock(&room.places).joining += 1;
-        Pending { hub: self.clone(), room, key, room_size: self.settings.room_size }
+        Pending { hub: self.clone(), room, key }
+    }
+
+    /// The room `key`, made if this process has none yet.
+    fn room_for(&self, rooms: &mut HashMap<RoomKey, Arc<Room>>, key: RoomKey) -> Arc<Room> {
+        let room = rooms.entry(key.clone()).or_insert_with(|| Room::new(key, self.settings.room_size)).clone();
+        crate::server::metrics::active_rooms(rooms.len());
+        room
     }
 
     /// Seats a person whose place Redis gave them: the room first takes in what Redis has.
@@ -399,7 +402,7 @@ impl Hub {
         }
         let returning =
             old.as_ref().and_then(Seat::public_id).is_some_and(|old| new.and_then(Seat::public_id) == Some(old));
-        let joined = new.map(|new| (new.info(None), new.here().is_some()));
+        let joined = new.map(|new| new.info(None));
         if let Some(old) = old {
             if let Seat::Here(slot) = &old {
                 slot.mailbox.kick(if returning { Kick::REPLACED } else { Kick::LOST });
@@ -408,7 +411,7 @@ impl Hub {
                 self.tell(places, index, |_| Message::PeerLeft(old.info(None)));
             }
         }
-        if let Some((info, _)) = joined {
+        if let Some(info) = joined {
             // Each hears the newcomer with their own role toward them.
             self.tell(places, index, |other| {
                 Message::PeerJoined(PeerInfo { polite: Some(other > index), ..info.clone() })
@@ -472,7 +475,7 @@ impl Hub {
 
     /// A change another instance made to a room (through a script).
     fn changed(&self, key: &RoomKey, ver: u64, changes: Vec<(usize, Option<Remote>)>) {
-        let Some(room) = lock(&self.rooms).get(key).cloned() else { return };
+        let Some(room) = self.room(key) else { return };
         let mut places = lock(&room.places);
         for (index, content) in changes {
             self.change(&mut places, index, ver, content.as_ref());
@@ -481,17 +484,22 @@ impl Hub {
 
     /// Takes in a room as Redis has it (after restoring it there).
     fn apply(&self, key: &RoomKey, snapshot: &Snapshot) {
-        let Some(room) = lock(&self.rooms).get(key).cloned() else { return };
+        let Some(room) = self.room(key) else { return };
         self.take_in(&mut lock(&room.places), snapshot, None);
     }
 
     /// A frame another instance relayed to someone here.
     fn deliver_relayed(&self, key: &RoomKey, to: PeerId, frame: Frame) {
-        let Some(room) = lock(&self.rooms).get(key).cloned() else { return };
+        let Some(room) = self.room(key) else { return };
         let mut places = lock(&room.places);
         if let Some(index) = place_of(&places.seats, to) {
             self.deliver_frame(&mut places, index, Outbound { frame, relayed_at: None });
         }
+    }
+
+    /// The room `key`, if this process has people in it (or a join under way).
+    fn room(&self, key: &RoomKey) -> Option<Arc<Room>> {
+        lock(&self.rooms).get(key).cloned()
     }
 
     /// The rooms where this process has people (or a join under way).
@@ -501,7 +509,7 @@ impl Hub {
 
     /// Everyone this process knows in a room, as Redis names them, and the room's size.
     fn known(&self, key: &RoomKey, instance: &Arc<str>) -> (usize, Vec<(usize, Remote)>) {
-        let Some(room) = lock(&self.rooms).get(key).cloned() else { return (self.settings.room_size, vec![]) };
+        let Some(room) = self.room(key) else { return (self.settings.room_size, vec![]) };
         let places = lock(&room.places);
         let known = places.seats.iter().enumerate().filter_map(|(index, place)| {
             let remote = match place.seat.as_ref()? {

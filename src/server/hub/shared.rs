@@ -644,7 +644,7 @@ impl Writer {
                     .arg(&*self.instance)
                     .arg(join.peer_id.0)
                     .arg(join.public_id.as_deref().unwrap_or("-"))
-                    .arg(join.pending.room_size)
+                    .arg(join.pending.hub.settings.room_size)
                     .arg(&key.0)
                     .arg(HEARTBEAT_TTL.as_millis() as u64);
             }
