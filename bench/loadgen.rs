@@ -58,6 +58,10 @@ struct Args {
     /// Hold this many idle connections open instead, until killed.
     #[arg(long)]
     idle: Option<usize>,
+    /// With `--idle`: connect as the app's pages do before Start (`join=later`, with a session)
+    /// and never send `JOIN`. Only the app understands it.
+    #[arg(long, requires = "idle")]
+    join_later: bool,
     /// Round trips per second per room, one at a time, instead of as many as the window allows.
     #[arg(long)]
     pace: Option<f64>,
@@ -104,7 +108,7 @@ async fn main() {
         None => {}
     }
     if let Some(connections) = args.idle {
-        return hold_idle(&args.url, connections).await;
+        return hold_idle(&args.url, connections, args.join_later).await;
     }
     run_load(&args).await;
 }
@@ -395,11 +399,13 @@ async fn half_sent_request(url: String, from: IpAddr) {
     }
 }
 
-async fn hold_idle(url: &str, connections: usize) {
+async fn hold_idle(url: &str, connections: usize, join_later: bool) {
     let run = std::process::id();
     let mut held = Vec::with_capacity(connections);
     for i in 0..connections {
-        match connect(url, &format!("idle-{run}-{}", i / 2)).await {
+        let room = format!("idle-{run}-{}", i / 2);
+        let room = if join_later { format!("{room}?join=later&session=idle-session-{run}-{i:010}") } else { room };
+        match connect(url, &room).await {
             Ok(socket) => held.push(tokio::spawn(drain(socket))),
             Err(error) => {
                 eprintln!("connect {i} failed: {error}");

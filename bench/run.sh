@@ -35,10 +35,10 @@ trap cleanup EXIT
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
-LEPTOS_SITE_ROOT=target/site target/release/duo --addr 127.0.0.1:3400 --metrics-addr 127.0.0.1:0 --log-level warn \
-  --rate-limit 100000000 --max-sockets-per-client 100000 --sockets-per-minute-per-client 10000000 \
-  --connections-per-second-per-client 1000000 --max-connections-per-client 1000000 --max-connections 100000 \
-  & pids+=($!); duo=$!
+duo_flags=(--metrics-addr 127.0.0.1:0 --log-level warn
+  --rate-limit 100000000 --max-sockets-per-client 100000 --sockets-per-minute-per-client 10000000
+  --connections-per-second-per-client 1000000 --max-connections-per-client 1000000 --max-connections 100000)
+LEPTOS_SITE_ROOT=target/site target/release/duo --addr 127.0.0.1:3400 "${duo_flags[@]}" & pids+=($!); duo=$!
 target/release/bare-relay 127.0.0.1:3401 & pids+=($!); bare=$!
 node bench/node-relay/relay.js 3402 >/dev/null & pids+=($!); node=$!
 for port in 3400 3401 3402; do wait_port "$port"; done
@@ -67,12 +67,12 @@ load() {
 
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# idle NAME: RSS per open connection, in KiB.
+# idle NAME [FLAG]: RSS per open connection, in KiB.
 idle() {
   local name=$1 before after log
   log=$(mktemp)
   before=$(rss_kib "${pid[$name]}")
-  $loadgen --url "${url[$name]}" --idle "$idle_connections" >"$log" & local holder=$!
+  $loadgen --url "${url[$name]}" --idle "$idle_connections" ${2:-} >"$log" & local holder=$!
   for _ in $(seq 1200); do grep -q '^HELD' "$log" && break; sleep 0.1; done
   grep -q '^HELD' "$log" || { echo "could not hold $idle_connections connections to $name" >&2; exit 1; }
   sleep 1
@@ -88,6 +88,14 @@ for name in duo bare node; do
   echo "idle connections: $name" >&2
   idle "$name"
 done
+# The app's pages hold a socket that has not joined yet from page load until Start: measured on
+# a fresh server of its own.
+LEPTOS_SITE_ROOT=target/site target/release/duo --addr 127.0.0.1:3405 "${duo_flags[@]}" & pids+=($!)
+pid[waiting]=$!; url[waiting]=ws://127.0.0.1:3405
+wait_port 3405
+echo "idle connections waiting to join: duo" >&2
+idle waiting --join-later
+kill "${pid[waiting]}"; wait "${pid[waiting]}" 2>/dev/null || true
 cases=("100 600" "1000 600" "100 4000")
 for round in $(seq "$rounds"); do
   for name in duo bare node; do
@@ -135,6 +143,7 @@ for case in "${cases[@]}"; do
   done
 done
 row "RSS KiB per idle connection ($idle_connections)" "${result[duo,idle]}" "${result[bare,idle]}" "${result[node,idle]}" "$(ratio "${result[duo,idle]}" "${result[bare,idle]}")" "$(ratio "${result[duo,idle]}" "${result[node,idle]}")"
+row "… waiting to join (join=later, no JOIN yet)" "${result[waiting,idle]}" "" "" "" ""
 errors=0
 for key in "${!result[@]}"; do [[ $key == *,errors ]] && errors=$((errors + ${result[$key]%.*})); done
 calm_p99=$(field p99_calm_us "$soak"); abused_p99=$(field p99_abused_us "$soak")

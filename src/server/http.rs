@@ -187,7 +187,7 @@ struct SocketParams {
 
 /// `GET /ws/{room}?session=...&join=later`: checks the room id, session and join (400), the
 /// page's origin and the `Host` (403) and the client's open sockets (429), then hands the
-/// upgraded socket to [`signaling::run`].
+/// upgraded socket to [`signaling::run`] (or [`signaling::run_after_join`]).
 async fn signaling_socket(
     Path(room): Path<String>,
     Query(params): Query<SocketParams>,
@@ -251,15 +251,22 @@ async fn signaling_socket(
         }
     });
     let (hub, limits) = (state.hub, state.limits);
-    upgrade
+    let upgrade = upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         // Small buffers: tungstenite's 128 KiB default read buffer costs that much per socket
         // (and is zero-filled on every read). It grows for a bigger frame when one comes.
         .read_buffer_size(READ_BUFFER)
         // Frames queued for one peer are written together at the flush that follows them.
-        .write_buffer_size(WRITE_BATCH)
-        .on_upgrade(move |socket| signaling::run(socket, hub, room, session, limits, turn, open, joining))
+        .write_buffer_size(WRITE_BATCH);
+    match joining {
+        Joining::Now => {
+            upgrade.on_upgrade(move |socket| signaling::run(socket, hub, room, session, limits, turn, open))
+        }
+        Joining::Later => {
+            upgrade.on_upgrade(move |socket| signaling::run_after_join(socket, hub, room, session, limits, turn, open))
+        }
+    }
 }
 
 /// Refused upgrades, logged a few a second at most: anyone can cause them.
