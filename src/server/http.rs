@@ -187,7 +187,7 @@ struct SocketParams {
 
 /// `GET /ws/{room}?session=...&join=later`: checks the room id, session and join (400), the
 /// page's origin and the `Host` (403) and the client's open sockets (429), then hands the
-/// upgraded socket to [`signaling::run`] (or [`signaling::run_after_join`]).
+/// upgraded socket to [`signaling::Connection`].
 async fn signaling_socket(
     Path(room): Path<String>,
     Query(params): Query<SocketParams>,
@@ -259,13 +259,10 @@ async fn signaling_socket(
         .read_buffer_size(READ_BUFFER)
         // Frames queued for one peer are written together at the flush that follows them.
         .write_buffer_size(WRITE_BATCH);
+    let connection = signaling::Connection { hub, room, session_id: session, limits, turn, per_client: open };
     match joining {
-        Joining::Now => {
-            upgrade.on_upgrade(move |socket| signaling::run(socket, hub, room, session, limits, turn, open))
-        }
-        Joining::Later => {
-            upgrade.on_upgrade(move |socket| signaling::run_after_join(socket, hub, room, session, limits, turn, open))
-        }
+        Joining::Now => upgrade.on_upgrade(move |socket| connection.run(socket)),
+        Joining::Later => upgrade.on_upgrade(move |socket| connection.run_after_join(socket)),
     }
 }
 

@@ -50,38 +50,38 @@ pub(crate) enum Joining {
     Later,
 }
 
-/// Runs one connection that joins as it opens, until it closes. Never panics on anything the
-/// peer sends.
-///
-/// A plain function that joins the room and returns the connection's future: an `async fn`
-/// would keep its arguments (the WebSocket alone is 368 bytes, moved into the session) and the
-/// join's result in that future for the whole connection, which every idle connection pays.
-pub(crate) fn run(
-    socket: WebSocket,
-    hub: Arc<Hub>,
-    room: RoomId,
-    session_id: Option<String>,
-    limits: SessionLimits,
-    turn: TurnGrant,
-    per_client: Open,
-) -> impl Future<Output = ()> {
-    Session::open(socket, limits, per_client).enter(&hub, room, session_id, turn)
+/// An upgraded signaling socket's place to go: which room, as whom, under which limits.
+pub(crate) struct Connection {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) room: RoomId,
+    pub(crate) session_id: Option<String>,
+    pub(crate) limits: SessionLimits,
+    pub(crate) turn: TurnGrant,
+    /// This socket, counted against its client's `--max-sockets-per-client`.
+    pub(crate) per_client: Open,
 }
 
-/// Runs a `join=later` connection: waits for its `JOIN`, then serves it in a task of its own.
-/// Two tasks rather than one future: a future holding both the wait and the connection after
-/// it is as large as both (2.6 KiB, against 1.4 for the connection alone), and every
-/// connection's task, joined or not, would be that large. A plain function, as [`run`].
-pub(crate) fn run_after_join(
-    socket: WebSocket,
-    hub: Arc<Hub>,
-    room: RoomId,
-    session_id: Option<String>,
-    limits: SessionLimits,
-    turn: TurnGrant,
-    per_client: Open,
-) -> impl Future<Output = ()> {
-    Session::open(socket, limits, per_client).until_join(hub, room, session_id, turn)
+impl Connection {
+    /// Runs a connection that joins as it opens, until it closes. Never panics on anything the
+    /// peer sends.
+    ///
+    /// A plain function that joins the room and returns the connection's future: an `async fn`
+    /// would keep its arguments (the WebSocket alone is 368 bytes, moved into the session) and
+    /// the join's result in that future for the whole connection, which every idle connection
+    /// pays.
+    pub(crate) fn run(self, socket: WebSocket) -> impl Future<Output = ()> {
+        let Self { hub, room, session_id, limits, turn, per_client } = self;
+        Session::open(socket, limits, per_client).enter(&hub, room, session_id, turn)
+    }
+
+    /// Runs a `join=later` connection: waits for its `JOIN`, then serves it in a task of its
+    /// own. Two tasks rather than one future: a future holding both the wait and the
+    /// connection after it is as large as both (2.6 KiB, against 1.4 for the connection
+    /// alone), and every connection's task, joined or not, would be that large.
+    pub(crate) fn run_after_join(self, socket: WebSocket) -> impl Future<Output = ()> {
+        let Self { hub, room, session_id, limits, turn, per_client } = self;
+        Session::open(socket, limits, per_client).until_join(hub, room, session_id, turn)
+    }
 }
 
 /// One task both reads and writes the socket, taking turns, so it is not split (which would put
@@ -262,7 +262,7 @@ impl Session {
         }
     }
 
-    /// Like [`run`], a plain function: an `async fn` would hold its arguments twice.
+    /// Like [`Connection::run`], a plain function: an `async fn` would hold its arguments twice.
     #[allow(clippy::manual_async_fn)]
     fn serve(mut self, membership: Membership) -> impl Future<Output = ()> {
         async move {
