@@ -7,7 +7,7 @@
 //
 // A benchmark, not a test: it asserts nothing about speed, it reports it.
 import { randomBytes } from 'node:crypto';
-import { launchChromium, median, startServer } from './common.mjs';
+import { launchCallChromium, median, remoteVideoPlaying, startServer } from './common.mjs';
 
 const calls = Number(process.argv[2] ?? 10);
 
@@ -46,13 +46,7 @@ async function directCall() {
 
 const { base, stop } = await startServer(3200);
 try {
-  const browser = await launchChromium('--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-    '--autoplay-policy=no-user-gesture-required');
-  // When remote video plays, in epoch milliseconds.
-  const playing = async (page) => (await page.waitForFunction(() => {
-    const video = document.querySelector('video.remote');
-    return video.videoWidth > 0 && video.currentTime > 0 && performance.timeOrigin + performance.now();
-  }, null, { polling: 'raf', timeout: 30_000 })).jsonValue();
+  const browser = await launchCallChromium();
 
   const times = [], floors = [], steps = {};
   const floorPage = await (await browser.newContext({ permissions: ['camera', 'microphone'] })).newPage();
@@ -76,7 +70,7 @@ try {
       window.pressedAt = performance.timeOrigin + event.timeStamp;
     }, { capture: true, once: true }));
     await second.getByRole('button', { name: 'Start' }).click();
-    const played = await Promise.all([playing(first), playing(second)]);
+    const played = await Promise.all([remoteVideoPlaying(first), remoteVideoPlaying(second)]);
     const clickedAt = await second.evaluate(() => window.pressedAt);
     times.push(Math.max(...played) - clickedAt);
     // Where the time went: the engine's performance marks on both pages, from the click.

@@ -42,3 +42,13 @@ export const median = (values) => {
   const mid = sorted.length / 2;
   return sorted.length % 2 ? sorted[Math.floor(mid)] : (sorted[mid - 1] + sorted[mid]) / 2;
 };
+
+/** Chromium with fake camera and microphone that plays media without a gesture. */
+export const launchCallChromium = () => launchChromium('--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required');
+
+/** When the call page's remote video plays (a frame shown and its time moving), in epoch ms. */
+export const remoteVideoPlaying = async (page) => (await page.waitForFunction(() => {
+  const video = document.querySelector('video.remote');
+  return video.videoWidth > 0 && video.currentTime > 0 && performance.timeOrigin + performance.now();
+}, null, { polling: 'raf', timeout: 30_000 })).jsonValue();
