@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { type Page } from '@playwright/test';
 import {
   test, expect, connectedPair, expectMediaFlowing, expectMediaFlowingBothWays, expectRemoteVideoStopped, freshRoom, hangUp, inboundBytes, start, startServer, status,
   waitUntilServing, type Server,
@@ -60,6 +61,10 @@ test('hang up ends the call on both sides, and both can start again without relo
   await expectMediaFlowingBothWays(alice, bob);
 });
 
+/** The camera and microphone tracks `page`'s browser has granted, by state. */
+const grantedTracks = (page: Page) => page.evaluate(() => (window as unknown as { grantedStreams: MediaStream[] })
+  .grantedStreams.flatMap((stream) => stream.getTracks().map((track) => `${track.kind} ${track.readyState}`)));
+
 /** In the page: the browser grants the camera and microphone only after `delay` ms, as when
  * a person reads the permission prompt; the streams it grants are kept in `grantedStreams`. */
 function slowCamera(delay: number) {
@@ -113,9 +118,50 @@ test('hanging up while the camera is still starting leaves the camera off, and t
   await expect(status(bob)).toHaveText('Call ended. Press Start to call again.');
   await expect(status(alice)).toHaveText(/The other person left/);
   // The browser grants the camera after the call ended: the page stops it at once.
-  const tracks = () => bob.evaluate(() => (window as unknown as { grantedStreams: MediaStream[] }).grantedStreams
-    .flatMap((stream) => stream.getTracks().map((track) => track.readyState)));
-  await expect.poll(tracks, { timeout: 10_000 }).toEqual(['ended', 'ended']);
+  await expect.poll(() => grantedTracks(bob), { timeout: 10_000 }).toEqual(['audio ended', 'video ended']);
+});
+
+const previewNotice = 'Your camera is on so you can see yourself. No one else sees or hears you until you press Start.';
+
+test('where the camera is already allowed, a person sees themselves before Start, unseen, and Start sends that camera', async ({ open }) => {
+  const room = freshRoom();
+  const bob = await open(`/call/${room}`);
+  await start(bob);
+  await expect(status(bob)).toHaveText(/Waiting for someone to join/);
+  const alice = await open(`/call/${room}`, (page) => page.addInitScript(slowCamera, 0));
+  // Her own view plays before Start, and the page says who sees it: she is not in the call.
+  await expect.poll(() => alice.getByLabel('Your video').evaluate((v: HTMLVideoElement) => v.videoWidth > 0 && v.currentTime > 0))
+    .toBe(true);
+  await expect(alice.getByText(previewNotice)).toBeVisible();
+  await expect(status(alice)).toHaveText('Press Start to join the call.');
+  await expect(status(bob)).toHaveText(/Waiting for someone to join/);
+  expect(await grantedTracks(alice)).toEqual(['audio live', 'video live']);
+
+  await start(alice);
+  await expectMediaFlowingBothWays(alice, bob);
+  await expect(alice.getByText(previewNotice)).toBeHidden();
+  // The call sent the camera turned on before Start: the browser was asked once.
+  expect(await grantedTracks(alice)).toEqual(['audio live', 'video live']);
+  await hangUp(alice);
+  await expect.poll(() => grantedTracks(alice)).toEqual(['audio ended', 'video ended']);
+  await expect(alice.getByLabel('Your video')).toHaveJSProperty('srcObject', null);
+});
+
+test('where the browser would ask first, the camera stays off until Start', async ({ open }) => {
+  const room = freshRoom();
+  // No remembered permission: the browser would prompt (this one answers yes, at Start).
+  const alice = await open(`/call/${room}`, (page) => page.addInitScript(slowCamera, 0), { permissions: [] });
+  await expect(alice.getByRole('button', { name: 'Start' })).toBeEnabled();
+  expect(await alice.evaluate(() => navigator.permissions.query({ name: 'camera' as PermissionName }).then((s) => s.state)))
+    .not.toBe('granted');
+  // Time for a preview to have started, had the page asked for one.
+  await alice.waitForTimeout(1_000);
+  expect(await grantedTracks(alice)).toEqual([]);
+  await expect(alice.getByText(previewNotice)).toBeHidden();
+
+  await start(alice);
+  await expect(status(alice)).toHaveText(/Waiting for someone to join/);
+  expect(await grantedTracks(alice)).toEqual(['audio live', 'video live']);
 });
 
 test('reloading one side ends the call cleanly on the other, and Start reconnects', async ({ open }) => {

@@ -93,7 +93,7 @@ mod link {
     use super::CallState;
     use crate::{
         call::{
-            engine::{self, CallEvents, CallHandle, Prepared},
+            engine::{self, CallEvents, CallHandle, EarlyMedia, Prepared},
             CallCommand, MediaChoice, Remote,
         },
         room::RoomId,
@@ -119,6 +119,10 @@ mod link {
         stream: Option<MediaStream>,
         video: Option<HtmlVideoElement>,
     }
+
+    /// What the person is told while the camera shows only to them.
+    const PREVIEW_NOTICE: &str =
+        "Your camera is on so you can see yourself. No one else sees or hears you until you press Start.";
 
     /// Where the browser keeps the display name between visits.
     const NAME_KEY: &str = "duo.name";
@@ -153,27 +157,63 @@ mod link {
             prepared: StoredValue::new_local(None),
             media: StoredValue::new_local(Vec::new()),
         };
-        Effect::new(move |_| {
+        Effect::new(move |first: Option<()>| {
             if !state.active() && !state.blocked() && link.prepared.with_value(Option::is_none) {
                 link.prepared.set_value(Some(engine::prepare(&link.room.get_value())));
+                if first.is_none() {
+                    leptos::task::spawn_local(link.preview());
+                }
             }
         });
         on_cleanup(move || {
             if let Some(call) = link.call.try_get_value().flatten() {
                 call.command(CallCommand::HangUp);
             }
+            link.prepared.try_update_value(|prepared| prepared.as_mut().map(Prepared::discard_early_media));
         });
         link
     }
 
     impl Actions {
+        /// Where the browser already lets this site use the camera and microphone, turns them
+        /// on before Start and shows them in this side's view.
+        async fn preview(self) {
+            if !EarlyMedia::allowed().await || self.started() {
+                return;
+            }
+            let media = EarlyMedia::request();
+            self.prepared.update_value(|prepared| {
+                if let Some(prepared) = prepared {
+                    prepared.use_early_media(media.clone());
+                }
+            });
+            let Some(granted) = media.shown().await else { return };
+            // Start may have been pressed meanwhile: the call shows the view itself.
+            let view = self.prepared.with_value(|prepared| {
+                prepared
+                    .as_ref()
+                    .filter(|prepared| prepared.has_early_media())
+                    .and_then(|prepared| prepared.early_view(&granted))
+            });
+            if let (Some(view), Some(video)) = (view, self.state.local_video.get_untracked()) {
+                play(&video, Some(&view));
+                self.state.notice.set(Some(PREVIEW_NOTICE.into()));
+            }
+        }
+
+        fn started(self) -> bool {
+            self.call.with_value(Option::is_some)
+        }
+
         pub(super) fn start(self, choice: MediaChoice) {
             let state = self.state;
             state.chat.set(Vec::new());
+            state.notice.set(None);
             let events = CallEvents {
                 status: Rc::new(move |next| state.status.set(next)),
                 local_stream: Rc::new(move |stream: Option<MediaStream>| {
-                    if let Some(video) = state.local_video.get_untracked() {
+                    // The view shown before Start goes on: setting it again would start it over.
+                    if let Some(video) = state.local_video.get_untracked().filter(|v| v.src_object() != stream) {
                         play(&video, stream.as_ref());
                     }
                 }),

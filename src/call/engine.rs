@@ -23,6 +23,8 @@ use super::{
 };
 use crate::{protocol::MediaState, room::RoomId};
 
+pub use super::media::EarlyMedia;
+
 /// How the engine reports to the page.
 #[derive(Clone)]
 pub struct CallEvents {
@@ -65,13 +67,44 @@ impl CallHandle {
 
 /// A call's signaling socket, opened when the page loads: it holds no place in the room until
 /// Start (it connects with `join=later`), so that Start costs one message instead of a
-/// connection. Dropping it closes the socket.
+/// connection; and the camera, if it was turned on early. Dropping it closes the socket.
 pub struct Prepared {
     events: UnboundedSender<Event>,
     inbox: UnboundedReceiver<Event>,
     session: String,
     everyone: Everyone,
     socket: Option<Socket>,
+    early_media: Option<EarlyMedia>,
+    /// What the page shows of this side, before Start and during the call: one stream
+    /// throughout, so the view does not start over at Start.
+    view: Option<MediaStream>,
+}
+
+impl Prepared {
+    /// The call will send this camera and microphone, if it sends both.
+    pub fn use_early_media(&mut self, media: EarlyMedia) {
+        self.early_media = Some(media);
+    }
+
+    pub fn has_early_media(&self) -> bool {
+        self.early_media.is_some()
+    }
+
+    /// The view of the camera turned on early, to show before Start.
+    pub fn early_view(&self, granted: &MediaStream) -> Option<MediaStream> {
+        let view = self.view.as_ref()?;
+        for track in granted.get_tracks().iter() {
+            view.add_track(track.unchecked_ref());
+        }
+        Some(Clone::clone(view))
+    }
+
+    /// Turns off the camera turned on early: no call will use it.
+    pub fn discard_early_media(&mut self) {
+        if let Some(media) = self.early_media.take() {
+            media.discard();
+        }
+    }
 }
 
 pub fn prepare(room: &RoomId) -> Prepared {
@@ -81,7 +114,7 @@ pub fn prepare(room: &RoomId) -> Prepared {
     let socket = Socket::open(room, &session, FIRST_SOCKET, everyone.clone(), report(&events))
         .map_err(|error| leptos::logging::warn!("cannot open the signaling socket yet: {}", describe(&error)))
         .ok();
-    Prepared { events, inbox, session, everyone, socket }
+    Prepared { events, inbox, session, everyone, socket, early_media: None, view: MediaStream::new().ok() }
 }
 
 /// Starts a call sending `choice`, under the display name `name` (as typed).
@@ -100,8 +133,8 @@ fn report(events: &UnboundedSender<Event>) -> Rc<dyn Fn(Input)> {
 }
 
 async fn run(room: RoomId, choice: MediaChoice, name: String, ui: CallEvents, prepared: Prepared) {
-    let Prepared { events, mut inbox, session, everyone, socket } = prepared;
-    let media = match LocalMedia::new() {
+    let Prepared { events, mut inbox, session, everyone, socket, early_media, view } = prepared;
+    let media = match LocalMedia::new(view) {
         Ok(media) => media,
         Err(error) => return (ui.status)(CallStatus::MediaUnavailable(describe(&error))),
     };
@@ -118,6 +151,7 @@ async fn run(room: RoomId, choice: MediaChoice, name: String, ui: CallEvents, pr
         peers: Peers::default(),
         streaming: Vec::new(),
         screen_ended: None,
+        early_media,
     };
     let mut next = Some(Input::Start { socket_ready });
     while let Some(input) = next.take() {
@@ -141,6 +175,9 @@ async fn run(room: RoomId, choice: MediaChoice, name: String, ui: CallEvents, pr
             }
             None => None,
         };
+    }
+    if let Some(unused) = driver.early_media.take() {
+        unused.discard();
     }
     // A camera granted while the last input was being handled is still in the queue.
     inbox.close();
@@ -166,6 +203,8 @@ struct Driver {
     /// The connections whose media the page has been given.
     streaming: Vec<u32>,
     screen_ended: Option<Closure<dyn FnMut()>>,
+    /// The camera and microphone turned on before Start, until the call asks for media.
+    early_media: Option<EarlyMedia>,
 }
 
 impl Driver {
@@ -207,8 +246,21 @@ impl Driver {
             Effect::Warn(text) => leptos::logging::warn!("{text}"),
             Effect::RequestMedia(choice) => {
                 let events = self.events.clone();
+                let early = self.early_media.take();
                 spawn_local(async move {
-                    let granted = LocalMedia::request(choice).await;
+                    let granted = match early {
+                        Some(early) if choice == MediaChoice::CameraAndMicrophone => match early.stream().await {
+                            Ok(stream) => Ok(Some(stream)),
+                            // Refused or busy when the page opened: the person asks now.
+                            Err(_) => LocalMedia::request(choice).await,
+                        },
+                        early => {
+                            if let Some(unused) = early {
+                                unused.discard();
+                            }
+                            LocalMedia::request(choice).await
+                        }
+                    };
                     if let Err(late) = events.unbounded_send(Event::Media(granted)) {
                         // The call ended first (hung up, room full): the camera must not stay on.
                         if let Event::Media(Ok(Some(stream))) = late.into_inner() {

@@ -2,11 +2,15 @@
 //! switching. Which track is sent and shown is the machine's decision; changing it never
 //! renegotiates: the engine swaps tracks on the existing senders (`replaceTrack`).
 
+use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
-use web_sys::{MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack};
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+use web_sys::{
+    MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack, PermissionState,
+    PermissionStatus,
+};
 
-use super::{machine::Video, peer::Outgoing, Device, MediaChoice};
+use super::{js::describe, machine::Video, peer::Outgoing, Device, MediaChoice};
 
 pub struct LocalMedia {
     /// What the local view shows: the microphone and the video sent.
@@ -17,10 +21,13 @@ pub struct LocalMedia {
 }
 
 impl LocalMedia {
-    /// Nothing yet: the camera and microphone join `preview` once the browser grants them, so
-    /// the call can join and negotiate meanwhile.
-    pub fn new() -> Result<Self, JsValue> {
-        let preview = MediaStream::new()?;
+    /// Nothing yet: the camera and microphone join `preview` (the one the page may already
+    /// show) once the browser grants them, so the call can join and negotiate meanwhile.
+    pub fn new(preview: Option<MediaStream>) -> Result<Self, JsValue> {
+        let preview = match preview {
+            Some(preview) => preview,
+            None => MediaStream::new()?,
+        };
         Ok(Self { preview, audio: None, camera: None, screen: None })
     }
 
@@ -66,12 +73,18 @@ impl LocalMedia {
         }
     }
 
-    /// Shows the microphone and `video` in the preview.
+    /// Shows the microphone and `video` in the preview. Tracks already there stay: taking a
+    /// track out and back makes the view start over.
     pub fn show(&self, video: Video) {
+        let wanted: Vec<&MediaStreamTrack> = self.audio.iter().chain(self.track(video)).collect();
         for track in self.preview.get_tracks().iter() {
-            self.preview.remove_track(track.unchecked_ref());
+            let track: MediaStreamTrack = track.unchecked_into();
+            if !wanted.contains(&&track) {
+                self.preview.remove_track(&track);
+            }
         }
-        for track in self.audio.iter().chain(self.track(video)) {
+        // The browser ignores a track the stream already has.
+        for track in wanted {
             self.preview.add_track(track);
         }
     }
@@ -107,6 +120,56 @@ impl LocalMedia {
     }
 }
 
+/// The camera and microphone asked for when the page opens, because this site may already use
+/// both (a remembered permission, so no prompt appears): the person sees themselves before
+/// joining, as in a waiting room, and Start does not wait for the camera, the slowest step of
+/// joining. Clones share the one request.
+#[derive(Clone)]
+pub struct EarlyMedia(Shared<LocalBoxFuture<'static, Result<MediaStream, JsValue>>>);
+
+impl EarlyMedia {
+    /// Whether the browser already lets this site use the camera and the microphone.
+    pub async fn allowed() -> bool {
+        permitted("camera").await && permitted("microphone").await
+    }
+
+    /// Turns the camera and microphone on, as Start would.
+    pub fn request() -> Self {
+        let request = user_media(true, true, None);
+        Self(request.boxed_local().shared())
+    }
+
+    pub async fn stream(self) -> Result<MediaStream, JsValue> {
+        self.0.await
+    }
+
+    /// The stream to show, once granted (a refusal is only logged: Start asks again).
+    pub async fn shown(self) -> Option<MediaStream> {
+        self.0.await.map_err(|error| leptos::logging::warn!("no camera before Start: {}", describe(&error))).ok()
+    }
+
+    /// Turns the camera and microphone off once granted: this request will not be used.
+    pub fn discard(self) {
+        spawn_local(async move {
+            if let Ok(stream) = self.0.await {
+                stop_all(&stream);
+            }
+        });
+    }
+}
+
+/// Whether the permission `name` is granted; `false` where a browser cannot say.
+async fn permitted(name: &str) -> bool {
+    let Some(permissions) = web_sys::window().and_then(|window| window.navigator().permissions().ok()) else {
+        return false;
+    };
+    let Ok(query) = permissions.query(object(&[("name", name.into())]).unchecked_ref()) else {
+        return false;
+    };
+    let status = JsFuture::from(query).await.ok().and_then(|status| status.dyn_into::<PermissionStatus>().ok());
+    status.is_some_and(|status| status.state() == PermissionState::Granted)
+}
+
 /// Stops every track of `stream`, which turns the camera and microphone off.
 pub fn stop_all(stream: &MediaStream) {
     for track in stream.get_tracks().iter() {
@@ -118,7 +181,17 @@ fn first_track(tracks: &js_sys::Array) -> Option<MediaStreamTrack> {
     tracks.get(0).dyn_into().ok()
 }
 
-async fn user_media(audio: bool, video: bool, device: Option<&str>) -> Result<MediaStream, JsValue> {
+/// Asks at once (not when first awaited).
+fn user_media(
+    audio: bool,
+    video: bool,
+    device: Option<&str>,
+) -> impl std::future::Future<Output = Result<MediaStream, JsValue>> + 'static {
+    let request = user_media_promise(audio, video, device).map(JsFuture::from);
+    async move { Ok(request?.await?.unchecked_into()) }
+}
+
+fn user_media_promise(audio: bool, video: bool, device: Option<&str>) -> Result<js_sys::Promise, JsValue> {
     let devices = web_sys::window().ok_or("no window")?.navigator().media_devices()?;
     let constraints = MediaStreamConstraints::new();
     let exact = |id: &str| object(&[("deviceId", object(&[("exact", id.into())]))]);
@@ -134,7 +207,7 @@ async fn user_media(audio: bool, video: bool, device: Option<&str>) -> Result<Me
     };
     constraints.set_audio(&audio_constraint);
     constraints.set_video(&video_constraint);
-    Ok(JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?.unchecked_into())
+    devices.get_user_media_with_constraints(&constraints)
 }
 
 /// A JavaScript object of these properties: constraints built directly, not through JSON.
