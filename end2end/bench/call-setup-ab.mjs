@@ -12,7 +12,7 @@
 // pages of the second site before the app's (a probe, say a wrapper of a browser API).
 import { execSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { launchCallChromium, median, remoteVideoPlaying, startServer } from './common.mjs';
+import { launchCallChromium, median, remoteVideoPlaying, startServer, watchRemoteVideo } from './common.mjs';
 
 const calls = Number(process.argv[2] ?? 10);
 const sites = process.argv.slice(3);
@@ -53,6 +53,7 @@ try {
       await second.evaluate(() => document.addEventListener('click', (event) => {
         window.pressedAt = performance.timeOrigin + event.timeStamp;
       }, { capture: true, once: true }));
+      await Promise.all([watchRemoteVideo(first), watchRemoteVideo(second)]);
       const cpuBefore = chromiumCpu();
       await second.getByRole('button', { name: 'Start' }).click();
       const played = await Promise.all([remoteVideoPlaying(first), remoteVideoPlaying(second)]);

@@ -7,7 +7,7 @@
 //
 // A benchmark, not a test: it asserts nothing about speed, it reports it.
 import { randomBytes } from 'node:crypto';
-import { launchCallChromium, median, remoteVideoPlaying, startServer } from './common.mjs';
+import { launchCallChromium, median, remoteVideoPlaying, startServer, watchRemoteVideo } from './common.mjs';
 
 const calls = Number(process.argv[2] ?? 10);
 
@@ -69,6 +69,7 @@ try {
     await second.evaluate(() => document.addEventListener('click', (event) => {
       window.pressedAt = performance.timeOrigin + event.timeStamp;
     }, { capture: true, once: true }));
+    await Promise.all([watchRemoteVideo(first), watchRemoteVideo(second)]);
     await second.getByRole('button', { name: 'Start' }).click();
     const played = await Promise.all([remoteVideoPlaying(first), remoteVideoPlaying(second)]);
     const clickedAt = await second.evaluate(() => window.pressedAt);
