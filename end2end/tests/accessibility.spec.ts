@@ -40,11 +40,16 @@ test('the landing page and the not-found page pass the audit', async ({ page }) 
   await audit(page, 'not-found page');
 });
 
-test('the call page passes the audit idle, and in a call with chat, statistics and devices shown', async ({ open }) => {
+test('the call page passes the audit idle, before Start, and in a call with chat, statistics and devices shown', async ({ open }) => {
   const room = freshRoom();
   const alice = await open(`/call/${room}`);
   await expect(alice.getByRole('button', { name: 'Start' })).toBeEnabled();
   await audit(alice, 'call page, idle');
+  // Her camera shows to her alone before Start, with Mute and Camera off to choose from.
+  await expect(alice.getByText(/^Your camera is on/)).toBeVisible();
+  await alice.getByRole('button', { name: 'Camera off' }).click();
+  await audit(alice, 'call page, before Start with the camera off');
+  await alice.getByRole('button', { name: 'Camera off' }).click();
 
   const bob = await open(`/call/${room}`);
   await start(alice);
@@ -106,7 +111,10 @@ test('a whole call works from the keyboard alone, in a sensible order, with a vi
   const alice = await open(`/call/${room}`);
   const bob = await open(`/call/${room}`);
   await expect(alice.getByRole('button', { name: 'Start' })).toBeEnabled();
-  expect(await tabOrder(alice)).toEqual(['Your name', 'Start', 'Message', 'Statistics']);
+  // Before Start, with the camera showing (the browser allows it), Mute and Camera off choose
+  // how the call starts.
+  await expect(alice.getByText(/^Your camera is on/)).toBeVisible();
+  expect(await tabOrder(alice)).toEqual(['Your name', 'Start', 'Mute', 'Camera off', 'Message', 'Statistics']);
 
   await tabTo(alice, 'Start');
   // The focus ring shows, in a colour of its own.

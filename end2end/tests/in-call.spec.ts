@@ -39,6 +39,43 @@ test('camera off stops the frames the other side receives and shows a placeholde
   await expect.poll(() => growth(bob, 'video', 'framesDecoded'), { timeout: 10_000 }).toBeGreaterThan(5);
 });
 
+test('before Start, Mute and Camera off choose how a person joins, and work in the call as ever', async ({ open }) => {
+  const room = freshRoom();
+  const bob = await open(`/call/${room}`);
+  await start(bob);
+  await expect(status(bob)).toHaveText(/Waiting for someone to join/);
+  const alice = await open(`/call/${room}`);
+  const [mute, cameraOff] = ['Mute', 'Camera off'].map((name) => alice.getByRole('button', { name }));
+  await expect(alice.getByText(/^Your camera is on so you can see yourself\./)).toBeVisible();
+  // Share screen waits for the call; the mouse and the keys work for the other two.
+  await expect(alice.getByRole('button', { name: 'Share screen' })).toBeDisabled();
+  await cameraOff.click();
+  await alice.keyboard.press('m');
+  await expect(cameraOff).toHaveAttribute('aria-pressed', 'true');
+  await expect(mute).toHaveAttribute('aria-pressed', 'true');
+  await expect(alice.getByText('Your camera is off. No one else sees or hears you until you press Start.')).toBeVisible();
+  const viewTracks = () => alice.getByLabel('Your video').evaluate((v: HTMLVideoElement) =>
+    (v.srcObject as MediaStream).getTracks().map((t) => t.kind).sort());
+  expect(await viewTracks()).toEqual(['audio']);
+
+  await start(alice);
+  await expect(status(bob)).toHaveText('Connected.');
+  await expect(bob.getByText("The other person's camera is off")).toBeVisible();
+  await expect(bob.getByText('The other person is muted')).toBeVisible();
+  await expect(cameraOff).toHaveAttribute('aria-pressed', 'true');
+  await expect(mute).toHaveAttribute('aria-pressed', 'true');
+  await expect.poll(() => growth(bob, 'video', 'framesDecoded'), { timeout: 10_000 }).toBe(0);
+  await expect.poll(() => growth(bob, 'audio', 'totalAudioEnergy'), { timeout: 10_000 }).toBe(0);
+
+  await cameraOff.click();
+  await mute.click();
+  await expect(bob.getByText("The other person's camera is off")).toBeHidden();
+  await expect(bob.getByText('The other person is muted')).toBeHidden();
+  expect(await viewTracks()).toEqual(['audio', 'video']);
+  await expect.poll(() => growth(bob, 'video', 'framesDecoded'), { timeout: 10_000 }).toBeGreaterThan(5);
+  await expect.poll(() => growth(bob, 'audio', 'totalAudioEnergy'), { timeout: 10_000 }).toBeGreaterThan(0);
+});
+
 /** The label of the track `page` sends as video. */
 const sentVideoLabel = (page: Page) => page.evaluate(() => {
   const newest: RTCPeerConnection = (window as any).__newestPeerConnection();

@@ -30,6 +30,9 @@ struct CallState {
     devices: RwSignal<Vec<Device>>,
     /// Why something the person asked for did not happen.
     notice: RwSignal<Option<String>>,
+    /// Before Start, this side's camera shows to this side alone; Mute and Camera off choose
+    /// how the call starts.
+    previewing: RwSignal<bool>,
     /// This side's display name, as typed; the browser keeps it for the next visit.
     name: RwSignal<String>,
     local_video: NodeRef<Video>,
@@ -46,6 +49,7 @@ impl CallState {
             stats: RwSignal::new(None),
             devices: RwSignal::new(Vec::new()),
             notice: RwSignal::new(None),
+            previewing: RwSignal::new(false),
             name: RwSignal::new(String::new()),
             local_video: NodeRef::new(),
         }
@@ -64,13 +68,22 @@ impl CallState {
 
 impl Actions {
     fn toggle_microphone(self, state: CallState) {
-        self.command(CallCommand::Microphone(!state.local.get_untracked().audio));
+        let local = state.local.get_untracked();
+        if state.previewing.get_untracked() {
+            self.before_start(MediaState { audio: !local.audio, ..local });
+        } else {
+            self.command(CallCommand::Microphone(!local.audio));
+        }
     }
 
     fn toggle_camera(self, state: CallState) {
         let local = state.local.get_untracked();
         let camera_on = local.video && !local.screen;
-        self.command(CallCommand::Camera(!camera_on));
+        if state.previewing.get_untracked() {
+            self.before_start(MediaState { video: !camera_on, ..local });
+        } else {
+            self.command(CallCommand::Camera(!camera_on));
+        }
     }
 
     /// Keeps the name for the next visit and tells the call in progress.
@@ -96,6 +109,7 @@ mod link {
             engine::{self, CallEvents, CallHandle, EarlyMedia, Prepared},
             CallCommand, MediaChoice, Remote,
         },
+        protocol::MediaState,
         room::RoomId,
     };
 
@@ -120,9 +134,11 @@ mod link {
         video: Option<HtmlVideoElement>,
     }
 
-    /// What the person is told while the camera shows only to them.
-    const PREVIEW_NOTICE: &str =
-        "Your camera is on so you can see yourself. No one else sees or hears you until you press Start.";
+    /// What the person is told before Start, once their camera shows to them alone.
+    fn preview_notice(camera_on: bool) -> String {
+        let camera = if camera_on { "Your camera is on so you can see yourself." } else { "Your camera is off." };
+        format!("{camera} No one else sees or hears you until you press Start.")
+    }
 
     /// Where the browser keeps the display name between visits.
     const NAME_KEY: &str = "duo.name";
@@ -197,8 +213,20 @@ mod link {
             });
             if let (Some(view), Some(video)) = (view, self.state.local_video.get_untracked()) {
                 play(&video, Some(&view));
-                self.state.notice.set(Some(PREVIEW_NOTICE.into()));
+                self.state.previewing.set(true);
+                self.before_start(MediaState { audio: true, video: true, screen: false });
             }
+        }
+
+        /// Before Start, while the camera shows: the microphone and camera the call starts with.
+        pub(super) fn before_start(self, local: MediaState) {
+            self.prepared.update_value(|prepared| {
+                if let Some(prepared) = prepared {
+                    prepared.turn(local.audio, local.video);
+                }
+            });
+            self.state.local.set(local);
+            self.state.notice.set(Some(preview_notice(local.video)));
         }
 
         fn started(self) -> bool {
@@ -209,6 +237,7 @@ mod link {
             let state = self.state;
             state.chat.set(Vec::new());
             state.notice.set(None);
+            state.previewing.set(false);
             let events = CallEvents {
                 status: Rc::new(move |next| state.status.set(next)),
                 local_stream: Rc::new(move |stream: Option<MediaStream>| {
@@ -309,6 +338,8 @@ mod link {
         pub(super) fn command(self, _command: CallCommand) {}
 
         pub(super) fn keep_name(self, _name: &str) {}
+
+        pub(super) fn before_start(self, _local: crate::protocol::MediaState) {}
 
         pub(super) fn show_remote<V>(self, _peer: u32, _video: V) {}
     }
@@ -430,16 +461,18 @@ fn controls(state: CallState, actions: Actions) -> impl IntoView {
     let hydrated = use_hydrated();
     let local = state.local;
     let inactive = move || !state.active();
-    // Nothing to mute, turn off or share instead until the camera and microphone are on.
+    // Nothing to mute, turn off or share instead until the camera and microphone are on; before
+    // Start, while the camera shows, Mute and Camera off choose how the call starts.
     let unready = move || inactive() || state.status.with(|s| *s == CallStatus::StartingMedia);
+    let untoggleable = move || unready() && !state.previewing.get();
     view! {
         <div class="controls">
             <button class="primary" on:click=move |_| actions.start(MediaChoice::CameraAndMicrophone)
                 disabled=move || state.active() || !hydrated.get() || state.blocked()>"Start"</button>
             <button title="Mute the microphone (M)" aria-pressed=move || (!local.get().audio).to_string()
-                on:click=move |_| actions.toggle_microphone(state) disabled=unready>"Mute"</button>
+                on:click=move |_| actions.toggle_microphone(state) disabled=untoggleable>"Mute"</button>
             <button title="Turn the camera off (V)" aria-pressed=move || (!local.get().video).to_string()
-                on:click=move |_| actions.toggle_camera(state) disabled=move || unready() || local.get().screen>"Camera off"</button>
+                on:click=move |_| actions.toggle_camera(state) disabled=move || untoggleable() || local.get().screen>"Camera off"</button>
             <button title="Share your screen instead of the camera" aria-pressed=move || local.get().screen.to_string()
                 on:click=move |_| actions.command(CallCommand::ShareScreen(!local.get_untracked().screen))
                 disabled=unready>"Share screen"</button>
@@ -460,7 +493,8 @@ fn use_shortcuts(state: CallState, actions: Actions) {
             || event.ctrl_key()
             || event.meta_key()
             || event.alt_key()
-            || !state.status.with_untracked(|s| s.is_active() && *s != CallStatus::StartingMedia)
+            || !(state.previewing.get_untracked()
+                || state.status.with_untracked(|s| s.is_active() && *s != CallStatus::StartingMedia))
         {
             return;
         }

@@ -11,7 +11,7 @@ use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::{spawn_local, JsFuture};
-use web_sys::MediaStream;
+use web_sys::{MediaStream, MediaStreamTrack};
 
 use super::{
     js::{describe, mark, string_field},
@@ -78,6 +78,11 @@ pub struct Prepared {
     /// What the page shows of this side, before Start and during the call: one stream
     /// throughout, so the view does not start over at Start.
     view: Option<MediaStream>,
+    /// Whether the call starts with the microphone and the camera on (see [`Self::turn`]), and
+    /// the camera's track while it is out of the view.
+    microphone_on: bool,
+    camera_on: bool,
+    hidden_camera: Option<MediaStreamTrack>,
 }
 
 impl Prepared {
@@ -99,6 +104,23 @@ impl Prepared {
         Some(Clone::clone(view))
     }
 
+    /// Before Start: the call will start with the microphone muted or not, and the camera off
+    /// or not; the view shows the camera only while it is on. (The camera stays open, as Camera
+    /// off leaves it during a call, so that turning it back on is instant.)
+    pub fn turn(&mut self, microphone_on: bool, camera_on: bool) {
+        self.microphone_on = microphone_on;
+        self.camera_on = camera_on;
+        let Some(view) = &self.view else { return };
+        if camera_on {
+            if let Some(track) = self.hidden_camera.take() {
+                view.add_track(&track);
+            }
+        } else if let Ok(track) = view.get_video_tracks().get(0).dyn_into::<MediaStreamTrack>() {
+            view.remove_track(&track);
+            self.hidden_camera = Some(track);
+        }
+    }
+
     /// Turns off the camera turned on early: no call will use it.
     pub fn discard_early_media(&mut self) {
         if let Some(media) = self.early_media.take() {
@@ -114,7 +136,18 @@ pub fn prepare(room: &RoomId) -> Prepared {
     let socket = Socket::open(room, &session, FIRST_SOCKET, everyone.clone(), report(&events))
         .map_err(|error| leptos::logging::warn!("cannot open the signaling socket yet: {}", describe(&error)))
         .ok();
-    Prepared { events, inbox, session, everyone, socket, early_media: None, view: MediaStream::new().ok() }
+    Prepared {
+        events,
+        inbox,
+        session,
+        everyone,
+        socket,
+        early_media: None,
+        view: MediaStream::new().ok(),
+        microphone_on: true,
+        camera_on: true,
+        hidden_camera: None,
+    }
 }
 
 /// Starts a call sending `choice`, under the display name `name` (as typed).
@@ -133,12 +166,14 @@ fn report(events: &UnboundedSender<Event>) -> Rc<dyn Fn(Input)> {
 }
 
 async fn run(room: RoomId, choice: MediaChoice, name: String, ui: CallEvents, prepared: Prepared) {
-    let Prepared { events, mut inbox, session, everyone, socket, early_media, view } = prepared;
+    let Prepared { events, mut inbox, session, everyone, socket, early_media, view, microphone_on, camera_on, .. } =
+        prepared;
     let media = match LocalMedia::new(view) {
         Ok(media) => media,
         Err(error) => return (ui.status)(CallStatus::MediaUnavailable(describe(&error))),
     };
-    let mut machine = CallMachine::new(choice, &name, Box::new(js_sys::Math::random));
+    let mut machine =
+        CallMachine::new(choice, &name, Box::new(js_sys::Math::random)).starting_with(microphone_on, camera_on);
     let socket_ready = socket.is_some();
     let mut driver = Driver {
         ui,

@@ -445,6 +445,9 @@ pub struct CallMachine {
     voice: Voice,
     /// The cap on each connection's video, as last set.
     video_cap: Option<u32>,
+    /// Whether the microphone and the camera go on when granted: a person may turn either off
+    /// before Start.
+    start_on: (bool, bool),
     over: bool,
 }
 
@@ -515,8 +518,15 @@ impl CallMachine {
             shown: (None, Vec::new(), Vec::new(), false),
             voice: Voice::default(),
             video_cap: None,
+            start_on: (true, true),
             over: false,
         }
+    }
+
+    /// A call whose microphone and camera start muted or off, as the person chose before Start.
+    pub fn starting_with(mut self, microphone_on: bool, camera_on: bool) -> Self {
+        self.start_on = (microphone_on, camera_on);
+        self
     }
 
     /// The next effect to carry out, in order.
@@ -969,7 +979,18 @@ impl CallMachine {
     /// already be under way.
     fn media_started(&mut self, audio: bool, camera: bool) {
         self.push(Effect::Mark("media"));
-        self.media = Media { starting: false, audio, camera, screen: false, audio_on: audio, camera_on: camera };
+        let (microphone_on, camera_on) = self.start_on;
+        self.media = Media {
+            starting: false,
+            audio,
+            camera,
+            screen: false,
+            audio_on: audio && microphone_on,
+            camera_on: camera && camera_on,
+        };
+        if audio && !microphone_on {
+            self.push(Effect::EnableAudio(false));
+        }
         self.push(Effect::ShowVideo(self.media.video()));
         self.push(Effect::LocalStream(true));
         self.push(Effect::ListDevices);
@@ -1398,6 +1419,27 @@ mod tests {
         let effects = handle(&mut machine, Input::Command(CallCommand::Microphone(false)));
         assert!(effects.contains(&Effect::EnableAudio(false)));
         assert!(effects.contains(&Effect::LocalMedia(MediaState { audio: false, video: true, screen: false })));
+    }
+
+    #[test]
+    fn a_person_who_muted_or_turned_the_camera_off_before_start_joins_so() {
+        let mut machine =
+            CallMachine::new(MediaChoice::CameraAndMicrophone, "", Box::new(|| 0.5)).starting_with(false, false);
+        handle(&mut machine, Input::Start { socket_ready: true });
+        handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
+        let effects = handle(&mut machine, Input::MediaGranted { audio: true, camera: true });
+        // The microphone goes on its sender silent; the camera stays off the connection.
+        assert!(effects.contains(&Effect::EnableAudio(false)), "{effects:?}");
+        assert!(effects.contains(&Effect::ShowVideo(Video::None)));
+        assert!(effects.contains(&Effect::StartSending { peer: 1, audio: true, video: Video::None }));
+        assert!(effects.contains(&Effect::LocalMedia(MediaState { audio: false, video: false, screen: false })));
+        // And both turn on as they do during a call.
+        let effects = handle(&mut machine, Input::Command(CallCommand::Camera(true)));
+        assert!(effects.contains(&Effect::ShowVideo(Video::Camera)), "{effects:?}");
+        assert!(effects.contains(&Effect::SendVideo { peer: 1, video: Video::Camera }));
+        let effects = handle(&mut machine, Input::Command(CallCommand::Microphone(true)));
+        assert!(effects.contains(&Effect::EnableAudio(true)));
+        assert!(effects.contains(&Effect::LocalMedia(MediaState { audio: true, video: true, screen: false })));
     }
 
     #[test]
