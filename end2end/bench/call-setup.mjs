@@ -64,6 +64,10 @@ try {
     const [first, second] = pages;
     await first.getByRole('button', { name: 'Start' }).click();
     await first.getByText(/Waiting for someone to join/).waitFor();
+    // The newcomer returns to a site their browser lets use the camera: it shows before Start,
+    // as the floor's page holds its camera. (A first visit, where the browser asks at Start,
+    // starts the camera inside call setup; this does not measure that.)
+    await second.getByText(/^Your camera is on/).waitFor();
     // The clock starts when the browser takes the click (the event's time), not when the
     // test harness begins to move the mouse.
     await second.evaluate(() => document.addEventListener('click', (event) => {

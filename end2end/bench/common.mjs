@@ -55,7 +55,8 @@ export const launchCallChromium = () => launchChromium('--use-fake-device-for-me
  * middle of the negotiation, a cost the floor's page never paid).
  */
 export const watchRemoteVideo = (page) => page.evaluate(() => {
-  window.remoteVideoPlaying = new Promise((resolve) => {
+  window.remoteVideoPlaying = new Promise((resolve, reject) => {
+    setTimeout(() => reject(new Error('no remote video played within 30 s')), 30_000);
     const check = () => {
       const video = document.querySelector('video.remote');
       if (video && video.videoWidth > 0 && video.currentTime > 0) resolve(performance.timeOrigin + performance.now());

@@ -147,6 +147,20 @@ test('where the camera is already allowed, a person sees themselves before Start
   await expect(alice.getByLabel('Your video')).toHaveJSProperty('srcObject', null);
 });
 
+test('a camera that stopped while the person waited is asked for again at Start', async ({ open }) => {
+  const room = freshRoom();
+  const bob = await open(`/call/${room}`);
+  await start(bob);
+  const alice = await open(`/call/${room}`, (page) => page.addInitScript(slowCamera, 0));
+  await expect(alice.getByText(/^Your camera is on/)).toBeVisible();
+  // As when the camera is unplugged, or the permission taken back, before Start.
+  await alice.evaluate(() => (window as unknown as { grantedStreams: MediaStream[] }).grantedStreams[0]
+    .getVideoTracks()[0].stop());
+  await start(alice);
+  await expectMediaFlowingBothWays(alice, bob);
+  expect(await grantedTracks(alice)).toEqual(['audio ended', 'video ended', 'audio live', 'video live']);
+});
+
 test('where the browser would ask first, the camera stays off until Start', async ({ open }) => {
   const room = freshRoom();
   // No remembered permission: the browser would prompt (this one answers yes, at Start).

@@ -205,12 +205,16 @@ mod link {
             });
             let Some(granted) = media.shown().await else { return };
             // Start may have been pressed meanwhile: the call shows the view itself.
-            let view = self.prepared.with_value(|prepared| {
-                prepared
-                    .as_ref()
-                    .filter(|prepared| prepared.has_early_media())
-                    .and_then(|prepared| prepared.early_view(&granted))
-            });
+            // (`try_`: the page may have gone while the browser was asked.)
+            let view = self
+                .prepared
+                .try_with_value(|prepared| {
+                    prepared
+                        .as_ref()
+                        .filter(|prepared| prepared.has_early_media())
+                        .and_then(|prepared| prepared.early_view(&granted))
+                })
+                .flatten();
             if let (Some(view), Some(video)) = (view, self.state.local_video.get_untracked()) {
                 play(&video, Some(&view));
                 self.state.previewing.set(true);
@@ -229,8 +233,9 @@ mod link {
             self.state.notice.set(Some(preview_notice(local.video)));
         }
 
+        /// Whether a call was started (or the page has gone).
         fn started(self) -> bool {
-            self.call.with_value(Option::is_some)
+            self.call.try_with_value(Option::is_some).unwrap_or(true)
         }
 
         pub(super) fn start(self, choice: MediaChoice) {

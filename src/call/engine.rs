@@ -284,10 +284,10 @@ impl Driver {
                 let early = self.early_media.take();
                 spawn_local(async move {
                     let granted = match early {
-                        Some(early) if choice == MediaChoice::CameraAndMicrophone => match early.stream().await {
-                            Ok(stream) => Ok(Some(stream)),
-                            // Refused or busy when the page opened: the person asks now.
-                            Err(_) => LocalMedia::request(choice).await,
+                        Some(early) if choice == MediaChoice::CameraAndMicrophone => match early.live_stream().await {
+                            Some(stream) => Ok(Some(stream)),
+                            // Refused or busy when the page opened, or ended since: ask now.
+                            None => LocalMedia::request(choice).await,
                         },
                         early => {
                             if let Some(unused) = early {

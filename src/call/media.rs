@@ -6,8 +6,8 @@ use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{
-    MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack, PermissionState,
-    PermissionStatus,
+    MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack, MediaStreamTrackState,
+    PermissionState, PermissionStatus,
 };
 
 use super::{js::describe, machine::Video, peer::Outgoing, Device, MediaChoice};
@@ -139,8 +139,18 @@ impl EarlyMedia {
         Self(request.boxed_local().shared())
     }
 
-    pub async fn stream(self) -> Result<MediaStream, JsValue> {
-        self.0.await
+    /// The stream for the call, if it was granted and every track still works: a camera
+    /// unplugged, or a permission taken back, while the person waited ends its track.
+    pub async fn live_stream(self) -> Option<MediaStream> {
+        let stream = self.0.await.ok()?;
+        let live = stream
+            .get_tracks()
+            .iter()
+            .all(|track| track.unchecked_into::<MediaStreamTrack>().ready_state() == MediaStreamTrackState::Live);
+        if !live {
+            stop_all(&stream);
+        }
+        live.then_some(stream)
     }
 
     /// The stream to show, once granted (a refusal is only logged: Start asks again).
