@@ -208,9 +208,9 @@ mod link {
             // (`try_`: the page may have gone while the browser was asked.)
             let view = self
                 .prepared
-                .try_with_value(|prepared| {
+                .try_update_value(|prepared| {
                     prepared
-                        .as_ref()
+                        .as_mut()
                         .filter(|prepared| prepared.has_early_media())
                         .and_then(|prepared| prepared.early_view(&granted))
                 })

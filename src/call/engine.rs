@@ -11,11 +11,11 @@ use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::{spawn_local, JsFuture};
-use web_sys::{MediaStream, MediaStreamTrack};
+use web_sys::MediaStream;
 
 use super::{
     js::{describe, mark, string_field},
-    machine::{CallMachine, Effect, Input, PeerEvent, ABNORMAL_CLOSURE, FIRST_SOCKET},
+    machine::{CallMachine, Effect, Input, PeerEvent, Video, ABNORMAL_CLOSURE, FIRST_SOCKET},
     media::{self, LocalMedia},
     peer::Peer,
     socket::{Everyone, Socket},
@@ -75,14 +75,12 @@ pub struct Prepared {
     everyone: Everyone,
     socket: Option<Socket>,
     early_media: Option<EarlyMedia>,
-    /// What the page shows of this side, before Start and during the call: one stream
-    /// throughout, so the view does not start over at Start.
-    view: Option<MediaStream>,
-    /// Whether the call starts with the microphone and the camera on (see [`Self::turn`]), and
-    /// the camera's track while it is out of the view.
+    /// The call's media from before Start: its view is what the page shows of this side, one
+    /// stream throughout, so the view does not start over at Start.
+    media: Option<LocalMedia>,
+    /// Whether the call starts with the microphone and the camera on (see [`Self::turn`]).
     microphone_on: bool,
     camera_on: bool,
-    hidden_camera: Option<MediaStreamTrack>,
 }
 
 impl Prepared {
@@ -96,12 +94,11 @@ impl Prepared {
     }
 
     /// The view of the camera turned on early, to show before Start.
-    pub fn early_view(&self, granted: &MediaStream) -> Option<MediaStream> {
-        let view = self.view.as_ref()?;
-        for track in granted.get_tracks().iter() {
-            view.add_track(track.unchecked_ref());
-        }
-        Some(Clone::clone(view))
+    pub fn early_view(&mut self, granted: &MediaStream) -> Option<MediaStream> {
+        let media = self.media.as_mut()?;
+        media.adopt(Some(granted));
+        self.turn(self.microphone_on, self.camera_on);
+        self.media.as_ref().map(LocalMedia::preview)
     }
 
     /// Before Start: the call will start with the microphone muted or not, and the camera off
@@ -110,14 +107,8 @@ impl Prepared {
     pub fn turn(&mut self, microphone_on: bool, camera_on: bool) {
         self.microphone_on = microphone_on;
         self.camera_on = camera_on;
-        let Some(view) = &self.view else { return };
-        if camera_on {
-            if let Some(track) = self.hidden_camera.take() {
-                view.add_track(&track);
-            }
-        } else if let Ok(track) = view.get_video_tracks().get(0).dyn_into::<MediaStreamTrack>() {
-            view.remove_track(&track);
-            self.hidden_camera = Some(track);
+        if let Some(media) = &self.media {
+            media.show(if camera_on { Video::Camera } else { Video::None });
         }
     }
 
@@ -143,10 +134,9 @@ pub fn prepare(room: &RoomId) -> Prepared {
         everyone,
         socket,
         early_media: None,
-        view: MediaStream::new().ok(),
+        media: LocalMedia::new().ok(),
         microphone_on: true,
         camera_on: true,
-        hidden_camera: None,
     }
 }
 
@@ -166,9 +156,9 @@ fn report(events: &UnboundedSender<Event>) -> Rc<dyn Fn(Input)> {
 }
 
 async fn run(room: RoomId, choice: MediaChoice, name: String, ui: CallEvents, prepared: Prepared) {
-    let Prepared { events, mut inbox, session, everyone, socket, early_media, view, microphone_on, camera_on, .. } =
+    let Prepared { events, mut inbox, session, everyone, socket, early_media, media, microphone_on, camera_on } =
         prepared;
-    let media = match LocalMedia::new(view) {
+    let media = match media.map(Ok).unwrap_or_else(LocalMedia::new) {
         Ok(media) => media,
         Err(error) => return (ui.status)(CallStatus::MediaUnavailable(describe(&error))),
     };

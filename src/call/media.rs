@@ -21,13 +21,10 @@ pub struct LocalMedia {
 }
 
 impl LocalMedia {
-    /// Nothing yet: the camera and microphone join `preview` (the one the page may already
-    /// show) once the browser grants them, so the call can join and negotiate meanwhile.
-    pub fn new(preview: Option<MediaStream>) -> Result<Self, JsValue> {
-        let preview = match preview {
-            Some(preview) => preview,
-            None => MediaStream::new()?,
-        };
+    /// Nothing yet: the camera and microphone join `preview` once the browser grants them, so
+    /// the call can join and negotiate meanwhile.
+    pub fn new() -> Result<Self, JsValue> {
+        let preview = MediaStream::new()?;
         Ok(Self { preview, audio: None, camera: None, screen: None })
     }
 
