@@ -80,7 +80,8 @@ enum Command {
         command: Vec<String>,
     },
     /// Hostile clients until killed, each starting over when the server drops it: floods of
-    /// every frame kind, readers that never read, half-sent HTTP requests, connection churn.
+    /// every frame kind, messages that never end, readers that never read, members ganging up
+    /// on one who reads, half-sent HTTP requests, connection churn.
     Abuse {
         /// Clients of each kind.
         #[arg(long, default_value_t = 2)]
@@ -88,7 +89,8 @@ enum Command {
         /// Half-sent requests held open.
         #[arg(long, default_value_t = 100)]
         half_open: usize,
-        /// Only these kinds (default: all): flood (or flood-0 to flood-5), never-read, churn.
+        /// Only these kinds (default: all): flood (or flood-0 to flood-5), fragments,
+        /// never-read, gang, churn.
         #[arg(long = "kind")]
         kinds: Vec<String>,
         /// The one address all of them come from.
@@ -327,8 +329,14 @@ async fn abuse(url: &str, each: usize, half_open: usize, kinds: &[String], from:
                 tasks.spawn(flood(url.to_owned(), format!("abuse-flood-{kind}-{i}"), frame, from));
             }
         }
+        if wanted("fragments") {
+            tasks.spawn(fragments(url.to_owned(), format!("abuse-fragments-{i}"), from));
+        }
         if wanted("never-read") {
             tasks.spawn(never_read(url.to_owned(), format!("abuse-pinned-{i}"), from));
+        }
+        if wanted("gang") {
+            tasks.spawn(gang(url.to_owned(), format!("abuse-gang-{i}"), from));
         }
         if wanted("churn") {
             tasks.spawn(churn(url.to_owned(), format!("abuse-churn-{i}"), from));
@@ -356,6 +364,96 @@ async fn flood(url: String, room: String, frame: Message, from: IpAddr) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A message that never ends: a text frame marked "not final", then empty continuation frames
+/// as fast as the server takes them, with a ping now and then; again whenever it is dropped.
+async fn fragments(url: String, room: String, from: IpAddr) {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let fragment = |opcode| Message::Frame(Frame::message(Vec::new(), OpCode::Data(opcode), false));
+    loop {
+        if let Ok(socket) = connect_from(&url, &room, Some(from)).await {
+            let (mut tx, rx) = socket.split();
+            let reader = tokio::spawn(rx.for_each(|_| async {}));
+            let mut next = Some(fragment(Data::Text));
+            for i in 0u64.. {
+                let frame = next.take().unwrap_or_else(|| {
+                    if i % 1000 == 0 {
+                        Message::Ping(Vec::new().into())
+                    } else {
+                        fragment(Data::Continue)
+                    }
+                });
+                if tx.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            reader.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Three members of a room of four sending the fourth, who reads everything at once, as much
+/// as each one's own rate limit lets it (a burst of 200 small messages every 4 s, at the
+/// default 50 a second). The reader must never be closed: if it is, a `GANG_TARGET_CLOSED`
+/// line says so (the soak counts them).
+async fn gang(url: String, room: String, from: IpAddr) {
+    loop {
+        if let Ok(mut target) = connect_from(&url, &room, Some(from)).await {
+            let welcome = match target.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                _ => continue,
+            };
+            let Some(id) = json_number(&welcome, "\"peer_id\":") else { continue };
+            let mut senders = tokio::task::JoinSet::new();
+            for _ in 0..3 {
+                let (url, room) = (url.clone(), room.clone());
+                senders.spawn(async move {
+                    let Ok(socket) = connect_from(&url, &room, Some(from)).await else { return };
+                    let (mut tx, rx) = socket.split();
+                    let _reader = tokio::spawn(rx.for_each(|_| async {}));
+                    let frame = Message::text(message(300).replace(r#""}}"#, &format!(r#""}},"to":{id}}}"#)));
+                    loop {
+                        for _ in 0..200 {
+                            if tx.feed(frame.clone()).await.is_err() {
+                                return;
+                            }
+                        }
+                        if tx.flush().await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(4)).await;
+                    }
+                });
+            }
+            // Read promptly until the server closes the reader (which it must not) or the
+            // senders are gone.
+            loop {
+                tokio::select! {
+                    frame = target.next() => match frame {
+                        Some(Ok(Message::Close(frame))) => {
+                            println!("GANG_TARGET_CLOSED {frame:?}");
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                    None = senders.join_next() => break,
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The number after `key` in a JSON text, for the one field a hostile client reads.
+fn json_number(text: &str, key: &str) -> Option<u64> {
+    let rest = &text[text.find(key)? + key.len()..];
+    rest[..rest.find(|c: char| !c.is_ascii_digit())?].parse().ok()
 }
 
 /// A pair in which one side sends big frames and the other never reads.

@@ -112,6 +112,7 @@ done
 echo "soak: calls alone, then beside abusive clients…" >&2
 soak=$(bench/soak.sh $quick | grep '^SOAK')
 result[soak,errors]=$(field errors "$soak")
+result[soak_gang,errors]=$(field gang_targets_closed "$soak")
 
 echo "sharing rooms through Redis: two instances against one…" >&2
 shared=$(bench/instances.sh $quick | grep '^SHARED')
@@ -150,6 +151,7 @@ calm_p99=$(field p99_calm_us "$soak"); abused_p99=$(field p99_abused_us "$soak")
 rss_before=$(field rss_before_kib "$soak"); rss_after=$(field rss_after_kib "$soak")
 row "soak (bench/soak.sh): calls' round trip p99 µs" "$calm_p99" "" "" "" ""
 row "soak: the same beside abusers (× alone)" "$abused_p99 ($(ratio "$abused_p99" "$calm_p99")×)" "" "" "" ""
+row "soak: readers closed for what others sent them" "$(field gang_targets_closed "$soak")" "" "" "" ""
 row "soak: server RSS KiB, before abuse → after" "$rss_before → $rss_after ($(awk -v a="$rss_after" -v b="$rss_before" 'BEGIN { printf "%+.1f MiB", (a - b) / 1024 }'))" "" "" "" ""
 row "2 instances + Redis (bench/instances.sh): msg/s, 100 rooms, 600 B" "$(field two_per_sec "$shared") (one: $(field one_per_sec "$shared"))" "" "" "" ""
 row "… CPU µs per msg, both instances (+ Redis)" "$(field two_cpu_us "$shared") (+$(field redis_cpu_us "$shared"); one: $(field one_cpu_us "$shared"))" "" "" "" ""

@@ -4,6 +4,10 @@
 //! Every frame is a JSON text object `{"message_type": "...", "content": ...}`, the shape of
 //! the classic WebRTC signaling tutorials. Extra fields are ignored.
 
+use icu_properties::{
+    props::{DefaultIgnorableCodePoint, GraphemeBase},
+    CodePointSetData,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -220,6 +224,8 @@ pub enum PeerMessage {
     /// What the sender is sending now; sent on connect and on every change.
     #[serde(rename = "MEDIA_STATE")]
     MediaState(MediaState),
+    /// A chat line. A receiver shows it within [`MAX_CHAT_CHARS`] and [`CHAT_BURST`], and
+    /// counts what it drops.
     #[serde(rename = "CHAT")]
     Chat(ChatMessage),
     /// The sender's display name (empty: none); sent on connect and when it changes. Whoever
@@ -231,24 +237,53 @@ pub enum PeerMessage {
 /// The longest display name, in characters: a tile's caption and a chat line stay readable.
 pub const MAX_NAME_CHARS: usize = 40;
 
-/// Characters that show nothing themselves: control characters, and the format and filler
-/// characters that would turn the text around them right to left (a name could make a chat
-/// line read backwards) or make a name look empty.
-fn invisible(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{ad}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{2800}' | '\u{3164}' | '\u{feff}' | '\u{ffa0}')
+/// Characters a name loses: control characters, and the ones Unicode marks as ignorable
+/// (`Default_Ignorable_Code_Point`: shown as nothing where not supported). Among these are the
+/// format characters that would turn the text around them right to left (a name could make a
+/// chat line read backwards), zero-width spaces and joiners, variation selectors, tag
+/// characters and Hangul fillers.
+fn removed(c: char) -> bool {
+    c.is_control() || CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
 }
 
-/// A display name as people see it: without invisible characters or surrounding space, at most
-/// [`MAX_NAME_CHARS`] characters; `None` when nothing is left. The page shows it as text, never
-/// as HTML.
+/// Whether a character left after [`removed`] shows something by itself: a base character
+/// (`Grapheme_Base`, which has an advance width, unlike combining marks, format characters and
+/// unassigned or private-use code points), not a space of any kind, and not one of the two
+/// whose glyph is blank by design though no property says so (the blank braille pattern and
+/// the musical null notehead).
+fn visible(c: char) -> bool {
+    CodePointSetData::new::<GraphemeBase>().contains(c) && !c.is_whitespace() && !matches!(c, '\u{2800}' | '\u{1d159}')
+}
+
+/// A display name as people see it: without control or ignorable characters or surrounding
+/// space, at most [`MAX_NAME_CHARS`] characters; `None` when nothing visible is left (a name
+/// that renders as nothing is no name). The page shows it as text, never as HTML.
 pub fn display_name(raw: &str) -> Option<String> {
-    let cleaned: String = raw.chars().filter(|c| !invisible(*c)).collect();
+    let cleaned: String = raw.chars().filter(|c| !removed(*c)).collect();
     let name: String = cleaned.trim().chars().take(MAX_NAME_CHARS).collect();
     let name = name.trim_end();
-    (!name.is_empty()).then(|| name.to_owned())
+    name.chars().any(visible).then(|| name.to_owned())
 }
+
+/// The longest chat line, in characters. The page's message field takes no more (its
+/// `maxlength` counts UTF-16 code units, never fewer than characters), the sender cuts a line
+/// to it, and a receiver drops a longer line, which no Duo page sends.
+pub const MAX_CHAT_CHARS: usize = 2_000;
+
+/// How many chat lines from one person a page shows at once; after that, one every
+/// [`CHAT_EVERY_MS`] (a token bucket). A page sends its own lines within the same allowance
+/// (one fewer at once, for lines the network delays unevenly), so that the others show every
+/// one of them; the others' lines beyond it are dropped and counted.
+pub const CHAT_BURST: u32 = 10;
+
+/// See [`CHAT_BURST`].
+pub const CHAT_EVERY_MS: f64 = 1_000.0;
+
+/// The longest data channel message a page reads, in UTF-16 code units (a JavaScript string's
+/// length); a longer one is dropped unparsed. Above anything a Duo page sends: a chat line of
+/// [`MAX_CHAT_CHARS`] characters that JSON escapes six units each (`\u001f`) is 12,000 units,
+/// and its envelope under a hundred more.
+pub const MAX_PEER_MESSAGE_UNITS: u32 = 16 * 1024;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaState {
@@ -470,6 +505,49 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_renders_as_nothing_is_no_name() {
+        let nothing = [
+            // Tag characters, variation selectors (also the supplementary ones), the combining
+            // grapheme joiner, Mongolian free variation selectors and vowel separator, musical
+            // formatting characters.
+            "\u{e0041}\u{e0064}\u{e0061}\u{e0001}\u{e007f}",
+            "\u{fe0f}\u{fe00}\u{e0100}\u{e01ef}",
+            "\u{34f}\u{34f}",
+            "\u{180b}\u{180c}\u{180d}\u{180f}\u{180e}",
+            "\u{1d173}\u{1d174}\u{1d17a}",
+            // Combining marks with nothing to sit on, enclosing ones too.
+            "\u{301}\u{308}\u{20dd}",
+            // Spaces of every width, line and paragraph separators.
+            "\u{3000}\u{2000}\u{2001}\u{200a}\u{a0}\u{202f}\u{205f}\u{1680}\u{2028}\u{2029}",
+            // Hangul fillers, the blank braille pattern, the musical null notehead.
+            "\u{3164}\u{ffa0}\u{115f}\u{1160}",
+            "\u{2800}\u{2800}",
+            "\u{1d159}",
+            // Zero-width spaces and joiners, word joiner, invisible operators, soft hyphen,
+            // byte order mark, Khmer inherent vowels, shorthand format controls.
+            "\u{200b}\u{200c}\u{200d}\u{2060}\u{2062}\u{ad}\u{feff}\u{17b4}\u{17b5}\u{1bca0}",
+            // Private-use and unassigned code points: a box or nothing, never a name.
+            "\u{e000}\u{f8ff}\u{40000}",
+            // All of it at once, and a name cut where only marks are left.
+            "\u{e0041} \u{3000}\u{2800}\u{301}\u{fe0f}\u{3164}\u{1d173}",
+        ];
+        for name in nothing {
+            assert_eq!(display_name(name), None, "{name:?}");
+        }
+        let marks_first = format!("{}A", "\u{301}".repeat(MAX_NAME_CHARS));
+        assert_eq!(display_name(&marks_first), None);
+
+        // Around and inside a real name, the ignorable characters go and the rest stays: combining
+        // marks on their letter, scripts that need no joiner.
+        assert_eq!(display_name("\u{feff} A\u{e0041}da\u{fe0f} \u{200b}").as_deref(), Some("Ada"));
+        for kept in ["Zoe\u{308}", "José", "김민준", "ᄀ", "Ⓐ", "⠁", "محمد", "ﬁ", "१२३", "🙂"] {
+            assert_eq!(display_name(kept).as_deref(), Some(kept), "{kept:?}");
+        }
+        // Emoji sequences lose their joiners and selectors: what is left still shows.
+        assert_eq!(display_name("👩\u{200d}💻 Ada").as_deref(), Some("👩💻 Ada"));
+    }
+
+    #[test]
     fn messages_use_the_tutorial_envelope() {
         let sdp = Message::Sdp(SessionDescription { kind: SdpType::Offer, sdp: "v=0\r\n".into() });
         assert_eq!(
@@ -674,6 +752,41 @@ mod tests {
             })
         }
 
+        /// Strings mostly of what shows nothing by itself, with now and then anything at all.
+        fn nearly_invisible() -> impl Strategy<Value = String> {
+            let nothing = "[\\p{Default_Ignorable_Code_Point}\\p{Mn}\\p{Me}\\p{White_Space}\\p{Cc}\\p{Cf}\\p{Co}\\p{Cn}\\p{Grapheme_Cluster_Break=V}\\u{2800}\\u{1d159}]";
+            let char = prop_oneof![8 => nothing, 1 => any::<char>().prop_map(String::from)];
+            prop::collection::vec(char, 0..60).prop_map(|chars| chars.concat())
+        }
+
+        /// Whether a character draws a glyph by itself: a letter, number, punctuation, symbol or
+        /// spacing mark (not a mark that sits on another, a separator or "other") that is not
+        /// ignorable, and not one of the two blank by design.
+        fn draws_a_glyph(c: char) -> bool {
+            use icu_properties::{
+                props::{GeneralCategory, GeneralCategoryGroup},
+                CodePointMapData,
+            };
+            let category = CodePointMapData::<GeneralCategory>::new().get(c);
+            let drawn = [
+                GeneralCategoryGroup::Letter,
+                GeneralCategoryGroup::Number,
+                GeneralCategoryGroup::Punctuation,
+                GeneralCategoryGroup::Symbol,
+            ];
+            (drawn.iter().any(|group| group.contains(category)) || category == GeneralCategory::SpacingMark)
+                && !ignorable(c)
+                && !matches!(c, '\u{2800}' | '\u{1d159}')
+        }
+
+        fn ignorable(c: char) -> bool {
+            icu_properties::CodePointSetData::new::<icu_properties::props::DefaultIgnorableCodePoint>().contains(c)
+        }
+
+        fn bidi_control(c: char) -> bool {
+            icu_properties::CodePointSetData::new::<icu_properties::props::BidiControl>().contains(c)
+        }
+
         proptest! {
             #[test]
             fn any_text_is_a_kind_or_a_short_error(text in any::<String>()) {
@@ -700,6 +813,32 @@ mod tests {
                     "SDP" | "CANDIDATE" => prop_assert!(kind.is_none_or(|kind| kind.message_type() == message_type)),
                     _ => prop_assert_eq!(kind, None),
                 }
+            }
+
+            /// Whatever a name is made of, a name that comes out shows something: at least one
+            /// character that draws a glyph, told by its general category rather than by the
+            /// property the cleaning uses; and it holds no control, bidirectional control or
+            /// ignorable character, no surrounding space, and no more than the limit.
+            #[test]
+            fn a_name_that_comes_out_shows_something(raw in prop_oneof![any::<String>(), nearly_invisible()]) {
+                if let Some(name) = display_name(&raw) {
+                    prop_assert!(name.chars().any(draws_a_glyph), "{raw:?} became {name:?}");
+                    prop_assert!(name.chars().count() <= MAX_NAME_CHARS);
+                    prop_assert_eq!(name.trim(), name.as_str());
+                    prop_assert!(
+                        !name.chars().any(|c| c.is_control() || bidi_control(c) || ignorable(c)),
+                        "{name:?}"
+                    );
+                }
+            }
+
+            /// A name of characters that show (by the regex crate's Unicode tables, another source
+            /// than the cleaning's) comes out as it went in.
+            #[test]
+            fn a_name_of_characters_that_show_is_kept(
+                name in "[[\\p{L}\\p{N}\\p{P}\\p{S}]--[\\p{Default_Ignorable_Code_Point}\\p{Grapheme_Extend}\\u{2800}\\u{1d159}]]{1,40}",
+            ) {
+                prop_assert_eq!(display_name(&name), Some(name));
             }
 
             #[test]

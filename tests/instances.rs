@@ -58,6 +58,7 @@ async fn redis_holds_no_room_id_and_no_session_only_their_one_way_hashes() {
             "hash" => redis.cli(&["hgetall", key]),
             "set" => redis.cli(&["smembers", key]),
             "zset" => redis.cli(&["zrange", key, "0", "-1"]),
+            "string" => redis.cli(&["get", key]),
             other => panic!("unexpected key {key} of type {other}"),
         };
     }
@@ -322,4 +323,284 @@ async fn through_haproxy_the_people_of_a_killed_instance_reconnect_to_the_surviv
     relays(&mut alice, &mut bob, &candidate(1)).await;
     relays(&mut bob, &mut alice, &candidate(2)).await;
     alice.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// How Redis loses a room.
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    /// Everything: rooms, heartbeats, the instances' sets.
+    Flushall,
+    /// The room's key alone (an operator's `DEL`, an eviction).
+    Del,
+}
+
+/// The key of the one room Redis has.
+fn room_key(redis: &Redis) -> String {
+    let keys = redis.cli(&["--scan", "--pattern", "duo:room:*"]);
+    match keys.lines().collect::<Vec<_>>()[..] {
+        [key] => key.to_owned(),
+        ref other => panic!("expected one room, found {other:?}"),
+    }
+}
+
+fn lose(redis: &Redis, loss: Loss, key: &str) {
+    let answer = match loss {
+        Loss::Flushall => redis.cli(&["FLUSHALL"]),
+        Loss::Del => redis.cli(&["DEL", key]),
+    };
+    assert!(matches!(answer.trim(), "OK" | "1"), "{answer}");
+    assert_eq!(redis.cli(&["EXISTS", key]).trim(), "0");
+}
+
+/// A full room of four, two people on each instance: Alice and Carol on `a`, Bob and Dave
+/// on `b`, each having heard of those who came after them; and Dave's public id.
+async fn full_room(a: &Server, b: &Server, room: &str) -> (Vec<(Client, duo::protocol::Welcome)>, Option<String>) {
+    let mut people: Vec<(Client, duo::protocol::Welcome)> = Vec::new();
+    let mut public_id = None;
+    for (name, server) in [("alice", a), ("bob", b), ("carol", a), ("dave", b)] {
+        let (client, welcome) = join_as(server, room, &session(name)).await;
+        for (earlier, _) in &mut people {
+            match earlier.recv().await {
+                Message::PeerJoined(info) if info.peer_id == welcome.peer_id => public_id = info.public_id,
+                other => panic!("{other:?}"),
+            }
+        }
+        people.push((client, welcome));
+    }
+    (people, public_id)
+}
+
+/// A newcomer without a session is refused, as `room_full` or as `unavailable` (then tried
+/// again), and never let in.
+async fn refused(server: &Server, room: &str) {
+    let mut client = Client::connect(server, room, None).await.expect("upgrade accepted");
+    match client.recv().await {
+        Message::Error(error) if error.code == ErrorCode::RoomFull => {
+            assert_eq!(client.closed_with().await, Some(CloseCode::Library(4001)));
+        }
+        Message::Error(error) if error.code == ErrorCode::Unavailable => {
+            assert_eq!(client.closed_with().await, Some(CloseCode::Again));
+        }
+        other => panic!("a stranger got in: {other:?}"),
+    }
+}
+
+/// Joins as a page does: again after `unavailable` (1013), up to 10 s.
+async fn join_retrying(server: &Server, room: &str, session: &str) -> (Client, duo::protocol::Welcome) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut client = Client::connect(server, &format!("{room}?session={session}"), None).await.unwrap();
+        match client.recv().await {
+            Message::Welcome(welcome) => return (client, welcome),
+            Message::Error(error) if error.code == ErrorCode::Unavailable => {
+                assert_eq!(client.closed_with().await, Some(CloseCode::Again));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "still unavailable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Redis loses a full room: no newcomer gets in, through an instance with people in the room
+/// or one without, no one in it is closed, they keep talking, and one of them reconnecting
+/// with their session (through the instance without people there, which must wait for the
+/// room to be put back) takes their own place again.
+async fn a_lost_room_keeps_its_people_and_lets_no_stranger_in(loss: Loss) {
+    let redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &[]);
+    let c = Server::start(&["--redis", &redis.url()]);
+    c.wait_until_ready();
+    let room = "lost-room";
+    let (mut people, dave_public) = full_room(&a, &b, room).await;
+    let key = room_key(&redis);
+    lose(&redis, loss, &key);
+    refused(&c, room).await;
+    refused(&a, room).await;
+    refused(&b, room).await;
+    for (person, _) in &mut people {
+        person.expect_silence(Duration::from_millis(300)).await;
+    }
+    let (mut dave, welcome) = join_retrying(&c, room, &session("dave")).await;
+    let (mut old_dave, old_welcome) = people.pop().unwrap();
+    assert_eq!(old_dave.closed_with().await, Some(CloseCode::Library(4004)), "replaced, not lost");
+    assert_eq!(welcome.peers.len(), 3);
+    assert_eq!(welcome.polite, old_welcome.polite, "the same place");
+    for (person, _) in &mut people {
+        match person.recv().await {
+            Message::PeerJoined(info) => assert_eq!((info.peer_id, &info.public_id), (welcome.peer_id, &dave_public)),
+            other => panic!("{other:?}"),
+        }
+    }
+    refused(&c, room).await;
+    // Everyone still talks to everyone, across instances.
+    let ids: Vec<_> = people.iter().map(|(_, welcome)| welcome.peer_id).collect();
+    let (alice, bob, carol) = match &mut people[..] {
+        [(alice, _), (bob, _), (carol, _)] => (alice, bob, carol),
+        _ => unreachable!(),
+    };
+    relays_to(alice, bob, ids[1], 1).await;
+    relays_to(bob, carol, ids[2], 2).await;
+    relays_to(carol, &mut dave, welcome.peer_id, 3).await;
+    relays_to(&mut dave, alice, ids[0], 4).await;
+    for person in [alice, bob, carol, &mut dave] {
+        person.expect_silence(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_flushed_mid_call_lets_no_stranger_into_a_full_room_and_closes_no_one() {
+    a_lost_room_keeps_its_people_and_lets_no_stranger_in(Loss::Flushall).await;
+}
+
+#[tokio::test]
+async fn a_room_key_deleted_mid_call_lets_no_stranger_into_a_full_room_and_closes_no_one() {
+    a_lost_room_keeps_its_people_and_lets_no_stranger_in(Loss::Del).await;
+}
+
+/// The places of a room as Redis has them, without its size and version.
+fn places(redis: &Redis, key: &str) -> Vec<String> {
+    let all = redis.cli(&["HGETALL", key]);
+    let lines: Vec<&str> = all.lines().collect();
+    let mut places: Vec<String> = lines
+        .chunks(2)
+        .filter(|pair| !matches!(pair[0], "size" | "ver"))
+        .map(|pair| format!("{} {}", pair[0], pair[1]))
+        .collect();
+    places.sort();
+    places
+}
+
+/// Redis loses a room while no one joins, its key alone and then everything: the instances of
+/// its people put it back, whole, within about a heartbeat (1 s), and each instance's set
+/// lists it again.
+#[tokio::test]
+async fn a_room_redis_lost_is_put_back_within_a_heartbeat() {
+    let redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &[]);
+    let (mut people, _) = full_room(&a, &b, "put-back").await;
+    let key = room_key(&redis);
+    let before = places(&redis, &key);
+    assert_eq!(before.len(), 4);
+    for loss in [Loss::Del, Loss::Flushall] {
+        lose(&redis, loss, &key);
+        let lost_at = std::time::Instant::now();
+        while redis.cli(&["EXISTS", &key]).trim() == "0" {
+            assert!(lost_at.elapsed() < Duration::from_secs(5), "{loss:?}: the room was never put back");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let took = lost_at.elapsed();
+        eprintln!("{loss:?}: the room was back in Redis after {took:?}");
+        assert!(took < Duration::from_millis(2500), "{loss:?}: put back after {took:?}");
+        assert_eq!(places(&redis, &key), before, "{loss:?}: everyone in their place");
+        let room = key.strip_prefix("duo:room:").unwrap();
+        let sets = redis.cli(&["--scan", "--pattern", "duo:inst:*:rooms"]);
+        assert_eq!(sets.lines().count(), 2, "{loss:?}: {sets}");
+        for set in sets.lines() {
+            assert_eq!(redis.cli(&["SISMEMBER", set, room]).trim(), "1", "{loss:?}: {set}");
+        }
+        for (person, _) in &mut people {
+            person.expect_silence(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn someone_who_leaves_while_redis_lost_the_room_is_seen_leaving_and_leaves_no_ghost() {
+    let redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &[]);
+    let (mut alice, alice_welcome) = join_as(&a, "ghost", &session("alice")).await;
+    let (mut bob, _) = join_as(&b, "ghost", &session("bob")).await;
+    assert!(matches!(alice.recv().await, Message::PeerJoined(_)));
+    let key = room_key(&redis);
+    lose(&redis, Loss::Del, &key);
+    // Alice's instance cannot free a place Redis does not have; Bob's puts the room back as
+    // it knows it, Alice included.
+    alice.socket.close(None).await.unwrap();
+    let left = bob.recv_text_within(Duration::from_secs(5)).await;
+    assert!(left.contains("PEER_LEFT") && left.contains(&alice_welcome.peer_id.0.to_string()), "{left}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while places(&redis, &key).len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", places(&redis, &key));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bob.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// Redis loses everything while the instance of a room's people is slow to beat again (here
+/// stopped): no one gets a place in a room Redis does not know, which may be that instance's,
+/// until it has had a heartbeat's TTL to put it back; then its people are in their places.
+#[tokio::test]
+async fn after_redis_lost_everything_a_room_waits_for_its_slow_instance() {
+    let redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &["--max-room-size", "2"]);
+    let (mut alice, _) = join_as(&b, "slow", &session("alice")).await;
+    b.signal("STOP");
+    lose(&redis, Loss::Flushall, &room_key(&redis));
+    // The other instance beats again, and finds Redis lost everything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while redis.cli(&["ZCARD", "duo:instances"]).trim() != "1" {
+        assert!(std::time::Instant::now() < deadline, "the other instance did not beat again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    refused(&a, "slow").await;
+    refused(&a, "slow").await;
+    b.signal("CONT");
+    let (_bob, welcome) = join_retrying(&a, "slow", &session("bob")).await;
+    assert_eq!(welcome.peers.len(), 1, "Alice is back in her place, Bob takes the other");
+    assert!(matches!(alice.recv().await, Message::PeerJoined(info) if info.peer_id == welcome.peer_id));
+    alice.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// Redis loses every trace of a full room (its key, and the instances' sets that list it),
+/// as an eviction could: a newcomer through an instance with people in it puts the room back
+/// before taking a place, so is refused, and no one in the room is closed.
+#[tokio::test]
+async fn a_room_evicted_with_its_instances_sets_is_put_back_by_a_join_through_either_instance() {
+    let redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &[]);
+    let room = "evicted";
+    let (mut people, _) = full_room(&a, &b, room).await;
+    let key = room_key(&redis);
+    let before = places(&redis, &key);
+    let sets = redis.cli(&["--scan", "--pattern", "duo:inst:*:rooms"]);
+    assert_eq!(sets.lines().count(), 2, "{sets}");
+    for evicted in std::iter::once(key.as_str()).chain(sets.lines()) {
+        assert_eq!(redis.cli(&["DEL", evicted]).trim(), "1");
+    }
+    refused(&a, room).await;
+    assert_eq!(places(&redis, &key), before, "put back whole");
+    refused(&b, room).await;
+    for (person, _) in &mut people {
+        person.expect_silence(Duration::from_millis(300)).await;
+    }
+    let ids: Vec<_> = people.iter().map(|(_, welcome)| welcome.peer_id).collect();
+    let [(alice, _), (bob, _), (carol, _), (dave, _)] = &mut people[..] else { unreachable!() };
+    relays_to(alice, bob, ids[1], 1).await;
+    relays_to(dave, carol, ids[2], 2).await;
+}
+
+/// An instance's set of rooms stays exact: after a session moved to the other instance and
+/// everyone left, the room is no one's, and joining it again is joining a new room (a stale
+/// entry would make it look lost, and refuse everyone).
+#[tokio::test]
+async fn a_room_everyone_left_after_a_session_moved_instance_can_be_joined_again_at_once() {
+    let redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &[]);
+    let (mut alice, _) = join_as(&a, "moved", &session("alice")).await;
+    let (mut old_bob, _) = join_as(&b, "moved", &session("bob")).await;
+    assert!(matches!(alice.recv().await, Message::PeerJoined(_)));
+    let (mut bob, _) = join_as(&a, "moved", &session("bob")).await;
+    assert_eq!(old_bob.closed_with().await, Some(CloseCode::Library(4004)));
+    for client in [&mut alice, &mut bob] {
+        client.socket.close(None).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !redis.cli(&["--scan", "--pattern", "duo:room:*"]).trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the room was never emptied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(redis.cli(&["--scan", "--pattern", "duo:inst:*:rooms"]).trim(), "", "no set lists the room");
+    let (_carol, welcome) = join(&b, "moved").await;
+    assert!(!welcome.peer_present);
 }

@@ -8,8 +8,8 @@ use leptos_meta::Title;
 
 use super::{clock, use_hydrated};
 use crate::{
-    call::{CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote},
-    protocol::{MediaState, MAX_NAME_CHARS},
+    call::{Author, CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote},
+    protocol::{MediaState, MAX_CHAT_CHARS, MAX_NAME_CHARS},
     room::RoomId,
 };
 use link::Actions;
@@ -26,6 +26,8 @@ struct CallState {
     /// The other people, in the order they came.
     remotes: RwSignal<Vec<Remote>>,
     chat: RwSignal<Vec<ChatLine>>,
+    /// The chat message being written.
+    draft: RwSignal<String>,
     stats: RwSignal<Option<CallStats>>,
     devices: RwSignal<Vec<Device>>,
     /// Why something the person asked for did not happen.
@@ -46,6 +48,7 @@ impl CallState {
             speaking: RwSignal::new(false),
             remotes: RwSignal::new(Vec::new()),
             chat: RwSignal::new(Vec::new()),
+            draft: RwSignal::new(String::new()),
             stats: RwSignal::new(None),
             devices: RwSignal::new(Vec::new()),
             notice: RwSignal::new(None),
@@ -267,6 +270,12 @@ mod link {
                 }),
                 remote_stream: Rc::new(move |peer, stream| self.attach(peer, Some(stream), None)),
                 chat: Rc::new(move |line| state.chat.update(|lines| lines.push(line))),
+                // Unless something new was typed meanwhile.
+                unsent: Rc::new(move |text| {
+                    if state.draft.with_untracked(String::is_empty) {
+                        state.draft.set(text);
+                    }
+                }),
                 devices: Rc::new(move |list| state.devices.set(list)),
                 stats: Rc::new(move |reading| state.stats.set(reading)),
                 notice: Rc::new(move |text| state.notice.set(text)),
@@ -543,7 +552,7 @@ fn device_picker(state: CallState, actions: Actions) -> impl IntoView {
 }
 
 fn chat(state: CallState, actions: Actions) -> impl IntoView {
-    let draft = RwSignal::new(String::new());
+    let draft = state.draft;
     let send = move |event: ev::SubmitEvent| {
         event.prevent_default();
         let text = draft.get_untracked().trim().to_owned();
@@ -556,19 +565,32 @@ fn chat(state: CallState, actions: Actions) -> impl IntoView {
         <section class="chat" aria-label="Chat">
             <ol class="messages" aria-live="polite">
                 <For each=move || state.chat.get().into_iter().enumerate() key=|(index, _)| *index let:((_, line))>
-                    <li class:mine=line.from.is_none()>
-                        <span class="who">{line.from.clone().unwrap_or_else(|| "You".into())}</span>
-                        " " <time>{clock(line.sent_at)}</time> " "
-                        <span class="text">{line.text}</span>
-                    </li>
+                    {chat_line(line)}
                 </For>
             </ol>
             <form on:submit=send>
                 <input aria-label="Message" placeholder="Write a message" prop:value=draft
-                    on:input=move |event| draft.set(event_target_value(&event)) maxlength="2000"/>
+                    on:input=move |event| draft.set(event_target_value(&event)) maxlength=MAX_CHAT_CHARS.to_string()/>
                 <button type="submit" disabled=move || !state.active()>"Send"</button>
             </form>
         </section>
+    }
+}
+
+/// Who wrote it (the page's own notes name no one), when, and what.
+fn chat_line(line: ChatLine) -> impl IntoView {
+    let mine = line.from == Author::You;
+    let who = match line.from {
+        Author::You => Some("You".to_owned()),
+        Author::Them(name) => Some(name),
+        Author::Page => None,
+    };
+    view! {
+        <li class:mine=mine>
+            {who.map(|who| view! { <span class="who">{who}</span> " " })}
+            <time>{clock(line.sent_at)}</time> " "
+            <span class="text">{line.text}</span>
+        </li>
     }
 }
 

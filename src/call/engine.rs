@@ -39,6 +39,8 @@ pub struct CallEvents {
     /// What arrives from one of them (by [`Remote::peer`]), once it does.
     pub remote_stream: Rc<dyn Fn(u32, MediaStream)>,
     pub chat: Rc<dyn Fn(ChatLine)>,
+    /// This side's chat line was not sent: it goes back in the message field.
+    pub unsent: Rc<dyn Fn(String)>,
     /// The cameras and microphones, once the browser has granted one (labels need that).
     pub devices: Rc<dyn Fn(Vec<Device>)>,
     pub stats: Rc<dyn Fn(Option<CallStats>)>,
@@ -256,6 +258,7 @@ impl Driver {
                 }
             }
             Effect::Chat(line) => (self.ui.chat)(line),
+            Effect::Unsent(text) => (self.ui.unsent)(text),
             Effect::Stats(stats) => (self.ui.stats)(stats),
             Effect::ListDevices => {
                 let devices = self.ui.devices.clone();

@@ -30,11 +30,11 @@ use std::collections::VecDeque;
 
 use super::{
     stats::{summarize, Report, Traffic},
-    CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote,
+    Author, CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote,
 };
 use crate::protocol::{
     close_code, display_name, ChatMessage, ErrorCode, IceCandidate, IceServer, IceTransportPolicy, MediaState, Message,
-    PeerId, PeerInfo, PeerMessage, SdpType, SessionDescription, Welcome,
+    PeerId, PeerInfo, PeerMessage, SdpType, SessionDescription, Welcome, CHAT_BURST, CHAT_EVERY_MS, MAX_CHAT_CHARS,
 };
 
 /// Reconnect delays: doubling from the first, capped, each scaled by a random 50–100 %.
@@ -62,6 +62,13 @@ pub const SPEAKING_HOLD_MS: f64 = 1_000.0;
 pub const GROUP_VIDEO_BPS: u32 = 2_500_000;
 /// The close code a browser reports for a socket that dropped, or never opened.
 pub const ABNORMAL_CLOSURE: u16 = 1006;
+/// How many of its own chat lines a page sends at once (then one every [`CHAT_EVERY_MS`]): one
+/// fewer than the others show, so that a line the network delays more than the one before it
+/// still finds room.
+pub const SEND_BURST: u32 = CHAT_BURST - 1;
+/// How long after the first of someone's lines that were not shown the page says how many there
+/// were: a flood makes one note a second, not one a line.
+pub const WITHHELD_NOTE_MS: u32 = 1_000;
 
 /// `RTCPeerConnection.connectionState`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,13 +98,15 @@ pub enum Video {
     Screen,
 }
 
-/// Timers, each tagged with the socket or peer connection it was armed for.
+/// Timers, each tagged with the socket or peer connection it was armed for. `Withheld`: time to
+/// say how many of that person's chat lines were not shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timer {
     Reconnect { socket: u32 },
     IceCheck { peer: u32 },
     ConnectTimeout { peer: u32 },
     StatsTick { peer: u32 },
+    Withheld { peer: u32 },
 }
 
 /// The outcome of a negotiation step ([`Effect::Offer`] or [`Effect::Apply`]), read from the
@@ -127,6 +136,8 @@ pub enum PeerEvent {
     /// A message for the data channel could not be sent (it was closing).
     Undelivered(PeerMessage),
     Message(PeerMessage),
+    /// A message over [`crate::protocol::MAX_PEER_MESSAGE_UNITS`], dropped unread.
+    Oversized,
     /// `getStats()`'s reports.
     Stats(Vec<Report>),
 }
@@ -190,6 +201,8 @@ pub enum Effect {
     /// Show this side's preview, or nothing.
     LocalStream(bool),
     Chat(ChatLine),
+    /// This side's chat line was not sent: it goes back in the message field.
+    Unsent(String),
     Stats(Option<CallStats>),
     /// List the cameras and microphones for the page (labels are known once one is granted).
     ListDevices,
@@ -364,6 +377,41 @@ struct Peer {
     number: u32,
     name: Option<String>,
     voice: Voice,
+    /// How many of their chat lines may be shown now.
+    chat_rate: ChatRate,
+    /// Their messages not shown since the last note of them.
+    withheld: Option<Withheld>,
+}
+
+/// Chat lines allowed: a burst at once, then one every [`CHAT_EVERY_MS`] (a token bucket,
+/// counted as the lines used, which drain away with time).
+#[derive(Clone, Copy, Debug, Default)]
+struct ChatRate {
+    used: f64,
+    at_ms: f64,
+}
+
+impl ChatRate {
+    /// Whether one more line fits in `burst` at `now_ms`; if so, it is counted.
+    fn take(&mut self, now_ms: f64, burst: u32) -> bool {
+        // A clock set back refills nothing.
+        let drained = (now_ms - self.at_ms).max(0.0) / CHAT_EVERY_MS;
+        self.used = (self.used - drained).max(0.0);
+        self.at_ms = now_ms;
+        let fits = self.used + 1.0 <= f64::from(burst);
+        if fits {
+            self.used += 1.0;
+        }
+        fits
+    }
+}
+
+/// Someone's messages the page did not show (too long, too many at once, or too big to read).
+#[derive(Clone, Copy, Debug)]
+struct Withheld {
+    count: u32,
+    /// When the first of them came: the note's time.
+    since_ms: f64,
 }
 
 /// Whether someone is speaking, from successive audio levels: above [`SPEAKING_LEVEL`] within
@@ -438,6 +486,8 @@ pub struct CallMachine {
     company: usize,
     /// Chat typed while no one was there; it goes to whoever comes.
     unsent_chat: Vec<ChatMessage>,
+    /// How many chat lines this side may send now.
+    chat_rate: ChatRate,
     /// What the page was last told: the status line, the tiles, who is in the room, whether
     /// this side is speaking.
     shown: (Option<CallStatus>, Vec<Remote>, Vec<PeerId>, bool),
@@ -515,6 +565,7 @@ impl CallMachine {
             someone_left: false,
             company: 0,
             unsent_chat: Vec::new(),
+            chat_rate: ChatRate::default(),
             shown: (None, Vec::new(), Vec::new(), false),
             voice: Voice::default(),
             video_cap: None,
@@ -832,6 +883,11 @@ impl CallMachine {
                     self.push(Effect::Arm { timer, after_ms: STATS_EVERY_MS });
                 }
             }
+            Timer::Withheld { peer } => {
+                if let Some(index) = self.peers.iter().position(|p| p.generation == peer) {
+                    self.note_withheld(index);
+                }
+            }
         }
     }
 
@@ -887,11 +943,21 @@ impl CallMachine {
             }
             PeerEvent::Message(PeerMessage::MediaState(state)) => peer.media = Some(state),
             PeerEvent::Message(PeerMessage::Name(name)) => peer.name = display_name(&name),
+            // A line longer than any page sends is dropped whole: a part of it would be a line
+            // they never wrote. It takes nothing from their allowance.
+            PeerEvent::Message(PeerMessage::Chat(message)) if message.text.chars().count() > MAX_CHAT_CHARS => {
+                self.withhold(index, now_ms)
+            }
+            PeerEvent::Message(PeerMessage::Chat(_)) if !peer.chat_rate.take(now_ms, CHAT_BURST) => {
+                self.withhold(index, now_ms)
+            }
             PeerEvent::Message(PeerMessage::Chat(message)) => {
                 // Named as the page names them now (their name comes first on the channel).
                 let from = peer.remote().called(self.peers.len() > 1).unwrap_or_else(|| "Them".into());
-                self.push(Effect::Chat(ChatLine { from: Some(from), text: message.text, sent_at: message.sent_at }));
+                let line = ChatLine { from: Author::Them(from), text: message.text, sent_at: message.sent_at };
+                self.push(Effect::Chat(line));
             }
+            PeerEvent::Oversized => self.withhold(index, now_ms),
             PeerEvent::Stats(reports) => {
                 let (stats, traffic) = summarize(&reports, peer.traffic, now_ms);
                 peer.traffic = Some(traffic);
@@ -955,9 +1021,19 @@ impl CallMachine {
             }
             CallCommand::ShareScreen(true) => self.push(Effect::PickScreen),
             CallCommand::ShareScreen(false) => self.stop_screen(),
+            CallCommand::Chat(text) if !self.chat_rate.take(now_ms, SEND_BURST) => {
+                let note = "Your message was not sent: that is more messages at once than the others' pages \
+                            show. It is back in the message field; send it again in a moment."
+                    .to_owned();
+                self.push(Effect::Chat(ChatLine { from: Author::Page, text: note, sent_at: now_ms as u64 }));
+                self.push(Effect::Unsent(text));
+            }
             CallCommand::Chat(text) => {
+                // The page's field takes no more, and the others would drop a longer line.
+                let text = text.chars().take(MAX_CHAT_CHARS).collect();
                 let message = ChatMessage { text, sent_at: now_ms as u64 };
-                self.push(Effect::Chat(ChatLine { from: None, text: message.text.clone(), sent_at: message.sent_at }));
+                let line = ChatLine { from: Author::You, text: message.text.clone(), sent_at: message.sent_at };
+                self.push(Effect::Chat(line));
                 self.send_chat(message);
             }
             CallCommand::Name(name) => {
@@ -1178,6 +1254,8 @@ impl CallMachine {
             number: self.people,
             name: None,
             voice: Voice::default(),
+            chat_rate: ChatRate::default(),
+            withheld: None,
         });
         generation
     }
@@ -1198,6 +1276,8 @@ impl CallMachine {
     }
 
     fn drop_peer(&mut self, index: usize) {
+        // What was not shown of theirs is said before they go.
+        self.note_withheld(index);
         let peer = self.peers.remove(index);
         self.push(Effect::DropPeer { peer: peer.generation });
         if index == 0 {
@@ -1227,6 +1307,32 @@ impl CallMachine {
     /// The connections whose data channel is open, by generation.
     fn open_channels(&self) -> Vec<u32> {
         self.peers.iter().filter(|peer| peer.channel_open).map(|peer| peer.generation).collect()
+    }
+
+    /// Counts a message of theirs that is not shown; the first since the last note arms the next.
+    fn withhold(&mut self, index: usize, now_ms: f64) {
+        let peer = &mut self.peers[index];
+        match &mut peer.withheld {
+            Some(withheld) => withheld.count += 1,
+            None => {
+                peer.withheld = Some(Withheld { count: 1, since_ms: now_ms });
+                let timer = Timer::Withheld { peer: peer.generation };
+                self.push(Effect::Arm { timer, after_ms: WITHHELD_NOTE_MS });
+            }
+        }
+    }
+
+    /// Says in the chat how many of their messages were not shown since the last note, if any.
+    fn note_withheld(&mut self, index: usize) {
+        let group = self.peers.len() > 1;
+        let peer = &mut self.peers[index];
+        let Some(Withheld { count, since_ms }) = peer.withheld.take() else { return };
+        let who = peer.remote().called(group).unwrap_or_else(|| "the other person".into());
+        let text = match count {
+            1 => format!("1 message from {who} was not shown: too long, or too many at once."),
+            _ => format!("{count} messages from {who} were not shown: too long, or too many at once."),
+        };
+        self.push(Effect::Chat(ChatLine { from: Author::Page, text, sent_at: since_ms as u64 }));
     }
 
     fn send_chat(&mut self, message: ChatMessage) {
@@ -1790,7 +1896,7 @@ mod tests {
         handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
         let effects = handle(&mut machine, Input::Command(CallCommand::Chat("hello".into())));
         let message = ChatMessage { text: "hello".into(), sent_at: NOW as u64 };
-        assert_eq!(effects, [Effect::Chat(ChatLine { from: None, text: "hello".into(), sent_at: NOW as u64 })]);
+        assert_eq!(effects, [Effect::Chat(ChatLine { from: Author::You, text: "hello".into(), sent_at: NOW as u64 })]);
         let effects = handle(&mut machine, peer(1, PeerEvent::ChannelOpen));
         let media = PeerMessage::MediaState(MediaState { audio: true, video: true, screen: false });
         assert!(effects.contains(&Effect::ToPeer { peer: 1, message: media }));
@@ -2111,7 +2217,10 @@ mod tests {
         assert_eq!(status.text(), "Connected with Alice and Guest 2.");
         let chat = |text: &str| PeerMessage::Chat(ChatMessage { text: text.into(), sent_at: 5 });
         let effects = handle(&mut machine, peer(2, PeerEvent::Message(chat("hi"))));
-        assert_eq!(effects, [Effect::Chat(ChatLine { from: Some("Guest 2".into()), text: "hi".into(), sent_at: 5 })]);
+        assert_eq!(
+            effects,
+            [Effect::Chat(ChatLine { from: Author::Them("Guest 2".into()), text: "hi".into(), sent_at: 5 })]
+        );
         // A new name goes to everyone whose channel is open; an empty one clears it.
         let effects = handle(&mut machine, Input::Command(CallCommand::Name("   ".into())));
         assert_eq!(effects, [Effect::ToPeer { peer: 1, message: PeerMessage::Name(String::new()) }]);
@@ -2119,13 +2228,112 @@ mod tests {
         // In a call of two, someone without a name is not listed; with one, they are.
         let (mut machine, generation) = connected_call();
         let effects = handle(&mut machine, peer(generation, PeerEvent::Message(chat("hey"))));
-        assert_eq!(effects, [Effect::Chat(ChatLine { from: Some("Them".into()), text: "hey".into(), sent_at: 5 })]);
+        assert_eq!(
+            effects,
+            [Effect::Chat(ChatLine { from: Author::Them("Them".into()), text: "hey".into(), sent_at: 5 })]
+        );
         let effects = handle(&mut machine, peer(generation, PeerEvent::Message(PeerMessage::Name("Bob".into()))));
         assert_eq!(statuses(&effects), [CallStatus::Connected(vec!["Bob".into()])]);
         assert_eq!(statuses(&effects)[0].text(), "Connected with Bob.");
         // No name of our own: the channel opens with the media state alone.
         let effects = handle(&mut machine, peer(generation, PeerEvent::ChannelOpen));
         assert!(!has(&effects, |e| matches!(e, Effect::ToPeer { message: PeerMessage::Name(_), .. })), "{effects:?}");
+    }
+
+    /// The effects of one input at `at_ms` after [`NOW`], but the performance marks.
+    fn handle_at(machine: &mut CallMachine, at_ms: f64, input: Input) -> Vec<Effect> {
+        machine.handle(NOW + at_ms, input);
+        std::iter::from_fn(|| machine.poll()).filter(|e| !matches!(e, Effect::Mark(_))).collect()
+    }
+
+    /// The chat lines among `effects`.
+    fn chat_lines(effects: &[Effect]) -> Vec<ChatLine> {
+        effects.iter().filter_map(|e| if let Effect::Chat(line) = e { Some(line.clone()) } else { None }).collect()
+    }
+
+    #[test]
+    fn a_peers_chat_is_shown_within_the_limits_a_page_sends_by_and_the_rest_is_counted_in_plain_words() {
+        let (mut machine, generation) = connected_call();
+        handle(&mut machine, peer(generation, PeerEvent::Message(PeerMessage::Name("Ada".into()))));
+        let chat =
+            |text: String| peer(generation, PeerEvent::Message(PeerMessage::Chat(ChatMessage { text, sent_at: 5 })));
+        let withheld_timer = || Effect::Arm { timer: Timer::Withheld { peer: generation }, after_ms: WITHHELD_NOTE_MS };
+
+        // The longest line a page sends is shown; one character more is dropped whole, and so is a
+        // message too big to read. The first of them arms the note.
+        let longest = "é".repeat(MAX_CHAT_CHARS);
+        assert_eq!(chat_lines(&handle_at(&mut machine, 0.0, chat(longest.clone())))[0].text, longest);
+        assert_eq!(handle_at(&mut machine, 0.0, chat("é".repeat(MAX_CHAT_CHARS + 1))), [withheld_timer()]);
+        assert_eq!(handle_at(&mut machine, 1.0, peer(generation, PeerEvent::Oversized)), []);
+
+        // A flood: what is left of the burst is shown, the rest counted.
+        let shown: usize = (0..20).map(|i| chat_lines(&handle_at(&mut machine, 2.0, chat(format!("{i}")))).len()).sum();
+        assert_eq!(shown, CHAT_BURST as usize - 1);
+        let effects = handle_at(&mut machine, 1_000.0, Input::Timer(Timer::Withheld { peer: generation }));
+        let note = ChatLine {
+            from: Author::Page,
+            text: "13 messages from Ada were not shown: too long, or too many at once.".into(),
+            sent_at: NOW as u64,
+        };
+        assert_eq!(effects, [Effect::Chat(note)]);
+        // Said once: the timer again finds nothing new.
+        assert_eq!(handle_at(&mut machine, 1_000.0, Input::Timer(Timer::Withheld { peer: generation })), []);
+
+        // One line a second comes back; another within that second is too many.
+        assert_eq!(chat_lines(&handle_at(&mut machine, 1_002.0, chat("a".into()))).len(), 1);
+        assert_eq!(handle_at(&mut machine, 1_500.0, chat("b".into())), [withheld_timer()]);
+        // Whoever leaves with lines not yet noted has them noted as they go.
+        let effects = handle_at(&mut machine, 1_600.0, from(FIRST_SOCKET, "bob", Message::Bye(None)));
+        let [note] = chat_lines(&effects).try_into().unwrap();
+        assert_eq!(note.text, "1 message from Ada was not shown: too long, or too many at once.");
+
+        // After a quiet while the whole burst is back; unnamed, they are "the other person".
+        let (mut machine, generation) = connected_call();
+        let chat = |text: &str| {
+            peer(generation, PeerEvent::Message(PeerMessage::Chat(ChatMessage { text: text.into(), sent_at: 5 })))
+        };
+        for at in [0.0, 20_000.0] {
+            let shown: usize =
+                (0..=CHAT_BURST).map(|_| chat_lines(&handle_at(&mut machine, at, chat("x"))).len()).sum();
+            assert_eq!(shown, CHAT_BURST as usize, "at {at}");
+        }
+        let effects = handle_at(&mut machine, 21_000.0, Input::Timer(Timer::Withheld { peer: generation }));
+        assert_eq!(
+            chat_lines(&effects)[0].text,
+            "2 messages from the other person were not shown: too long, or too many at once."
+        );
+    }
+
+    #[test]
+    fn this_side_sends_within_the_allowance_and_no_more_than_the_longest_line() {
+        let (mut machine, generation) = connected_call();
+        handle(&mut machine, peer(generation, PeerEvent::ChannelOpen));
+        let sent = |effects: &[Effect]| {
+            effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::ToPeer { message: PeerMessage::Chat(chat), .. } => Some(chat.text.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let say = |text: String| Input::Command(CallCommand::Chat(text));
+        // A line longer than the field takes is cut to it, here and there.
+        let effects = handle_at(&mut machine, 0.0, say("ß".repeat(MAX_CHAT_CHARS + 5)));
+        assert_eq!(sent(&effects), ["ß".repeat(MAX_CHAT_CHARS)]);
+        assert_eq!(chat_lines(&effects)[0].text, "ß".repeat(MAX_CHAT_CHARS));
+        for i in 1..SEND_BURST {
+            assert_eq!(sent(&handle_at(&mut machine, 0.0, say(format!("{i}")))).len(), 1, "line {i}");
+        }
+        // One more at once is not sent: the page says so and gives the text back.
+        let effects = handle_at(&mut machine, 0.0, say("one too many".into()));
+        assert!(sent(&effects).is_empty(), "{effects:?}");
+        let [note] = chat_lines(&effects).try_into().unwrap();
+        assert_eq!(note.from, Author::Page);
+        assert!(note.text.starts_with("Your message was not sent"), "{}", note.text);
+        assert!(effects.contains(&Effect::Unsent("one too many".into())), "{effects:?}");
+        // A second later it goes.
+        assert_eq!(sent(&handle_at(&mut machine, 1_000.0, say("one too many".into()))), ["one too many"]);
     }
 
     #[test]
@@ -2209,5 +2417,31 @@ mod tests {
         );
         assert!(!has(&handle(&mut machine, peer(2, PeerEvent::Stats(Vec::new()))), |e| matches!(e, Effect::Stats(_))));
         assert!(has(&handle(&mut machine, peer(1, PeerEvent::Stats(Vec::new()))), |e| matches!(e, Effect::Stats(_))));
+    }
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Every line a page lets itself send is shown by the others, however unevenly the
+            /// network delays each (in order, as the data channel is, by up to a second).
+            #[test]
+            fn what_a_page_sends_the_others_show(
+                // Pauses mostly near what the allowance lets through, where it matters.
+                lines in prop::collection::vec((prop_oneof![0.0..20.0, 980.0..1_020.0, 0.0..3_000.0f64], 0.0..999.0f64), 1..200),
+            ) {
+                let (mut sender, mut receiver) = (ChatRate::default(), ChatRate::default());
+                let (mut sent_at, mut arrived_at) = (0.0, 0.0f64);
+                for (pause, delay) in lines {
+                    sent_at += pause;
+                    if sender.take(sent_at, SEND_BURST) {
+                        // Ordered delivery: never before the line sent earlier.
+                        arrived_at = arrived_at.max(sent_at + delay);
+                        prop_assert!(receiver.take(arrived_at, CHAT_BURST), "dropped a line sent at {sent_at}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -82,11 +82,23 @@ impl Remote {
     }
 }
 
+/// Who a chat line is from.
+// The server renders no chat: only the browser's machine writes lines.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Author {
+    /// This side.
+    You,
+    /// Someone else, as the page calls them ([`Remote::called`]).
+    Them(String),
+    /// The page itself: what it did not show or send, and why.
+    Page,
+}
+
 /// One line of the chat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatLine {
-    /// Who wrote it: `None` for this side, else what the page calls them ([`Remote::called`]).
-    pub from: Option<String>,
+    pub from: Author,
     pub text: String,
     /// Milliseconds since the Unix epoch.
     pub sent_at: u64,

@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use js_sys::{Array, Function, Promise, Reflect};
+use js_sys::{Array, Function, JsString, Promise, Reflect};
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
@@ -20,7 +20,9 @@ use super::{
     machine::{ConnectionState, Negotiated, PeerEvent, Signaling},
     stats::Report,
 };
-use crate::protocol::{IceCandidate, IceServer, IceTransportPolicy, PeerMessage, SdpType, SessionDescription};
+use crate::protocol::{
+    IceCandidate, IceServer, IceTransportPolicy, PeerMessage, SdpType, SessionDescription, MAX_PEER_MESSAGE_UNITS,
+};
 
 /// What this side sends on a new connection.
 pub struct Outgoing<'a> {
@@ -124,7 +126,12 @@ impl Peer {
         let channel_message = {
             let report = report.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-                let Some(text) = event.data().as_string() else { return };
+                let Some(text) = event.data().dyn_into::<JsString>().ok() else { return };
+                // Measured before it is copied out of JavaScript, let alone parsed.
+                if text.length() > MAX_PEER_MESSAGE_UNITS {
+                    return report(PeerEvent::Oversized);
+                }
+                let text = String::from(text);
                 match serde_json::from_str::<PeerMessage>(&text) {
                     Ok(message) => report(PeerEvent::Message(message)),
                     Err(error) => leptos::logging::warn!("ignoring peer message {text}: {error}"),

@@ -81,7 +81,8 @@ pub struct Config {
     pub(crate) sockets_per_minute_per_client: u32,
 
     /// Seconds a client has to send a request's headers (and, on a kept-alive connection, the
-    /// next request's); slower connections are closed.
+    /// next request's; an HTTP/2 connection with no request in progress, likewise its next
+    /// request); slower connections are closed.
     #[arg(long, default_value = "10", value_parser = seconds_in(0.1, 3600.0))]
     pub(crate) header_timeout: Duration,
 

@@ -2,28 +2,27 @@
 //! listening, and graceful shutdown.
 
 use std::{
+    future::Future,
     io,
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex, Weak,
     },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use axum::{
-    extract::{
-        ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade},
-        ConnectInfo, FromRef, MatchedPath, Path, Query, State,
-    },
-    http::{header, HeaderMap, StatusCode},
+    body::Body,
+    extract::{connect_info::Connected, ConnectInfo, FromRef, MatchedPath, Path, Query, Request, State},
+    http::{header, HeaderMap, StatusCode, Version},
     response::{IntoResponse, Response},
     routing::get,
     Router,
 };
-use axum_server::{accept::Accept, tls_rustls::RustlsAcceptor, Handle};
+use axum_server::{accept::Accept, tls_rustls::RustlsAcceptor, ConnectionShutdown, Handle};
 use leptos::prelude::LeptosOptions;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{
@@ -31,22 +30,25 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
 };
-use tower_http::{compression::CompressionLayer, trace::TraceLayer};
+use tower_http::{classify::ServerErrorsFailureClass, compression::CompressionLayer, trace::TraceLayer};
 use tracing::info;
 
 use crate::{
     app::shell,
     protocol::{IceTransportPolicy, MAX_FRAME_BYTES, MIN_SESSION_LEN},
     room::RoomId,
+    server::assets::Files,
     server::config::Config,
     server::headers,
-    server::hub::{Capacity, Hub, HubSettings},
+    server::hub::{lock, Capacity, Hub, HubSettings},
     server::ice::IceConfig,
-    server::limits::{LogThrottle, Open, OpenPerClient, PerClient},
+    server::limits::{Flood, LogThrottle, Open, OpenPerClient, PerClient},
     server::origin::{listen_names, Caller, OriginPolicy},
     server::signaling::{self, Joining, SessionLimits, TurnGrant},
     server::tls,
+    server::websocket::{Meter, Upgrade},
 };
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// What may wait for a slow reader before it is dropped: far more than a call's whole
 /// negotiation (a few SDPs of a few KiB and some candidates), far less than memory to worry about.
@@ -126,12 +128,14 @@ pub(crate) fn router(state: AppState, strict_transport: bool) -> Router {
         let options = state.leptos_options.clone();
         move || shell(options.clone())
     });
-    // The pages; every other path is a static file or the not-found page (404). Compressed as
-    // they are made: they are small, and the front end's files come precompressed.
+    // The pages; every other path is a file of the site (`robots.txt`) or the not-found page
+    // (404). Compressed as they are made: they are small, and the front end's files come
+    // precompressed.
+    let files = Files::new(state.leptos_options.site_root.as_ref().into());
     let pages = Router::new()
         .route("/", get(page.clone()))
-        .route("/call/{room}", get(page))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .route("/call/{room}", get(page.clone()))
+        .fallback(move |request| file_or_page(files.clone(), page.clone(), request))
         .layer(CompressionLayer::new());
     let routes = Router::new()
         .nest_service("/pkg", crate::server::assets::service(&state.leptos_options))
@@ -139,10 +143,19 @@ pub(crate) fn router(state: AppState, strict_transport: bool) -> Router {
         .merge(pages)
         .layer(axum::middleware::from_fn(only_what_pages_load))
         // Request spans name the route, never the path: paths hold call links and sessions.
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
-            let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-            tracing::debug_span!("request", method = %request.method(), route)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+                    tracing::debug_span!("request", method = %request.method(), route)
+                })
+                // Any client can repeat the request that failed: a few lines a second at most.
+                .on_failure(|failure: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+                    if let Some(left_out) = FAILURE_LOG.allow(Instant::now()) {
+                        tracing::error!(%failure, ?latency, similar_left_out = left_out, "response failed");
+                    }
+                }),
+        )
         // Added after the trace layer, so untraced: a load balancer asks every second, and a
         // 503 (draining, or Redis away) is the answer it wants, not a server error to log.
         .route("/healthz", get(|| async { "ok" }))
@@ -151,9 +164,23 @@ pub(crate) fn router(state: AppState, strict_transport: bool) -> Router {
     headers::add(routes, strict_transport)
 }
 
+/// The file of the site that `request` names, or else the app's page for its path: the
+/// not-found page (404), as the app renders it for any path that is not a page.
+async fn file_or_page<Page>(files: Files, page: impl FnOnce(Request) -> Page, request: Request) -> Response
+where
+    Page: Future<Output = Response>,
+{
+    let (parts, body) = request.into_parts();
+    let file = files.serve(Request::from_parts(parts.clone(), Body::empty())).await;
+    match file.status() {
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => page(Request::from_parts(parts, body)).await,
+        _ => file,
+    }
+}
+
 /// The build leaves more in `/pkg` than a page loads (TypeScript declarations); only what pages
 /// load is served.
-async fn only_what_pages_load(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn only_what_pages_load(request: Request, next: axum::middleware::Next) -> Response {
     if is_served(request.uri().path()) {
         next.run(request).await
     } else {
@@ -192,9 +219,9 @@ async fn signaling_socket(
     Path(room): Path<String>,
     Query(params): Query<SocketParams>,
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(connection): ConnectInfo<Connection>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, (StatusCode, &'static str)>,
 ) -> Response {
     let room = match RoomId::parse(&room) {
         Ok(room) => room,
@@ -225,9 +252,9 @@ async fn signaling_socket(
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(refused) => return refused.into_response(),
     };
-    let client = client_address(peer, &headers, &state.trusted_proxies);
+    let client = client_address(connection.peer, &headers, &state.trusted_proxies);
     if !state.upgrades_per_client.take(client, Instant::now()) {
         crate::server::metrics::refused_upgrade("sockets_per_minute_per_client");
         return (StatusCode::TOO_MANY_REQUESTS, "too many new signaling sockets from this address; slow down")
@@ -251,48 +278,59 @@ async fn signaling_socket(
         }
     });
     let (hub, limits) = (state.hub, state.limits);
-    let upgrade = upgrade
-        .max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
         // Small buffers: tungstenite's 128 KiB default read buffer costs that much per socket
         // (and is zero-filled on every read). It grows for a bigger frame when one comes.
         .read_buffer_size(READ_BUFFER)
         // Frames queued for one peer are written together at the flush that follows them.
         .write_buffer_size(WRITE_BATCH);
+    // Every frame the socket reads is charged from the start, fragments included; a message
+    // may stay unfinished as long as a connection may stay silent.
+    let meter = Meter::new(Flood::new(limits.messages_per_second, Instant::now()), limits.idle_timeout);
     let connection = signaling::Connection { hub, room, session_id: session, limits, turn, per_client: open };
     match joining {
-        Joining::Now => upgrade.on_upgrade(move |socket| connection.run(socket)),
-        Joining::Later => upgrade.on_upgrade(move |socket| connection.run_after_join(socket)),
+        Joining::Now => upgrade.on_upgrade(config, meter, move |socket| connection.run(socket)),
+        Joining::Later => upgrade.on_upgrade(config, meter, move |socket| connection.run_after_join(socket)),
     }
 }
 
 /// Refused upgrades, logged a few a second at most: anyone can cause them.
 static REFUSAL_LOG: LogThrottle = LogThrottle::new();
+/// Server errors (5xx), likewise.
+static FAILURE_LOG: LogThrottle = LogThrottle::new();
 
 /// The client's address: the connection's, or for a trusted reverse proxy's request, the
-/// nearest address in `X-Forwarded-For` that is not a trusted proxy (the ones before it are
-/// whatever the client claimed).
+/// nearest address in `X-Forwarded-For` that is not a trusted proxy.
+///
+/// Each proxy appends the address it was connected from, so walking from the right, every hop
+/// up to the first untrusted address was written by a trusted proxy, and that address is the
+/// client's; whatever comes before it is the client's own claim, read no further. The header is
+/// read as bytes, its lines as one list: a client's non-ASCII or unparsable claim cannot hide the
+/// address the proxy appended after it. A hop a trusted proxy should have written but that is no
+/// address (a proxy that does not append) leaves the client counted as the nearest proxy.
 fn client_address(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
     let mut client = peer.ip().to_canonical();
-    if !trusted.contains(&client) {
-        return client;
-    }
-    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok());
-    let hops: Vec<&str> = forwarded.flat_map(|value| value.split(',')).collect();
-    for hop in hops.iter().rev() {
-        // An address, or one with a port (`192.0.2.1:5000`, `[2001:db8::1]:5000`).
-        let hop = hop.trim();
-        match hop.parse::<IpAddr>().or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip())) {
-            Ok(ip) => {
-                client = ip.to_canonical();
-                if !trusted.contains(&client) {
-                    break;
-                }
-            }
-            Err(_) => break,
+    let hops = headers.get_all("x-forwarded-for").iter().flat_map(|value| value.as_bytes().split(|&byte| byte == b','));
+    for hop in hops.rev() {
+        if !trusted.contains(&client) {
+            break;
+        }
+        match parse_hop(hop) {
+            Some(ip) => client = ip,
+            None => break,
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` hop: an address, or one with a port (`192.0.2.1:5000`,
+/// `[2001:db8::1]:5000`).
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop.trim_ascii()).ok()?;
+    let ip = hop.parse::<IpAddr>().or_else(|_| hop.parse::<SocketAddr>().map(|address| address.ip())).ok()?;
+    Some(ip.to_canonical())
 }
 
 /// A session follows the room id's alphabet (URL-safe, at most 64 characters), and is long
@@ -375,7 +413,7 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
         .first_request_timeout(config.header_timeout);
     server.http_builder().http1().header_read_timeout(config.header_timeout);
     // HTTP/2 (offered over TLS) has no header timeout; a connection whose peer stopped
-    // answering pings is closed.
+    // answering pings is closed (and an idle one by `close_idle_http2`).
     server
         .http_builder()
         .http2()
@@ -388,7 +426,9 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
         open_per_client: OpenPerClient::new(config.max_connections_per_client as usize),
         trusted_proxies,
     };
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(config.header_timeout, close_idle_http2))
+        .into_make_service_with_connect_info::<Connection>();
     let serving = async {
         match tls {
             Some(tls) => server.acceptor(RustlsAcceptor::new(tls.rustls).acceptor(capped)).serve(app).await,
@@ -535,6 +575,91 @@ impl AsyncWrite for Counted {
     }
 }
 
+/// What every request of one connection carries as its `ConnectInfo`: the peer's address, and
+/// whether the connection is idle.
+#[derive(Clone)]
+struct Connection {
+    peer: SocketAddr,
+    idle: Arc<Mutex<Idle>>,
+}
+
+impl Connected<SocketAddr> for Connection {
+    fn connect_info(peer: SocketAddr) -> Self {
+        let idle = Idle { in_progress: 0, since: tokio::time::Instant::now(), watched: false };
+        Self { peer, idle: Arc::new(Mutex::new(idle)) }
+    }
+}
+
+/// One connection's requests in progress (each until its response begins: one still being sent
+/// when the connection is closed gracefully is sent to the end), and since when it has had none.
+struct Idle {
+    in_progress: usize,
+    since: tokio::time::Instant,
+    /// Whether [`close_when_idle`] watches the connection.
+    watched: bool,
+}
+
+/// Closes an HTTP/2 connection that has had no request in progress for `limit`, as hyper does
+/// an idle HTTP/1 one (its header timeout covers the wait for the next request). Answering the
+/// server's pings does not keep it open: they tell a live peer from a dead one, not a connection
+/// in use from an idle one.
+async fn close_idle_http2(State(limit): State<Duration>, request: Request, next: axum::middleware::Next) -> Response {
+    let extensions = request.extensions();
+    let _in_progress = match (extensions.get::<ConnectInfo<Connection>>(), extensions.get::<ConnectionShutdown>()) {
+        (Some(ConnectInfo(connection)), Some(shutdown)) if request.version() == Version::HTTP_2 => {
+            let shutdown = shutdown.clone();
+            Some(InProgress::begin(&connection.idle, limit, move || shutdown.graceful_shutdown()))
+        }
+        _ => None,
+    };
+    next.run(request).await
+}
+
+/// A request in progress on a watched connection, until dropped.
+struct InProgress(Arc<Mutex<Idle>>);
+
+impl InProgress {
+    /// Counts a request; the connection's first starts the watch that calls `close` once the
+    /// connection has been idle for `limit`.
+    fn begin(idle: &Arc<Mutex<Idle>>, limit: Duration, close: impl FnOnce() + Send + 'static) -> Self {
+        let mut state = lock(idle);
+        state.in_progress += 1;
+        if !std::mem::replace(&mut state.watched, true) {
+            tokio::spawn(close_when_idle(Arc::downgrade(idle), limit, close));
+        }
+        Self(idle.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0);
+        state.in_progress -= 1;
+        state.since = tokio::time::Instant::now();
+    }
+}
+
+/// Wakes once per `limit` at most, and ends within `limit` of the connection's end (when the
+/// last `Connection` holding `idle` is dropped).
+async fn close_when_idle(idle: Weak<Mutex<Idle>>, limit: Duration, close: impl FnOnce()) {
+    let mut check = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::time::sleep_until(check).await;
+        let Some(idle) = idle.upgrade() else { return };
+        let state = lock(&idle);
+        let now = tokio::time::Instant::now();
+        if state.in_progress > 0 {
+            check = now + limit;
+        } else if now < state.since + limit {
+            check = state.since + limit;
+        } else {
+            // Graceful: a GOAWAY, and responses still being sent finish first.
+            close();
+            return;
+        }
+    }
+}
+
 /// `/metrics`, for Prometheus, on its own (by default loopback) address; nothing else there.
 async fn serve_metrics(listener: TcpListener, metrics: PrometheusHandle) -> io::Result<()> {
     let render = {
@@ -625,5 +750,59 @@ mod tests {
         assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), ip("127.0.0.1"));
         let direct: SocketAddr = "198.51.100.1:5000".parse().unwrap();
         assert_eq!(client_address(direct, &forwarded("192.0.2.9"), &trusted), ip("198.51.100.1"));
+    }
+
+    #[tokio::test]
+    async fn a_watched_connection_closes_once_idle_and_never_with_a_request_in_progress() {
+        let limit = Duration::from_millis(50);
+        let connection = Connection::connect_info(SocketAddr::from(([127, 0, 0, 1], 5000)));
+        let (closing, mut closed) = tokio::sync::oneshot::channel();
+        let slow = InProgress::begin(&connection.idle, limit, move || closing.send(()).unwrap());
+        tokio::time::sleep(limit * 5).await;
+        assert!(closed.try_recv().is_err(), "a request in progress keeps it open");
+        let next = InProgress::begin(&connection.idle, limit, || unreachable!("one watch a connection"));
+        drop((slow, next));
+        tokio::time::timeout(Duration::from_secs(5), closed).await.expect("closed once idle").unwrap();
+
+        // A connection that ends first is never closed, and its watch ends with it.
+        let connection = Connection::connect_info(SocketAddr::from(([127, 0, 0, 1], 5001)));
+        let (closing, closed) = tokio::sync::oneshot::channel::<()>();
+        drop(InProgress::begin(&connection.idle, limit, move || closing.send(()).unwrap()));
+        drop(connection);
+        let ended = tokio::time::timeout(Duration::from_secs(5), closed).await.expect("the watch ended");
+        assert!(ended.is_err(), "never closed");
+    }
+
+    /// What nginx passes on: whatever the client sent, then the address it came from.
+    fn forwarded_lines(lines: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(line).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_client_claim_of_any_bytes_never_hides_the_address_the_proxy_appended() {
+        let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let trusted = ["127.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let client = |lines: &[&[u8]]| client_address(proxy, &forwarded_lines(lines), &trusted);
+        // Bytes that are not visible ASCII (HeaderValue::to_str refuses them), before the real address.
+        assert_eq!(client(&[b"\xff\xfe\x80, 192.0.2.9"]), ip("192.0.2.9"));
+        assert_eq!(client(&[b"caf\xc3\xa9\t,,, 6.6.6.6 junk, 192.0.2.9"]), ip("192.0.2.9"));
+        // Several lines are one list, in order: the client's, then the proxy's.
+        assert_eq!(client(&[b"\xff 6.6.6.6", b"192.0.2.9"]), ip("192.0.2.9"));
+        assert_eq!(client(&[b"6.6.6.6, 192.0.2.9", b"10.0.0.2"]), ip("192.0.2.9"), "through two trusted proxies");
+        assert_eq!(client(&[b"6.6.6.6, [2001:db8::9]:443, 10.0.0.2"]), ip("2001:db8::9"));
+        // A trusted proxy's hop that is no address: nothing before it is known, the proxy is counted.
+        assert_eq!(client(&[b"\xff\xfe"]), ip("127.0.0.1"));
+        assert_eq!(client(&[b"192.0.2.9, \xff"]), ip("127.0.0.1"));
+        assert_eq!(client(&[b"192.0.2.9\xff"]), ip("127.0.0.1"));
+        assert_eq!(client(&[b"192.0.2.9, "]), ip("127.0.0.1"));
+        assert_eq!(client(&[b""]), ip("127.0.0.1"));
+        assert_eq!(client(&[b"192.0.2.9, garbage, 10.0.0.2"]), ip("10.0.0.2"), "the nearest proxy known");
+        // A mapped IPv4 address is that IPv4 address.
+        assert_eq!(client(&[b"::ffff:192.0.2.9"]), ip("192.0.2.9"));
     }
 }

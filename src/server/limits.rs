@@ -65,6 +65,64 @@ impl TokenBucket {
     }
 }
 
+/// The per-connection rate limit: a token bucket that refused frames drive into debt.
+pub(crate) struct Flood {
+    bucket: TokenBucket,
+    burst: u32,
+    /// Frames have been refused since one last passed.
+    refusing: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    Pass,
+    /// Dropped; `first` of this run of refusals (the one that gets the `rate_limited` error).
+    Refuse {
+        first: bool,
+    },
+    /// The refused frames' debt is deeper than the burst: the peer is not slowing down.
+    Close,
+}
+
+impl Flood {
+    pub(crate) fn new(messages_per_second: u32, now: Instant) -> Self {
+        let burst = messages_per_second.saturating_mul(4);
+        Self { bucket: TokenBucket::new(f64::from(messages_per_second), burst, now), burst, refusing: false }
+    }
+
+    /// A frame of `len` bytes costs a token per KiB begun (at most the burst): reading and
+    /// checking a big frame costs the server more. A refused frame is charged too, so only a
+    /// peer that keeps under the rate on average stays connected: one that floods just fast
+    /// enough for a frame to pass now and then still runs up its debt.
+    pub(crate) fn admit(&mut self, len: usize, now: Instant) -> Admit {
+        let cost = self.cost(len);
+        if self.bucket.take_n(cost, now) {
+            self.refusing = false;
+            return Admit::Pass;
+        }
+        self.charge(cost)
+    }
+
+    /// Refuses a frame that passed but could not be delivered (its recipient, reading, had as
+    /// much from this peer waiting as one peer may fill): it costs again, as a refused frame.
+    pub(crate) fn refuse(&mut self, len: usize) -> Admit {
+        self.charge(self.cost(len))
+    }
+
+    fn cost(&self, len: usize) -> u32 {
+        u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.burst.max(1))
+    }
+
+    fn charge(&mut self, cost: u32) -> Admit {
+        let first = !std::mem::replace(&mut self.refusing, true);
+        if self.bucket.charge(cost) {
+            Admit::Close
+        } else {
+            Admit::Refuse { first }
+        }
+    }
+}
+
 /// Whom a limit counts: an IPv4 address, or an IPv6 /64 (one subscriber's usual allocation,
 /// which would otherwise give one person 2^64 addresses).
 pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
@@ -238,5 +296,53 @@ mod tests {
         let now = Instant::now();
         assert_eq!((0..100).filter_map(|_| throttle.allow(now)).count(), 5);
         assert_eq!(throttle.allow(now + Duration::from_secs(1)), Some(95));
+    }
+
+    #[test]
+    fn a_flood_is_refused_then_closed_but_a_later_burst_starts_afresh() {
+        let start = Instant::now();
+        let mut flood = Flood::new(1, start);
+        assert!((0..4).all(|_| matches!(flood.admit(100, start), Admit::Pass)), "a burst of 4x the rate");
+        assert!(matches!(flood.admit(100, start), Admit::Refuse { first: true }));
+        assert!((0..3).all(|_| matches!(flood.admit(100, start), Admit::Refuse { first: false })));
+        assert!(matches!(flood.admit(100, start), Admit::Close), "a debt deeper than the burst");
+        // After a quiet spell that pays the debt back and refills, a burst is judged afresh.
+        let mut flood = Flood::new(1, start);
+        assert!((0..4).all(|_| matches!(flood.admit(100, start), Admit::Pass)));
+        assert!(matches!(flood.admit(100, start), Admit::Refuse { first: true }));
+        let minutes_later = start + Duration::from_secs(300);
+        assert!((0..4).all(|_| matches!(flood.admit(100, minutes_later), Admit::Pass)));
+        assert!(matches!(flood.admit(100, minutes_later), Admit::Refuse { first: true }));
+    }
+
+    #[test]
+    fn a_flood_just_fast_enough_for_a_frame_to_pass_now_and_then_is_still_closed() {
+        let start = Instant::now();
+        let mut flood = Flood::new(50, start);
+        // 10,000 frames a second, against 50 allowed: one would pass every 20 ms if refused
+        // frames cost nothing.
+        let closed = (0..100_000)
+            .map(|i| start + Duration::from_micros(100 * i))
+            .position(|now| matches!(flood.admit(100, now), Admit::Close));
+        assert!(closed.is_some_and(|frame| frame < 1000), "closed after {closed:?} frames");
+    }
+
+    #[test]
+    fn a_frame_costs_a_token_per_kib_begun() {
+        let start = Instant::now();
+        let mut flood = Flood::new(50, start); // 200 tokens
+        assert!((0..3).all(|_| matches!(flood.admit(60 * 1024, start), Admit::Pass)));
+        assert!(matches!(flood.admit(60 * 1024, start), Admit::Refuse { first: true }), "20 tokens left, 60 needed");
+        // That refusal cost 60 too (20 - 60 = -40): a second later, 50 more make 10.
+        let later = start + Duration::from_secs(1);
+        assert_eq!((0..20).filter(|_| matches!(flood.admit(1, later), Admit::Pass)).count(), 10);
+        // Big refused frames end a flood after the burst's worth of KiB, not of frames.
+        let mut flood = Flood::new(50, start);
+        assert!((0..3).all(|_| matches!(flood.admit(60 * 1024, start), Admit::Pass)));
+        assert!((0..3).all(|_| matches!(flood.admit(60 * 1024, start), Admit::Refuse { .. })));
+        assert!(matches!(flood.admit(60 * 1024, start), Admit::Close));
+        // Never more than the burst, so a frame under the size limit can always pass in time.
+        let mut tiny = Flood::new(1, start);
+        assert!(matches!(tiny.admit(64 * 1024, start), Admit::Pass));
     }
 }

@@ -12,6 +12,7 @@
 //! - `metrics`: the Prometheus metrics `/metrics` reports.
 //! - `ice`: the STUN/TURN servers each browser gets, with short-lived TURN credentials.
 //! - `signaling`: one WebSocket connection's loop: checks, limits, liveness.
+//! - `websocket`: the signaling socket's upgrade, and reads that charge every frame.
 //!
 //! Every module is `pub(crate)`, so the compiler reports what nothing uses; the few items the
 //! binary and the integration tests need are re-exported here.
@@ -27,6 +28,7 @@ pub(crate) mod metrics;
 pub(crate) mod origin;
 pub(crate) mod signaling;
 pub(crate) mod tls;
+pub(crate) mod websocket;
 
 pub use assets::use_hashed_names;
 pub use config::Config;

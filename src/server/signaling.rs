@@ -4,16 +4,21 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::{future::Either, SinkExt, StreamExt};
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::{
+    self,
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message as WsMessage,
+};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{
     protocol::{check_client_frame, check_join_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
-    server::hub::{self, room_log_name, Delivery, Frame, Hub, Kick, Mailbox, Membership, Outbound, Refusal},
-    server::limits::{LogThrottle, Open, TokenBucket},
+    server::hub::{self, room_log_name, Delivery, Frame, Hub, Kick, Mailbox, Membership, Outbound, Refusal, Unsent},
+    server::limits::{Admit, LogThrottle, Open},
+    server::websocket::{Cut, Socket},
 };
 
 /// How long one write may take before the reader on the other end is given up on.
@@ -69,7 +74,7 @@ impl Connection {
     /// would keep its arguments (the WebSocket alone is 368 bytes, moved into the session) and
     /// the join's result in that future for the whole connection, which every idle connection
     /// pays.
-    pub(crate) fn run(self, socket: WebSocket) -> impl Future<Output = ()> {
+    pub(crate) fn run(self, socket: Socket) -> impl Future<Output = ()> {
         let Self { hub, room, session_id, limits, turn, per_client } = self;
         Session::open(socket, limits, per_client).enter(&hub, room, session_id, turn)
     }
@@ -78,7 +83,7 @@ impl Connection {
     /// own. Two tasks rather than one future: a future holding both the wait and the
     /// connection after it is as large as both (2.6 KiB, against 1.4 for the connection
     /// alone), and every connection's task, joined or not, would be that large.
-    pub(crate) fn run_after_join(self, socket: WebSocket) -> impl Future<Output = ()> {
+    pub(crate) fn run_after_join(self, socket: Socket) -> impl Future<Output = ()> {
         let Self { hub, room, session_id, limits, turn, per_client } = self;
         Session::open(socket, limits, per_client).until_join(hub, room, session_id, turn)
     }
@@ -87,7 +92,7 @@ impl Connection {
 /// One task both reads and writes the socket, taking turns, so it is not split (which would put
 /// it behind a lock).
 struct Session {
-    socket: WebSocket,
+    socket: Socket,
     limits: SessionLimits,
     _open: OnDrop,
     /// This socket, counted against its client's `--max-sockets-per-client`.
@@ -95,7 +100,7 @@ struct Session {
 }
 
 impl Session {
-    fn open(socket: WebSocket, limits: SessionLimits, per_client: Open) -> Self {
+    fn open(socket: Socket, limits: SessionLimits, per_client: Open) -> Self {
         crate::server::metrics::connection_opened();
         let open = OnDrop(crate::server::metrics::connection_closed);
         Self { socket, limits, _open: open, _per_client: per_client }
@@ -132,6 +137,9 @@ impl Session {
                     Refusal::Full => info!(room = %room_log_name(&room), "refused someone: the room is full"),
                     Refusal::Unavailable => {
                         warn!(room = %room_log_name(&room), "refused someone: Redis does not answer")
+                    }
+                    Refusal::Restoring => {
+                        info!(room = %room_log_name(&room), "refused someone: the room is being put back in Redis")
                     }
                 }
                 Either::Right(self.refuse(refusal))
@@ -184,8 +192,7 @@ impl Session {
         let mut heartbeat = interval(self.limits.idle_timeout / 3);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         heartbeat.tick().await;
-        let flood = Flood::new(self.limits.messages_per_second, std::time::Instant::now());
-        Pace { flood, last_heard: Instant::now(), heartbeat }
+        Pace { last_heard: Instant::now(), heartbeat }
     }
 
     /// At a heartbeat: closes a connection silent for the idle timeout, else pings it. `None`
@@ -204,7 +211,7 @@ impl Session {
     /// the connection is over, `Some(None)` for a frame refused by the rate limit.
     async fn admit(
         &mut self,
-        incoming: Option<Result<WsMessage, axum::Error>>,
+        incoming: Option<Result<WsMessage, tungstenite::Error>>,
         pace: &mut Pace,
         mailbox: Option<&Mailbox>,
     ) -> Option<Option<WsMessage>> {
@@ -212,6 +219,10 @@ impl Session {
         let frame = match incoming {
             None | Some(Ok(WsMessage::Close(_))) => {
                 debug!("the peer closed the socket");
+                return None;
+            }
+            Some(Err(tungstenite::Error::Io(error))) if Cut::of(&error) == Some(Cut::Flood) => {
+                self.flooded().await;
                 return None;
             }
             Some(Err(error)) => {
@@ -228,33 +239,46 @@ impl Session {
         // the server as much as one of messages. And a flooding peer yields to the others now
         // and then.
         tokio::task::consume_budget().await;
-        match pace.flood.admit(frame_len(&frame), pace.last_heard.into_std()) {
-            Admit::Pass => Some(Some(frame)),
+        let verdict = self.socket.get_mut().meter.flood.admit(frame_len(&frame), pace.last_heard.into_std());
+        let passed = self.obey(verdict, "too many messages; slow down", mailbox).await?;
+        Some(passed.then_some(frame))
+    }
+
+    /// Carries out the rate limit's verdict on a frame: `Some(true)` to go on with it,
+    /// `Some(false)` when it is refused (the first of a run of refusals is told `why`), `None`
+    /// when the connection is over.
+    async fn obey(&mut self, verdict: Admit, why: &str, mailbox: Option<&Mailbox>) -> Option<bool> {
+        match verdict {
+            Admit::Pass => Some(true),
             Admit::Refuse { first } => {
                 crate::server::metrics::rejected(ErrorCode::RateLimited.as_str());
-                if first {
-                    let refusal = Message::error(ErrorCode::RateLimited, "too many messages; slow down").to_json();
-                    if !self.send(refusal, mailbox).await {
-                        return None;
-                    }
+                if first && !self.send(Message::error(ErrorCode::RateLimited, why).to_json(), mailbox).await {
+                    return None;
                 }
-                Some(None)
+                Some(false)
             }
             Admit::Close => {
-                crate::server::metrics::rejected(ErrorCode::RateLimited.as_str());
-                if let Some(left_out) = FLOOD_LOG.allow(std::time::Instant::now()) {
-                    warn!(similar_left_out = left_out, "closing a flooding peer");
-                }
-                self.close(close_code::POLICY_VIOLATION, "too many messages").await;
+                self.flooded().await;
                 None
             }
         }
     }
 
+    /// Closes a peer whose frames ran its rate limit's debt deeper than the burst.
+    async fn flooded(&mut self) {
+        crate::server::metrics::rejected(ErrorCode::RateLimited.as_str());
+        if let Some(left_out) = FLOOD_LOG.allow(std::time::Instant::now()) {
+            warn!(similar_left_out = left_out, "closing a flooding peer");
+        }
+        self.close(close_code::POLICY_VIOLATION, "too many messages").await;
+    }
+
     async fn refuse(mut self, refusal: Refusal) {
         let (code, close, reason) = match refusal {
             Refusal::Full => (ErrorCode::RoomFull, close_code::ROOM_FULL, "room full"),
-            Refusal::Unavailable => (ErrorCode::Unavailable, close_code::TRY_AGAIN_LATER, "try again later"),
+            Refusal::Unavailable | Refusal::Restoring => {
+                (ErrorCode::Unavailable, close_code::TRY_AGAIN_LATER, "try again later")
+            }
         };
         crate::server::metrics::rejected(code.as_str());
         if self.send(Message::error(code, refusal.to_string()).to_json(), None).await {
@@ -292,22 +316,30 @@ impl Session {
                         let refused = match frame {
                             Some(WsMessage::Text(text)) => match check_client_frame(&text) {
                                 Ok(checked) => {
-                                    let to = checked.to;
-                                    let kind = checked.kind;
+                                    let (to, kind, len) = (checked.to, checked.kind, text.len());
                                     let frame = checked.stamped(membership.peer_id).map_or(text, Frame::from);
                                     match membership.relay(frame, to, pace.last_heard.into_std()) {
                                         Ok(()) => {
                                             crate::server::metrics::relayed(kind);
                                             continue;
                                         }
-                                        Err(misaddressed) => misaddressed.to_string(),
+                                        // Others filling a person's queue pay for it, as for
+                                        // frames over their own rate.
+                                        Err(Unsent::Busy(busy)) => {
+                                            let verdict = self.socket.get_mut().meter.flood.refuse(len);
+                                            if self.obey(verdict, &busy.to_string(), Some(mailbox)).await.is_none() {
+                                                return;
+                                            }
+                                            continue;
+                                        }
+                                        Err(Unsent::Misaddressed(misaddressed)) => misaddressed.to_string(),
                                     }
                                 }
                                 Err(bad) => bad.to_string(),
                             },
                             Some(WsMessage::Binary(_)) => BadMessage::Binary.to_string(),
-                            // Refused by the rate limit; or a ping or pong (axum answers pings
-                            // itself; a pong only proves liveness).
+                            // Refused by the rate limit; or a ping or pong (the library answers
+                            // pings itself; a pong only proves liveness).
                             _ => continue,
                         };
                         debug!(%refused, "refused a frame");
@@ -375,7 +407,7 @@ impl Session {
     /// A peer that goes on sending is read no further (reading a flood costs the server), but
     /// still given the time to read the close frame.
     async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = CloseFrame { code, reason: reason.into() };
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
         let handshake = async {
             self.socket.send(WsMessage::Close(Some(frame))).await.ok()?;
             for _ in 0..CLOSE_READ_FRAMES {
@@ -400,9 +432,13 @@ impl Drop for OnDrop {
 
 /// The close frame a broken frame earns (RFC 6455 section 7.4.1), if the socket can still
 /// take one: too big 1009, text that is not UTF-8 1007, any other protocol breach 1002.
-fn close_for(error: axum::Error) -> Option<(u16, &'static str)> {
+fn close_for(error: tungstenite::Error) -> Option<(u16, &'static str)> {
     use tungstenite::error::ProtocolError;
-    match error.into_inner().downcast_ref::<tungstenite::Error>()? {
+    match error {
+        // (A flood of fragments is closed as other floods are, before this.)
+        tungstenite::Error::Io(error) if Cut::of(&error) == Some(Cut::Unfinished) => {
+            Some((close_code::POLICY_VIOLATION, "unfinished_message"))
+        }
         tungstenite::Error::Capacity(_) => Some((close_code::MESSAGE_TOO_BIG, "message_too_big")),
         tungstenite::Error::Utf8(_) => Some((close_code::INVALID_PAYLOAD, "invalid_utf8")),
         // The peer dropped the connection: there is no one to tell.
@@ -419,112 +455,13 @@ fn frame_len(frame: &WsMessage) -> usize {
     match frame {
         WsMessage::Text(text) => text.len(),
         WsMessage::Binary(bytes) | WsMessage::Ping(bytes) | WsMessage::Pong(bytes) => bytes.len(),
-        WsMessage::Close(_) => 0,
+        WsMessage::Close(_) | WsMessage::Frame(_) => 0,
     }
 }
 
-/// A connection's rate limit and liveness: its frames are charged to `flood`, and
-/// `heartbeat` pings it and drops it once nothing was heard for the idle timeout.
+/// A connection's liveness: `heartbeat` pings it and drops it once nothing was heard for the
+/// idle timeout. (Its rate limit is its socket's [`crate::server::websocket::Meter`].)
 struct Pace {
-    flood: Flood,
     last_heard: Instant,
     heartbeat: tokio::time::Interval,
-}
-
-/// The per-connection rate limit: a token bucket that refused frames drive into debt.
-struct Flood {
-    bucket: TokenBucket,
-    burst: u32,
-    /// Frames have been refused since one last passed.
-    refusing: bool,
-}
-
-enum Admit {
-    Pass,
-    /// Dropped; `first` of this run of refusals (the one that gets the `rate_limited` error).
-    Refuse {
-        first: bool,
-    },
-    /// The refused frames' debt is deeper than the burst: the peer is not slowing down.
-    Close,
-}
-
-impl Flood {
-    fn new(messages_per_second: u32, now: std::time::Instant) -> Self {
-        let burst = messages_per_second.saturating_mul(4);
-        Self { bucket: TokenBucket::new(f64::from(messages_per_second), burst, now), burst, refusing: false }
-    }
-
-    /// A frame of `len` bytes costs a token per KiB begun (at most the burst): reading and
-    /// checking a big frame costs the server more. A refused frame is charged too, so only a
-    /// peer that keeps under the rate on average stays connected: one that floods just fast
-    /// enough for a frame to pass now and then still runs up its debt.
-    fn admit(&mut self, len: usize, now: std::time::Instant) -> Admit {
-        let cost = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.burst.max(1));
-        if self.bucket.take_n(cost, now) {
-            self.refusing = false;
-            return Admit::Pass;
-        }
-        let first = !std::mem::replace(&mut self.refusing, true);
-        if self.bucket.charge(cost) {
-            Admit::Close
-        } else {
-            Admit::Refuse { first }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use super::*;
-
-    #[test]
-    fn a_flood_is_refused_then_closed_but_a_later_burst_starts_afresh() {
-        let start = Instant::now();
-        let mut flood = Flood::new(1, start);
-        assert!((0..4).all(|_| matches!(flood.admit(100, start), Admit::Pass)), "a burst of 4x the rate");
-        assert!(matches!(flood.admit(100, start), Admit::Refuse { first: true }));
-        assert!((0..3).all(|_| matches!(flood.admit(100, start), Admit::Refuse { first: false })));
-        assert!(matches!(flood.admit(100, start), Admit::Close), "a debt deeper than the burst");
-        // After a quiet spell that pays the debt back and refills, a burst is judged afresh.
-        let mut flood = Flood::new(1, start);
-        assert!((0..4).all(|_| matches!(flood.admit(100, start), Admit::Pass)));
-        assert!(matches!(flood.admit(100, start), Admit::Refuse { first: true }));
-        let minutes_later = start + Duration::from_secs(300);
-        assert!((0..4).all(|_| matches!(flood.admit(100, minutes_later), Admit::Pass)));
-        assert!(matches!(flood.admit(100, minutes_later), Admit::Refuse { first: true }));
-    }
-
-    #[test]
-    fn a_flood_just_fast_enough_for_a_frame_to_pass_now_and_then_is_still_closed() {
-        let start = Instant::now();
-        let mut flood = Flood::new(50, start);
-        // 10,000 frames a second, against 50 allowed: one would pass every 20 ms if refused
-        // frames cost nothing.
-        let closed = (0..100_000)
-            .map(|i| start + Duration::from_micros(100 * i))
-            .position(|now| matches!(flood.admit(100, now), Admit::Close));
-        assert!(closed.is_some_and(|frame| frame < 1000), "closed after {closed:?} frames");
-    }
-
-    #[test]
-    fn a_frame_costs_a_token_per_kib_begun() {
-        let start = Instant::now();
-        let mut flood = Flood::new(50, start); // 200 tokens
-        assert!((0..3).all(|_| matches!(flood.admit(60 * 1024, start), Admit::Pass)));
-        assert!(matches!(flood.admit(60 * 1024, start), Admit::Refuse { first: true }), "20 tokens left, 60 needed");
-        // That refusal cost 60 too (20 - 60 = -40): a second later, 50 more make 10.
-        let later = start + Duration::from_secs(1);
-        assert_eq!((0..20).filter(|_| matches!(flood.admit(1, later), Admit::Pass)).count(), 10);
-        // Big refused frames end a flood after the burst's worth of KiB, not of frames.
-        let mut flood = Flood::new(50, start);
-        assert!((0..3).all(|_| matches!(flood.admit(60 * 1024, start), Admit::Pass)));
-        assert!((0..3).all(|_| matches!(flood.admit(60 * 1024, start), Admit::Refuse { .. })));
-        assert!(matches!(flood.admit(60 * 1024, start), Admit::Close));
-        // Never more than the burst, so a frame under the size limit can always pass in time.
-        let mut tiny = Flood::new(1, start);
-        assert!(matches!(tiny.admit(64 * 1024, start), Admit::Pass));
-    }
 }

@@ -8,12 +8,12 @@ use std::{
         Arc, Mutex, MutexGuard,
     },
     task::{Poll, Waker},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use axum::extract::ws::Utf8Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::close_code;
+use crate::protocol::{close_code, PeerId};
 
 use super::{lock, Capacity};
 
@@ -25,6 +25,32 @@ pub(crate) struct Outbound {
     pub(crate) frame: Frame,
     /// When the other peer's frame was read, for relayed frames (the relay latency metric).
     pub(crate) relayed_at: Option<Instant>,
+    pub(crate) from: Source,
+}
+
+/// Who put a frame in a mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The hub itself (someone joined or left): a few frames per change in the room.
+    Hub,
+    /// A person connected here, who may fill only their share of each other person's mailbox.
+    Peer(PeerId),
+    /// Someone on another instance (whose own instance limits their rate).
+    Remote,
+}
+
+/// How long a reader may leave frames waiting without taking one before it counts as not
+/// reading. A reader that keeps taking them reads promptly, however much others send it.
+pub(crate) const STALL: Duration = Duration::from_secs(2);
+
+/// Why a frame did not fit in a mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Overflow {
+    /// The reader left frames waiting for [`STALL`] or longer: it reads too slowly.
+    Reader,
+    /// The reader keeps up, but the sender has as much waiting for it as a sender may (or the
+    /// mailbox is full): the sender must slow down.
+    Sender,
 }
 
 /// Why the hub ended a peer's connection: the WebSocket close code and reason to send.
@@ -55,11 +81,15 @@ pub(crate) struct Mailbox {
     queued: Arc<AtomicUsize>,
 }
 
-#[derive(Default)]
 struct MailboxState {
     frames: VecDeque<Outbound>,
     /// The bytes of `frames`.
     bytes: usize,
+    /// What each person here has waiting in `frames`: (who, frames, bytes). Empty while
+    /// nothing waits, and never longer than the room.
+    shares: Vec<(PeerId, usize, usize)>,
+    /// When the reader last took a frame, or frames began to wait, whichever came later.
+    progress: Instant,
     /// Set when the hub ends this connection (shutdown, replaced, or the queue overflowed).
     kick: Option<Kick>,
     /// The reading task, while it waits; taken by whoever wakes it, so a burst of frames
@@ -84,8 +114,16 @@ pub(crate) enum Delivery {
 }
 
 impl Mailbox {
-    pub(super) fn new(queued: Arc<AtomicUsize>) -> Self {
-        Self { state: Mutex::default(), queued }
+    pub(super) fn new(queued: Arc<AtomicUsize>, now: Instant) -> Self {
+        let state = MailboxState {
+            frames: VecDeque::new(),
+            bytes: 0,
+            shares: Vec::new(),
+            progress: now,
+            kick: None,
+            waiting: None,
+        };
+        Self { state: Mutex::new(state), queued }
     }
 
     /// Waits for the next frame, or for the kick, which comes before any frame still queued.
@@ -114,8 +152,20 @@ impl Mailbox {
 
     fn pop(&self, state: &mut MailboxState) -> Option<Outbound> {
         let outbound = state.frames.pop_front()?;
-        state.bytes -= outbound.frame.len();
-        self.queued.fetch_sub(outbound.frame.len(), Ordering::Relaxed);
+        let len = outbound.frame.len();
+        state.bytes -= len;
+        self.queued.fetch_sub(len, Ordering::Relaxed);
+        if let Source::Peer(from) = outbound.from {
+            if let Some(at) = state.shares.iter().position(|(who, ..)| *who == from) {
+                let share = &mut state.shares[at];
+                share.1 -= 1;
+                share.2 -= len;
+                if share.1 == 0 {
+                    state.shares.swap_remove(at);
+                }
+            }
+        }
+        state.progress = Instant::now();
         Some(outbound)
     }
 
@@ -131,22 +181,60 @@ impl Mailbox {
         .await
     }
 
-    /// Queues a frame unless this mailbox is at `capacity`, or all mailboxes together hold
-    /// `budget` bytes while this one holds more than a sixteenth of its capacity (a reader
-    /// keeping up, as in a call's ICE trickle, has far less waiting); false if it does not fit.
-    pub(super) fn push(&self, outbound: Outbound, capacity: Capacity, budget: usize) -> bool {
+    /// Queues a frame at `now`, unless this mailbox is at `capacity`, or all mailboxes
+    /// together hold `budget` bytes while this one holds more than a sixteenth of its capacity
+    /// (a reader keeping up, as in a call's ICE trickle, has far less waiting), or the frame's
+    /// sender already has `share` of it waiting.
+    ///
+    /// When a frame does not fit, the reader is to blame only if it has stopped taking frames
+    /// ([`STALL`]); otherwise the sender is: several senders, each within its own rate limit,
+    /// can fill a mailbox faster than any reader empties it. The hub's own few frames are
+    /// queued anyway for a reader that keeps up.
+    pub(super) fn push(
+        &self,
+        outbound: Outbound,
+        capacity: Capacity,
+        share: Capacity,
+        budget: usize,
+        now: Instant,
+    ) -> Result<(), Overflow> {
         let mut state = lock(&self.state);
         let len = outbound.frame.len();
         let full = state.frames.len() >= capacity.frames || state.bytes + len > capacity.bytes;
         let behind = state.bytes > capacity.bytes / 16;
-        if full || (behind && self.queued.load(Ordering::Relaxed) + len > budget) {
-            return false;
+        let sender = match outbound.from {
+            Source::Peer(from) => state.shares.iter().position(|(who, ..)| *who == from),
+            Source::Hub | Source::Remote => None,
+        };
+        let over_share = sender.is_some_and(|at| {
+            let (_, frames, bytes) = state.shares[at];
+            frames >= share.frames || bytes + len > share.bytes
+        });
+        if full || over_share || (behind && self.queued.load(Ordering::Relaxed) + len > budget) {
+            let stalled = !state.frames.is_empty() && now.saturating_duration_since(state.progress) >= STALL;
+            if stalled {
+                return Err(Overflow::Reader);
+            }
+            if outbound.from != Source::Hub {
+                return Err(Overflow::Sender);
+            }
+        }
+        if state.frames.is_empty() {
+            state.progress = now;
+        }
+        match (outbound.from, sender) {
+            (_, Some(at)) => {
+                state.shares[at].1 += 1;
+                state.shares[at].2 += len;
+            }
+            (Source::Peer(from), None) => state.shares.push((from, 1, len)),
+            _ => {}
         }
         state.bytes += len;
         self.queued.fetch_add(len, Ordering::Relaxed);
         state.frames.push_back(outbound);
         wake_reader(state);
-        true
+        Ok(())
     }
 
     /// Ends the connection: what was queued for it will never be written, so it goes now.
@@ -154,6 +242,7 @@ impl Mailbox {
         let mut state = lock(&self.state);
         state.kick = Some(kick);
         state.frames.clear();
+        state.shares.clear();
         self.queued.fetch_sub(std::mem::take(&mut state.bytes), Ordering::Relaxed);
         wake_reader(state);
     }

@@ -26,9 +26,12 @@ use std::{
 
 use tokio::sync::{oneshot, watch};
 
-use self::shared::{Link, Remote, Snapshot};
+use self::{
+    mailbox::Overflow,
+    shared::{Link, Remote, Snapshot},
+};
 pub(crate) use self::{
-    mailbox::{Delivery, Frame, Kick, Mailbox, Outbound},
+    mailbox::{Delivery, Frame, Kick, Mailbox, Outbound, Source},
     shared::RedisSettings,
 };
 use crate::{
@@ -49,7 +52,24 @@ pub(crate) enum Refusal {
     /// Rooms are shared through Redis, and Redis does not answer.
     #[error("the server cannot reach the others' servers; try again")]
     Unavailable,
+    /// Redis lost the room, and the instances of its people have not put it back yet.
+    #[error("the server is putting this call back together; try again")]
+    Restoring,
 }
+
+/// Why a relayed frame was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Unsent {
+    #[error(transparent)]
+    Misaddressed(#[from] Misaddressed),
+    #[error(transparent)]
+    Busy(#[from] Busy),
+}
+
+/// The recipient reads, but has as much from this sender waiting as one sender may fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too much is waiting for that person; slow down")]
+pub(crate) struct Busy;
 
 /// Why a relayed frame went to no one; the text goes into an `ERROR` `bad_message`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -365,7 +385,7 @@ impl Hub {
         public_id: Option<String>,
         turn: bool,
     ) -> Membership {
-        let mailbox = Arc::new(Mailbox::new(self.queued.clone()));
+        let mailbox = Arc::new(Mailbox::new(self.queued.clone(), Instant::now()));
         if *self.stopping.borrow() {
             // Joined through Redis while the server began to shut down.
             mailbox.kick(Kick::SHUTDOWN);
@@ -424,8 +444,10 @@ impl Hub {
         let here: Vec<usize> =
             others(&places.seats, about).filter(|(_, seat)| seat.here().is_some()).map(|(i, _)| i).collect();
         for other in here {
-            let outbound = Outbound { frame: Frame::from(message(other).to_json()), relayed_at: None };
-            self.deliver_frame(places, other, outbound);
+            let outbound =
+                Outbound { frame: Frame::from(message(other).to_json()), relayed_at: None, from: Source::Hub };
+            // The hub's own frames are never refused: only a reader that stopped reading.
+            let _ = self.deliver_frame(places, other, outbound, Instant::now());
         }
     }
 
@@ -475,7 +497,16 @@ impl Hub {
 
     /// A change another instance made to a room (through a script).
     fn changed(&self, key: &RoomKey, ver: u64, changes: Vec<(usize, Option<Remote>)>) {
-        let Some(room) = self.room(key) else { return };
+        let Some(room) = self.room(key) else {
+            // No one here is in that room: content naming this process is someone who left
+            // while Redis had lost the room, put back by another instance. Taken out again.
+            if let Some(link) = &self.shared {
+                for stray in changes.iter().filter_map(|(_, c)| c.as_ref()).filter(|c| c.instance == link.instance) {
+                    link.leave(key, stray.peer_id);
+                }
+            }
+            return;
+        };
         let mut places = lock(&room.places);
         for (index, content) in changes {
             self.change(&mut places, index, ver, content.as_ref());
@@ -493,7 +524,8 @@ impl Hub {
         let Some(room) = self.room(key) else { return };
         let mut places = lock(&room.places);
         if let Some(index) = place_of(&places.seats, to) {
-            self.deliver_frame(&mut places, index, Outbound { frame, relayed_at: None });
+            let outbound = Outbound { frame, relayed_at: None, from: Source::Remote };
+            let _ = self.deliver_frame(&mut places, index, outbound, Instant::now());
         }
     }
 
@@ -505,6 +537,15 @@ impl Hub {
     /// The rooms where this process has people (or a join under way).
     fn local_rooms(&self) -> Vec<RoomKey> {
         lock(&self.rooms).keys().cloned().collect()
+    }
+
+    /// The rooms where this process has people, which Redis has unless it lost them.
+    fn held_rooms(&self) -> Vec<RoomKey> {
+        let rooms = lock(&self.rooms);
+        let held = rooms.iter().filter(|(_, room)| {
+            lock(&room.places).seats.iter().any(|place| place.seat.as_ref().is_some_and(|seat| seat.here().is_some()))
+        });
+        held.map(|(key, _)| key.clone()).collect()
     }
 
     /// Everyone this process knows in a room, as Redis names them, and the room's size.
@@ -582,15 +623,24 @@ impl Hub {
         *self.peers.borrow()
     }
 
-    /// Queues a frame for this process's person at `index`. A peer whose queue is full reads
-    /// too slowly: it is evicted (so nothing more piles up for it) and told to close, and the
-    /// others in the room hear that it left (any of them as full goes too).
-    fn deliver_frame(&self, places: &mut Places, index: usize, outbound: Outbound) {
-        let Some(Seat::Here(slot)) = &places.seats[index].seat else { return };
-        let HubSettings { outbox, queued_budget, .. } = self.settings;
-        if slot.mailbox.push(outbound, outbox, queued_budget) {
-            return;
+    /// Queues a frame at `now` for this process's person at `index`. A peer whose queue is
+    /// full and who stopped taking frames reads too slowly: it is evicted (so nothing more
+    /// piles up for it) and told to close, and the others in the room hear that it left (any
+    /// of them as full goes too). One who keeps reading is never evicted for what others send:
+    /// the sender is [`Busy`] instead (a frame from another instance is dropped, and counted).
+    fn deliver_frame(&self, places: &mut Places, index: usize, outbound: Outbound, now: Instant) -> Result<(), Busy> {
+        let Some(Seat::Here(slot)) = &places.seats[index].seat else { return Ok(()) };
+        let from = outbound.from;
+        match slot.mailbox.push(outbound, self.settings.outbox, self.share(), self.settings.queued_budget, now) {
+            Ok(()) => return Ok(()),
+            Err(Overflow::Sender) if from == Source::Remote => {
+                crate::server::metrics::rejected("recipient_busy");
+                return Ok(());
+            }
+            Err(Overflow::Sender) => return Err(Busy),
+            Err(Overflow::Reader) => {}
         }
+        let HubSettings { outbox, queued_budget, .. } = self.settings;
         let mut leaving = vec![index];
         while let Some(index) = leaving.pop() {
             let Some(Seat::Here(evicted)) = places.seats[index].seat.take() else { continue };
@@ -608,11 +658,20 @@ impl Hub {
             let left = Frame::from(Message::PeerLeft(Seat::Here(evicted).info(None)).to_json());
             for (other, seat) in others(&places.seats, index) {
                 let Some(slot) = seat.here() else { continue };
-                if !slot.mailbox.push(Outbound { frame: left.clone(), relayed_at: None }, outbox, queued_budget) {
+                let outbound = Outbound { frame: left.clone(), relayed_at: None, from: Source::Hub };
+                if slot.mailbox.push(outbound, outbox, self.share(), queued_budget, now).is_err() {
                     leaving.push(other);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// How much of one person's mailbox another person's frames may fill: an equal part for
+    /// each of the others a room holds.
+    fn share(&self) -> Capacity {
+        let senders = self.settings.room_size.saturating_sub(1).max(1);
+        Capacity { frames: self.settings.outbox.frames / senders, bytes: self.settings.outbox.bytes / senders }
     }
 }
 
@@ -636,13 +695,15 @@ impl Membership {
     /// Sends a frame, read at `received_at`, to the peer `to`, or without `to` to the only
     /// other person in the room. Without `to` and with no one else there, the frame is
     /// dropped: whoever comes next hears `WELCOME` first.
-    pub(crate) fn relay(&self, frame: Frame, to: Option<PeerId>, received_at: Instant) -> Result<(), Misaddressed> {
+    /// The recipient keeps reading but already has as much from this sender waiting as one
+    /// sender may fill: [`Unsent::Busy`], and the sender pays as for a frame over its rate.
+    pub(crate) fn relay(&self, frame: Frame, to: Option<PeerId>, received_at: Instant) -> Result<(), Unsent> {
         let mut places = lock(&self.room.places);
         let Some(me) = place_of(&places.seats, self.peer_id) else {
             return Ok(()); // evicted: this connection is closing
         };
         let recipient = match to {
-            Some(to) if to == self.peer_id => return Err(Misaddressed::ToSelf),
+            Some(to) if to == self.peer_id => return Err(Misaddressed::ToSelf.into()),
             Some(to) => {
                 others(&places.seats, me).find(|(_, seat)| seat.peer_id() == to).ok_or(Misaddressed::NotHere(to.0))?.0
             }
@@ -651,13 +712,16 @@ impl Membership {
                 match (everyone.next(), everyone.next()) {
                     (None, _) => return Ok(()),
                     (Some((only, _)), None) => only,
-                    (Some(_), Some(_)) => return Err(Misaddressed::Ambiguous),
+                    (Some(_), Some(_)) => return Err(Misaddressed::Ambiguous.into()),
                 }
             }
         };
         match (&places.seats[recipient].seat, &self.hub.shared) {
             (Some(Seat::There(remote)), Some(link)) => link.relay(remote, &places.key, frame),
-            _ => self.hub.deliver_frame(&mut places, recipient, Outbound { frame, relayed_at: Some(received_at) }),
+            _ => {
+                let outbound = Outbound { frame, relayed_at: Some(received_at), from: Source::Peer(self.peer_id) };
+                self.hub.deliver_frame(&mut places, recipient, outbound, received_at)?;
+            }
         }
         Ok(())
     }
@@ -686,7 +750,7 @@ impl Drop for Membership {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::*;
+    use super::{mailbox::STALL, *};
 
     fn hub(capacity: usize) -> Arc<Hub> {
         hub_with(capacity, 64 << 20)
@@ -790,9 +854,15 @@ mod tests {
         let a = join(&hub, room("r"), None).unwrap();
         let b = join(&hub, room("r"), None).unwrap();
         let _ = take_frame(&a); // PEER_JOINED
-        for _ in 0..5 {
-            a.relay(Frame::from("{}"), None, Instant::now()).unwrap();
+        let start = Instant::now();
+        for _ in 0..4 {
+            a.relay(Frame::from("{}"), None, start).unwrap();
         }
+        // Full at once: b may just not have had its turn yet, so the sender is refused.
+        assert_eq!(a.relay(Frame::from("{}"), None, start), Err(Busy.into()));
+        assert_eq!(kick_of(&b), None);
+        // Still full, with nothing taken for STALL: b does not read.
+        a.relay(Frame::from("{}"), None, start + STALL).unwrap();
         assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW));
         assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b.peer_id, polite: None, public_id: None }));
         // Its queue is dropped with it (the kick comes before any frame), and nothing more is queued.
@@ -818,8 +888,10 @@ mod tests {
         assert_eq!(hub.queued.load(Ordering::Relaxed), kib(120));
         c.relay(frame(), None, Instant::now()).unwrap();
         assert_eq!(kick_of(&d), None, "d had 40 KiB waiting: a reader keeping up");
-        a.relay(frame(), None, Instant::now()).unwrap();
-        assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW), "b had 80 KiB waiting and the budget is spent");
+        let start = Instant::now();
+        assert_eq!(a.relay(frame(), None, start), Err(Busy.into()), "b has 80 KiB waiting, but only just");
+        a.relay(frame(), None, start + STALL).unwrap();
+        assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW), "b had 80 KiB waiting for STALL and the budget is spent");
         assert!(matches!(next(&a), Message::PeerLeft(_)));
         assert_eq!(hub.queued.load(Ordering::Relaxed), kib(80), "b's frames are gone, d's wait");
         drop((a, b, c, d));
@@ -961,13 +1033,16 @@ mod tests {
         for m in [&a, &b] {
             assert!(matches!(next(m), Message::PeerJoined(_)));
         }
-        assert_eq!(a.relay(Frame::from("?"), None, Instant::now()), Err(Misaddressed::Ambiguous));
+        assert_eq!(a.relay(Frame::from("?"), None, Instant::now()), Err(Misaddressed::Ambiguous.into()));
         a.relay(Frame::from("to c"), Some(c.peer_id), Instant::now()).unwrap();
         assert_eq!(take_frame(&c).unwrap().frame.as_str(), "to c");
         assert!(take_frame(&b).is_none(), "only the one named hears it");
-        assert_eq!(a.relay(Frame::from("x"), Some(a.peer_id), Instant::now()), Err(Misaddressed::ToSelf));
+        assert_eq!(a.relay(Frame::from("x"), Some(a.peer_id), Instant::now()), Err(Misaddressed::ToSelf.into()));
         let stranger = PeerId(a.peer_id.0 ^ b.peer_id.0 ^ c.peer_id.0 ^ 1);
-        assert_eq!(a.relay(Frame::from("x"), Some(stranger), Instant::now()), Err(Misaddressed::NotHere(stranger.0)));
+        assert_eq!(
+            a.relay(Frame::from("x"), Some(stranger), Instant::now()),
+            Err(Misaddressed::NotHere(stranger.0).into())
+        );
         assert!(take_frame(&a).is_none() && take_frame(&b).is_none() && take_frame(&c).is_none());
     }
 
@@ -993,7 +1068,7 @@ mod tests {
 
     #[test]
     fn in_a_group_a_slow_reader_is_announced_to_all_and_one_as_full_goes_too() {
-        let hub = hub_of(4, 4, 64 << 20);
+        let hub = hub_of(4, 12, 64 << 20); // 4 frames for each of the 3 others
         let [a, b, c, d] = group(&hub);
         // a and b read what they got; c and d read nothing.
         for _ in 0..3 {
@@ -1001,16 +1076,24 @@ mod tests {
         }
         next(&b);
         next(&b);
-        // d's queue (capacity 4) fills up, without a frame refused yet.
-        for _ in 0..4 {
-            a.relay(Frame::from("{}"), Some(d.peer_id), Instant::now()).unwrap();
+        let start = Instant::now();
+        // d's queue fills up with each one's share, without a frame refused yet.
+        for sender in [&a, &b, &c] {
+            for _ in 0..4 {
+                sender.relay(Frame::from("{}"), Some(d.peer_id), start).unwrap();
+            }
         }
-        assert_eq!((queued(&d), kick_of(&d)), (4, None));
-        // c's holds d's arrival: three more fill it, the next evicts c. Its PEER_LEFT does not
-        // fit in d's full queue, so d goes too; a and b hear of both.
-        for _ in 0..4 {
-            a.relay(Frame::from("{}"), Some(c.peer_id), Instant::now()).unwrap();
+        assert_eq!((queued(&d), kick_of(&d)), (12, None));
+        // c's holds d's arrival; a's and b's shares and three from d fill it. The next, once c
+        // has taken nothing for STALL, evicts c. Its PEER_LEFT does not fit in d's full queue,
+        // and d has not read either, so d goes too; a and b hear of both.
+        for (sender, frames) in [(&a, 4), (&b, 4), (&d, 3)] {
+            for _ in 0..frames {
+                sender.relay(Frame::from("{}"), Some(c.peer_id), start).unwrap();
+            }
         }
+        assert_eq!((queued(&c), kick_of(&c)), (12, None));
+        d.relay(Frame::from("{}"), Some(c.peer_id), start + STALL).unwrap();
         assert_eq!(kick_of(&c), Some(Kick::TOO_SLOW));
         assert_eq!(kick_of(&d), Some(Kick::TOO_SLOW));
         for m in [&a, &b] {
@@ -1024,5 +1107,29 @@ mod tests {
             assert_eq!(left, expected);
             assert_eq!(kick_of(m), None);
         }
+    }
+
+    #[test]
+    fn others_who_fill_a_reading_persons_queue_are_refused_each_beyond_their_own_share() {
+        let hub = hub_of(4, 12, 64 << 20); // 4 frames for each of the 3 others
+        let [a, b, c, d] = group(&hub);
+        let start = Instant::now();
+        // a, b and c gang up on d: each gets its share in, then is refused; d is not evicted.
+        for sender in [&a, &b, &c] {
+            for _ in 0..4 {
+                sender.relay(Frame::from("{}"), Some(d.peer_id), start).unwrap();
+            }
+            assert_eq!(sender.relay(Frame::from("{}"), Some(d.peer_id), start), Err(Busy.into()));
+        }
+        assert_eq!((queued(&d), kick_of(&d)), (12, None));
+        // d reads one of a's frames: a has room for one more, the others still have none. The
+        // hub's own news reaches d however full its queue is.
+        assert!(take_frame(&d).is_some());
+        let later = Instant::now();
+        a.relay(Frame::from("{}"), Some(d.peer_id), later).unwrap();
+        assert_eq!(a.relay(Frame::from("{}"), Some(d.peer_id), later), Err(Busy.into()));
+        assert_eq!(b.relay(Frame::from("{}"), Some(d.peer_id), later), Err(Busy.into()));
+        drop(c);
+        assert_eq!((queued(&d), kick_of(&d)), (13, None), "c's PEER_LEFT is queued too");
     }
 }

@@ -9,7 +9,9 @@
 //! | --- | --- |
 //! | `duo:room:<room key>` | hash: `size`, `ver` (the version of the last change), and per place `"<peer id> <instance> <public id or ->"` |
 //! | `duo:instances` | sorted set: each instance's last heartbeat, in ms of Redis's clock |
-//! | `duo:inst:<instance>:rooms` | set: the rooms where that instance has people, to free them if it dies |
+//! | `duo:inst:<instance>:rooms` | set: the rooms where that instance has people (every change keeps it exact), to free them if it dies |
+//! | `duo:epoch` | when Redis got its first heartbeat: missing later, Redis lost everything |
+//! | `duo:recovering` | set for a heartbeat's TTL once an instance finds Redis lost everything |
 //! | `duo:to:<instance>` | the channel each instance reads |
 //!
 //! On a channel, `P <room key> <version>` and then a line `<place> <content or ->` per changed
@@ -19,10 +21,19 @@
 //! return, land in the right order. Relayed frames carry a sequence number per pair of
 //! instances: one re-sent after a lost connection arrives once, and in order.
 //!
+//! Redis may lose a room (restarted empty, `FLUSHALL`, a key evicted or deleted) while its
+//! people are still connected to their instances, which then put it back from what they know.
+//! Until they have, no one new gets a place in it: a join to a room Redis does not have is
+//! refused as unavailable (1013, the page tries again) while a live instance lists the room in
+//! its set, or Redis lately lost everything (`duo:recovering`), or forgot the joining instance;
+//! and a join through an instance with people in the room puts the room back first, in the
+//! same script. Each heartbeat looks whether Redis still has some of the instance's rooms.
+//!
 //! Three tasks drive the link: the writer sends everything, in order (so a `BYE` reaches the
 //! other side before the sender's `PEER_LEFT`); the dispatcher reads the channel; the ticker
-//! sends the heartbeat and sweeps instances that stopped sending theirs. Scripts touch keys
-//! they compute, so this needs a standalone Redis (or Sentinel), not Redis Cluster.
+//! sends the heartbeat, sweeps instances that stopped sending theirs and puts back rooms Redis
+//! lost. Scripts touch keys they compute, so this needs a standalone Redis (or Sentinel), not
+//! Redis Cluster.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -57,6 +68,9 @@ const GAP_WAIT: Duration = Duration::from_secs(1);
 const MAX_PLACES: usize = 8;
 /// Operations sent to Redis in one round trip, at most.
 const BATCH: usize = 64;
+/// Rooms each heartbeat looks for in Redis, at most: an instance with more looks at them in
+/// turn, so a lost room is found within `rooms / CHECKED_EACH_BEAT` beats.
+const CHECKED_EACH_BEAT: usize = 512;
 /// How long the ticker waits for a reply, on top of the connection manager's own limit
 /// (which does not cover a connection that hangs while it is made, say).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -80,10 +94,6 @@ const INSTANCES: &str = "duo:instances";
 
 fn room_hash(key: &RoomKey) -> String {
     format!("duo:room:{}", key.0)
-}
-
-fn rooms_of(instance: &str) -> String {
-    format!("duo:inst:{instance}:rooms")
 }
 
 fn channel(instance: &str) -> String {
@@ -155,6 +165,8 @@ enum Joined {
     Full,
     /// The peer id drawn is someone else's in that room.
     Retry,
+    /// Redis lost the room, and the instances of its people have not put it back yet.
+    Lost,
     At(usize, Snapshot),
 }
 
@@ -265,6 +277,7 @@ impl Joined {
         match (items.first().and_then(text)?, &items[1..]) {
             ("full", []) => Some(Joined::Full),
             ("retry", []) => Some(Joined::Retry),
+            ("lost", []) => Some(Joined::Lost),
             ("ok", [place, rest @ ..]) => {
                 let snapshot = snapshot(rest)?;
                 let place = usize::try_from(number(place)?).ok().filter(|&place| place < snapshot.size)?;
@@ -635,38 +648,37 @@ impl Writer {
             }
             Op::Join(join) => {
                 let key = &join.pending.key;
-                pipe.cmd("EVAL")
+                let cmd = pipe
+                    .cmd("EVAL")
                     .arg(&*JOIN)
-                    .arg(3)
+                    .arg(2)
                     .arg(room_hash(key))
                     .arg(INSTANCES)
-                    .arg(rooms_of(&self.instance))
                     .arg(&*self.instance)
                     .arg(join.peer_id.0)
                     .arg(join.public_id.as_deref().unwrap_or("-"))
                     .arg(join.pending.hub.settings.room_size)
                     .arg(&key.0)
                     .arg(HEARTBEAT_TTL.as_millis() as u64);
+                // With people here, the room is put back first if Redis lost it.
+                let (_, known) = join.pending.hub.known(key, &self.instance);
+                if known.iter().any(|(_, remote)| remote.instance == self.instance) {
+                    for (place, remote) in known {
+                        cmd.arg(place).arg(remote.content());
+                    }
+                }
             }
             Op::Leave { key, peer } => {
-                pipe.cmd("EVAL")
-                    .arg(&*LEAVE)
-                    .arg(2)
-                    .arg(room_hash(key))
-                    .arg(rooms_of(&self.instance))
-                    .arg(&*self.instance)
-                    .arg(peer.0)
-                    .arg(&key.0);
+                pipe.cmd("EVAL").arg(&*LEAVE).arg(1).arg(room_hash(key)).arg(&*self.instance).arg(peer.0).arg(&key.0);
             }
             Op::Restore { key } => {
                 let (size, known) = self.hub.upgrade().map(|hub| hub.known(key, &self.instance)).unwrap_or_default();
                 let cmd = pipe
                     .cmd("EVAL")
                     .arg(&*RESTORE)
-                    .arg(3)
+                    .arg(2)
                     .arg(room_hash(key))
                     .arg(INSTANCES)
-                    .arg(rooms_of(&self.instance))
                     .arg(&*self.instance)
                     .arg(&key.0)
                     .arg(size)
@@ -701,6 +713,9 @@ impl Writer {
                 }
                 Some(Joined::Full) => {
                     let _ = join.reply.send(Err(Refusal::Full));
+                }
+                Some(Joined::Lost) => {
+                    let _ = join.reply.send(Err(Refusal::Restoring));
                 }
                 Some(Joined::Retry) => {
                     join.peer_id = super::random_peer_id();
@@ -817,7 +832,19 @@ async fn dispatch(
     }
 }
 
-/// The heartbeat and the sweep, every second; subscribes at first, once Redis answers.
+/// Which of `rooms` the next heartbeat looks for in Redis: the next [`CHECKED_EACH_BEAT`] in
+/// the order of their keys after `after`, the last one looked at, and from the first again.
+fn to_check(mut rooms: Vec<RoomKey>, after: &mut Option<RoomKey>) -> Vec<RoomKey> {
+    rooms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let from = after.as_ref().map_or(0, |after| rooms.partition_point(|key| key.0 <= after.0));
+    rooms.rotate_left(from);
+    rooms.truncate(CHECKED_EACH_BEAT);
+    *after = rooms.last().cloned();
+    rooms
+}
+
+/// The heartbeat, the sweep and the look for lost rooms, every second; subscribes at first,
+/// once Redis answers.
 async fn tick(
     hub: Weak<Hub>,
     instance: Arc<str>,
@@ -830,11 +857,10 @@ async fn tick(
     let mut subscribed = false;
     // Redis knows no instance at its first heartbeat; it forgot this one if it says so later.
     let mut beaten = false;
+    let mut checked = None;
     loop {
         every.tick().await;
-        if hub.strong_count() == 0 {
-            return;
-        }
+        let Some(rooms) = hub.upgrade().map(|hub| hub.held_rooms()) else { return };
         if !subscribed {
             match tokio::time::timeout(REPLY_TIMEOUT, redis.subscribe(channel(&instance)))
                 .await
@@ -849,7 +875,15 @@ async fn tick(
             }
         }
         let mut beat = redis::cmd("EVAL");
-        beat.arg(&*TICK).arg(1).arg(INSTANCES).arg(&*instance).arg(HEARTBEAT_TTL.as_millis() as u64);
+        beat.arg(&*TICK)
+            .arg(1)
+            .arg(INSTANCES)
+            .arg(&*instance)
+            .arg(HEARTBEAT_TTL.as_millis() as u64)
+            .arg(u8::from(beaten));
+        for key in to_check(rooms, &mut checked) {
+            beat.arg(key.0);
+        }
         let beat =
             tokio::time::timeout(REPLY_TIMEOUT, beat.query_async::<Value>(&mut redis)).await.unwrap_or_else(timed_out);
         let items = match beat {
@@ -867,19 +901,25 @@ async fn tick(
             continue;
         };
         let (absent, swept) = (items.first().and_then(number), items.get(1).and_then(number));
+        let lost: Vec<RoomKey> = items.iter().skip(2).filter_map(text).map(|key| RoomKey(key.to_owned())).collect();
         *lock(&state.last_beat) = Some(Instant::now());
         let first = !std::mem::replace(&mut beaten, true);
         crate::server::metrics::redis_up(state.up());
         if let Some(swept @ 1..) = swept {
             info!(swept, "freed the places of instances that stopped");
         }
-        // Redis did not know this instance: it restarted empty, or swept it while cut off.
+        // Redis did not know this instance: it lost everything, or swept it while cut off.
         if absent == Some(1) && !first {
             warn!("Redis had forgotten this instance; putting its rooms back");
             if let Some(hub) = hub.upgrade() {
                 for key in hub.local_rooms() {
                     let _ = ops.send(Op::Restore { key });
                 }
+            }
+        } else if !lost.is_empty() {
+            warn!(rooms = lost.len(), "Redis had lost rooms of this instance; putting them back");
+            for key in lost {
+                let _ = ops.send(Op::Restore { key });
             }
         }
     }
@@ -970,6 +1010,7 @@ mod tests {
         );
         assert_eq!(Joined::from_reply(Value::Array(vec![s("full")])), Some(Joined::Full));
         assert_eq!(Joined::from_reply(Value::Array(vec![s("retry")])), Some(Joined::Retry));
+        assert_eq!(Joined::from_reply(Value::Array(vec![s("lost")])), Some(Joined::Lost));
         assert_eq!(Joined::from_reply(Value::Array(vec![s("ok"), Value::Int(1)])), None);
         assert_eq!(Joined::from_reply(Value::Int(1)), None);
         // Places past the room's size, and sizes past any room's, are refused.
@@ -1006,6 +1047,31 @@ mod tests {
         assert_eq!(seq.expire(later(20) + GAP_WAIT), (1, vec!['g', 'h']));
         assert_eq!(seq.accept(8, 'i', later(2000)), ['i']);
         assert_eq!(seq.expire(later(9000)), (0, vec![]), "no gap, nothing to give up");
+    }
+
+    #[test]
+    fn each_heartbeat_looks_at_the_next_rooms_in_turn_and_every_room_is_looked_at() {
+        let keys = |range: std::ops::Range<usize>| range.map(|n| RoomKey(format!("{n:05}"))).collect::<Vec<_>>();
+        let mut after = None;
+        // Few rooms: all of them, every time.
+        assert_eq!(to_check(keys(0..3), &mut after), keys(0..3));
+        assert_eq!(to_check(keys(0..3), &mut after), keys(0..3));
+        // More than a heartbeat looks at: the next ones, whatever order they come in, then
+        // the first ones again.
+        let many = 2 * CHECKED_EACH_BEAT + 10;
+        let mut shuffled = keys(0..many);
+        shuffled.reverse();
+        let mut after = None;
+        assert_eq!(to_check(shuffled.clone(), &mut after), keys(0..CHECKED_EACH_BEAT));
+        assert_eq!(to_check(shuffled.clone(), &mut after), keys(CHECKED_EACH_BEAT..2 * CHECKED_EACH_BEAT));
+        let wrapped = to_check(shuffled, &mut after);
+        assert_eq!(wrapped[..10], keys(2 * CHECKED_EACH_BEAT..many));
+        assert_eq!(wrapped[10..], keys(0..CHECKED_EACH_BEAT - 10));
+        // The last room looked at is gone: the next after it still come next.
+        let mut after = Some(RoomKey("00001x".into()));
+        assert_eq!(to_check(keys(0..4), &mut after), [keys(2..4), keys(0..2)].concat());
+        assert_eq!(to_check(vec![], &mut after), vec![]);
+        assert_eq!(after, None);
     }
 
     #[test]

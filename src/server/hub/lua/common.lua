@@ -27,11 +27,12 @@ local function room_of(room)
   return places, size, ver
 end
 
--- Whether an instance heartbeat within the TTL. Versions and heartbeats are Redis's own
--- clock, the one clock every instance shares.
-local function alive(instances, instance, now, ttl)
+-- Whether an instance stopped: its last heartbeat is older than the TTL. Versions and
+-- heartbeats are Redis's own clock, the one clock every instance shares. One that Redis does
+-- not know is not taken for dead: Redis lost the heartbeats, and it has yet to beat again.
+local function dead(instances, instance, now, ttl)
   local seen = redis.call('ZSCORE', instances, instance)
-  return seen ~= false and seen ~= nil and tonumber(seen) >= now - ttl
+  return seen ~= false and seen ~= nil and tonumber(seen) < now - ttl
 end
 
 -- Every instance with someone in the room.
@@ -43,9 +44,25 @@ local function instances_in(places, into)
   return into
 end
 
+-- Keeps each instance's set of rooms exact: it lists a room while the room has a place of
+-- that instance. A join reads these sets to tell a room Redis lost from a new one.
+-- `before`: the instances the room had before the change (and maybe more).
+local function index(rk, before, places)
+  local after = instances_in(places, {})
+  for instance in pairs(before) do
+    if not after[instance] then
+      redis.call('SREM', 'duo:inst:' .. instance .. ':rooms', rk)
+    end
+  end
+  for instance in pairs(after) do
+    redis.call('SADD', 'duo:inst:' .. instance .. ':rooms', rk)
+  end
+end
+
 -- Writes the changed places (their content, or false when freed) under a new version, and
 -- sends the change, in one message, to every instance in `told` but `except`. A version is
 -- Redis's clock in ms (or one more than the last), so it keeps growing if Redis restarts empty.
+-- `told` holds at least every instance the room had before the change.
 local function commit(room, rk, size, ver, places, changed, told, except)
   local new_ver = string.format('%.0f', math.max(ver + 1, now_ms()))
   local event = { 'P ' .. rk .. ' ' .. new_ver }
@@ -62,6 +79,7 @@ local function commit(room, rk, size, ver, places, changed, told, except)
   else
     redis.call('HSET', room, 'size', size, 'ver', new_ver)
   end
+  index(rk, told, places)
   local text = table.concat(event, '\n')
   for instance in pairs(told) do
     if instance ~= except then
@@ -80,4 +98,26 @@ local function listed(places, size, out)
     end
   end
   return out
+end
+
+-- Puts back what an instance (`me`) knows of a room, given as place, content, ... from
+-- `argv[first]` on, wherever Redis has the place free; Redis keeps what it has. Each place put
+-- back goes into `places` and `changed`, and its instance into `told`.
+local function put_back(instances, size, places, changed, told, me, now, ttl, argv, first)
+  for k = first, #argv, 2 do
+    local i, c = tonumber(argv[k]), argv[k + 1]
+    local _, instance = parse(c)
+    if i < size and not places[i] then
+      if instance ~= me and not redis.call('ZSCORE', instances, instance) then
+        -- Redis lost its heartbeats too: taken to be alive now, swept after the TTL if not.
+        redis.call('ZADD', instances, now, instance)
+      end
+      if instance == me or not dead(instances, instance, now, ttl) then
+        -- If the person left meanwhile, their instance hears of them here and takes them out.
+        places[i] = c
+        changed[i] = c
+        told[instance] = true
+      end
+    end
+  end
 end

@@ -1,16 +1,44 @@
--- Takes a place, atomically: two instances can never both get the last one.
--- KEYS: the room, the instances' heartbeats, this instance's rooms.
+-- Takes a place, atomically: two instances can never both get the last one, and no one gets
+-- a place in a room Redis lost while people may still be in it.
+-- KEYS: the room, the instances' heartbeats.
 -- ARGV: this instance, the peer id, its public id or '-', the room size for a new room, the
--- room key, the heartbeat TTL in ms.
--- Returns {'full'}; {'retry'} (the peer id is taken: draw another); or {'ok', place, version,
--- size, place, content, ...} with every occupied place, the new one included.
-local room, instances, my_rooms = KEYS[1], KEYS[2], KEYS[3]
+-- room key, the heartbeat TTL in ms, then, if this instance has people in the room, what it
+-- knows of it: place, content, place, content, ...
+-- Returns {'full'}; {'retry'} (the peer id is taken: draw another); {'lost'} (Redis lost the
+-- room, whose people's instances have not put it back yet: try again); or {'ok', place,
+-- version, size, place, content, ...} with every occupied place, the new one included.
+local room, instances = KEYS[1], KEYS[2]
 local me, peer, public, rk, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[5], tonumber(ARGV[6])
 local now = now_ms()
+
+-- Whether a room Redis does not have may still have people somewhere: Redis forgot this
+-- instance (it lost everything, and this instance has not beaten since), or lately lost
+-- everything (instances may not have put their rooms back yet), or a live instance lists the
+-- room (its key alone was lost).
+local function may_be_held()
+  if not redis.call('ZSCORE', instances, me) or redis.call('EXISTS', 'duo:recovering') == 1 then
+    return true
+  end
+  for _, instance in ipairs(redis.call('ZRANGEBYSCORE', instances, now - ttl, '+inf')) do
+    if redis.call('SISMEMBER', 'duo:inst:' .. instance .. ':rooms', rk) == 1 then
+      return true
+    end
+  end
+  return false
+end
+
 local places, size, ver = room_of(room)
-size = size or tonumber(ARGV[4])
 local told = instances_in(places, {})
 local changed, mine = {}, nil
+if not size then
+  size = tonumber(ARGV[4])
+  if #ARGV > 6 then
+    -- Lost while this instance has people in it: they are put back before anyone new comes.
+    put_back(instances, size, places, changed, told, me, now, ttl, ARGV, 7)
+  elseif may_be_held() then
+    return { 'lost' }
+  end
+end
 for i = 0, size - 1 do
   local c = places[i]
   if c then
@@ -18,7 +46,7 @@ for i = 0, size - 1 do
     if p == peer then
       return { 'retry' }
     end
-    if instance ~= me and not alive(instances, instance, now, ttl) then
+    if instance ~= me and dead(instances, instance, now, ttl) then
       -- Left behind by an instance that died and is not swept yet.
       places[i] = nil
       changed[i] = false
@@ -37,10 +65,13 @@ if not mine then
   end
 end
 if not mine then
+  if next(changed) then
+    -- What was put back stays, full as it is.
+    commit(room, rk, size, ver, places, changed, told, me)
+  end
   return { 'full' }
 end
 places[mine] = peer .. ' ' .. me .. ' ' .. public
 changed[mine] = places[mine]
 local new_ver = commit(room, rk, size, ver, places, changed, told, me)
-redis.call('SADD', my_rooms, rk)
 return listed(places, size, { 'ok', mine, new_ver, size })

@@ -1,7 +1,7 @@
 -- Frees a person's place, if it is still theirs (someone may have taken it over since).
--- KEYS: the room, this instance's rooms. ARGV: this instance, the peer id, the room key.
+-- KEYS: the room. ARGV: this instance, the peer id, the room key.
 -- Returns 1 if the place was freed.
-local room, my_rooms = KEYS[1], KEYS[2]
+local room = KEYS[1]
 local me, peer, rk = ARGV[1], ARGV[2], ARGV[3]
 local places, size, ver = room_of(room)
 local at = nil
@@ -17,7 +17,4 @@ end
 local told = instances_in(places, {})
 places[at] = nil
 commit(room, rk, size, ver, places, { [at] = false }, told, me)
-if not instances_in(places, {})[me] then
-  redis.call('SREM', my_rooms, rk)
-end
 return 1

@@ -1,11 +1,21 @@
--- Every second, on every instance: this instance's heartbeat, and the sweep of instances
--- silent past the TTL (a few at a time), whose people are freed and announced as gone.
--- KEYS: the instances' heartbeats. ARGV: this instance, the TTL in ms.
--- Returns {1 if Redis did not know this instance (it restarted, or swept it), instances swept}.
+-- Every second, on every instance: this instance's heartbeat, the sweep of instances silent
+-- past the TTL (a few at a time), whose people are freed and announced as gone, and a look at
+-- whether Redis still has some of this instance's rooms.
+-- KEYS: the instances' heartbeats. ARGV: this instance, the TTL in ms, 1 if it beat before
+-- (else 0), then room keys of rooms where it has people.
+-- Returns {1 if Redis did not know this instance (it restarted, or swept it), instances swept,
+-- room key, ...} with the rooms of ARGV that Redis does not have.
 local instances = KEYS[1]
 local me, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local absent = redis.call('ZADD', instances, now, me)
+-- `duo:epoch` lasts as long as Redis keeps its data. Missing once this instance beat before:
+-- Redis lost everything, rooms of live instances included. Until each had a heartbeat's time
+-- to put its rooms back, a join refuses a room Redis does not have rather than take it for a
+-- new one.
+if redis.call('SET', 'duo:epoch', now, 'NX') and ARGV[3] == '1' then
+  redis.call('SET', 'duo:recovering', '1', 'PX', ttl)
+end
 local dead = redis.call('ZRANGEBYSCORE', instances, '-inf', '(' .. (now - ttl), 'LIMIT', 0, 4)
 for _, d in ipairs(dead) do
   local their_rooms = 'duo:inst:' .. d .. ':rooms'
@@ -28,4 +38,10 @@ for _, d in ipairs(dead) do
   redis.call('DEL', their_rooms)
   redis.call('ZREM', instances, d)
 end
-return { absent, #dead }
+local reply = { absent, #dead }
+for k = 4, #ARGV do
+  if redis.call('EXISTS', 'duo:room:' .. ARGV[k]) == 0 then
+    table.insert(reply, ARGV[k])
+  end
+end
+return reply
