@@ -16,7 +16,9 @@ use tracing::{debug, info, warn, Instrument};
 use crate::{
     protocol::{check_client_frame, check_join_frame, close_code, BadMessage, ErrorCode, Message},
     room::RoomId,
-    server::hub::{self, room_log_name, Delivery, Frame, Hub, Kick, Mailbox, Membership, Outbound, Refusal, Unsent},
+    server::hub::{
+        self, room_log_name, Delivery, Frame, Hub, Kick, Mailbox, Membership, Outbound, Refusal, Unsent, STALL,
+    },
     server::limits::{Admit, LogThrottle, Open},
     server::websocket::{Cut, Socket},
 };
@@ -306,7 +308,7 @@ impl Session {
                             return;
                         }
                         Delivery::Write(outbound) => {
-                            if !self.write_queued(outbound, mailbox).await {
+                            if !self.write_queued(outbound, &membership).await {
                                 return;
                             }
                         }
@@ -382,8 +384,10 @@ impl Session {
     }
 
     /// Writes `first` and every frame already queued behind it, flushing once: a busy peer's
-    /// frames share system calls and packets. Gives up at once if the hub kicks this peer.
-    async fn write_queued(&mut self, first: Outbound, mailbox: &Mailbox) -> bool {
+    /// frames share system calls and packets. Gives up at once if the hub kicks this peer, and
+    /// drops it as too slow if the write is stuck while frames for it no longer fit.
+    async fn write_queued(&mut self, first: Outbound, membership: &Membership) -> bool {
+        let mailbox = &*membership.mailbox;
         let socket = &mut self.socket;
         let write = async {
             let mut next = Some(first);
@@ -396,9 +400,23 @@ impl Session {
             }
             socket.flush().await
         };
+        // Checked only while a write is stuck (a write that completes at once never arms it).
+        let stuck = async {
+            loop {
+                tokio::time::sleep(STALL).await;
+                if mailbox.overflowing(std::time::Instant::now()) {
+                    return;
+                }
+            }
+        };
         tokio::select! {
+            biased;
             written = timeout(WRITE_TIMEOUT, write) => matches!(written, Ok(Ok(()))),
             _ = mailbox.kicked() => false,
+            () = stuck => {
+                membership.too_slow();
+                false
+            }
         }
     }
 

@@ -90,6 +90,8 @@ struct MailboxState {
     shares: Vec<(PeerId, usize, usize)>,
     /// When the reader last took a frame, or frames began to wait, whichever came later.
     progress: Instant,
+    /// A frame did not fit since the reader last took one.
+    overflowed: bool,
     /// Set when the hub ends this connection (shutdown, replaced, or the queue overflowed).
     kick: Option<Kick>,
     /// The reading task, while it waits; taken by whoever wakes it, so a burst of frames
@@ -120,6 +122,7 @@ impl Mailbox {
             bytes: 0,
             shares: Vec::new(),
             progress: now,
+            overflowed: false,
             kick: None,
             waiting: None,
         };
@@ -166,6 +169,7 @@ impl Mailbox {
             }
         }
         state.progress = Instant::now();
+        state.overflowed = false;
         Some(outbound)
     }
 
@@ -216,6 +220,7 @@ impl Mailbox {
                 return Err(Overflow::Reader);
             }
             if outbound.from != Source::Hub {
+                state.overflowed = true;
                 return Err(Overflow::Sender);
             }
         }
@@ -235,6 +240,13 @@ impl Mailbox {
         state.frames.push_back(outbound);
         wake_reader(state);
         Ok(())
+    }
+
+    /// Whether, at `now`, the reader has stopped reading (as [`Mailbox::push`] would judge at
+    /// the next frame): a frame did not fit, and it has taken none for [`STALL`].
+    pub(crate) fn overflowing(&self, now: Instant) -> bool {
+        let state = lock(&self.state);
+        state.overflowed && !state.frames.is_empty() && now.saturating_duration_since(state.progress) >= STALL
     }
 
     /// Ends the connection: what was queued for it will never be written, so it goes now.

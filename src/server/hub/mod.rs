@@ -31,7 +31,7 @@ use self::{
     shared::{Link, Remote, Snapshot},
 };
 pub(crate) use self::{
-    mailbox::{Delivery, Frame, Kick, Mailbox, Outbound, Source},
+    mailbox::{Delivery, Frame, Kick, Mailbox, Outbound, Source, STALL},
     shared::RedisSettings,
 };
 use crate::{
@@ -640,6 +640,13 @@ impl Hub {
             Err(Overflow::Sender) => return Err(Busy),
             Err(Overflow::Reader) => {}
         }
+        self.evict(places, index, now);
+        Ok(())
+    }
+
+    /// Drops the person at `index` as too slow: told to close, and announced to the others
+    /// (any of them whose queue has no room for that, and who stopped reading, goes too).
+    fn evict(&self, places: &mut Places, index: usize, now: Instant) {
         let HubSettings { outbox, queued_budget, .. } = self.settings;
         let mut leaving = vec![index];
         while let Some(index) = leaving.pop() {
@@ -664,7 +671,6 @@ impl Hub {
                 }
             }
         }
-        Ok(())
     }
 
     /// How much of one person's mailbox another person's frames may fill: an equal part for
@@ -727,6 +733,18 @@ impl Membership {
     }
 }
 
+impl Membership {
+    /// Drops this connection as too slow: its writes are stuck, and frames for it no longer
+    /// fit while it has taken none for [`STALL`]. What the hub would do at the next
+    /// frame for it, for a reader nobody sends anything more.
+    pub(crate) fn too_slow(&self) {
+        let mut places = lock(&self.room.places);
+        if let Some(me) = place_of(&places.seats, self.peer_id) {
+            self.hub.evict(&mut places, me, Instant::now());
+        }
+    }
+}
+
 impl Drop for Membership {
     fn drop(&mut self) {
         let mut rooms = lock(&self.hub.rooms);
@@ -750,7 +768,7 @@ impl Drop for Membership {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::{mailbox::STALL, *};
+    use super::*;
 
     fn hub(capacity: usize) -> Arc<Hub> {
         hub_with(capacity, 64 << 20)
@@ -1131,5 +1149,35 @@ mod tests {
         assert_eq!(b.relay(Frame::from("{}"), Some(d.peer_id), later), Err(Busy.into()));
         drop(c);
         assert_eq!((queued(&d), kick_of(&d)), (13, None), "c's PEER_LEFT is queued too");
+    }
+
+    #[test]
+    fn a_reader_stuck_while_its_frames_no_longer_fit_is_dropped_though_nothing_more_comes() {
+        let hub = hub(4);
+        let a = join(&hub, room("r"), None).unwrap();
+        let b = join(&hub, room("r"), None).unwrap();
+        let _ = take_frame(&a); // PEER_JOINED
+        let start = Instant::now();
+        for _ in 0..4 {
+            a.relay(Frame::from("{}"), None, start).unwrap();
+        }
+        assert!(!b.mailbox.overflowing(start + STALL), "full, but nothing was refused");
+        assert_eq!(a.relay(Frame::from("{}"), None, start), Err(Busy.into()));
+        assert!(!b.mailbox.overflowing(start), "not stalled yet");
+        // b's writer, stuck, sees this once STALL has passed since frames began to wait.
+        let later = Instant::now() + STALL;
+        assert!(b.mailbox.overflowing(later));
+        b.too_slow();
+        assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW));
+        assert_eq!(next(&a), Message::PeerLeft(PeerInfo { peer_id: b.peer_id, polite: None, public_id: None }));
+        // Taking a frame clears it.
+        let c = join(&hub, room("s"), None).unwrap();
+        let d = join(&hub, room("s"), None).unwrap();
+        let _ = take_frame(&c);
+        for _ in 0..5 {
+            let _ = c.relay(Frame::from("{}"), None, start);
+        }
+        assert!(take_frame(&d).is_some());
+        assert!(!d.mailbox.overflowing(Instant::now() + STALL));
     }
 }
