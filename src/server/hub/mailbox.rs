@@ -100,6 +100,11 @@ struct MailboxState {
 }
 
 impl MailboxState {
+    /// Whether frames have waited [`STALL`] or longer at `now` without the reader taking one.
+    fn stalled(&self, now: Instant) -> bool {
+        !self.frames.is_empty() && now.saturating_duration_since(self.progress) >= STALL
+    }
+
     /// Keeps the reading task's waker, to be woken by the next frame or the kick.
     fn wait<T>(&mut self, waker: &Waker) -> Poll<T> {
         if !self.waiting.as_ref().is_some_and(|w| w.will_wake(waker)) {
@@ -215,8 +220,7 @@ impl Mailbox {
             frames >= share.frames || bytes + len > share.bytes
         });
         if full || over_share || (behind && self.queued.load(Ordering::Relaxed) + len > budget) {
-            let stalled = !state.frames.is_empty() && now.saturating_duration_since(state.progress) >= STALL;
-            if stalled {
+            if state.stalled(now) {
                 return Err(Overflow::Reader);
             }
             if outbound.from != Source::Hub {
@@ -246,7 +250,7 @@ impl Mailbox {
     /// the next frame): a frame did not fit, and it has taken none for [`STALL`].
     pub(crate) fn overflowing(&self, now: Instant) -> bool {
         let state = lock(&self.state);
-        state.overflowed && !state.frames.is_empty() && now.saturating_duration_since(state.progress) >= STALL
+        state.overflowed && state.stalled(now)
     }
 
     /// Ends the connection: what was queued for it will never be written, so it goes now.

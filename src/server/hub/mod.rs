@@ -866,8 +866,9 @@ mod tests {
         assert_eq!((hub.room_count(), hub.peer_count()), (0, 0));
     }
 
-    #[test]
-    fn a_slow_reader_is_evicted_instead_of_queueing_forever() {
+    /// A room of two in a hub whose queues hold 4 frames, with b's filled by a at the instant
+    /// returned.
+    fn a_filling_bs_queue() -> (Arc<Hub>, Membership, Membership, Instant) {
         let hub = hub(4);
         let a = join(&hub, room("r"), None).unwrap();
         let b = join(&hub, room("r"), None).unwrap();
@@ -876,6 +877,12 @@ mod tests {
         for _ in 0..4 {
             a.relay(Frame::from("{}"), None, start).unwrap();
         }
+        (hub, a, b, start)
+    }
+
+    #[test]
+    fn a_slow_reader_is_evicted_instead_of_queueing_forever() {
+        let (_hub, a, b, start) = a_filling_bs_queue();
         // Full at once: b may just not have had its turn yet, so the sender is refused.
         assert_eq!(a.relay(Frame::from("{}"), None, start), Err(Busy.into()));
         assert_eq!(kick_of(&b), None);
@@ -1153,14 +1160,7 @@ mod tests {
 
     #[test]
     fn a_reader_stuck_while_its_frames_no_longer_fit_is_dropped_though_nothing_more_comes() {
-        let hub = hub(4);
-        let a = join(&hub, room("r"), None).unwrap();
-        let b = join(&hub, room("r"), None).unwrap();
-        let _ = take_frame(&a); // PEER_JOINED
-        let start = Instant::now();
-        for _ in 0..4 {
-            a.relay(Frame::from("{}"), None, start).unwrap();
-        }
+        let (hub, a, b, start) = a_filling_bs_queue();
         assert!(!b.mailbox.overflowing(start + STALL), "full, but nothing was refused");
         assert_eq!(a.relay(Frame::from("{}"), None, start), Err(Busy.into()));
         assert!(!b.mailbox.overflowing(start), "not stalled yet");
