@@ -16,8 +16,9 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Browsers (Chromium; Firefox ESR, which the tests drive through puppeteer-core), TURN server,
 # TLS reverse proxy, the tool that makes test certificates, the one that checks the
-# systemd unit (systemd-analyze), and Redis and HAProxy for several instances (issue 20).
-apt_packages=(chromium firefox-esr coturn nginx-light openssl systemd redis-server haproxy)
+# systemd unit (systemd-analyze), Redis and HAProxy for several instances (issue 20), and
+# nftables for the NATs of the test of a call that cannot connect (end2end/tests/netns.ts).
+apt_packages=(chromium firefox-esr coturn nginx-light openssl systemd redis-server haproxy nftables)
 have_wasm_std() { [ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-unknown-unknown/lib" ]; }
 
 apt_install() {

@@ -66,10 +66,14 @@ pub enum Message {
     /// The sender hung up. Relayed; `content` is ignored.
     #[serde(rename = "BYE")]
     Bye(Option<Ignored>),
-    /// From a client that connected with `join=later`: take my place in the room now.
-    /// `content` is ignored.
+    /// From a client that connected with `join=later`: take my place in the room now, under
+    /// this display name, if any.
     #[serde(rename = "JOIN")]
-    Join(Option<Ignored>),
+    Join(Option<JoinRequest>),
+    /// From a client in its room: its display name as those waiting to join see it (empty:
+    /// none). Not relayed: the others in the call hear it over the data channel.
+    #[serde(rename = "NAME")]
+    Name(String),
     /// From the server, first on every connection once it has joined.
     #[serde(rename = "WELCOME")]
     Welcome(Welcome),
@@ -82,6 +86,38 @@ pub enum Message {
     /// From the server: something the client sent was refused.
     #[serde(rename = "ERROR")]
     Error(ErrorBody),
+    /// From the server, to a connection waiting to join (`join=later`) and to no one else:
+    /// who is in the room, when it connects and after every change.
+    #[serde(rename = "PRESENT")]
+    Present(Present),
+}
+
+/// `JOIN`'s content.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The display name, as typed: the server cleans it with [`display_name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Who is in a room, as a connection waiting to join it sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Present {
+    /// Everyone in the room, by place (the order they came, but a newcomer takes the lowest
+    /// free place): at most the room's size.
+    pub people: Vec<Person>,
+}
+
+/// One person in a room: what anyone with the call link may know of them. Never a peer id
+/// (it names a connection, to address frames to) nor anything of the session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    /// As in [`PeerInfo::public_id`].
+    #[serde(default)]
+    pub public_id: Option<String>,
+    /// Their display name, cleaned with [`display_name`]; `None` when they gave none.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// A JSON value whose contents do not matter (BYE's optional content).
@@ -346,7 +382,16 @@ pub enum BadMessage {
     BadRecipient,
 }
 
-/// A client's frame that passed [`check_client_frame`]: what it is, and for whom.
+/// A client's frame that passed [`check_client_frame`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientMessage<'a> {
+    /// A frame to relay to another person.
+    Relay(ClientFrame<'a>),
+    /// `NAME`: the sender's display name, cleaned with [`display_name`] (`None`: none).
+    Name(Option<String>),
+}
+
+/// A relayed frame that passed [`check_client_frame`]: what it is, and for whom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientFrame<'a> {
     pub kind: Relayed,
@@ -424,8 +469,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for JsonString<'a> {
 }
 
 /// Checks a client's text frame against the protocol: whether it is well-formed, what it is,
-/// and for whom. The server forwards the original text, or [`ClientFrame::stamped`].
-pub fn check_client_frame(text: &str) -> Result<ClientFrame<'_>, BadMessage> {
+/// and for whom. The server forwards a relayed frame's original text, or
+/// [`ClientFrame::stamped`].
+pub fn check_client_frame(text: &str) -> Result<ClientMessage<'_>, BadMessage> {
     let envelope = envelope(text)?;
     let to = match envelope.to {
         None => None,
@@ -441,23 +487,40 @@ pub fn check_client_frame(text: &str) -> Result<ClientFrame<'_>, BadMessage> {
         "SDP" => (Relayed::Sdp, |c| serde_json::from_str::<SdpShape>(c).map(drop)),
         "CANDIDATE" => (Relayed::Candidate, |c| serde_json::from_str::<Option<CandidateShape>>(c).map(drop)),
         "BYE" => (Relayed::Bye, |_| Ok(())),
+        // Not relayed (`to` is no matter): for those waiting to join.
+        "NAME" => {
+            let name: String = serde_json::from_str(content)
+                .map_err(|e| BadMessage::BadContent { message_type: "NAME", reason: e.to_string() })?;
+            return Ok(ClientMessage::Name(display_name(&name)));
+        }
         "JOIN" => return Err(BadMessage::JoinedAlready),
         "WELCOME" => return Err(BadMessage::ServerOnly("WELCOME")),
         "PEER_JOINED" => return Err(BadMessage::ServerOnly("PEER_JOINED")),
         "PEER_LEFT" => return Err(BadMessage::ServerOnly("PEER_LEFT")),
         "ERROR" => return Err(BadMessage::ServerOnly("ERROR")),
+        "PRESENT" => return Err(BadMessage::ServerOnly("PRESENT")),
         other => return Err(BadMessage::UnknownType(truncate(other, 64))),
     };
     check(content)
         .map_err(|e| BadMessage::BadContent { message_type: relayed.message_type(), reason: e.to_string() })?;
-    Ok(ClientFrame { kind: relayed, to, content, addressed })
+    Ok(ClientMessage::Relay(ClientFrame { kind: relayed, to, content, addressed }))
 }
 
 /// Checks a frame of a connection opened with `join=later` that has not joined yet: it may
-/// only ask to join.
-pub fn check_join_frame(text: &str) -> Result<(), BadMessage> {
-    match envelope(text)?.message_type.as_deref() {
-        Some("JOIN") => Ok(()),
+/// only ask to join. Returns the display name it joins under, cleaned with [`display_name`].
+pub fn check_join_frame(text: &str) -> Result<Option<String>, BadMessage> {
+    let envelope = envelope(text)?;
+    match envelope.message_type.as_deref() {
+        Some("JOIN") => {
+            let content = envelope.content.map_or("null", RawValue::get);
+            // Content other than an object is ignored, as it was before names.
+            if !content.starts_with('{') {
+                return Ok(None);
+            }
+            let request: JoinRequest = serde_json::from_str(content)
+                .map_err(|e| BadMessage::BadContent { message_type: "JOIN", reason: e.to_string() })?;
+            Ok(request.name.as_deref().and_then(display_name))
+        }
         Some(_) => Err(BadMessage::NotJoined),
         None => Err(BadMessage::MissingType),
     }
@@ -482,6 +545,14 @@ fn truncate(s: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A frame to relay, as [`check_client_frame`] judged it.
+    fn relayed(text: &str) -> Result<ClientFrame<'_>, BadMessage> {
+        match check_client_frame(text)? {
+            ClientMessage::Relay(frame) => Ok(frame),
+            other => panic!("{text}: not relayed but {other:?}"),
+        }
+    }
 
     #[test]
     fn a_display_name_is_cleaned_and_cut_and_an_empty_one_is_none() {
@@ -586,6 +657,10 @@ mod tests {
             Message::PeerJoined(PeerInfo { peer_id: PeerId(1), polite: Some(false), public_id: Some("p2".into()) }),
             Message::PeerLeft(PeerInfo { peer_id: PeerId(1), polite: None, public_id: None }),
             Message::error(ErrorCode::RoomFull, "full"),
+            Message::Join(None),
+            Message::Join(Some(JoinRequest { name: Some("Ada".into()) })),
+            Message::Name("Ada".into()),
+            Message::Present(Present { people: vec![Person { public_id: Some("p1".into()), name: None }] }),
         ];
         for message in all {
             let text = message.to_json();
@@ -613,7 +688,7 @@ mod tests {
             (r#"{"message_type":"BYE","content":{"reason":"done"}}"#, Relayed::Bye),
         ];
         for (text, expected) in ok {
-            let frame = check_client_frame(text).expect(text);
+            let frame = relayed(text).expect(text);
             assert_eq!((frame.kind, frame.to), (expected, None), "{text}");
             assert_eq!(frame.stamped(PeerId(7)), None, "relayed as sent: {text}");
         }
@@ -622,26 +697,23 @@ mod tests {
     #[test]
     fn an_addressed_frame_is_forwarded_with_the_servers_from_stamp() {
         let text = r#"{"message_type":"SDP", "content": {"type":"offer","sdp":"v=0\r\n"}, "to": 8}"#;
-        let frame = check_client_frame(text).unwrap();
+        let frame = relayed(text).unwrap();
         assert_eq!((frame.kind, frame.to), (Relayed::Sdp, Some(PeerId(8))));
         let stamped = frame.stamped(PeerId(7)).unwrap();
         assert_eq!(stamped, r#"{"message_type":"SDP","content":{"type":"offer","sdp":"v=0\r\n"},"to":8,"from":7}"#);
         assert!(matches!(serde_json::from_str(&stamped), Ok(Message::Sdp(_))));
         // A `from` the client wrote is replaced, with or without `to`.
         for forged in [r#"{"message_type":"BYE","from":99}"#, r#"{"message_type":"BYE","to":8,"from":99}"#] {
-            let stamped = check_client_frame(forged).unwrap().stamped(PeerId(7)).unwrap();
+            let stamped = relayed(forged).unwrap().stamped(PeerId(7)).unwrap();
             let value: serde_json::Value = serde_json::from_str(&stamped).unwrap();
             assert_eq!(value["from"], 7, "{stamped}");
             assert!(!stamped.contains("99"), "{stamped}");
         }
         let top = (1u64 << 53) - 1;
-        assert_eq!(
-            check_client_frame(&format!(r#"{{"message_type":"BYE","to":{top}}}"#)).unwrap().to,
-            Some(PeerId(top))
-        );
+        assert_eq!(relayed(&format!(r#"{{"message_type":"BYE","to":{top}}}"#)).unwrap().to, Some(PeerId(top)));
         for bad in [r#""8""#, "-1", "1.5", "9007199254740992", "[8]"] {
             let text = format!(r#"{{"message_type":"BYE","to":{bad}}}"#);
-            assert_eq!(check_client_frame(&text), Err(BadMessage::BadRecipient), "{text}");
+            assert_eq!(relayed(&text), Err(BadMessage::BadRecipient), "{text}");
         }
     }
 
@@ -688,8 +760,9 @@ mod tests {
 
     #[test]
     fn a_connection_that_joins_later_may_only_ask_to_join_until_it_has() {
-        assert_eq!(check_join_frame(&Message::Join(None).to_json()), Ok(()));
-        assert_eq!(check_join_frame(r#"{"message_type":"JOIN","content":{"x":1}}"#), Ok(()));
+        assert_eq!(check_join_frame(&Message::Join(None).to_json()), Ok(None));
+        assert_eq!(check_join_frame(r#"{"message_type":"JOIN","content":{"x":1}}"#), Ok(None));
+        assert_eq!(check_join_frame(r#"{"message_type":"JOIN","content":"Ada"}"#), Ok(None), "not an object: ignored");
         for early in [r#"{"message_type":"BYE"}"#, r#"{"message_type":"SDP","content":{"type":"offer","sdp":""}}"#] {
             assert_eq!(check_join_frame(early), Err(BadMessage::NotJoined), "{early}");
         }
@@ -700,8 +773,66 @@ mod tests {
     }
 
     #[test]
+    fn a_name_comes_with_join_or_in_name_cleaned_as_the_browsers_clean_it_and_only_as_a_string() {
+        let join = Message::Join(Some(JoinRequest { name: Some(" Ada\u{202e} ".into()) }));
+        assert_eq!(
+            serde_json::to_value(&join).unwrap(),
+            json!({"message_type": "JOIN", "content": {"name": " Ada\u{202e} "}})
+        );
+        assert_eq!(check_join_frame(&join.to_json()), Ok(Some("Ada".into())));
+        assert_eq!(check_join_frame(r#"{"message_type":"JOIN","content":{"name":null}}"#), Ok(None));
+        assert_eq!(check_join_frame(r#"{"message_type":"JOIN","content":{"name":"\u200b"}}"#), Ok(None));
+        let rename = Message::Name(format!("{}!", "B".repeat(MAX_NAME_CHARS)));
+        assert_eq!(check_client_frame(&rename.to_json()), Ok(ClientMessage::Name(Some("B".repeat(MAX_NAME_CHARS)))));
+        assert_eq!(check_client_frame(r#"{"message_type":"NAME","content":""}"#), Ok(ClientMessage::Name(None)));
+        assert_eq!(
+            check_client_frame(r#"{"message_type":"NAME","content":"Eve","to":8}"#),
+            Ok(ClientMessage::Name(Some("Eve".into())))
+        );
+        for bad in ["7", "null", r#"{"name":"Ada"}"#, r#"["Ada"]"#, "true"] {
+            let name = format!(r#"{{"message_type":"NAME","content":{bad}}}"#);
+            assert!(
+                matches!(check_client_frame(&name), Err(BadMessage::BadContent { message_type: "NAME", .. })),
+                "{name}"
+            );
+            let join = format!(r#"{{"message_type":"JOIN","content":{{"name":{bad}}}}}"#);
+            if bad != "null" {
+                assert!(
+                    matches!(check_join_frame(&join), Err(BadMessage::BadContent { message_type: "JOIN", .. })),
+                    "{join}"
+                );
+            }
+        }
+        assert!(matches!(check_client_frame(r#"{"message_type":"NAME"}"#), Err(BadMessage::BadContent { .. })));
+        // Before joining, a name comes only with JOIN.
+        assert_eq!(check_join_frame(&rename.to_json()), Err(BadMessage::NotJoined));
+    }
+
+    #[test]
+    fn presence_names_people_by_public_id_and_name_only() {
+        let present = Message::Present(Present {
+            people: vec![
+                Person { public_id: Some("p1".into()), name: Some("Ada".into()) },
+                Person { public_id: None, name: None },
+            ],
+        });
+        assert_eq!(
+            serde_json::to_value(&present).unwrap(),
+            json!({"message_type": "PRESENT", "content": {"people": [
+                {"public_id": "p1", "name": "Ada"},
+                {"public_id": null, "name": null},
+            ]}})
+        );
+        assert_eq!(
+            check_client_frame(&present.to_json()),
+            Err(BadMessage::ServerOnly("PRESENT")),
+            "no client may send it"
+        );
+    }
+
+    #[test]
     fn escaped_type_names_are_understood() {
-        assert_eq!(check_client_frame(r#"{"message_type":"\u0042YE"}"#).map(|frame| frame.kind), Ok(Relayed::Bye));
+        assert_eq!(relayed(r#"{"message_type":"\u0042YE"}"#).map(|frame| frame.kind), Ok(Relayed::Bye));
     }
 
     mod properties {
@@ -713,7 +844,8 @@ mod tests {
         /// What the server does with a frame: a kind to relay, or an `ERROR` that stays short.
         fn judge(text: &str) -> Result<Option<Relayed>, TestCaseError> {
             match check_client_frame(text) {
-                Ok(frame) => Ok(Some(frame.kind)),
+                Ok(ClientMessage::Relay(frame)) => Ok(Some(frame.kind)),
+                Ok(ClientMessage::Name(_)) => Ok(None),
                 Err(bad) => {
                     let Message::Error(body) = Message::error(ErrorCode::BadMessage, bad.to_string()) else {
                         unreachable!()

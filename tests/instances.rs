@@ -232,6 +232,63 @@ async fn redis_restarted_mid_call_sockets_stay_open_readyz_fails_and_frames_arri
     }
 }
 
+/// Reads `PRESENT`s until one names these people, in this order (`None`: no name).
+async fn sees_names(client: &mut Client, names: &[Option<&str>]) {
+    loop {
+        match client.recv().await {
+            Message::Present(present) => {
+                assert!(present.people.iter().all(|person| person.public_id.is_some()), "{present:?}");
+                if present.people.iter().map(|person| person.name.as_deref()).eq(names.iter().copied()) {
+                    return;
+                }
+            }
+            other => panic!("expected PRESENT, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn someone_waiting_on_one_instance_sees_by_name_who_is_in_the_call_on_the_other_through_a_redis_restart() {
+    let mut redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &[]);
+    let waiting_on = |server: &Server, room: &str| format!("ws://{}/ws/{room}?join=later", server.addr);
+    let join_named = |url: String, name: &'static str| async move {
+        let mut client = Client::connect_url(&url, None).await.unwrap();
+        sees_names(&mut client, &[]).await;
+        client.send_text(&format!(r#"{{"message_type":"JOIN","content":{{"name":"{name}"}}}}"#)).await;
+        assert!(matches!(client.recv().await, Message::Welcome(_)));
+        client
+    };
+    let mut ada = join_named(format!("{}&session={}", waiting_on(&a, "ada"), session("ada")), "Ada").await;
+    let bob = join_named(format!("{}&session={}", waiting_on(&a, "bob"), session("bob")), "Bob").await;
+    // Eve opens Ada's link on the other instance, where no one is in the call.
+    let mut eve = Client::connect_url(&waiting_on(&b, "ada"), None).await.unwrap();
+    sees_names(&mut eve, &[Some("Ada")]).await;
+    ada.send(&Message::Name("Ada L".into())).await;
+    sees_names(&mut eve, &[Some("Ada L")]).await;
+    // Redis restarts empty, and Zoe opens Bob's link there while it is away: once it is back,
+    // she sees Bob, and Eve goes on seeing what Ada does.
+    redis.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.readyz() != 503 || b.readyz() != 503 {
+        assert!(std::time::Instant::now() < deadline, "/readyz still says ready without Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut zoe = Client::connect_url(&waiting_on(&b, "bob"), None).await.unwrap();
+    sees_names(&mut zoe, &[]).await;
+    redis.restart();
+    a.wait_until_ready();
+    b.wait_until_ready();
+    sees_names(&mut zoe, &[Some("Bob")]).await;
+    ada.send(&Message::Name("Ada M".into())).await;
+    sees_names(&mut eve, &[Some("Ada M")]).await;
+    drop((ada, bob));
+    for waiting in [&mut eve, &mut zoe] {
+        sees_names(waiting, &[]).await;
+        waiting.expect_silence(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_instance_started_before_redis_is_not_ready_until_redis_is_up() {
     let mut redis = Redis::start();

@@ -26,7 +26,15 @@ async function openProfile(browser, link) {
   if (link) await cdp.send('Network.emulateNetworkConditions', link);
   let bytes = 0;
   cdp.on('Network.loadingFinished', (event) => { bytes += event.encodedDataLength; });
-  return { context, page, takeBytes: () => { const moved = bytes; bytes = 0; return moved; } };
+  // A visit's bytes once its network is quiet: the tab's icon is asked for after the page has
+  // loaded, often after Start is enabled, and belongs to the visit that asked for it.
+  const takeBytes = async () => {
+    await page.waitForLoadState('networkidle');
+    const moved = bytes;
+    bytes = 0;
+    return moved;
+  };
+  return { context, page, takeBytes };
 }
 
 /** Navigates and waits until Start is enabled (the wasm has hydrated); ms since navigation. */
@@ -61,9 +69,9 @@ try {
       const app = await openProfile(browser, link);
       times[name].app.push(await untilStart(app.page, url));
       if (name === 'unthrottled') {
-        first.push(app.takeBytes());
+        first.push(await app.takeBytes());
         await untilStart(app.page, url);
-        repeat.push(app.takeBytes());
+        repeat.push(await app.takeBytes());
       }
       await app.context.close();
       const floor = await openProfile(browser, link);

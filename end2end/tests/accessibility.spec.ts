@@ -3,7 +3,7 @@
 import AxeBuilder from '@axe-core/playwright';
 import { type Page } from '@playwright/test';
 import { PORT } from '../ports';
-import { test, expect, connectedPair, expectMediaFlowing, freshRoom, start, status, withCameraDenied } from './helpers';
+import { test, expect, connectedPair, expectMediaFlowing, freshRoom, openPanel, start, status, withCameraDenied } from './helpers';
 
 /**
  * What axe cannot decide by itself ("incomplete") and a person has reviewed. Anything else
@@ -21,6 +21,13 @@ const reviewed: Record<string, string> = {
  * whatever its impact (the pages have none).
  */
 async function audit(page: Page, state: string) {
+  for (const scheme of ['dark', 'light'] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await auditOnce(page, `${state} (${scheme})`);
+  }
+}
+
+async function auditOnce(page: Page, state: string) {
   const results = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']).analyze();
   const findings = results.violations.map((v) => ({
     rule: v.id, impact: v.impact, help: v.help, where: v.nodes.map((n) => n.target.join(' ')),
@@ -40,7 +47,8 @@ test('the landing page and the not-found page pass the audit', async ({ page }) 
   await audit(page, 'not-found page');
 });
 
-test('the call page passes the audit idle, before Start, and in a call with chat, statistics and devices shown', async ({ open }) => {
+test('the call page passes the audit idle, before Start, and in a call with each panel open, on a desktop and a phone', async ({ open }) => {
+  test.setTimeout(150_000);
   const room = freshRoom();
   const alice = await open(`/call/${room}`);
   await expect(alice.getByRole('button', { name: 'Start' })).toBeEnabled();
@@ -55,6 +63,8 @@ test('the call page passes the audit idle, before Start, and in a call with chat
   await start(alice);
   await start(bob);
   await expectMediaFlowing(alice);
+  await audit(alice, 'call page, in a call, no panel');
+  for (const page of [alice, bob]) await openPanel(page, 'Chat');
   await bob.getByLabel('Message').fill('hello');
   await bob.getByLabel('Message').press('Enter');
   await alice.getByLabel('Message').fill('hi there');
@@ -62,10 +72,17 @@ test('the call page passes the audit idle, before Start, and in a call with chat
   await expect(alice.getByRole('region', { name: 'Chat' }).getByRole('listitem')).toHaveCount(2);
   await bob.getByRole('button', { name: 'Mute' }).click();
   await expect(alice.getByText('The other person is muted')).toBeVisible();
-  await alice.getByText('Statistics').click();
+  await audit(alice, 'call page, in a call, chat open');
+  await openPanel(alice, 'People');
+  await audit(alice, 'call page, in a call, people open');
+  await openPanel(alice, 'More');
   await expect(alice.locator('.stats dd').first()).toBeVisible();
   await expect(alice.getByRole('combobox', { name: 'Camera' })).toBeVisible();
-  await audit(alice, 'call page, in a call');
+  await audit(alice, 'call page, in a call, devices and statistics open');
+  await alice.setViewportSize({ width: 390, height: 844 });
+  await audit(alice, 'call page, in a call on a phone, devices and statistics open');
+  await openPanel(alice, 'Chat');
+  await audit(alice, 'call page, in a call on a phone, chat open');
 });
 
 test('the page that says the camera is unavailable passes the audit', async () => {
@@ -114,7 +131,7 @@ test('a whole call works from the keyboard alone, in a sensible order, with a vi
   // Before Start, with the camera showing (the browser allows it), Mute and Camera off choose
   // how the call starts.
   await expect(alice.getByText(/^Your camera is on/)).toBeVisible();
-  expect(await tabOrder(alice)).toEqual(['Your name', 'Start', 'Mute', 'Camera off', 'Message', 'Statistics']);
+  expect(await tabOrder(alice)).toEqual(['Mute', 'Camera off', 'Your name', 'Start']);
 
   await tabTo(alice, 'Start');
   // The focus ring shows, in a colour of its own.
@@ -131,21 +148,28 @@ test('a whole call works from the keyboard alone, in a sensible order, with a vi
   await expectMediaFlowing(alice);
   await expectMediaFlowing(bob);
 
-  // In a call, Tab goes through the name, the call controls, the devices, then the chat.
-  expect(await tabOrder(alice)).toEqual(
-    ['Your name', 'Mute', 'Camera off', 'Share screen', 'Hang up', 'Camera', 'Microphone', 'Message', 'Send', 'Statistics']);
+  // In a call, Tab goes through the other person's tile, then the bar.
+  expect(await tabOrder(alice)).toEqual([
+    'Show the other person full screen', 'Show the other person in picture-in-picture',
+    'Mute', 'Camera off', 'Share screen', 'Chat', 'People', 'More', 'Hang up',
+  ]);
 
   await tabTo(alice, 'Mute');
   await alice.keyboard.press('Enter');
   await expect(alice.getByRole('button', { name: 'Mute' })).toHaveAttribute('aria-pressed', 'true');
   await expect(bob.getByText('The other person is muted')).toBeVisible();
 
-  await tabTo(alice, 'Message');
+  // The chat opens with the focus in its message field.
+  await tabTo(alice, 'Chat');
+  await alice.keyboard.press('Enter');
+  expect((await focused(alice)).name).toBe('Message');
   await alice.keyboard.type('typed, not clicked');
   await alice.keyboard.press('Enter');
+  await openPanel(bob, 'Chat');
   await expect(bob.getByRole('region', { name: 'Chat' }).getByRole('listitem')).toContainText(['typed, not clicked']);
+  await alice.keyboard.press('Escape');
 
-  await tabTo(alice, 'Statistics');
+  await tabTo(alice, 'More');
   await alice.keyboard.press('Enter');
   await expect(alice.locator('.stats dt').first()).toBeVisible();
 
@@ -160,6 +184,7 @@ test('what changes during a call is announced politely, and the videos say whose
   // The status line, the other person's state and the chat are live regions.
   await expect(alice.getByRole('status')).toHaveText('Connected.');
   await expect(alice.locator('[aria-live="polite"]').filter({ has: alice.locator('.camera-off') })).toHaveCount(1);
+  await openPanel(alice, 'Chat');
   await expect(alice.getByRole('region', { name: 'Chat' }).getByRole('list')).toHaveAttribute('aria-live', 'polite');
   await bob.getByRole('button', { name: 'Camera off' }).click();
   await expect(alice.locator('[aria-live="polite"]').getByText("The other person's camera is off")).toBeVisible();

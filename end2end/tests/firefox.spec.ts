@@ -33,8 +33,8 @@ async function call(person: OpenPerson, first: Engine, second: Engine, origin = 
 
 /** The statistics panel's value for `name`, opened as a person opens it. */
 async function statistic(person: Person, name: string) {
-  const open = await person.evaluate(() => (document.querySelector('details.stats') as HTMLDetailsElement).open, undefined);
-  if (!open) await person.press('Statistics');
+  const open = await person.evaluate(() => !(document.querySelector('#more') as HTMLElement | null)?.hidden, undefined);
+  if (!open) await person.press('More');
   return person.evaluate((name) => {
     const term = [...document.querySelectorAll('.stats dt')].find((dt) => dt.textContent === name);
     return term?.nextElementSibling?.textContent ?? null;
@@ -121,6 +121,8 @@ test('chat goes both ways between Firefox and Chromium, also before the connecti
   const chromium = await person('Chromium', `/call/${room}`);
   await firefox.press('Start');
   await chromium.press('Start');
+  await firefox.press('Chat');
+  await chromium.press('Chat');
   // Straight after Start: the data channel cannot be open yet.
   await firefox.send('Message', 'hello from Firefox');
   await expect.poll(() => chatLines(chromium)).toEqual(['Them: hello from Firefox']);

@@ -1,5 +1,5 @@
 import { type Page } from '@playwright/test';
-import { test, expect, exited, expectEveryoneVideoPlaying, freshRoom, hangUp, smallCamera, start, startServer, status, tiles, waitUntilServing } from './helpers';
+import { test, expect, exited, expectEveryoneVideoPlaying, freshRoom, hangUp, openPanel, smallCamera, start, startServer, status, tiles, waitUntilServing } from './helpers';
 import * as people from './people';
 import { chromiumPerson } from './people';
 
@@ -17,11 +17,11 @@ async function chooseName(page: Page, name: string) {
 
 const speaking = (page: Page) => people.speakingVideos(chromiumPerson(page));
 
-/** Where each remote tile sits in the video area, as fractions of its width and height. */
+/** Where each remote tile sits on the stage, as fractions of its width and height. */
 const layout = (page: Page) => page.evaluate(() => {
-  const area = document.querySelector('.videos')!.getBoundingClientRect();
+  const area = document.querySelector('.stage')!.getBoundingClientRect();
   const tenths = (fraction: number) => Math.round(fraction * 10) / 10;
-  return [...document.querySelectorAll('.videos .tile')].map((tile) => {
+  return [...document.querySelectorAll('.stage .tile:not(.own)')].map((tile) => {
     const box = tile.getBoundingClientRect();
     return {
       x: tenths((box.left - area.left) / area.width), y: tenths((box.top - area.top) / area.height),
@@ -89,13 +89,13 @@ test('four people fill a room: the fifth is told it is full, and the four keep t
   for (const page of people) await expect(status(page)).toHaveText('Connected with Guest 1, Guest 2 and Guest 3.');
   await expectEveryoneVideoPlaying(phone, 3);
 
-  // Three others fill three cells of a square, on a phone as on a desktop.
+  // Three others fill three cells of a square, this side the fourth, on a phone as on a desktop.
   const square = [{ x: 0, y: 0, w: 0.5, h: 0.5 }, { x: 0.5, y: 0, w: 0.5, h: 0.5 }, { x: 0, y: 0.5, w: 0.5, h: 0.5 }];
   for (const page of [phone, desktop]) expect(await layout(page)).toEqual(square);
-  // Two others: side by side on a desktop, one above the other on a phone.
+  // Two others: side by side above this side on a desktop, the three stacked on a phone.
   await hangUp(people[3]);
-  await expect.poll(() => layout(desktop)).toEqual([{ x: 0, y: 0, w: 0.5, h: 1 }, { x: 0.5, y: 0, w: 0.5, h: 1 }]);
-  await expect.poll(() => layout(phone)).toEqual([{ x: 0, y: 0, w: 1, h: 0.5 }, { x: 0, y: 0.5, w: 1, h: 0.5 }]);
+  await expect.poll(() => layout(desktop)).toEqual([{ x: 0, y: 0, w: 0.5, h: 0.5 }, { x: 0.5, y: 0, w: 0.5, h: 0.5 }]);
+  await expect.poll(() => layout(phone)).toEqual([{ x: 0, y: 0, w: 1, h: 0.3 }, { x: 0, y: 0.3, w: 1, h: 0.3 }]);
   // One other fills the whole view.
   await hangUp(people[2]);
   for (const page of [phone, desktop]) await expect.poll(() => layout(page)).toEqual([{ x: 0, y: 0, w: 1, h: 1 }]);
@@ -150,21 +150,22 @@ test('people go by the names they chose in tiles, the status line and chat, and 
   await expectEveryoneVideoPlaying(alice, 2);
   expect((await tiles(alice)).map((t) => t.label)).toEqual(["Bob's video", "<i>Carol</i>'s video"]);
   await expect(alice.locator('.tile .name')).toHaveText(['Bob', '<i>Carol</i>']);
-  await expect(alice.locator('.videos i')).toHaveCount(0);
+  await expect(alice.locator('.stage i')).toHaveCount(0);
 
   // Chromium's fake microphone beeps while its fake camera runs: each person is heard.
   const both = ["Bob's video", "<i>Carol</i>'s video"];
   await expect.poll(() => speaking(alice), { message: 'both highlighted' }).toEqual(both);
   // Bob sees himself heard too, on his own view.
-  await expect(bob.getByLabel('Your video')).toHaveClass(/speaking/);
+  await expect(bob.locator('.tile.own')).toHaveClass(/speaking/);
   await bob.getByRole('button', { name: 'Mute' }).click();
   await expect(alice.getByText('Bob is muted')).toBeVisible();
   await expect.poll(() => speaking(alice), { message: 'muted Bob is silent' }).toEqual(["<i>Carol</i>'s video"]);
-  await expect(bob.getByLabel('Your video')).not.toHaveClass(/speaking/);
+  await expect(bob.locator('.tile.own')).not.toHaveClass(/speaking/);
   await bob.getByRole('button', { name: 'Mute' }).click();
   await expect.poll(() => speaking(alice), { message: 'Bob heard again' }).toEqual(both);
 
   // Chat reaches everyone, under the sender's name.
+  for (const page of [alice, bob, carol]) await openPanel(page, 'Chat');
   await alice.getByLabel('Message').fill('hello, both of you');
   await alice.getByLabel('Message').press('Enter');
   for (const page of [bob, carol]) {

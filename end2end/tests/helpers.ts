@@ -1,5 +1,5 @@
 import { chromium, test as base, expect, type BrowserContext, type BrowserContextOptions, type Page } from '@playwright/test';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { chromiumArgs, executablePath } from '../chromium.cjs';
@@ -61,6 +61,12 @@ export const start = (page: Page) => page.getByRole('button', { name: 'Start' })
 export const hangUp = (page: Page) => page.getByRole('button', { name: 'Hang up' }).click();
 export const status = (page: Page) => page.getByRole('status');
 
+/** Opens the bar's panel `name` (Chat, People or More), unless it is open already. */
+export async function openPanel(page: Page, name: 'Chat' | 'People' | 'More') {
+  const button = page.getByRole('button', { name: new RegExp(`^${name}`) });
+  if ((await button.getAttribute('aria-expanded')) !== 'true') await button.click();
+}
+
 /** Bytes received over RTP by the newest peer connection, per media kind. */
 export const inboundBytes = (page: Page) => people.inboundBytes(chromiumPerson(page));
 
@@ -106,14 +112,21 @@ export async function connectedPair(open: Open, origin = '', bobOrigin = origin,
 export type Server = ChildProcess & { log: string[] };
 
 export function startServer(port: number, ...flags: string[]): Server {
-  const server = spawn(
-    path.join(__dirname, '../../target/release/duo'),
-    ['--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', ...flags],
-    {
-      env: { ...process.env, LEPTOS_SITE_ROOT: path.join(__dirname, '../../target/site'), RUST_LOG: 'info', NO_COLOR: '1' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  ) as Server;
+  return watchServer(`127.0.0.1:${port}`, spawn(
+    SERVER_BINARY, ['--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', ...flags], SERVER_OPTIONS,
+  ));
+}
+
+/** The release server, and how to spawn it so that `watchServer` can read its log. */
+export const SERVER_BINARY = path.join(__dirname, '../../target/release/duo');
+export const SERVER_OPTIONS: SpawnOptions = {
+  env: { ...process.env, LEPTOS_SITE_ROOT: path.join(__dirname, '../../target/site'), RUST_LOG: 'info', NO_COLOR: '1' },
+  stdio: ['ignore', 'pipe', 'inherit'],
+};
+
+/** Collects the log of a server spawned with `SERVER_OPTIONS` (at `address`, for warnings). */
+export function watchServer(address: string, child: ChildProcess): Server {
+  const server = child as Server;
   server.log = [];
   let partial = '';
   server.stdout!.on('data', (chunk: Buffer) => {
@@ -121,7 +134,7 @@ export function startServer(port: number, ...flags: string[]): Server {
     partial = lines.pop()!;
     server.log.push(...lines);
     // Warnings and errors show in the test output; the rest only in `log`.
-    for (const line of lines) if (/ (WARN|ERROR) /.test(line)) console.error(`server :${port}: ${line}`);
+    for (const line of lines) if (/ (WARN|ERROR) /.test(line)) console.error(`server ${address}: ${line}`);
   });
   return server;
 }

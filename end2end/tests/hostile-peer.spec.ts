@@ -1,5 +1,5 @@
 import { type Page } from '@playwright/test';
-import { test, expect, expectMediaFlowingBothWays, freshRoom, start, status } from './helpers';
+import { test, expect, expectMediaFlowingBothWays, freshRoom, openPanel, start, status } from './helpers';
 
 // The other side of a call is a browser the page does not control: what arrives over the data
 // channel is held to the limits a Duo page sends within (docs/protocol.md). Here the other side
@@ -53,6 +53,7 @@ async function callWithMallory(open: (path: string, prepare?: (page: Page) => Pr
   await expectMediaFlowingBothWays(alice, mallory);
   await expect.poll(() => mallory.evaluate(() => (window as any).__channels.some((c: RTCDataChannel) => c.readyState === 'open')))
     .toBe(true);
+  for (const page of [alice, mallory]) await openPanel(page, 'Chat');
   return { alice, mallory, lines: alice.getByRole('region', { name: 'Chat' }).getByRole('listitem') };
 }
 

@@ -2,7 +2,7 @@ import { type Page } from '@playwright/test';
 import { PORT } from '../ports';
 import * as people from './people';
 import { chromiumPerson, inboundStat } from './people';
-import { test, expect, connectedPair, expectMediaFlowing, freshRoom, start, status, withCameraDenied } from './helpers';
+import { test, expect, connectedPair, expectMediaFlowing, freshRoom, start, status, withCameraDenied, openPanel } from './helpers';
 
 const statsValue = (page: Page, kind: 'audio' | 'video', field: string) => inboundStat(chromiumPerson(page), kind, field);
 const growth = (page: Page, kind: 'audio' | 'video', field: string, ms?: number) => people.growth(chromiumPerson(page), kind, field, ms);
@@ -47,8 +47,9 @@ test('before Start, Mute and Camera off choose how a person joins, and work in t
   const alice = await open(`/call/${room}`);
   const [mute, cameraOff] = ['Mute', 'Camera off'].map((name) => alice.getByRole('button', { name }));
   await expect(alice.getByText(/^Your camera is on so you can see yourself\./)).toBeVisible();
-  // Share screen waits for the call; the mouse and the keys work for the other two.
-  await expect(alice.getByRole('button', { name: 'Share screen' })).toBeDisabled();
+  // Share screen waits for the call (it is not on the join screen); the mouse and the keys
+  // work for the other two.
+  await expect(alice.getByRole('button', { name: 'Share screen' })).toHaveCount(0);
   await cameraOff.click();
   await alice.keyboard.press('m');
   await expect(cameraOff).toHaveAttribute('aria-pressed', 'true');
@@ -107,6 +108,8 @@ test('chat messages arrive with sender and time, also when sent before the conne
   const bob = await open(`/call/${room}`);
   await start(alice);
   await start(bob);
+  await openPanel(alice, 'Chat');
+  await openPanel(bob, 'Chat');
   // Straight after Start: the data channel cannot be open yet.
   await bob.getByLabel('Message').fill('hello, early bird');
   await bob.getByLabel('Message').press('Enter');
@@ -128,6 +131,7 @@ test('chat messages arrive with sender and time, also when sent before the conne
 
 test('switching the microphone mid-call keeps the call up and sends the new device', async ({ open }) => {
   const { alice, bob } = await connectedPair(open);
+  await openPanel(alice, 'More');
   const microphone = alice.getByLabel('Microphone');
   await expect(microphone.locator('option')).not.toHaveCount(0);
   await microphone.selectOption({ label: 'Fake Audio Input 1' });
@@ -179,7 +183,7 @@ test('someone may also just watch and listen, sending nothing', async ({ open })
 
 test('the statistics panel shows live numbers', async ({ open }) => {
   const { alice } = await connectedPair(open);
-  await alice.getByText('Statistics').click();
+  await openPanel(alice, 'More');
   const received = alice.locator('.stats dt:has-text("Received") + dd');
   await expect(received).toHaveText(/^\d+ kbit\/s$/);
   await expect(alice.locator('.stats dt:has-text("Path") + dd')).toHaveText('direct');
@@ -193,10 +197,16 @@ test('on a phone-sized screen every control is reachable without scrolling sidew
   const room = freshRoom();
   const alice = await open(`/call/${room}`);
   await alice.setViewportSize({ width: 375, height: 740 });
+  for (const name of ['Start', 'Mute', 'Camera off']) {
+    const box = await alice.getByRole('button', { name, exact: true }).boundingBox();
+    expect(box, name).not.toBeNull();
+    expect(box!.x + box!.width, name).toBeLessThanOrEqual(375);
+  }
   await start(alice);
   await expect(status(alice)).toHaveText(/Waiting for someone to join/);
   expect(await alice.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(375);
-  for (const name of ['Start', 'Mute', 'Camera off', 'Share screen', 'Hang up', 'Send']) {
+  await openPanel(alice, 'Chat');
+  for (const name of ['Mute', 'Camera off', 'Share screen', 'Chat', 'People', 'More', 'Hang up', 'Send']) {
     const box = await alice.getByRole('button', { name, exact: true }).boundingBox();
     expect(box, name).not.toBeNull();
     expect(box!.x + box!.width, name).toBeLessThanOrEqual(375);

@@ -1,6 +1,6 @@
-import { test, expect } from '@playwright/test';
+import { type Page } from '@playwright/test';
 import { createHash } from 'node:crypto';
-import { freshRoom } from './helpers';
+import { expect, expectMediaFlowingBothWays, freshRoom, start, test } from './helpers';
 
 test('the landing page starts a new call with a fresh room id, through the hydrated app', async ({ page }) => {
   await page.goto('/');
@@ -77,4 +77,62 @@ test('a repeat visit takes the front end from the cache: it downloads no wasm', 
     await expect(page.getByRole('button', { name: 'Start' })).toBeEnabled();
   }
   expect(wasmFromNetwork).toEqual([true, false]);
+});
+
+/** What goes wrong in `page` from now on, as it would show in the console or the network panel:
+ * console errors, uncaught errors, requests that fail or get an error status. Also the path of
+ * every request of the page's own site. */
+function watchForErrors(page: Page, site: string) {
+  const seen = { errors: [] as string[], paths: [] as string[] };
+  const origin = new URL(site).origin;
+  page.on('console', (message) => {
+    if (message.type() === 'error') seen.errors.push(`console: ${message.text()} (${message.location().url})`);
+  });
+  page.on('pageerror', (error) => seen.errors.push(`uncaught: ${error.message}`));
+  page.on('requestfailed', (request) => seen.errors.push(`failed: ${request.url()} (${request.failure()?.errorText})`));
+  page.on('request', (request) => {
+    const url = new URL(request.url());
+    if (url.origin === origin) seen.paths.push(url.pathname);
+  });
+  page.on('response', (response) => {
+    if (response.status() >= 400) seen.errors.push(`status ${response.status()}: ${response.url()}`);
+  });
+  return seen;
+}
+
+test('no console error and no failed request on the landing page, the join screen and in a call', async ({ open, baseURL }) => {
+  let home!: ReturnType<typeof watchForErrors>;
+  const landing = await open('/', async (page) => { home = watchForErrors(page, baseURL!); });
+  await expect(landing.getByRole('button', { name: 'New call' })).toBeEnabled();
+  // The tab shows the SVG icon (asked for once loaded); no PNG or .ico on a first visit.
+  await expect.poll(() => home.paths).toContain('/icon.svg');
+  expect(home.paths.filter((path) => /\.(png|ico)$/.test(path))).toEqual([]);
+  // The manifest, fetched and parsed by the browser under the page's own policy.
+  const cdp = await landing.context().newCDPSession(landing);
+  const manifest = await cdp.send('Page.getAppManifest');
+  expect(new URL(manifest.url).pathname).toBe('/manifest.webmanifest');
+  expect(manifest.errors).toEqual([]);
+  expect(JSON.parse(manifest.data)).toMatchObject({ name: 'Duo', start_url: '/', display: 'standalone' });
+  // What installing checks (the manifest, an icon big enough that downloads and decodes) finds
+  // nothing wrong but that a test's browser context is a private one.
+  const { installabilityErrors } = await cdp.send('Page.getInstallabilityErrors');
+  expect(installabilityErrors.filter(({ errorId }) => errorId !== 'in-incognito')).toEqual([]);
+  expect(home.errors).toEqual([]);
+
+  // The join screen: the page before Start, with its preview where the camera is allowed.
+  const room = freshRoom();
+  const watched = new Map<Page, ReturnType<typeof watchForErrors>>();
+  const watch = async (page: Page) => { watched.set(page, watchForErrors(page, baseURL!)); };
+  const alice = await open(`/call/${room}`, watch);
+  await expect(alice.getByRole('button', { name: 'Start' })).toBeEnabled();
+  await expect.poll(() => watched.get(alice)!.paths).toContain('/icon.svg');
+  expect(watched.get(alice)!.errors).toEqual([]);
+
+  // In a call of two.
+  const bob = await open(`/call/${room}`, watch);
+  await start(alice);
+  await start(bob);
+  await expectMediaFlowingBothWays(alice, bob);
+  for (const [page, { errors }] of watched) expect(errors, page === alice ? 'Alice' : 'Bob').toEqual([]);
+  expect(home.errors).toEqual([]);
 });

@@ -154,7 +154,7 @@ undefined);
 
 /** The accessible names of the remote videos the page shows as speaking, in page order. */
 export const speakingVideos = (person: Evaluates) => person.evaluate(() =>
-  [...document.querySelectorAll('.tile.speaking video')].map((video) => video.getAttribute('aria-label')), undefined);
+  [...document.querySelectorAll('.tile.speaking video.remote')].map((video) => video.getAttribute('aria-label')), undefined);
 
 /**
  * Candidate types of the pair the newest peer connection uses. Chromium names it on the
@@ -172,8 +172,9 @@ export const selectedPair = (person: Evaluates) => person.evaluate(async () => {
 }, undefined);
 
 const remoteVideo = (person: Evaluates) => person.evaluate(() => {
-  const video = document.querySelector('video.remote') as HTMLVideoElement;
-  return { width: video.videoWidth, time: video.currentTime, hasStream: video.srcObject !== null };
+  // With no one else in the call, there is no one's video.
+  const video = document.querySelector('video.remote') as HTMLVideoElement | null;
+  return { width: video?.videoWidth ?? 0, time: video?.currentTime ?? 0, hasStream: (video?.srcObject ?? null) !== null };
 }, undefined);
 
 /** Media really flows into this page: remote video has a size and advances, RTP bytes grow. */

@@ -1,18 +1,25 @@
-//! The call page, in parts that each render a piece of [`CallState`]: the videos, the status
-//! line, this side's name, the controls (and their keyboard shortcuts), the device picker, the
-//! chat and the statistics. One module, [`link`], joins the page to the call engine: it has a
-//! browser body and a server body, and the parts never touch the browser themselves.
+//! The call page: before Start a join screen (this side's preview, who is there, Start), then a
+//! stage that fills the window, one control bar, and side panels. In parts that each render a
+//! piece of [`CallState`]: [`stage`] the videos, [`join`] the join screen's side and the status
+//! line, [`bar`] the controls and their shortcuts, [`panels`] the chat, the people and the rest.
+//! One module, [`link`], joins the page to the call engine: it has a browser body and a server
+//! body, and the parts never touch the browser themselves.
 
-use leptos::{either::Either, ev, html::Video, prelude::*, wasm_bindgen::JsCast};
+use leptos::{html::Video, prelude::*};
 use leptos_meta::Title;
 
-use super::{clock, use_hydrated};
 use crate::{
-    call::{Author, CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote},
-    protocol::{MediaState, MAX_CHAT_CHARS, MAX_NAME_CHARS},
+    app::icons::Icon,
+    call::{Author, CallCommand, CallStats, CallStatus, ChatLine, Device, Remote},
+    protocol::MediaState,
     room::RoomId,
 };
 use link::Actions;
+
+mod bar;
+mod join;
+mod panels;
+mod stage;
 
 /// Everything the page shows of a call: signals the engine sets, and this side's own video
 /// element it plays the preview in.
@@ -25,6 +32,9 @@ struct CallState {
     speaking: RwSignal<bool>,
     /// The other people, in the order they came.
     remotes: RwSignal<Vec<Remote>>,
+    /// Before Start: who is already in the call, by name (`None`: no name given), once the
+    /// server has said; `None` until then.
+    present: RwSignal<Option<Vec<Option<String>>>>,
     chat: RwSignal<Vec<ChatLine>>,
     /// The chat message being written.
     draft: RwSignal<String>,
@@ -38,6 +48,16 @@ struct CallState {
     /// This side's display name, as typed; the browser keeps it for the next visit.
     name: RwSignal<String>,
     local_video: NodeRef<Video>,
+    /// The side panel shown, if any.
+    panel: RwSignal<Option<Panel>>,
+    /// How many chat lines had come when the chat was last open.
+    chat_seen: RwSignal<usize>,
+    /// Before Start: the browser would ask before showing the camera, so the page offers to ask.
+    camera_ask: RwSignal<bool>,
+    /// The browser can show a video in picture-in-picture.
+    picture_in_picture: RwSignal<bool>,
+    /// What just happened in the call, in a few words, shown for a moment ("Bob: hi").
+    event: RwSignal<Option<String>>,
 }
 
 impl CallState {
@@ -47,6 +67,7 @@ impl CallState {
             local: RwSignal::new(MediaState::default()),
             speaking: RwSignal::new(false),
             remotes: RwSignal::new(Vec::new()),
+            present: RwSignal::new(None),
             chat: RwSignal::new(Vec::new()),
             draft: RwSignal::new(String::new()),
             stats: RwSignal::new(None),
@@ -55,7 +76,18 @@ impl CallState {
             previewing: RwSignal::new(false),
             name: RwSignal::new(String::new()),
             local_video: NodeRef::new(),
+            panel: RwSignal::new(None),
+            chat_seen: RwSignal::new(0),
+            camera_ask: RwSignal::new(false),
+            picture_in_picture: RwSignal::new(false),
+            event: RwSignal::new(None),
         }
+    }
+
+    /// Chat lines from others that came while the chat was shut.
+    fn unread(&self) -> usize {
+        let seen = self.chat_seen.get();
+        self.chat.with(|lines| lines.iter().skip(seen).filter(|line| matches!(line.from, Author::Them(_))).count())
     }
 
     /// Start has been pressed and the call has not ended.
@@ -66,6 +98,68 @@ impl CallState {
     /// This page cannot make calls at all (not a secure context, or no media devices).
     fn blocked(&self) -> bool {
         self.status.with(|s| matches!(s, CallStatus::InsecureContext(_) | CallStatus::BrowserUnsupported))
+    }
+}
+
+/// A side panel of the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Panel {
+    Chat,
+    People,
+    More,
+}
+
+impl Panel {
+    fn id(self) -> &'static str {
+        match self {
+            Panel::Chat => "chat",
+            Panel::People => "people",
+            Panel::More => "more",
+        }
+    }
+
+    /// The id of the bar's button that opens it.
+    fn button_id(self) -> &'static str {
+        match self {
+            Panel::Chat => "chat-button",
+            Panel::People => "people-button",
+            Panel::More => "more-button",
+        }
+    }
+
+    /// Where the focus goes when it opens: the message field, or the Close button.
+    fn first_focus(self) -> &'static str {
+        match self {
+            Panel::Chat => "chat-message",
+            Panel::People => "people-close",
+            Panel::More => "more-close",
+        }
+    }
+
+    /// The bar button's label.
+    fn label(self) -> &'static str {
+        match self {
+            Panel::Chat => "Chat",
+            Panel::People => "People",
+            Panel::More => "More",
+        }
+    }
+
+    /// The panel's heading, and the button's tooltip.
+    fn title(self) -> &'static str {
+        match self {
+            Panel::Chat => "Chat",
+            Panel::People => "People in the call",
+            Panel::More => "Devices, statistics and shortcuts",
+        }
+    }
+
+    fn icon(self) -> Icon {
+        match self {
+            Panel::Chat => Icon::Chat,
+            Panel::People => Icon::People,
+            Panel::More => Icon::More,
+        }
     }
 }
 
@@ -102,15 +196,15 @@ impl Actions {
 mod link {
     use std::rc::Rc;
 
-    use leptos::prelude::*;
+    use leptos::{prelude::*, wasm_bindgen::JsCast};
 
     use web_sys::{HtmlVideoElement, MediaStream, Storage};
 
-    use super::CallState;
+    use super::{CallState, Panel};
     use crate::{
         call::{
             engine::{self, CallEvents, CallHandle, EarlyMedia, Prepared},
-            CallCommand, MediaChoice, Remote,
+            Author, CallCommand, ChatLine, MediaChoice, Remote,
         },
         protocol::MediaState,
         room::RoomId,
@@ -168,6 +262,9 @@ mod link {
             if let Some(why) = crate::call::media_blocked(window.is_secure_context(), !media.is_undefined(), &address) {
                 state.status.set(why);
             }
+            let document = Reflect::get(&window, &"document".into()).unwrap_or_default();
+            let pip = Reflect::get(&document, &"pictureInPictureEnabled".into()).unwrap_or_default();
+            state.picture_in_picture.set(pip.as_bool() == Some(true));
         });
         let link = Actions {
             state,
@@ -178,9 +275,10 @@ mod link {
         };
         Effect::new(move |first: Option<()>| {
             if !state.active() && !state.blocked() && link.prepared.with_value(Option::is_none) {
-                link.prepared.set_value(Some(engine::prepare(&link.room.get_value())));
+                let present = Rc::new(move |names| state.present.set(Some(names)));
+                link.prepared.set_value(Some(engine::prepare(&link.room.get_value(), present)));
                 if first.is_none() {
-                    leptos::task::spawn_local(link.preview());
+                    leptos::task::spawn_local(link.preview(false));
                 }
             }
         });
@@ -194,10 +292,17 @@ mod link {
     }
 
     impl Actions {
-        /// Where the browser already lets this site use the camera and microphone, turns them
-        /// on before Start and shows them in this side's view.
-        async fn preview(self) {
-            if !EarlyMedia::allowed().await || self.started() {
+        /// Turns the camera and microphone on before Start and shows them in this side's view:
+        /// at once where the browser already lets this site use them; where it would ask, once
+        /// the person has `asked` for it (until then the page offers to).
+        async fn preview(self, asked: bool) {
+            if !asked && !EarlyMedia::allowed().await {
+                if !self.started() {
+                    self.state.camera_ask.set(true);
+                }
+                return;
+            }
+            if self.started() {
                 return;
             }
             let media = EarlyMedia::request();
@@ -206,7 +311,16 @@ mod link {
                     prepared.use_early_media(media.clone());
                 }
             });
-            let Some(granted) = media.shown().await else { return };
+            let Some(granted) = media.shown().await else {
+                if asked && !self.started() {
+                    self.state.notice.set(Some(
+                        "The browser did not allow the camera and microphone. Press Start to join: you can still \
+                         join with audio only, or just watch and listen."
+                            .into(),
+                    ));
+                }
+                return;
+            };
             // Start may have been pressed meanwhile: the call shows the view itself.
             // (`try_`: the page may have gone while the browser was asked.)
             let view = self
@@ -222,6 +336,33 @@ mod link {
                 play(&video, Some(&view));
                 self.state.previewing.set(true);
                 self.before_start(MediaState { audio: true, video: true, screen: false });
+            }
+        }
+
+        /// Asks the browser for the camera and microphone, to show them before Start.
+        pub(super) fn ask_for_camera(self) {
+            self.state.camera_ask.set(false);
+            leptos::task::spawn_local(self.preview(true));
+        }
+
+        /// Shows `tile` on the whole screen, or back in the page if it is there already.
+        pub(super) fn full_screen(self, tile: &web_sys::HtmlDivElement) {
+            let document = window().document();
+            if document.as_ref().and_then(|document| document.fullscreen_element()).is_some() {
+                document.map(|document| document.exit_fullscreen());
+            } else {
+                let _ = tile.request_fullscreen();
+            }
+        }
+
+        /// Shows `video` in a floating window of its own, where the browser can.
+        pub(super) fn picture_in_picture(self, video: &HtmlVideoElement) {
+            use leptos::web_sys::js_sys::{Function, Promise, Reflect};
+            let request = Reflect::get(video, &"requestPictureInPicture".into()).ok();
+            if let Some(request) = request.and_then(|request| request.dyn_into::<Function>().ok()) {
+                if let Ok(promise) = request.call0(video).and_then(|p| p.dyn_into::<Promise>()) {
+                    settle(promise);
+                }
             }
         }
 
@@ -269,7 +410,13 @@ mod link {
                     state.remotes.set(remotes);
                 }),
                 remote_stream: Rc::new(move |peer, stream| self.attach(peer, Some(stream), None)),
-                chat: Rc::new(move |line| state.chat.update(|lines| lines.push(line))),
+                chat: Rc::new(move |line: ChatLine| {
+                    // With the chat shut, the line is told for a moment instead.
+                    if let (Author::Them(who), false) = (&line.from, state.panel.get_untracked() == Some(Panel::Chat)) {
+                        state.event.set(Some(format!("{who}: {}", super::glimpse(&line.text))));
+                    }
+                    state.chat.update(|lines| lines.push(line));
+                }),
                 // Unless something new was typed meanwhile.
                 unsent: Rc::new(move |text| {
                     if state.draft.with_untracked(String::is_empty) {
@@ -282,7 +429,8 @@ mod link {
             };
             let room = self.room.get_value();
             let next = self.prepared.try_update_value(Option::take).flatten();
-            let next = next.unwrap_or_else(|| engine::prepare(&room));
+            let next =
+                next.unwrap_or_else(|| engine::prepare(&room, Rc::new(move |names| state.present.set(Some(names)))));
             let name = state.name.get_untracked();
             self.call.set_value(Some(engine::start(room, choice, name, events, next)));
         }
@@ -325,9 +473,20 @@ mod link {
     fn play(video: &HtmlVideoElement, stream: Option<&MediaStream>) {
         video.set_src_object(stream);
         if stream.is_some() {
-            // Autoplay may be refused; the element still shows frames once allowed.
-            let _ = video.play();
+            // Autoplay may be refused, and a newer stream (or none) aborts the play before: the
+            // element still shows frames once allowed.
+            if let Ok(playing) = video.play() {
+                settle(playing);
+            }
         }
+    }
+
+    /// Waits for `promise` and lets a refusal go: the page decides nothing on it, and an
+    /// unhandled rejection would be an error in the console.
+    fn settle(promise: leptos::web_sys::js_sys::Promise) {
+        leptos::task::spawn_local(async move {
+            let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+        });
     }
 }
 
@@ -356,6 +515,12 @@ mod link {
         pub(super) fn before_start(self, _local: crate::protocol::MediaState) {}
 
         pub(super) fn show_remote<V>(self, _peer: u32, _video: V) {}
+
+        pub(super) fn ask_for_camera(self) {}
+
+        pub(super) fn full_screen<E>(self, _tile: &E) {}
+
+        pub(super) fn picture_in_picture<V>(self, _video: &V) {}
     }
 }
 
@@ -364,263 +529,52 @@ pub(super) fn CallPage(room: RoomId) -> impl IntoView {
     let title = format!("Call {room} · Duo");
     let state = CallState::new();
     let actions = link::connect(room, state);
-    use_shortcuts(state, actions);
+    bar::use_shortcuts(state, actions);
+    // An event shows for a few seconds, unless a newer one took its place.
+    Effect::new(move |_| {
+        if let Some(shown) = state.event.get() {
+            set_timeout(
+                move || {
+                    state.event.update(|event| {
+                        if event.as_ref() == Some(&shown) {
+                            *event = None;
+                        }
+                    })
+                },
+                std::time::Duration::from_secs(5),
+            );
+        }
+    });
     view! {
         <Title text=title/>
-        <section class="call">
+        <section class="call" class:in-call=move || state.active() class:with-panel=move || state.panel.get().is_some()>
             // Screen readers navigate by headings; the page shows the call itself instead.
             <h1 class="visually-hidden">"Video call"</h1>
-            {videos(state, actions)}
-            {status_line(state, actions)}
-            {name_field(state, actions)}
-            {controls(state, actions)}
-            {device_picker(state, actions)}
-            {chat(state, actions)}
-            {statistics(state)}
+            {stage::stage(state, actions)}
+            // Before the side: on the join screen, Mute and Camera off come before Start.
+            {bar::bar(state, actions)}
+            {join::side(state, actions)}
+            {move || state.active().then(|| panels::panels(state, actions))}
         </section>
     }
 }
 
-/// The others' videos, a tile each with what they send, and this side's own video over them
-/// (ringed, as a tile is, while this side is heard speaking). Before anyone is there, one empty
-/// tile keeps the place.
-fn videos(state: CallState, actions: Actions) -> impl IntoView {
-    let others = Memo::new(move |_| state.remotes.with(Vec::len));
-    let peers = move || state.remotes.with(|remotes| remotes.iter().map(|remote| remote.peer).collect::<Vec<_>>());
-    // (In braces: a bare `>` would end the tag.)
-    view! {
-        <div class="videos" class:group=move || { others.get() > 1 } class:pair=move || others.get() == 2>
-            {move || (others.get() == 0).then(|| view! {
-                <video class="remote" aria-label="The other person's video" autoplay playsinline></video>
-            })}
-            <For each=peers key=|peer| *peer let:peer>
-                {tile(state, actions, peer)}
-            </For>
-            <video class="local" class:screen=move || state.local.get().screen class:speaking=state.speaking
-                node_ref=state.local_video
-                aria-label="Your video" autoplay playsinline muted prop:muted=true></video>
-        </div>
+/// The start of a chat line, to show in an event.
+#[cfg(any(feature = "hydrate", test))]
+fn glimpse(text: &str) -> String {
+    const CHARS: usize = 80;
+    match text.char_indices().nth(CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 
-/// One other person: their video and name, whether they are speaking, and whether their camera
-/// is off, they are muted or they share their screen.
-fn tile(state: CallState, actions: Actions, peer: u32) -> impl IntoView {
-    let called = Memo::new(move |_| {
-        state.remotes.with(|remotes| {
-            let group = remotes.len() > 1;
-            remotes.iter().find(|r| r.peer == peer).and_then(|remote| remote.called(group))
-        })
-    });
-    let who = move || called.get().unwrap_or_else(|| "The other person".into());
-    let media = move || state.remotes.with(|remotes| remotes.iter().find(|r| r.peer == peer).and_then(|r| r.media));
-    let muted = Memo::new(move |_| media().is_some_and(|m| !m.audio));
-    let sharing = Memo::new(move |_| media().is_some_and(|m| m.screen));
-    let speaking =
-        Memo::new(move |_| state.remotes.with(|remotes| remotes.iter().any(|r| r.peer == peer && r.speaking)));
-    let video = NodeRef::<Video>::new();
-    video.on_load(move |video| actions.show_remote(peer, video));
-    view! {
-        <div class="tile" class:speaking=speaking>
-            <video class="remote" node_ref=video aria-label=move || format!("{}'s video", who()) autoplay playsinline></video>
-            // The video's accessible name says it already.
-            <p class="name" aria-hidden="true" hidden=move || called.get().is_none()>{move || called.get()}</p>
-            // Always in the page, so screen readers announce what appears in it.
-            <div aria-live="polite">
-                <p class="camera-off" hidden=move || media().is_none_or(|m| m.video)>
-                    {move || format!("{}'s camera is off", who())}
-                </p>
-                <ul class="remote-state">
-                    {move || muted.get().then(|| view! { <li>{move || format!("{} is muted", who())}</li> })}
-                    {move || sharing.get().then(|| view! {
-                        <li>{move || format!("{} is sharing their screen", who())}</li>
-                    })}
-                </ul>
-            </div>
-        </div>
-    }
-}
-
-/// The name this side goes by: kept by the browser, sent to the others when it changes.
-fn name_field(state: CallState, actions: Actions) -> impl IntoView {
-    // Until hydrated, what is typed would be lost: hydration sets the field to the kept name.
-    let hydrated = use_hydrated();
-    view! {
-        <label class="name-field">
-            "Your name "
-            <input placeholder="Guest" autocomplete="nickname" maxlength=MAX_NAME_CHARS.to_string()
-                disabled=move || !hydrated.get()
-                prop:value=state.name on:input=move |event| state.name.set(event_target_value(&event))
-                on:change=move |event| actions.rename(event_target_value(&event))/>
-        </label>
-    }
-}
-
-/// Where the call stands, in words; and when the camera is unavailable, the other ways in.
-fn status_line(state: CallState, actions: Actions) -> impl IntoView {
-    let unavailable = Memo::new(move |_| state.status.with(|s| matches!(s, CallStatus::MediaUnavailable(_))));
-    view! {
-        <p class="status" role="status">{move || state.status.with(CallStatus::text)}</p>
-        <p class="notice" aria-live="polite">{move || state.notice.get()}</p>
-        {move || unavailable.get().then(|| view! {
-            <div class="controls">
-                <button on:click=move |_| actions.start(MediaChoice::MicrophoneOnly)>"Join with audio only"</button>
-                <button on:click=move |_| actions.start(MediaChoice::Nothing)>"Watch and listen only"</button>
-            </div>
-        })}
-    }
-}
-
-fn controls(state: CallState, actions: Actions) -> impl IntoView {
-    let hydrated = use_hydrated();
-    let local = state.local;
-    let inactive = move || !state.active();
-    // Nothing to mute, turn off or share instead until the camera and microphone are on; before
-    // Start, while the camera shows, Mute and Camera off choose how the call starts.
-    let unready = move || inactive() || state.status.with(|s| *s == CallStatus::StartingMedia);
-    let untoggleable = move || unready() && !state.previewing.get();
-    view! {
-        <div class="controls">
-            <button class="primary" on:click=move |_| actions.start(MediaChoice::CameraAndMicrophone)
-                disabled=move || state.active() || !hydrated.get() || state.blocked()>"Start"</button>
-            <button title="Mute the microphone (M)" aria-pressed=move || (!local.get().audio).to_string()
-                on:click=move |_| actions.toggle_microphone(state) disabled=untoggleable>"Mute"</button>
-            <button title="Turn the camera off (V)" aria-pressed=move || (!local.get().video).to_string()
-                on:click=move |_| actions.toggle_camera(state) disabled=move || untoggleable() || local.get().screen>"Camera off"</button>
-            <button title="Share your screen instead of the camera" aria-pressed=move || local.get().screen.to_string()
-                on:click=move |_| actions.command(CallCommand::ShareScreen(!local.get_untracked().screen))
-                disabled=unready>"Share screen"</button>
-            <button class="danger" on:click=move |_| actions.command(CallCommand::HangUp) disabled=inactive>"Hang up"</button>
-        </div>
-    }
-}
-
-/// M and V toggle the microphone and the camera anywhere on the page but in the chat box and
-/// the device lists.
-fn use_shortcuts(state: CallState, actions: Actions) {
-    let keys = window_event_listener(ev::keydown, move |event| {
-        let typing = event
-            .target()
-            .and_then(|target| target.dyn_into::<leptos::web_sys::Element>().ok())
-            .is_some_and(|element| matches!(element.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT"));
-        if typing
-            || event.ctrl_key()
-            || event.meta_key()
-            || event.alt_key()
-            || !(state.previewing.get_untracked()
-                || state.status.with_untracked(|s| s.is_active() && *s != CallStatus::StartingMedia))
-        {
-            return;
-        }
-        match event.key().as_str() {
-            "m" | "M" => actions.toggle_microphone(state),
-            "v" | "V" => actions.toggle_camera(state),
-            _ => {}
-        }
-    });
-    on_cleanup(move || keys.remove());
-}
-
-/// The cameras and microphones to choose from, once the browser has named them.
-fn device_picker(state: CallState, actions: Actions) -> impl IntoView {
-    let devices = state.devices;
-    let use_device = move |event: ev::Event| {
-        let id = event_target_value(&event);
-        if let Some(device) = devices.get_untracked().into_iter().find(|d| d.id == id) {
-            actions.command(CallCommand::UseDevice(device));
-        }
-    };
-    let options = move |cameras: bool| {
-        devices
-            .get()
-            .into_iter()
-            .filter(|d| d.is_camera == cameras)
-            .map(|d| view! { <option value=d.id.clone()>{d.label.clone()}</option> })
-            .collect_view()
-    };
-    let shown = Memo::new(move |_| state.active() && !devices.with(Vec::is_empty));
-    move || {
-        shown.get().then(|| {
-            view! {
-                <div class="devices">
-                    <label>"Camera " <select on:change=use_device>{move || options(true)}</select></label>
-                    <label>"Microphone " <select on:change=use_device>{move || options(false)}</select></label>
-                </div>
-            }
-        })
-    }
-}
-
-fn chat(state: CallState, actions: Actions) -> impl IntoView {
-    let draft = state.draft;
-    let send = move |event: ev::SubmitEvent| {
-        event.prevent_default();
-        let text = draft.get_untracked().trim().to_owned();
-        if !text.is_empty() {
-            actions.command(CallCommand::Chat(text));
-            draft.set(String::new());
-        }
-    };
-    view! {
-        <section class="chat" aria-label="Chat">
-            <ol class="messages" aria-live="polite">
-                <For each=move || state.chat.get().into_iter().enumerate() key=|(index, _)| *index let:((_, line))>
-                    {chat_line(line)}
-                </For>
-            </ol>
-            <form on:submit=send>
-                <input aria-label="Message" placeholder="Write a message" prop:value=draft
-                    on:input=move |event| draft.set(event_target_value(&event)) maxlength=MAX_CHAT_CHARS.to_string()/>
-                <button type="submit" disabled=move || !state.active()>"Send"</button>
-            </form>
-        </section>
-    }
-}
-
-/// Who wrote it (the page's own notes name no one), when, and what.
-fn chat_line(line: ChatLine) -> impl IntoView {
-    let mine = line.from == Author::You;
-    let who = match line.from {
-        Author::You => Some("You".to_owned()),
-        Author::Them(name) => Some(name),
-        Author::Page => None,
-    };
-    view! {
-        <li class:mine=mine>
-            {who.map(|who| view! { <span class="who">{who}</span> " " })}
-            <time>{clock(line.sent_at)}</time> " "
-            <span class="text">{line.text}</span>
-        </li>
-    }
-}
-
-fn statistics(state: CallState) -> impl IntoView {
-    view! {
-        <details class="stats">
-            <summary>"Statistics"</summary>
-            {move || match state.stats.get() {
-                None => Either::Left(view! { <p>"No connection yet."</p> }),
-                Some(stats) => Either::Right(view! { <StatsTable stats/> }),
-            }}
-        </details>
-    }
-}
-
-#[component]
-fn StatsTable(stats: CallStats) -> impl IntoView {
-    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "–".into());
-    let rows = [
-        ("Round trip", or_dash(stats.round_trip_ms.map(|ms| format!("{ms:.0} ms")))),
-        ("Received", format!("{:.0} kbit/s", stats.kbps_in)),
-        ("Sent", format!("{:.0} kbit/s", stats.kbps_out)),
-        ("Video", or_dash(stats.width.zip(stats.height).map(|(w, h)| format!("{w}×{h}")))),
-        ("Frame rate", or_dash(stats.frames_per_second.map(|fps| format!("{fps:.0} fps")))),
-        ("Packet loss", format!("{:.1} %", stats.packet_loss_percent)),
-        ("Path", or_dash(stats.relayed.map(|relayed| if relayed { "relayed (TURN)" } else { "direct" }.into()))),
-    ];
-    view! {
-        <dl>
-            {rows.into_iter().map(|(name, value)| view! { <dt>{name}</dt><dd>{value}</dd> }).collect_view()}
-        </dl>
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_event_shows_the_start_of_a_long_line() {
+        assert_eq!(super::glimpse("hi"), "hi");
+        let long = "é".repeat(200);
+        assert_eq!(super::glimpse(&long), format!("{}…", "é".repeat(80)));
     }
 }

@@ -11,6 +11,7 @@ use leptos_meta::{provide_meta_context, Title};
 use crate::room::RoomId;
 
 mod call_page;
+mod icons;
 use call_page::CallPage;
 
 /// The HTML document around the app (the server's; the browser hydrates inside it).
@@ -25,6 +26,12 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                // The tab's icon is the SVG alone (229 bytes); the PNGs in public/ are made from
+                // it and fetched only by what asks for them: a home screen, the manifest's installer.
+                <link rel="icon" href="/icon.svg" type="image/svg+xml"/>
+                <link rel="apple-touch-icon" href="/apple-touch-icon.png"/>
+                <link rel="manifest" href="/manifest.webmanifest"/>
+                <meta name="theme-color" content="#111418"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options=options.clone()/>
                 <HashedStylesheet id="leptos" options/>

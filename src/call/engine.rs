@@ -21,7 +21,10 @@ use super::{
     socket::{Everyone, Socket},
     CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote,
 };
-use crate::{protocol::MediaState, room::RoomId};
+use crate::{
+    protocol::{display_name, MediaState, Message},
+    room::RoomId,
+};
 
 pub use super::media::EarlyMedia;
 
@@ -122,11 +125,23 @@ impl Prepared {
     }
 }
 
-pub fn prepare(room: &RoomId) -> Prepared {
+/// Opens the next call's socket. Until Start, it tells `present` who is in the call: their
+/// display names by place (the order they came, unless one took a place someone left), `None`
+/// for someone without one; once when it connects, then after every change.
+pub fn prepare(room: &RoomId, present: Rc<dyn Fn(Vec<Option<String>>)>) -> Prepared {
     let (events, inbox) = unbounded();
     let session = RoomId::generate().to_string();
     let everyone = Everyone::default();
-    let socket = Socket::open(room, &session, FIRST_SOCKET, everyone.clone(), report(&events))
+    let to_call = report(&events);
+    // The call itself has no use for who was there before it joined.
+    let report: Rc<dyn Fn(Input)> = Rc::new(move |input| match input {
+        Input::Server { message: Message::Present(who), .. } => {
+            // Cleaned as a name from the data channel is: the server's word is not taken for it.
+            present(who.people.iter().map(|person| person.name.as_deref().and_then(display_name)).collect())
+        }
+        input => to_call(input),
+    });
+    let socket = Socket::open(room, &session, FIRST_SOCKET, everyone.clone(), report)
         .map_err(|error| leptos::logging::warn!("cannot open the signaling socket yet: {}", describe(&error)))
         .ok();
     Prepared {
@@ -328,15 +343,15 @@ impl Driver {
                 Err(error) => leptos::logging::warn!("cannot use {}: {}", device.label, describe(&error)),
             },
             Effect::StopMedia => self.media.stop(),
-            Effect::Join => {
+            Effect::Join { name } => {
                 if let Some(socket) = &self.socket {
-                    socket.join();
+                    socket.join(name);
                 }
             }
-            Effect::OpenSocket { socket } => {
+            Effect::OpenSocket { socket, name } => {
                 match Socket::open(&self.room, &self.session, socket, self.everyone.clone(), report(&self.events)) {
                     Ok(opened) => {
-                        opened.join();
+                        opened.join(name);
                         self.socket = Some(opened);
                     }
                     Err(error) => {

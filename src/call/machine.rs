@@ -15,7 +15,10 @@
 //! them), and the person waiting alone has a standby connection ready before the first offer
 //! arrives. The call outlives its signaling: when the socket drops, the machine reconnects with
 //! jittered, capped backoff and keeps its connections to the same people (known by their
-//! public ids). When a media path breaks, it restarts ICE on that connection.
+//! public ids). When a media path that worked breaks, it restarts ICE on that connection. One
+//! that never connected is not restarted when the browser gives up on it (every candidate pair
+//! was tried; the same ones would fail the same way): the status line says what would help
+//! instead, once, and a new attempt waits for something new (signaling back, the person back).
 //!
 //! Perfect negotiation, per connection: the hub gives each pair one polite and one impolite
 //! side. The impolite side ignores an incoming offer that collides with its own; the polite
@@ -45,7 +48,8 @@ pub const DISCONNECTED_GRACE_MS: u32 = 3_000;
 /// While the media path stays broken, ICE is restarted again this often (a restart made while
 /// the network or the relay was still down cannot succeed by itself later).
 pub const ICE_RETRY_MS: u32 = 5_000;
-/// How long a new peer connection may take to connect before the page says it failed.
+/// How long a new peer connection may take to connect before the page says it failed, if the
+/// browser has not said so first (Chromium gives up on ICE after about 15 s).
 pub const CONNECT_TIMEOUT_MS: u32 = 20_000;
 /// How often each connection's statistics are read: the panel's numbers, and who is speaking.
 pub const STATS_EVERY_MS: u32 = 500;
@@ -225,12 +229,16 @@ pub enum Effect {
     StopMedia,
 
     // Signaling.
-    /// Take the place in the room on the page's socket.
-    Join,
-    /// Open a socket with this generation and join on it; if it cannot be opened, report
-    /// [`Input::SocketClosed`] with [`ABNORMAL_CLOSURE`].
+    /// Take the place in the room on the page's socket, under this display name (for those
+    /// waiting to join).
+    Join {
+        name: Option<String>,
+    },
+    /// Open a socket with this generation and join on it, under this display name; if it cannot
+    /// be opened, report [`Input::SocketClosed`] with [`ABNORMAL_CLOSURE`].
     OpenSocket {
         socket: u32,
+        name: Option<String>,
     },
     /// The socket is closed: let go of it.
     ForgetSocket,
@@ -434,6 +442,11 @@ impl Voice {
 }
 
 impl Peer {
+    /// It never connected, and the browser gave up on it (or took too long): nothing left to try.
+    fn could_not_connect(&self) -> bool {
+        !self.ever_connected && (self.connection == ConnectionState::Failed || self.timed_out)
+    }
+
     fn remote(&self) -> Remote {
         Remote {
             peer: self.generation,
@@ -503,6 +516,11 @@ pub struct CallMachine {
 
 /// The generation of the socket the page opens when it loads.
 pub const FIRST_SOCKET: u32 = 1;
+
+/// Whether an ICE server URL is a relay's (TURN), rather than STUN's.
+fn is_relay(url: &str) -> bool {
+    url.starts_with("turn:") || url.starts_with("turns:")
+}
 
 /// Whether two public ids are known to be the same person (clients that name no session have
 /// none, and never are).
@@ -665,7 +683,7 @@ impl CallMachine {
         self.push(Effect::RequestMedia(self.choice));
         if socket_ready {
             self.socket_up = true;
-            self.push(Effect::Join);
+            self.push(Effect::Join { name: self.name.clone() });
         } else {
             self.connect_signaling();
         }
@@ -709,8 +727,8 @@ impl CallMachine {
             Message::Error(error) => {
                 self.push(Effect::Warn(format!("the server refused a message: {}", error.message)))
             }
-            // Only clients send JOIN.
-            Message::Join(_) => {}
+            // Only clients send JOIN and NAME; only a socket waiting to join gets PRESENT.
+            Message::Join(_) | Message::Name(_) | Message::Present(_) => {}
         }
     }
 
@@ -977,13 +995,14 @@ impl CallMachine {
         let peer = &mut self.peers[index];
         let generation = peer.generation;
         let here = self.room.iter().any(|member| member.peer_id == peer.peer_id);
+        let ever_connected = peer.ever_connected;
         match state {
             ConnectionState::Connected => {
                 peer.timed_out = false;
                 peer.ever_connected = true;
                 self.push(Effect::Mark("connected"));
             }
-            ConnectionState::Disconnected => {
+            ConnectionState::Disconnected if ever_connected => {
                 self.push(Effect::Arm { timer: Timer::IceCheck { peer: generation }, after_ms: DISCONNECTED_GRACE_MS });
             }
             // They are gone from the room and the media path is dead.
@@ -991,8 +1010,15 @@ impl CallMachine {
                 self.drop_peer(index);
                 self.after_someone_left();
             }
-            ConnectionState::Failed => self.restart_ice_if_broken(generation),
-            ConnectionState::New | ConnectionState::Connecting | ConnectionState::Closed => {}
+            ConnectionState::Failed if ever_connected => self.restart_ice_if_broken(generation),
+            // The browser tried every pair of candidates; the status line says what would help.
+            ConnectionState::Failed => {
+                self.push(Effect::Warn("no network path to the other person: ICE failed".into()))
+            }
+            ConnectionState::Disconnected
+            | ConnectionState::New
+            | ConnectionState::Connecting
+            | ConnectionState::Closed => {}
         }
     }
 
@@ -1041,6 +1067,10 @@ impl CallMachine {
                 let message = PeerMessage::Name(self.name.clone().unwrap_or_default());
                 for peer in self.open_channels() {
                     self.push(Effect::ToPeer { peer, message: message.clone() });
+                }
+                // For those waiting to join. Until a WELCOME, the next join carries it.
+                if self.welcomed && !self.signaling_lost {
+                    self.send(None, Message::Name(self.name.clone().unwrap_or_default()));
                 }
             }
             CallCommand::UseDevice(device) => self.push(Effect::OpenDevice(device)),
@@ -1103,17 +1133,19 @@ impl CallMachine {
             let connected = self.peers.iter().filter(|peer| peer.connection == ConnectionState::Connected);
             CallStatus::Connected(connected.filter_map(|peer| peer.remote().called(group)).collect())
         } else if self.turn_refused
-            && (self.ice_policy == IceTransportPolicy::Relay || self.peers.iter().any(|peer| peer.timed_out))
+            && (self.ice_policy == IceTransportPolicy::Relay || self.peers.iter().any(Peer::could_not_connect))
         {
             CallStatus::TurnRefused
-        } else if self
-            .peers
-            .iter()
-            .any(|p| matches!(p.connection, ConnectionState::Disconnected | ConnectionState::Failed))
-        {
+        } else if self.peers.iter().any(|peer| peer.ever_connected) {
+            // Not connected now (that is above), whether `disconnected`, `failed` or
+            // `connecting` again after an ICE restart: one text until it is back.
             CallStatus::ConnectionInterrupted
-        } else if self.peers.iter().any(|peer| peer.timed_out) {
-            CallStatus::ConnectionFailed
+        } else if self.peers.iter().any(Peer::could_not_connect) {
+            if self.ice_servers.iter().flat_map(|server| &server.urls).any(|url| is_relay(url)) {
+                CallStatus::RelayFailed
+            } else {
+                CallStatus::NeedsRelay
+            }
         } else {
             CallStatus::Connecting
         };
@@ -1171,8 +1203,8 @@ impl CallMachine {
         }
     }
 
-    /// Restarts ICE on connection `generation` while its media path is down and both sides
-    /// are reachable by signaling, and looks again later.
+    /// Restarts ICE on connection `generation` (one that has worked) while its media path is
+    /// down and both sides are reachable by signaling, and looks again later.
     fn restart_ice_if_broken(&mut self, generation: u32) {
         let Some(peer) = self.peers.iter().find(|peer| peer.generation == generation) else { return };
         if !matches!(peer.connection, ConnectionState::Disconnected | ConnectionState::Failed) {
@@ -1189,7 +1221,7 @@ impl CallMachine {
         self.socket += 1;
         self.socket_up = true;
         self.push(Effect::Mark("socket"));
-        self.push(Effect::OpenSocket { socket: self.socket });
+        self.push(Effect::OpenSocket { socket: self.socket, name: self.name.clone() });
     }
 
     fn schedule_reconnect(&mut self) {
@@ -1508,7 +1540,7 @@ mod tests {
         let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, "", Box::new(|| 0.5));
         let effects = handle(&mut machine, Input::Start { socket_ready: true });
         assert!(
-            effects.contains(&Effect::Join)
+            effects.contains(&Effect::Join { name: None })
                 && effects.contains(&Effect::RequestMedia(MediaChoice::CameraAndMicrophone))
         );
         assert_eq!(statuses(&effects), [CallStatus::StartingMedia]);
@@ -1570,7 +1602,7 @@ mod tests {
         let reconnect = Timer::Reconnect { socket: FIRST_SOCKET };
         assert!(has(&effects, |e| matches!(e, Effect::Arm { timer, .. } if *timer == reconnect)));
         let effects = handle(&mut machine, Input::Timer(reconnect));
-        assert!(effects.contains(&Effect::OpenSocket { socket: FIRST_SOCKET + 1 }));
+        assert!(effects.contains(&Effect::OpenSocket { socket: FIRST_SOCKET + 1, name: None }));
         let effects =
             handle(&mut machine, server(FIRST_SOCKET + 1, welcome(true, Some("bob"), IceTransportPolicy::All)));
         assert_eq!(statuses(&effects), [CallStatus::Connected(Vec::new())]);
@@ -1743,7 +1775,7 @@ mod tests {
             delays.push(*after_ms);
             assert_eq!(
                 handle(&mut machine, Input::Timer(Timer::Reconnect { socket })).last(),
-                Some(&Effect::OpenSocket { socket: socket + 1 })
+                Some(&Effect::OpenSocket { socket: socket + 1, name: None })
             );
         }
         assert_eq!(delays, [187, 375, 750, 1_500, 3_000, 3_750]);
@@ -1765,7 +1797,7 @@ mod tests {
         assert_eq!(statuses(&effects), [CallStatus::TurnRefused]);
         assert!(CallStatus::TurnRefused.text().contains("refused our credentials"));
 
-        // Where direct paths are allowed too, the call tries them, and only a timeout says why.
+        // Where direct paths are allowed too, the call tries them, and only their failure says why.
         let mut machine = started();
         handle(&mut machine, server(FIRST_SOCKET, welcome(true, Some("bob"), IceTransportPolicy::All)));
         assert!(statuses(&handle(&mut machine, peer(1, refused))).is_empty());
@@ -1779,11 +1811,147 @@ mod tests {
         assert_eq!(statuses(&effects), [CallStatus::TurnRefused]);
         handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
         handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
-        let effects =
-            handle(&mut machine, server(FIRST_SOCKET + 1, welcome(true, Some("carol"), IceTransportPolicy::Relay)));
+        let carol = offering(welcome(true, Some("carol"), IceTransportPolicy::Relay), &["turn:192.0.2.1:3478"]);
+        let effects = handle(&mut machine, server(FIRST_SOCKET + 1, carol));
         assert_eq!(statuses(&effects), [CallStatus::Connecting]);
         let effects = handle(&mut machine, Input::Timer(Timer::ConnectTimeout { peer: 2 }));
-        assert_eq!(statuses(&effects), [CallStatus::ConnectionFailed]);
+        assert_eq!(statuses(&effects), [CallStatus::RelayFailed]);
+    }
+
+    /// `welcome` offering these ICE servers, TURN ones with credentials as the server gives them.
+    fn offering(welcome: Message, urls: &[&str]) -> Message {
+        let Message::Welcome(welcome) = welcome else { panic!("not a WELCOME: {welcome:?}") };
+        let ice_servers = urls
+            .iter()
+            .map(|url| {
+                let credentials = is_relay(url).then(|| "1700000000:7".to_owned());
+                IceServer { urls: vec![url.to_string()], username: credentials.clone(), credential: credentials }
+            })
+            .collect();
+        Message::Welcome(Welcome { ice_servers, ..welcome })
+    }
+
+    /// This side called Bob with these ICE servers, and the offer and answer are exchanged;
+    /// the browser is checking candidate pairs. Returns the statuses said so far.
+    fn calling_bob(machine: &mut CallMachine, urls: &[&str]) -> Vec<CallStatus> {
+        let effects =
+            handle(machine, server(FIRST_SOCKET, offering(welcome(true, Some("bob"), IceTransportPolicy::All), urls)));
+        let mut said = statuses(&effects);
+        handle(machine, peer(1, negotiated(Signaling::HaveLocalOffer, Some(sdp(SdpType::Offer)))));
+        handle(machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Answer))));
+        handle(machine, peer(1, negotiated(Signaling::Stable, None)));
+        said.extend(statuses(&handle(machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Connecting)))));
+        said
+    }
+
+    fn restarts_or_looks_again(effects: &[Effect]) -> bool {
+        has(effects, |e| matches!(e, Effect::RestartIce { .. } | Effect::Arm { timer: Timer::IceCheck { .. }, .. }))
+    }
+
+    #[test]
+    fn a_call_that_never_connects_and_has_no_relay_says_once_that_one_is_needed_and_retries_nothing() {
+        // STUN only: each browser learns its public address, but NATs that map every destination
+        // to a new port (symmetric) let no pair of candidates through.
+        let mut machine = started();
+        assert_eq!(calling_bob(&mut machine, &["stun:192.0.2.1:3478"]), [CallStatus::Connecting]);
+        // A never-connected connection that the browser calls `disconnected` is not "interrupted".
+        let effects = handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Disconnected)));
+        assert!(statuses(&effects).is_empty() && !restarts_or_looks_again(&effects), "{effects:?}");
+        // The browser gives up (before the page's own timeout): said at once, and nothing restarts.
+        let effects = handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Failed)));
+        assert_eq!(statuses(&effects), [CallStatus::NeedsRelay]);
+        assert!(!restarts_or_looks_again(&effects), "{effects:?}");
+        let text = CallStatus::NeedsRelay.text();
+        assert_eq!(
+            text,
+            "Could not connect: your networks need a relay (TURN) server, and this server has none. \
+             Ask whoever runs this server to set one up."
+        );
+        // Then nothing more by itself: the page's timeout, the statistics ticks and the browser
+        // saying it again change nothing, so screen readers hear it once.
+        for (at_ms, input) in [
+            (5_000.0, Input::Timer(Timer::ConnectTimeout { peer: 1 })),
+            (5_500.0, Input::Timer(Timer::StatsTick { peer: 1 })),
+            (6_000.0, peer(1, PeerEvent::Stats(Vec::new()))),
+            (7_000.0, peer(1, PeerEvent::ConnectionState(ConnectionState::Failed))),
+            (60_000.0, Input::Timer(Timer::StatsTick { peer: 1 })),
+        ] {
+            let effects = handle_at(&mut machine, at_ms, input);
+            assert!(statuses(&effects).is_empty() && !restarts_or_looks_again(&effects), "{effects:?}");
+        }
+        // Something new to try: signaling comes back, and Bob is called afresh.
+        handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+        handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
+        let back = offering(welcome(true, Some("bob"), IceTransportPolicy::All), &["stun:192.0.2.1:3478"]);
+        let effects = handle(&mut machine, server(FIRST_SOCKET + 1, back));
+        assert!(effects.contains(&Effect::DropPeer { peer: 1 }) && effects.contains(&Effect::Offer { peer: 2 }));
+        assert_eq!(statuses(&effects), [CallStatus::Connecting]);
+
+        // Waiting for the browser is not all: a browser that never gives up is given up on after
+        // the page's timeout, with the same words. No ICE server at all is no relay either.
+        let mut machine = started();
+        calling_bob(&mut machine, &[]);
+        let effects = handle(&mut machine, Input::Timer(Timer::ConnectTimeout { peer: 1 }));
+        assert_eq!(statuses(&effects), [CallStatus::NeedsRelay]);
+        // And if it connects after all, it is a call.
+        let effects = handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Connected)));
+        assert_eq!(statuses(&effects), [CallStatus::Connected(Vec::new())]);
+    }
+
+    #[test]
+    fn a_call_that_cannot_connect_even_through_the_relay_says_so_in_other_words() {
+        for relay in ["turn:192.0.2.1:3478?transport=tcp", "turns:relay.example:443"] {
+            let mut machine = started();
+            calling_bob(&mut machine, &["stun:192.0.2.1:3478", relay]);
+            let effects = handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Failed)));
+            assert_eq!(statuses(&effects), [CallStatus::RelayFailed], "{relay}");
+            assert!(!restarts_or_looks_again(&effects), "{effects:?}");
+        }
+        let text = CallStatus::RelayFailed.text();
+        assert!(text.starts_with("Could not connect, not even through the relay (TURN) server"), "{text}");
+        assert!(text.contains("Ask whoever runs this server") && !text.contains("has none"), "{text}");
+        // The answering side fails the same way, and says the same.
+        let mut machine = started();
+        let welcome = offering(welcome(false, None, IceTransportPolicy::All), &["turn:192.0.2.1:3478"]);
+        handle(&mut machine, server(FIRST_SOCKET, welcome));
+        handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("bob"))));
+        handle(&mut machine, server(FIRST_SOCKET, Message::Sdp(sdp(SdpType::Offer))));
+        handle(&mut machine, peer(1, negotiated(Signaling::Stable, Some(sdp(SdpType::Answer)))));
+        let effects = handle(&mut machine, peer(1, PeerEvent::ConnectionState(ConnectionState::Failed)));
+        assert_eq!(statuses(&effects), [CallStatus::RelayFailed]);
+    }
+
+    #[test]
+    fn a_call_that_worked_and_broke_says_interrupted_once_however_often_ice_restarts() {
+        let (mut machine, generation) = connected_call();
+        let state = |state| peer(generation, PeerEvent::ConnectionState(state));
+        let check = Input::Timer(Timer::IceCheck { peer: generation });
+        let mut said = Vec::new();
+        let mut restarts = 0;
+        // Broken for a while: each restart makes the browser check again (`connecting`) and,
+        // while the path stays down, give up again (`failed`).
+        for input in [
+            state(ConnectionState::Disconnected),
+            check.clone(),
+            state(ConnectionState::Failed),
+            state(ConnectionState::Connecting),
+            check.clone(),
+            state(ConnectionState::Failed),
+            Input::Timer(Timer::ConnectTimeout { peer: generation }),
+            state(ConnectionState::Connecting),
+            check.clone(),
+            state(ConnectionState::Connected),
+            // A look armed while it was broken finds it back.
+            check,
+        ] {
+            let effects = handle(&mut machine, input);
+            said.extend(statuses(&effects));
+            restarts += effects.iter().filter(|e| matches!(e, Effect::RestartIce { .. })).count();
+        }
+        assert_eq!(said, [CallStatus::ConnectionInterrupted, CallStatus::Connected(Vec::new())]);
+        // At the grace period's end and at each `failed`; a look while the browser checks again
+        // leaves that restart to finish.
+        assert_eq!(restarts, 3);
     }
 
     #[test]
@@ -2223,7 +2391,8 @@ mod tests {
         );
         // A new name goes to everyone whose channel is open; an empty one clears it.
         let effects = handle(&mut machine, Input::Command(CallCommand::Name("   ".into())));
-        assert_eq!(effects, [Effect::ToPeer { peer: 1, message: PeerMessage::Name(String::new()) }]);
+        let to_server = Effect::Send { to: None, message: Message::Name(String::new()) };
+        assert_eq!(effects, [Effect::ToPeer { peer: 1, message: PeerMessage::Name(String::new()) }, to_server]);
 
         // In a call of two, someone without a name is not listed; with one, they are.
         let (mut machine, generation) = connected_call();
@@ -2387,6 +2556,23 @@ mod tests {
     }
 
     #[test]
+    fn the_server_hears_the_name_with_each_join_and_each_rename_while_in_the_room() {
+        let mut machine = CallMachine::new(MediaChoice::CameraAndMicrophone, " Ada\u{202e}", Box::new(|| 0.5));
+        let effects = handle(&mut machine, Input::Start { socket_ready: true });
+        assert!(effects.contains(&Effect::Join { name: Some("Ada".into()) }), "{effects:?}");
+        handle(&mut machine, server(FIRST_SOCKET, welcome(false, None, IceTransportPolicy::All)));
+        let effects = handle(&mut machine, Input::Command(CallCommand::Name("Ada L".into())));
+        assert_eq!(effects, [Effect::Send { to: None, message: Message::Name("Ada L".into()) }]);
+        // Signaling lost: the new name goes with the next join.
+        handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+        let effects = handle(&mut machine, Input::Command(CallCommand::Name("Bea".into())));
+        assert!(!has(&effects, |e| matches!(e, Effect::Send { .. })), "{effects:?}");
+        let effects = handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
+        let reopened = Effect::OpenSocket { socket: FIRST_SOCKET + 1, name: Some("Bea".into()) };
+        assert!(effects.contains(&reopened), "{effects:?}");
+    }
+
+    #[test]
     fn a_name_outlives_an_outage_and_a_new_one_waits_for_a_closed_channel() {
         let (mut machine, generation) = connected_call();
         handle(&mut machine, peer(generation, PeerEvent::Message(PeerMessage::Name("Bob".into()))));
@@ -2398,7 +2584,8 @@ mod tests {
         // Renamed while the channel is closed: the new name goes when it opens, before the
         // media state.
         handle(&mut machine, peer(generation, PeerEvent::ChannelClosed));
-        assert!(handle(&mut machine, Input::Command(CallCommand::Name("Ada".into()))).is_empty());
+        let effects = handle(&mut machine, Input::Command(CallCommand::Name("Ada".into())));
+        assert_eq!(effects, [Effect::Send { to: None, message: Message::Name("Ada".into()) }], "the server alone");
         let effects = handle(&mut machine, peer(generation, PeerEvent::ChannelOpen));
         assert!(
             matches!(effects.as_slice(), [Effect::ToPeer { message: PeerMessage::Name(name), .. }, Effect::ToPeer { message: PeerMessage::MediaState(_), .. }] if name == "Ada"),

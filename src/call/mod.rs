@@ -137,8 +137,15 @@ pub enum CallStatus {
     /// In a call with these people (named as [`Remote::called`]; in a call of two, an
     /// unnamed other person is not listed).
     Connected(Vec<String>),
+    /// A connection that worked broke; ICE restarts until it is back. Never said of one that
+    /// never connected.
     ConnectionInterrupted,
-    ConnectionFailed,
+    /// No connection could be made, and this server offers browsers no relay (no `turn:` or
+    /// `turns:` server): the networks between the two allow no direct path (symmetric NATs, a
+    /// firewall), which only a relay gets through.
+    NeedsRelay,
+    /// No connection could be made, not even through the relay this server offers.
+    RelayFailed,
     PeerLeft,
     /// Everyone else in a group left.
     OthersLeft,
@@ -168,7 +175,8 @@ impl CallStatus {
                 | Self::Connecting
                 | Self::Connected(_)
                 | Self::ConnectionInterrupted
-                | Self::ConnectionFailed
+                | Self::NeedsRelay
+                | Self::RelayFailed
                 | Self::PeerLeft
                 | Self::OthersLeft
                 | Self::SignalingReconnecting
@@ -210,7 +218,16 @@ impl CallStatus {
                 [others @ .., last] => format!("Connected with {} and {last}.", others.join(", ")),
             },
             Self::ConnectionInterrupted => "The connection is interrupted; reconnecting…".into(),
-            Self::ConnectionFailed => "Could not connect to the other person.".into(),
+            Self::NeedsRelay => {
+                "Could not connect: your networks need a relay (TURN) server, and this server has none. \
+                 Ask whoever runs this server to set one up."
+                    .into()
+            }
+            Self::RelayFailed => {
+                "Could not connect, not even through the relay (TURN) server: one of you could not reach it. \
+                 Ask whoever runs this server to check that it can be reached."
+                    .into()
+            }
             Self::PeerLeft => "The other person left. Waiting for them to come back…".into(),
             Self::OthersLeft => "Everyone else left. Waiting for someone to join…".into(),
             Self::RoomFull => "This call is full, so you can't join it.".into(),
@@ -273,9 +290,13 @@ mod tests {
         {
             assert_eq!(progress.while_media_starts(), CallStatus::StartingMedia);
         }
-        for attention in
-            [CallStatus::TurnRefused, CallStatus::ConnectionFailed, CallStatus::RoomFull, CallStatus::Ended]
-        {
+        for attention in [
+            CallStatus::TurnRefused,
+            CallStatus::NeedsRelay,
+            CallStatus::RelayFailed,
+            CallStatus::RoomFull,
+            CallStatus::Ended,
+        ] {
             assert_eq!(attention.clone().while_media_starts(), attention);
         }
     }

@@ -3,17 +3,14 @@
 //! It connects with `join=later` (docs/protocol.md): the page can open it before the person
 //! presses Start, and taking the place in the room is then one `JOIN` message.
 
-use std::{
-    cell::{Cell, RefCell},
-    rc::Rc,
-};
+use std::{cell::RefCell, rc::Rc};
 
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use web_sys::{CloseEvent, MessageEvent, WebSocket, Window};
 
 use super::{js::mark, machine::Input};
 use crate::{
-    protocol::{Message, PeerId},
+    protocol::{JoinRequest, Message, PeerId},
     room::RoomId,
 };
 
@@ -30,8 +27,8 @@ struct Sender {
 pub struct Socket {
     ws: WebSocket,
     window: Window,
-    /// Whether the engine asked to join: `JOIN` goes out as soon as the socket is open.
-    joining: Rc<Cell<bool>>,
+    /// `JOIN`, once the engine asked to join: it goes out as soon as the socket is open.
+    joining: Rc<RefCell<Option<String>>>,
     _on_open: Closure<dyn FnMut()>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(CloseEvent)>,
@@ -52,11 +49,14 @@ impl Socket {
         let location = window.location();
         let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
         let ws = WebSocket::new(&format!("{scheme}://{}/ws/{room}?session={session}&join=later", location.host()?))?;
+        let joining = Rc::new(RefCell::new(None::<String>));
         let on_message = {
-            let report = report.clone();
+            let (report, joining) = (report.clone(), joining.clone());
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
                 let Some(text) = event.data().as_string() else { return };
                 match serde_json::from_str::<Message>(&text) {
+                    // Who was in the room while this socket waited: old news once it joins.
+                    Ok(Message::Present(_)) if joining.borrow().is_some() => {}
                     Ok(message) => {
                         let from = serde_json::from_str::<Sender>(&text).ok().and_then(|sender| sender.from);
                         report(Input::Server { socket: generation, from, message })
@@ -69,14 +69,13 @@ impl Socket {
         let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
             report(Input::SocketClosed { socket: generation, code: event.code() });
         });
-        let joining = Rc::new(Cell::new(false));
         // Leaving or reloading the page hangs up: the others must not wait for a person who is
         // gone (a socket that merely drops is someone who may come back). A socket that has
         // not joined has no one to tell.
         let on_page_hide = {
             let (ws, joining) = (ws.clone(), joining.clone());
             Closure::<dyn FnMut()>::new(move || {
-                if joining.get() {
+                if joining.borrow().is_some() {
                     for to in everyone.borrow().iter() {
                         let _ = ws.send_with_str(&addressed(&Message::Bye(None), Some(*to)));
                     }
@@ -87,8 +86,8 @@ impl Socket {
             let (ws, joining) = (ws.clone(), joining.clone());
             Closure::<dyn FnMut()>::new(move || {
                 mark("socket-open");
-                if joining.get() {
-                    let _ = ws.send_with_str(&Message::Join(None).to_json());
+                if let Some(join) = joining.borrow().as_deref() {
+                    let _ = ws.send_with_str(join);
                 }
             })
         };
@@ -99,12 +98,16 @@ impl Socket {
         Ok(Self { ws, window, joining, _on_open: on_open, _on_message: on_message, _on_close: on_close, on_page_hide })
     }
 
-    /// Takes this person's place in the room: now if the socket is open, else once it opens.
-    pub fn join(&self) {
-        self.joining.set(true);
+    /// Takes this person's place in the room, under their display name (for those waiting to
+    /// join): now if the socket is open, else once it opens.
+    pub fn join(&self, name: Option<String>) {
+        let join = Message::Join(name.map(|name| JoinRequest { name: Some(name) })).to_json();
         if self.ws.ready_state() == WebSocket::OPEN {
-            self.send(&Message::Join(None), None);
+            if let Err(error) = self.ws.send_with_str(&join) {
+                leptos::logging::warn!("could not join: {error:?}");
+            }
         }
+        *self.joining.borrow_mut() = Some(join);
     }
 
     /// Sends `message` to `to`, or (`None`) to the only other person.

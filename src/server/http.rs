@@ -17,7 +17,7 @@ use std::{
 use axum::{
     body::Body,
     extract::{connect_info::Connected, ConnectInfo, FromRef, MatchedPath, Path, Query, Request, State},
-    http::{header, HeaderMap, StatusCode, Version},
+    http::{header, HeaderMap, HeaderValue, StatusCode, Version},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -171,12 +171,25 @@ where
     Page: Future<Output = Response>,
 {
     let (parts, body) = request.into_parts();
-    let file = files.serve(Request::from_parts(parts.clone(), Body::empty())).await;
+    let mut file = files.serve(Request::from_parts(parts.clone(), Body::empty())).await;
     match file.status() {
         StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => page(Request::from_parts(parts, body)).await,
-        _ => file,
+        status => {
+            let headers = file.headers_mut();
+            if status.is_success() {
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(SITE_FILE_CACHE));
+            }
+            // A release build's precompressed copies: one name, several encodings.
+            headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+            file
+        }
     }
 }
+
+/// `Cache-Control` of a file of the site (`robots.txt`, the icons, the manifest). Their names
+/// never change, unlike `/pkg`'s: kept a day, so that a browser does not ask on every visit
+/// and a new release's icon still shows within a day.
+const SITE_FILE_CACHE: &str = "public, max-age=86400";
 
 /// The build leaves more in `/pkg` than a page loads (TypeScript declarations); only what pages
 /// load is served.

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::{
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{
-    protocol::{check_client_frame, check_join_frame, close_code, BadMessage, ErrorCode, Message},
+    protocol::{check_client_frame, check_join_frame, close_code, BadMessage, ClientMessage, ErrorCode, Message},
     room::RoomId,
     server::hub::{
         self, room_log_name, Delivery, Frame, Hub, Kick, Mailbox, Membership, Outbound, Refusal, Unsent, STALL,
@@ -78,7 +78,7 @@ impl Connection {
     /// pays.
     pub(crate) fn run(self, socket: Socket) -> impl Future<Output = ()> {
         let Self { hub, room, session_id, limits, turn, per_client } = self;
-        Session::open(socket, limits, per_client).enter(&hub, room, session_id, turn)
+        Session::open(socket, limits, per_client).enter(&hub, room, session_id, turn, None)
     }
 
     /// Runs a `join=later` connection: waits for its `JOIN`, then serves it in a task of its
@@ -108,16 +108,18 @@ impl Session {
         Self { socket, limits, _open: open, _per_client: per_client }
     }
 
-    /// Takes a place in the room and serves the connection, or refuses it when the room is
-    /// full (or, with Redis, when Redis does not answer).
+    /// Takes a place in the room, under the display name `name` (cleaned), and serves the
+    /// connection, or refuses it when the room is full (or, with Redis, when Redis does not
+    /// answer).
     fn enter(
         self,
         hub: &Arc<Hub>,
         room: RoomId,
         session_id: Option<String>,
         turn: TurnGrant,
+        name: Option<String>,
     ) -> impl Future<Output = ()> {
-        match hub.join(room.clone(), session_id, (turn.0)()) {
+        match hub.join(room.clone(), session_id, (turn.0)(), name) {
             // Decided at once (no Redis): the connection's future holds no join. Boxed, the one
             // that waits for Redis does not make every connection's future larger.
             hub::Joining::Now(joined) => Either::Left(self.joined(joined, room)),
@@ -149,11 +151,17 @@ impl Session {
         }
     }
 
-    /// Before `JOIN`: holds no place and hears nothing from the room; answers anything but
-    /// `JOIN` with `ERROR`, under the same rate limit and liveness rules as a member. At `JOIN`
-    /// the connection goes on in a new task, and this one ends. (Its own, not wrapped in
-    /// another future, which would hold the session a second time.)
+    /// Before `JOIN`: holds no place, and hears from the room only who is in it (`PRESENT`, at
+    /// once and after each change); answers anything but `JOIN` with `ERROR`, under the same
+    /// rate limit and liveness rules as a member. At `JOIN` the connection goes on in a new
+    /// task, and this one ends. (Its own, not wrapped in another future, which would hold the
+    /// session a second time.)
     async fn until_join(mut self, hub: Arc<Hub>, room: RoomId, session_id: Option<String>, turn: TurnGrant) {
+        let mut waiting = hub.wait(&room);
+        let present = waiting.present.borrow_and_update().clone();
+        if !self.send_message(WsMessage::Text(present), None).await {
+            return;
+        }
         let mut pace = self.pace().await;
         loop {
             tokio::select! {
@@ -166,8 +174,10 @@ impl Session {
                     let Some(frame) = self.admit(incoming, &mut pace, None).await else { return };
                     let refused = match frame {
                         Some(WsMessage::Text(text)) => match check_join_frame(&text) {
-                            Ok(()) => {
-                                tokio::spawn(self.enter(&hub, room, session_id, turn));
+                            Ok(name) => {
+                                // A member learns who is there from WELCOME and what follows.
+                                drop(waiting);
+                                tokio::spawn(self.enter(&hub, room, session_id, turn, name));
                                 return;
                             }
                             Err(bad) => bad,
@@ -177,6 +187,17 @@ impl Session {
                     };
                     crate::server::metrics::rejected(ErrorCode::BadMessage.as_str());
                     if !self.send(Message::error(ErrorCode::BadMessage, refused.to_string()).to_json(), None).await {
+                        return;
+                    }
+                }
+                changed = waiting.present.changed() => {
+                    // (The room, and its sender, live as long as `waiting`.)
+                    if changed.is_err() {
+                        return;
+                    }
+                    // Only the latest: changes made while the last one was written coalesce.
+                    let present = waiting.present.borrow_and_update().clone();
+                    if !self.send_message(WsMessage::Text(present), None).await {
                         return;
                     }
                 }
@@ -317,7 +338,11 @@ impl Session {
                         let Some(frame) = self.admit(incoming, &mut pace, Some(mailbox)).await else { return };
                         let refused = match frame {
                             Some(WsMessage::Text(text)) => match check_client_frame(&text) {
-                                Ok(checked) => {
+                                Ok(ClientMessage::Name(name)) => {
+                                    membership.rename(name);
+                                    continue;
+                                }
+                                Ok(ClientMessage::Relay(checked)) => {
                                     let (to, kind, len) = (checked.to, checked.kind, text.len());
                                     let frame = checked.stamped(membership.peer_id).map_or(text, Frame::from);
                                     match membership.relay(frame, to, pace.last_heard.into_std()) {

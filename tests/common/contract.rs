@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use duo::protocol::{close_code, ErrorCode, Message, PeerInfo};
+use duo::protocol::{close_code, ErrorCode, Message, PeerInfo, Person};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message as Ws};
 
@@ -15,6 +15,24 @@ fn expect_error(message: Message, code: ErrorCode) -> String {
     match message {
         Message::Error(body) if body.code == code => body.message,
         other => panic!("expected ERROR {code:?}, got {other:?}"),
+    }
+}
+
+/// Reads `PRESENT`s (and nothing else) until one lists these people, by public id and name,
+/// in this order. (With two instances, one that does not know the room yet may first say less.)
+async fn sees(client: &mut Client, people: &[(Option<&str>, Option<&str>)]) {
+    let people: Vec<Person> = people
+        .iter()
+        .map(|(public_id, name)| Person { public_id: public_id.map(str::to_owned), name: name.map(str::to_owned) })
+        .collect();
+    loop {
+        let text = client.recv_text().await;
+        assert!(!text.contains("peer_id"), "a peer id is for the people in the call only: {text}");
+        match serde_json::from_str(&text) {
+            Ok(Message::Present(present)) if present.people == people => return,
+            Ok(Message::Present(_)) => continue,
+            other => panic!("expected PRESENT, got {other:?}"),
+        }
     }
 }
 
@@ -253,9 +271,11 @@ async fn no_one_learns_the_other_persons_session_and_a_public_id_takes_no_place(
 async fn a_connection_opened_with_join_later_holds_no_place_until_it_sends_join() {
     let server = start(&["--max-room-size", "2"]);
     let mut early = Client::connect(&server, "later?join=later", None).await.expect("upgrade accepted");
-    // Invisible to the room: the first person sees no one, and nothing is sent to it.
+    sees(&mut early, &[]).await;
+    // Invisible to the room: the first person sees no one, and it is told only who is there.
     let (mut a, welcome) = join(&server, "later").await;
     assert!(!welcome.peer_present);
+    sees(&mut early, &[(None, None)]).await;
     early.expect_silence(Duration::from_millis(300)).await;
     // It may only ask to join; anything else is refused and it stays connected.
     early.send(&Message::Bye(None)).await;
@@ -274,6 +294,7 @@ async fn a_connection_opened_with_join_later_holds_no_place_until_it_sends_join(
     // Waiting connections take no place: with two in the room, a third joining later is
     // refused only when it asks.
     let mut third = Client::connect(&server, "later?join=later", None).await.expect("upgrade accepted");
+    sees(&mut third, &[(None, None), (None, None)]).await;
     third.expect_silence(Duration::from_millis(200)).await;
     third.send(&Message::Join(None)).await;
     expect_error(third.recv().await, ErrorCode::RoomFull);
@@ -281,6 +302,54 @@ async fn a_connection_opened_with_join_later_holds_no_place_until_it_sends_join(
 
     let error = Client::connect(&server, "later?join=soon", None).await.err().expect("refused");
     assert_eq!(refusal_status(error), 400);
+}
+
+#[tokio::test]
+async fn someone_waiting_to_join_sees_who_is_in_the_call_by_name_and_each_change() {
+    let server = start(&[]);
+    let session = |name: &str| format!("{name}-session-0123456789");
+    // Ada opens her page and joins under her name (which the server cleans as browsers do).
+    let ada_url = format!("names?join=later&session={}", session("ada"));
+    let mut ada = Client::connect(&server, &ada_url, None).await.expect("upgrade accepted");
+    sees(&mut ada, &[]).await;
+    ada.send_text(r#"{"message_type":"JOIN","content":{"name":" Ada\u202e "}}"#).await;
+    assert!(matches!(ada.recv().await, Message::Welcome(_)));
+    // Eve opens the link (on the other instance, with two): she sees Ada, by name.
+    let mut eve = Client::connect(&server, "names?join=later", None).await.expect("upgrade accepted");
+    let (mut bob, welcome) = join(&server, &format!("names?session={}", session("bob"))).await;
+    let ada_id = welcome.peers[0].public_id.clone();
+    let Message::PeerJoined(joined) = ada.recv().await else { panic!("PEER_JOINED expected") };
+    let bob_id = joined.public_id;
+    assert!(ada_id.is_some() && bob_id.is_some());
+    // Bob, a classic client, gives no name.
+    sees(&mut eve, &[(ada_id.as_deref(), Some("Ada")), (bob_id.as_deref(), None)]).await;
+    // Renames reach her, and no one in the call hears them from the server.
+    ada.send(&Message::Name("Ada L".into())).await;
+    sees(&mut eve, &[(ada_id.as_deref(), Some("Ada L")), (bob_id.as_deref(), None)]).await;
+    bob.send(&Message::Name("\u{200b}".into())).await;
+    eve.expect_silence(Duration::from_millis(300)).await;
+    // A NAME that is not a string is refused; it harms no one.
+    for bad in [r#"{"name":"Mallory"}"#, "7", "null", r#"["Mallory"]"#] {
+        bob.send_text(&format!(r#"{{"message_type":"NAME","content":{bad}}}"#)).await;
+        assert!(expect_error(bob.recv().await, ErrorCode::BadMessage).contains("NAME"), "{bad}");
+    }
+    bob.send_text(r#"{"message_type":"NAME"}"#).await;
+    expect_error(bob.recv().await, ErrorCode::BadMessage);
+    ada.expect_silence(Duration::from_millis(200)).await;
+    eve.expect_silence(Duration::from_millis(200)).await;
+    bob.send_text(r#"{"message_type":"BYE"}"#).await;
+    assert_eq!(ada.recv_text().await, r#"{"message_type":"BYE"}"#);
+    // Bob leaves: Eve sees him go.
+    drop(bob);
+    assert!(matches!(ada.recv().await, Message::PeerLeft(_)));
+    sees(&mut eve, &[(ada_id.as_deref(), Some("Ada L"))]).await;
+    // Once Eve joins, she hears of the room as a member does, and no more PRESENT.
+    eve.send(&Message::Join(None)).await;
+    let Message::Welcome(welcome) = eve.recv().await else { panic!("WELCOME expected") };
+    assert_eq!(welcome.peers[0].public_id, ada_id);
+    assert!(matches!(ada.recv().await, Message::PeerJoined(_)));
+    ada.send(&Message::Name("Ada".into())).await;
+    eve.expect_silence(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -292,9 +361,10 @@ async fn a_connection_waiting_to_join_is_held_to_the_same_limits() {
         flooder.send_text(r#"{"message_type":"BYE"}"#).await;
     }
     let mut codes = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..7 {
         match flooder.recv().await {
             Message::Error(body) => codes.push(body.code),
+            Message::Present(_) => continue,
             other => panic!("expected ERROR, got {other:?}"),
         }
         if codes.last() == Some(&ErrorCode::RateLimited) {

@@ -11,6 +11,10 @@
 //! here holds this instance's people and, as [`Seat::There`], those on other instances. Either
 //! way a connection sees the same hub.
 //!
+//! A connection waiting to join (`join=later`) holds no place, but sees who is in the room: a
+//! [`Waiting`] keeps the room here (with Redis, this instance then hears of its changes too)
+//! and gets its `PRESENT` through a watch channel, which keeps only the latest.
+//!
 //! - `mailbox`: one connection's queue of frames, and its kick.
 //! - `shared`: the link to Redis: its scripts, its channel messages and the tasks that drive it.
 
@@ -35,7 +39,7 @@ pub(crate) use self::{
     shared::RedisSettings,
 };
 use crate::{
-    protocol::{Message, PeerId, PeerInfo, Welcome},
+    protocol::{Message, PeerId, PeerInfo, Person, Present, Welcome},
     room::RoomId,
     server::ice::IceConfig,
     server::limits::LogThrottle,
@@ -136,6 +140,10 @@ struct Places {
     seats: Vec<Place>,
     /// Joins waiting for Redis: the room stays, to hear of changes meanwhile.
     joining: usize,
+    /// Connections waiting to join ([`Waiting`]): the room stays, for them to see who is in it.
+    watching: usize,
+    /// `PRESENT` for them: made for the first, dropped with the last (most rooms never need it).
+    present: Option<watch::Sender<Frame>>,
 }
 
 #[derive(Default)]
@@ -157,6 +165,8 @@ struct Slot {
     /// What the others know this person by: [`public_id`] of the session. The session, a
     /// reconnect credential, is never kept.
     public_id: Option<String>,
+    /// Their display name, cleaned: for those waiting to join.
+    name: Option<String>,
     mailbox: Arc<Mailbox>,
 }
 
@@ -172,6 +182,13 @@ impl Seat {
         match self {
             Seat::Here(slot) => slot.public_id.as_deref(),
             Seat::There(remote) => remote.public_id.as_deref(),
+        }
+    }
+
+    fn name(&self) -> Option<&str> {
+        match self {
+            Seat::Here(slot) => slot.name.as_deref(),
+            Seat::There(remote) => remote.name.as_deref(),
         }
     }
 
@@ -301,16 +318,22 @@ impl Hub {
     /// Joins `room_id`. A connection naming the session of someone already in the room is that
     /// person reconnecting: it takes their place (the old connection is closed with 4004)
     /// instead of counting as one more. `turn`: whether `WELCOME` may carry TURN credentials
-    /// (the caller decides who gets them).
-    pub(crate) fn join(self: &Arc<Self>, room_id: RoomId, session: Option<String>, turn: bool) -> Joining {
+    /// (the caller decides who gets them). `name`: the display name, cleaned.
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        room_id: RoomId,
+        session: Option<String>,
+        turn: bool,
+        name: Option<String>,
+    ) -> Joining {
         let public_id = session.map(|session| public_id(&room_id, &session));
         let key = RoomKey::of(&room_id);
         let Some(link) = &self.shared else {
-            return Joining::Now(self.join_here(key, public_id, turn));
+            return Joining::Now(self.join_here(key, public_id, name, turn));
         };
         let pending = self.pending(key);
         let (reply, answer) = oneshot::channel();
-        link.join(shared::Join { pending, peer_id: random_peer_id(), public_id, turn, reply });
+        link.join(shared::Join { pending, peer_id: random_peer_id(), public_id, name, turn, reply });
         Joining::Later(Box::pin(async move {
             match tokio::time::timeout(shared::JOIN_TIMEOUT, answer).await {
                 Ok(Ok(result)) => result,
@@ -320,7 +343,13 @@ impl Hub {
     }
 
     /// Decides the place here: without Redis.
-    fn join_here(self: &Arc<Self>, key: RoomKey, public_id: Option<String>, turn: bool) -> Result<Membership, Refusal> {
+    fn join_here(
+        self: &Arc<Self>,
+        key: RoomKey,
+        public_id: Option<String>,
+        name: Option<String>,
+        turn: bool,
+    ) -> Result<Membership, Refusal> {
         let mut rooms = lock(&self.rooms);
         let room = self.room_for(&mut rooms, key);
         let mut places = lock(&room.places);
@@ -339,14 +368,33 @@ impl Hub {
             }
         };
         drop(rooms);
-        Ok(self.seat(&room, &mut places, index, 0, peer_id, public_id, turn))
+        Ok(self.seat(&room, &mut places, index, 0, peer_id, public_id, name, turn))
     }
 
     /// Registers a join about to be sent to Redis.
     fn pending(self: &Arc<Self>, key: RoomKey) -> Pending {
-        let room = self.room_for(&mut lock(&self.rooms), key.clone());
+        let mut rooms = lock(&self.rooms);
+        let room = self.room_for(&mut rooms, key.clone());
+        // Counted while the map is locked: a room found unused meanwhile would be forgotten.
         lock(&room.places).joining += 1;
         Pending { hub: self.clone(), room, key }
+    }
+
+    /// A connection waiting to join `room_id`: it sees who is in the room until it is dropped.
+    pub(crate) fn wait(self: &Arc<Self>, room_id: &RoomId) -> Waiting {
+        let mut rooms = lock(&self.rooms);
+        let room = self.room_for(&mut rooms, RoomKey::of(room_id));
+        let mut places = lock(&room.places);
+        places.watching += 1;
+        if let (1, Some(link)) = (places.watching, &self.shared) {
+            // The room may have no one here: this instance must hear of its changes itself.
+            link.watch(&places.key, true);
+        }
+        let present = places.present.get_or_insert_with(|| watch::Sender::new(Frame::default())).subscribe();
+        // (A new one holds nothing yet.)
+        places.publish();
+        drop(places);
+        Waiting { hub: self.clone(), room, present }
     }
 
     /// The room `key`, made if this process has none yet.
@@ -370,7 +418,8 @@ impl Hub {
             // Someone took this place again since: this join is already undone.
             return Err(Refusal::Unavailable);
         }
-        Ok(self.seat(&room, &mut places, index, snapshot.ver, join.peer_id, join.public_id.clone(), join.turn))
+        let (peer_id, public_id, name) = (join.peer_id, join.public_id.clone(), join.name.clone());
+        Ok(self.seat(&room, &mut places, index, snapshot.ver, peer_id, public_id, name, join.turn))
     }
 
     /// Puts this process's person at `index`, tells the others and welcomes them.
@@ -383,6 +432,7 @@ impl Hub {
         ver: u64,
         peer_id: PeerId,
         public_id: Option<String>,
+        name: Option<String>,
         turn: bool,
     ) -> Membership {
         let mailbox = Arc::new(Mailbox::new(self.queued.clone(), Instant::now()));
@@ -390,9 +440,11 @@ impl Hub {
             // Joined through Redis while the server began to shut down.
             mailbox.kick(Kick::SHUTDOWN);
         }
-        let old = places.seats[index].seat.replace(Seat::Here(Slot { peer_id, public_id, mailbox: mailbox.clone() }));
+        let slot = Slot { peer_id, public_id, name, mailbox: mailbox.clone() };
+        let old = places.seats[index].seat.replace(Seat::Here(slot));
         places.seats[index].ver = ver;
         self.announce(places, index, old);
+        places.publish();
         let peers: Vec<PeerInfo> =
             others(&places.seats, index).map(|(other, seat)| seat.info(Some(index > other))).collect();
         self.peers.send_modify(|n| *n += 1);
@@ -461,6 +513,7 @@ impl Hub {
                 self.change(places, index, snapshot.ver, listed.get(&index).copied());
             }
         }
+        places.publish();
     }
 
     /// Applies a place's content as Redis has it at `ver`, unless the place changed since.
@@ -488,6 +541,10 @@ impl Hub {
             (Some(_), None) => false,
         };
         if unchanged {
+            // The same person, perhaps under a new name.
+            if let (Some(Seat::There(there)), Some(remote)) = (&mut place.seat, content) {
+                there.clone_from(remote);
+            }
             return;
         }
         let old =
@@ -511,6 +568,7 @@ impl Hub {
         for (index, content) in changes {
             self.change(&mut places, index, ver, content.as_ref());
         }
+        places.publish();
     }
 
     /// Takes in a room as Redis has it (after restoring it there).
@@ -554,9 +612,12 @@ impl Hub {
         let places = lock(&room.places);
         let known = places.seats.iter().enumerate().filter_map(|(index, place)| {
             let remote = match place.seat.as_ref()? {
-                Seat::Here(slot) => {
-                    Remote { peer_id: slot.peer_id, instance: instance.clone(), public_id: slot.public_id.clone() }
-                }
+                Seat::Here(slot) => Remote {
+                    peer_id: slot.peer_id,
+                    instance: instance.clone(),
+                    public_id: slot.public_id.clone(),
+                    name: slot.name.clone(),
+                },
                 Seat::There(remote) => remote.clone(),
             };
             Some((index, remote))
@@ -569,8 +630,9 @@ impl Hub {
         // Only this room: a connection that outlived its room (replaced, then slow to close)
         // must not remove a newer room of the same id.
         let current = rooms.get(&places.key).is_some_and(|known| Arc::ptr_eq(known, room));
-        let unused =
-            places.joining == 0 && places.seats.iter().all(|place| place.seat.as_ref().and_then(Seat::here).is_none());
+        let unused = places.joining == 0
+            && places.watching == 0
+            && places.seats.iter().all(|place| place.seat.as_ref().and_then(Seat::here).is_none());
         if current && unused {
             rooms.remove(&places.key);
             crate::server::metrics::active_rooms(rooms.len());
@@ -671,6 +733,7 @@ impl Hub {
                 }
             }
         }
+        places.publish();
     }
 
     /// How much of one person's mailbox another person's frames may fill: an equal part for
@@ -683,7 +746,7 @@ impl Hub {
 
 impl Room {
     fn new(key: RoomKey, size: usize) -> Arc<Self> {
-        let mut places = Places { key, seats: Vec::new(), joining: 0 };
+        let mut places = Places { key, seats: Vec::new(), joining: 0, watching: 0, present: None };
         places.grow(size);
         Arc::new(Self { places: Mutex::new(places) })
     }
@@ -694,6 +757,30 @@ impl Places {
         if self.seats.len() < size {
             self.seats.resize_with(size, Place::default);
         }
+    }
+
+    /// Who is in the room, by place: public ids and names only, never a peer id. At most a
+    /// room's places, so its size is bounded.
+    fn presence(&self) -> Frame {
+        let people = self.seats.iter().filter_map(|place| place.seat.as_ref());
+        let people = people
+            .map(|seat| Person { public_id: seat.public_id().map(str::to_owned), name: seat.name().map(str::to_owned) })
+            .collect();
+        Frame::from(Message::Present(Present { people }).to_json())
+    }
+
+    /// Tells the connections waiting to join who is in the room now, if that changed. A
+    /// connection still writing the last change reads only the latest: bursts coalesce.
+    fn publish(&self) {
+        let Some(present) = &self.present else { return };
+        let now = self.presence();
+        present.send_if_modified(|shown| {
+            let changed = *shown != now;
+            if changed {
+                *shown = now;
+            }
+            changed
+        });
     }
 }
 
@@ -734,6 +821,22 @@ impl Membership {
 }
 
 impl Membership {
+    /// This person's display name is now `name` (cleaned): those waiting to join see it.
+    pub(crate) fn rename(&self, name: Option<String>) {
+        let mut guard = lock(&self.room.places);
+        let places = &mut *guard;
+        let Some(me) = place_of(&places.seats, self.peer_id) else { return };
+        let Some(Seat::Here(slot)) = &mut places.seats[me].seat else { return };
+        if slot.name == name {
+            return;
+        }
+        slot.name = name;
+        if let Some(link) = &self.hub.shared {
+            link.rename(&places.key, self.peer_id, slot.name.as_deref());
+        }
+        places.publish();
+    }
+
     /// Drops this connection as too slow: its writes are stuck, and frames for it no longer
     /// fit while it has taken none for [`STALL`]. What the hub would do at the next
     /// frame for it, for a reader nobody sends anything more.
@@ -756,11 +859,36 @@ impl Drop for Membership {
                 link.leave(&places.key, self.peer_id);
             }
             self.hub.tell(&mut places, mine, |_| Message::PeerLeft(me.info(None)));
+            places.publish();
         }
         self.hub.forget_if_unused(&mut rooms, &self.room, &places);
         drop(places);
         drop(rooms);
         self.hub.peers.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A connection waiting to join its room (`join=later`): it holds no place, and sees who is
+/// in the room. Dropping it stops that.
+pub(crate) struct Waiting {
+    hub: Arc<Hub>,
+    room: Arc<Room>,
+    /// `PRESENT`, as of the last change.
+    pub(crate) present: watch::Receiver<Frame>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut rooms = lock(&self.hub.rooms);
+        let mut places = lock(&self.room.places);
+        places.watching -= 1;
+        if places.watching == 0 {
+            places.present = None;
+            if let Some(link) = &self.hub.shared {
+                link.watch(&places.key, false);
+            }
+        }
+        self.hub.forget_if_unused(&mut rooms, &self.room, &places);
     }
 }
 
@@ -792,10 +920,38 @@ mod tests {
 
     /// Joins without Redis, where the answer comes at once.
     fn join(hub: &Arc<Hub>, room_id: RoomId, session: Option<String>) -> Result<Membership, Refusal> {
-        match hub.join(room_id, session, false) {
+        join_named(hub, room_id, session, None)
+    }
+
+    fn join_named(
+        hub: &Arc<Hub>,
+        room_id: RoomId,
+        session: Option<String>,
+        name: Option<&str>,
+    ) -> Result<Membership, Refusal> {
+        match hub.join(room_id, session, false, name.map(str::to_owned)) {
             Joining::Now(result) => result,
             Joining::Later(_) => panic!("a hub without Redis answers at once"),
         }
+    }
+
+    /// The `PRESENT` a waiting connection has not sent yet, if any (after the first).
+    fn news(waiting: &mut Waiting) -> Option<Vec<Person>> {
+        waiting.present.has_changed().unwrap().then(|| shown(waiting))
+    }
+
+    /// The `PRESENT` a waiting connection sends now (the first one at once).
+    fn shown(waiting: &mut Waiting) -> Vec<Person> {
+        let frame = waiting.present.borrow_and_update().clone();
+        assert!(!frame.contains("peer_id"), "never a peer id: {frame}");
+        match serde_json::from_str(&frame).unwrap() {
+            Message::Present(present) => present.people,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn person(public_id: Option<String>, name: Option<&str>) -> Person {
+        Person { public_id, name: name.map(str::to_owned) }
     }
 
     /// `N` people joining room "g" of `hub`, one after another.
@@ -821,6 +977,93 @@ mod tests {
 
     fn next(m: &Membership) -> Message {
         serde_json::from_str(&take_frame(m).expect("a frame is queued").frame).unwrap()
+    }
+
+    #[test]
+    fn someone_waiting_to_join_sees_who_is_in_the_room_and_each_change_and_takes_no_place() {
+        let hub = hub_of(2, 16, 64 << 20);
+        let mut waiting = hub.wait(&room("g"));
+        assert_eq!(shown(&mut waiting), vec![], "at once: no one yet");
+        let ada = Some(public_id(&room("g"), "ada-session"));
+        let a = join_named(&hub, room("g"), Some("ada-session".into()), Some("Ada")).unwrap();
+        assert_eq!(news(&mut waiting), Some(vec![person(ada.clone(), Some("Ada"))]));
+        assert!(!a.welcome.peer_present, "the one waiting is no one in the room");
+        let b = join(&hub, room("g"), None).unwrap();
+        assert_eq!(news(&mut waiting), Some(vec![person(ada.clone(), Some("Ada")), person(None, None)]));
+        // Renames: each change once; a name given again is no change.
+        b.rename(Some("Bob".into()));
+        a.rename(Some("Ada L".into()));
+        let both = vec![person(ada.clone(), Some("Ada L")), person(None, Some("Bob"))];
+        assert_eq!(news(&mut waiting), Some(both.clone()), "two changes at once come as one");
+        a.rename(Some("Ada L".into()));
+        assert_eq!(news(&mut waiting), None);
+        let _ = take_frame(&a); // PEER_JOINED
+        assert!(take_frame(&a).is_none() && take_frame(&b).is_none(), "members hear no name from the server");
+        // Ada reconnects under the same name: nothing changed for those waiting.
+        let a_again = join_named(&hub, room("g"), Some("ada-session".into()), Some("Ada L")).unwrap();
+        assert_eq!(kick_of(&a), Some(Kick::REPLACED));
+        drop(a);
+        assert_eq!(news(&mut waiting), None);
+        drop(b);
+        assert_eq!(news(&mut waiting), Some(vec![person(ada.clone(), Some("Ada L"))]));
+        a_again.rename(None);
+        assert_eq!(news(&mut waiting), Some(vec![person(ada.clone(), None)]));
+        // Others waiting see the same; one who stops waiting is simply gone.
+        let mut second = hub.wait(&room("g"));
+        assert_eq!(shown(&mut second), vec![person(ada, None)]);
+        drop(second);
+        assert_eq!(news(&mut waiting), None);
+    }
+
+    #[test]
+    fn someone_waiting_sees_people_of_other_instances_by_name_in_the_order_of_changes() {
+        let hub = hub_of(4, 16, 64 << 20);
+        let mut waiting = hub.wait(&room("g"));
+        let key = RoomKey::of(&room("g"));
+        let ada = |name: &str| Remote {
+            peer_id: PeerId(5),
+            instance: "elsewhere".into(),
+            public_id: Some("ada-public".into()),
+            name: Some(name.into()),
+        };
+        hub.changed(&key, 10, vec![(1, Some(ada("Ada")))]);
+        assert_eq!(news(&mut waiting), Some(vec![person(Some("ada-public".into()), Some("Ada"))]));
+        let bob = join_named(&hub, room("g"), None, Some("Bob")).unwrap();
+        let both = |ada: &str| vec![person(None, Some("Bob")), person(Some("ada-public".into()), Some(ada))];
+        assert_eq!(news(&mut waiting), Some(both("Ada")), "by place: Bob took the free one before Ada's");
+        // A rename is the same person in the same place, under a newer version; an older one
+        // that arrives late changes nothing.
+        hub.changed(&key, 12, vec![(1, Some(ada("Ada L")))]);
+        hub.changed(&key, 11, vec![(1, Some(ada("Ada K")))]);
+        assert_eq!(news(&mut waiting), Some(both("Ada L")));
+        assert!(take_frame(&bob).is_none(), "a rename is no arrival for those in the call");
+        hub.changed(&key, 13, vec![(1, None)]);
+        assert_eq!(news(&mut waiting), Some(vec![person(None, Some("Bob"))]));
+        assert!(matches!(next(&bob), Message::PeerLeft(info) if info.peer_id == PeerId(5)));
+    }
+
+    #[test]
+    fn a_room_someone_waits_for_stays_and_goes_with_them_and_a_slow_reader_leaves_it() {
+        let hub = hub_of(2, 4, 64 << 20);
+        let mut waiting = hub.wait(&room("r"));
+        assert_eq!((shown(&mut waiting), hub.room_count(), hub.peer_count()), (vec![], 1, 0));
+        let a = join_named(&hub, room("r"), None, Some("Ada")).unwrap();
+        let b = join(&hub, room("r"), None).unwrap();
+        let _ = take_frame(&a); // PEER_JOINED
+        assert_eq!(news(&mut waiting).map(|people| people.len()), Some(2));
+        // b stops reading and is dropped: those waiting see it go.
+        let start = Instant::now();
+        for _ in 0..4 {
+            a.relay(Frame::from("{}"), None, start).unwrap();
+        }
+        a.relay(Frame::from("{}"), None, start + STALL).unwrap();
+        assert_eq!(kick_of(&b), Some(Kick::TOO_SLOW));
+        assert_eq!(news(&mut waiting), Some(vec![person(None, Some("Ada"))]));
+        drop((a, b));
+        assert_eq!(news(&mut waiting), Some(vec![]));
+        assert_eq!(hub.room_count(), 1, "kept for the one waiting");
+        drop(waiting);
+        assert_eq!(hub.room_count(), 0);
     }
 
     #[test]

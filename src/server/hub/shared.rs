@@ -7,16 +7,18 @@
 //!
 //! | key | what |
 //! | --- | --- |
-//! | `duo:room:<room key>` | hash: `size`, `ver` (the version of the last change), and per place `"<peer id> <instance> <public id or ->"` |
+//! | `duo:room:<room key>` | hash: `size`, `ver` (the version of the last change), and per place `"<peer id> <instance> <public id or ->"`, then `" <name>"` if the person gave one |
 //! | `duo:instances` | sorted set: each instance's last heartbeat, in ms of Redis's clock |
 //! | `duo:inst:<instance>:rooms` | set: the rooms where that instance has people (every change keeps it exact), to free them if it dies |
 //! | `duo:epoch` | when Redis got its first heartbeat: missing later, Redis lost everything |
 //! | `duo:recovering` | set for a heartbeat's TTL once an instance finds Redis lost everything |
 //! | `duo:to:<instance>` | the channel each instance reads |
+//! | `duo:watch:<room key>` | a room's changes, for instances where someone waits to join it and no one may be in it |
 //!
 //! On a channel, `P <room key> <version>` and then a line `<place> <content or ->` per changed
 //! place (a script changed the room), or `R <from> <seq> <room key> <peer id>` and the frame
-//! after a newline (relayed to that person). A change applies to a place only if its version
+//! after a newline (relayed to that person). On a room's own channel, `W <by> <room key>
+//! <version>` and the same lines: `by`, the instance that made the change, has it already. A change applies to a place only if its version
 //! is newer than the one the place has here, so changes that cross, and the snapshots scripts
 //! return, land in the right order. Relayed frames carry a sequence number per pair of
 //! instances: one re-sent after a lost connection arrives once, and in order.
@@ -52,7 +54,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::{lock, Frame, Hub, Membership, Refusal, RoomKey};
-use crate::{protocol::PeerId, server::limits::LogThrottle};
+use crate::{
+    protocol::{display_name, PeerId},
+    server::limits::LogThrottle,
+};
 
 /// An instance counts as dead once its last heartbeat is this old.
 const HEARTBEAT_TTL: Duration = Duration::from_secs(5);
@@ -85,6 +90,7 @@ static JOIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(in
 static LEAVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/leave.lua")));
 static RESTORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/restore.lua")));
 static TICK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/tick.lua")));
+static NAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/name.lua")));
 
 fn script(body: &str) -> String {
     format!("{COMMON}\n{body}")
@@ -98,6 +104,10 @@ fn room_hash(key: &RoomKey) -> String {
 
 fn channel(instance: &str) -> String {
     format!("duo:to:{instance}")
+}
+
+fn watch_channel(key: &RoomKey) -> String {
+    format!("duo:watch:{}", key.0)
 }
 
 /// Where to reach Redis: `redis://[:password@]host[:port][/db]`. Taken as it is and checked
@@ -129,25 +139,33 @@ pub(super) struct Remote {
     pub(super) peer_id: PeerId,
     pub(super) instance: Arc<str>,
     pub(super) public_id: Option<String>,
+    pub(super) name: Option<String>,
 }
 
 impl Remote {
-    /// `"<peer id> <instance> <public id or ->"`.
+    /// `"<peer id> <instance> <public id or ->"`, then `" <name>"` if they gave one (the rest
+    /// of the line: a name may hold spaces, never a line break).
     fn parse(content: &str) -> Option<Remote> {
-        let mut parts = content.split(' ');
+        let mut parts = content.splitn(4, ' ');
         let (peer, instance, public_id) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || instance.is_empty() || public_id.is_empty() {
+        if instance.is_empty() || public_id.is_empty() {
             return None;
         }
         Some(Remote {
             peer_id: PeerId(peer.parse().ok()?),
             instance: instance.into(),
             public_id: (public_id != "-").then(|| public_id.to_owned()),
+            // Cleaned when it came in; cleaned again, as anything read from outside is.
+            name: parts.next().and_then(display_name),
         })
     }
 
     pub(super) fn content(&self) -> String {
-        format!("{} {} {}", self.peer_id.0, self.instance, self.public_id.as_deref().unwrap_or("-"))
+        let public_id = self.public_id.as_deref().unwrap_or("-");
+        match &self.name {
+            Some(name) => format!("{} {} {public_id} {name}", self.peer_id.0, self.instance),
+            None => format!("{} {} {public_id}", self.peer_id.0, self.instance),
+        }
     }
 }
 
@@ -173,8 +191,10 @@ enum Joined {
 /// Something another instance (or a script) sent this one.
 #[derive(Debug, PartialEq)]
 enum Incoming {
-    /// These places of the room changed, at `ver`: `None` is a freed place.
+    /// These places of the room changed, at `ver`: `None` is a freed place. `by`: on a room's
+    /// own channel, the instance that made the change.
     Changed {
+        by: Option<Arc<str>>,
         key: RoomKey,
         ver: u64,
         places: Vec<(usize, Option<Remote>)>,
@@ -197,8 +217,9 @@ impl Incoming {
         let text = std::str::from_utf8(payload).map_err(|_| Malformed)?;
         let (head, rest) = text.split_once('\n').unwrap_or((text, ""));
         let mut words = head.split(' ');
-        let incoming = match (words.next(), words.next(), words.next(), words.next(), words.next(), words.next()) {
-            (Some("P"), Some(key), Some(ver), None, ..) => Incoming::Changed {
+        let changed = |by: Option<&str>, key: &str, ver: &str| -> Result<Incoming, Malformed> {
+            Ok(Incoming::Changed {
+                by: by.map(Arc::from),
                 key: RoomKey(key.to_owned()),
                 ver: ver.parse().map_err(|_| Malformed)?,
                 places: rest
@@ -212,7 +233,11 @@ impl Incoming {
                         }
                     })
                     .collect::<Result<_, _>>()?,
-            },
+            })
+        };
+        let incoming = match (words.next(), words.next(), words.next(), words.next(), words.next(), words.next()) {
+            (Some("P"), Some(key), Some(ver), None, ..) => changed(None, key, ver)?,
+            (Some("W"), Some(by), Some(key), Some(ver), None, _) => changed(Some(by), key, ver)?,
             (Some("R"), Some(from), Some(seq), Some(key), Some(to), None) => Incoming::Relayed {
                 from: from.into(),
                 seq: seq.parse().map_err(|_| Malformed)?,
@@ -401,6 +426,7 @@ pub(super) struct Join {
     pub(super) pending: super::Pending,
     pub(super) peer_id: PeerId,
     pub(super) public_id: Option<String>,
+    pub(super) name: Option<String>,
     pub(super) turn: bool,
     pub(super) reply: oneshot::Sender<Result<Membership, Refusal>>,
 }
@@ -420,6 +446,16 @@ enum Op {
     },
     Restore {
         key: RoomKey,
+    },
+    /// Someone here waits to join the room (`on`), or no longer does.
+    Watch {
+        key: RoomKey,
+        on: bool,
+    },
+    Rename {
+        key: RoomKey,
+        peer: PeerId,
+        name: String,
     },
     /// Answered once everything queued before it went through.
     Flush(oneshot::Sender<()>),
@@ -490,6 +526,16 @@ impl Link {
         let _ = self.ops.send(Op::Leave { key: key.clone(), peer });
     }
 
+    /// Hears of a room's changes (`on`) while someone here waits to join it, though no one
+    /// here may be in it; and reads it as it is.
+    pub(super) fn watch(&self, key: &RoomKey, on: bool) {
+        let _ = self.ops.send(Op::Watch { key: key.clone(), on });
+    }
+
+    pub(super) fn rename(&self, key: &RoomKey, peer: PeerId, name: Option<&str>) {
+        let _ = self.ops.send(Op::Rename { key: key.clone(), peer, name: name.unwrap_or_default().to_owned() });
+    }
+
     /// Sends a frame to someone on another instance; past the budget of frames waiting for
     /// Redis (it is away), the frame is dropped.
     pub(super) fn relay(&self, to: &Remote, key: &RoomKey, frame: Frame) {
@@ -534,7 +580,7 @@ impl Driver {
             ops: ops.clone(),
         };
         tokio::spawn(writer.run());
-        tokio::spawn(dispatch(hub.clone(), state.clone(), pushes, ops.clone()));
+        tokio::spawn(dispatch(hub.clone(), instance.clone(), state.clone(), pushes, ops.clone()));
         tokio::spawn(tick(hub, instance, state, redis, ops));
     }
 }
@@ -576,6 +622,7 @@ impl Writer {
                 let Ok(op) = self.queue.try_recv() else { break };
                 self.take(op, &mut batch);
             }
+            self.subscribe(&mut batch).await;
             if batch.is_empty() {
                 continue;
             }
@@ -623,6 +670,51 @@ impl Writer {
         }
     }
 
+    /// Carries out the batch's watches, which are no commands of a pipeline: for each room, the
+    /// last one says whether to listen on its channel. A room listened to from now on is then
+    /// read (by the pipeline, after the subscription: no change falls between the two). What
+    /// Redis refused is tried again.
+    async fn subscribe(&mut self, batch: &mut Vec<Out>) {
+        let mut watches: HashMap<RoomKey, bool> = HashMap::new();
+        batch.retain(|out| match &out.op {
+            Op::Watch { key, on } => {
+                watches.insert(key.clone(), *on);
+                false
+            }
+            _ => true,
+        });
+        let (on, off): (Vec<_>, Vec<_>) = watches.into_iter().partition(|(_, on)| *on);
+        let channels = |keys: &[(RoomKey, bool)]| keys.iter().map(|(key, _)| watch_channel(key)).collect::<Vec<_>>();
+        let mut failed = false;
+        if !off.is_empty() {
+            let result = self.redis.unsubscribe(channels(&off)).await;
+            failed |= self.subscribed(result, off, batch);
+        }
+        if !on.is_empty() {
+            let result = self.redis.subscribe(channels(&on)).await;
+            failed |= self.subscribed(result, on, batch);
+        }
+        if failed {
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+    }
+
+    /// Reads the rooms now listened to, or keeps the watches to try again. True if they failed.
+    fn subscribed(&mut self, result: redis::RedisResult<()>, keys: Vec<(RoomKey, bool)>, batch: &mut Vec<Out>) -> bool {
+        match result {
+            Ok(()) => {
+                let read = keys.into_iter().filter(|(_, on)| *on);
+                batch.extend(read.map(|(key, _)| Out { op: Op::Restore { key }, payload: None }));
+                false
+            }
+            Err(error) => {
+                warn!(%error, "Redis failed; listening to rooms again when it is back");
+                self.retry.extend(keys.into_iter().map(|(key, on)| Out { op: Op::Watch { key, on }, payload: None }));
+                true
+            }
+        }
+    }
+
     /// Adds the stalled relays to the batch, to be tried again, but those that waited [`HOLD`]
     /// (their instance died, or never came back). Frames to someone who left meanwhile go too:
     /// the receiver drops them, and their numbers leave no gap for the frames behind them.
@@ -659,7 +751,8 @@ impl Writer {
                     .arg(join.public_id.as_deref().unwrap_or("-"))
                     .arg(join.pending.hub.settings.room_size)
                     .arg(&key.0)
-                    .arg(HEARTBEAT_TTL.as_millis() as u64);
+                    .arg(HEARTBEAT_TTL.as_millis() as u64)
+                    .arg(join.name.as_deref().unwrap_or_default());
                 // With people here, the room is put back first if Redis lost it.
                 let (_, known) = join.pending.hub.known(key, &self.instance);
                 if known.iter().any(|(_, remote)| remote.instance == self.instance) {
@@ -671,8 +764,24 @@ impl Writer {
             Op::Leave { key, peer } => {
                 pipe.cmd("EVAL").arg(&*LEAVE).arg(1).arg(room_hash(key)).arg(&*self.instance).arg(peer.0).arg(&key.0);
             }
+            Op::Rename { key, peer, name } => {
+                pipe.cmd("EVAL")
+                    .arg(&*NAME)
+                    .arg(1)
+                    .arg(room_hash(key))
+                    .arg(&*self.instance)
+                    .arg(peer.0)
+                    .arg(&key.0)
+                    .arg(name);
+            }
             Op::Restore { key } => {
-                let (size, known) = self.hub.upgrade().map(|hub| hub.known(key, &self.instance)).unwrap_or_default();
+                let (size, mut known) =
+                    self.hub.upgrade().map(|hub| hub.known(key, &self.instance)).unwrap_or_default();
+                // With no one here (only people waiting to join), the room is only read: its
+                // people's instances put it back.
+                if !known.iter().any(|(_, remote)| remote.instance == self.instance) {
+                    known.clear();
+                }
                 let cmd = pipe
                     .cmd("EVAL")
                     .arg(&*RESTORE)
@@ -690,6 +799,7 @@ impl Writer {
             Op::Flush(_) => {
                 pipe.cmd("PING");
             }
+            Op::Watch { .. } => unreachable!("watches are taken out of the batch first"),
         }
     }
 
@@ -725,7 +835,7 @@ impl Writer {
                     let _ = join.reply.send(Err(Refusal::Unavailable));
                 }
             },
-            Op::Leave { .. } => {}
+            Op::Leave { .. } | Op::Rename { .. } | Op::Watch { .. } => {}
             Op::Flush(done) => {
                 let _ = done.send(());
             }
@@ -772,6 +882,7 @@ fn timed_out<T>(_: tokio::time::error::Elapsed) -> redis::RedisResult<T> {
 /// Reads this instance's channel, and the connection's comings and goings.
 async fn dispatch(
     hub: Weak<Hub>,
+    instance: Arc<str>,
     state: Arc<State>,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     ops: mpsc::UnboundedSender<Op>,
@@ -805,7 +916,10 @@ async fn dispatch(
             PushKind::Message => {
                 let Some(Value::BulkString(payload)) = push.data.get(1) else { continue };
                 match Incoming::parse(payload) {
-                    Ok(Incoming::Changed { key, ver, places }) => hub.changed(&key, ver, places),
+                    // This instance made that change, and has it already (maybe not yet: a
+                    // script's own messages come before its reply).
+                    Ok(Incoming::Changed { by: Some(by), .. }) if by == instance => {}
+                    Ok(Incoming::Changed { key, ver, places, .. }) => hub.changed(&key, ver, places),
                     Ok(Incoming::Relayed { from, seq, key, to, frame }) => {
                         let sequence = sequences.entry(from).or_default();
                         for (key, to, frame) in sequence.accept(seq, (key, to, frame), Instant::now()) {
@@ -819,8 +933,10 @@ async fn dispatch(
                 warn!("lost the connection to Redis");
                 state.set_subscribed(false);
             }
-            PushKind::Subscribe => {
-                // (Re)subscribed: what was sent meanwhile is lost, so every room is read again.
+            // (Re)subscribed to this instance's channel (after a reconnection, with the channels
+            // of the rooms it listened to): what was sent meanwhile is lost, so every room is
+            // read again.
+            PushKind::Subscribe if push.data.first().and_then(text).is_some_and(|to| to == channel(&instance)) => {
                 info!("listening on Redis");
                 for key in hub.local_rooms() {
                     let _ = ops.send(Op::Restore { key });
@@ -930,7 +1046,7 @@ mod tests {
     use super::*;
 
     fn remote(peer: u64, instance: &str, public_id: Option<&str>) -> Remote {
-        Remote { peer_id: PeerId(peer), instance: instance.into(), public_id: public_id.map(str::to_owned) }
+        Remote { peer_id: PeerId(peer), instance: instance.into(), public_id: public_id.map(str::to_owned), name: None }
     }
 
     #[test]
@@ -940,7 +1056,14 @@ mod tests {
         let nameless = remote(7, "a", None);
         assert_eq!(nameless.content(), "7 a -");
         assert_eq!(Remote::parse("7 a -"), Some(nameless));
-        for bad in ["", "7 a", "7 a b c", "x a -", "-1 a -", "7  -", "7 a "] {
+        // A name is the rest of the content, spaces and all, and is cleaned again when read.
+        let named = Remote { name: Some("Ada de la Mer".into()), ..remote(7, "a", Some("p")) };
+        assert_eq!(named.content(), "7 a p Ada de la Mer");
+        assert_eq!(Remote::parse(&named.content()), Some(named));
+        let cleaned = Remote::parse("7 a - \u{202e}Eve\u{200b}").unwrap();
+        assert_eq!(cleaned.name.as_deref(), Some("Eve"));
+        assert_eq!(Remote::parse("7 a - \u{200b}").unwrap().name, None);
+        for bad in ["", "7 a", "x a -", "-1 a -", "7  -", "7 a ", "7  - Ada"] {
             assert_eq!(Remote::parse(bad), None, "{bad:?}");
         }
     }
@@ -951,9 +1074,22 @@ mod tests {
         assert_eq!(
             changed,
             Incoming::Changed {
+                by: None,
                 key: RoomKey("k3y".into()),
                 ver: 1764000000123,
                 places: vec![(0, Some(remote(5, "inst", None))), (2, None)],
+            }
+        );
+        // On a room's own channel, with the instance that made the change; names included.
+        let watched = Incoming::parse(b"W inst k3y 17\n1 5 inst p Ada Lovelace").unwrap();
+        let ada = Remote { name: Some("Ada Lovelace".into()), ..remote(5, "inst", Some("p")) };
+        assert_eq!(
+            watched,
+            Incoming::Changed {
+                by: Some("inst".into()),
+                key: RoomKey("k3y".into()),
+                ver: 17,
+                places: vec![(1, Some(ada))]
             }
         );
         let frame = r#"{"message_type":"SDP","content":{"a":"x\ny"}}"#;
@@ -978,6 +1114,9 @@ mod tests {
             b"P k 1\n8 -",
             b"R a 1 k",
             b"R a b k 1\n{}",
+            b"W k 1",
+            b"W a k x",
+            b"W a k 1 2",
             b"\xff",
         ] {
             assert_eq!(Incoming::parse(bad), Err(Malformed), "{:?}", String::from_utf8_lossy(bad));

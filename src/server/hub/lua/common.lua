@@ -1,14 +1,23 @@
 -- Prepended to every script of src/server/hub/shared.rs, whose doc describes the keys.
--- A place's content is "<peer id> <instance> <public id or ->"; places are numbered from 0.
+-- A place's content is "<peer id> <instance> <public id or ->", then " <name>" if the person
+-- gave one (a name may hold spaces, never a line break); places are numbered from 0.
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Peer id, instance and public id of a place's content.
+-- Peer id, instance, public id and name ('' for none) of a place's content.
 local function parse(content)
-  return string.match(content, '^(%S+) (%S+) (%S+)$')
+  return string.match(content, '^(%S+) (%S+) (%S+) ?(.*)$')
+end
+
+-- A place's content.
+local function content_of(peer, instance, public, name)
+  if name == '' then
+    return peer .. ' ' .. instance .. ' ' .. public
+  end
+  return peer .. ' ' .. instance .. ' ' .. public .. ' ' .. name
 end
 
 -- The room's places (place -> content), its size (nil for a new room) and its version.
@@ -60,12 +69,13 @@ local function index(rk, before, places)
 end
 
 -- Writes the changed places (their content, or false when freed) under a new version, and
--- sends the change, in one message, to every instance in `told` but `except`. A version is
--- Redis's clock in ms (or one more than the last), so it keeps growing if Redis restarts empty.
--- `told` holds at least every instance the room had before the change.
+-- sends the change, in one message, to every instance in `told` but `except`; and on the
+-- room's own channel, saying that `except` has it, to instances where someone waits to join
+-- it. A version is Redis's clock in ms (or one more than the last), so it keeps growing if
+-- Redis restarts empty. `told` holds at least every instance the room had before the change.
 local function commit(room, rk, size, ver, places, changed, told, except)
   local new_ver = string.format('%.0f', math.max(ver + 1, now_ms()))
-  local event = { 'P ' .. rk .. ' ' .. new_ver }
+  local event = { rk .. ' ' .. new_ver }
   for i, c in pairs(changed) do
     if c then
       redis.call('HSET', room, i, c)
@@ -83,9 +93,10 @@ local function commit(room, rk, size, ver, places, changed, told, except)
   local text = table.concat(event, '\n')
   for instance in pairs(told) do
     if instance ~= except then
-      redis.call('PUBLISH', 'duo:to:' .. instance, text)
+      redis.call('PUBLISH', 'duo:to:' .. instance, 'P ' .. text)
     end
   end
+  redis.call('PUBLISH', 'duo:watch:' .. rk, 'W ' .. except .. ' ' .. text)
   return new_ver
 end
 

@@ -2,13 +2,13 @@
 -- a place in a room Redis lost while people may still be in it.
 -- KEYS: the room, the instances' heartbeats.
 -- ARGV: this instance, the peer id, its public id or '-', the room size for a new room, the
--- room key, the heartbeat TTL in ms, then, if this instance has people in the room, what it
--- knows of it: place, content, place, content, ...
+-- room key, the heartbeat TTL in ms, the name ('' for none), then, if this instance has people
+-- in the room, what it knows of it: place, content, place, content, ...
 -- Returns {'full'}; {'retry'} (the peer id is taken: draw another); {'lost'} (Redis lost the
 -- room, whose people's instances have not put it back yet: try again); or {'ok', place,
 -- version, size, place, content, ...} with every occupied place, the new one included.
 local room, instances = KEYS[1], KEYS[2]
-local me, peer, public, rk, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[5], tonumber(ARGV[6])
+local me, peer, public, rk, ttl, name = ARGV[1], ARGV[2], ARGV[3], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local now = now_ms()
 
 -- Whether a room Redis does not have may still have people somewhere: Redis forgot this
@@ -32,9 +32,9 @@ local told = instances_in(places, {})
 local changed, mine = {}, nil
 if not size then
   size = tonumber(ARGV[4])
-  if #ARGV > 6 then
+  if #ARGV > 7 then
     -- Lost while this instance has people in it: they are put back before anyone new comes.
-    put_back(instances, size, places, changed, told, me, now, ttl, ARGV, 7)
+    put_back(instances, size, places, changed, told, me, now, ttl, ARGV, 8)
   elseif may_be_held() then
     return { 'lost' }
   end
@@ -71,7 +71,7 @@ if not mine then
   end
   return { 'full' }
 end
-places[mine] = peer .. ' ' .. me .. ' ' .. public
+places[mine] = content_of(peer, me, public, name)
 changed[mine] = places[mine]
 local new_ver = commit(room, rk, size, ver, places, changed, told, me)
 return listed(places, size, { 'ok', mine, new_ver, size })

@@ -1,0 +1,238 @@
+//! The side panels of a call, one open at a time: the chat, the people, and the rest (this
+//! side's name, the devices, the statistics, the keyboard shortcuts). Beside the stage on a
+//! wide window, a sheet over it on a phone. Opening one moves the focus into it; closing it
+//! (its Close button, or Escape) moves the focus back to the button that opened it.
+
+use leptos::{either::Either, ev, prelude::*, wasm_bindgen::JsCast};
+
+use super::{bar::SHORTCUTS, link::Actions, CallState, Panel};
+use crate::{
+    app::{
+        clock,
+        icons::{icon, Icon},
+        use_hydrated,
+    },
+    call::{Author, CallCommand, CallStats, ChatLine},
+    protocol::{MAX_CHAT_CHARS, MAX_NAME_CHARS},
+};
+
+pub(super) fn panels(state: CallState, actions: Actions) -> impl IntoView {
+    // Focus follows the panel: into the one that opens, back to the button of the one that shut.
+    Effect::new(move |before: Option<Option<Panel>>| {
+        let now = state.panel.get();
+        let target = match (before.flatten(), now) {
+            (_, Some(open)) => Some(open.first_focus()),
+            (Some(shut), None) => Some(shut.button_id()),
+            (None, None) => None,
+        };
+        if let Some(id) = target {
+            // After the panel is shown: a hidden element takes no focus.
+            request_animation_frame(move || {
+                if let Some(element) = document().get_element_by_id(id) {
+                    let _ = element.unchecked_into::<leptos::web_sys::HtmlElement>().focus();
+                }
+            });
+        }
+        now
+    });
+    // What is read while the chat is open has been seen.
+    Effect::new(move |_| {
+        if state.panel.get() == Some(Panel::Chat) {
+            state.chat_seen.set(state.chat.with(Vec::len));
+        }
+    });
+    view! {
+        {panel(state, Panel::Chat, chat(state, actions))}
+        {panel(state, Panel::People, people(state))}
+        {panel(state, Panel::More, more(state, actions))}
+    }
+}
+
+/// A panel's frame: its heading and Close button; in the page while shut (hidden), so that
+/// a draft or a scroll position survives closing it.
+fn panel(state: CallState, panel: Panel, body: impl IntoView + 'static) -> impl IntoView {
+    view! {
+        <aside class="panel" id=panel.id() aria-labelledby=format!("{}-heading", panel.id())
+            hidden=move || state.panel.get() != Some(panel)>
+            <header>
+                <h2 id=format!("{}-heading", panel.id())>{panel.title()}</h2>
+                <button class="icon-button" id=format!("{}-close", panel.id()) aria-label=format!("Close {}", panel.label().to_lowercase())
+                    title="Close (Escape)" on:click=move |_| state.panel.set(None)>{icon(|| Icon::Close)}</button>
+            </header>
+            {body}
+        </aside>
+    }
+}
+
+fn chat(state: CallState, actions: Actions) -> impl IntoView {
+    let draft = state.draft;
+    let send = move |event: ev::SubmitEvent| {
+        event.prevent_default();
+        let text = draft.get_untracked().trim().to_owned();
+        if !text.is_empty() {
+            actions.command(CallCommand::Chat(text));
+            draft.set(String::new());
+        }
+    };
+    view! {
+        <section class="chat" aria-label="Chat">
+            <ol class="messages" aria-live="polite">
+                <For each=move || state.chat.get().into_iter().enumerate() key=|(index, _)| *index let:((_, line))>
+                    {chat_line(line)}
+                </For>
+            </ol>
+            <form on:submit=send>
+                <input id="chat-message" aria-label="Message" placeholder="Write a message" prop:value=draft
+                    on:input=move |event| draft.set(event_target_value(&event)) maxlength=MAX_CHAT_CHARS.to_string()/>
+                <button type="submit" disabled=move || !state.active()>"Send"</button>
+            </form>
+        </section>
+    }
+}
+
+/// Who wrote it (the page's own notes name no one), when, and what.
+fn chat_line(line: ChatLine) -> impl IntoView {
+    let mine = line.from == Author::You;
+    let who = match line.from {
+        Author::You => Some("You".to_owned()),
+        Author::Them(name) => Some(name),
+        Author::Page => None,
+    };
+    view! {
+        <li class:mine=mine>
+            {who.map(|who| view! { <span class="who">{who}</span> " " })}
+            <time>{clock(line.sent_at)}</time> " "
+            <span class="text">{line.text}</span>
+        </li>
+    }
+}
+
+/// Everyone in the call, this side first: name, and whether they are muted, have their camera
+/// off or are speaking, in icons and in words.
+fn people(state: CallState) -> impl IntoView {
+    let everyone = move || {
+        let own = state.local.get();
+        let mut rows = vec![Person {
+            name: "You".to_owned(),
+            muted: !own.audio,
+            camera_off: !own.video && !own.screen,
+            speaking: state.speaking.get(),
+        }];
+        state.remotes.with(|remotes| {
+            let group = remotes.len() > 1;
+            rows.extend(remotes.iter().map(|remote| Person {
+                name: remote.called(group).unwrap_or_else(|| "The other person".into()),
+                muted: remote.media.is_some_and(|m| !m.audio),
+                camera_off: remote.media.is_some_and(|m| !m.video && !m.screen),
+                speaking: remote.speaking,
+            }));
+        });
+        rows
+    };
+    view! {
+        <ul class="people">
+            {move || everyone().into_iter().map(|person| view! {
+                <li class:speaking=person.speaking>
+                    <span class="who">{person.name}</span>
+                    <span class="states">
+                        {person.speaking.then_some("speaking")}
+                        {person.muted.then(|| view! { {icon(|| Icon::MicrophoneOff)} <span>"muted"</span> })}
+                        {person.camera_off.then(|| view! { {icon(|| Icon::CameraOff)} <span>"camera off"</span> })}
+                    </span>
+                </li>
+            }).collect_view()}
+        </ul>
+    }
+}
+
+struct Person {
+    name: String,
+    muted: bool,
+    camera_off: bool,
+    speaking: bool,
+}
+
+/// This side's name, the cameras and microphones, the statistics and the keyboard shortcuts.
+fn more(state: CallState, actions: Actions) -> impl IntoView {
+    view! {
+        {name_field(state, actions)}
+        {device_picker(state, actions)}
+        <section class="stats" aria-labelledby="stats-heading">
+            <h3 id="stats-heading">"Statistics"</h3>
+            {move || match state.stats.get() {
+                None => Either::Left(view! { <p>"No connection yet."</p> }),
+                Some(stats) => Either::Right(view! { <StatsTable stats/> }),
+            }}
+        </section>
+        <section class="shortcuts" aria-labelledby="shortcuts-heading">
+            <h3 id="shortcuts-heading">"Keyboard shortcuts"</h3>
+            <dl>
+                {SHORTCUTS.into_iter().map(|(key, what)| view! { <dt><kbd>{key}</kbd></dt><dd>{what}</dd> }).collect_view()}
+            </dl>
+        </section>
+    }
+}
+
+/// The name this side goes by: kept by the browser, sent to the others when it changes.
+pub(super) fn name_field(state: CallState, actions: Actions) -> impl IntoView {
+    // Until hydrated, what is typed would be lost: hydration sets the field to the kept name.
+    let hydrated = use_hydrated();
+    view! {
+        <label class="name-field">
+            "Your name "
+            <input placeholder="Guest" autocomplete="nickname" maxlength=MAX_NAME_CHARS.to_string()
+                disabled=move || !hydrated.get()
+                prop:value=state.name on:input=move |event| state.name.set(event_target_value(&event))
+                on:change=move |event| actions.rename(event_target_value(&event))/>
+        </label>
+    }
+}
+
+/// The cameras and microphones to choose from, once the browser has named them.
+fn device_picker(state: CallState, actions: Actions) -> impl IntoView {
+    let devices = state.devices;
+    let use_device = move |event: ev::Event| {
+        let id = event_target_value(&event);
+        if let Some(device) = devices.get_untracked().into_iter().find(|d| d.id == id) {
+            actions.command(CallCommand::UseDevice(device));
+        }
+    };
+    let options = move |cameras: bool| {
+        devices
+            .get()
+            .into_iter()
+            .filter(|d| d.is_camera == cameras)
+            .map(|d| view! { <option value=d.id.clone()>{d.label.clone()}</option> })
+            .collect_view()
+    };
+    let shown = Memo::new(move |_| !devices.with(Vec::is_empty));
+    move || {
+        shown.get().then(|| {
+            view! {
+                <div class="devices">
+                    <label>"Camera " <select on:change=use_device>{move || options(true)}</select></label>
+                    <label>"Microphone " <select on:change=use_device>{move || options(false)}</select></label>
+                </div>
+            }
+        })
+    }
+}
+
+#[component]
+fn StatsTable(stats: CallStats) -> impl IntoView {
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "–".into());
+    let rows = [
+        ("Round trip", or_dash(stats.round_trip_ms.map(|ms| format!("{ms:.0} ms")))),
+        ("Received", format!("{:.0} kbit/s", stats.kbps_in)),
+        ("Sent", format!("{:.0} kbit/s", stats.kbps_out)),
+        ("Video", or_dash(stats.width.zip(stats.height).map(|(w, h)| format!("{w}×{h}")))),
+        ("Frame rate", or_dash(stats.frames_per_second.map(|fps| format!("{fps:.0} fps")))),
+        ("Packet loss", format!("{:.1} %", stats.packet_loss_percent)),
+        ("Path", or_dash(stats.relayed.map(|relayed| if relayed { "relayed (TURN)" } else { "direct" }.into()))),
+    ];
+    view! {
+        <dl>
+            {rows.into_iter().map(|(name, value)| view! { <dt>{name}</dt><dd>{value}</dd> }).collect_view()}
+        </dl>
+    }
+}

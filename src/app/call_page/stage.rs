@@ -1,0 +1,129 @@
+//! The stage: a tile for each other person and one for this side, laid out to use the space.
+//! Alone (and before Start) this side's view fills it; with one other person, theirs does and
+//! this side's sits small in a corner, clear of their name and state; with more, everyone gets
+//! an even share; a shared screen goes large with the people as a strip.
+
+use leptos::{html::Video, prelude::*};
+
+use super::{link::Actions, CallState};
+use crate::app::icons::{icon, Icon};
+
+/// How the stage is laid out, from the number of other people and whether one shares a screen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Layout {
+    /// No one else: this side fills the stage.
+    Alone,
+    /// One other person fills it; this side is a small corner tile.
+    Pair,
+    /// Everyone, this side too, in an even grid.
+    Grid,
+    /// The screen of the person `peer` large, everyone else in a strip.
+    Presenting(u32),
+}
+
+pub(super) fn stage(state: CallState, actions: Actions) -> impl IntoView {
+    let layout = Memo::new(move |_| {
+        state.remotes.with(|remotes| {
+            if let Some(sharing) = remotes.iter().find(|r| r.media.is_some_and(|m| m.screen)) {
+                return Layout::Presenting(sharing.peer);
+            }
+            match remotes.len() {
+                0 => Layout::Alone,
+                1 => Layout::Pair,
+                _ => Layout::Grid,
+            }
+        })
+    });
+    // Tiles in the grid, this side's included: the CSS picks columns from it.
+    let count = move || state.remotes.with(Vec::len) + 1;
+    let peers = move || state.remotes.with(|remotes| remotes.iter().map(|remote| remote.peer).collect::<Vec<_>>());
+    view! {
+        <div class="stage" data-count=count
+            class:alone=move || layout.get() == Layout::Alone class:pair=move || layout.get() == Layout::Pair
+            class:grid=move || layout.get() == Layout::Grid
+            class:presenting=move || matches!(layout.get(), Layout::Presenting(_))>
+            <For each=peers key=|peer| *peer let:peer>
+                {tile(state, actions, peer, layout)}
+            </For>
+            {own_tile(state)}
+            // What just happened, told politely; a newer event replaces the one before.
+            <p class="event" aria-live="polite">{move || state.event.get()}</p>
+        </div>
+    }
+}
+
+/// This side's view, ringed (as a tile is) while this side is heard speaking.
+fn own_tile(state: CallState) -> impl IntoView {
+    let local = state.local;
+    view! {
+        <div class="tile own" class:speaking=state.speaking>
+            <video class="local" class:screen=move || local.get().screen node_ref=state.local_video
+                aria-label="Your video" autoplay playsinline muted prop:muted=true></video>
+            <p class="name" aria-hidden="true">
+                {move || (!local.get().audio).then(|| icon(|| Icon::MicrophoneOff))}
+                "You"
+            </p>
+        </div>
+    }
+}
+
+/// One other person: their video and name, whether they are speaking, whether their camera is
+/// off, they are muted or they share their screen; and a way to see them full screen.
+fn tile(state: CallState, actions: Actions, peer: u32, layout: Memo<Layout>) -> impl IntoView {
+    let called = Memo::new(move |_| {
+        state.remotes.with(|remotes| {
+            let group = remotes.len() > 1;
+            remotes.iter().find(|r| r.peer == peer).and_then(|remote| remote.called(group))
+        })
+    });
+    let who = move || called.get().unwrap_or_else(|| "The other person".into());
+    // Within a sentence.
+    let whom = move || called.get().unwrap_or_else(|| "the other person".into());
+    let media = move || state.remotes.with(|remotes| remotes.iter().find(|r| r.peer == peer).and_then(|r| r.media));
+    let muted = Memo::new(move |_| media().is_some_and(|m| !m.audio));
+    let sharing = Memo::new(move |_| media().is_some_and(|m| m.screen));
+    let speaking =
+        Memo::new(move |_| state.remotes.with(|remotes| remotes.iter().any(|r| r.peer == peer && r.speaking)));
+    let video = NodeRef::<Video>::new();
+    video.on_load(move |video| actions.show_remote(peer, video));
+    let tile = NodeRef::<leptos::html::Div>::new();
+    let full_screen = move || {
+        if let Some(tile) = tile.get_untracked() {
+            actions.full_screen(&tile);
+        }
+    };
+    view! {
+        <div class="tile" class:speaking=speaking node_ref=tile
+            class:featured=move || layout.get() == Layout::Presenting(peer) on:dblclick=move |_| full_screen()>
+            <video class="remote" node_ref=video aria-label=move || format!("{}'s video", who()) autoplay playsinline></video>
+            // The video's accessible name says it already.
+            <p class="name" aria-hidden="true" hidden=move || called.get().is_none()>
+                {move || muted.get().then(|| icon(|| Icon::MicrophoneOff))}
+                {move || called.get()}
+            </p>
+            <div class="tile-actions">
+                <button class="icon-button" on:click=move |_| full_screen() title=move || format!("Show {} full screen", whom())
+                    aria-label=move || format!("Show {} full screen", whom())>{icon(|| Icon::FullScreen)}</button>
+                {move || state.picture_in_picture.get().then(|| view! {
+                    <button class="icon-button" title="Picture in picture"
+                        aria-label=move || format!("Show {} in picture-in-picture", whom())
+                        on:click=move |_| if let Some(video) = video.get_untracked() { actions.picture_in_picture(&video) }>
+                        {icon(|| Icon::PictureInPicture)}
+                    </button>
+                })}
+            </div>
+            // Always in the page, so screen readers announce what appears in it.
+            <div aria-live="polite">
+                <p class="camera-off" hidden=move || media().is_none_or(|m| m.video)>
+                    {move || format!("{}'s camera is off", who())}
+                </p>
+                <ul class="remote-state">
+                    {move || muted.get().then(|| view! { <li>{move || format!("{} is muted", who())}</li> })}
+                    {move || sharing.get().then(|| view! {
+                        <li>{move || format!("{} is sharing their screen", who())}</li>
+                    })}
+                </ul>
+            </div>
+        </div>
+    }
+}
