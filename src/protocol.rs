@@ -68,11 +68,14 @@ pub enum Message {
     Bye(Option<Ignored>),
     /// From a client that connected with `join=later`: take my place in the room now, under
     /// this display name, if any.
+    // (The browser never receives JOIN or NAME: its wasm leaves out reading them.)
     #[serde(rename = "JOIN")]
+    #[cfg_attr(feature = "hydrate", serde(skip_deserializing))]
     Join(Option<JoinRequest>),
     /// From a client in its room: its display name as those waiting to join see it (empty:
     /// none). Not relayed: the others in the call hear it over the data channel.
     #[serde(rename = "NAME")]
+    #[cfg_attr(feature = "hydrate", serde(skip_deserializing))]
     Name(String),
     /// From the server, first on every connection once it has joined.
     #[serde(rename = "WELCOME")]

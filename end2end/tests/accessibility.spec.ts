@@ -162,7 +162,7 @@ test('a whole call works from the keyboard alone, in a sensible order, with a vi
   // The chat opens with the focus in its message field.
   await tabTo(alice, 'Chat');
   await alice.keyboard.press('Enter');
-  expect((await focused(alice)).name).toBe('Message');
+  await expect.poll(async () => (await focused(alice)).name).toBe('Message');
   await alice.keyboard.type('typed, not clicked');
   await alice.keyboard.press('Enter');
   await openPanel(bob, 'Chat');

@@ -33,7 +33,7 @@ async function call(person: OpenPerson, first: Engine, second: Engine, origin = 
 
 /** The statistics panel's value for `name`, opened as a person opens it. */
 async function statistic(person: Person, name: string) {
-  const open = await person.evaluate(() => !(document.querySelector('#more') as HTMLElement | null)?.hidden, undefined);
+  const open = await person.evaluate(() => document.querySelector('#more-button')?.getAttribute('aria-expanded') === 'true', undefined);
   if (!open) await person.press('More');
   return person.evaluate((name) => {
     const term = [...document.querySelectorAll('.stats dt')].find((dt) => dt.textContent === name);

@@ -149,7 +149,7 @@ test('people go by the names they chose in tiles, the status line and chat, and 
   await expect(status(carol)).toHaveText('Connected with Alice and Bob.');
   await expectEveryoneVideoPlaying(alice, 2);
   expect((await tiles(alice)).map((t) => t.label)).toEqual(["Bob's video", "<i>Carol</i>'s video"]);
-  await expect(alice.locator('.tile .name')).toHaveText(['Bob', '<i>Carol</i>']);
+  await expect(alice.locator('.tile:not(.own) .name')).toHaveText(['Bob', '<i>Carol</i>']);
   await expect(alice.locator('.stage i')).toHaveCount(0);
 
   // Chromium's fake microphone beeps while its fake camera runs: each person is heard.
@@ -177,6 +177,8 @@ test('people go by the names they chose in tiles, the status line and chat, and 
   for (const page of [alice, bob]) await expect(lastChatLine(page)).toContainText('<i>Carol</i>');
 
   // A new name reaches the others mid-call.
+  // In a call, the name is in the More panel.
+  await openPanel(bob, 'More');
   await chooseName(bob, 'Robert');
   await expect(status(alice)).toHaveText('Connected with Robert and <i>Carol</i>.');
   await expect(carol.getByLabel("Robert's video")).toBeVisible();

@@ -67,7 +67,7 @@ test('a name of characters that render as nothing is no name', async ({ open }) 
   await expect(lines).toHaveCount(1);
   expect(await chatLines(alice)).toEqual([{ who: 'Them', text: 'hello' }]);
   await expect(status(alice)).toHaveText('Connected.');
-  await expect(alice.locator('.tile .name')).toBeHidden();
+  await expect(alice.locator('.tile:not(.own) .name')).toBeHidden();
   await expect(alice.getByLabel("The other person's video")).toBeVisible();
 });
 

@@ -134,7 +134,7 @@ test('the chat and people panels open and close from the keyboard, and the chat 
   const peopleButton = alice.getByRole('button', { name: 'People' });
   await peopleButton.focus();
   await alice.keyboard.press('Enter');
-  await expect(alice.getByRole('button', { name: 'Close people' })).toBeFocused();
+  await expect(alice.getByRole('button', { name: 'Close', exact: true })).toBeFocused();
   await bob.getByRole('button', { name: 'Mute' }).click();
   const list = alice.getByRole('complementary', { name: 'People in the call' }).getByRole('listitem');
   await expect(list).toHaveCount(2);

@@ -18,7 +18,10 @@ const origin = `https://${INTERNET_ADDRESS}:${PORT}`;
 const NEEDS_RELAY = 'Could not connect: your networks need a relay (TURN) server, and this server has none. '
   + 'Ask whoever runs this server to set one up.';
 
-test.skip(process.getuid?.() !== 0, 'network namespaces and NATs need root');
+// Network namespaces and NATs need root: without it the test fails loudly, never skips.
+test.beforeAll(() => {
+  expect(process.getuid?.(), 'nat.spec.ts builds network namespaces: run it as root').toBe(0);
+});
 
 let network: NatNetwork;
 

@@ -10,9 +10,10 @@ test('the landing page starts a new call with a fresh room id, through the hydra
   await newCall.click();
   await expect(page).toHaveURL(/\/call\/[A-Za-z0-9_-]{22}$/);
   await expect(page.getByRole('button', { name: 'Start' })).toBeEnabled();
-  await expect(page.getByRole('button', { name: 'Hang up' })).toBeDisabled();
+  // The join screen: no call to hang up yet, and no one else's video.
+  await expect(page.getByRole('button', { name: 'Hang up' })).toHaveCount(0);
   await expect(page.getByLabel('Your video')).toBeVisible();
-  await expect(page.getByLabel("The other person's video")).toBeAttached();
+  await expect(page.getByLabel("The other person's video")).toHaveCount(0);
   await expect(page.getByRole('status')).toHaveText('Press Start to join the call.');
 
   // Two fresh calls never share a room.

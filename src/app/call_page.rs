@@ -110,14 +110,6 @@ enum Panel {
 }
 
 impl Panel {
-    fn id(self) -> &'static str {
-        match self {
-            Panel::Chat => "chat",
-            Panel::People => "people",
-            Panel::More => "more",
-        }
-    }
-
     /// The id of the bar's button that opens it.
     fn button_id(self) -> &'static str {
         match self {
@@ -131,8 +123,7 @@ impl Panel {
     fn first_focus(self) -> &'static str {
         match self {
             Panel::Chat => "chat-message",
-            Panel::People => "people-close",
-            Panel::More => "more-close",
+            Panel::People | Panel::More => "panel-close",
         }
     }
 
@@ -347,11 +338,11 @@ mod link {
 
         /// Shows `tile` on the whole screen, or back in the page if it is there already.
         pub(super) fn full_screen(self, tile: &web_sys::HtmlDivElement) {
-            let document = window().document();
-            if document.as_ref().and_then(|document| document.fullscreen_element()).is_some() {
-                document.map(|document| document.exit_fullscreen());
-            } else {
-                let _ = tile.request_fullscreen();
+            match window().document().filter(|document| document.fullscreen_element().is_some()) {
+                Some(document) => document.exit_fullscreen(),
+                None => {
+                    let _ = tile.request_fullscreen();
+                }
             }
         }
 
@@ -417,6 +408,7 @@ mod link {
                     }
                     state.chat.update(|lines| lines.push(line));
                 }),
+                event: Rc::new(move |text| state.event.set(Some(text))),
                 // Unless something new was typed meanwhile.
                 unsent: Rc::new(move |text| {
                     if state.draft.with_untracked(String::is_empty) {

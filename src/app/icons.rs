@@ -19,46 +19,58 @@ pub(crate) enum Icon {
     PictureInPicture,
 }
 
-const MICROPHONE: &str = r#"<rect x="9" y="3" width="6" height="11" rx="3"/><path d="M5 11a7 7 0 0 0 14 0M12 18v3"/>"#;
-const CAMERA: &str = r#"<rect x="2.5" y="6" width="13" height="12" rx="2"/><path d="M15.5 10.5l6-3.5v10l-6-3.5z"/>"#;
+macro_rules! microphone {
+    () => {
+        r#"<rect x="9" y="3" width="6" height="11" rx="3"/><path d="M5 11a7 7 0 0 0 14 0M12 18v3"/>"#
+    };
+}
+macro_rules! camera {
+    () => {
+        r#"<rect x="2.5" y="6" width="13" height="12" rx="2"/><path d="M15.5 10.5l6-3.5v10l-6-3.5z"/>"#
+    };
+}
 /// Struck through: off.
-const SLASH: &str = r#"<path d="M3 3l18 18"/>"#;
+macro_rules! slash {
+    () => {
+        r#"<path d="M3 3l18 18"/>"#
+    };
+}
 
 impl Icon {
     /// The drawing, on a 24×24 grid, in strokes of the current colour: fixed text, never
     /// anything a person typed.
-    fn shapes(self) -> String {
+    fn shapes(self) -> &'static str {
         match self {
-            Icon::Microphone => MICROPHONE.into(),
-            Icon::MicrophoneOff => format!("{MICROPHONE}{SLASH}"),
-            Icon::Camera => CAMERA.into(),
-            Icon::CameraOff => format!("{CAMERA}{SLASH}"),
+            Icon::Microphone => microphone!(),
+            Icon::MicrophoneOff => concat!(microphone!(), slash!()),
+            Icon::Camera => camera!(),
+            Icon::CameraOff => concat!(camera!(), slash!()),
             Icon::Screen => {
-                r#"<rect x="2.5" y="4" width="19" height="13" rx="2"/><path d="M8 21h8M12 17v4M12 14V8M9 11l3-3 3 3"/>"#.into()
+                r#"<rect x="2.5" y="4" width="19" height="13" rx="2"/><path d="M8 21h8M12 17v4M12 14V8M9 11l3-3 3 3"/>"#
             }
-            Icon::Chat => r#"<path d="M4 5h16v11H10l-6 4z"/>"#.into(),
+            Icon::Chat => r#"<path d="M4 5h16v11H10l-6 4z"/>"#,
             Icon::People => concat!(
                 r#"<circle cx="9" cy="8" r="3.5"/><path d="M2.5 20a6.5 6.5 0 0 1 13 0"/>"#,
                 r#"<circle cx="17" cy="9" r="2.5"/><path d="M17 14.5a4.5 4.5 0 0 1 4.5 5.5"/>"#
-            )
-            .into(),
+            ),
             Icon::More => {
-                r#"<circle cx="5" cy="12" r="1.2"/><circle cx="12" cy="12" r="1.2"/><circle cx="19" cy="12" r="1.2"/>"#.into()
+                r#"<circle cx="5" cy="12" r="1.2"/><circle cx="12" cy="12" r="1.2"/><circle cx="19" cy="12" r="1.2"/>"#
             }
-            Icon::HangUp => r#"<path d="M2.5 14.5c5.5-5 13.5-5 19 0l-2.5 3-3.5-1.5v-3c-2.5-.8-4.5-.8-7 0v3L5 17.5z"/>"#.into(),
-            Icon::Close => r#"<path d="M6 6l12 12M18 6L6 18"/>"#.into(),
-            Icon::FullScreen => r#"<path d="M4 9V4h5M20 9V4h-5M4 15v5h5M20 15v5h-5"/>"#.into(),
+            Icon::HangUp => r#"<path d="M2.5 14.5c5.5-5 13.5-5 19 0l-2.5 3-3.5-1.5v-3c-2.5-.8-4.5-.8-7 0v3L5 17.5z"/>"#,
+            Icon::Close => r#"<path d="M6 6l12 12M18 6L6 18"/>"#,
+            Icon::FullScreen => r#"<path d="M4 9V4h5M20 9V4h-5M4 15v5h5M20 15v5h-5"/>"#,
             Icon::PictureInPicture => {
-                r#"<rect x="2.5" y="5" width="19" height="14" rx="2"/><rect x="12" y="12" width="6" height="4"/>"#.into()
+                r#"<rect x="2.5" y="5" width="19" height="14" rx="2"/><rect x="12" y="12" width="6" height="4"/>"#
             }
         }
     }
 }
 
-/// `icon`, hidden from screen readers: the button around it carries the name.
-pub(crate) fn icon(icon: impl Fn() -> Icon + Send + Sync + 'static) -> impl IntoView {
+/// `icon`, hidden from screen readers: the button around it carries the name. Drawn once, with
+/// nothing reactive in it (a control whose icon changes has both, and the stylesheet shows one).
+pub(crate) fn icon(icon: Icon) -> impl IntoView {
     view! {
         <svg class="icon" viewBox="0 0 24 24" aria-hidden="true" focusable="false" fill="none" stroke="currentColor"
-            stroke-width="2" stroke-linecap="round" stroke-linejoin="round" inner_html=move || icon().shapes()></svg>
+            stroke-width="2" stroke-linecap="round" stroke-linejoin="round" inner_html=icon.shapes()></svg>
     }
 }

@@ -42,6 +42,8 @@ pub struct CallEvents {
     /// What arrives from one of them (by [`Remote::peer`]), once it does.
     pub remote_stream: Rc<dyn Fn(u32, MediaStream)>,
     pub chat: Rc<dyn Fn(ChatLine)>,
+    /// Something that happened ("Bob joined"), to show for a moment.
+    pub event: Rc<dyn Fn(String)>,
     /// This side's chat line was not sent: it goes back in the message field.
     pub unsent: Rc<dyn Fn(String)>,
     /// The cameras and microphones, once the browser has granted one (labels need that).
@@ -273,6 +275,7 @@ impl Driver {
                 }
             }
             Effect::Chat(line) => (self.ui.chat)(line),
+            Effect::Event(text) => (self.ui.event)(text),
             Effect::Unsent(text) => (self.ui.unsent)(text),
             Effect::Stats(stats) => (self.ui.stats)(stats),
             Effect::ListDevices => {

@@ -205,6 +205,8 @@ pub enum Effect {
     /// Show this side's preview, or nothing.
     LocalStream(bool),
     Chat(ChatLine),
+    /// Something that happened in the call, in a few words, for the page to show for a moment.
+    Event(String),
     /// This side's chat line was not sent: it goes back in the message field.
     Unsent(String),
     Stats(Option<CallStats>),
@@ -380,6 +382,8 @@ struct Peer {
     unsent_chat: Vec<ChatMessage>,
     receiving: bool,
     media: Option<MediaState>,
+    /// They came after this side: the page says they joined, once their name is known.
+    newcomer: bool,
     traffic: Option<Traffic>,
     /// Their number in this call: people are numbered as they come, and keep their number.
     number: u32,
@@ -706,6 +710,11 @@ impl CallMachine {
             }
             Message::Bye(_) => {
                 if let Some(index) = self.sender(from) {
+                    let peer = &self.peers[index];
+                    if peer.ever_connected {
+                        let who = peer.remote().called(self.peers.len() > 1);
+                        self.push(Effect::Event(format!("{} left", who.unwrap_or_else(|| "The other person".into()))));
+                    }
                     self.drop_peer(index);
                 }
                 self.after_someone_left();
@@ -959,7 +968,16 @@ impl CallMachine {
                     peer.unsent_chat.push(chat);
                 }
             }
-            PeerEvent::Message(PeerMessage::MediaState(state)) => peer.media = Some(state),
+            PeerEvent::Message(PeerMessage::MediaState(state)) => {
+                // Their first media state follows their name on the channel: now the page can
+                // say who joined.
+                let arrived = peer.media.is_none() && std::mem::take(&mut peer.newcomer);
+                peer.media = Some(state);
+                if arrived {
+                    let who = self.peers[index].remote().called(self.peers.len() > 1);
+                    self.push(Effect::Event(format!("{} joined", who.unwrap_or_else(|| "The other person".into()))));
+                }
+            }
             PeerEvent::Message(PeerMessage::Name(name)) => peer.name = display_name(&name),
             // A line longer than any page sends is dropped whole: a part of it would be a line
             // they never wrote. It takes nothing from their allowance.
@@ -1282,6 +1300,7 @@ impl CallMachine {
             unsent_chat: self.unsent_chat.clone(),
             receiving: false,
             media: None,
+            newcomer: answers,
             traffic: None,
             number: self.people,
             name: None,
@@ -1665,6 +1684,50 @@ mod tests {
             &effects,
             |e| matches!(e, Effect::Apply { peer, audio: true, video: Video::Camera, .. } if *peer == standby)
         ));
+    }
+
+    fn events(effects: &[Effect]) -> Vec<&str> {
+        effects.iter().filter_map(|e| if let Effect::Event(text) = e { Some(text.as_str()) } else { None }).collect()
+    }
+
+    #[test]
+    fn the_page_is_told_who_joined_once_their_name_is_known_and_who_left() {
+        // Bob was there first: his arrival is no event.
+        let (mut machine, bob) = connected_call();
+        let open = handle(&mut machine, peer(bob, PeerEvent::ChannelOpen));
+        let media = MediaState { audio: true, video: true, screen: false };
+        let told = handle(&mut machine, peer(bob, PeerEvent::Message(PeerMessage::MediaState(media))));
+        assert!(events(&open).is_empty() && events(&told).is_empty(), "{told:?}");
+
+        // Carol comes after: she is named once her name (sent before her media state) is here,
+        // and only once.
+        let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol"))));
+        let Some(Effect::CreatePeer { peer: carol, .. }) =
+            effects.iter().find(|e| matches!(e, Effect::CreatePeer { .. })).cloned()
+        else {
+            panic!("no connection to carol: {effects:?}")
+        };
+        assert!(events(&effects).is_empty());
+        handle(&mut machine, peer(carol, PeerEvent::ConnectionState(ConnectionState::Connected)));
+        assert!(events(&handle(&mut machine, peer(carol, PeerEvent::Message(PeerMessage::Name("Carol".into())))))
+            .is_empty());
+        let effects = handle(&mut machine, peer(carol, PeerEvent::Message(PeerMessage::MediaState(media))));
+        assert_eq!(events(&effects), ["Carol joined"]);
+        let muted = MediaState { audio: false, ..media };
+        assert!(
+            events(&handle(&mut machine, peer(carol, PeerEvent::Message(PeerMessage::MediaState(muted))))).is_empty()
+        );
+
+        // Her hang-up is an event; a newcomer who never connected leaving is not.
+        let effects = handle(&mut machine, from(FIRST_SOCKET, "carol", Message::Bye(None)));
+        assert_eq!(events(&effects), ["Carol left"]);
+        handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("dave"))));
+        assert!(events(&handle(&mut machine, from(FIRST_SOCKET, "dave", Message::Bye(None)))).is_empty());
+        // Unnamed, in a call of two: the other person.
+        assert_eq!(
+            events(&handle(&mut machine, from(FIRST_SOCKET, "bob", Message::Bye(None)))),
+            ["The other person left"]
+        );
     }
 
     #[test]

@@ -21,15 +21,15 @@ pub(super) fn bar(state: CallState, actions: Actions) -> impl IntoView {
     let camera_off = move || !local.get().video;
     view! {
         <div class="bar" role="group" aria-label="Call controls">
-            <button class="control" class:off=muted title="Mute the microphone (M)" aria-pressed=move || muted().to_string()
+            <button class="control toggle" title="Mute the microphone (M)" aria-pressed=move || muted().to_string()
                 on:click=move |_| actions.toggle_microphone(state) disabled=untoggleable>
-                {icon(move || if muted() { Icon::MicrophoneOff } else { Icon::Microphone })}
+                {icon(Icon::Microphone)}{icon(Icon::MicrophoneOff)}
                 <span class="label">"Mute"</span>
             </button>
-            <button class="control" class:off=camera_off title="Turn the camera off (V)"
+            <button class="control toggle" title="Turn the camera off (V)"
                 aria-pressed=move || camera_off().to_string()
                 on:click=move |_| actions.toggle_camera(state) disabled=move || untoggleable() || local.get().screen>
-                {icon(move || if camera_off() { Icon::CameraOff } else { Icon::Camera })}
+                {icon(Icon::Camera)}{icon(Icon::CameraOff)}
                 <span class="label">"Camera off"</span>
             </button>
             {move || state.active().then(|| view! {
@@ -37,14 +37,14 @@ pub(super) fn bar(state: CallState, actions: Actions) -> impl IntoView {
                     aria-pressed=move || local.get().screen.to_string()
                     on:click=move |_| actions.command(CallCommand::ShareScreen(!local.get_untracked().screen))
                     disabled=unready>
-                    {icon(|| Icon::Screen)}
+                    {icon(Icon::Screen)}
                     <span class="label">"Share screen"</span>
                 </button>
                 {panel_button(state, Panel::Chat)}
                 {panel_button(state, Panel::People)}
                 {panel_button(state, Panel::More)}
                 <button class="control danger" title="Leave the call" on:click=move |_| actions.command(CallCommand::HangUp)>
-                    {icon(|| Icon::HangUp)}
+                    {icon(Icon::HangUp)}
                     <span class="label">"Hang up"</span>
                 </button>
             })}
@@ -57,10 +57,10 @@ fn panel_button(state: CallState, panel: Panel) -> impl IntoView {
     let open = move || state.panel.get() == Some(panel);
     let unread = move || (panel == Panel::Chat).then(|| state.unread()).filter(|n| *n > 0);
     view! {
-        <button class="control" class:open=open id=panel.button_id() title=panel.title()
-            aria-expanded=move || open().to_string() aria-controls=panel.id()
+        <button class="control" id=panel.button_id() title=panel.title()
+            aria-expanded=move || open().to_string() aria-controls="panel"
             on:click=move |_| state.panel.update(|shown| *shown = if *shown == Some(panel) { None } else { Some(panel) })>
-            {icon(move || panel.icon())}
+            {icon(panel.icon())}
             <span class="label">{panel.label()}</span>
             {move || unread().map(|n| view! {
                 <span class="badge"><span class="visually-hidden">" "</span>{n}<span class="visually-hidden">" unread"</span></span>

@@ -1,7 +1,9 @@
-//! The side panels of a call, one open at a time: the chat, the people, and the rest (this
-//! side's name, the devices, the statistics, the keyboard shortcuts). Beside the stage on a
-//! wide window, a sheet over it on a phone. Opening one moves the focus into it; closing it
-//! (its Close button, or Escape) moves the focus back to the button that opened it.
+//! The side panel of a call, showing one of three at a time: the chat, the people, and the
+//! rest (this side's name, the devices, the statistics, the keyboard shortcuts). Beside the
+//! stage on a wide window, a sheet over it on a phone. Opening one moves the focus into it;
+//! closing it (its Close button, or Escape) moves the focus back to the button that opened it.
+//! One frame for the three, and each shut one kept in the page (hidden), so that a draft or a
+//! scroll position survives closing it, and the page's wasm stays small.
 
 use leptos::{either::Either, ev, prelude::*, wasm_bindgen::JsCast};
 
@@ -13,7 +15,7 @@ use crate::{
         use_hydrated,
     },
     call::{Author, CallCommand, CallStats, ChatLine},
-    protocol::{MAX_CHAT_CHARS, MAX_NAME_CHARS},
+    protocol::{MediaState, MAX_CHAT_CHARS, MAX_NAME_CHARS},
 };
 
 pub(super) fn panels(state: CallState, actions: Actions) -> impl IntoView {
@@ -42,25 +44,25 @@ pub(super) fn panels(state: CallState, actions: Actions) -> impl IntoView {
         }
     });
     view! {
-        {panel(state, Panel::Chat, chat(state, actions))}
-        {panel(state, Panel::People, people(state))}
-        {panel(state, Panel::More, more(state, actions))}
+        <aside class="panel" id="panel" aria-labelledby="panel-heading" hidden=shut(state, None)>
+            <header>
+                <h2 id="panel-heading">{move || state.panel.get().map(Panel::title)}</h2>
+                <button class="icon-button" id="panel-close" aria-label="Close" title="Close (Escape)"
+                    on:click=move |_| state.panel.set(None)>{icon(Icon::Close)}</button>
+            </header>
+            <div hidden=shut(state, Some(Panel::Chat))>{chat(state, actions)}</div>
+            <div hidden=shut(state, Some(Panel::People))>{people(state)}</div>
+            <div hidden=shut(state, Some(Panel::More))>{more(state, actions)}</div>
+        </aside>
     }
 }
 
-/// A panel's frame: its heading and Close button; in the page while shut (hidden), so that
-/// a draft or a scroll position survives closing it.
-fn panel(state: CallState, panel: Panel, body: impl IntoView + 'static) -> impl IntoView {
-    view! {
-        <aside class="panel" id=panel.id() aria-labelledby=format!("{}-heading", panel.id())
-            hidden=move || state.panel.get() != Some(panel)>
-            <header>
-                <h2 id=format!("{}-heading", panel.id())>{panel.title()}</h2>
-                <button class="icon-button" id=format!("{}-close", panel.id()) aria-label=format!("Close {}", panel.label().to_lowercase())
-                    title="Close (Escape)" on:click=move |_| state.panel.set(None)>{icon(|| Icon::Close)}</button>
-            </header>
-            {body}
-        </aside>
+/// Whether `panel` is shut (`None`: whether every one is). One function for all four, so that
+/// the four are one type of reactive attribute in the wasm.
+fn shut(state: CallState, panel: Option<Panel>) -> impl Fn() -> bool + Copy + Send + Sync + 'static {
+    move || match panel {
+        Some(panel) => state.panel.get() != Some(panel),
+        None => state.panel.get().is_none(),
     }
 }
 
@@ -107,49 +109,39 @@ fn chat_line(line: ChatLine) -> impl IntoView {
     }
 }
 
-/// Everyone in the call, this side first: name, and whether they are muted, have their camera
-/// off or are speaking, in icons and in words.
+/// Everyone in the call, this side first: their name, and in words whether they are speaking,
+/// muted or have their camera off.
 fn people(state: CallState) -> impl IntoView {
     let everyone = move || {
         let own = state.local.get();
-        let mut rows = vec![Person {
-            name: "You".to_owned(),
-            muted: !own.audio,
-            camera_off: !own.video && !own.screen,
-            speaking: state.speaking.get(),
-        }];
+        let mut rows = vec![("You".to_owned(), states(state.speaking.get(), Some(own)))];
         state.remotes.with(|remotes| {
             let group = remotes.len() > 1;
-            rows.extend(remotes.iter().map(|remote| Person {
-                name: remote.called(group).unwrap_or_else(|| "The other person".into()),
-                muted: remote.media.is_some_and(|m| !m.audio),
-                camera_off: remote.media.is_some_and(|m| !m.video && !m.screen),
-                speaking: remote.speaking,
+            rows.extend(remotes.iter().map(|remote| {
+                let name = remote.called(group).unwrap_or_else(|| "The other person".into());
+                (name, states(remote.speaking, remote.media))
             }));
         });
         rows
     };
     view! {
         <ul class="people">
-            {move || everyone().into_iter().map(|person| view! {
-                <li class:speaking=person.speaking>
-                    <span class="who">{person.name}</span>
-                    <span class="states">
-                        {person.speaking.then_some("speaking")}
-                        {person.muted.then(|| view! { {icon(|| Icon::MicrophoneOff)} <span>"muted"</span> })}
-                        {person.camera_off.then(|| view! { {icon(|| Icon::CameraOff)} <span>"camera off"</span> })}
-                    </span>
-                </li>
+            {move || everyone().into_iter().map(|(name, states)| view! {
+                <li><span class="who">{name}</span> <span class="states">{states}</span></li>
             }).collect_view()}
         </ul>
     }
 }
 
-struct Person {
-    name: String,
-    muted: bool,
-    camera_off: bool,
-    speaking: bool,
+/// "speaking", "muted", "camera off", as many as apply.
+fn states(speaking: bool, media: Option<MediaState>) -> String {
+    let muted = media.is_some_and(|m| !m.audio);
+    let camera_off = media.is_some_and(|m| !m.video && !m.screen);
+    [(speaking, "speaking"), (muted, "muted"), (camera_off, "camera off")]
+        .into_iter()
+        .filter_map(|(on, word)| on.then_some(word))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// This side's name, the cameras and microphones, the statistics and the keyboard shortcuts.

@@ -38,10 +38,7 @@ pub(super) fn stage(state: CallState, actions: Actions) -> impl IntoView {
     let count = move || state.remotes.with(Vec::len) + 1;
     let peers = move || state.remotes.with(|remotes| remotes.iter().map(|remote| remote.peer).collect::<Vec<_>>());
     view! {
-        <div class="stage" data-count=count
-            class:alone=move || layout.get() == Layout::Alone class:pair=move || layout.get() == Layout::Pair
-            class:grid=move || layout.get() == Layout::Grid
-            class:presenting=move || matches!(layout.get(), Layout::Presenting(_))>
+        <div class=move || format!("stage {}", layout.get().class()) data-count=count>
             <For each=peers key=|peer| *peer let:peer>
                 {tile(state, actions, peer, layout)}
             </For>
@@ -52,6 +49,17 @@ pub(super) fn stage(state: CallState, actions: Actions) -> impl IntoView {
     }
 }
 
+impl Layout {
+    fn class(self) -> &'static str {
+        match self {
+            Layout::Alone => "alone",
+            Layout::Pair => "pair",
+            Layout::Grid => "grid",
+            Layout::Presenting(_) => "presenting",
+        }
+    }
+}
+
 /// This side's view, ringed (as a tile is) while this side is heard speaking.
 fn own_tile(state: CallState) -> impl IntoView {
     let local = state.local;
@@ -59,10 +67,7 @@ fn own_tile(state: CallState) -> impl IntoView {
         <div class="tile own" class:speaking=state.speaking>
             <video class="local" class:screen=move || local.get().screen node_ref=state.local_video
                 aria-label="Your video" autoplay playsinline muted prop:muted=true></video>
-            <p class="name" aria-hidden="true">
-                {move || (!local.get().audio).then(|| icon(|| Icon::MicrophoneOff))}
-                "You"
-            </p>
+            <p class="name" class:muted=move || !local.get().audio aria-hidden="true">{icon(Icon::MicrophoneOff)} "You"</p>
         </div>
     }
 }
@@ -97,18 +102,18 @@ fn tile(state: CallState, actions: Actions, peer: u32, layout: Memo<Layout>) -> 
             class:featured=move || layout.get() == Layout::Presenting(peer) on:dblclick=move |_| full_screen()>
             <video class="remote" node_ref=video aria-label=move || format!("{}'s video", who()) autoplay playsinline></video>
             // The video's accessible name says it already.
-            <p class="name" aria-hidden="true" hidden=move || called.get().is_none()>
-                {move || muted.get().then(|| icon(|| Icon::MicrophoneOff))}
+            <p class="name" class:muted=muted aria-hidden="true" hidden=move || called.get().is_none()>
+                {icon(Icon::MicrophoneOff)}
                 {move || called.get()}
             </p>
             <div class="tile-actions">
-                <button class="icon-button" on:click=move |_| full_screen() title=move || format!("Show {} full screen", whom())
-                    aria-label=move || format!("Show {} full screen", whom())>{icon(|| Icon::FullScreen)}</button>
+                <button class="icon-button" on:click=move |_| full_screen() title="Full screen (or double-click)"
+                    aria-label=move || format!("Show {} full screen", whom())>{icon(Icon::FullScreen)}</button>
                 {move || state.picture_in_picture.get().then(|| view! {
                     <button class="icon-button" title="Picture in picture"
                         aria-label=move || format!("Show {} in picture-in-picture", whom())
                         on:click=move |_| if let Some(video) = video.get_untracked() { actions.picture_in_picture(&video) }>
-                        {icon(|| Icon::PictureInPicture)}
+                        {icon(Icon::PictureInPicture)}
                     </button>
                 })}
             </div>
