@@ -546,7 +546,7 @@ pub(super) fn CallPage(room: RoomId) -> impl IntoView {
             // Before the side: on the join screen, Mute and Camera off come before Start.
             {bar::bar(state, actions)}
             {join::side(state, actions)}
-            {move || state.active().then(|| panels::panels(state, actions))}
+            {panels::panels(state, actions)}
         </section>
     }
 }

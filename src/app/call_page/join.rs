@@ -13,31 +13,31 @@ use crate::{
 pub(super) fn side(state: CallState, actions: Actions) -> impl IntoView {
     let hydrated = use_hydrated();
     let unavailable = Memo::new(move |_| state.status.with(|s| matches!(s, CallStatus::MediaUnavailable(_))));
-    let joining = move || !state.active();
+    // In a call, the join screen's parts are hidden rather than taken out: cheaper in the wasm.
+    // (The name field is taken out: in a call it is in the More panel.)
+    let in_call = move || state.active();
     view! {
         <div class="side">
-            {move || joining().then(|| view! {
+            <div class="join-only" hidden=in_call>
                 <h2>"Ready to join?"</h2>
                 <p class="present">{move || state.present.get().map(|names| who_is_here(&names))}</p>
-                {name_field(state, actions)}
-            })}
+            </div>
+            {move || (!in_call()).then(|| name_field(state, actions))}
             <p class="status" role="status">{move || state.status.with(CallStatus::text)}</p>
             <p class="notice" aria-live="polite">{move || state.notice.get()}</p>
-            {move || (joining() && state.camera_ask.get()).then(|| view! {
+            <div class="join-only" hidden=move || in_call() || !state.camera_ask.get()>
                 <p class="ask">"To see yourself before you join, allow this page to use your camera and microphone. \
                     Your browser asks you once; no one sees or hears you until you press Start."</p>
                 <button on:click=move |_| actions.ask_for_camera()>"Allow camera and microphone"</button>
-            })}
-            {move || joining().then(|| view! {
-                <div class="join-buttons">
-                    <button class="primary" on:click=move |_| actions.start(MediaChoice::CameraAndMicrophone)
-                        disabled=move || !hydrated.get() || state.blocked()>"Start"</button>
-                    {move || unavailable.get().then(|| view! {
-                        <button on:click=move |_| actions.start(MediaChoice::MicrophoneOnly)>"Join with audio only"</button>
-                        <button on:click=move |_| actions.start(MediaChoice::Nothing)>"Watch and listen only"</button>
-                    })}
-                </div>
-            })}
+            </div>
+            <div class="join-buttons" hidden=in_call>
+                <button class="primary" on:click=move |_| actions.start(MediaChoice::CameraAndMicrophone)
+                    disabled=move || !hydrated.get() || state.blocked()>"Start"</button>
+                <span class="join-only" hidden=move || !unavailable.get()>
+                    <button on:click=move |_| actions.start(MediaChoice::MicrophoneOnly)>"Join with audio only"</button>
+                    <button on:click=move |_| actions.start(MediaChoice::Nothing)>"Watch and listen only"</button>
+                </span>
+            </div>
         </div>
     }
 }

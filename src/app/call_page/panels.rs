@@ -147,7 +147,8 @@ fn states(speaking: bool, media: Option<MediaState>) -> String {
 /// This side's name, the cameras and microphones, the statistics and the keyboard shortcuts.
 fn more(state: CallState, actions: Actions) -> impl IntoView {
     view! {
-        {name_field(state, actions)}
+        // Before Start, the join screen has it.
+        {move || state.active().then(|| name_field(state, actions))}
         {device_picker(state, actions)}
         <section class="stats" aria-labelledby="stats-heading">
             <h3 id="stats-heading">"Statistics"</h3>

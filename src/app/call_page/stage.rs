@@ -109,13 +109,11 @@ fn tile(state: CallState, actions: Actions, peer: u32, layout: Memo<Layout>) -> 
             <div class="tile-actions">
                 <button class="icon-button" on:click=move |_| full_screen() title="Full screen (or double-click)"
                     aria-label=move || format!("Show {} full screen", whom())>{icon(Icon::FullScreen)}</button>
-                {move || state.picture_in_picture.get().then(|| view! {
-                    <button class="icon-button" title="Picture in picture"
-                        aria-label=move || format!("Show {} in picture-in-picture", whom())
-                        on:click=move |_| if let Some(video) = video.get_untracked() { actions.picture_in_picture(&video) }>
-                        {icon(Icon::PictureInPicture)}
-                    </button>
-                })}
+                <button class="icon-button" title="Picture in picture" hidden=move || !state.picture_in_picture.get()
+                    aria-label=move || format!("Show {} in picture-in-picture", whom())
+                    on:click=move |_| if let Some(video) = video.get_untracked() { actions.picture_in_picture(&video) }>
+                    {icon(Icon::PictureInPicture)}
+                </button>
             </div>
             // Always in the page, so screen readers announce what appears in it.
             <div aria-live="polite">
@@ -123,10 +121,8 @@ fn tile(state: CallState, actions: Actions, peer: u32, layout: Memo<Layout>) -> 
                     {move || format!("{}'s camera is off", who())}
                 </p>
                 <ul class="remote-state">
-                    {move || muted.get().then(|| view! { <li>{move || format!("{} is muted", who())}</li> })}
-                    {move || sharing.get().then(|| view! {
-                        <li>{move || format!("{} is sharing their screen", who())}</li>
-                    })}
+                    <li hidden=move || !muted.get()>{move || format!("{} is muted", who())}</li>
+                    <li hidden=move || !sharing.get()>{move || format!("{} is sharing their screen", who())}</li>
                 </ul>
             </div>
         </div>
