@@ -69,8 +69,22 @@ impl Icon {
 /// `icon`, hidden from screen readers: the button around it carries the name. Drawn once, with
 /// nothing reactive in it (a control whose icon changes has both, and the stylesheet shows one).
 pub(crate) fn icon(icon: Icon) -> impl IntoView {
-    view! {
-        <svg class="icon" viewBox="0 0 24 24" aria-hidden="true" focusable="false" fill="none" stroke="currentColor"
-            stroke-width="2" stroke-linecap="round" stroke-linejoin="round" inner_html=icon.shapes()></svg>
+    view! { <span class="icons" inner_html=markup(&[icon], None)></span> }
+}
+
+/// The markup of `icons`, then of a visible `label`: the whole content of a control that
+/// changes nothing in it, as one string rather than elements (smaller in the wasm).
+pub(crate) fn markup(icons: &[Icon], label: Option<&str>) -> String {
+    let mut html = String::new();
+    for icon in icons {
+        html.push_str(r#"<svg class="icon" viewBox="0 0 24 24" aria-hidden="true" focusable="false" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round">"#);
+        html.push_str(icon.shapes());
+        html.push_str("</svg>");
     }
+    if let Some(label) = label {
+        html.push_str(r#"<span class="label">"#);
+        html.push_str(label);
+        html.push_str("</span>");
+    }
+    html
 }

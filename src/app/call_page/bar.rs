@@ -6,7 +6,7 @@ use leptos::{ev, prelude::*, wasm_bindgen::JsCast};
 
 use super::{link::Actions, CallState, Panel};
 use crate::{
-    app::icons::{icon, Icon},
+    app::icons::{markup, Icon},
     call::{CallCommand, CallStatus},
 };
 
@@ -22,32 +22,23 @@ pub(super) fn bar(state: CallState, actions: Actions) -> impl IntoView {
     view! {
         <div class="bar" role="group" aria-label="Call controls">
             <button class="control toggle" title="Mute the microphone (M)" aria-pressed=move || muted().to_string()
-                on:click=move |_| actions.toggle_microphone(state) disabled=untoggleable>
-                {icon(Icon::Microphone)}{icon(Icon::MicrophoneOff)}
-                <span class="label">"Mute"</span>
-            </button>
+                on:click=move |_| actions.toggle_microphone(state) disabled=untoggleable
+                inner_html=markup(&[Icon::Microphone, Icon::MicrophoneOff], Some("Mute"))></button>
             <button class="control toggle" title="Turn the camera off (V)"
                 aria-pressed=move || camera_off().to_string()
-                on:click=move |_| actions.toggle_camera(state) disabled=move || untoggleable() || local.get().screen>
-                {icon(Icon::Camera)}{icon(Icon::CameraOff)}
-                <span class="label">"Camera off"</span>
-            </button>
+                on:click=move |_| actions.toggle_camera(state) disabled=move || untoggleable() || local.get().screen
+                inner_html=markup(&[Icon::Camera, Icon::CameraOff], Some("Camera off"))></button>
             // In the page from the start, shown in a call: cheaper in the wasm than adding them.
             <div class="in-call-only" hidden=inactive>
                 <button class="control" title="Share your screen instead of the camera"
                     aria-pressed=move || local.get().screen.to_string()
                     on:click=move |_| actions.command(CallCommand::ShareScreen(!local.get_untracked().screen))
-                    disabled=unready>
-                    {icon(Icon::Screen)}
-                    <span class="label">"Share screen"</span>
-                </button>
+                    disabled=unready inner_html=markup(&[Icon::Screen], Some("Share screen"))></button>
                 {panel_button(state, Panel::Chat)}
                 {panel_button(state, Panel::People)}
                 {panel_button(state, Panel::More)}
-                <button class="control danger" title="Leave the call" on:click=move |_| actions.command(CallCommand::HangUp)>
-                    {icon(Icon::HangUp)}
-                    <span class="label">"Hang up"</span>
-                </button>
+                <button class="control danger" title="Leave the call" on:click=move |_| actions.command(CallCommand::HangUp)
+                    inner_html=markup(&[Icon::HangUp], Some("Hang up"))></button>
             </div>
         </div>
     }
@@ -61,11 +52,15 @@ fn panel_button(state: CallState, panel: Panel) -> impl IntoView {
         <button class="control" id=panel.button_id() title=panel.title()
             aria-expanded=move || open().to_string() aria-controls="panel"
             on:click=move |_| state.panel.update(|shown| *shown = if *shown == Some(panel) { None } else { Some(panel) })>
-            {icon(panel.icon())}
-            <span class="label">{panel.label()}</span>
-            <span class="badge" hidden=move || unread().is_none()>
-                <span class="visually-hidden">" "</span>{unread}<span class="visually-hidden">" unread"</span>
-            </span>
+            <span class="face" inner_html=markup(&[panel.icon()], Some(panel.label()))></span>
+            // Only the chat's has one; its words are there only while it counts something, so that
+            // an empty badge adds nothing to the button's text.
+            {(panel == Panel::Chat).then(|| view! {
+                <span class="badge" hidden=move || unread().is_none()>
+                    <span class="visually-hidden">" "</span>{unread}
+                    <span class="visually-hidden">{move || unread().map(|_| " unread")}</span>
+                </span>
+            })}
         </button>
     }
 }

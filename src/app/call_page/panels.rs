@@ -11,7 +11,7 @@ use super::{bar::SHORTCUTS, link::Actions, CallState, Panel};
 use crate::{
     app::{
         clock,
-        icons::{icon, Icon},
+        icons::{markup, Icon},
         use_hydrated,
     },
     call::{Author, CallCommand, CallStats, ChatLine},
@@ -48,7 +48,7 @@ pub(super) fn panels(state: CallState, actions: Actions) -> impl IntoView {
             <header>
                 <h2 id="panel-heading">{move || state.panel.get().map(Panel::title)}</h2>
                 <button class="icon-button" id="panel-close" aria-label="Close" title="Close (Escape)"
-                    on:click=move |_| state.panel.set(None)>{icon(Icon::Close)}</button>
+                    on:click=move |_| state.panel.set(None) inner_html=markup(&[Icon::Close], None)></button>
             </header>
             <div hidden=shut(state, Some(Panel::Chat))>{chat(state, actions)}</div>
             <div hidden=shut(state, Some(Panel::People))>{people(state)}</div>

@@ -6,7 +6,7 @@
 use leptos::{html::Video, prelude::*};
 
 use super::{link::Actions, CallState};
-use crate::app::icons::{icon, Icon};
+use crate::app::icons::{icon, markup, Icon};
 
 /// How the stage is laid out, from the number of other people and whether one shares a screen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,11 +108,11 @@ fn tile(state: CallState, actions: Actions, peer: u32, layout: Memo<Layout>) -> 
             </p>
             <div class="tile-actions">
                 <button class="icon-button" on:click=move |_| full_screen() title="Full screen (or double-click)"
-                    aria-label=move || format!("Show {} full screen", whom())>{icon(Icon::FullScreen)}</button>
+                    aria-label=move || format!("Show {} full screen", whom()) inner_html=markup(&[Icon::FullScreen], None)></button>
                 <button class="icon-button" title="Picture in picture" hidden=move || !state.picture_in_picture.get()
                     aria-label=move || format!("Show {} in picture-in-picture", whom())
-                    on:click=move |_| if let Some(video) = video.get_untracked() { actions.picture_in_picture(&video) }>
-                    {icon(Icon::PictureInPicture)}
+                    on:click=move |_| if let Some(video) = video.get_untracked() { actions.picture_in_picture(&video) }
+                    inner_html=markup(&[Icon::PictureInPicture], None)>
                 </button>
             </div>
             // Always in the page, so screen readers announce what appears in it.
