@@ -10,6 +10,7 @@ use icu_properties::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// The largest frame the server accepts; a bigger one closes the socket with 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -53,8 +54,8 @@ pub const MAX_ERROR_CHARS: usize = 200;
 pub struct PeerId(pub u64);
 
 /// Every message of the protocol. Serialized adjacently tagged, which is exactly the
-/// `{"message_type", "content"}` envelope.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `{"message_type", "content"}` envelope; read by hand ([`Message::deserialize`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "message_type", content = "content")]
 pub enum Message {
     /// An offer, answer or rollback (an `RTCSessionDescriptionInit`). Relayed.
@@ -68,14 +69,11 @@ pub enum Message {
     Bye(Option<Ignored>),
     /// From a client that connected with `join=later`: take my place in the room now, under
     /// this display name, if any.
-    // (The browser never receives JOIN or NAME: its wasm leaves out reading them.)
     #[serde(rename = "JOIN")]
-    #[cfg_attr(feature = "hydrate", serde(skip_deserializing))]
     Join(Option<JoinRequest>),
     /// From a client in its room: its display name as those waiting to join see it (empty:
     /// none). Not relayed: the others in the call hear it over the data channel.
     #[serde(rename = "NAME")]
-    #[cfg_attr(feature = "hydrate", serde(skip_deserializing))]
     Name(String),
     /// From the server, first on every connection once it has joined.
     #[serde(rename = "WELCOME")]
@@ -93,6 +91,44 @@ pub enum Message {
     /// who is in the room, when it connects and after every change.
     #[serde(rename = "PRESENT")]
     Present(Present),
+}
+
+/// An envelope as read: its `message_type`, and its `content` as raw JSON (`null` when there is
+/// none, as serde's own reader has it). serde's derived reader for an adjacently tagged enum
+/// takes the two fields in either order, so it buffers the content in a generic form first:
+/// reading the type first and then the content as that type's took 10 KB (brotli) off the
+/// browser's wasm (docs/performance.md). JSON text only: the content is borrowed.
+fn typed_content<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<(Cow<'de, str>, &'de str), D::Error> {
+    let envelope = Envelope::deserialize(deserializer)?;
+    let kind = envelope.message_type.ok_or_else(|| serde::de::Error::missing_field("message_type"))?;
+    Ok((kind, envelope.content.map_or("null", RawValue::get)))
+}
+
+/// An envelope's content, as the type its `message_type` names.
+fn content<'a, T: Deserialize<'a>, E: serde::de::Error>(content: &'a str) -> Result<T, E> {
+    serde_json::from_str(content).map_err(E::custom)
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        const TYPES: &[&str] =
+            &["SDP", "CANDIDATE", "BYE", "JOIN", "NAME", "WELCOME", "PEER_JOINED", "PEER_LEFT", "ERROR", "PRESENT"];
+        let (kind, raw) = typed_content(deserializer)?;
+        Ok(match &*kind {
+            "SDP" => Message::Sdp(content(raw)?),
+            "CANDIDATE" => Message::Candidate(content(raw)?),
+            // Anything or nothing (docs/protocol.md).
+            "BYE" => Message::Bye(serde_json::from_str(raw).unwrap_or(None)),
+            "JOIN" => Message::Join(content(raw)?),
+            "NAME" => Message::Name(content(raw)?),
+            "WELCOME" => Message::Welcome(content(raw)?),
+            "PEER_JOINED" => Message::PeerJoined(content(raw)?),
+            "PEER_LEFT" => Message::PeerLeft(content(raw)?),
+            "ERROR" => Message::Error(content(raw)?),
+            "PRESENT" => Message::Present(content(raw)?),
+            other => return Err(serde::de::Error::unknown_variant(other, TYPES)),
+        })
+    }
 }
 
 /// `JOIN`'s content.
@@ -256,8 +292,8 @@ impl Message {
 
 /// What one browser tells the other directly, over the call's `RTCDataChannel` (label `duo`,
 /// negotiated with id 0): the same `{"message_type", "content"}` envelope, never seen by the
-/// server.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// server. Read by hand, as [`Message`] is.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "message_type", content = "content")]
 pub enum PeerMessage {
     /// What the sender is sending now; sent on connect and on every change.
@@ -271,6 +307,18 @@ pub enum PeerMessage {
     /// receives it cleans it with [`display_name`] before showing it.
     #[serde(rename = "NAME")]
     Name(String),
+}
+
+impl<'de> Deserialize<'de> for PeerMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (kind, raw) = typed_content(deserializer)?;
+        Ok(match &*kind {
+            "MEDIA_STATE" => PeerMessage::MediaState(content(raw)?),
+            "CHAT" => PeerMessage::Chat(content(raw)?),
+            "NAME" => PeerMessage::Name(content(raw)?),
+            other => return Err(serde::de::Error::unknown_variant(other, &["MEDIA_STATE", "CHAT", "NAME"])),
+        })
+    }
 }
 
 /// The longest display name, in characters: a tile's caption and a chat line stay readable.
@@ -421,11 +469,12 @@ impl ClientFrame<'_> {
     }
 }
 
-/// The envelope, borrowed from the frame so that checking a message copies nothing.
+/// The envelope, borrowed from the frame so that checking (or reading) a message copies
+/// nothing.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, default)]
-    message_type: Option<std::borrow::Cow<'a, str>>,
+    message_type: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -668,6 +717,36 @@ mod tests {
         for message in all {
             let text = message.to_json();
             assert_eq!(serde_json::from_str::<Message>(&text).unwrap(), message, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_envelope_is_read_in_any_order_with_escapes_and_extra_fields() {
+        let read = |text: &str| serde_json::from_str::<Message>(text);
+        let sdp = Message::Sdp(SessionDescription { kind: SdpType::Offer, sdp: "v=0".into() });
+        for text in [
+            r#"{"message_type":"SDP","content":{"type":"offer","sdp":"v=0"}}"#,
+            r#"{"content":{"type":"offer","sdp":"v=0"},"message_type":"SDP"}"#,
+            r#"{"to":8,"message_type":"S\u0044P","from":7,"content":{"sdp":"v=0","type":"offer"}}"#,
+        ] {
+            assert_eq!(read(text).unwrap(), sdp, "{text}");
+        }
+        for text in [
+            r#"{"message_type":"BYE"}"#,
+            r#"{"message_type":"BYE","content":"bye"}"#,
+            r#"{"message_type":"BYE","content":null}"#,
+        ] {
+            assert_eq!(read(text).unwrap(), Message::Bye(None), "{text}");
+        }
+        assert_eq!(read(r#"{"message_type":"CANDIDATE","content":null}"#).unwrap(), Message::Candidate(None));
+        for bad in [
+            r#"{"message_type":"HELLO","content":{}}"#,
+            r#"{"message_type":"SDP"}"#,
+            r#"{"message_type":"SDP","content":{"type":"nonsense"}}"#,
+            r#"{"content":{}}"#,
+            r#"["SDP",{}]"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
         }
     }
 

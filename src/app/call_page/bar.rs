@@ -47,7 +47,7 @@ pub(super) fn bar(state: CallState, actions: Actions) -> impl IntoView {
 /// Opens `panel`, or closes it when open; the chat's shows how many lines came while it was shut.
 fn panel_button(state: CallState, panel: Panel) -> impl IntoView {
     let open = move || state.panel.get() == Some(panel);
-    let unread = move || (panel == Panel::Chat).then(|| state.unread()).filter(|n| *n > 0);
+    let unread = move || Some(state.unread()).filter(|n| *n > 0);
     view! {
         <button class="control" id=panel.button_id() title=panel.title()
             aria-expanded=move || open().to_string() aria-controls="panel"
