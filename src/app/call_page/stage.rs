@@ -6,7 +6,10 @@
 use leptos::{html::Video, prelude::*};
 
 use super::{link::Actions, CallState};
-use crate::app::icons::{icon, markup, Icon};
+use crate::{
+    app::icons::{icon, markup, Icon},
+    call::Remote,
+};
 
 /// How the stage is laid out, from the number of other people and whether one shares a screen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,18 +25,7 @@ pub(super) enum Layout {
 }
 
 pub(super) fn stage(state: CallState, actions: Actions) -> impl IntoView {
-    let layout = Memo::new(move |_| {
-        state.remotes.with(|remotes| {
-            if let Some(sharing) = remotes.iter().find(|r| r.media.is_some_and(|m| m.screen)) {
-                return Layout::Presenting(sharing.peer);
-            }
-            match remotes.len() {
-                0 => Layout::Alone,
-                1 => Layout::Pair,
-                _ => Layout::Grid,
-            }
-        })
-    });
+    let layout = Memo::new(move |_| state.remotes.with(|remotes| Layout::of(remotes)));
     // Tiles in the grid, this side's included: the CSS picks columns from it.
     let count = move || state.remotes.with(Vec::len) + 1;
     let peers = move || state.remotes.with(|remotes| remotes.iter().map(|remote| remote.peer).collect::<Vec<_>>());
@@ -50,6 +42,18 @@ pub(super) fn stage(state: CallState, actions: Actions) -> impl IntoView {
 }
 
 impl Layout {
+    /// The layout for these other people: a shared screen first, then by how many they are.
+    fn of(remotes: &[Remote]) -> Layout {
+        if let Some(sharing) = remotes.iter().find(|r| r.media.is_some_and(|m| m.screen)) {
+            return Layout::Presenting(sharing.peer);
+        }
+        match remotes.len() {
+            0 => Layout::Alone,
+            1 => Layout::Pair,
+            _ => Layout::Grid,
+        }
+    }
+
     fn class(self) -> &'static str {
         match self {
             Layout::Alone => "alone",
@@ -126,5 +130,25 @@ fn tile(state: CallState, actions: Actions, peer: u32, layout: Memo<Layout>) -> 
                 </ul>
             </div>
         </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Layout;
+    use crate::{call::Remote, protocol::MediaState};
+
+    fn remote(peer: u32, screen: bool) -> Remote {
+        let media = Some(MediaState { audio: true, video: true, screen });
+        Remote { peer, number: peer, receiving: true, media, name: None, speaking: false }
+    }
+
+    #[test]
+    fn the_stage_is_laid_out_by_how_many_others_there_are_and_a_shared_screen_first() {
+        assert_eq!(Layout::of(&[]), Layout::Alone);
+        assert_eq!(Layout::of(&[remote(1, false)]), Layout::Pair);
+        assert_eq!(Layout::of(&[remote(1, false), remote(2, false), remote(3, false)]), Layout::Grid);
+        assert_eq!(Layout::of(&[remote(1, false), remote(2, true)]), Layout::Presenting(2));
+        assert_eq!(Layout::of(&[remote(1, true)]), Layout::Presenting(1));
     }
 }
