@@ -3,7 +3,8 @@
 // view clear of everyone else's, an even share for each of four people; and the panels.
 import { type Page } from '@playwright/test';
 import {
-  test, expect, connectedPair, expectEveryoneVideoPlaying, expectMediaFlowing, freshRoom, openPanel, smallCamera, start, status,
+  test, expect, connectedPair, expectEveryoneVideoPlaying, expectMediaFlowing, freshRoom, hangUp, openPanel, smallCamera, start,
+  status,
 } from './helpers';
 
 const sizes = [
@@ -46,7 +47,7 @@ async function expectCallLayout(page: Page, others: number, size: { width: numbe
     const control = page.getByRole('button', { name, exact: true });
     await expect(control, `${at}: ${name}`).toBeInViewport({ ratio: 1 });
     // Playwright's own check that a click would land on it: visible, enabled, not covered.
-    await control.click({ trial: true, timeout: 2_000 });
+    await control.click({ trial: true, timeout: 5_000 });
   }
   expect(m.tiles.length, at).toBe(others);
   for (const mark of m.marks) expect(overlap(m.own, mark), `${at}: your view covers a name or state`).toBe(0);
@@ -88,8 +89,18 @@ test('a call of four gives everyone an even share at every size', async ({ open 
   }
 });
 
-test('the join screen shows the preview playing, and Start; in a call, Start is gone', async ({ open }) => {
-  const alice = await open(`/call/${freshRoom()}`);
+test('the join screen shows the preview playing, who is in the call, and Start; in a call, Start is gone', async ({ open }) => {
+  const room = freshRoom();
+  const ada = await open(`/call/${room}`);
+  const alice = await open(`/call/${room}`);
+  await expect(alice.getByText('No one else is here yet.')).toBeVisible();
+  await chooseName(ada, 'Ada');
+  await start(ada);
+  // Told by the server before Alice joins: Ada's name, then that she left.
+  await expect(alice.getByText('Ada is in this call.')).toBeVisible();
+  await hangUp(ada);
+  await expect(alice.getByText('No one else is here yet.')).toBeVisible();
+
   const preview = alice.getByLabel('Your video');
   await expect(alice.getByRole('heading', { name: 'Ready to join?' })).toBeVisible();
   await expect(alice.getByRole('button', { name: 'Start' })).toBeEnabled();
@@ -172,6 +183,7 @@ test('screenshots for the README: the join screen and a call of three, on a desk
   await start(bob);
   await start(cy);
   await chooseName(ada, 'Ada');
+  await expect(ada.getByText('Bob and Cy are in this call.')).toBeVisible();
   const preview = ada.getByLabel('Your video');
   await expect.poll(() => preview.evaluate((v: HTMLVideoElement) => v.videoWidth)).toBeGreaterThan(0);
   for (const [size, name] of [[desktop, 'desktop'], [phone, 'phone']] as const) {
