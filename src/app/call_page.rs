@@ -376,6 +376,7 @@ mod link {
         pub(super) fn start(self, choice: MediaChoice) {
             let state = self.state;
             state.chat.set(Vec::new());
+            state.chat_seen.set(0);
             state.notice.set(None);
             state.previewing.set(false);
             let events = CallEvents {
