@@ -8,7 +8,7 @@ import {
   test, expect, expectMediaFlowing, freshRoom, recordPeerConnections, SERVER_BINARY, SERVER_OPTIONS, start, status,
   waitUntilServing, watchServer,
 } from './helpers';
-import { INTERNET_ADDRESS, NatNetwork, type Site } from './netns';
+import { INTERNET_ADDRESS, NatNetwork, type NatKind, type Site } from './netns';
 import { chromiumPerson, selectedPair } from './people';
 
 // Inside the test's own internet: no other server is there.
@@ -94,6 +94,21 @@ async function personIn(site: Site, room: string): Promise<Caller> {
   return { browser, page, errors };
 }
 
+/** A call between the two sites behind NATs of `kind`: both press Start, then `run`; the
+ * browsers are closed whatever happens. */
+async function callThrough(kind: NatKind, run: (people: Caller[]) => Promise<void>) {
+  network.setNat(kind);
+  const room = freshRoom();
+  const people: Caller[] = [];
+  try {
+    for (const site of network.sites) people.push(await personIn(site, room));
+    for (const { page } of people) await start(page);
+    await run(people);
+  } finally {
+    for (const { browser } of people) await browser.close();
+  }
+}
+
 const recorded = (page: Page) => page.evaluate(() => {
   const w = window as any;
   return { said: w.__said as string[], rejections: w.__rejections as string[], states: w.__states as string[][] };
@@ -104,12 +119,7 @@ const recorded = (page: Page) => page.evaluate(() => {
 // the file is tried a second time (a fresh worker builds the networks anew) until the cause
 // is known. A second failure fails the run.
 test('behind symmetric NATs with no relay, the page says at once that a relay is needed, and says it once', async () => {
-  network.setNat('symmetric');
-  const room = freshRoom();
-  const people: Caller[] = [];
-  try {
-    for (const site of network.sites) people.push(await personIn(site, room));
-    for (const { page } of people) await start(page);
+  await callThrough('symmetric', async (people) => {
     // Within 20 s of both pressing Start (a timeout of 0 would mean none: at least 1 ms).
     const deadline = Date.now() + 20_000;
     for (const { page } of people) {
@@ -128,18 +138,11 @@ test('behind symmetric NATs with no relay, the page says at once that a relay is
       expect(rejections).toEqual([]);
       expect(errors.map(String)).toEqual([]);
     }
-  } finally {
-    for (const { browser } of people) await browser.close();
-  }
+  });
 });
 
 test('behind NATs that keep the port, the same call connects through them', async () => {
-  network.setNat('endpoint-independent');
-  const room = freshRoom();
-  const people: Caller[] = [];
-  try {
-    for (const site of network.sites) people.push(await personIn(site, room));
-    for (const { page } of people) await start(page);
+  await callThrough('endpoint-independent', async (people) => {
     for (const { page, errors } of people) {
       await expectMediaFlowing(page);
       // Through the other side's NAT: the address its STUN request (or its first check) came from.
@@ -147,7 +150,5 @@ test('behind NATs that keep the port, the same call connects through them', asyn
       expect((await recorded(page)).rejections).toEqual([]);
       expect(errors.map(String)).toEqual([]);
     }
-  } finally {
-    for (const { browser } of people) await browser.close();
-  }
+  });
 });

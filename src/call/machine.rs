@@ -712,8 +712,8 @@ impl CallMachine {
                 if let Some(index) = self.sender(from) {
                     let peer = &self.peers[index];
                     if peer.ever_connected {
-                        let who = peer.remote().called(self.peers.len() > 1);
-                        self.push(Effect::Event(format!("{} left", who.unwrap_or_else(|| "The other person".into()))));
+                        let who = peer.remote().named(self.peers.len() > 1);
+                        self.push(Effect::Event(format!("{who} left")));
                     }
                     self.drop_peer(index);
                 }
@@ -974,8 +974,8 @@ impl CallMachine {
                 let arrived = peer.media.is_none() && std::mem::take(&mut peer.newcomer);
                 peer.media = Some(state);
                 if arrived {
-                    let who = self.peers[index].remote().called(self.peers.len() > 1);
-                    self.push(Effect::Event(format!("{} joined", who.unwrap_or_else(|| "The other person".into()))));
+                    let who = self.peers[index].remote().named(self.peers.len() > 1);
+                    self.push(Effect::Event(format!("{who} joined")));
                 }
             }
             PeerEvent::Message(PeerMessage::Name(name)) => peer.name = display_name(&name),

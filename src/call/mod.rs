@@ -80,6 +80,15 @@ impl Remote {
     pub fn called(&self, group: bool) -> Option<String> {
         self.name.clone().or_else(|| group.then(|| format!("Guest {}", self.number)))
     }
+
+    /// What the page calls them at the start of a sentence: as [`Self::called`], or
+    /// [`Self::UNNAMED`].
+    pub fn named(&self, group: bool) -> String {
+        self.called(group).unwrap_or_else(|| Self::UNNAMED.into())
+    }
+
+    /// Someone unnamed in a call of two.
+    pub const UNNAMED: &str = "The other person";
 }
 
 /// Who a chat line is from.

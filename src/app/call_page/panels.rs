@@ -117,10 +117,7 @@ fn people(state: CallState) -> impl IntoView {
         let mut rows = vec![("You".to_owned(), states(state.speaking.get(), Some(own)))];
         state.remotes.with(|remotes| {
             let group = remotes.len() > 1;
-            rows.extend(remotes.iter().map(|remote| {
-                let name = remote.called(group).unwrap_or_else(|| "The other person".into());
-                (name, states(remote.speaking, remote.media))
-            }));
+            rows.extend(remotes.iter().map(|remote| (remote.named(group), states(remote.speaking, remote.media))));
         });
         rows
     };

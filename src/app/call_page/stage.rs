@@ -85,7 +85,7 @@ fn tile(state: CallState, actions: Actions, peer: u32, layout: Memo<Layout>) -> 
             remotes.iter().find(|r| r.peer == peer).and_then(|remote| remote.called(group))
         })
     });
-    let who = move || called.get().unwrap_or_else(|| "The other person".into());
+    let who = move || called.get().unwrap_or_else(|| Remote::UNNAMED.into());
     // Within a sentence.
     let whom = move || called.get().unwrap_or_else(|| "the other person".into());
     let media = move || state.remotes.with(|remotes| remotes.iter().find(|r| r.peer == peer).and_then(|r| r.media));
