@@ -131,7 +131,9 @@ test('a whole call works from the keyboard alone, in a sensible order, with a vi
   // Before Start, with the camera showing (the browser allows it), Mute and Camera off choose
   // how the call starts.
   await expect(alice.getByText(/^Your camera is on/)).toBeVisible();
-  expect(await tabOrder(alice)).toEqual(['Mute', 'Camera off', 'Your name', 'Start']);
+  // Then the cameras and microphones to choose from.
+  await expect(alice.getByRole('combobox', { name: 'Microphone' })).toBeVisible();
+  expect(await tabOrder(alice)).toEqual(['Mute', 'Camera off', 'Your name', 'Camera', 'Microphone', 'Start']);
 
   await tabTo(alice, 'Start');
   // The focus ring shows, in a colour of its own.

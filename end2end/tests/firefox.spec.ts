@@ -203,6 +203,27 @@ test('a group of three with Firefox in it: everyone sees the others, by name, an
   const ann = await person('Chromium', `/call/${room}`);
   const bob = await person('Chromium', `/call/${room}`);
   for (const [who, name] of [[fox, 'Fox'], [ann, 'Ann'], [bob, 'Bob']] as const) await who.send('Your name', name);
+  // Firefox's join screen: the camera allowed (it asks, where no permission is remembered), its
+  // cameras and microphones listed, and its microphone meter moving with the fake tone where
+  // Firefox runs Web Audio at all. Headless Firefox without a sound device (as on this kind of
+  // machine) never starts an AudioContext: then the meter is not shown, rather than shown still.
+  await expect.poll(() => showsText(fox, 'Allow camera and microphone')).toBe(true);
+  await fox.press('Allow camera and microphone');
+  await expect.poll(() => fox.evaluate(() => document.querySelectorAll('.devices option').length, undefined)).toBeGreaterThan(1);
+  const audioRuns = await fox.evaluate(async () => {
+    const context = new AudioContext();
+    void context.resume();
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const running = context.state === 'running';
+    await context.close();
+    return running;
+  }, undefined);
+  const meter = () => fox.evaluate(() => {
+    const meter = document.querySelector<HTMLMeterElement>('meter.level');
+    return meter && !meter.hidden ? meter.value : null;
+  }, undefined);
+  if (audioRuns) await expect.poll(meter).toBeGreaterThan(20);
+  else expect(await meter()).toBeNull();
   await fox.press('Start');
   await expectStatus(fox, /Waiting for someone to join/);
   await ann.press('Start');
@@ -221,4 +242,21 @@ test('a group of three with Firefox in it: everyone sees the others, by name, an
   }
   // Firefox caps its video to each of two others at half of one call's, as Chromium does.
   await expect.poll(() => videoCaps(fox)).toEqual([1_250_000, 1_250_000]);
+  // And lays the call out as Chromium does: nothing to scroll, every control of the bar on
+  // screen, this side's view over no one else's.
+  const layout = await fox.evaluate(() => {
+    const box = (element: Element) => element.getBoundingClientRect();
+    const own = box(document.querySelector('.tile.own')!);
+    const overlap = (b: DOMRect) => Math.max(0, Math.min(own.right, b.right) - Math.max(own.left, b.left)) *
+      Math.max(0, Math.min(own.bottom, b.bottom) - Math.max(own.top, b.top));
+    const root = document.documentElement;
+    return {
+      scrolls: root.scrollHeight > innerHeight || root.scrollWidth > innerWidth,
+      offScreen: [...document.querySelectorAll('.bar button')].map((button) => [button.textContent, box(button)] as const)
+        .filter(([, b]) => b.width === 0 || b.top < 0 || b.left < 0 || b.bottom > innerHeight || b.right > innerWidth)
+        .map(([name]) => name),
+      covered: [...document.querySelectorAll('.tile:not(.own)')].filter((tile) => overlap(box(tile)) >= 1).length,
+    };
+  }, undefined);
+  expect(layout).toEqual({ scrolls: false, offScreen: [], covered: 0 });
 });

@@ -132,7 +132,7 @@ test('chat messages arrive with sender and time, also when sent before the conne
 test('switching the microphone mid-call keeps the call up and sends the new device', async ({ open }) => {
   const { alice, bob } = await connectedPair(open);
   await openPanel(alice, 'More');
-  const microphone = alice.getByLabel('Microphone');
+  const microphone = alice.getByRole('combobox', { name: 'Microphone' });
   await expect(microphone.locator('option')).not.toHaveCount(0);
   await microphone.selectOption({ label: 'Fake Audio Input 1' });
   await expect.poll(() => alice.evaluate(() => {

@@ -89,6 +89,37 @@ test('a call of four gives everyone an even share at every size', async ({ open 
   }
 });
 
+test('a shared screen goes large, with the people as a strip, at every size', async ({ open }) => {
+  test.setTimeout(120_000);
+  const url = `/call/${freshRoom()}`;
+  const [ada, bob, cy] = [await open(url, smallCamera), await open(url, smallCamera), await open(url, smallCamera)];
+  for (const page of [ada, bob, cy]) await start(page);
+  await expectEveryoneVideoPlaying(bob, 2);
+  await ada.getByRole('button', { name: 'Share screen' }).click();
+  const stage = bob.locator('.stage');
+  await expect(stage).toHaveClass(/presenting/);
+  for (const size of sizes) {
+    await bob.setViewportSize(size);
+    await expectCallLayout(bob, 2, size);
+    const m = await measure(bob);
+    const featured = await bob.locator('.tile.featured').boundingBox();
+    const area = (box: Box) => box.width * box.height;
+    const at = `${size.width}×${size.height}`;
+    // The screen takes most of the stage; everyone else is a strip below it.
+    expect(area(featured!), `${at}: the shared screen's share of the stage`).toBeGreaterThanOrEqual(0.6 * area(m.stage));
+    const strip = [...m.tiles, m.own].filter((tile) => overlap(tile, featured!) < 1);
+    expect(strip, `${at}: everyone else in the strip`).toHaveLength(2);
+    for (const tile of strip) {
+      expect(tile.y, `${at}: a strip tile sits below the screen`).toBeGreaterThanOrEqual(featured!.y + featured!.height - 1);
+      expect(tile.width, `${at}: a strip tile is seen`).toBeGreaterThan(50);
+    }
+  }
+  // Stopping the share brings the even grid back.
+  await ada.getByRole('button', { name: 'Share screen' }).click();
+  await expect(stage).not.toHaveClass(/presenting/);
+  await expect(bob.locator('.tile.featured')).toHaveCount(0);
+});
+
 test('the join screen shows the preview playing, who is in the call, and Start; in a call, Start is gone', async ({ open }) => {
   const room = freshRoom();
   const ada = await open(`/call/${room}`);
@@ -111,6 +142,58 @@ test('the join screen shows the preview playing, who is in the call, and Start; 
   await expect(status(alice)).toHaveText(/Waiting for someone to join/);
   await expect(alice.getByRole('button', { name: 'Start' })).toHaveCount(0);
   await expect(alice.getByRole('heading', { name: 'Ready to join?' })).toHaveCount(0);
+});
+
+/** The join screen's microphone meter read every 50 ms for `ms`: the loudest and quietest. */
+const meterRange = (page: Page, ms: number) => page.getByRole('meter', { name: 'Microphone level' }).evaluate(
+  (meter: HTMLMeterElement, ms) => new Promise<{ loudest: number; quietest: number }>((resolve) => {
+    const seen: number[] = [];
+    const timer = setInterval(() => seen.push(meter.value), 50);
+    setTimeout(() => {
+      clearInterval(timer);
+      resolve({ loudest: Math.max(...seen), quietest: Math.min(...seen) });
+    }, ms);
+  }), ms);
+
+/** The label of the microphone track `page` sends on its newest connection. */
+const sentMicrophone = (page: Page) => page.evaluate(() => {
+  const newest: RTCPeerConnection = (window as any).__newestPeerConnection();
+  return newest.getSenders().find((s) => s.track?.kind === 'audio')?.track?.label;
+});
+
+test('the join screen lists the cameras and microphones, its meter follows the microphone, and the one chosen is the one the call sends', async ({ open }) => {
+  const room = freshRoom();
+  const alice = await open(`/call/${room}`);
+  const camera = alice.getByRole('combobox', { name: 'Camera' });
+  const microphone = alice.getByRole('combobox', { name: 'Microphone' });
+  await expect(camera.locator('option')).not.toHaveCount(0);
+  await expect(microphone.locator('option', { hasText: 'Fake Audio Input 1' })).toHaveCount(1);
+
+  // Chromium's fake microphone beeps twice a second: the meter jumps and falls back.
+  await expect.poll(async () => {
+    const { loudest, quietest } = await meterRange(alice, 1_500);
+    return loudest >= 30 && quietest < loudest;
+  }, { timeout: 10_000 }).toBe(true);
+  // Muted, it stays empty: nothing would be sent.
+  await alice.getByRole('button', { name: 'Mute' }).click();
+  await expect.poll(async () => (await meterRange(alice, 1_500)).loudest).toBe(0);
+  await alice.getByRole('button', { name: 'Mute' }).click();
+
+  // Another microphone: the preview and the meter take it at once, and the call sends it.
+  await microphone.selectOption({ label: 'Fake Audio Input 1' });
+  const previewMicrophone = () => alice.getByLabel('Your video').evaluate(
+    (v: HTMLVideoElement) => (v.srcObject as MediaStream).getAudioTracks().map((t) => t.label).join());
+  await expect.poll(previewMicrophone).toBe('Fake Audio Input 1');
+  await expect.poll(async () => (await meterRange(alice, 1_500)).loudest, { timeout: 10_000 }).toBeGreaterThanOrEqual(30);
+  const bob = await open(`/call/${room}`);
+  await start(bob);
+  await start(alice);
+  await expect(status(alice)).toHaveText('Connected.');
+  await expect(alice.getByRole('meter', { name: 'Microphone level' })).toBeHidden();
+  expect(await sentMicrophone(alice)).toBe('Fake Audio Input 1');
+  await openPanel(alice, 'More');
+  await expect(alice.getByRole('combobox', { name: 'Microphone' }).locator('option:checked')).toHaveText('Fake Audio Input 1');
+  await expectMediaFlowing(bob);
 });
 
 test('the chat and people panels open and close from the keyboard, and the chat counts what was not read', async ({ open }) => {

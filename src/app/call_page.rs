@@ -40,6 +40,10 @@ struct CallState {
     draft: RwSignal<String>,
     stats: RwSignal<Option<CallStats>>,
     devices: RwSignal<Vec<Device>>,
+    /// The camera and microphone the person chose, if they chose.
+    chosen: RwSignal<Vec<Device>>,
+    /// Before Start: how loud the microphone is, from 0 to 1, where the browser can tell.
+    level: RwSignal<Option<f64>>,
     /// Why something the person asked for did not happen.
     notice: RwSignal<Option<String>>,
     /// Before Start, this side's camera shows to this side alone; Mute and Camera off choose
@@ -72,6 +76,8 @@ impl CallState {
             draft: RwSignal::new(String::new()),
             stats: RwSignal::new(None),
             devices: RwSignal::new(Vec::new()),
+            chosen: RwSignal::new(Vec::new()),
+            level: RwSignal::new(None),
             notice: RwSignal::new(None),
             previewing: RwSignal::new(false),
             name: RwSignal::new(String::new()),
@@ -174,6 +180,19 @@ impl Actions {
         }
     }
 
+    /// Uses `device` from now on: before Start in the preview, in a call in the call.
+    fn use_device(self, state: CallState, device: Device) {
+        state.chosen.update(|chosen| {
+            chosen.retain(|other| other.is_camera != device.is_camera);
+            chosen.push(device.clone());
+        });
+        if state.previewing.get_untracked() {
+            self.preview_device(device);
+        } else {
+            self.command(CallCommand::UseDevice(device));
+        }
+    }
+
     /// Keeps the name for the next visit and tells the call in progress.
     fn rename(self, name: String) {
         self.keep_name(&name);
@@ -195,7 +214,7 @@ mod link {
     use crate::{
         call::{
             engine::{self, CallEvents, CallHandle, EarlyMedia, Prepared},
-            Author, CallCommand, ChatLine, MediaChoice, Remote,
+            Author, CallCommand, ChatLine, Device, MediaChoice, Remote,
         },
         protocol::MediaState,
         room::RoomId,
@@ -327,7 +346,46 @@ mod link {
                 play(&video, Some(&view));
                 self.state.previewing.set(true);
                 self.before_start(MediaState { audio: true, video: true, screen: false });
+                self.meter();
+                // Their names are known now that the browser has granted the camera.
+                if let Ok(devices) = engine::devices().await {
+                    self.state.devices.set(devices);
+                }
             }
+        }
+
+        /// Reads the microphone's level ten times a second, until Start.
+        fn meter(self) {
+            let level = self.prepared.try_update_value(|prepared| prepared.as_mut().map(Prepared::microphone_level));
+            match level.flatten().filter(|_| self.state.previewing.get_untracked()) {
+                Some(level) => {
+                    self.state.level.set(level);
+                    set_timeout(move || self.meter(), std::time::Duration::from_millis(100));
+                }
+                None => self.state.level.set(None),
+            }
+        }
+
+        /// Before Start: shows `device` in the preview, and the call will send it.
+        pub(super) fn preview_device(self, device: Device) {
+            leptos::task::spawn_local(async move {
+                let track = match engine::open_device(&device).await {
+                    Ok(track) => track,
+                    Err(_) => {
+                        let text = format!("The browser could not open {}.", device.label);
+                        return self.state.notice.set(Some(text));
+                    }
+                };
+                let is_camera = device.is_camera;
+                let used = self.prepared.try_update_value(|prepared| {
+                    prepared.as_mut().map(|prepared| prepared.use_track(Clone::clone(&track), is_camera)).is_some()
+                });
+                if used != Some(true) {
+                    // Start was pressed meanwhile: the call switches to it instead.
+                    track.stop();
+                    self.command(CallCommand::UseDevice(device));
+                }
+            });
         }
 
         /// Asks the browser for the camera and microphone, to show them before Start.
@@ -510,6 +568,8 @@ mod link {
         pub(super) fn show_remote<V>(self, _peer: u32, _video: V) {}
 
         pub(super) fn ask_for_camera(self) {}
+
+        pub(super) fn preview_device(self, _device: crate::call::Device) {}
 
         pub(super) fn full_screen<E>(self, _tile: &E) {}
 

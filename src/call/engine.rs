@@ -11,12 +11,12 @@ use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures_util::StreamExt;
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::{spawn_local, JsFuture};
-use web_sys::MediaStream;
+use web_sys::{MediaStream, MediaStreamTrack};
 
 use super::{
     js::{describe, mark, string_field},
     machine::{CallMachine, Effect, Input, PeerEvent, Video, ABNORMAL_CLOSURE, FIRST_SOCKET},
-    media::{self, LocalMedia},
+    media::{self, Level, LocalMedia},
     peer::Peer,
     socket::{Everyone, Socket},
     CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote,
@@ -26,7 +26,7 @@ use crate::{
     room::RoomId,
 };
 
-pub use super::media::EarlyMedia;
+pub use super::media::{devices, open_device, EarlyMedia};
 
 /// How the engine reports to the page.
 #[derive(Clone)]
@@ -82,6 +82,11 @@ pub struct Prepared {
     everyone: Everyone,
     socket: Option<Socket>,
     early_media: Option<EarlyMedia>,
+    /// The stream the early camera and microphone came in: the call takes its tracks, so a
+    /// device chosen before Start goes in it.
+    granted: Option<MediaStream>,
+    /// The join screen's microphone meter, once read.
+    level: Option<Level>,
     /// The call's media from before Start: its view is what the page shows of this side, one
     /// stream throughout, so the view does not start over at Start.
     media: Option<LocalMedia>,
@@ -104,6 +109,8 @@ impl Prepared {
     pub fn early_view(&mut self, granted: &MediaStream) -> Option<MediaStream> {
         let media = self.media.as_mut()?;
         media.adopt(Some(granted));
+        // `Clone::clone`: `MediaStream::clone` would be the browser's, a new stream.
+        self.granted = Some(Clone::clone(granted));
         self.turn(self.microphone_on, self.camera_on);
         self.media.as_ref().map(LocalMedia::preview)
     }
@@ -117,6 +124,34 @@ impl Prepared {
         if let Some(media) = &self.media {
             media.show(if camera_on { Video::Camera } else { Video::None });
         }
+    }
+
+    /// Before Start: the call will use `track` as its camera or microphone, instead of the one
+    /// turned on early (which goes off).
+    pub fn use_track(&mut self, track: MediaStreamTrack, is_camera: bool) {
+        let (Some(media), Some(granted)) = (self.media.as_mut(), &self.granted) else {
+            return track.stop();
+        };
+        if let Some(old) = media.replace(Clone::clone(&track), is_camera) {
+            granted.remove_track(&old);
+        }
+        granted.add_track(&track);
+        self.turn(self.microphone_on, self.camera_on);
+    }
+
+    /// Before Start: how loud the microphone is, from 0 to 1 (0 while muted); `None` where the
+    /// browser gives no reading.
+    pub fn microphone_level(&mut self) -> Option<f64> {
+        let microphone = self.media.as_ref().and_then(|media| media.audio.clone())?;
+        if !self.microphone_on {
+            return Some(0.0);
+        }
+        if !self.level.as_ref().is_some_and(|level| level.hears(&microphone)) {
+            self.level = Level::of(&microphone)
+                .map_err(|error| leptos::logging::warn!("cannot read the microphone's level: {}", describe(&error)))
+                .ok();
+        }
+        self.level.as_mut()?.read()
     }
 
     /// Turns off the camera turned on early: no call will use it.
@@ -153,6 +188,8 @@ pub fn prepare(room: &RoomId, present: Rc<dyn Fn(Vec<Option<String>>)>) -> Prepa
         everyone,
         socket,
         early_media: None,
+        granted: None,
+        level: None,
         media: LocalMedia::new().ok(),
         microphone_on: true,
         camera_on: true,
@@ -175,8 +212,21 @@ fn report(events: &UnboundedSender<Event>) -> Rc<dyn Fn(Input)> {
 }
 
 async fn run(room: RoomId, choice: MediaChoice, name: String, ui: CallEvents, prepared: Prepared) {
-    let Prepared { events, mut inbox, session, everyone, socket, early_media, media, microphone_on, camera_on } =
-        prepared;
+    let Prepared {
+        events,
+        mut inbox,
+        session,
+        everyone,
+        socket,
+        early_media,
+        media,
+        microphone_on,
+        camera_on,
+        level,
+        ..
+    } = prepared;
+    // The join screen's meter goes off: the call shows who speaks by other means.
+    drop(level);
     let media = match media.map(Ok).unwrap_or_else(LocalMedia::new) {
         Ok(media) => media,
         Err(error) => return (ui.status)(CallStatus::MediaUnavailable(describe(&error))),

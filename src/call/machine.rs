@@ -972,10 +972,19 @@ impl CallMachine {
                 // Their first media state follows their name on the channel: now the page can
                 // say who joined.
                 let arrived = peer.media.is_none() && std::mem::take(&mut peer.newcomer);
+                // A microphone going off or on is worth a word: a tile's icon is easily missed,
+                // and a screen reader hears no icon at all.
+                let muted = peer.media.filter(|before| before.audio != state.audio).map(|_| !state.audio);
                 peer.media = Some(state);
-                if arrived {
-                    let who = self.peers[index].remote().named(self.peers.len() > 1);
-                    self.push(Effect::Event(format!("{who} joined")));
+                let who = || self.peers[index].remote().named(self.peers.len() > 1);
+                let event = match (arrived, muted) {
+                    (true, _) => Some(format!("{} joined", who())),
+                    (false, Some(true)) => Some(format!("{} muted", who())),
+                    (false, Some(false)) => Some(format!("{} unmuted", who())),
+                    (false, None) => None,
+                };
+                if let Some(text) = event {
+                    self.push(Effect::Event(text));
                 }
             }
             PeerEvent::Message(PeerMessage::Name(name)) => peer.name = display_name(&name),
@@ -1691,7 +1700,7 @@ mod tests {
     }
 
     #[test]
-    fn the_page_is_told_who_joined_once_their_name_is_known_and_who_left() {
+    fn the_page_is_told_who_joined_once_their_name_is_known_who_muted_and_who_left() {
         // Bob was there first: his arrival is no event.
         let (mut machine, bob) = connected_call();
         let open = handle(&mut machine, peer(bob, PeerEvent::ChannelOpen));
@@ -1713,10 +1722,14 @@ mod tests {
             .is_empty());
         let effects = handle(&mut machine, peer(carol, PeerEvent::Message(PeerMessage::MediaState(media))));
         assert_eq!(events(&effects), ["Carol joined"]);
+        // Her microphone going off and on is told; her camera is not.
         let muted = MediaState { audio: false, ..media };
-        assert!(
-            events(&handle(&mut machine, peer(carol, PeerEvent::Message(PeerMessage::MediaState(muted))))).is_empty()
-        );
+        let said = |machine: &mut CallMachine, media| {
+            events(&handle(machine, peer(carol, PeerEvent::Message(PeerMessage::MediaState(media))))).join("")
+        };
+        assert_eq!(said(&mut machine, muted), "Carol muted");
+        assert_eq!(said(&mut machine, MediaState { video: false, ..muted }), "");
+        assert_eq!(said(&mut machine, media), "Carol unmuted");
 
         // Her hang-up is an event; a newcomer who never connected leaving is not.
         let effects = handle(&mut machine, from(FIRST_SOCKET, "carol", Message::Bye(None)));

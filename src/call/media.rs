@@ -6,11 +6,11 @@ use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{
-    MediaDeviceInfo, MediaDeviceKind, MediaStream, MediaStreamConstraints, MediaStreamTrack, MediaStreamTrackState,
-    PermissionState, PermissionStatus,
+    AnalyserNode, AudioContext, AudioContextState, MediaDeviceInfo, MediaDeviceKind, MediaStream,
+    MediaStreamConstraints, MediaStreamTrack, MediaStreamTrackState, PermissionState, PermissionStatus,
 };
 
-use super::{js::describe, machine::Video, peer::Outgoing, Device, MediaChoice};
+use super::{js::describe, machine::Video, peer::Outgoing, stats::meter_level, Device, MediaChoice};
 
 pub struct LocalMedia {
     /// What the local view shows: the microphone and the video sent.
@@ -99,20 +99,88 @@ impl LocalMedia {
 
     /// Opens `device` and makes it this side's camera or microphone.
     pub async fn use_device(&mut self, device: &Device) -> Result<(), JsValue> {
-        let stream = user_media(!device.is_camera, device.is_camera, Some(&device.id)).await?;
-        let tracks = if device.is_camera { stream.get_video_tracks() } else { stream.get_audio_tracks() };
-        let track = first_track(&tracks).ok_or("the device gave no track")?;
-        let slot = if device.is_camera { &mut self.camera } else { &mut self.audio };
-        if let Some(old) = slot.replace(track) {
-            old.stop();
-        }
+        let track = open_device(device).await?;
+        self.replace(track, device.is_camera);
         Ok(())
+    }
+
+    /// Makes `track` this side's camera or microphone, and turns the one before off. Returns
+    /// the one before.
+    pub fn replace(&mut self, track: MediaStreamTrack, is_camera: bool) -> Option<MediaStreamTrack> {
+        let slot = if is_camera { &mut self.camera } else { &mut self.audio };
+        let old = slot.replace(track)?;
+        old.stop();
+        Some(old)
     }
 
     pub fn stop(&mut self) {
         self.stop_screen();
         for track in self.audio.take().into_iter().chain(self.camera.take()) {
             track.stop();
+        }
+    }
+}
+
+/// Opens `device` alone.
+pub async fn open_device(device: &Device) -> Result<MediaStreamTrack, JsValue> {
+    let stream = user_media(!device.is_camera, device.is_camera, Some(&device.id)).await?;
+    let tracks = if device.is_camera { stream.get_video_tracks() } else { stream.get_audio_tracks() };
+    first_track(&tracks).ok_or_else(|| "the device gave no track".into())
+}
+
+/// How loud a microphone is now, for the join screen's meter: Web Audio's analyser on its track.
+pub struct Level {
+    track: MediaStreamTrack,
+    context: AudioContext,
+    analyser: AnalyserNode,
+    samples: Vec<f32>,
+}
+
+impl Level {
+    pub fn of(track: &MediaStreamTrack) -> Result<Self, JsValue> {
+        let context = AudioContext::new()?;
+        let stream = MediaStream::new()?;
+        stream.add_track(track);
+        let analyser = context.create_analyser()?;
+        // About 85 ms at 48 kHz: a meter read ten times a second misses no sound.
+        analyser.set_fft_size(4096);
+        context.create_media_stream_source(&stream)?.connect_with_audio_node(&analyser)?;
+        Ok(Self { track: Clone::clone(track), context, analyser, samples: vec![0.0; 4096] })
+    }
+
+    /// Whether this reads `track`.
+    pub fn hears(&self, track: &MediaStreamTrack) -> bool {
+        self.track == *track
+    }
+
+    /// The level now, from 0 to 1; `None` while the browser does not run the audio (until the
+    /// person has used the page, or at all without a sound device): no reading, not silence.
+    pub fn read(&mut self) -> Option<f64> {
+        match self.context.state() {
+            AudioContextState::Running => {}
+            AudioContextState::Suspended => {
+                // Browsers hold audio back until the person has used the page: once they have,
+                // this starts it.
+                if let Ok(resumed) = self.context.resume() {
+                    spawn_local(async move {
+                        let _ = JsFuture::from(resumed).await;
+                    });
+                }
+                return None;
+            }
+            _ => return None,
+        }
+        self.analyser.get_float_time_domain_data(&mut self.samples);
+        Some(meter_level(&self.samples))
+    }
+}
+
+impl Drop for Level {
+    fn drop(&mut self) {
+        if let Ok(closed) = self.context.close() {
+            spawn_local(async move {
+                let _ = JsFuture::from(closed).await;
+            });
         }
     }
 }

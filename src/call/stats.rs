@@ -1,6 +1,6 @@
 //! The statistics panel's arithmetic, and the audio level the speaking ring reads: one reading
-//! from a `getStats()` report list and the counts of the reading before. Pure, so it is tested
-//! without a browser.
+//! from a `getStats()` report list and the counts of the reading before; and the join screen's
+//! microphone level, from samples. Pure, so it is tested without a browser.
 
 use super::CallStats;
 
@@ -66,6 +66,17 @@ impl Audio {
         (seconds > 0.0).then(|| ((self.energy - before.energy).max(0.0) / seconds).sqrt())
     }
 }
+
+/// How loud the join screen's microphone meter shows `samples` (-1.0 to 1.0): 0 at or below
+/// [`QUIETEST_DB`], 1 at full scale, evenly in decibels between, as people hear loudness.
+pub fn meter_level(samples: &[f32]) -> f64 {
+    let peak = samples.iter().fold(0.0_f32, |peak, sample| peak.max(sample.abs()));
+    let db = 20.0 * f64::from(peak).log10();
+    (1.0 - db / QUIETEST_DB).clamp(0.0, 1.0)
+}
+
+/// The quietest sound the meter shows, in decibels below full scale: about a room's hum.
+pub const QUIETEST_DB: f64 = -60.0;
 
 /// One statistics-panel reading from `getStats()`'s reports, taken at `now_ms`; rates are over
 /// the time since `before`. Returns the reading and its traffic, for the next.
@@ -159,6 +170,16 @@ pub(crate) mod tests {
         assert_eq!(second.round_trip_ms, Some(42.0));
         // The remote end of the pair is a relay: media goes through TURN.
         assert_eq!(second.relayed, Some(true));
+    }
+
+    #[test]
+    fn the_meter_reads_the_peak_in_decibels() {
+        assert_eq!(meter_level(&[]), 0.0);
+        assert_eq!(meter_level(&[0.0; 64]), 0.0);
+        assert_eq!(meter_level(&[0.0, -1.0, 0.5]), 1.0);
+        // -30 dB, half way; -60 dB and quieter, nothing.
+        assert!((meter_level(&[0.0316, -0.01]) - 0.5).abs() < 0.01);
+        assert_eq!(meter_level(&[0.0005]), 0.0);
     }
 
     #[test]

@@ -4,7 +4,11 @@
 
 use leptos::prelude::*;
 
-use super::{link::Actions, panels::name_field, CallState};
+use super::{
+    link::Actions,
+    panels::{device_picker, name_field},
+    CallState,
+};
 use crate::{
     app::use_hydrated,
     call::{CallStatus, MediaChoice},
@@ -23,6 +27,11 @@ pub(super) fn side(state: CallState, actions: Actions) -> impl IntoView {
                 <p class="present">{move || state.present.get().map(|names| who_is_here(&names))}</p>
             </div>
             {move || (!in_call()).then(|| name_field(state, actions))}
+            {device_picker(state, actions, false)}
+            // In percent: a whole number costs the wasm no float formatting.
+            <meter class="level" aria-label="Microphone level" min="0" max="100"
+                value=move || state.level.get().map_or(0, |level| (level * 100.0).round() as u8)
+                hidden=move || state.level.get().is_none()></meter>
             <p class="status" role="status">{move || state.status.with(CallStatus::text)}</p>
             <p class="notice" aria-live="polite">{move || state.notice.get()}</p>
             <div class="join-only" hidden=move || in_call() || !state.camera_ask.get()>

@@ -146,7 +146,7 @@ fn more(state: CallState, actions: Actions) -> impl IntoView {
     view! {
         // Before Start, the join screen has it.
         {move || state.active().then(|| name_field(state, actions))}
-        {device_picker(state, actions)}
+        {device_picker(state, actions, true)}
         <section class="stats" aria-labelledby="stats-heading">
             <h3 id="stats-heading">"Statistics"</h3>
             {move || match state.stats.get() {
@@ -178,13 +178,14 @@ pub(super) fn name_field(state: CallState, actions: Actions) -> impl IntoView {
     }
 }
 
-/// The cameras and microphones to choose from, once the browser has named them.
-fn device_picker(state: CallState, actions: Actions) -> impl IntoView {
+/// The cameras and microphones to choose from, once the browser has named them: on the join
+/// screen while the preview shows, and `in_call` in the More panel (one place at a time).
+pub(super) fn device_picker(state: CallState, actions: Actions, in_call: bool) -> impl IntoView {
     let devices = state.devices;
     let use_device = move |event: ev::Event| {
         let id = event_target_value(&event);
         if let Some(device) = devices.get_untracked().into_iter().find(|d| d.id == id) {
-            actions.command(CallCommand::UseDevice(device));
+            actions.use_device(state, device);
         }
     };
     let options = move |cameras: bool| {
@@ -192,10 +193,14 @@ fn device_picker(state: CallState, actions: Actions) -> impl IntoView {
             .get()
             .into_iter()
             .filter(|d| d.is_camera == cameras)
-            .map(|d| view! { <option value=d.id.clone()>{d.label.clone()}</option> })
+            .map(|d| {
+                let chosen = state.chosen.with_untracked(|chosen| chosen.contains(&d));
+                view! { <option value=d.id.clone() selected=chosen>{d.label.clone()}</option> }
+            })
             .collect_view()
     };
-    let shown = Memo::new(move |_| !devices.with(Vec::is_empty));
+    let here = move || if in_call { state.active() } else { state.previewing.get() };
+    let shown = Memo::new(move |_| here() && !devices.with(Vec::is_empty));
     move || {
         shown.get().then(|| {
             view! {
