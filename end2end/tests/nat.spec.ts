@@ -15,7 +15,7 @@ import { chromiumPerson, selectedPair } from './people';
 const PORT = 3000;
 const STUN_PORT = 3478;
 const origin = `https://${INTERNET_ADDRESS}:${PORT}`;
-const NEEDS_RELAY = 'Could not connect: your networks need a relay (TURN) server, and this server has none. '
+const NEEDS_RELAY = 'Could not connect: your networks need a relay (TURN) server, and none was offered for this call. '
   + 'Ask whoever runs this server to set one up.';
 
 // Network namespaces and NATs need root: without it the test fails loudly, never skips.

@@ -1940,7 +1940,7 @@ mod tests {
         let text = CallStatus::NeedsRelay.text();
         assert_eq!(
             text,
-            "Could not connect: your networks need a relay (TURN) server, and this server has none. \
+            "Could not connect: your networks need a relay (TURN) server, and none was offered for this call. \
              Ask whoever runs this server to set one up."
         );
         // Then nothing more by itself: the page's timeout, the statistics ticks and the browser
@@ -1985,7 +1985,7 @@ mod tests {
         }
         let text = CallStatus::RelayFailed.text();
         assert!(text.starts_with("Could not connect, not even through the relay (TURN) server"), "{text}");
-        assert!(text.contains("Ask whoever runs this server") && !text.contains("has none"), "{text}");
+        assert!(text.contains("Ask whoever runs this server") && !text.contains("none was offered"), "{text}");
         // The answering side fails the same way, and says the same.
         let mut machine = started();
         let welcome = offering(welcome(false, None, IceTransportPolicy::All), &["turn:192.0.2.1:3478"]);

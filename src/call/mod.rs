@@ -228,7 +228,7 @@ impl CallStatus {
             },
             Self::ConnectionInterrupted => "The connection is interrupted; reconnecting…".into(),
             Self::NeedsRelay => {
-                "Could not connect: your networks need a relay (TURN) server, and this server has none. \
+                "Could not connect: your networks need a relay (TURN) server, and none was offered for this call. \
                  Ask whoever runs this server to set one up."
                     .into()
             }
