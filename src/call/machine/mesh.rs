@@ -1,0 +1,303 @@
+//! The full mesh: one peer connection per other person, perfect negotiation on each, ICE
+//! restarts for a path that worked and broke, and the standby connection for whoever comes next.
+
+use super::{
+    chat::ChatRate,
+    people::{Peer, Voice},
+    CallMachine, ConnectionState, Effect, Negotiated, PeerEvent, Signaling, Timer, CONNECT_TIMEOUT_MS,
+    DISCONNECTED_GRACE_MS, ICE_RETRY_MS, STATS_EVERY_MS,
+};
+use crate::{
+    call::{stats::summarize, Author, ChatLine},
+    protocol::{
+        display_name, Message, PeerId, PeerInfo, PeerMessage, SdpType, SessionDescription, CHAT_BURST, MAX_CHAT_CHARS,
+    },
+};
+
+/// Whether an ICE server URL is a relay's (TURN), rather than STUN's.
+pub(super) fn is_relay(url: &str) -> bool {
+    url.starts_with("turn:") || url.starts_with("turns:")
+}
+
+impl CallMachine {
+    pub(super) fn description(&mut self, from: Option<PeerId>, description: SessionDescription) {
+        let is_offer = description.kind == SdpType::Offer;
+        self.push(Effect::Mark(if is_offer { "offer-received" } else { "answer-received" }));
+        let index = match self.sender(from) {
+            Some(index) => index,
+            None if is_offer => {
+                let sender = self.sender_id(from);
+                let Some(member) = self.room.iter().find(|member| Some(member.peer_id) == sender).cloned() else {
+                    return;
+                };
+                self.new_peer(&member, true);
+                self.peers.len() - 1
+            }
+            None => return,
+        };
+        let peer = &mut self.peers[index];
+        let collision = is_offer && peer.signaling != Signaling::Stable;
+        peer.ignore_offer = !peer.polite && collision;
+        if peer.ignore_offer {
+            return;
+        }
+        if description.kind == SdpType::Answer && peer.signaling != Signaling::HaveLocalOffer {
+            // A stale answer, to an offer we rolled back.
+            return;
+        }
+        let effect =
+            Effect::Apply { peer: peer.generation, description, audio: self.media.audio, video: self.media.video() };
+        self.push(effect);
+    }
+
+    pub(super) fn negotiated(&mut self, index: usize, outcome: Negotiated) {
+        let peer = &mut self.peers[index];
+        peer.signaling = outcome.signaling;
+        peer.has_remote_description = outcome.has_remote_description;
+        let (generation, to) = (peer.generation, peer.peer_id);
+        let stable = peer.signaling == Signaling::Stable && peer.has_remote_description;
+        if peer.has_remote_description {
+            let failure_expected = peer.ignore_offer;
+            for candidate in std::mem::take(&mut peer.early_candidates) {
+                self.push(Effect::AddCandidate { peer: generation, candidate, failure_expected });
+            }
+        }
+        if let Some(local) = outcome.local {
+            self.push(Effect::Mark(if local.kind == SdpType::Offer { "offer-sent" } else { "answer-sent" }));
+            self.send(Some(to), Message::Sdp(local));
+        }
+        // A sender's encodings exist once a negotiation is done: that is when a cap can go on.
+        if stable && self.video_cap.is_some() {
+            self.push(Effect::CapVideo { peer: generation, max_bps: self.video_cap });
+        }
+    }
+
+    pub(super) fn peer_event(&mut self, generation: u32, event: PeerEvent, now_ms: f64) {
+        // The standby connection gathers candidates while waiting: a TURN refusal then is news.
+        if let PeerEvent::IceServerError { code, url } = &event {
+            if self.standby == Some(generation) || self.peers.iter().any(|p| p.generation == generation) {
+                self.push(Effect::Warn(format!("ICE server {url} answered {code}")));
+                // 401: TURN refused the credentials. With relay-only ICE nothing else can work.
+                self.turn_refused |= *code == 401;
+            }
+            return;
+        }
+        // Anything else only from a connection in use.
+        let Some(index) = self.peers.iter().position(|peer| peer.generation == generation) else { return };
+        let peer = &mut self.peers[index];
+        let to = peer.peer_id;
+        match event {
+            PeerEvent::NegotiationNeeded => self.offer(generation),
+            PeerEvent::Negotiated(outcome) => self.negotiated(index, outcome),
+            PeerEvent::LocalCandidate(candidate) => {
+                self.push(Effect::Mark("candidate-sent"));
+                self.send(Some(to), Message::Candidate(candidate));
+            }
+            PeerEvent::RemoteTrack => {
+                peer.receiving = true;
+                self.push(Effect::Mark("remote-track"));
+            }
+            PeerEvent::ConnectionState(state) => {
+                peer.connection = state;
+                self.connection_state_changed(index, state);
+            }
+            PeerEvent::ChannelOpen => {
+                peer.channel_open = true;
+                let unsent = std::mem::take(&mut peer.unsent_chat);
+                // The name first: what the page says of them ("… is muted") names them.
+                if let Some(name) = self.name.clone() {
+                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Name(name) });
+                }
+                let state = self.media.state();
+                self.push(Effect::ToPeer { peer: generation, message: PeerMessage::MediaState(state) });
+                for message in unsent {
+                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Chat(message) });
+                }
+            }
+            PeerEvent::ChannelClosed => peer.channel_open = false,
+            PeerEvent::Undelivered(message) => {
+                peer.channel_open = false;
+                // Chat waits for the channel; the media state is announced again when it opens.
+                if let PeerMessage::Chat(chat) = message {
+                    peer.unsent_chat.push(chat);
+                }
+            }
+            PeerEvent::Message(PeerMessage::MediaState(state)) => {
+                // Their first media state follows their name on the channel: now the page can
+                // say who joined.
+                let arrived = peer.media.is_none() && std::mem::take(&mut peer.newcomer);
+                // A microphone going off or on is worth a word: a tile's icon is easily missed,
+                // and a screen reader hears no icon at all.
+                let muted = peer.media.filter(|before| before.audio != state.audio).map(|_| !state.audio);
+                peer.media = Some(state);
+                let who = || self.peers[index].remote().named(self.peers.len() > 1);
+                let event = match (arrived, muted) {
+                    (true, _) => Some(format!("{} joined", who())),
+                    (false, Some(true)) => Some(format!("{} muted", who())),
+                    (false, Some(false)) => Some(format!("{} unmuted", who())),
+                    (false, None) => None,
+                };
+                if let Some(text) = event {
+                    self.push(Effect::Event(text));
+                }
+            }
+            PeerEvent::Message(PeerMessage::Name(name)) => peer.name = display_name(&name),
+            // A line longer than any page sends is dropped whole: a part of it would be a line
+            // they never wrote. It takes nothing from their allowance.
+            PeerEvent::Message(PeerMessage::Chat(message)) if message.text.chars().count() > MAX_CHAT_CHARS => {
+                self.withhold(index, now_ms)
+            }
+            PeerEvent::Message(PeerMessage::Chat(_)) if !peer.chat_rate.take(now_ms, CHAT_BURST) => {
+                self.withhold(index, now_ms)
+            }
+            PeerEvent::Message(PeerMessage::Chat(message)) => {
+                // Named as the page names them now (their name comes first on the channel).
+                let from = peer.remote().called(self.peers.len() > 1).unwrap_or_else(|| "Them".into());
+                let line = ChatLine { from: Author::Them(from), text: message.text, sent_at: message.sent_at };
+                self.push(Effect::Chat(line));
+            }
+            PeerEvent::Oversized => self.withhold(index, now_ms),
+            PeerEvent::Stats(reports) => {
+                let (stats, traffic) = summarize(&reports, peer.traffic, now_ms);
+                peer.traffic = Some(traffic);
+                peer.voice.hear(stats.audio_level, now_ms);
+                // The panel shows the first connection's statistics; this side's microphone is
+                // the same on every connection.
+                if index == 0 {
+                    self.voice.hear(stats.sent_audio_level, now_ms);
+                    self.push(Effect::Stats(Some(stats)));
+                }
+            }
+            PeerEvent::IceServerError { .. } => unreachable!("handled above"),
+        }
+    }
+
+    pub(super) fn connection_state_changed(&mut self, index: usize, state: ConnectionState) {
+        let peer = &mut self.peers[index];
+        let generation = peer.generation;
+        let here = self.room.iter().any(|member| member.peer_id == peer.peer_id);
+        let ever_connected = peer.ever_connected;
+        match state {
+            ConnectionState::Connected => {
+                peer.timed_out = false;
+                peer.ever_connected = true;
+                self.push(Effect::Mark("connected"));
+            }
+            ConnectionState::Disconnected if ever_connected => {
+                self.push(Effect::Arm { timer: Timer::IceCheck { peer: generation }, after_ms: DISCONNECTED_GRACE_MS });
+            }
+            // They are gone from the room and the media path is dead.
+            ConnectionState::Failed if !here && self.socket_up => {
+                self.drop_peer(index);
+                self.after_someone_left();
+            }
+            ConnectionState::Failed if ever_connected => self.restart_ice_if_broken(generation),
+            // The browser tried every pair of candidates; the status line says what would help.
+            ConnectionState::Failed => {
+                self.push(Effect::Warn("no network path to the other person: ICE failed".into()))
+            }
+            ConnectionState::Disconnected
+            | ConnectionState::New
+            | ConnectionState::Connecting
+            | ConnectionState::Closed => {}
+        }
+    }
+
+    /// Makes and sends an offer on connection `generation`, unless the other side offers first
+    /// or an exchange is under way (then `negotiationneeded` fires again when it ends, if
+    /// still needed).
+    pub(super) fn offer(&mut self, generation: u32) {
+        let Some(peer) = self.peers.iter().find(|peer| peer.generation == generation) else { return };
+        let waiting = peer.awaits_offer && !peer.has_remote_description;
+        if !waiting && peer.signaling == Signaling::Stable {
+            self.push(Effect::Offer { peer: generation });
+        }
+    }
+
+    /// Restarts ICE on connection `generation` (one that has worked) while its media path is
+    /// down and both sides are reachable by signaling, and looks again later.
+    pub(super) fn restart_ice_if_broken(&mut self, generation: u32) {
+        let Some(peer) = self.peers.iter().find(|peer| peer.generation == generation) else { return };
+        if !matches!(peer.connection, ConnectionState::Disconnected | ConnectionState::Failed) {
+            return;
+        }
+        if self.socket_up && self.room.iter().any(|member| member.peer_id == peer.peer_id) {
+            self.push(Effect::Log("restarting ICE".into()));
+            self.push(Effect::RestartIce { peer: generation });
+        }
+        self.push(Effect::Arm { timer: Timer::IceCheck { peer: generation }, after_ms: ICE_RETRY_MS });
+    }
+
+    /// The connections by generation, in the order the people came.
+    pub(super) fn generations(&self) -> Vec<u32> {
+        self.peers.iter().map(|peer| peer.generation).collect()
+    }
+
+    /// A connection to `member`: the standby one, or a new one. Returns its generation.
+    pub(super) fn new_peer(&mut self, member: &PeerInfo, answers: bool) -> u32 {
+        let generation = match self.standby.take() {
+            Some(standby) => standby,
+            None => self.create_peer(),
+        };
+        self.push(Effect::Arm { timer: Timer::ConnectTimeout { peer: generation }, after_ms: CONNECT_TIMEOUT_MS });
+        self.push(Effect::Arm { timer: Timer::StatsTick { peer: generation }, after_ms: STATS_EVERY_MS });
+        self.someone_left = false;
+        if self.peers.is_empty() {
+            self.company = 0;
+        }
+        self.company = self.company.max(self.peers.len() + 1);
+        self.people += 1;
+        self.peers.push(Peer {
+            generation,
+            peer_id: member.peer_id,
+            public_id: member.public_id.clone(),
+            polite: member.polite.unwrap_or(self.polite),
+            connection: ConnectionState::New,
+            ever_connected: false,
+            timed_out: false,
+            signaling: Signaling::Stable,
+            has_remote_description: false,
+            awaits_offer: answers,
+            ignore_offer: false,
+            early_candidates: Vec::new(),
+            channel_open: false,
+            // Everyone called at once gets what was typed while alone.
+            unsent_chat: self.unsent_chat.clone(),
+            receiving: false,
+            media: None,
+            newcomer: answers,
+            traffic: None,
+            number: self.people,
+            name: None,
+            voice: Voice::default(),
+            chat_rate: ChatRate::default(),
+            withheld: None,
+        });
+        generation
+    }
+
+    pub(super) fn create_peer(&mut self) -> u32 {
+        self.last_peer_generation += 1;
+        let peer = self.last_peer_generation;
+        self.push(Effect::CreatePeer { peer, ice_servers: self.ice_servers.clone(), policy: self.ice_policy });
+        peer
+    }
+
+    /// Alone in the room: makes the connection whoever comes next will be answered on.
+    pub(super) fn stand_by(&mut self) {
+        if let Some(old) = self.standby.take() {
+            self.push(Effect::DropPeer { peer: old });
+        }
+        self.standby = Some(self.create_peer());
+    }
+
+    pub(super) fn drop_peer(&mut self, index: usize) {
+        // What was not shown of theirs is said before they go.
+        self.note_withheld(index);
+        let peer = self.peers.remove(index);
+        self.push(Effect::DropPeer { peer: peer.generation });
+        if index == 0 {
+            self.push(Effect::Stats(None));
+        }
+    }
+}
