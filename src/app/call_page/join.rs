@@ -28,7 +28,7 @@ pub(super) fn side(state: CallState, actions: Actions) -> impl IntoView {
             </div>
             {move || (!in_call()).then(|| name_field(state, actions))}
             {device_picker(state, actions, false)}
-            // In percent: a whole number costs the wasm no float formatting.
+            // In whole percent: a float attribute would bring its own formatting code into the wasm.
             <meter class="level" aria-label="Microphone level" min="0" max="100"
                 value=move || state.level.get().map_or(0, |level| (level * 100.0).round() as u8)
                 hidden=move || state.level.get().is_none()></meter>
