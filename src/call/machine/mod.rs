@@ -108,6 +108,8 @@ pub struct CallMachine {
     signaling_lost: bool,
     /// A `WELCOME` has come (on any socket).
     welcomed: bool,
+    /// The name the last `JOIN` carried: one changed before its `WELCOME` is sent after it.
+    joined_as: Option<String>,
     reconnect_attempts: u32,
     media: Media,
     /// In the order they came.
@@ -162,6 +164,7 @@ impl CallMachine {
             socket_up: false,
             signaling_lost: false,
             welcomed: false,
+            joined_as: None,
             reconnect_attempts: 0,
             media: Media::default(),
             peers: Vec::new(),

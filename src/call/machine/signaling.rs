@@ -28,6 +28,7 @@ impl CallMachine {
         self.push(Effect::RequestMedia(self.choice));
         if socket_ready {
             self.socket_up = true;
+            self.joined_as = self.name.clone();
             self.push(Effect::Join { name: self.name.clone() });
         } else {
             self.connect_signaling();
@@ -87,6 +88,11 @@ impl CallMachine {
         self.reconnect_attempts = 0;
         self.signaling_lost = false;
         self.welcomed = true;
+        // Renamed after the join was sent: those waiting to join hear the name now.
+        if self.joined_as != self.name {
+            self.joined_as = self.name.clone();
+            self.send(None, Message::Name(self.name.clone().unwrap_or_default()));
+        }
         self.polite = welcome.polite;
         self.ice_servers = welcome.ice_servers;
         self.ice_policy = welcome.ice_transport_policy;
@@ -187,6 +193,7 @@ impl CallMachine {
         self.socket += 1;
         self.socket_up = true;
         self.push(Effect::Mark("socket"));
+        self.joined_as = self.name.clone();
         self.push(Effect::OpenSocket { socket: self.socket, name: self.name.clone() });
     }
 

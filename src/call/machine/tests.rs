@@ -1186,6 +1186,16 @@ fn the_server_hears_the_name_with_each_join_and_each_rename_while_in_the_room() 
     let effects = handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
     let reopened = Effect::OpenSocket { socket: FIRST_SOCKET + 1, name: Some("Bea".into()) };
     assert!(effects.contains(&reopened), "{effects:?}");
+    // Renamed between that join and its WELCOME: the name goes once the WELCOME has come.
+    let effects = handle(&mut machine, Input::Command(CallCommand::Name("Cy".into())));
+    assert!(!has(&effects, |e| matches!(e, Effect::Send { .. })), "{effects:?}");
+    let effects = handle(&mut machine, server(FIRST_SOCKET + 1, welcome(false, None, IceTransportPolicy::All)));
+    assert!(effects.contains(&Effect::Send { to: None, message: Message::Name("Cy".into()) }), "{effects:?}");
+    // Not again at the next WELCOME, with nothing renamed.
+    handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET + 1, code: ABNORMAL_CLOSURE });
+    handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET + 1 }));
+    let effects = handle(&mut machine, server(FIRST_SOCKET + 2, welcome(false, None, IceTransportPolicy::All)));
+    assert!(!has(&effects, |e| matches!(e, Effect::Send { message: Message::Name(_), .. })), "{effects:?}");
 }
 
 #[test]
