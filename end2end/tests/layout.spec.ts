@@ -89,6 +89,24 @@ test('a call of four gives everyone an even share at every size', async ({ open 
   }
 });
 
+test('a tile goes full screen by its button or a double-click, and back; picture-in-picture floats the video', async ({ open }) => {
+  const { alice } = await connectedPair(open);
+  const fullScreen = () => alice.evaluate(() => document.fullscreenElement?.className ?? null);
+  await alice.getByRole('button', { name: 'Show the other person full screen' }).click();
+  await expect.poll(fullScreen).toMatch(/\btile\b/);
+  await alice.getByRole('button', { name: 'Show the other person full screen' }).click();
+  await expect.poll(fullScreen).toBeNull();
+  await alice.locator('.tile:not(.own)').dblclick();
+  await expect.poll(fullScreen).toMatch(/\btile\b/);
+  await alice.locator('.tile:not(.own)').dblclick();
+  await expect.poll(fullScreen).toBeNull();
+  // Chromium has picture-in-picture, headless too: the button floats the other person's video.
+  expect(await alice.evaluate(() => document.pictureInPictureEnabled)).toBe(true);
+  await alice.getByRole('button', { name: 'Show the other person in picture-in-picture' }).click();
+  await expect.poll(() => alice.evaluate(() => document.pictureInPictureElement?.getAttribute('aria-label') ?? null))
+    .toBe("The other person's video");
+});
+
 test('a shared screen goes large, with the people as a strip, at every size', async ({ open }) => {
   test.setTimeout(120_000);
   const url = `/call/${freshRoom()}`;
