@@ -1,0 +1,379 @@
+//! The SFU's core, without I/O: one str0m `Rtc` per person (ICE-lite, the server's one address as
+//! its only candidate), fed the datagrams the socket received and the clock, giving back the
+//! datagrams to send and when it next needs the clock. The socket task drives it; its tests
+//! drive it with str0m clients in memory.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    time::Instant,
+};
+
+use str0m::{
+    change::SdpOffer,
+    net::{Protocol, Receive},
+    Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig, RtcError,
+};
+
+use super::router::{Route, Router};
+
+/// A person on the SFU, as long as they are in a room on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PersonId(u64);
+
+/// A datagram to send from the media socket.
+#[derive(Debug)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// Why the core refused something a person's signaling asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    #[error("no such person on this server")]
+    UnknownPerson,
+    #[error("the offer is not a session description this server takes: {0}")]
+    BadOffer(String),
+    #[error(transparent)]
+    Rtc(#[from] RtcError),
+}
+
+/// What the core counts: the SFU's part of `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Datagrams from an address no person has proved, that named no person's ufrag either.
+    pub from_strangers: u64,
+    /// STUN requests naming a person's ufrag that their ICE agent refused (a wrong password).
+    pub refused_checks: u64,
+    /// Datagrams from a known address that did not parse.
+    pub malformed: u64,
+}
+
+struct Person {
+    room: String,
+    rtc: Rtc,
+    /// When the `Rtc` next needs the clock.
+    deadline: Instant,
+    connected: bool,
+    /// Media frames received from them.
+    frames_in: u64,
+}
+
+pub struct Core {
+    template: RtcConfig,
+    /// The address the socket is reached at: every person's only ICE candidate, and the
+    /// destination the ICE agent expects of every request it answers.
+    address: SocketAddr,
+    people: HashMap<PersonId, Person>,
+    next_id: u64,
+    router: Router<PersonId>,
+    transmits: VecDeque<Transmit>,
+    counts: Counts,
+}
+
+impl Core {
+    pub fn new(address: SocketAddr) -> Self {
+        // ICE-lite: the server has a public address and never checks paths itself; Opus and
+        // VP8 only, so that every m-line stays small.
+        let template = RtcConfig::new().set_ice_lite(true).clear_codecs().enable_opus(true, false).enable_vp8(true);
+        Self {
+            template,
+            address,
+            people: HashMap::new(),
+            next_id: 1,
+            router: Router::default(),
+            transmits: VecDeque::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// A person of `room` arrives; their browser's offer comes next ([`Self::offer`]).
+    pub fn join(&mut self, now: Instant, room: &str) -> PersonId {
+        let id = PersonId(self.next_id);
+        self.next_id += 1;
+        let credentials = IceCreds::new();
+        self.router.add(&credentials.ufrag, id);
+        let mut rtc = self.template.clone().set_local_ice_credentials(credentials).build(now);
+        let candidate = Candidate::host(self.address, "udp").expect("the media address is a valid host candidate");
+        rtc.add_local_candidate(candidate);
+        let person = Person { room: room.to_owned(), rtc, deadline: now, connected: false, frames_in: 0 };
+        self.people.insert(id, person);
+        id
+    }
+
+    /// The person's browser offers `sdp`; the answer goes back to it.
+    pub fn offer(&mut self, now: Instant, person: PersonId, sdp: &str) -> Result<String, SfuError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|error| SfuError::BadOffer(error.to_string()))?;
+        let entry = self.people.get_mut(&person).ok_or(SfuError::UnknownPerson)?;
+        let answer = entry.rtc.sdp_api().accept_offer(offer)?;
+        self.drain(now, person);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// A datagram the socket received from `source`.
+    pub fn receive(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+        let (person, claimed) = match self.router.route(source, datagram) {
+            Route::Known(person) => (person, false),
+            Route::Claimed(person) => (person, true),
+            Route::Unknown => {
+                self.counts.from_strangers += 1;
+                return;
+            }
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.address, datagram) else {
+            self.counts.malformed += 1;
+            return;
+        };
+        let Some(entry) = self.people.get_mut(&person) else { return };
+        let input = Input::Receive(now, receive);
+        if claimed {
+            // Their ICE agent checks the request's integrity with their password: only then is
+            // the address theirs.
+            if !entry.rtc.accepts(&input) {
+                self.counts.refused_checks += 1;
+                return;
+            }
+            self.router.learn(source, person);
+        }
+        if entry.rtc.handle_input(input).is_err() {
+            self.counts.malformed += 1;
+        }
+        self.drain(now, person);
+    }
+
+    /// The clock reached `now`: every `Rtc` whose deadline has come runs its timers.
+    pub fn tick(&mut self, now: Instant) {
+        let due: Vec<PersonId> =
+            self.people.iter().filter(|(_, person)| person.deadline <= now).map(|(id, _)| *id).collect();
+        for id in due {
+            if let Some(person) = self.people.get_mut(&id) {
+                let _ = person.rtc.handle_input(Input::Timeout(now));
+            }
+            self.drain(now, id);
+        }
+    }
+
+    /// When [`Self::tick`] is next needed.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.people.values().map(|person| person.deadline).min()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The person left, or their signaling died: their `Rtc`, ufrag and addresses go.
+    pub fn leave(&mut self, person: PersonId) {
+        if let Some(mut gone) = self.people.remove(&person) {
+            gone.rtc.disconnect();
+        }
+        self.router.remove(person);
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Whether the person's ICE and DTLS are up.
+    pub fn is_connected(&self, person: PersonId) -> bool {
+        self.people.get(&person).is_some_and(|person| person.connected)
+    }
+
+    /// Media frames received from the person so far.
+    pub fn frames_from(&self, person: PersonId) -> u64 {
+        self.people.get(&person).map_or(0, |person| person.frames_in)
+    }
+
+    /// The room the person is in.
+    pub fn room_of(&self, person: PersonId) -> Option<&str> {
+        self.people.get(&person).map(|person| person.room.as_str())
+    }
+
+    /// Takes everything the person's `Rtc` has to say, up to its next deadline (str0m's rule:
+    /// after every change to an `Rtc`, poll it until it asks for the clock).
+    fn drain(&mut self, now: Instant, id: PersonId) {
+        let Some(person) = self.people.get_mut(&id) else { return };
+        loop {
+            match person.rtc.poll_output() {
+                Ok(Output::Timeout(deadline)) => {
+                    person.deadline = deadline.max(now);
+                    break;
+                }
+                Ok(Output::Transmit(transmit)) => {
+                    self.transmits.push_back(Transmit { to: transmit.destination, bytes: transmit.contents.into() })
+                }
+                Ok(Output::Event(Event::Connected)) => person.connected = true,
+                Ok(Output::Event(Event::MediaData(_))) => person.frames_in += 1,
+                Ok(Output::Event(_)) => {}
+                Err(_) => {
+                    // A broken `Rtc` stays quiet until it is dropped at its person's leaving.
+                    person.deadline = now + std::time::Duration::from_secs(3600);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use str0m::{
+        change::SdpAnswer,
+        media::{Direction, Frequency, MediaKind, MediaTime, Mid},
+    };
+
+    use super::*;
+
+    const SERVER: &str = "192.0.2.1:3000";
+
+    /// A browser stand-in: a full (not lite) str0m peer at its own address.
+    struct Client {
+        rtc: Rtc,
+        address: SocketAddr,
+        /// The microphone's m-line, once it called.
+        mid: Option<Mid>,
+    }
+
+    impl Client {
+        fn new(now: Instant, address: &str) -> Self {
+            let address: SocketAddr = address.parse().unwrap();
+            let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).build(now);
+            rtc.add_local_candidate(Candidate::host(address, "udp").unwrap());
+            Self { rtc, address, mid: None }
+        }
+
+        /// Offers to send audio, and takes the server's answer (changed by `tamper`).
+        fn call(&mut self, core: &mut Core, now: Instant, person: PersonId, tamper: impl Fn(String) -> String) {
+            let mut change = self.rtc.sdp_api();
+            self.mid = Some(change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+            let (offer, pending) = change.apply().unwrap();
+            let answer = tamper(core.offer(now, person, &offer.to_sdp_string()).unwrap());
+            self.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+        }
+
+        /// Sends what it has to the core; returns the last datagram it sent.
+        fn send(&mut self, core: &mut Core, now: Instant) -> Option<Vec<u8>> {
+            let mut last = None;
+            while let Ok(output) = self.rtc.poll_output() {
+                match output {
+                    Output::Transmit(transmit) => {
+                        assert_eq!(transmit.destination, SERVER.parse().unwrap());
+                        core.receive(now, self.address, &transmit.contents);
+                        last = Some(transmit.contents.into());
+                    }
+                    Output::Timeout(_) => break,
+                    Output::Event(_) => {}
+                }
+            }
+            last
+        }
+    }
+
+    /// Moves datagrams both ways and the clock on, until `done` or five simulated seconds.
+    fn run(
+        core: &mut Core,
+        clients: &mut [&mut Client],
+        now: &mut Instant,
+        done: impl Fn(&Core, &[&mut Client]) -> bool,
+    ) {
+        let end = *now + Duration::from_secs(5);
+        while !done(core, clients) {
+            assert!(*now < end, "not done in five seconds");
+            for client in clients.iter_mut() {
+                client.send(core, *now);
+            }
+            while let Some(transmit) = core.poll_transmit() {
+                let client = clients.iter_mut().find(|client| client.address == transmit.to).expect("sent to a client");
+                let receive =
+                    Receive::new(Protocol::Udp, SERVER.parse().unwrap(), client.address, &transmit.bytes).unwrap();
+                client.rtc.handle_input(Input::Receive(*now, receive)).unwrap();
+            }
+            *now += Duration::from_millis(10);
+            core.tick(*now);
+            for client in clients.iter_mut() {
+                client.rtc.handle_input(Input::Timeout(*now)).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_browser_connects_through_ice_lite_and_its_media_arrives() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut ann = Client::new(now, "198.51.100.7:50000");
+        let person = core.join(now, "room");
+        ann.call(&mut core, now, person, |answer| answer);
+        run(&mut core, &mut [&mut ann], &mut now, |core, clients| {
+            core.is_connected(person) && clients[0].rtc.is_connected()
+        });
+
+        // Twenty milliseconds of Opus at a time, as a browser sends it.
+        let mid = ann.mid.unwrap();
+        let pt = ann.rtc.writer(mid).unwrap().payload_params().next().unwrap().pt();
+        for frame in 0..10u64 {
+            let time = MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ);
+            ann.rtc.writer(mid).unwrap().write(pt, now, time, vec![0x55; 40]).unwrap();
+            ann.send(&mut core, now);
+            now += Duration::from_millis(20);
+            core.tick(now);
+            ann.rtc.handle_input(Input::Timeout(now)).unwrap();
+        }
+        run(&mut core, &mut [&mut ann], &mut now, |core, _| core.frames_from(person) >= 5);
+        assert_eq!(core.counts(), Counts::default());
+        assert_eq!(core.room_of(person), Some("room"));
+    }
+
+    #[test]
+    fn strangers_and_wrong_passwords_are_dropped_and_counted_and_nothing_answers_them() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap());
+        let person = core.join(now, "room");
+        // Garbage and media from an address nobody proved.
+        core.receive(now, "203.0.113.9:1".parse().unwrap(), &[0x80, 96, 0, 1, 2, 3]);
+        core.receive(now, "203.0.113.9:1".parse().unwrap(), b"hello");
+        assert_eq!(core.counts().from_strangers, 2);
+
+        // Someone who knows the person's ufrag but not their password: every check is refused,
+        // and their address never becomes the person's.
+        let mut eve = Client::new(now, "203.0.113.9:2");
+        eve.call(&mut core, now, person, |answer| {
+            let at = answer.find("a=ice-pwd:").unwrap() + "a=ice-pwd:".len();
+            let end = at + answer[at..].find('\r').unwrap();
+            format!("{}{}{}", &answer[..at], "x".repeat(end - at), &answer[end..])
+        });
+        let mut check = None;
+        for _ in 0..40 {
+            check = eve.send(&mut core, now).or(check);
+            assert!(core.poll_transmit().is_none(), "nothing answers a check that fails");
+            now += Duration::from_millis(50);
+            eve.rtc.handle_input(Input::Timeout(now)).unwrap();
+            core.tick(now);
+        }
+        assert!(core.counts().refused_checks > 0, "{:?}", core.counts());
+        assert!(!core.is_connected(person));
+
+        // Once the person has left, their ufrag names nobody: the checks are a stranger's.
+        core.leave(person);
+        let strangers = core.counts().from_strangers;
+        core.receive(now, eve.address, &check.expect("Eve sent checks"));
+        assert_eq!(core.counts().from_strangers, strangers + 1);
+    }
+
+    #[test]
+    fn an_offer_that_is_no_session_description_or_for_nobody_is_refused() {
+        let now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap());
+        let person = core.join(now, "room");
+        assert!(matches!(core.offer(now, person, "v=0 nonsense"), Err(SfuError::BadOffer(_))));
+        let mut ann = Client::new(now, "198.51.100.7:50000");
+        let mut change = ann.rtc.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, _) = change.apply().unwrap();
+        core.leave(person);
+        assert!(matches!(core.offer(now, person, &offer.to_sdp_string()), Err(SfuError::UnknownPerson)));
+    }
+}

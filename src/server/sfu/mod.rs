@@ -1,0 +1,8 @@
+//! The SFU (selective forwarding unit) for rooms beyond a mesh (issue 33, under way): each person
+//! sends their media once, to this server, and receives everyone else's from it.
+//!
+//! - `router`: which person a datagram on the media socket belongs to, before anything is parsed.
+//! - `core`: the sans-IO core: one str0m `Rtc` per person, driven by datagrams and the clock.
+
+pub(crate) mod core;
+pub(crate) mod router;
