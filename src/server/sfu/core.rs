@@ -1,7 +1,11 @@
 //! The SFU's core, without I/O: one str0m `Rtc` per person (ICE-lite, the server's one address as
 //! its only candidate), fed the datagrams the socket received and the clock, giving back the
-//! datagrams to send and when it next needs the clock. The socket task drives it; its tests
-//! drive it with str0m clients in memory.
+//! datagrams to send, the offers to send through signaling, and when it next needs the clock.
+//! The socket task drives it; its tests drive it with str0m clients in memory.
+//!
+//! Each person's browser offers what it sends (its m-lines the server receives); the server then
+//! offers each person an m-line for every track of everyone else in the room, one offer out at a
+//! time, and forwards each frame it receives to the m-lines that carry its track.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -10,7 +14,8 @@ use std::{
 };
 
 use str0m::{
-    change::SdpOffer,
+    change::{SdpAnswer, SdpOffer, SdpPendingOffer},
+    media::{Direction, MediaData, MediaKind, Mid},
     net::{Protocol, Receive},
     Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig, RtcError,
 };
@@ -28,6 +33,14 @@ pub struct Transmit {
     pub bytes: Vec<u8>,
 }
 
+/// An offer from the server, for signaling to take to the person's browser; its answer comes
+/// back through [`Core::answer`].
+#[derive(Debug)]
+pub struct Offer {
+    pub to: PersonId,
+    pub sdp: String,
+}
+
 /// Why the core refused something a person's signaling asked for.
 #[derive(Debug, thiserror::Error)]
 pub enum SfuError {
@@ -35,6 +48,10 @@ pub enum SfuError {
     UnknownPerson,
     #[error("the offer is not a session description this server takes: {0}")]
     BadOffer(String),
+    #[error("the answer is not a session description this server takes: {0}")]
+    BadAnswer(String),
+    #[error("an answer came, but the server made no offer")]
+    NoOffer,
     #[error(transparent)]
     Rtc(#[from] RtcError),
 }
@@ -58,6 +75,22 @@ struct Person {
     connected: bool,
     /// Media frames received from them.
     frames_in: u64,
+    /// What their browser sends: its m-lines, and their kind.
+    upstream: Vec<(Mid, MediaKind)>,
+    /// The m-lines the server added to send them others' tracks.
+    slots: Vec<Slot>,
+    /// The server's offer waiting for their answer: one at a time.
+    pending: Option<SdpPendingOffer>,
+}
+
+/// An m-line the server sends a person one track of someone else's on.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// Whose track, and which of their m-lines it comes in on.
+    source: (PersonId, Mid),
+    mid: Mid,
+    /// The person's browser has answered for it: frames may go out on it.
+    ready: bool,
 }
 
 pub struct Core {
@@ -69,6 +102,7 @@ pub struct Core {
     next_id: u64,
     router: Router<PersonId>,
     transmits: VecDeque<Transmit>,
+    offers: VecDeque<Offer>,
     counts: Counts,
 }
 
@@ -84,6 +118,7 @@ impl Core {
             next_id: 1,
             router: Router::default(),
             transmits: VecDeque::new(),
+            offers: VecDeque::new(),
             counts: Counts::default(),
         }
     }
@@ -97,7 +132,16 @@ impl Core {
         let mut rtc = self.template.clone().set_local_ice_credentials(credentials).build(now);
         let candidate = Candidate::host(self.address, "udp").expect("the media address is a valid host candidate");
         rtc.add_local_candidate(candidate);
-        let person = Person { room: room.to_owned(), rtc, deadline: now, connected: false, frames_in: 0 };
+        let person = Person {
+            room: room.to_owned(),
+            rtc,
+            deadline: now,
+            connected: false,
+            frames_in: 0,
+            upstream: Vec::new(),
+            slots: Vec::new(),
+            pending: None,
+        };
         self.people.insert(id, person);
         id
     }
@@ -106,9 +150,100 @@ impl Core {
     pub fn offer(&mut self, now: Instant, person: PersonId, sdp: &str) -> Result<String, SfuError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|error| SfuError::BadOffer(error.to_string()))?;
         let entry = self.people.get_mut(&person).ok_or(SfuError::UnknownPerson)?;
+        // Accepting their offer rolls back one of the server's still waiting for an answer: its
+        // m-lines are offered again.
+        if entry.pending.take().is_some() {
+            entry.slots.retain(|slot| slot.ready);
+        }
         let answer = entry.rtc.sdp_api().accept_offer(offer)?;
         self.drain(now, person);
+        self.offer_missing(now);
         Ok(answer.to_sdp_string())
+    }
+
+    /// The person's browser answers the server's last offer.
+    pub fn answer(&mut self, now: Instant, person: PersonId, sdp: &str) -> Result<(), SfuError> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|error| SfuError::BadAnswer(error.to_string()))?;
+        let entry = self.people.get_mut(&person).ok_or(SfuError::UnknownPerson)?;
+        let pending = entry.pending.take().ok_or(SfuError::NoOffer)?;
+        entry.rtc.sdp_api().accept_answer(pending, answer)?;
+        for slot in &mut entry.slots {
+            slot.ready = true;
+        }
+        self.drain(now, person);
+        self.offer_missing(now);
+        Ok(())
+    }
+
+    /// The next offer for signaling to deliver.
+    pub fn poll_offer(&mut self) -> Option<Offer> {
+        self.offers.pop_front()
+    }
+
+    /// Offers every person with no offer out an m-line for each track of their room they do
+    /// not have yet.
+    fn offer_missing(&mut self, now: Instant) {
+        let sources: Vec<(String, PersonId, Mid, MediaKind)> = self
+            .people
+            .iter()
+            .flat_map(|(id, person)| person.upstream.iter().map(|(mid, kind)| (person.room.clone(), *id, *mid, *kind)))
+            .collect();
+        let ids: Vec<PersonId> = self.people.keys().copied().collect();
+        for id in ids {
+            let Some(person) = self.people.get_mut(&id) else { continue };
+            if person.pending.is_some() {
+                continue;
+            }
+            let missing: Vec<_> = sources
+                .iter()
+                .filter(|(room, source, mid, _)| {
+                    *room == person.room
+                        && *source != id
+                        && !person.slots.iter().any(|slot| slot.source == (*source, *mid))
+                })
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let mut change = person.rtc.sdp_api();
+            let mut added = Vec::new();
+            for (_, source, source_mid, kind) in missing {
+                let mid = change.add_media(*kind, Direction::SendOnly, None, None, None);
+                added.push(Slot { source: (*source, *source_mid), mid, ready: false });
+            }
+            if let Some((offer, pending)) = change.apply() {
+                person.slots.extend(added);
+                person.pending = Some(pending);
+                self.offers.push_back(Offer { to: id, sdp: offer.to_sdp_string() });
+            }
+            self.drain(now, id);
+        }
+    }
+
+    /// Sends `frame`, which came from `source`, to everyone with a ready m-line for its track.
+    fn forward(&mut self, now: Instant, source: PersonId, frame: &MediaData) {
+        let targets: Vec<(PersonId, Mid)> = self
+            .people
+            .iter()
+            .flat_map(|(id, person)| {
+                person
+                    .slots
+                    .iter()
+                    .filter(|slot| slot.ready && slot.source == (source, frame.mid))
+                    .map(|slot| (*id, slot.mid))
+            })
+            .collect();
+        for (id, mid) in targets {
+            let Some(person) = self.people.get_mut(&id) else { continue };
+            if let Some(writer) = person.rtc.writer(mid) {
+                // Their browser may number the codec otherwise (Chromium's Opus is 111,
+                // Firefox's 109): the same codec by its parameters.
+                if let Some(pt) = writer.match_params(frame.params) {
+                    let _ = writer.write(pt, frame.network_time, frame.time, frame.data.clone());
+                }
+            }
+            self.drain(now, id);
+        }
     }
 
     /// A datagram the socket received from `source`.
@@ -192,9 +327,12 @@ impl Core {
     }
 
     /// Takes everything the person's `Rtc` has to say, up to its next deadline (str0m's rule:
-    /// after every change to an `Rtc`, poll it until it asks for the clock).
+    /// after every change to an `Rtc`, poll it until it asks for the clock); then forwards the
+    /// frames it received, and offers the others any track that arrived.
     fn drain(&mut self, now: Instant, id: PersonId) {
         let Some(person) = self.people.get_mut(&id) else { return };
+        let mut frames = Vec::new();
+        let mut new_tracks = false;
         loop {
             match person.rtc.poll_output() {
                 Ok(Output::Timeout(deadline)) => {
@@ -205,7 +343,17 @@ impl Core {
                     self.transmits.push_back(Transmit { to: transmit.destination, bytes: transmit.contents.into() })
                 }
                 Ok(Output::Event(Event::Connected)) => person.connected = true,
-                Ok(Output::Event(Event::MediaData(_))) => person.frames_in += 1,
+                Ok(Output::Event(Event::MediaData(frame))) => {
+                    person.frames_in += 1;
+                    frames.push(frame);
+                }
+                // Their browser's own m-lines: what they send.
+                Ok(Output::Event(Event::MediaAdded(added)))
+                    if matches!(added.direction, Direction::RecvOnly | Direction::SendRecv) =>
+                {
+                    person.upstream.push((added.mid, added.kind));
+                    new_tracks = true;
+                }
                 Ok(Output::Event(_)) => {}
                 Err(_) => {
                     // A broken `Rtc` stays quiet until it is dropped at its person's leaving.
@@ -213,6 +361,12 @@ impl Core {
                     break;
                 }
             }
+        }
+        for frame in &frames {
+            self.forward(now, id, frame);
+        }
+        if new_tracks {
+            self.offer_missing(now);
         }
     }
 }
@@ -236,6 +390,10 @@ mod tests {
         address: SocketAddr,
         /// The microphone's m-line, once it called.
         mid: Option<Mid>,
+        /// The frames it received, by m-line.
+        frames: Vec<Mid>,
+        /// Who it is on the server, once it called.
+        person: Option<PersonId>,
     }
 
     impl Client {
@@ -243,13 +401,14 @@ mod tests {
             let address: SocketAddr = address.parse().unwrap();
             let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).build(now);
             rtc.add_local_candidate(Candidate::host(address, "udp").unwrap());
-            Self { rtc, address, mid: None }
+            Self { rtc, address, mid: None, frames: Vec::new(), person: None }
         }
 
         /// Offers to send audio, and takes the server's answer (changed by `tamper`).
         fn call(&mut self, core: &mut Core, now: Instant, person: PersonId, tamper: impl Fn(String) -> String) {
             let mut change = self.rtc.sdp_api();
             self.mid = Some(change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+            self.person = Some(person);
             let (offer, pending) = change.apply().unwrap();
             let answer = tamper(core.offer(now, person, &offer.to_sdp_string()).unwrap());
             self.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
@@ -266,6 +425,7 @@ mod tests {
                         last = Some(transmit.contents.into());
                     }
                     Output::Timeout(_) => break,
+                    Output::Event(Event::MediaData(frame)) => self.frames.push(frame.mid),
                     Output::Event(_) => {}
                 }
             }
@@ -273,7 +433,32 @@ mod tests {
         }
     }
 
-    /// Moves datagrams both ways and the clock on, until `done` or five simulated seconds.
+    /// Moves every datagram and offer waiting, both ways, then the clock on by 10 ms.
+    fn step(core: &mut Core, clients: &mut [&mut Client], now: &mut Instant) {
+        for client in clients.iter_mut() {
+            client.send(core, *now);
+        }
+        // The server's offers, answered as a browser answers them.
+        while let Some(offer) = core.poll_offer() {
+            let client =
+                clients.iter_mut().find(|client| client.person == Some(offer.to)).expect("an offer to a client");
+            let answer = client.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer.sdp).unwrap()).unwrap();
+            core.answer(*now, offer.to, &answer.to_sdp_string()).unwrap();
+        }
+        while let Some(transmit) = core.poll_transmit() {
+            let client = clients.iter_mut().find(|client| client.address == transmit.to).expect("sent to a client");
+            let receive =
+                Receive::new(Protocol::Udp, SERVER.parse().unwrap(), client.address, &transmit.bytes).unwrap();
+            client.rtc.handle_input(Input::Receive(*now, receive)).unwrap();
+        }
+        *now += Duration::from_millis(10);
+        core.tick(*now);
+        for client in clients.iter_mut() {
+            client.rtc.handle_input(Input::Timeout(*now)).unwrap();
+        }
+    }
+
+    /// Steps until `done`, within five simulated seconds.
     fn run(
         core: &mut Core,
         clients: &mut [&mut Client],
@@ -283,20 +468,7 @@ mod tests {
         let end = *now + Duration::from_secs(5);
         while !done(core, clients) {
             assert!(*now < end, "not done in five seconds");
-            for client in clients.iter_mut() {
-                client.send(core, *now);
-            }
-            while let Some(transmit) = core.poll_transmit() {
-                let client = clients.iter_mut().find(|client| client.address == transmit.to).expect("sent to a client");
-                let receive =
-                    Receive::new(Protocol::Udp, SERVER.parse().unwrap(), client.address, &transmit.bytes).unwrap();
-                client.rtc.handle_input(Input::Receive(*now, receive)).unwrap();
-            }
-            *now += Duration::from_millis(10);
-            core.tick(*now);
-            for client in clients.iter_mut() {
-                client.rtc.handle_input(Input::Timeout(*now)).unwrap();
-            }
+            step(core, clients, now);
         }
     }
 
@@ -311,20 +483,50 @@ mod tests {
             core.is_connected(person) && clients[0].rtc.is_connected()
         });
 
-        // Twenty milliseconds of Opus at a time, as a browser sends it.
-        let mid = ann.mid.unwrap();
-        let pt = ann.rtc.writer(mid).unwrap().payload_params().next().unwrap().pt();
-        for frame in 0..10u64 {
-            let time = MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ);
-            ann.rtc.writer(mid).unwrap().write(pt, now, time, vec![0x55; 40]).unwrap();
-            ann.send(&mut core, now);
-            now += Duration::from_millis(20);
-            core.tick(now);
-            ann.rtc.handle_input(Input::Timeout(now)).unwrap();
-        }
+        speak(&mut core, &mut [&mut ann], 0, &mut now);
         run(&mut core, &mut [&mut ann], &mut now, |core, _| core.frames_from(person) >= 5);
         assert_eq!(core.counts(), Counts::default());
         assert_eq!(core.room_of(person), Some("room"));
+    }
+
+    /// Sends ten frames of Opus from `client`, moving everything along after each.
+    fn speak(core: &mut Core, clients: &mut [&mut Client], speaker: usize, now: &mut Instant) {
+        let mid = clients[speaker].mid.unwrap();
+        let pt = clients[speaker].rtc.writer(mid).unwrap().payload_params().next().unwrap().pt();
+        for frame in 0..10u64 {
+            let time = MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ);
+            clients[speaker].rtc.writer(mid).unwrap().write(pt, *now, time, vec![0x55; 40]).unwrap();
+            step(core, clients, now);
+            step(core, clients, now);
+        }
+    }
+
+    #[test]
+    fn everyone_in_a_room_gets_everyone_elses_audio_and_no_other_rooms() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut ann = Client::new(now, "198.51.100.7:50000");
+        let mut bob = Client::new(now, "198.51.100.8:50000");
+        let mut cy = Client::new(now, "198.51.100.9:50000");
+        let ann_id = core.join(now, "room");
+        let bob_id = core.join(now, "room");
+        let cy_id = core.join(now, "another room");
+        ann.call(&mut core, now, ann_id, |answer| answer);
+        bob.call(&mut core, now, bob_id, |answer| answer);
+        cy.call(&mut core, now, cy_id, |answer| answer);
+        run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |core, _| {
+            [ann_id, bob_id, cy_id].iter().all(|id| core.is_connected(*id))
+        });
+        // Ann speaks: Bob hears her on the m-line the server added for her; Cy, in another room,
+        // gets nothing.
+        speak(&mut core, &mut [&mut ann, &mut bob, &mut cy], 0, &mut now);
+        run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |_, clients| clients[1].frames.len() >= 5);
+        assert!(bob.frames.iter().all(|mid| Some(*mid) != bob.mid), "on a server m-line, not Bob's own");
+        assert!(ann.frames.is_empty() && cy.frames.is_empty());
+        // And Bob to Ann.
+        speak(&mut core, &mut [&mut ann, &mut bob, &mut cy], 1, &mut now);
+        run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |_, clients| clients[0].frames.len() >= 5);
+        assert!(cy.frames.is_empty());
     }
 
     #[test]
