@@ -3,6 +3,8 @@
 //!
 //! - `router`: which person a datagram on the media socket belongs to, before anything is parsed.
 //! - `core`: the sans-IO core: one str0m `Rtc` per person, driven by datagrams and the clock.
+//! - `udp`: the socket edge: the task that owns the media socket and the core.
 
 pub(crate) mod core;
 pub(crate) mod router;
+pub(crate) mod udp;
