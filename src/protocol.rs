@@ -91,6 +91,10 @@ pub enum Message {
     /// who is in the room, when it connects and after every change.
     #[serde(rename = "PRESENT")]
     Present(Present),
+    /// In a room whose media goes through the server (issue 33): an offer or answer between
+    /// the browser and the server's SFU. Not relayed.
+    #[serde(rename = "MEDIA_SDP")]
+    MediaSdp(MediaDescription),
 }
 
 /// An envelope as read: its `message_type`, and its `content` as raw JSON (`null` when there is
@@ -111,8 +115,19 @@ fn content<'a, T: Deserialize<'a>, E: serde::de::Error>(content: &'a str) -> Res
 
 impl<'de> Deserialize<'de> for Message {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        const TYPES: &[&str] =
-            &["SDP", "CANDIDATE", "BYE", "JOIN", "NAME", "WELCOME", "PEER_JOINED", "PEER_LEFT", "ERROR", "PRESENT"];
+        const TYPES: &[&str] = &[
+            "SDP",
+            "CANDIDATE",
+            "BYE",
+            "JOIN",
+            "NAME",
+            "WELCOME",
+            "PEER_JOINED",
+            "PEER_LEFT",
+            "ERROR",
+            "PRESENT",
+            "MEDIA_SDP",
+        ];
         let (kind, raw) = typed_content(deserializer)?;
         Ok(match &*kind {
             "SDP" => Message::Sdp(content(raw)?),
@@ -126,9 +141,39 @@ impl<'de> Deserialize<'de> for Message {
             "PEER_LEFT" => Message::PeerLeft(content(raw)?),
             "ERROR" => Message::Error(content(raw)?),
             "PRESENT" => Message::Present(content(raw)?),
+            "MEDIA_SDP" => Message::MediaSdp(content(raw)?),
             other => return Err(serde::de::Error::unknown_variant(other, TYPES)),
         })
     }
+}
+
+/// `MEDIA_SDP`'s content: a session description, and in the server's offers which person each
+/// m-line it sends on carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaDescription {
+    #[serde(rename = "type")]
+    pub kind: SdpType,
+    #[serde(default)]
+    pub sdp: String,
+    /// The server's m-lines and whose media each carries (`mid` to `peer_id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<Track>,
+}
+
+/// One m-line of the server's, and whose media it carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Track {
+    pub mid: String,
+    pub peer_id: PeerId,
+}
+
+/// How a room's media travels: browser to browser, or through the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaRoute {
+    #[default]
+    Mesh,
+    Sfu,
 }
 
 /// `JOIN`'s content.
@@ -163,7 +208,7 @@ pub struct Person {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct Ignored {}
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionDescription {
     #[serde(rename = "type")]
     pub kind: SdpType,
@@ -211,6 +256,9 @@ pub struct Welcome {
     /// What to put in `RTCConfiguration.iceTransportPolicy`.
     #[serde(default)]
     pub ice_transport_policy: IceTransportPolicy,
+    /// How this room's media travels (absent: browser to browser, as before issue 33).
+    #[serde(default)]
+    pub media: MediaRoute,
 }
 
 /// `RTCConfiguration.iceTransportPolicy`: `relay` hides each side's address from the other.
@@ -440,6 +488,8 @@ pub enum ClientMessage<'a> {
     Relay(ClientFrame<'a>),
     /// `NAME`: the sender's display name, cleaned with [`display_name`] (`None`: none).
     Name(Option<String>),
+    /// `MEDIA_SDP`: for the server's SFU.
+    Media(SessionDescription),
 }
 
 /// A relayed frame that passed [`check_client_frame`]: what it is, and for whom.
@@ -544,6 +594,11 @@ pub fn check_client_frame(text: &str) -> Result<ClientMessage<'_>, BadMessage> {
             let name: String = serde_json::from_str(content)
                 .map_err(|e| BadMessage::BadContent { message_type: "NAME", reason: e.to_string() })?;
             return Ok(ClientMessage::Name(display_name(&name)));
+        }
+        "MEDIA_SDP" => {
+            let description: SessionDescription = serde_json::from_str(content)
+                .map_err(|e| BadMessage::BadContent { message_type: "MEDIA_SDP", reason: e.to_string() })?;
+            return Ok(ClientMessage::Media(description));
         }
         "JOIN" => return Err(BadMessage::JoinedAlready),
         "WELCOME" => return Err(BadMessage::ServerOnly("WELCOME")),
@@ -705,6 +760,7 @@ mod tests {
                     credential: None,
                 }],
                 ice_transport_policy: IceTransportPolicy::Relay,
+                media: MediaRoute::Sfu,
             }),
             Message::PeerJoined(PeerInfo { peer_id: PeerId(1), polite: Some(false), public_id: Some("p2".into()) }),
             Message::PeerLeft(PeerInfo { peer_id: PeerId(1), polite: None, public_id: None }),
@@ -713,6 +769,11 @@ mod tests {
             Message::Join(Some(JoinRequest { name: Some("Ada".into()) })),
             Message::Name("Ada".into()),
             Message::Present(Present { people: vec![Person { public_id: Some("p1".into()), name: None }] }),
+            Message::MediaSdp(MediaDescription {
+                kind: SdpType::Offer,
+                sdp: "v=0\r\n".into(),
+                tracks: vec![Track { mid: "3".into(), peer_id: PeerId(8) }],
+            }),
         ];
         for message in all {
             let text = message.to_json();
@@ -927,7 +988,7 @@ mod tests {
         fn judge(text: &str) -> Result<Option<Relayed>, TestCaseError> {
             match check_client_frame(text) {
                 Ok(ClientMessage::Relay(frame)) => Ok(Some(frame.kind)),
-                Ok(ClientMessage::Name(_)) => Ok(None),
+                Ok(ClientMessage::Name(_) | ClientMessage::Media(_)) => Ok(None),
                 Err(bad) => {
                     let Message::Error(body) = Message::error(ErrorCode::BadMessage, bad.to_string()) else {
                         unreachable!()

@@ -342,6 +342,8 @@ impl Session {
                                     membership.rename(name);
                                     continue;
                                 }
+                                // Browser to browser: no SFU is wired to signaling yet (issue 33).
+                                Ok(ClientMessage::Media(_)) => "this room's media goes browser to browser".to_owned(),
                                 Ok(ClientMessage::Relay(checked)) => {
                                     let (to, kind, len) = (checked.to, checked.kind, text.len());
                                     let frame = checked.stamped(membership.peer_id).map_or(text, Frame::from);

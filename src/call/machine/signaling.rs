@@ -79,7 +79,8 @@ impl CallMachine {
                 self.push(Effect::Warn(format!("the server refused a message: {}", error.message)))
             }
             // Only clients send JOIN and NAME; only a socket waiting to join gets PRESENT.
-            Message::Join(_) | Message::Name(_) | Message::Present(_) => {}
+            // The SFU's media is for the SFU session (issue 33, under way): not yet this client's.
+            Message::Join(_) | Message::Name(_) | Message::Present(_) | Message::MediaSdp(_) => {}
         }
     }
 

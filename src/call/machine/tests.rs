@@ -2,8 +2,8 @@ use super::{mesh::is_relay, signaling::reconnect_delay_ms, *};
 use crate::{
     call::{Author, CallCommand, CallStats, ChatLine, Device},
     protocol::{
-        ChatMessage, ErrorBody, ErrorCode, IceCandidate, MediaState, Message, PeerId, PeerInfo, PeerMessage, SdpType,
-        SessionDescription, Welcome, MAX_CHAT_CHARS,
+        ChatMessage, ErrorBody, ErrorCode, IceCandidate, MediaRoute, MediaState, Message, PeerId, PeerInfo,
+        PeerMessage, SdpType, SessionDescription, Welcome, MAX_CHAT_CHARS,
     },
 };
 
@@ -45,6 +45,7 @@ fn welcome_to(peers: Vec<PeerInfo>, policy: IceTransportPolicy) -> Message {
         peer_public_id: peers.first().and_then(|peer| peer.public_id.clone()),
         ice_servers: Vec::new(),
         ice_transport_policy: policy,
+        media: MediaRoute::Mesh,
         peers,
     })
 }

@@ -39,7 +39,7 @@ pub(crate) use self::{
     shared::RedisSettings,
 };
 use crate::{
-    protocol::{Message, PeerId, PeerInfo, Person, Present, Welcome},
+    protocol::{MediaRoute, Message, PeerId, PeerInfo, Person, Present, Welcome},
     room::RoomId,
     server::ice::IceConfig,
     server::limits::LogThrottle,
@@ -459,6 +459,8 @@ impl Hub {
             ice_servers: self.settings.ice.servers_for(peer_id, SystemTime::now(), turn),
             ice_transport_policy: self.settings.ice.transport_policy,
             peers,
+            // Browser to browser until the SFU is wired to signaling (issue 33, under way).
+            media: MediaRoute::Mesh,
         };
         Membership { hub: self.clone(), room: room.clone(), peer_id, welcome, mailbox }
     }
