@@ -10,6 +10,13 @@ use clap::Parser;
 
 use crate::server::origin::Origin;
 
+/// `--media`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum MediaMode {
+    Mesh,
+    Sfu,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "duo", version, about = "Small video calls: web app and signaling server")]
 pub struct Config {
@@ -90,6 +97,22 @@ pub struct Config {
     /// (docs/protocol.md).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub(crate) max_room_size: u8,
+
+    /// How each room's media travels: `mesh`, browser to browser; or `sfu`, through this
+    /// server's forwarding unit, each person sending once (issue 33, under way: `sfu` serves
+    /// every room, and needs the browser's SFU client, not written yet).
+    #[arg(long, value_enum, default_value_t = MediaMode::Mesh)]
+    pub(crate) media: MediaMode,
+
+    /// The UDP address the forwarding unit listens on (default: `--addr`'s address and port,
+    /// over UDP: one number to open in a firewall).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) media_addr: Option<SocketAddr>,
+
+    /// The address browsers reach the media socket at, where it is not the one it binds: a
+    /// server behind NAT, or one that binds every interface (as coturn's `external-ip`).
+    #[arg(long, value_name = "IP")]
+    pub(crate) media_public_ip: Option<IpAddr>,
 
     /// MiB of signaling frames that may wait, over all connections, for peers that read slowly.
     /// Past it, a peer with more than 64 KiB waiting is dropped as too slow (4002) rather than

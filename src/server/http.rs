@@ -35,15 +35,16 @@ use tracing::info;
 
 use crate::{
     app::shell,
-    protocol::{IceTransportPolicy, MAX_FRAME_BYTES, MIN_SESSION_LEN},
+    protocol::{IceTransportPolicy, MediaRoute, MAX_FRAME_BYTES, MIN_SESSION_LEN},
     room::RoomId,
     server::assets::Files,
-    server::config::Config,
+    server::config::{Config, MediaMode},
     server::headers,
     server::hub::{lock, Capacity, Hub, HubSettings},
     server::ice::IceConfig,
     server::limits::{Flood, LogThrottle, Open, OpenPerClient, PerClient},
     server::origin::{listen_names, Caller, OriginPolicy},
+    server::sfu::udp::Sfu,
     server::signaling::{self, Joining, SessionLimits, TurnGrant},
     server::tls,
     server::websocket::{Meter, Upgrade},
@@ -74,6 +75,8 @@ pub(crate) struct AppState {
     upgrades_per_client: Arc<PerClient>,
     turn_per_client: Arc<PerClient>,
     limits: SessionLimits,
+    /// With `--media sfu`: the forwarding unit's task.
+    sfu: Option<Sfu>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -91,11 +94,17 @@ impl AppState {
             credential_lifetime: config.turn_credential_lifetime,
             transport_policy: if config.relay_only { IceTransportPolicy::Relay } else { IceTransportPolicy::All },
         };
+        let sfu = match config.media {
+            MediaMode::Mesh => None,
+            MediaMode::Sfu => Some(start_sfu(config)?),
+        };
+        let media = if sfu.is_some() { MediaRoute::Sfu } else { MediaRoute::Mesh };
         Ok(Self {
             leptos_options,
             hub: Hub::new(
                 HubSettings {
                     ice,
+                    media,
                     room_size: usize::from(config.max_room_size),
                     outbox: OUTBOX,
                     queued_budget: config.max_queued_mib as usize * (1 << 20),
@@ -116,8 +125,28 @@ impl AppState {
                 config.turn_credentials_per_client,
             )),
             limits: SessionLimits { messages_per_second: config.rate_limit, idle_timeout: config.idle_timeout },
+            sfu,
         })
     }
+}
+
+/// Binds the media socket and starts the forwarding unit on it.
+fn start_sfu(config: &Config) -> io::Result<Sfu> {
+    let wanted = config.media_addr.unwrap_or(config.addr);
+    let socket = std::net::UdpSocket::bind(wanted)
+        .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp {wanted} (--media-addr): {e}")))?;
+    let bound = socket.local_addr()?;
+    // Browsers reach it at one address: its own, or the public one in front of it.
+    let ip = config.media_public_ip.unwrap_or(bound.ip());
+    if ip.is_unspecified() {
+        return Err(io::Error::other(format!(
+            "the media socket binds every interface ({bound}): say which address browsers reach it at with --media-public-ip"
+        )));
+    }
+    let advertised = SocketAddr::new(ip, bound.port());
+    info!("media (SFU) on udp {bound}, reached at {advertised}");
+    Ok(Sfu::spawn(tokio::net::UdpSocket::from_std(socket)?, advertised))
 }
 
 /// Every route, with the security headers. `strict_transport`: see [`crate::server::tls::Tls`].
@@ -290,7 +319,7 @@ async fn signaling_socket(
             granted
         }
     });
-    let (hub, limits) = (state.hub, state.limits);
+    let (hub, limits, sfu) = (state.hub, state.limits, state.sfu);
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
@@ -302,7 +331,7 @@ async fn signaling_socket(
     // Every frame the socket reads is charged from the start, fragments included; a message
     // may stay unfinished as long as a connection may stay silent.
     let meter = Meter::new(Flood::new(limits.messages_per_second, Instant::now()), limits.idle_timeout);
-    let connection = signaling::Connection { hub, room, session_id: session, limits, turn, per_client: open };
+    let connection = signaling::Connection { hub, room, session_id: session, limits, turn, per_client: open, sfu };
     match joining {
         Joining::Now => upgrade.on_upgrade(config, meter, move |socket| connection.run(socket)),
         Joining::Later => upgrade.on_upgrade(config, meter, move |socket| connection.run_after_join(socket)),

@@ -5,7 +5,10 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use futures_util::{future::Either, SinkExt, StreamExt};
-use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
+use tokio::{
+    sync::mpsc,
+    time::{interval, timeout, Instant, MissedTickBehavior},
+};
 use tokio_tungstenite::tungstenite::{
     self,
     protocol::{frame::coding::CloseCode, CloseFrame},
@@ -14,12 +17,19 @@ use tokio_tungstenite::tungstenite::{
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{
-    protocol::{check_client_frame, check_join_frame, close_code, BadMessage, ClientMessage, ErrorCode, Message},
+    protocol::{
+        check_client_frame, check_join_frame, close_code, BadMessage, ClientMessage, ErrorCode, MediaDescription,
+        MediaRoute, Message, PeerId, SdpType, SessionDescription, Track,
+    },
     room::RoomId,
     server::hub::{
         self, room_log_name, Delivery, Frame, Hub, Kick, Mailbox, Membership, Outbound, Refusal, Unsent, STALL,
     },
     server::limits::{Admit, LogThrottle, Open},
+    server::sfu::{
+        core::{Offer, PersonId},
+        udp::{Sfu, Unanswered},
+    },
     server::websocket::{Cut, Socket},
 };
 
@@ -66,6 +76,8 @@ pub(crate) struct Connection {
     pub(crate) turn: TurnGrant,
     /// This socket, counted against its client's `--max-sockets-per-client`.
     pub(crate) per_client: Open,
+    /// With `--media sfu`: the forwarding unit its media goes through.
+    pub(crate) sfu: Option<Sfu>,
 }
 
 impl Connection {
@@ -77,8 +89,8 @@ impl Connection {
     /// the join's result in that future for the whole connection, which every idle connection
     /// pays.
     pub(crate) fn run(self, socket: Socket) -> impl Future<Output = ()> {
-        let Self { hub, room, session_id, limits, turn, per_client } = self;
-        Session::open(socket, limits, per_client).enter(&hub, room, session_id, turn, None)
+        let Self { hub, room, session_id, limits, turn, per_client, sfu } = self;
+        Session::open(socket, limits, per_client, sfu).enter(&hub, room, session_id, turn, None)
     }
 
     /// Runs a `join=later` connection: waits for its `JOIN`, then serves it in a task of its
@@ -86,8 +98,8 @@ impl Connection {
     /// connection after it is as large as both (2.6 KiB, against 1.4 for the connection
     /// alone), and every connection's task, joined or not, would be that large.
     pub(crate) fn run_after_join(self, socket: Socket) -> impl Future<Output = ()> {
-        let Self { hub, room, session_id, limits, turn, per_client } = self;
-        Session::open(socket, limits, per_client).until_join(hub, room, session_id, turn)
+        let Self { hub, room, session_id, limits, turn, per_client, sfu } = self;
+        Session::open(socket, limits, per_client, sfu).until_join(hub, room, session_id, turn)
     }
 }
 
@@ -99,13 +111,44 @@ struct Session {
     _open: OnDrop,
     /// This socket, counted against its client's `--max-sockets-per-client`.
     _per_client: Open,
+    sfu: Option<Sfu>,
+}
+
+/// A connection's place on the forwarding unit, in an `sfu` room; leaving it when dropped.
+struct SfuLink {
+    sfu: Sfu,
+    person: PersonId,
+    /// The server's offers to this person's browser.
+    offers: mpsc::UnboundedReceiver<Offer>,
+}
+
+impl SfuLink {
+    async fn join(sfu: &Sfu, room: &RoomId, peer_id: PeerId) -> Result<Self, Unanswered> {
+        let (sender, offers) = mpsc::unbounded_channel();
+        let person = sfu.join(room.as_str(), peer_id.0, sender).await?;
+        Ok(Self { sfu: sfu.clone(), person, offers })
+    }
+}
+
+impl Drop for SfuLink {
+    fn drop(&mut self) {
+        self.sfu.leave(self.person);
+    }
+}
+
+/// The server's next offer to the browser; never, outside an `sfu` room.
+async fn next_offer(link: &mut Option<SfuLink>) -> Option<Offer> {
+    match link {
+        Some(link) => link.offers.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Session {
-    fn open(socket: Socket, limits: SessionLimits, per_client: Open) -> Self {
+    fn open(socket: Socket, limits: SessionLimits, per_client: Open, sfu: Option<Sfu>) -> Self {
         crate::server::metrics::connection_opened();
         let open = OnDrop(crate::server::metrics::connection_closed);
-        Self { socket, limits, _open: open, _per_client: per_client }
+        Self { socket, limits, _open: open, _per_client: per_client, sfu }
     }
 
     /// Takes a place in the room, under the display name `name` (cleaned), and serves the
@@ -134,7 +177,9 @@ impl Session {
             Ok(membership) => {
                 let span = tracing::info_span!("peer", room = %room_log_name(&room), peer = membership.peer_id.0);
                 span.in_scope(|| info!(polite = membership.welcome.polite, "joined"));
-                Either::Left(self.serve(membership).instrument(span))
+                // Only an `sfu` room's connections keep the room's id (for the forwarding unit).
+                let sfu_room = (membership.welcome.media == MediaRoute::Sfu).then_some(room);
+                Either::Left(self.serve(membership, sfu_room).instrument(span))
             }
             Err(refusal) => {
                 match refusal {
@@ -311,12 +356,23 @@ impl Session {
 
     /// Like [`Connection::run`], a plain function: an `async fn` would hold its arguments twice.
     #[allow(clippy::manual_async_fn)]
-    fn serve(mut self, membership: Membership) -> impl Future<Output = ()> {
+    fn serve(mut self, membership: Membership, sfu_room: Option<RoomId>) -> impl Future<Output = ()> {
         async move {
             let _left = OnDrop(|| info!("left"));
             let mailbox = &*membership.mailbox;
             if !self.send(Message::Welcome(membership.welcome.clone()).to_json(), Some(mailbox)).await {
                 return;
+            }
+            let mut media = None;
+            if let (Some(sfu), Some(room)) = (&self.sfu, sfu_room) {
+                match SfuLink::join(sfu, &room, membership.peer_id).await {
+                    Ok(link) => media = Some(link),
+                    Err(error) => {
+                        warn!(%error, "no place on the forwarding unit");
+                        self.close(close_code::TRY_AGAIN_LATER, "the media server is not answering").await;
+                        return;
+                    }
+                }
             }
             let mut pace = self.pace().await;
             loop {
@@ -342,8 +398,16 @@ impl Session {
                                     membership.rename(name);
                                     continue;
                                 }
-                                // Browser to browser: no SFU is wired to signaling yet (issue 33).
-                                Ok(ClientMessage::Media(_)) => "this room's media goes browser to browser".to_owned(),
+                                Ok(ClientMessage::Media(description)) => match media_sdp(media.as_ref(), description).await {
+                                    Ok(Some(reply)) => {
+                                        if !self.send(reply.to_json(), Some(mailbox)).await {
+                                            return;
+                                        }
+                                        continue;
+                                    }
+                                    Ok(None) => continue,
+                                    Err(refused) => refused,
+                                },
                                 Ok(ClientMessage::Relay(checked)) => {
                                     let (to, kind, len) = (checked.to, checked.kind, text.len());
                                     let frame = checked.stamped(membership.peer_id).map_or(text, Frame::from);
@@ -373,6 +437,17 @@ impl Session {
                         };
                         debug!(%refused, "refused a frame");
                         if !self.error(ErrorCode::BadMessage, refused, mailbox).await {
+                            return;
+                        }
+                    }
+                    offer = next_offer(&mut media) => {
+                        let Some(offer) = offer else {
+                            self.close(close_code::TRY_AGAIN_LATER, "the media server stopped").await;
+                            return;
+                        };
+                        let tracks = offer.tracks.iter().map(|(mid, label)| Track { mid: mid.to_string(), peer_id: PeerId(*label) });
+                        let offer = MediaDescription { kind: SdpType::Offer, sdp: offer.sdp, tracks: tracks.collect() };
+                        if !self.send(Message::MediaSdp(offer).to_json(), Some(mailbox)).await {
                             return;
                         }
                     }
@@ -477,6 +552,23 @@ impl Drop for OnDrop {
 
 /// The close frame a broken frame earns (RFC 6455 section 7.4.1), if the socket can still
 /// take one: too big 1009, text that is not UTF-8 1007, any other protocol breach 1002.
+/// A browser's `MEDIA_SDP` for the forwarding unit: its offer gets the server's answer; its
+/// answer to the server's offer gets nothing back. An `ERROR`'s text when refused.
+async fn media_sdp(link: Option<&SfuLink>, description: SessionDescription) -> Result<Option<Message>, String> {
+    let link = link.ok_or("this room's media goes browser to browser")?;
+    match description.kind {
+        SdpType::Offer => {
+            let sdp = link.sfu.offer(link.person, description.sdp).await.map_err(|error| error.to_string())?;
+            Ok(Some(Message::MediaSdp(MediaDescription { kind: SdpType::Answer, sdp, tracks: Vec::new() })))
+        }
+        SdpType::Answer => {
+            link.sfu.answer(link.person, description.sdp).await.map_err(|error| error.to_string())?;
+            Ok(None)
+        }
+        _ => Err("MEDIA_SDP takes an offer or an answer".into()),
+    }
+}
+
 fn close_for(error: tungstenite::Error) -> Option<(u16, &'static str)> {
     use tungstenite::error::ProtocolError;
     match error {

@@ -88,6 +88,8 @@ pub(crate) enum Misaddressed {
 
 pub(crate) struct HubSettings {
     pub(crate) ice: IceConfig,
+    /// How rooms' media travels: what `WELCOME` tells each browser.
+    pub(crate) media: MediaRoute,
     /// How many people a room holds.
     pub(crate) room_size: usize,
     /// What may wait for one slow reader before it is dropped: frames, and their bytes.
@@ -459,8 +461,7 @@ impl Hub {
             ice_servers: self.settings.ice.servers_for(peer_id, SystemTime::now(), turn),
             ice_transport_policy: self.settings.ice.transport_policy,
             peers,
-            // Browser to browser until the SFU is wired to signaling (issue 33, under way).
-            media: MediaRoute::Mesh,
+            media: self.settings.media,
         };
         Membership { hub: self.clone(), room: room.clone(), peer_id, welcome, mailbox }
     }
@@ -915,8 +916,13 @@ mod tests {
             credential_lifetime: std::time::Duration::from_secs(60),
             transport_policy: crate::protocol::IceTransportPolicy::All,
         };
-        let settings =
-            HubSettings { ice, room_size, outbox: Capacity { frames: capacity, bytes: 1 << 20 }, queued_budget };
+        let settings = HubSettings {
+            ice,
+            media: MediaRoute::Mesh,
+            room_size,
+            outbox: Capacity { frames: capacity, bytes: 1 << 20 },
+            queued_budget,
+        };
         Hub::new(settings, None).unwrap()
     }
 

@@ -39,6 +39,8 @@ pub struct Transmit {
 pub struct Offer {
     pub to: PersonId,
     pub sdp: String,
+    /// Each of the server's m-lines for the person, and the label of whose media it carries.
+    pub tracks: Vec<(Mid, u64)>,
 }
 
 /// Why the core refused something a person's signaling asked for.
@@ -69,6 +71,8 @@ pub struct Counts {
 
 struct Person {
     room: String,
+    /// What signaling calls them (their peer id): the offers' tracks name them by it.
+    label: u64,
     rtc: Rtc,
     /// When the `Rtc` next needs the clock.
     deadline: Instant,
@@ -123,8 +127,9 @@ impl Core {
         }
     }
 
-    /// A person of `room` arrives; their browser's offer comes next ([`Self::offer`]).
-    pub fn join(&mut self, now: Instant, room: &str) -> PersonId {
+    /// A person of `room`, whom signaling calls `label`, arrives; their browser's offer comes
+    /// next ([`Self::offer`]).
+    pub fn join(&mut self, now: Instant, room: &str, label: u64) -> PersonId {
         let id = PersonId(self.next_id);
         self.next_id += 1;
         let credentials = IceCreds::new();
@@ -134,6 +139,7 @@ impl Core {
         rtc.add_local_candidate(candidate);
         let person = Person {
             room: room.to_owned(),
+            label,
             rtc,
             deadline: now,
             connected: false,
@@ -188,6 +194,7 @@ impl Core {
             .iter()
             .flat_map(|(id, person)| person.upstream.iter().map(|(mid, kind)| (person.room.clone(), *id, *mid, *kind)))
             .collect();
+        let labels: HashMap<PersonId, u64> = self.people.iter().map(|(id, person)| (*id, person.label)).collect();
         let ids: Vec<PersonId> = self.people.keys().copied().collect();
         for id in ids {
             let Some(person) = self.people.get_mut(&id) else { continue };
@@ -214,7 +221,8 @@ impl Core {
             if let Some((offer, pending)) = change.apply() {
                 person.slots.extend(added);
                 person.pending = Some(pending);
-                self.offers.push_back(Offer { to: id, sdp: offer.to_sdp_string() });
+                let tracks = person.slots.iter().map(|slot| (slot.mid, labels[&slot.source.0])).collect();
+                self.offers.push_back(Offer { to: id, sdp: offer.to_sdp_string(), tracks });
             }
             self.drain(now, id);
         }
@@ -394,6 +402,8 @@ mod tests {
         frames: Vec<Mid>,
         /// Who it is on the server, once it called.
         person: Option<PersonId>,
+        /// The server's m-lines, as its last offer said: whose media each carries.
+        tracks: Vec<(Mid, u64)>,
     }
 
     impl Client {
@@ -401,7 +411,7 @@ mod tests {
             let address: SocketAddr = address.parse().unwrap();
             let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).build(now);
             rtc.add_local_candidate(Candidate::host(address, "udp").unwrap());
-            Self { rtc, address, mid: None, frames: Vec::new(), person: None }
+            Self { rtc, address, mid: None, frames: Vec::new(), person: None, tracks: Vec::new() }
         }
 
         /// Offers to send audio, and takes the server's answer (changed by `tamper`).
@@ -444,6 +454,7 @@ mod tests {
                 clients.iter_mut().find(|client| client.person == Some(offer.to)).expect("an offer to a client");
             let answer = client.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer.sdp).unwrap()).unwrap();
             core.answer(*now, offer.to, &answer.to_sdp_string()).unwrap();
+            client.tracks = offer.tracks;
         }
         while let Some(transmit) = core.poll_transmit() {
             let client = clients.iter_mut().find(|client| client.address == transmit.to).expect("sent to a client");
@@ -477,7 +488,7 @@ mod tests {
         let mut now = Instant::now();
         let mut core = Core::new(SERVER.parse().unwrap());
         let mut ann = Client::new(now, "198.51.100.7:50000");
-        let person = core.join(now, "room");
+        let person = core.join(now, "room", 0);
         ann.call(&mut core, now, person, |answer| answer);
         run(&mut core, &mut [&mut ann], &mut now, |core, clients| {
             core.is_connected(person) && clients[0].rtc.is_connected()
@@ -508,9 +519,9 @@ mod tests {
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
         let mut cy = Client::new(now, "198.51.100.9:50000");
-        let ann_id = core.join(now, "room");
-        let bob_id = core.join(now, "room");
-        let cy_id = core.join(now, "another room");
+        let ann_id = core.join(now, "room", 1);
+        let bob_id = core.join(now, "room", 2);
+        let cy_id = core.join(now, "another room", 3);
         ann.call(&mut core, now, ann_id, |answer| answer);
         bob.call(&mut core, now, bob_id, |answer| answer);
         cy.call(&mut core, now, cy_id, |answer| answer);
@@ -521,7 +532,8 @@ mod tests {
         // gets nothing.
         speak(&mut core, &mut [&mut ann, &mut bob, &mut cy], 0, &mut now);
         run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |_, clients| clients[1].frames.len() >= 5);
-        assert!(bob.frames.iter().all(|mid| Some(*mid) != bob.mid), "on a server m-line, not Bob's own");
+        // On the m-line the server's offer said carries Ann (label 1).
+        assert!(bob.frames.iter().all(|mid| bob.tracks.contains(&(*mid, 1))), "{:?} {:?}", bob.frames, bob.tracks);
         assert!(ann.frames.is_empty() && cy.frames.is_empty());
         // And Bob to Ann.
         speak(&mut core, &mut [&mut ann, &mut bob, &mut cy], 1, &mut now);
@@ -533,7 +545,7 @@ mod tests {
     fn strangers_and_wrong_passwords_are_dropped_and_counted_and_nothing_answers_them() {
         let mut now = Instant::now();
         let mut core = Core::new(SERVER.parse().unwrap());
-        let person = core.join(now, "room");
+        let person = core.join(now, "room", 0);
         // Garbage and media from an address nobody proved.
         core.receive(now, "203.0.113.9:1".parse().unwrap(), &[0x80, 96, 0, 1, 2, 3]);
         core.receive(now, "203.0.113.9:1".parse().unwrap(), b"hello");
@@ -569,7 +581,7 @@ mod tests {
     fn an_offer_that_is_no_session_description_or_for_nobody_is_refused() {
         let now = Instant::now();
         let mut core = Core::new(SERVER.parse().unwrap());
-        let person = core.join(now, "room");
+        let person = core.join(now, "room", 0);
         assert!(matches!(core.offer(now, person, "v=0 nonsense"), Err(SfuError::BadOffer(_))));
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut change = ann.rtc.sdp_api();

@@ -11,7 +11,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use super::core::{Core, Counts, PersonId, SfuError};
+use super::core::{Core, Counts, Offer, PersonId, SfuError};
 
 /// The largest datagram read: above any path's MTU, so nothing is cut short.
 const MAX_DATAGRAM: usize = 2048;
@@ -25,7 +25,7 @@ pub(crate) struct Sfu {
 }
 
 enum Command {
-    Join { room: String, offers: mpsc::UnboundedSender<String>, reply: oneshot::Sender<PersonId> },
+    Join { room: String, label: u64, offers: mpsc::UnboundedSender<Offer>, reply: oneshot::Sender<PersonId> },
     Offer { person: PersonId, sdp: String, reply: oneshot::Sender<Result<String, SfuError>> },
     Answer { person: PersonId, sdp: String, reply: oneshot::Sender<Result<(), SfuError>> },
     Leave { person: PersonId },
@@ -50,10 +50,16 @@ impl Sfu {
         Self { commands }
     }
 
-    /// A person of `room` arrives; the server's offers to them come on `offers`.
-    pub(crate) async fn join(&self, room: &str, offers: mpsc::UnboundedSender<String>) -> Result<PersonId, Unanswered> {
+    /// A person of `room`, whom signaling calls `label`, arrives; the server's offers to them
+    /// come on `offers`.
+    pub(crate) async fn join(
+        &self,
+        room: &str,
+        label: u64,
+        offers: mpsc::UnboundedSender<Offer>,
+    ) -> Result<PersonId, Unanswered> {
         let (reply, answer) = oneshot::channel();
-        self.ask(Command::Join { room: room.to_owned(), offers, reply }).await?;
+        self.ask(Command::Join { room: room.to_owned(), label, offers, reply }).await?;
         answer.await.map_err(|_| Unanswered::Stopped)
     }
 
@@ -71,8 +77,15 @@ impl Sfu {
         Ok(answer.await.map_err(|_| Unanswered::Stopped)??)
     }
 
-    pub(crate) async fn leave(&self, person: PersonId) {
-        let _ = self.ask(Command::Leave { person }).await;
+    /// The person left (from a drop, so without waiting: if the task's queue is full, a task
+    /// of its own waits for room).
+    pub(crate) fn leave(&self, person: PersonId) {
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(Command::Leave { person }) {
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                let _ = commands.send(command).await;
+            });
+        }
     }
 
     pub(crate) async fn counts(&self) -> Result<Counts, Unanswered> {
@@ -88,7 +101,7 @@ impl Sfu {
 
 async fn run(socket: UdpSocket, mut core: Core, mut inbox: mpsc::Receiver<Command>) {
     let mut buffer = vec![0; MAX_DATAGRAM];
-    let mut offers: Vec<(PersonId, mpsc::UnboundedSender<String>)> = Vec::new();
+    let mut offers: Vec<(PersonId, mpsc::UnboundedSender<Offer>)> = Vec::new();
     loop {
         // Without anyone, nothing needs the clock: wake for a datagram or a command.
         let deadline = core.next_deadline().unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
@@ -100,8 +113,8 @@ async fn run(socket: UdpSocket, mut core: Core, mut inbox: mpsc::Receiver<Comman
             }
             command = inbox.recv() => match command {
                 None => return,
-                Some(Command::Join { room, offers: channel, reply }) => {
-                    let person = core.join(Instant::now(), &room);
+                Some(Command::Join { room, label, offers: channel, reply }) => {
+                    let person = core.join(Instant::now(), &room, label);
                     offers.push((person, channel));
                     let _ = reply.send(person);
                 }
@@ -126,7 +139,7 @@ async fn run(socket: UdpSocket, mut core: Core, mut inbox: mpsc::Receiver<Comman
         }
         while let Some(offer) = core.poll_offer() {
             if let Some((_, channel)) = offers.iter().find(|(id, _)| *id == offer.to) {
-                let _ = channel.send(offer.sdp);
+                let _ = channel.send(offer);
             }
         }
     }
@@ -154,12 +167,12 @@ mod tests {
     }
 
     impl Client {
-        async fn call(sfu: &Sfu, room: &str) -> (Self, PersonId, mpsc::UnboundedReceiver<String>) {
+        async fn call(sfu: &Sfu, room: &str) -> (Self, PersonId, mpsc::UnboundedReceiver<Offer>) {
             let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).build(Instant::now());
             rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), "udp").unwrap());
             let (offers, inbox) = mpsc::unbounded_channel();
-            let person = sfu.join(room, offers).await.unwrap();
+            let person = sfu.join(room, 0, offers).await.unwrap();
             let mut change = rtc.sdp_api();
             let mid = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
             let (offer, pending) = change.apply().unwrap();
@@ -206,8 +219,9 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(10), "no audio through the SFU in 10 s");
             // The server's offers, answered as a browser answers them.
             for (client, offers, person) in [(&mut ann, &mut ann_offers, ann_id), (&mut bob, &mut bob_offers, bob_id)] {
-                while let Ok(sdp) = offers.try_recv() {
-                    let answer = client.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&sdp).unwrap()).unwrap();
+                while let Ok(offer) = offers.try_recv() {
+                    let answer =
+                        client.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer.sdp).unwrap()).unwrap();
                     sfu.answer(person, answer.to_sdp_string()).await.unwrap();
                 }
             }

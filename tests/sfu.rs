@@ -1,0 +1,158 @@
+//! The forwarding unit through the real server (`--media sfu`): browser stand-ins (str0m peers on
+//! real UDP sockets) join a room over real signaling, offer what they send with `MEDIA_SDP`,
+//! answer the server's offers, and hear each other through the server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{join, Client, Server};
+use duo::protocol::{MediaDescription, MediaRoute, Message, PeerId, SdpType};
+use str0m::{
+    change::{SdpAnswer, SdpOffer},
+    media::{Direction, Frequency, MediaKind, MediaTime, Mid},
+    net::{Protocol, Receive},
+    Candidate, Event, Input, Output, Rtc, RtcConfig,
+};
+use tokio::net::UdpSocket;
+
+/// A browser: its signaling socket, and a str0m peer with a microphone on a UDP socket.
+struct Browser {
+    signaling: Client,
+    peer_id: PeerId,
+    rtc: Rtc,
+    udp: UdpSocket,
+    microphone: Mid,
+    /// What arrived, by the server's m-line.
+    frames: Vec<Mid>,
+    /// The server's m-lines, as its last offer named them.
+    tracks: Vec<(String, PeerId)>,
+}
+
+impl Browser {
+    async fn join(server: &Server, room: &str) -> Self {
+        let (mut signaling, welcome) = join(server, room).await;
+        assert_eq!(welcome.media, MediaRoute::Sfu);
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(udp.local_addr().unwrap(), "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        let microphone = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let offer = MediaDescription { kind: SdpType::Offer, sdp: offer.to_sdp_string(), tracks: Vec::new() };
+        signaling.send(&Message::MediaSdp(offer)).await;
+        let answer = loop {
+            match signaling.recv().await {
+                Message::MediaSdp(answer) if answer.kind == SdpType::Answer => break answer,
+                Message::PeerJoined(_) | Message::MediaSdp(_) => continue,
+                other => panic!("expected the server's answer, got {other:?}"),
+            }
+        };
+        rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer.sdp).unwrap()).unwrap();
+        Self { signaling, peer_id: welcome.peer_id, rtc, udp, microphone, frames: Vec::new(), tracks: Vec::new() }
+    }
+
+    /// Sends what the peer has, takes what came (datagrams for 10 ms, and any offer of the
+    /// server's, which it answers), and moves its clock on.
+    async fn step(&mut self) {
+        while let Ok(output) = self.rtc.poll_output() {
+            match output {
+                Output::Transmit(transmit) => {
+                    self.udp.send_to(&transmit.contents, transmit.destination).await.unwrap();
+                }
+                Output::Event(Event::MediaData(frame)) => self.frames.push(frame.mid),
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+        let mut buffer = [0; 2048];
+        if let Ok(Ok((length, source))) =
+            tokio::time::timeout(Duration::from_millis(10), self.udp.recv_from(&mut buffer)).await
+        {
+            let local = self.udp.local_addr().unwrap();
+            let receive = Receive::new(Protocol::Udp, source, local, &buffer[..length]).unwrap();
+            self.rtc.handle_input(Input::Receive(Instant::now(), receive)).unwrap();
+        }
+        if let Ok(text) = tokio::time::timeout(Duration::from_millis(1), self.signaling.recv_text()).await {
+            if let Ok(Message::MediaSdp(offer)) = serde_json::from_str(&text) {
+                assert_eq!(offer.kind, SdpType::Offer);
+                let answer = self.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer.sdp).unwrap()).unwrap();
+                let answer =
+                    MediaDescription { kind: SdpType::Answer, sdp: answer.to_sdp_string(), tracks: Vec::new() };
+                self.signaling.send(&Message::MediaSdp(answer)).await;
+                self.tracks = offer.tracks.into_iter().map(|track| (track.mid, track.peer_id)).collect();
+            }
+        }
+        self.rtc.handle_input(Input::Timeout(Instant::now())).unwrap();
+    }
+
+    /// One 20 ms Opus frame, numbered `frame`.
+    fn speak(&mut self, frame: u64) {
+        let writer = self.rtc.writer(self.microphone).unwrap();
+        let pt = writer.payload_params().next().unwrap().pt();
+        let time = MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ);
+        writer.write(pt, Instant::now(), time, vec![0x55; 40]).unwrap();
+    }
+
+    /// Whether a frame came on the server's m-line that its offer said carries `whose` media.
+    fn heard(&self, whose: PeerId) -> bool {
+        self.frames
+            .iter()
+            .any(|mid| self.tracks.iter().any(|(track, peer)| *track == mid.to_string() && *peer == whose))
+    }
+}
+
+#[tokio::test]
+async fn two_people_hear_each_other_through_the_server_and_a_third_room_hears_nothing() {
+    let server = Server::start(&["--media", "sfu", "--media-addr", "127.0.0.1:0"]);
+    let mut ann = Browser::join(&server, "sfu-room").await;
+    let mut bob = Browser::join(&server, "sfu-room").await;
+    let mut cy = Browser::join(&server, "another-room").await;
+    let started = Instant::now();
+    let mut frame = 0;
+    while !(bob.heard(ann.peer_id) && ann.heard(bob.peer_id)) {
+        assert!(started.elapsed() < Duration::from_secs(15), "no audio both ways through the server in 15 s");
+        if ann.rtc.is_connected() && bob.rtc.is_connected() {
+            ann.speak(frame);
+            bob.speak(frame);
+            frame += 1;
+        }
+        for browser in [&mut ann, &mut bob, &mut cy] {
+            browser.step().await;
+        }
+    }
+    assert!(cy.frames.is_empty(), "another room's audio reached Cy");
+}
+
+#[tokio::test]
+async fn media_sdp_in_a_mesh_room_is_refused_and_the_connection_stays() {
+    let server = Server::start(&[]);
+    let (mut ann, welcome) = join(&server, "mesh-room").await;
+    assert_eq!(welcome.media, MediaRoute::Mesh);
+    let offer = MediaDescription { kind: SdpType::Offer, sdp: "v=0\r\n".into(), tracks: Vec::new() };
+    ann.send(&Message::MediaSdp(offer)).await;
+    match ann.recv().await {
+        Message::Error(error) => assert!(error.message.contains("browser to browser"), "{error:?}"),
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+    // Still served.
+    ann.send(&Message::Name("Ann".into())).await;
+    ann.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_bad_offer_or_an_unasked_answer_gets_an_error_and_the_call_goes_on() {
+    let server = Server::start(&["--media", "sfu", "--media-addr", "127.0.0.1:0"]);
+    let (mut ann, _) = join(&server, "room").await;
+    for (kind, sdp, said) in [
+        (SdpType::Offer, "not an sdp", "not a session description"),
+        (SdpType::Answer, "v=0\r\n", "session description"),
+        (SdpType::Rollback, "", "an offer or an answer"),
+    ] {
+        ann.send(&Message::MediaSdp(MediaDescription { kind, sdp: sdp.into(), tracks: Vec::new() })).await;
+        match ann.recv().await {
+            Message::Error(error) => assert!(error.message.contains(said), "{kind:?}: {error:?}"),
+            other => panic!("expected an ERROR, got {other:?}"),
+        }
+    }
+}
