@@ -10,12 +10,12 @@
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use str0m::{
     change::{SdpAnswer, SdpOffer, SdpPendingOffer},
-    media::{Direction, MediaData, MediaKind, Mid},
+    media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid},
     net::{Protocol, Receive},
     Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig, RtcError,
 };
@@ -58,6 +58,10 @@ pub enum SfuError {
     Rtc(#[from] RtcError),
 }
 
+/// The least time between two keyframe requests to one sender: a keyframe costs many times an
+/// ordinary frame, and every receiver that lost a packet asks for one.
+pub const KEYFRAME_EVERY: Duration = Duration::from_millis(500);
+
 /// What the core counts: the SFU's part of `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -67,6 +71,10 @@ pub struct Counts {
     pub refused_checks: u64,
     /// Datagrams from a known address that did not parse.
     pub malformed: u64,
+    /// Keyframe requests passed on to a sender.
+    pub keyframe_requests: u64,
+    /// Keyframe requests not passed on: one had gone to that sender within [`KEYFRAME_EVERY`].
+    pub keyframe_requests_held: u64,
 }
 
 struct Person {
@@ -85,6 +93,11 @@ struct Person {
     slots: Vec<Slot>,
     /// The server's offer waiting for their answer: one at a time.
     pending: Option<SdpPendingOffer>,
+    /// Their browser's first offer has been answered: the server offers only after it (the
+    /// browser offers what it sends first, so no offers cross).
+    offered: bool,
+    /// When a keyframe was last asked of each of their m-lines.
+    keyframe_asked: HashMap<Mid, Instant>,
 }
 
 /// An m-line the server sends a person one track of someone else's on.
@@ -147,6 +160,8 @@ impl Core {
             upstream: Vec::new(),
             slots: Vec::new(),
             pending: None,
+            offered: false,
+            keyframe_asked: HashMap::new(),
         };
         self.people.insert(id, person);
         id
@@ -162,6 +177,7 @@ impl Core {
             entry.slots.retain(|slot| slot.ready);
         }
         let answer = entry.rtc.sdp_api().accept_offer(offer)?;
+        entry.offered = true;
         self.drain(now, person);
         self.offer_missing(now);
         Ok(answer.to_sdp_string())
@@ -173,12 +189,37 @@ impl Core {
         let entry = self.people.get_mut(&person).ok_or(SfuError::UnknownPerson)?;
         let pending = entry.pending.take().ok_or(SfuError::NoOffer)?;
         entry.rtc.sdp_api().accept_answer(pending, answer)?;
-        for slot in &mut entry.slots {
+        // The new m-lines' video starts at the sender's next keyframe: ask for one now.
+        let mut started = Vec::new();
+        for slot in entry.slots.iter_mut().filter(|slot| !slot.ready) {
             slot.ready = true;
+            started.push(slot.source);
         }
         self.drain(now, person);
+        for source in started {
+            self.ask_keyframe(now, source, KeyframeRequestKind::Pli);
+        }
         self.offer_missing(now);
         Ok(())
+    }
+
+    /// Asks `source` (a person and their m-line) for a keyframe, unless it was asked within
+    /// [`KEYFRAME_EVERY`] (or sends no video).
+    fn ask_keyframe(&mut self, now: Instant, (id, mid): (PersonId, Mid), kind: KeyframeRequestKind) {
+        let Some(person) = self.people.get_mut(&id) else { return };
+        if !person.upstream.contains(&(mid, MediaKind::Video)) {
+            return;
+        }
+        if person.keyframe_asked.get(&mid).is_some_and(|at| now.duration_since(*at) < KEYFRAME_EVERY) {
+            self.counts.keyframe_requests_held += 1;
+            return;
+        }
+        let Some(mut writer) = person.rtc.writer(mid) else { return };
+        if writer.is_request_keyframe_possible(kind) && writer.request_keyframe(None, kind).is_ok() {
+            person.keyframe_asked.insert(mid, now);
+            self.counts.keyframe_requests += 1;
+        }
+        self.drain(now, id);
     }
 
     /// The next offer for signaling to deliver.
@@ -198,7 +239,7 @@ impl Core {
         let ids: Vec<PersonId> = self.people.keys().copied().collect();
         for id in ids {
             let Some(person) = self.people.get_mut(&id) else { continue };
-            if person.pending.is_some() {
+            if !person.offered || person.pending.is_some() {
                 continue;
             }
             let missing: Vec<_> = sources
@@ -341,6 +382,7 @@ impl Core {
         let Some(person) = self.people.get_mut(&id) else { return };
         let mut frames = Vec::new();
         let mut new_tracks = false;
+        let mut keyframes = Vec::new();
         loop {
             match person.rtc.poll_output() {
                 Ok(Output::Timeout(deadline)) => {
@@ -362,6 +404,12 @@ impl Core {
                     person.upstream.push((added.mid, added.kind));
                     new_tracks = true;
                 }
+                // A receiver lost a picture: its sender is asked, on its behalf.
+                Ok(Output::Event(Event::KeyframeRequest(request))) => {
+                    if let Some(slot) = person.slots.iter().find(|slot| slot.mid == request.mid) {
+                        keyframes.push((slot.source, request.kind));
+                    }
+                }
                 Ok(Output::Event(_)) => {}
                 Err(_) => {
                     // A broken `Rtc` stays quiet until it is dropped at its person's leaving.
@@ -372,6 +420,9 @@ impl Core {
         }
         for frame in &frames {
             self.forward(now, id, frame);
+        }
+        for (source, kind) in keyframes {
+            self.ask_keyframe(now, source, kind);
         }
         if new_tracks {
             self.offer_missing(now);
@@ -398,6 +449,10 @@ mod tests {
         address: SocketAddr,
         /// The microphone's m-line, once it called.
         mid: Option<Mid>,
+        /// The camera's.
+        camera: Option<Mid>,
+        /// The keyframe requests that came to it, by m-line.
+        keyframe_requests: Vec<Mid>,
         /// The frames it received, by m-line.
         frames: Vec<Mid>,
         /// Who it is on the server, once it called.
@@ -411,13 +466,23 @@ mod tests {
             let address: SocketAddr = address.parse().unwrap();
             let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).build(now);
             rtc.add_local_candidate(Candidate::host(address, "udp").unwrap());
-            Self { rtc, address, mid: None, frames: Vec::new(), person: None, tracks: Vec::new() }
+            Self {
+                rtc,
+                address,
+                mid: None,
+                camera: None,
+                keyframe_requests: Vec::new(),
+                frames: Vec::new(),
+                person: None,
+                tracks: Vec::new(),
+            }
         }
 
         /// Offers to send audio, and takes the server's answer (changed by `tamper`).
         fn call(&mut self, core: &mut Core, now: Instant, person: PersonId, tamper: impl Fn(String) -> String) {
             let mut change = self.rtc.sdp_api();
             self.mid = Some(change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+            self.camera = Some(change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
             self.person = Some(person);
             let (offer, pending) = change.apply().unwrap();
             let answer = tamper(core.offer(now, person, &offer.to_sdp_string()).unwrap());
@@ -436,6 +501,7 @@ mod tests {
                     }
                     Output::Timeout(_) => break,
                     Output::Event(Event::MediaData(frame)) => self.frames.push(frame.mid),
+                    Output::Event(Event::KeyframeRequest(request)) => self.keyframe_requests.push(request.mid),
                     Output::Event(_) => {}
                 }
             }
@@ -539,6 +605,49 @@ mod tests {
         speak(&mut core, &mut [&mut ann, &mut bob, &mut cy], 1, &mut now);
         run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |_, clients| clients[0].frames.len() >= 5);
         assert!(cy.frames.is_empty());
+    }
+
+    #[test]
+    fn a_new_receiver_gets_a_keyframe_asked_for_and_requests_are_passed_on_at_most_twice_a_second() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut ann = Client::new(now, "198.51.100.7:50000");
+        let mut bob = Client::new(now, "198.51.100.8:50000");
+        let ann_id = core.join(now, "room", 1);
+        let bob_id = core.join(now, "room", 2);
+        ann.call(&mut core, now, ann_id, |answer| answer);
+        run(&mut core, &mut [&mut ann], &mut now, |core, _| core.is_connected(ann_id));
+        // Bob comes: once he has the m-line for Ann's camera, Ann is asked for a keyframe for
+        // him (Bob, still connecting, is not asked for one for her: his first frame is one).
+        bob.call(&mut core, now, bob_id, |answer| answer);
+        let camera = ann.camera.unwrap();
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| {
+            clients[0].keyframe_requests.contains(&camera)
+        });
+        assert_eq!(core.counts().keyframe_requests, 1);
+
+        // Bob asks again and again: Ann hears of it once per half second.
+        let slot = bob
+            .tracks
+            .iter()
+            .map(|(mid, _)| *mid)
+            .find(|mid| bob.rtc.media(*mid).is_some_and(|media| media.kind() == MediaKind::Video))
+            .unwrap();
+        let asked = ann.keyframe_requests.len();
+        now += KEYFRAME_EVERY;
+        for _ in 0..3 {
+            let mut writer = bob.rtc.writer(slot).unwrap();
+            if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+                writer.request_keyframe(None, KeyframeRequestKind::Pli).unwrap();
+            }
+            step(&mut core, &mut [&mut ann, &mut bob], &mut now);
+        }
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| clients[0].keyframe_requests.len() > asked);
+        for _ in 0..10 {
+            step(&mut core, &mut [&mut ann, &mut bob], &mut now);
+        }
+        assert_eq!(ann.keyframe_requests.len(), asked + 1, "{:?}", core.counts());
+        assert!(core.counts().keyframe_requests_held >= 1, "{:?}", core.counts());
     }
 
     #[test]
