@@ -20,7 +20,10 @@ use str0m::{
     Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig, RtcError,
 };
 
-use super::router::{Route, Router};
+use super::{
+    router::{Route, Router},
+    slots::Slots,
+};
 
 /// A person on the SFU, as long as they are in a room on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,8 +92,8 @@ struct Person {
     frames_in: u64,
     /// What their browser sends: its m-lines, and their kind.
     upstream: Vec<(Mid, MediaKind)>,
-    /// The m-lines the server added to send them others' tracks.
-    slots: Vec<Slot>,
+    /// The m-lines the server sends them others' tracks on.
+    slots: Slots<PersonId>,
     /// The server's offer waiting for their answer: one at a time.
     pending: Option<SdpPendingOffer>,
     /// Their browser's first offer has been answered: the server offers only after it (the
@@ -98,16 +101,6 @@ struct Person {
     offered: bool,
     /// When a keyframe was last asked of each of their m-lines.
     keyframe_asked: HashMap<Mid, Instant>,
-}
-
-/// An m-line the server sends a person one track of someone else's on.
-#[derive(Clone, Copy, Debug)]
-struct Slot {
-    /// Whose track, and which of their m-lines it comes in on.
-    source: (PersonId, Mid),
-    mid: Mid,
-    /// The person's browser has answered for it: frames may go out on it.
-    ready: bool,
 }
 
 pub struct Core {
@@ -158,7 +151,7 @@ impl Core {
             connected: false,
             frames_in: 0,
             upstream: Vec::new(),
-            slots: Vec::new(),
+            slots: Slots::default(),
             pending: None,
             offered: false,
             keyframe_asked: HashMap::new(),
@@ -174,7 +167,7 @@ impl Core {
         // Accepting their offer rolls back one of the server's still waiting for an answer: its
         // m-lines are offered again.
         if entry.pending.take().is_some() {
-            entry.slots.retain(|slot| slot.ready);
+            entry.slots.rolled_back();
         }
         let answer = entry.rtc.sdp_api().accept_offer(offer)?;
         entry.offered = true;
@@ -190,11 +183,7 @@ impl Core {
         let pending = entry.pending.take().ok_or(SfuError::NoOffer)?;
         entry.rtc.sdp_api().accept_answer(pending, answer)?;
         // The new m-lines' video starts at the sender's next keyframe: ask for one now.
-        let mut started = Vec::new();
-        for slot in entry.slots.iter_mut().filter(|slot| !slot.ready) {
-            slot.ready = true;
-            started.push(slot.source);
-        }
+        let started = entry.slots.answered();
         self.drain(now, person);
         for source in started {
             self.ask_keyframe(now, source, KeyframeRequestKind::Pli);
@@ -227,44 +216,53 @@ impl Core {
         self.offers.pop_front()
     }
 
-    /// Offers every person with no offer out an m-line for each track of their room they do
-    /// not have yet.
+    /// Offers every person with no offer out the changes that make them receive exactly every
+    /// track of the others in their room: m-lines reused, turned off, or added.
     fn offer_missing(&mut self, now: Instant) {
-        let sources: Vec<(String, PersonId, Mid, MediaKind)> = self
+        let sources: Vec<(String, (PersonId, Mid), MediaKind)> = self
             .people
             .iter()
-            .flat_map(|(id, person)| person.upstream.iter().map(|(mid, kind)| (person.room.clone(), *id, *mid, *kind)))
+            .flat_map(|(id, person)| {
+                person.upstream.iter().map(|(mid, kind)| (person.room.clone(), (*id, *mid), *kind))
+            })
             .collect();
         let labels: HashMap<PersonId, u64> = self.people.iter().map(|(id, person)| (*id, person.label)).collect();
-        let ids: Vec<PersonId> = self.people.keys().copied().collect();
-        for id in ids {
-            let Some(person) = self.people.get_mut(&id) else { continue };
+        let mut offered = Vec::new();
+        for (id, person) in &mut self.people {
             if !person.offered || person.pending.is_some() {
                 continue;
             }
-            let missing: Vec<_> = sources
+            let theirs: Vec<_> = sources
                 .iter()
-                .filter(|(room, source, mid, _)| {
-                    *room == person.room
-                        && *source != id
-                        && !person.slots.iter().any(|slot| slot.source == (*source, *mid))
-                })
+                .filter(|(room, (source, _), _)| *room == person.room && source != id)
+                .map(|(_, source, kind)| (*source, *kind))
                 .collect();
-            if missing.is_empty() {
+            let plan = person.slots.plan(&theirs);
+            if plan.is_empty() {
                 continue;
             }
             let mut change = person.rtc.sdp_api();
-            let mut added = Vec::new();
-            for (_, source, source_mid, kind) in missing {
-                let mid = change.add_media(*kind, Direction::SendOnly, None, None, None);
-                added.push(Slot { source: (*source, *source_mid), mid, ready: false });
+            for (mid, direction) in &plan.directions {
+                change.set_direction(*mid, *direction);
             }
+            let added: Vec<_> = plan
+                .add
+                .iter()
+                .map(|(kind, source)| (change.add_media(*kind, Direction::SendOnly, None, None, None), *kind, *source))
+                .collect();
             if let Some((offer, pending)) = change.apply() {
-                person.slots.extend(added);
+                person.slots.offered(&added);
                 person.pending = Some(pending);
-                let tracks = person.slots.iter().map(|slot| (slot.mid, labels[&slot.source.0])).collect();
-                self.offers.push_back(Offer { to: id, sdp: offer.to_sdp_string(), tracks });
+                let tracks = person
+                    .slots
+                    .offered_tracks()
+                    .filter_map(|(mid, source)| Some((mid, *labels.get(&source)?)))
+                    .collect();
+                self.offers.push_back(Offer { to: *id, sdp: offer.to_sdp_string(), tracks });
+                offered.push(*id);
             }
+        }
+        for id in offered {
             self.drain(now, id);
         }
     }
@@ -274,13 +272,7 @@ impl Core {
         let targets: Vec<(PersonId, Mid)> = self
             .people
             .iter()
-            .flat_map(|(id, person)| {
-                person
-                    .slots
-                    .iter()
-                    .filter(|slot| slot.ready && slot.source == (source, frame.mid))
-                    .map(|slot| (*id, slot.mid))
-            })
+            .flat_map(|(id, person)| person.slots.carrying((source, frame.mid)).map(|mid| (*id, mid)))
             .collect();
         for (id, mid) in targets {
             let Some(person) = self.people.get_mut(&id) else { continue };
@@ -349,11 +341,13 @@ impl Core {
     }
 
     /// The person left, or their signaling died: their `Rtc`, ufrag and addresses go.
-    pub fn leave(&mut self, person: PersonId) {
+    pub fn leave(&mut self, now: Instant, person: PersonId) {
         if let Some(mut gone) = self.people.remove(&person) {
             gone.rtc.disconnect();
         }
         self.router.remove(person);
+        // The others' m-lines that carried them go off.
+        self.offer_missing(now);
     }
 
     pub fn counts(&self) -> Counts {
@@ -406,8 +400,8 @@ impl Core {
                 }
                 // A receiver lost a picture: its sender is asked, on its behalf.
                 Ok(Output::Event(Event::KeyframeRequest(request))) => {
-                    if let Some(slot) = person.slots.iter().find(|slot| slot.mid == request.mid) {
-                        keyframes.push((slot.source, request.kind));
+                    if let Some(source) = person.slots.source_of(request.mid) {
+                        keyframes.push((source, request.kind));
                     }
                 }
                 Ok(Output::Event(_)) => {}
@@ -459,6 +453,8 @@ mod tests {
         person: Option<PersonId>,
         /// The server's m-lines, as its last offer said: whose media each carries.
         tracks: Vec<(Mid, u64)>,
+        /// The server's last offer.
+        last_offer: String,
     }
 
     impl Client {
@@ -475,6 +471,7 @@ mod tests {
                 frames: Vec::new(),
                 person: None,
                 tracks: Vec::new(),
+                last_offer: String::new(),
             }
         }
 
@@ -521,9 +518,11 @@ mod tests {
             let answer = client.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer.sdp).unwrap()).unwrap();
             core.answer(*now, offer.to, &answer.to_sdp_string()).unwrap();
             client.tracks = offer.tracks;
+            client.last_offer = offer.sdp;
         }
         while let Some(transmit) = core.poll_transmit() {
-            let client = clients.iter_mut().find(|client| client.address == transmit.to).expect("sent to a client");
+            // To a client not in this step (one that left, say): lost, as on a network.
+            let Some(client) = clients.iter_mut().find(|client| client.address == transmit.to) else { continue };
             let receive =
                 Receive::new(Protocol::Udp, SERVER.parse().unwrap(), client.address, &transmit.bytes).unwrap();
             client.rtc.handle_input(Input::Receive(*now, receive)).unwrap();
@@ -651,6 +650,38 @@ mod tests {
     }
 
     #[test]
+    fn a_leavers_m_lines_are_turned_off_and_carry_the_next_person_so_the_sdp_does_not_grow() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut ann = Client::new(now, "198.51.100.7:50000");
+        let mut bob = Client::new(now, "198.51.100.8:50000");
+        let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
+        ann.call(&mut core, now, ann_id, |answer| answer);
+        bob.call(&mut core, now, bob_id, |answer| answer);
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| clients[0].tracks.len() == 2);
+        let bobs: Vec<Mid> = ann.tracks.iter().map(|(mid, _)| *mid).collect();
+        let m_lines = |client: &Client| client.last_offer.matches("\r\nm=").count();
+        let before = m_lines(&ann);
+
+        // Bob goes: Ann's offer names no one on his m-lines.
+        core.leave(now, bob_id);
+        run(&mut core, &mut [&mut ann], &mut now, |_, clients| clients[0].tracks.is_empty());
+
+        // Cy comes: his tracks go on the m-lines Bob had, and Ann hears him there.
+        let mut cy = Client::new(now, "198.51.100.9:50000");
+        let cy_id = core.join(now, "room", 3);
+        cy.call(&mut core, now, cy_id, |answer| answer);
+        run(&mut core, &mut [&mut ann, &mut cy], &mut now, |core, clients| {
+            core.is_connected(cy_id) && clients[0].tracks.len() == 2
+        });
+        assert!(ann.tracks.iter().all(|(mid, label)| *label == 3 && bobs.contains(mid)), "{:?} {bobs:?}", ann.tracks);
+        assert_eq!(m_lines(&ann), before, "no m-line added");
+        speak(&mut core, &mut [&mut ann, &mut cy], 1, &mut now);
+        run(&mut core, &mut [&mut ann, &mut cy], &mut now, |_, clients| clients[0].frames.len() >= 5);
+        assert!(ann.frames.iter().all(|mid| bobs.contains(mid)));
+    }
+
+    #[test]
     fn strangers_and_wrong_passwords_are_dropped_and_counted_and_nothing_answers_them() {
         let mut now = Instant::now();
         let mut core = Core::new(SERVER.parse().unwrap());
@@ -680,7 +711,7 @@ mod tests {
         assert!(!core.is_connected(person));
 
         // Once the person has left, their ufrag names nobody: the checks are a stranger's.
-        core.leave(person);
+        core.leave(now, person);
         let strangers = core.counts().from_strangers;
         core.receive(now, eve.address, &check.expect("Eve sent checks"));
         assert_eq!(core.counts().from_strangers, strangers + 1);
@@ -696,7 +727,7 @@ mod tests {
         let mut change = ann.rtc.sdp_api();
         change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let (offer, _) = change.apply().unwrap();
-        core.leave(person);
+        core.leave(now, person);
         assert!(matches!(core.offer(now, person, &offer.to_sdp_string()), Err(SfuError::UnknownPerson)));
     }
 }

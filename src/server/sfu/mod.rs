@@ -3,8 +3,10 @@
 //!
 //! - `router`: which person a datagram on the media socket belongs to, before anything is parsed.
 //! - `core`: the sans-IO core: one str0m `Rtc` per person, driven by datagrams and the clock.
+//! - `slots`: the m-lines each person receives others' tracks on, reused as people come and go.
 //! - `udp`: the socket edge: the task that owns the media socket and the core.
 
 pub(crate) mod core;
 pub(crate) mod router;
+pub(crate) mod slots;
 pub(crate) mod udp;

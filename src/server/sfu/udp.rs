@@ -125,7 +125,7 @@ async fn run(socket: UdpSocket, mut core: Core, mut inbox: mpsc::Receiver<Comman
                     let _ = reply.send(core.answer(Instant::now(), person, &sdp));
                 }
                 Some(Command::Leave { person }) => {
-                    core.leave(person);
+                    core.leave(Instant::now(), person);
                     offers.retain(|(id, _)| *id != person);
                 }
                 Some(Command::Counts { reply }) => {
