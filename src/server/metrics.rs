@@ -19,6 +19,10 @@ const REFUSED_UPGRADES: &str = "duo_upgrades_refused_total";
 const REDIS_UP: &str = "duo_redis_up";
 const REDIS_DROPPED: &str = "duo_redis_frames_dropped_total";
 const REDIS_LOST: &str = "duo_redis_frames_lost_total";
+const SFU_PEOPLE: &str = "duo_sfu_people";
+const SFU_FRAMES: &str = "duo_sfu_frames_total";
+const SFU_DROPPED: &str = "duo_sfu_datagrams_dropped_total";
+const SFU_KEYFRAMES: &str = "duo_sfu_keyframe_requests_total";
 
 /// Installs the process-wide recorder; `/metrics` renders from the handle.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -102,4 +106,17 @@ pub(crate) fn redis_dropped(reason: &'static str) {
 /// Frames from another instance that never arrived (a gap in its sequence that did not fill).
 pub(crate) fn redis_lost(frames: u64) {
     counter!(REDIS_LOST).increment(frames);
+}
+
+/// The forwarding unit's counts went from `before` to `now`, and it has `people` on it.
+pub(crate) fn sfu(before: &crate::server::sfu::core::Counts, now: &crate::server::sfu::core::Counts, people: usize) {
+    gauge!(SFU_PEOPLE).set(people as f64);
+    let grew = |counter: Counter, before: u64, now: u64| counter.increment(now.saturating_sub(before));
+    grew(counter!(SFU_FRAMES, "direction" => "in"), before.frames_in, now.frames_in);
+    grew(counter!(SFU_FRAMES, "direction" => "out"), before.frames_out, now.frames_out);
+    grew(counter!(SFU_DROPPED, "reason" => "unknown_source"), before.from_strangers, now.from_strangers);
+    grew(counter!(SFU_DROPPED, "reason" => "refused_check"), before.refused_checks, now.refused_checks);
+    grew(counter!(SFU_DROPPED, "reason" => "malformed"), before.malformed, now.malformed);
+    grew(counter!(SFU_KEYFRAMES, "outcome" => "forwarded"), before.keyframe_requests, now.keyframe_requests);
+    grew(counter!(SFU_KEYFRAMES, "outcome" => "held"), before.keyframe_requests_held, now.keyframe_requests_held);
 }

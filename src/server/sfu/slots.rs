@@ -138,6 +138,7 @@ impl<K: Copy + PartialEq> Slots<K> {
     }
 
     /// How many m-lines the server has for the browser.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.slots.len()
     }

@@ -29,7 +29,6 @@ enum Command {
     Offer { person: PersonId, sdp: String, reply: oneshot::Sender<Result<String, SfuError>> },
     Answer { person: PersonId, sdp: String, reply: oneshot::Sender<Result<(), SfuError>> },
     Leave { person: PersonId },
-    Counts { reply: oneshot::Sender<Counts> },
 }
 
 /// Why the SFU task did not answer.
@@ -88,12 +87,6 @@ impl Sfu {
         }
     }
 
-    pub(crate) async fn counts(&self) -> Result<Counts, Unanswered> {
-        let (reply, answer) = oneshot::channel();
-        self.ask(Command::Counts { reply }).await?;
-        answer.await.map_err(|_| Unanswered::Stopped)
-    }
-
     async fn ask(&self, command: Command) -> Result<(), Unanswered> {
         self.commands.send(command).await.map_err(|_| Unanswered::Stopped)
     }
@@ -102,6 +95,7 @@ impl Sfu {
 async fn run(socket: UdpSocket, mut core: Core, mut inbox: mpsc::Receiver<Command>) {
     let mut buffer = vec![0; MAX_DATAGRAM];
     let mut offers: Vec<(PersonId, mpsc::UnboundedSender<Offer>)> = Vec::new();
+    let mut reported = (Counts::default(), 0);
     loop {
         // Without anyone, nothing needs the clock: wake for a datagram or a command.
         let deadline = core.next_deadline().unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
@@ -128,14 +122,17 @@ async fn run(socket: UdpSocket, mut core: Core, mut inbox: mpsc::Receiver<Comman
                     core.leave(Instant::now(), person);
                     offers.retain(|(id, _)| *id != person);
                 }
-                Some(Command::Counts { reply }) => {
-                    let _ = reply.send(core.counts());
-                }
             },
             () = tokio::time::sleep_until(deadline.into()) => core.tick(Instant::now()),
         }
         while let Some(transmit) = core.poll_transmit() {
             let _ = socket.try_send_to(&transmit.bytes, transmit.to);
+        }
+        // What changed goes to `/metrics`.
+        let counts = core.counts();
+        if counts != reported.0 || core.people() != reported.1 {
+            crate::server::metrics::sfu(&reported.0, &counts, core.people());
+            reported = (counts, core.people());
         }
         while let Some(offer) = core.poll_offer() {
             if let Some((_, channel)) = offers.iter().find(|(id, _)| *id == offer.to) {
@@ -233,6 +230,5 @@ mod tests {
             ann.step().await;
             bob.step().await;
         }
-        assert_eq!(sfu.counts().await.unwrap(), Counts::default());
     }
 }
