@@ -65,6 +65,9 @@ pub enum SfuError {
 /// ordinary frame, and every receiver that lost a packet asks for one.
 pub const KEYFRAME_EVERY: Duration = Duration::from_millis(500);
 
+/// The most tracks one person sends: a microphone, a camera and a screen.
+pub const MAX_TRACKS: usize = 3;
+
 /// What the core counts: the SFU's part of `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -77,6 +80,8 @@ pub struct Counts {
     /// Media frames received from people, and sent on to others.
     pub frames_in: u64,
     pub frames_out: u64,
+    /// Tracks a person offered beyond [`MAX_TRACKS`], not forwarded.
+    pub tracks_refused: u64,
     /// Keyframe requests passed on to a sender.
     pub keyframe_requests: u64,
     /// Keyframe requests not passed on: one had gone to that sender within [`KEYFRAME_EVERY`].
@@ -110,6 +115,8 @@ pub struct Core {
     /// destination the ICE agent expects of every request it answers.
     address: SocketAddr,
     people: HashMap<PersonId, Person>,
+    /// Who is in each room: forwarding and offers look at one room, not every person here.
+    rooms: HashMap<String, Vec<PersonId>>,
     next_id: u64,
     router: Router<PersonId>,
     transmits: VecDeque<Transmit>,
@@ -126,6 +133,7 @@ impl Core {
             template,
             address,
             people: HashMap::new(),
+            rooms: HashMap::new(),
             next_id: 1,
             router: Router::default(),
             transmits: VecDeque::new(),
@@ -157,6 +165,7 @@ impl Core {
             keyframe_asked: HashMap::new(),
         };
         self.people.insert(id, person);
+        self.rooms.entry(room.to_owned()).or_default().push(id);
         id
     }
 
@@ -171,8 +180,9 @@ impl Core {
         }
         let answer = entry.rtc.sdp_api().accept_offer(offer)?;
         entry.offered = true;
+        let room = entry.room.clone();
         self.drain(now, person);
-        self.offer_missing(now);
+        self.offer_missing(now, &room);
         Ok(answer.to_sdp_string())
     }
 
@@ -184,11 +194,12 @@ impl Core {
         entry.rtc.sdp_api().accept_answer(pending, answer)?;
         // The new m-lines' video starts at the sender's next keyframe: ask for one now.
         let started = entry.slots.answered();
+        let room = entry.room.clone();
         self.drain(now, person);
         for source in started {
             self.ask_keyframe(now, source, KeyframeRequestKind::Pli);
         }
-        self.offer_missing(now);
+        self.offer_missing(now, &room);
         Ok(())
     }
 
@@ -218,25 +229,22 @@ impl Core {
 
     /// Offers every person with no offer out the changes that make them receive exactly every
     /// track of the others in their room: m-lines reused, turned off, or added.
-    fn offer_missing(&mut self, now: Instant) {
-        let sources: Vec<(String, (PersonId, Mid), MediaKind)> = self
-            .people
+    fn offer_missing(&mut self, now: Instant, room: &str) {
+        let Some(members) = self.rooms.get(room).cloned() else { return };
+        let sources: Vec<((PersonId, Mid), MediaKind)> = members
             .iter()
-            .flat_map(|(id, person)| {
-                person.upstream.iter().map(|(mid, kind)| (person.room.clone(), (*id, *mid), *kind))
-            })
+            .filter_map(|id| Some((*id, self.people.get(id)?)))
+            .flat_map(|(id, person)| person.upstream.iter().map(move |(mid, kind)| ((id, *mid), *kind)))
             .collect();
-        let labels: HashMap<PersonId, u64> = self.people.iter().map(|(id, person)| (*id, person.label)).collect();
+        let labels: HashMap<PersonId, u64> =
+            members.iter().filter_map(|id| Some((*id, self.people.get(id)?.label))).collect();
         let mut offered = Vec::new();
-        for (id, person) in &mut self.people {
+        for id in &members {
+            let Some(person) = self.people.get_mut(id) else { continue };
             if !person.offered || person.pending.is_some() {
                 continue;
             }
-            let theirs: Vec<_> = sources
-                .iter()
-                .filter(|(room, (source, _), _)| *room == person.room && source != id)
-                .map(|(_, source, kind)| (*source, *kind))
-                .collect();
+            let theirs: Vec<_> = sources.iter().filter(|((source, _), _)| source != id).copied().collect();
             let plan = person.slots.plan(&theirs);
             if plan.is_empty() {
                 continue;
@@ -269,10 +277,11 @@ impl Core {
 
     /// Sends `frame`, which came from `source`, to everyone with a ready m-line for its track.
     fn forward(&mut self, now: Instant, source: PersonId, frame: &MediaData) {
-        let targets: Vec<(PersonId, Mid)> = self
-            .people
-            .iter()
-            .flat_map(|(id, person)| person.slots.carrying((source, frame.mid)).map(|mid| (*id, mid)))
+        let room = self.people.get(&source).and_then(|person| self.rooms.get(&person.room));
+        let targets: Vec<(PersonId, Mid)> = room
+            .into_iter()
+            .flatten()
+            .filter_map(|id| Some((*id, self.people.get(id)?.slots.carrying((source, frame.mid))?)))
             .collect();
         for (id, mid) in targets {
             let Some(person) = self.people.get_mut(&id) else { continue };
@@ -344,12 +353,17 @@ impl Core {
 
     /// The person left, or their signaling died: their `Rtc`, ufrag and addresses go.
     pub fn leave(&mut self, now: Instant, person: PersonId) {
-        if let Some(mut gone) = self.people.remove(&person) {
-            gone.rtc.disconnect();
-        }
+        let Some(mut gone) = self.people.remove(&person) else { return };
+        gone.rtc.disconnect();
         self.router.remove(person);
+        if let Some(members) = self.rooms.get_mut(&gone.room) {
+            members.retain(|id| *id != person);
+            if members.is_empty() {
+                self.rooms.remove(&gone.room);
+            }
+        }
         // The others' m-lines that carried them go off.
-        self.offer_missing(now);
+        self.offer_missing(now, &gone.room);
     }
 
     pub fn counts(&self) -> Counts {
@@ -373,7 +387,8 @@ impl Core {
     fn drain(&mut self, now: Instant, id: PersonId) {
         let Some(person) = self.people.get_mut(&id) else { return };
         let mut frames = Vec::new();
-        let mut new_tracks = false;
+        // The person's room, if they added a track the others must be offered.
+        let mut new_tracks = None;
         let mut keyframes = Vec::new();
         loop {
             match person.rtc.poll_output() {
@@ -393,8 +408,14 @@ impl Core {
                 Ok(Output::Event(Event::MediaAdded(added)))
                     if matches!(added.direction, Direction::RecvOnly | Direction::SendRecv) =>
                 {
-                    person.upstream.push((added.mid, added.kind));
-                    new_tracks = true;
+                    // A microphone, a camera and a screen: more would be a page sending what no
+                    // page sends, and costing everyone else an m-line each.
+                    if person.upstream.len() < MAX_TRACKS {
+                        person.upstream.push((added.mid, added.kind));
+                        new_tracks = Some(person.room.clone());
+                    } else {
+                        self.counts.tracks_refused += 1;
+                    }
                 }
                 // A receiver lost a picture: its sender is asked, on its behalf.
                 Ok(Output::Event(Event::KeyframeRequest(request))) => {
@@ -416,8 +437,8 @@ impl Core {
         for (source, kind) in keyframes {
             self.ask_keyframe(now, source, kind);
         }
-        if new_tracks {
-            self.offer_missing(now);
+        if let Some(room) = new_tracks {
+            self.offer_missing(now, &room);
         }
     }
 }
@@ -677,6 +698,30 @@ mod tests {
         speak(&mut core, &mut [&mut ann, &mut cy], 1, &mut now);
         run(&mut core, &mut [&mut ann, &mut cy], &mut now, |_, clients| clients[0].frames.len() >= 5);
         assert!(ann.frames.iter().all(|mid| bobs.contains(mid)));
+    }
+
+    #[test]
+    fn a_person_sends_at_most_three_tracks_and_the_rest_are_refused() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut ann = Client::new(now, "198.51.100.7:50000");
+        let mut bob = Client::new(now, "198.51.100.8:50000");
+        let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
+        // Ann's page offers three microphones, then a microphone and a camera more: the first
+        // three are forwarded, the other two refused.
+        let mut change = ann.rtc.sdp_api();
+        for _ in 0..3 {
+            change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        }
+        let (offer, pending) = change.apply().unwrap();
+        let answer = core.offer(now, ann_id, &offer.to_sdp_string()).unwrap();
+        ann.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+        ann.person = Some(ann_id);
+        ann.call(&mut core, now, ann_id, |answer| answer);
+        bob.call(&mut core, now, bob_id, |answer| answer);
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| !clients[1].tracks.is_empty());
+        assert_eq!(bob.tracks.len(), MAX_TRACKS, "{:?}", bob.tracks);
+        assert_eq!(core.counts().tracks_refused, 2);
     }
 
     #[test]
