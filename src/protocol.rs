@@ -357,6 +357,15 @@ pub enum PeerMessage {
     Name(String),
 }
 
+/// A [`PeerMessage`] the server's forwarding unit passes on over its data channel, with the
+/// sender it read it from (in a room whose media goes through the server). The server writes
+/// `from`; `message` is as the sender wrote it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct PassedOn {
+    pub from: PeerId,
+    pub message: PeerMessage,
+}
+
 impl<'de> Deserialize<'de> for PeerMessage {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (kind, raw) = typed_content(deserializer)?;

@@ -427,10 +427,10 @@ impl Driver {
                     report(Input::Timer(timer));
                 });
             }
-            Effect::CreatePeer { peer, ice_servers, policy } => {
+            Effect::CreatePeer { peer, ice_servers, policy, to_server } => {
                 let report = report(&self.events);
                 let report = Rc::new(move |event: PeerEvent| report(Input::Peer { peer, event }));
-                match Peer::new(&ice_servers, policy, report) {
+                match Peer::new(&ice_servers, policy, to_server, report) {
                     Ok(created) => self.peers.0.push((peer, created)),
                     Err(error) => leptos::logging::warn!("cannot make a peer connection: {}", describe(&error)),
                 }
@@ -490,6 +490,15 @@ impl Driver {
             Effect::ToPeer { peer, message } => {
                 if !self.peers.get(peer)?.send_to_peer(&message) {
                     return Some(Input::Peer { peer, event: PeerEvent::Undelivered(message) });
+                }
+            }
+            Effect::RouteTracks { peer, tiles } => {
+                let connection = self.peers.get(peer)?;
+                for (tile, mids) in tiles {
+                    match connection.tracks(&mids) {
+                        Ok(stream) => (self.ui.remote_stream)(tile, stream),
+                        Err(error) => leptos::logging::warn!("cannot show the media: {}", describe(&error)),
+                    }
                 }
             }
             // Not awaited: reading every connection's statistics twice a second must not hold

@@ -21,7 +21,8 @@ use super::{
     stats::Report,
 };
 use crate::protocol::{
-    IceCandidate, IceServer, IceTransportPolicy, PeerMessage, SdpType, SessionDescription, MAX_PEER_MESSAGE_UNITS,
+    IceCandidate, IceServer, IceTransportPolicy, PassedOn, PeerMessage, SdpType, SessionDescription,
+    MAX_PEER_MESSAGE_UNITS,
 };
 
 /// What this side sends on a new connection.
@@ -39,8 +40,11 @@ pub struct Peer {
     remote: MediaStream,
     audio_sender: Option<RtcRtpSender>,
     video_sender: Option<RtcRtpSender>,
-    /// The browser-to-browser channel for media state and chat.
+    /// The browser-to-browser channel for media state and chat (or the server's, which passes
+    /// them on).
     channel: RtcDataChannel,
+    /// To the server's forwarding unit: this side only sends on its own transceivers.
+    to_server: bool,
     _handlers: Handlers,
 }
 
@@ -56,10 +60,12 @@ struct Handlers {
 }
 
 impl Peer {
-    /// A new connection; what it reports goes to `report`.
+    /// A new connection, to another browser or (`to_server`) the server's forwarding unit; what it
+    /// reports goes to `report`.
     pub fn new(
         ice_servers: &[IceServer],
         policy: IceTransportPolicy,
+        to_server: bool,
         report: Rc<dyn Fn(PeerEvent)>,
     ) -> Result<Self, JsValue> {
         let config = RtcConfiguration::new();
@@ -132,8 +138,12 @@ impl Peer {
                     return report(PeerEvent::Oversized);
                 }
                 let text = String::from(text);
-                match serde_json::from_str::<PeerMessage>(&text) {
-                    Ok(message) => report(PeerEvent::Message(message)),
+                let event = match to_server {
+                    true => serde_json::from_str::<PassedOn>(&text).map(PeerEvent::Relayed),
+                    false => serde_json::from_str::<PeerMessage>(&text).map(PeerEvent::Message),
+                };
+                match event {
+                    Ok(event) => report(event),
                     Err(error) => leptos::logging::warn!("ignoring peer message {text}: {error}"),
                 }
             })
@@ -151,6 +161,7 @@ impl Peer {
             audio_sender: None,
             video_sender: None,
             channel,
+            to_server,
             _handlers: Handlers {
                 _negotiation_needed: negotiation_needed,
                 _ice_candidate: ice_candidate,
@@ -170,6 +181,19 @@ impl Peer {
         Clone::clone(&self.remote)
     }
 
+    /// A stream of what the transceivers `mids` receive (on the connection to the server, one
+    /// person's media). A transceiver's receiving track stays the same while it lives.
+    pub fn tracks(&self, mids: &[String]) -> Result<MediaStream, JsValue> {
+        let stream = MediaStream::new()?;
+        for transceiver in self.pc.get_transceivers().iter() {
+            let transceiver: RtcRtpTransceiver = transceiver.unchecked_into();
+            if transceiver.mid().is_some_and(|mid| mids.contains(&mid)) {
+                stream.add_track(&transceiver.receiver().track());
+            }
+        }
+        Ok(stream)
+    }
+
     /// Starts an ICE restart; `negotiationneeded` follows. web-sys does not bind `restartIce()`.
     pub fn restart_ice(&self) -> Result<(), JsValue> {
         let method: Function = Reflect::get(&self.pc, &"restartIce".into())?.dyn_into()?;
@@ -181,7 +205,11 @@ impl Peer {
     /// yet, so that a track can be put on it later without renegotiating.
     pub fn send_media(&mut self, outgoing: &Outgoing) {
         let init = RtcRtpTransceiverInit::new();
-        init.set_direction(RtcRtpTransceiverDirection::Sendrecv);
+        // The server sends others' media on m-lines of its own.
+        init.set_direction(match self.to_server {
+            true => RtcRtpTransceiverDirection::Sendonly,
+            false => RtcRtpTransceiverDirection::Sendrecv,
+        });
         init.set_streams(&Array::of1(outgoing.stream));
         let add = |kind: &str, track: Option<&MediaStreamTrack>| match track {
             Some(track) => self.pc.add_transceiver_with_media_stream_track_and_init(track, &init),

@@ -23,6 +23,7 @@ const SFU_PEOPLE: &str = "duo_sfu_people";
 const SFU_FRAMES: &str = "duo_sfu_frames_total";
 const SFU_DROPPED: &str = "duo_sfu_datagrams_dropped_total";
 const SFU_KEYFRAMES: &str = "duo_sfu_keyframe_requests_total";
+const SFU_MESSAGES: &str = "duo_sfu_channel_messages_total";
 const SFU_TRACKS_REFUSED: &str = "duo_sfu_tracks_refused_total";
 
 /// Installs the process-wide recorder; `/metrics` renders from the handle.
@@ -121,4 +122,6 @@ pub(crate) fn sfu(before: &crate::server::sfu::core::Counts, now: &crate::server
     grew(counter!(SFU_TRACKS_REFUSED), before.tracks_refused, now.tracks_refused);
     grew(counter!(SFU_KEYFRAMES, "outcome" => "forwarded"), before.keyframe_requests, now.keyframe_requests);
     grew(counter!(SFU_KEYFRAMES, "outcome" => "held"), before.keyframe_requests_held, now.keyframe_requests_held);
+    grew(counter!(SFU_MESSAGES, "outcome" => "passed"), before.messages_passed, now.messages_passed);
+    grew(counter!(SFU_MESSAGES, "outcome" => "dropped"), before.messages_dropped, now.messages_dropped);
 }

@@ -71,9 +71,12 @@ impl CallMachine {
         }
     }
 
-    /// The connections whose data channel is open, by generation.
+    /// The connections whose data channel is open, by generation (on the server, its one).
     pub(super) fn open_channels(&self) -> Vec<u32> {
-        self.peers.iter().filter(|peer| peer.channel_open).map(|peer| peer.generation).collect()
+        match &self.sfu {
+            Some(sfu) => sfu.channel_open.then_some(sfu.generation).into_iter().collect(),
+            None => self.peers.iter().filter(|peer| peer.channel_open).map(|peer| peer.generation).collect(),
+        }
     }
 
     /// Counts a message of theirs that is not shown; the first since the last note arms the next.
@@ -106,6 +109,14 @@ impl CallMachine {
         if self.peers.is_empty() {
             self.unsent_chat.push(message);
             return;
+        }
+        if let Some(sfu) = &mut self.sfu {
+            // One channel, to the server, which passes it on to the room; sent when it opens.
+            if !sfu.channel_open {
+                return sfu.unsent_chat.push(message);
+            }
+            let peer = sfu.generation;
+            return self.push(Effect::ToPeer { peer, message: PeerMessage::Chat(message) });
         }
         let mut sends = Vec::new();
         for peer in &mut self.peers {

@@ -4,7 +4,8 @@
 use crate::{
     call::{stats::Report, CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote},
     protocol::{
-        IceCandidate, IceServer, IceTransportPolicy, MediaState, Message, PeerId, PeerMessage, SessionDescription,
+        IceCandidate, IceServer, IceTransportPolicy, MediaState, Message, PassedOn, PeerId, PeerMessage,
+        SessionDescription,
     },
 };
 
@@ -74,6 +75,8 @@ pub enum PeerEvent {
     /// A message for the data channel could not be sent (it was closing).
     Undelivered(PeerMessage),
     Message(PeerMessage),
+    /// From the server's data channel: another person's message, passed on.
+    Relayed(PassedOn),
     /// A message over [`crate::protocol::MAX_PEER_MESSAGE_UNITS`], dropped unread.
     Oversized,
     /// `getStats()`'s reports.
@@ -191,10 +194,13 @@ pub enum Effect {
     },
 
     // Peer connections.
+    /// A connection to another browser, or (`to_server`) to the server's forwarding unit: then
+    /// it only sends on the transceivers it adds, and its data channel brings [`PeerEvent::Relayed`].
     CreatePeer {
         peer: u32,
         ice_servers: Vec<IceServer>,
         policy: IceTransportPolicy,
+        to_server: bool,
     },
     DropPeer {
         peer: u32,
@@ -250,6 +256,11 @@ pub enum Effect {
     ToPeer {
         peer: u32,
         message: PeerMessage,
+    },
+    /// Show each tile (by its key) the media of these m-lines of the connection to the server.
+    RouteTracks {
+        peer: u32,
+        tiles: Vec<(u32, Vec<String>)>,
     },
     /// `getStats()`; [`PeerEvent::Stats`] follows.
     GetStats {

@@ -2,16 +2,12 @@
 //! restarts for a path that worked and broke, and the standby connection for whoever comes next.
 
 use super::{
-    chat::ChatRate,
-    people::{Peer, Voice},
-    CallMachine, ConnectionState, Effect, Negotiated, PeerEvent, Signaling, Timer, CONNECT_TIMEOUT_MS,
+    people::Peer, CallMachine, ConnectionState, Effect, Negotiated, PeerEvent, Signaling, Timer, CONNECT_TIMEOUT_MS,
     DISCONNECTED_GRACE_MS, ICE_RETRY_MS, STATS_EVERY_MS,
 };
 use crate::{
-    call::{stats::summarize, Author, ChatLine},
-    protocol::{
-        display_name, Message, PeerId, PeerInfo, PeerMessage, SdpType, SessionDescription, CHAT_BURST, MAX_CHAT_CHARS,
-    },
+    call::stats::summarize,
+    protocol::{Message, PeerId, PeerInfo, PeerMessage, SdpType, SessionDescription},
 };
 
 /// Whether an ICE server URL is a relay's (TURN), rather than STUN's.
@@ -82,6 +78,7 @@ impl CallMachine {
             }
             return;
         }
+        let Some(event) = self.sfu_event(generation, event, now_ms) else { return };
         // Anything else only from a connection in use.
         let Some(index) = self.peers.iter().position(|peer| peer.generation == generation) else { return };
         let peer = &mut self.peers[index];
@@ -122,41 +119,10 @@ impl CallMachine {
                     peer.unsent_chat.push(chat);
                 }
             }
-            PeerEvent::Message(PeerMessage::MediaState(state)) => {
-                // Their first media state follows their name on the channel: now the page can
-                // say who joined.
-                let arrived = peer.media.is_none() && std::mem::take(&mut peer.newcomer);
-                // A microphone going off or on is worth a word: a tile's icon is easily missed,
-                // and a screen reader hears no icon at all.
-                let muted = peer.media.filter(|before| before.audio != state.audio).map(|_| !state.audio);
-                peer.media = Some(state);
-                let who = || self.peers[index].remote().named(self.peers.len() > 1);
-                let event = match (arrived, muted) {
-                    (true, _) => Some(format!("{} joined", who())),
-                    (false, Some(true)) => Some(format!("{} muted", who())),
-                    (false, Some(false)) => Some(format!("{} unmuted", who())),
-                    (false, None) => None,
-                };
-                if let Some(text) = event {
-                    self.push(Effect::Event(text));
-                }
-            }
-            PeerEvent::Message(PeerMessage::Name(name)) => peer.name = display_name(&name),
-            // A line longer than any page sends is dropped whole: a part of it would be a line
-            // they never wrote. It takes nothing from their allowance.
-            PeerEvent::Message(PeerMessage::Chat(message)) if message.text.chars().count() > MAX_CHAT_CHARS => {
-                self.withhold(index, now_ms)
-            }
-            PeerEvent::Message(PeerMessage::Chat(_)) if !peer.chat_rate.take(now_ms, CHAT_BURST) => {
-                self.withhold(index, now_ms)
-            }
-            PeerEvent::Message(PeerMessage::Chat(message)) => {
-                // Named as the page names them now (their name comes first on the channel).
-                let from = peer.remote().called(self.peers.len() > 1).unwrap_or_else(|| "Them".into());
-                let line = ChatLine { from: Author::Them(from), text: message.text, sent_at: message.sent_at };
-                self.push(Effect::Chat(line));
-            }
+            PeerEvent::Message(message) => self.heard(index, message, now_ms),
             PeerEvent::Oversized => self.withhold(index, now_ms),
+            // Only the server's channel passes messages on.
+            PeerEvent::Relayed(_) => {}
             PeerEvent::Stats(reports) => {
                 let (stats, traffic) = summarize(&reports, peer.traffic, now_ms);
                 peer.traffic = Some(traffic);
@@ -228,16 +194,20 @@ impl CallMachine {
         self.push(Effect::Arm { timer: Timer::IceCheck { peer: generation }, after_ms: ICE_RETRY_MS });
     }
 
-    /// The connections by generation, in the order the people came.
+    /// The connections that send this side's media, by generation: the one to the server, or
+    /// one to each person in the order they came.
     pub(super) fn generations(&self) -> Vec<u32> {
-        self.peers.iter().map(|peer| peer.generation).collect()
+        match &self.sfu {
+            Some(sfu) => vec![sfu.generation],
+            None => self.peers.iter().map(|peer| peer.generation).collect(),
+        }
     }
 
     /// A connection to `member`: the standby one, or a new one. Returns its generation.
     pub(super) fn new_peer(&mut self, member: &PeerInfo, answers: bool) -> u32 {
         let generation = match self.standby.take() {
             Some(standby) => standby,
-            None => self.create_peer(),
+            None => self.create_peer(false),
         };
         self.push(Effect::Arm { timer: Timer::ConnectTimeout { peer: generation }, after_ms: CONNECT_TIMEOUT_MS });
         self.push(Effect::Arm { timer: Timer::StatsTick { peer: generation }, after_ms: STATS_EVERY_MS });
@@ -247,56 +217,43 @@ impl CallMachine {
         }
         self.company = self.company.max(self.peers.len() + 1);
         self.people += 1;
-        self.peers.push(Peer {
-            generation,
-            peer_id: member.peer_id,
-            public_id: member.public_id.clone(),
-            polite: member.polite.unwrap_or(self.polite),
-            connection: ConnectionState::New,
-            ever_connected: false,
-            timed_out: false,
-            signaling: Signaling::Stable,
-            has_remote_description: false,
-            awaits_offer: answers,
-            ignore_offer: false,
-            early_candidates: Vec::new(),
-            channel_open: false,
-            // Everyone called at once gets what was typed while alone.
-            unsent_chat: self.unsent_chat.clone(),
-            receiving: false,
-            media: None,
-            newcomer: answers,
-            traffic: None,
-            number: self.people,
-            name: None,
-            voice: Voice::default(),
-            chat_rate: ChatRate::default(),
-            withheld: None,
-        });
+        let mut peer = Peer::new(generation, member, self.polite, self.people, answers);
+        // Everyone called at once gets what was typed while alone.
+        peer.unsent_chat = self.unsent_chat.clone();
+        self.peers.push(peer);
         generation
     }
 
-    pub(super) fn create_peer(&mut self) -> u32 {
+    /// A new connection, to another browser or (`to_server`) the server's forwarding unit.
+    pub(super) fn create_peer(&mut self, to_server: bool) -> u32 {
         self.last_peer_generation += 1;
         let peer = self.last_peer_generation;
-        self.push(Effect::CreatePeer { peer, ice_servers: self.ice_servers.clone(), policy: self.ice_policy });
+        let (ice_servers, policy) = (self.ice_servers.clone(), self.ice_policy);
+        self.push(Effect::CreatePeer { peer, ice_servers, policy, to_server });
         peer
     }
 
-    /// Alone in the room: makes the connection whoever comes next will be answered on.
+    /// Alone in the room: makes the connection whoever comes next will be answered on (in a
+    /// mesh; on the server, the connection to it is there already).
     pub(super) fn stand_by(&mut self) {
+        if self.sfu.is_some() {
+            return;
+        }
         if let Some(old) = self.standby.take() {
             self.push(Effect::DropPeer { peer: old });
         }
-        self.standby = Some(self.create_peer());
+        self.standby = Some(self.create_peer(false));
     }
 
     pub(super) fn drop_peer(&mut self, index: usize) {
         // What was not shown of theirs is said before they go.
         self.note_withheld(index);
         let peer = self.peers.remove(index);
-        self.push(Effect::DropPeer { peer: peer.generation });
-        if index == 0 {
+        // On the server, a tile has no connection of its own.
+        if self.sfu.is_none() {
+            self.push(Effect::DropPeer { peer: peer.generation });
+        }
+        if index == 0 && self.sfu.is_none() {
             self.push(Effect::Stats(None));
         }
     }

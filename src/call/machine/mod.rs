@@ -48,6 +48,7 @@ mod io;
 mod local_media;
 mod mesh;
 mod people;
+mod sfu;
 mod signaling;
 mod status;
 #[cfg(test)]
@@ -58,6 +59,7 @@ pub use io::*;
 use chat::ChatRate;
 use local_media::{explain_media_error, screen_share_failure, Media};
 use people::{Peer, Voice};
+use sfu::Sfu;
 
 /// Reconnect delays: doubling from the first, capped, each scaled by a random 50–100 %.
 pub const RECONNECT_FIRST_MS: f64 = 250.0;
@@ -112,8 +114,10 @@ pub struct CallMachine {
     joined_as: Option<String>,
     reconnect_attempts: u32,
     media: Media,
-    /// In the order they came.
+    /// In the order they came: in a mesh, each with the connection to them; on the server, tiles.
     peers: Vec<Peer>,
+    /// The connection to the server's forwarding unit, in a room whose media goes through it.
+    sfu: Option<Sfu>,
     /// Made while waiting alone, for whoever comes next (they offer, we answer), so that the
     /// browser's work of making a connection is done before their offer arrives.
     standby: Option<u32>,
@@ -168,6 +172,7 @@ impl CallMachine {
             reconnect_attempts: 0,
             media: Media::default(),
             peers: Vec::new(),
+            sfu: None,
             standby: None,
             last_peer_generation: 0,
             people: 0,
@@ -282,7 +287,7 @@ impl CallMachine {
                 }
             }
             Timer::StatsTick { peer } => {
-                if self.peers.iter().any(|p| p.generation == peer) {
+                if self.generations().contains(&peer) {
                     self.push(Effect::GetStats { peer });
                     self.push(Effect::Arm { timer, after_ms: STATS_EVERY_MS });
                 }
@@ -325,8 +330,8 @@ impl CallMachine {
         for index in (0..self.peers.len()).rev() {
             self.drop_peer(index);
         }
-        if let Some(standby) = self.standby.take() {
-            self.push(Effect::DropPeer { peer: standby });
+        for connection in [self.standby.take(), self.sfu.take().map(|sfu| sfu.generation)].into_iter().flatten() {
+            self.push(Effect::DropPeer { peer: connection });
         }
         self.push(Effect::Remotes(Vec::new()));
         self.push(Effect::Speaking(false));

@@ -3,11 +3,13 @@
 
 use super::{
     chat::{ChatRate, Withheld},
-    ConnectionState, Signaling, SPEAKING_HOLD_MS, SPEAKING_LEVEL,
+    CallMachine, ConnectionState, Effect, Signaling, SPEAKING_HOLD_MS, SPEAKING_LEVEL,
 };
 use crate::{
-    call::{stats::Traffic, Remote},
-    protocol::{ChatMessage, IceCandidate, MediaState, PeerId},
+    call::{stats::Traffic, Author, ChatLine, Remote},
+    protocol::{
+        display_name, ChatMessage, IceCandidate, MediaState, PeerId, PeerInfo, PeerMessage, CHAT_BURST, MAX_CHAT_CHARS,
+    },
 };
 
 /// The peer connection to one other person.
@@ -51,6 +53,8 @@ pub(super) struct Peer {
     pub(super) chat_rate: ChatRate,
     /// Their messages not shown since the last note of them.
     pub(super) withheld: Option<Withheld>,
+    /// In a room on the server: the server's m-lines that carry their media to this side.
+    pub(super) mids: Vec<String>,
 }
 
 /// Whether someone is speaking, from successive audio levels: above [`SPEAKING_LEVEL`] within
@@ -73,6 +77,37 @@ impl Voice {
 }
 
 impl Peer {
+    /// `member`, shown as tile `generation` (in a mesh, also their connection's), number
+    /// `number` in the call; `newcomer` when they came after this side.
+    pub(super) fn new(generation: u32, member: &PeerInfo, polite: bool, number: u32, newcomer: bool) -> Self {
+        Self {
+            generation,
+            peer_id: member.peer_id,
+            public_id: member.public_id.clone(),
+            polite: member.polite.unwrap_or(polite),
+            connection: ConnectionState::New,
+            ever_connected: false,
+            timed_out: false,
+            signaling: Signaling::Stable,
+            has_remote_description: false,
+            awaits_offer: newcomer,
+            ignore_offer: false,
+            early_candidates: Vec::new(),
+            channel_open: false,
+            unsent_chat: Vec::new(),
+            receiving: false,
+            media: None,
+            newcomer,
+            traffic: None,
+            number,
+            name: None,
+            voice: Voice::default(),
+            chat_rate: ChatRate::default(),
+            withheld: None,
+            mids: Vec::new(),
+        }
+    }
+
     /// It never connected, and the browser gave up on it (or took too long): nothing left to try.
     pub(super) fn could_not_connect(&self) -> bool {
         !self.ever_connected && (self.connection == ConnectionState::Failed || self.timed_out)
@@ -87,6 +122,46 @@ impl Peer {
             name: self.name.clone(),
             // Muted is silent, whatever the last reading said.
             speaking: self.voice.speaking && self.media.is_none_or(|media| media.audio),
+        }
+    }
+}
+
+impl CallMachine {
+    /// A message from the other person shown as `index`, over a data channel (theirs, or the
+    /// server's passing it on).
+    pub(super) fn heard(&mut self, index: usize, message: PeerMessage, now_ms: f64) {
+        let peer = &mut self.peers[index];
+        match message {
+            PeerMessage::MediaState(state) => {
+                // Their first media state follows their name on the channel: now the page can
+                // say who joined.
+                let arrived = peer.media.is_none() && std::mem::take(&mut peer.newcomer);
+                // A microphone going off or on is worth a word: a tile's icon is easily missed,
+                // and a screen reader hears no icon at all.
+                let muted = peer.media.filter(|before| before.audio != state.audio).map(|_| !state.audio);
+                peer.media = Some(state);
+                let who = || self.peers[index].remote().named(self.peers.len() > 1);
+                let event = match (arrived, muted) {
+                    (true, _) => Some(format!("{} joined", who())),
+                    (false, Some(true)) => Some(format!("{} muted", who())),
+                    (false, Some(false)) => Some(format!("{} unmuted", who())),
+                    (false, None) => None,
+                };
+                if let Some(text) = event {
+                    self.push(Effect::Event(text));
+                }
+            }
+            PeerMessage::Name(name) => peer.name = display_name(&name),
+            // A line longer than any page sends is dropped whole: a part of it would be a line
+            // they never wrote. It takes nothing from their allowance.
+            PeerMessage::Chat(message) if message.text.chars().count() > MAX_CHAT_CHARS => self.withhold(index, now_ms),
+            PeerMessage::Chat(_) if !peer.chat_rate.take(now_ms, CHAT_BURST) => self.withhold(index, now_ms),
+            PeerMessage::Chat(message) => {
+                // Named as the page names them now (their name comes first on the channel).
+                let from = peer.remote().called(self.peers.len() > 1).unwrap_or_else(|| "Them".into());
+                let line = ChatLine { from: Author::Them(from), text: message.text, sent_at: message.sent_at };
+                self.push(Effect::Chat(line));
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::{CallMachine, ConnectionState, Effect, Timer, RECONNECT_CAP_MS, RECONNECT_FIRST_MS};
 use crate::{
     call::CallStatus,
-    protocol::{ErrorCode, Message, PeerId, PeerInfo, Welcome},
+    protocol::{ErrorCode, MediaRoute, Message, PeerId, PeerInfo, Welcome},
 };
 
 /// Whether two public ids are known to be the same person (clients that name no session have
@@ -44,7 +44,8 @@ impl CallMachine {
                 // Only their signaling may have dropped: a working call goes on. A BYE, or the
                 // media path failing, ends it.
                 if let Some(index) = self.peers.iter().position(|peer| peer.peer_id == info.peer_id) {
-                    if self.peers[index].connection != ConnectionState::Connected {
+                    // On the server, their media stops with their signaling.
+                    if self.sfu.is_some() || self.peers[index].connection != ConnectionState::Connected {
                         self.drop_peer(index);
                     }
                 }
@@ -78,9 +79,9 @@ impl CallMachine {
             Message::Error(error) => {
                 self.push(Effect::Warn(format!("the server refused a message: {}", error.message)))
             }
+            Message::MediaSdp(description) => self.media_description(description),
             // Only clients send JOIN and NAME; only a socket waiting to join gets PRESENT.
-            // The SFU's media is for the SFU session (issue 33, under way): not yet this client's.
-            Message::Join(_) | Message::Name(_) | Message::Present(_) | Message::MediaSdp(_) => {}
+            Message::Join(_) | Message::Name(_) | Message::Present(_) => {}
         }
     }
 
@@ -103,6 +104,10 @@ impl CallMachine {
             self.push(Effect::DropPeer { peer: standby });
         }
         self.turn_refused = false;
+        if welcome.media == MediaRoute::Sfu {
+            return self.join_sfu();
+        }
+        self.leave_sfu();
         // Back after a signaling outage: the calls with the same people go on (they have new
         // peer ids). If this side is back first (the server restarted), the others will follow,
         // so a working connection is kept while the room is empty. One that never connected is
@@ -145,6 +150,9 @@ impl CallMachine {
         self.room.retain(|member| member.peer_id != info.peer_id && !same_person(&member.public_id, &info.public_id));
         let polite = info.polite.unwrap_or(self.polite);
         self.room.push(PeerInfo { polite: Some(polite), ..info.clone() });
+        if self.sfu.is_some() {
+            return self.add_person(&info, true);
+        }
         if let Some(index) = self.peers.iter().position(|peer| same_person(&peer.public_id, &info.public_id)) {
             let peer = &mut self.peers[index];
             if peer.ever_connected {

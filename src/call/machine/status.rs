@@ -76,8 +76,8 @@ impl CallMachine {
             self.shown.3 = speaking;
             self.push(Effect::Speaking(speaking));
         }
-        // With more people, each gets a share of one call's upload.
-        let cap = (self.peers.len() > 1).then(|| GROUP_VIDEO_BPS / self.peers.len() as u32);
+        // With more people, each gets a share of one call's upload (on the server, it goes once).
+        let cap = (self.sfu.is_none() && self.peers.len() > 1).then(|| GROUP_VIDEO_BPS / self.peers.len() as u32);
         if cap != self.video_cap {
             self.video_cap = cap;
             for peer in self.generations() {

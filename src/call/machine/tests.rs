@@ -1,9 +1,9 @@
 use super::{mesh::is_relay, signaling::reconnect_delay_ms, *};
 use crate::{
-    call::{Author, CallCommand, CallStats, ChatLine, Device},
+    call::{Author, CallCommand, CallStats, ChatLine, Device, Remote},
     protocol::{
-        ChatMessage, ErrorBody, ErrorCode, IceCandidate, MediaRoute, MediaState, Message, PeerId, PeerInfo,
-        PeerMessage, SdpType, SessionDescription, Welcome, MAX_CHAT_CHARS,
+        ChatMessage, ErrorBody, ErrorCode, IceCandidate, MediaDescription, MediaRoute, MediaState, Message, PassedOn,
+        PeerId, PeerInfo, PeerMessage, SdpType, SessionDescription, Track, Welcome, MAX_CHAT_CHARS,
     },
 };
 
@@ -1257,4 +1257,135 @@ mod properties {
             }
         }
     }
+}
+
+// Media through the server (`WELCOME.media` is `sfu`).
+
+/// A WELCOME to a room on the server where Alice and Bob already are, and what it made: the
+/// connection to the server, which has offered what this side sends.
+fn joined_on_the_server() -> (CallMachine, u32, Vec<Effect>) {
+    let mut machine = started();
+    let Message::Welcome(welcome) = welcome_to(vec![info("alice"), info("bob")], IceTransportPolicy::All) else {
+        unreachable!()
+    };
+    let welcome = Message::Welcome(Welcome { media: MediaRoute::Sfu, ..welcome });
+    let effects = handle(&mut machine, server(FIRST_SOCKET, welcome));
+    let made: Vec<&Effect> = effects.iter().filter(|e| matches!(e, Effect::CreatePeer { .. })).collect();
+    let [Effect::CreatePeer { peer: generation, to_server: true, .. }] = made[..] else {
+        panic!("one connection, to the server: {effects:?}")
+    };
+    let generation = *generation;
+    assert!(effects.contains(&Effect::AddTransceivers { peer: generation, audio: true, video: Video::Camera }));
+    assert!(effects.contains(&Effect::Offer { peer: generation }), "{effects:?}");
+    let offer = sdp(SdpType::Offer);
+    let sent = handle(&mut machine, peer(generation, negotiated(Signaling::HaveLocalOffer, Some(offer.clone()))));
+    let to_server = MediaDescription { kind: SdpType::Offer, sdp: offer.sdp, tracks: Vec::new() };
+    assert!(sent.contains(&Effect::Send { to: None, message: Message::MediaSdp(to_server) }), "{sent:?}");
+    let answer = MediaDescription { kind: SdpType::Answer, sdp: "v=0 server".into(), tracks: Vec::new() };
+    let applied = handle(&mut machine, server(FIRST_SOCKET, Message::MediaSdp(answer)));
+    assert!(has(&applied, |e| matches!(e, Effect::Apply { peer, description, .. }
+        if *peer == generation && description.kind == SdpType::Answer)));
+    handle(&mut machine, peer(generation, negotiated(Signaling::Stable, None)));
+    (machine, generation, effects)
+}
+
+fn remotes(effects: &[Effect]) -> Option<&Vec<Remote>> {
+    effects.iter().rev().find_map(|e| if let Effect::Remotes(r) = e { Some(r) } else { None })
+}
+
+/// The server's offer of `tracks` (mid, whose), applied and answered.
+fn server_offers(machine: &mut CallMachine, generation: u32, tracks: &[(&str, &str)]) -> Vec<Effect> {
+    let tracks = tracks.iter().map(|(mid, who)| Track { mid: (*mid).into(), peer_id: id_of(who) }).collect();
+    let offer = MediaDescription { kind: SdpType::Offer, sdp: "v=0 server offer".into(), tracks };
+    let applied = handle(machine, server(FIRST_SOCKET, Message::MediaSdp(offer)));
+    assert!(has(&applied, |e| matches!(e, Effect::Apply { description, .. } if description.kind == SdpType::Offer)));
+    let answer = sdp(SdpType::Answer);
+    let effects = handle(machine, peer(generation, negotiated(Signaling::Stable, Some(answer.clone()))));
+    let back = MediaDescription { kind: SdpType::Answer, sdp: answer.sdp, tracks: Vec::new() };
+    assert!(effects.contains(&Effect::Send { to: None, message: Message::MediaSdp(back) }), "{effects:?}");
+    effects
+}
+
+#[test]
+fn on_the_server_one_connection_carries_everyone_and_each_tile_gets_its_persons_m_lines() {
+    let (mut machine, generation, effects) = joined_on_the_server();
+    let tiles = remotes(&effects).expect("tiles for Alice and Bob");
+    assert_eq!(tiles.len(), 2);
+    assert!(tiles.iter().all(|tile| !tile.receiving && tile.peer != generation), "{tiles:?}");
+    let (alice, bob) = (tiles[0].peer, tiles[1].peer);
+
+    let effects = server_offers(&mut machine, generation, &[("2", "alice"), ("3", "alice"), ("4", "bob")]);
+    let routes: Vec<_> = effects.iter().filter(|e| matches!(e, Effect::RouteTracks { .. })).collect();
+    let expected = Effect::RouteTracks {
+        peer: generation,
+        tiles: vec![(alice, vec!["2".into(), "3".into()]), (bob, vec!["4".into()])],
+    };
+    assert_eq!(routes, [&expected]);
+    assert!(remotes(&effects).unwrap().iter().all(|tile| tile.receiving));
+
+    // Connected to the server: in a call with both.
+    let effects = handle(&mut machine, peer(generation, PeerEvent::ConnectionState(ConnectionState::Connected)));
+    assert_eq!(statuses(&effects), [CallStatus::Connected(vec!["Guest 1".into(), "Guest 2".into()])]);
+
+    // Bob's m-line goes to Carol, who came: only the tiles that changed are routed again.
+    let carol = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol"))));
+    assert!(!has(&carol, |e| matches!(e, Effect::CreatePeer { .. } | Effect::Offer { .. })), "{carol:?}");
+    let carol_tile = remotes(&carol).unwrap()[2].peer;
+    let left = handle(&mut machine, server(FIRST_SOCKET, Message::PeerLeft(info("bob"))));
+    assert!(!has(&left, |e| matches!(e, Effect::DropPeer { .. })), "a tile has no connection: {left:?}");
+    assert_eq!(remotes(&left).unwrap().len(), 2);
+    let effects = server_offers(&mut machine, generation, &[("2", "alice"), ("3", "alice"), ("4", "carol")]);
+    let expected = Effect::RouteTracks { peer: generation, tiles: vec![(carol_tile, vec!["4".into()])] };
+    assert!(effects.contains(&expected), "{effects:?}");
+
+    // Hanging up closes the one connection.
+    let effects = handle(&mut machine, Input::Command(CallCommand::HangUp));
+    assert!(effects.contains(&Effect::DropPeer { peer: generation }), "{effects:?}");
+}
+
+#[test]
+fn on_the_server_names_states_and_chat_go_once_on_its_channel_and_come_back_from_each_person() {
+    let (mut machine, generation, _) = joined_on_the_server();
+    // Typed before the channel opened: sent when it opens, after the name and media state.
+    handle(&mut machine, Input::Command(CallCommand::Name("Ann".into())));
+    handle(&mut machine, Input::Command(CallCommand::Chat("early".into())));
+    let effects = handle(&mut machine, peer(generation, PeerEvent::ChannelOpen));
+    let sent: Vec<&PeerMessage> = effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::ToPeer { peer, message } = e {
+                (*peer == generation).then_some(message)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert!(matches!(sent[..], [PeerMessage::Name(_), PeerMessage::MediaState(_), PeerMessage::Chat(_)]), "{sent:?}");
+    let effects = handle(&mut machine, Input::Command(CallCommand::Chat("later".into())));
+    let to: Vec<u32> =
+        effects.iter().filter_map(|e| if let Effect::ToPeer { peer, .. } = e { Some(*peer) } else { None }).collect();
+    assert_eq!(to, [generation], "one copy, to the server");
+
+    // What the server passes on lands on the sender's tile.
+    let relayed = |who: &str, message| peer(generation, PeerEvent::Relayed(PassedOn { from: id_of(who), message }));
+    let named = handle(&mut machine, relayed("bob", PeerMessage::Name("Bob".into())));
+    let effects =
+        handle(&mut machine, relayed("bob", PeerMessage::Chat(ChatMessage { text: "hi".into(), sent_at: 1 })));
+    assert!(has(&effects, |e| matches!(e, Effect::Chat(ChatLine { from: Author::Them(who), .. }) if who == "Bob")));
+    let tiles = remotes(&named).unwrap();
+    assert_eq!((tiles[0].name.as_deref(), tiles[1].name.as_deref()), (None, Some("Bob")));
+    // From someone not in the room: nothing.
+    let effects = handle(&mut machine, relayed("mallory", PeerMessage::Name("Eve".into())));
+    assert!(effects.is_empty(), "{effects:?}");
+}
+
+#[test]
+fn a_server_restarted_with_media_browser_to_browser_gets_mesh_connections_again() {
+    let (mut machine, generation, _) = joined_on_the_server();
+    handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+    handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
+    let effects = handle(&mut machine, server(FIRST_SOCKET + 1, welcome(true, Some("alice"), IceTransportPolicy::All)));
+    assert!(effects.contains(&Effect::DropPeer { peer: generation }), "{effects:?}");
+    assert!(has(&effects, |e| matches!(e, Effect::CreatePeer { to_server: false, .. })), "{effects:?}");
+    assert_eq!(remotes(&effects).unwrap().len(), 1);
 }

@@ -13,12 +13,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::value::RawValue;
 use str0m::{
     change::{SdpAnswer, SdpOffer, SdpPendingOffer},
+    channel::{ChannelConfig, ChannelId},
     media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid},
     net::{Protocol, Receive},
     Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig, RtcError,
 };
+
+use crate::protocol::MAX_PEER_MESSAGE_UNITS;
 
 use super::{
     router::{Route, Router},
@@ -86,7 +90,17 @@ pub struct Counts {
     pub keyframe_requests: u64,
     /// Keyframe requests not passed on: one had gone to that sender within [`KEYFRAME_EVERY`].
     pub keyframe_requests_held: u64,
+    /// Data-channel messages passed on to the others of a room, and those dropped (too big, not
+    /// JSON, or more at once than [`MESSAGE_BURST`]).
+    pub messages_passed: u64,
+    pub messages_dropped: u64,
 }
+
+/// Data-channel messages one person may have passed on at once, then [`MESSAGES_PER_SECOND`]:
+/// well above what a page sends (a name, a media state per change, chat at its own limits), and
+/// each is copied to everyone in the room.
+pub const MESSAGE_BURST: f64 = 30.0;
+pub const MESSAGES_PER_SECOND: f64 = 10.0;
 
 struct Person {
     room: String,
@@ -107,6 +121,12 @@ struct Person {
     offered: bool,
     /// When a keyframe was last asked of each of their m-lines.
     keyframe_asked: HashMap<Mid, Instant>,
+    /// The data channel (negotiated, id 0, as between browsers) their names, media states and
+    /// chat come on, and the others' go out on.
+    channel: ChannelId,
+    channel_open: bool,
+    /// Messages passed on lately (a token bucket: the count drains with time) and when last.
+    said: (f64, Instant),
 }
 
 pub struct Core {
@@ -152,6 +172,8 @@ impl Core {
         let mut rtc = self.template.clone().set_local_ice_credentials(credentials).build(now);
         let candidate = Candidate::host(self.address, "udp").expect("the media address is a valid host candidate");
         rtc.add_local_candidate(candidate);
+        let config = ChannelConfig { label: "duo".into(), negotiated: Some(0), ..ChannelConfig::default() };
+        let channel = rtc.direct_api().create_data_channel(config);
         let person = Person {
             room: room.to_owned(),
             label,
@@ -163,6 +185,9 @@ impl Core {
             pending: None,
             offered: false,
             keyframe_asked: HashMap::new(),
+            channel,
+            channel_open: false,
+            said: (0.0, now),
         };
         self.people.insert(id, person);
         self.rooms.entry(room.to_owned()).or_default().push(id);
@@ -390,6 +415,7 @@ impl Core {
         // The person's room, if they added a track the others must be offered.
         let mut new_tracks = None;
         let mut keyframes = Vec::new();
+        let mut said = Vec::new();
         loop {
             match person.rtc.poll_output() {
                 Ok(Output::Timeout(deadline)) => {
@@ -400,6 +426,8 @@ impl Core {
                     self.transmits.push_back(Transmit { to: transmit.destination, bytes: transmit.contents.into() })
                 }
                 Ok(Output::Event(Event::Connected)) => person.connected = true,
+                Ok(Output::Event(Event::ChannelOpen(..))) => person.channel_open = true,
+                Ok(Output::Event(Event::ChannelData(data))) if !data.binary => said.push(data.data),
                 Ok(Output::Event(Event::MediaData(frame))) => {
                     self.counts.frames_in += 1;
                     frames.push(frame);
@@ -440,6 +468,42 @@ impl Core {
         if let Some(room) = new_tracks {
             self.offer_missing(now, &room);
         }
+        for message in said {
+            self.pass_on(now, id, &message);
+        }
+    }
+
+    /// Passes a message from `source`'s data channel on to everyone else in their room, as
+    /// `{"from": <their peer id>, "message": <it>}`: a JSON value of at most
+    /// [`MAX_PEER_MESSAGE_UNITS`] bytes, within their allowance. The server reads no more of it.
+    fn pass_on(&mut self, now: Instant, source: PersonId, message: &[u8]) {
+        let Some(person) = self.people.get_mut(&source) else { return };
+        let (used, at) = person.said;
+        let used = (used - now.saturating_duration_since(at).as_secs_f64() * MESSAGES_PER_SECOND).max(0.0);
+        let fits = used + 1.0 <= MESSAGE_BURST
+            && message.len() <= MAX_PEER_MESSAGE_UNITS as usize
+            && serde_json::from_slice::<&RawValue>(message).is_ok();
+        person.said = (used + f64::from(u8::from(fits)), now);
+        if !fits {
+            self.counts.messages_dropped += 1;
+            return;
+        }
+        let mut envelope = format!("{{\"from\":{},\"message\":", person.label).into_bytes();
+        envelope.extend_from_slice(message);
+        envelope.push(b'}');
+        let room = self.rooms.get(&person.room).cloned().unwrap_or_default();
+        for id in room.into_iter().filter(|id| *id != source) {
+            let Some(other) = self.people.get_mut(&id) else { continue };
+            if !other.channel_open {
+                continue;
+            }
+            if let Some(mut channel) = other.rtc.channel(other.channel) {
+                if channel.write(false, &envelope).is_ok() {
+                    self.counts.messages_passed += 1;
+                }
+            }
+            self.drain(now, id);
+        }
     }
 }
 
@@ -474,6 +538,9 @@ mod tests {
         tracks: Vec<(Mid, u64)>,
         /// The server's last offer.
         last_offer: String,
+        /// The data channel, as a page makes it (negotiated, id 0), and what came on it.
+        channel: Option<ChannelId>,
+        heard: Vec<String>,
     }
 
     impl Client {
@@ -491,6 +558,8 @@ mod tests {
                 person: None,
                 tracks: Vec::new(),
                 last_offer: String::new(),
+                channel: None,
+                heard: Vec::new(),
             }
         }
 
@@ -499,6 +568,8 @@ mod tests {
             let mut change = self.rtc.sdp_api();
             self.mid = Some(change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
             self.camera = Some(change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+            let config = ChannelConfig { label: "duo".into(), negotiated: Some(0), ..ChannelConfig::default() };
+            self.channel = Some(change.add_channel_with_config(config));
             self.person = Some(person);
             let (offer, pending) = change.apply().unwrap();
             let answer = tamper(core.offer(now, person, &offer.to_sdp_string()).unwrap());
@@ -518,6 +589,7 @@ mod tests {
                     Output::Timeout(_) => break,
                     Output::Event(Event::MediaData(frame)) => self.frames.push(frame.mid),
                     Output::Event(Event::KeyframeRequest(request)) => self.keyframe_requests.push(request.mid),
+                    Output::Event(Event::ChannelData(data)) => self.heard.push(String::from_utf8(data.data).unwrap()),
                     Output::Event(_) => {}
                 }
             }
@@ -623,6 +695,51 @@ mod tests {
         speak(&mut core, &mut [&mut ann, &mut bob, &mut cy], 1, &mut now);
         run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |_, clients| clients[0].frames.len() >= 5);
         assert!(cy.frames.is_empty());
+    }
+
+    /// `client` says `text` on its data channel.
+    fn say(client: &mut Client, text: &str) -> bool {
+        let channel = client.channel.unwrap();
+        client.rtc.channel(channel).is_some_and(|mut channel| channel.write(false, text.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn data_channel_messages_reach_the_others_of_the_room_named_by_the_server_within_an_allowance() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap());
+        let (mut ann, mut bob, mut cy) = (
+            Client::new(now, "198.51.100.7:50000"),
+            Client::new(now, "198.51.100.8:50000"),
+            Client::new(now, "198.51.100.9:50000"),
+        );
+        let ids = [core.join(now, "room", 1), core.join(now, "room", 2), core.join(now, "another room", 3)];
+        for (client, id) in [(&mut ann, ids[0]), (&mut bob, ids[1]), (&mut cy, ids[2])] {
+            client.call(&mut core, now, id, |answer| answer);
+        }
+        run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |core, _| {
+            ids.iter().all(|id| core.people[id].channel_open)
+        });
+        for _ in 0..10 {
+            step(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now);
+        }
+        // Passed on as `{"from", "message"}` with the sender's label; a claimed `from` inside
+        // stays inside; not JSON, or over the size, is dropped.
+        assert!(say(&mut ann, r#"{"message_type":"NAME","content":"Ann","from":3}"#));
+        assert!(say(&mut ann, "not json"));
+        assert!(say(&mut ann, &format!("\"{}\"", "x".repeat(MAX_PEER_MESSAGE_UNITS as usize))));
+        run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |core, _| core.counts().messages_dropped == 2);
+        run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |_, clients| !clients[1].heard.is_empty());
+        assert_eq!(bob.heard, [r#"{"from":1,"message":{"message_type":"NAME","content":"Ann","from":3}}"#]);
+        assert!(ann.heard.is_empty() && cy.heard.is_empty(), "not back to Ann, not to another room");
+        // A flood: the burst passes, the rest is dropped and counted.
+        for n in 0..100 {
+            say(&mut bob, &n.to_string());
+        }
+        run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |core, _| {
+            core.counts().messages_passed + core.counts().messages_dropped >= 103
+        });
+        let passed = core.counts().messages_passed;
+        assert!((30..=32).contains(&passed), "{passed} passed of 101");
     }
 
     #[test]

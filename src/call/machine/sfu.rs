@@ -1,0 +1,215 @@
+//! Media through the server (a room whose `WELCOME` says `sfu`): one peer connection, to the
+//! server's forwarding unit. This side offers what it sends; the server answers, then offers
+//! each change in what this side receives, naming whose media each of its m-lines carries, and
+//! this side answers. The other people are tiles with no connection of their own: their media
+//! comes on the server's m-lines, their names, states and chat on its data channel.
+
+use super::{
+    people::Peer, signaling::same_person, CallMachine, ConnectionState, Effect, Negotiated, PeerEvent, Signaling,
+    Timer, STATS_EVERY_MS,
+};
+use crate::{
+    call::stats::{summarize, Traffic},
+    protocol::{ChatMessage, MediaDescription, Message, PeerInfo, PeerMessage, SdpType, SessionDescription, Track},
+};
+
+/// The connection to the server's forwarding unit.
+#[derive(Debug)]
+pub(super) struct Sfu {
+    pub(super) generation: u32,
+    signaling: Signaling,
+    /// Whose media each of the server's m-lines carries, as its last answered offer said.
+    tracks: Vec<Track>,
+    /// What the server's offer being applied says, until its answer is made.
+    offered_tracks: Option<Vec<Track>>,
+    pub(super) channel_open: bool,
+    /// Chat typed before the channel opened, or that it could not take.
+    pub(super) unsent_chat: Vec<ChatMessage>,
+    connection: ConnectionState,
+    /// The statistics' last reading.
+    traffic: Option<Traffic>,
+}
+
+impl CallMachine {
+    /// Joins a room on the server: a connection to it (one before, on a socket that dropped, is
+    /// gone on the server's side), and a tile for everyone already there.
+    pub(super) fn join_sfu(&mut self) {
+        for index in (0..self.peers.len()).rev() {
+            let peer = &self.peers[index];
+            // A mesh connection (the server restarted with media through it), or someone gone.
+            let stays =
+                self.sfu.is_some() && self.room.iter().any(|member| same_person(&member.public_id, &peer.public_id));
+            if !stays {
+                self.drop_peer(index);
+            }
+        }
+        if let Some(old) = self.sfu.take() {
+            self.push(Effect::DropPeer { peer: old.generation });
+        }
+        let generation = self.create_peer(true);
+        self.sfu = Some(Sfu {
+            generation,
+            signaling: Signaling::Stable,
+            tracks: Vec::new(),
+            offered_tracks: None,
+            connection: ConnectionState::New,
+            channel_open: false,
+            unsent_chat: Vec::new(),
+            traffic: None,
+        });
+        let (audio, video) = (self.media.audio, self.media.video());
+        self.push(Effect::AddTransceivers { peer: generation, audio, video });
+        self.push(Effect::Offer { peer: generation });
+        self.push(Effect::Arm { timer: Timer::StatsTick { peer: generation }, after_ms: STATS_EVERY_MS });
+        let room = self.room.clone();
+        for member in &room {
+            self.add_person(member, false);
+        }
+        self.route_tracks();
+    }
+
+    /// Leaves the server's forwarding unit (the server restarted with media browser to browser).
+    pub(super) fn leave_sfu(&mut self) {
+        if self.sfu.is_none() {
+            return;
+        }
+        for index in (0..self.peers.len()).rev() {
+            self.drop_peer(index);
+        }
+        if let Some(old) = self.sfu.take() {
+            self.push(Effect::DropPeer { peer: old.generation });
+        }
+    }
+
+    /// A tile for `member`, unless they have one (they came back on a new socket).
+    pub(super) fn add_person(&mut self, member: &PeerInfo, newcomer: bool) {
+        let same = |peer: &Peer| same_person(&peer.public_id, &member.public_id);
+        if let Some(peer) = self.peers.iter_mut().find(|peer| same(peer)) {
+            peer.peer_id = member.peer_id;
+            return;
+        }
+        if self.peers.is_empty() {
+            self.company = 0;
+        }
+        self.someone_left = false;
+        self.company = self.company.max(self.peers.len() + 1);
+        self.people += 1;
+        // Tiles are keyed as connections are, from the same count: never two alike.
+        self.last_peer_generation += 1;
+        let mut peer = Peer::new(self.last_peer_generation, member, self.polite, self.people, newcomer);
+        if let Some(sfu) = &mut self.sfu {
+            peer.connection = sfu.connection;
+            peer.ever_connected = sfu.connection == ConnectionState::Connected;
+            // Typed while alone: for whoever comes.
+            sfu.unsent_chat.append(&mut self.unsent_chat);
+        }
+        self.peers.push(peer);
+        self.route_tracks();
+    }
+
+    /// The server's `MEDIA_SDP`.
+    pub(super) fn media_description(&mut self, description: MediaDescription) {
+        let Some(sfu) = &mut self.sfu else { return };
+        let generation = sfu.generation;
+        if description.kind == SdpType::Offer {
+            sfu.offered_tracks = Some(description.tracks);
+        } else if sfu.signaling != Signaling::HaveLocalOffer {
+            return self.push(Effect::Warn("an answer from the server to no offer".into()));
+        }
+        let description = SessionDescription { kind: description.kind, sdp: description.sdp };
+        let (audio, video) = (self.media.audio, self.media.video());
+        self.push(Effect::Apply { peer: generation, description, audio, video });
+    }
+
+    /// What the connection to the server reports; the event back if it is not that connection.
+    pub(super) fn sfu_event(&mut self, generation: u32, event: PeerEvent, now_ms: f64) -> Option<PeerEvent> {
+        let Some(sfu) = self.sfu.as_mut().filter(|sfu| sfu.generation == generation) else { return Some(event) };
+        match event {
+            PeerEvent::Negotiated(Negotiated { signaling, local, .. }) => {
+                sfu.signaling = signaling;
+                let Some(local) = local else { return None };
+                if local.kind == SdpType::Answer {
+                    if let Some(tracks) = sfu.offered_tracks.take() {
+                        sfu.tracks = tracks;
+                    }
+                }
+                let description = MediaDescription { kind: local.kind, sdp: local.sdp, tracks: Vec::new() };
+                self.push(Effect::Mark(if local.kind == SdpType::Offer { "offer-sent" } else { "answer-sent" }));
+                self.send(None, Message::MediaSdp(description));
+                self.route_tracks();
+            }
+            PeerEvent::ConnectionState(state) => {
+                sfu.connection = state;
+                if state == ConnectionState::Connected {
+                    self.push(Effect::Mark("connected"));
+                }
+                // Every tile's media comes the same way: each is as connected as this one.
+                for peer in &mut self.peers {
+                    peer.connection = state;
+                    peer.ever_connected |= state == ConnectionState::Connected;
+                }
+            }
+            PeerEvent::ChannelOpen => {
+                sfu.channel_open = true;
+                let unsent = std::mem::take(&mut sfu.unsent_chat);
+                if let Some(name) = self.name.clone() {
+                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Name(name) });
+                }
+                let state = self.media.state();
+                self.push(Effect::ToPeer { peer: generation, message: PeerMessage::MediaState(state) });
+                for message in unsent {
+                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Chat(message) });
+                }
+            }
+            PeerEvent::ChannelClosed => sfu.channel_open = false,
+            PeerEvent::Undelivered(message) => {
+                sfu.channel_open = false;
+                if let PeerMessage::Chat(chat) = message {
+                    sfu.unsent_chat.push(chat);
+                }
+            }
+            PeerEvent::Relayed(relayed) => {
+                if let Some(index) = self.peers.iter().position(|peer| peer.peer_id == relayed.from) {
+                    self.heard(index, relayed.message, now_ms);
+                }
+            }
+            PeerEvent::Stats(reports) => {
+                let (stats, traffic) = summarize(&reports, sfu.traffic, now_ms);
+                sfu.traffic = Some(traffic);
+                self.voice.hear(stats.sent_audio_level, now_ms);
+                self.push(Effect::Stats(Some(stats)));
+            }
+            // The server is ICE-lite: it learns this side's address from its checks, and takes
+            // no candidates. It offers what changes; this side offers once.
+            PeerEvent::LocalCandidate(_)
+            | PeerEvent::NegotiationNeeded
+            | PeerEvent::RemoteTrack
+            | PeerEvent::Message(_)
+            | PeerEvent::Oversized => {}
+            PeerEvent::IceServerError { .. } => unreachable!("handled before"),
+        }
+        None
+    }
+
+    /// Gives each tile the server's m-lines that carry its person's media, where that changed.
+    pub(super) fn route_tracks(&mut self) {
+        let Some(sfu) = &self.sfu else { return };
+        let mut changed = Vec::new();
+        for peer in &mut self.peers {
+            let mids: Vec<String> = sfu
+                .tracks
+                .iter()
+                .filter(|track| track.peer_id == peer.peer_id)
+                .map(|track| track.mid.clone())
+                .collect();
+            if mids != peer.mids {
+                peer.receiving = !mids.is_empty();
+                peer.mids = mids.clone();
+                changed.push((peer.generation, mids));
+            }
+        }
+        if !changed.is_empty() {
+            self.push(Effect::RouteTracks { peer: sfu.generation, tiles: changed });
+        }
+    }
+}
