@@ -8,7 +8,7 @@ async fn main() -> std::process::ExitCode {
     use leptos::config::get_configuration;
     use tracing_subscriber::EnvFilter;
 
-    let config = Config::parse();
+    let config = Config::parse().checked().unwrap_or_else(|error| error.exit());
     let filter = match EnvFilter::try_new(&config.log_level) {
         Ok(filter) => filter,
         Err(error) => {

@@ -93,9 +93,9 @@ pub struct Config {
     #[arg(long, default_value = "10", value_parser = seconds_in(0.1, 3600.0))]
     pub(crate) header_timeout: Duration,
 
-    /// How many people a call room holds (2 to 8): each sends to and receives from every other
-    /// (docs/protocol.md).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    /// How many people a call room holds: 2 to 50 with `--media sfu`, at most 8 in a mesh, where
+    /// each sends to and receives from every other (docs/protocol.md).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=50))]
     pub(crate) max_room_size: u8,
 
     /// How each room's media travels: `mesh`, browser to browser; or `sfu`, through this
@@ -173,7 +173,23 @@ pub struct Config {
     pub(crate) idle_timeout: Duration,
 }
 
+/// The most people a mesh room holds: each browser encodes one video for each other person.
+pub(crate) const MESH_ROOM_SIZE: u8 = 8;
+
 impl Config {
+    /// The flags, with those that only make sense together checked (clap's error, for its exit).
+    pub fn checked(self) -> Result<Self, clap::Error> {
+        use clap::CommandFactory;
+        if self.media == MediaMode::Mesh && self.max_room_size > MESH_ROOM_SIZE {
+            let message = format!(
+                "--max-room-size {} needs --media sfu: a mesh room holds at most {MESH_ROOM_SIZE}",
+                self.max_room_size
+            );
+            return Err(Self::command().error(clap::error::ErrorKind::ArgumentConflict, message));
+        }
+        Ok(self)
+    }
+
     /// The TURN secret from the flag, the environment or the file.
     pub(crate) fn turn_secret(&self) -> std::io::Result<Option<String>> {
         match (&self.turn_secret, &self.turn_secret_file) {
@@ -202,7 +218,16 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
-        Config::try_parse_from(std::iter::once("duo").chain(args.iter().copied()))
+        Config::try_parse_from(std::iter::once("duo").chain(args.iter().copied()))?.checked()
+    }
+
+    #[test]
+    fn rooms_above_eight_need_the_forwarding_unit() {
+        let error = parse(&["--max-room-size", "9"]).unwrap_err().to_string();
+        assert!(error.contains("--max-room-size 9 needs --media sfu"), "{error}");
+        assert_eq!(parse(&["--max-room-size", "8"]).unwrap().max_room_size, 8);
+        assert_eq!(parse(&["--max-room-size", "25", "--media", "sfu"]).unwrap().max_room_size, 25);
+        assert!(parse(&["--max-room-size", "51", "--media", "sfu"]).is_err());
     }
 
     #[test]

@@ -70,7 +70,7 @@ const HOLD: Duration = Duration::from_secs(30);
 const GAP_WAIT: Duration = Duration::from_secs(1);
 /// Places in a room, at most (`--max-room-size`'s bound): a place number past it in anything
 /// read from Redis is refused, never allocated for.
-const MAX_PLACES: usize = 8;
+const MAX_PLACES: usize = 50;
 /// Operations sent to Redis in one round trip, at most.
 const BATCH: usize = 64;
 /// Rooms each heartbeat looks for in Redis, at most: an instance with more looks at them in

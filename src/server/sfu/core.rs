@@ -127,6 +127,20 @@ struct Person {
     channel_open: bool,
     /// Messages passed on lately (a token bucket: the count drains with time) and when last.
     said: (f64, Instant),
+    /// Their last message of each [`REMEMBERED`] type, for whoever comes later.
+    standing: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// The data-channel messages that say how someone is (their name, what they send) rather than
+/// what happened: the server keeps each person's last one of each and gives them to everyone
+/// whose channel opens later, as a browser does to each new connection in a mesh.
+const REMEMBERED: [&str; 2] = ["NAME", "MEDIA_STATE"];
+
+/// Only the type of a data-channel message is read.
+#[derive(serde::Deserialize)]
+struct Typed<'a> {
+    #[serde(borrow)]
+    message_type: std::borrow::Cow<'a, str>,
 }
 
 pub struct Core {
@@ -188,6 +202,7 @@ impl Core {
             channel,
             channel_open: false,
             said: (0.0, now),
+            standing: Vec::new(),
         };
         self.people.insert(id, person);
         self.rooms.entry(room.to_owned()).or_default().push(id);
@@ -416,6 +431,7 @@ impl Core {
         let mut new_tracks = None;
         let mut keyframes = Vec::new();
         let mut said = Vec::new();
+        let mut opened = false;
         loop {
             match person.rtc.poll_output() {
                 Ok(Output::Timeout(deadline)) => {
@@ -426,7 +442,10 @@ impl Core {
                     self.transmits.push_back(Transmit { to: transmit.destination, bytes: transmit.contents.into() })
                 }
                 Ok(Output::Event(Event::Connected)) => person.connected = true,
-                Ok(Output::Event(Event::ChannelOpen(..))) => person.channel_open = true,
+                Ok(Output::Event(Event::ChannelOpen(..))) => {
+                    person.channel_open = true;
+                    opened = true;
+                }
                 Ok(Output::Event(Event::ChannelData(data))) if !data.binary => said.push(data.data),
                 Ok(Output::Event(Event::MediaData(frame))) => {
                     self.counts.frames_in += 1;
@@ -468,9 +487,32 @@ impl Core {
         if let Some(room) = new_tracks {
             self.offer_missing(now, &room);
         }
+        if opened {
+            self.tell_newcomer(now, id);
+        }
         for message in said {
             self.pass_on(now, id, &message);
         }
+    }
+
+    /// `newcomer`'s channel opened: they get everyone else's standing messages.
+    fn tell_newcomer(&mut self, now: Instant, newcomer: PersonId) {
+        let Some(room) = self.people.get(&newcomer).and_then(|person| self.rooms.get(&person.room)) else { return };
+        let standing: Vec<Vec<u8>> = room
+            .iter()
+            .filter(|id| **id != newcomer)
+            .filter_map(|id| self.people.get(id))
+            .flat_map(|other| other.standing.iter().map(|(_, message)| envelope(other.label, message)))
+            .collect();
+        let Some(person) = self.people.get_mut(&newcomer) else { return };
+        for message in standing {
+            if let Some(mut channel) = person.rtc.channel(person.channel) {
+                if channel.write(false, &message).is_ok() {
+                    self.counts.messages_passed += 1;
+                }
+            }
+        }
+        self.drain(now, newcomer);
     }
 
     /// Passes a message from `source`'s data channel on to everyone else in their room, as
@@ -488,9 +530,12 @@ impl Core {
             self.counts.messages_dropped += 1;
             return;
         }
-        let mut envelope = format!("{{\"from\":{},\"message\":", person.label).into_bytes();
-        envelope.extend_from_slice(message);
-        envelope.push(b'}');
+        let kind = serde_json::from_slice::<Typed>(message).ok();
+        if let Some(kind) = kind.and_then(|typed| REMEMBERED.into_iter().find(|kind| *kind == typed.message_type)) {
+            person.standing.retain(|(other, _)| *other != kind);
+            person.standing.push((kind, message.to_vec()));
+        }
+        let envelope = envelope(person.label, message);
         let room = self.rooms.get(&person.room).cloned().unwrap_or_default();
         for id in room.into_iter().filter(|id| *id != source) {
             let Some(other) = self.people.get_mut(&id) else { continue };
@@ -505,6 +550,14 @@ impl Core {
             self.drain(now, id);
         }
     }
+}
+
+/// A message passed on: `{"from": <the sender's label>, "message": <it, as sent>}`.
+fn envelope(from: u64, message: &[u8]) -> Vec<u8> {
+    let mut envelope = format!("{{\"from\":{from},\"message\":").into_bytes();
+    envelope.extend_from_slice(message);
+    envelope.push(b'}');
+    envelope
 }
 
 #[cfg(test)]
@@ -740,6 +793,17 @@ mod tests {
         });
         let passed = core.counts().messages_passed;
         assert!((30..=32).contains(&passed), "{passed} passed of 101");
+
+        // Someone who comes later hears who is there (the last name and media state of each),
+        // not what was said before.
+        assert!(say(&mut ann, r#"{"message_type":"NAME","content":"Ann B."}"#));
+        let mut dan = Client::new(now, "198.51.100.10:50000");
+        let dan_id = core.join(now, "room", 4);
+        dan.call(&mut core, now, dan_id, |answer| answer);
+        run(&mut core, &mut [&mut ann, &mut bob, &mut cy, &mut dan], &mut now, |_, clients| {
+            !clients[3].heard.is_empty()
+        });
+        assert_eq!(dan.heard, [r#"{"from":1,"message":{"message_type":"NAME","content":"Ann B."}}"#]);
     }
 
     #[test]

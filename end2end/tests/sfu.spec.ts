@@ -1,0 +1,110 @@
+import { type Page } from '@playwright/test';
+import { test, expect, expectEveryoneVideoPlaying, freshRoom, hangUp, openPanel, smallCamera, start, startServer, status, tiles, waitUntilServing, type Server } from './helpers';
+
+// Rooms whose media goes through the server's forwarding unit (`--media sfu`, issue 33): each
+// page has one connection, to the server, and gets everyone else's media on it.
+
+const SFU_PORT = 3112;
+
+/** The page's peer connections that are not closed. */
+const openConnections = (page: Page) => page.evaluate(() =>
+  ((window as any).__peerConnections as RTCPeerConnection[]).filter((pc) => pc.connectionState !== 'closed').length);
+
+/** Bytes of video this page has sent so far. */
+const videoBytesSent = (page: Page) => page.evaluate(async () => {
+  let sent = 0;
+  for (const pc of (window as any).__peerConnections as RTCPeerConnection[]) {
+    if (pc.connectionState === 'closed') continue;
+    (await pc.getStats()).forEach((report: any) => {
+      if (report.type === 'outbound-rtp' && report.kind === 'video') sent += report.bytesSent;
+    });
+  }
+  return sent;
+});
+
+test.describe('through the server', () => {
+  let server: Server;
+  test.beforeAll(async () => {
+    server = startServer(SFU_PORT, '--media', 'sfu', '--max-room-size', '8');
+    await waitUntilServing(server);
+  });
+  test.afterAll(() => { server.kill('SIGKILL'); });
+
+  test('six people: each page has one connection, to the server, and plays the five others; one leaves, one comes late', async ({ open }) => {
+    test.setTimeout(180_000);
+    const url = `http://127.0.0.1:${SFU_PORT}/call/${freshRoom()}`;
+    const people: Page[] = [];
+    for (let i = 0; i < 6; i++) {
+      const page = await open(url, smallCamera);
+      await start(page);
+      people.push(page);
+    }
+    for (const page of people) await expectEveryoneVideoPlaying(page, 5, 60_000);
+    for (const page of people) expect(await openConnections(page)).toBe(1);
+    await expect(status(people[0])).toHaveText(/^Connected with Guest 1, Guest 2, Guest 3, Guest 4 and Guest 5\.$/);
+
+    // One leaves: the others go on with four.
+    await hangUp(people[5]);
+    for (const page of people.slice(0, 5)) await expectEveryoneVideoPlaying(page, 4, 10_000);
+
+    // One comes late and sees everyone within five seconds of being connected.
+    const late = await open(url, smallCamera);
+    await start(late);
+    await expect(status(late)).toHaveText(/^Connected with /, { timeout: 10_000 });
+    await expectEveryoneVideoPlaying(late, 5, 5_000);
+    for (const page of people.slice(0, 5)) await expectEveryoneVideoPlaying(page, 5, 10_000);
+    expect(await openConnections(late)).toBe(1);
+  });
+
+  test('names, mute states and chat reach everyone through the server', async ({ open }) => {
+    test.setTimeout(90_000);
+    const url = `http://127.0.0.1:${SFU_PORT}/call/${freshRoom()}`;
+    const [ada, bo, cy] = [await open(url, smallCamera), await open(url, smallCamera), await open(url, smallCamera)];
+    for (const [page, name] of [[ada, 'Ada'], [bo, 'Bo'], [cy, 'Cy']] as const) {
+      await page.getByLabel('Your name').fill(name);
+      await page.getByLabel('Your name').press('Tab');
+      await start(page);
+    }
+    for (const page of [ada, bo, cy]) await expectEveryoneVideoPlaying(page, 2);
+    await expect(status(ada)).toHaveText('Connected with Bo and Cy.');
+    expect((await tiles(bo)).map((t) => t.label).sort()).toEqual(["Ada's video", "Cy's video"]);
+
+    await ada.getByRole('button', { name: 'Mute' }).click();
+    for (const page of [bo, cy]) await expect(page.getByText('Ada muted')).toBeVisible();
+
+    await openPanel(bo, 'Chat');
+    await bo.getByLabel('Message').fill('hello through the server');
+    await bo.getByLabel('Message').press('Enter');
+    for (const page of [ada, cy]) {
+      await openPanel(page, 'Chat');
+      const line = page.getByRole('region', { name: 'Chat' }).getByRole('listitem');
+      await expect(line).toHaveCount(1);
+      await expect(line).toContainText('Bo');
+      await expect(line).toContainText('hello through the server');
+    }
+  });
+
+  test('a page uploads its video once, however many others receive it', async ({ open }) => {
+    test.setTimeout(120_000);
+    const url = `http://127.0.0.1:${SFU_PORT}/call/${freshRoom()}`;
+    const pair = [await open(url, smallCamera), await open(url, smallCamera)];
+    for (const page of pair) await start(page);
+    for (const page of pair) await expectEveryoneVideoPlaying(page, 1);
+    const sentInTwo = async () => {
+      const before = await videoBytesSent(pair[0]);
+      await pair[0].waitForTimeout(10_000);
+      return (await videoBytesSent(pair[0])) - before;
+    };
+    const two = await sentInTwo();
+    const more: Page[] = [];
+    for (let i = 0; i < 4; i++) {
+      const page = await open(url, smallCamera);
+      await start(page);
+      more.push(page);
+    }
+    for (const page of [...pair, ...more]) await expectEveryoneVideoPlaying(page, 5, 60_000);
+    const six = await sentInTwo();
+    expect(six, `${six} bytes in a room of six against ${two} in a call of two`).toBeLessThanOrEqual(1.6 * two);
+    expect(six).toBeGreaterThan(0.3 * two);
+  });
+});
