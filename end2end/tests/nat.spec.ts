@@ -2,8 +2,7 @@
 // STUN server and no TURN: behind NATs that map every destination to a new port (symmetric),
 // no path exists, and the page must say what would help, once; behind NATs that keep the port,
 // the same call connects, which shows the networks themselves work.
-import { chromium, type Browser, type Page } from '@playwright/test';
-import { chromiumArgs, executablePath } from '../chromium.cjs';
+import { type Browser, type Page } from '@playwright/test';
 import {
   test, expect, expectMediaFlowing, freshRoom, recordPeerConnections, SERVER_BINARY, SERVER_OPTIONS, start, status,
   waitUntilServing, watchServer,
@@ -75,13 +74,7 @@ interface Caller { browser: Browser; page: Page; errors: Error[] }
 
 /** A Chromium in `site`, on the call page of `room`, its page errors collected. */
 async function personIn(site: Site, room: string): Promise<Caller> {
-  const browser = await chromium.launch({
-    executablePath: network.browserIn(site, executablePath),
-    args: chromiumArgs({
-      extra: ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required'],
-      features: ['LocalNetworkAccessChecks'],
-    }),
-  });
+  const browser = await network.chromiumIn(site);
   // The server's certificate is self-signed: accepted, as a person clicks through the warning.
   const context = await browser.newContext({ permissions: ['camera', 'microphone'], ignoreHTTPSErrors: true });
   const page = await context.newPage();

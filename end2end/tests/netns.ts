@@ -8,9 +8,13 @@
 //     ├─ wan 203.0.113.10 [NAT of site 0] lan 192.168.1.1 ── 192.168.1.2 [site 0]
 //     └─ wan 203.0.113.11 [NAT of site 1] lan 192.168.2.1 ── 192.168.2.2 [site 1]
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { chromium, type Browser } from '@playwright/test';
+import puppeteer, { type Browser as Puppeteer } from 'puppeteer-core';
+import { chromiumArgs, executablePath } from '../chromium.cjs';
 
 /** Every namespace a test makes starts with this, so that leftovers are easy to tell. */
 const PREFIX = 'duo-t-';
@@ -51,6 +55,7 @@ export class NatNetwork {
   readonly sites: Site[];
   private readonly children: ChildProcess[] = [];
   private readonly files: string[] = [];
+  private readonly servers: net.Server[] = [];
 
   private constructor(readonly name: string, sites: number) {
     this.internet = `${PREFIX}${name}-inet`;
@@ -168,10 +173,66 @@ table ip nat {
     return script;
   }
 
+  /** Chromium inside `site`, with a fake camera and microphone that need no permission. */
+  chromiumIn(site: Site): Promise<Browser> {
+    return chromium.launch({
+      executablePath: this.browserIn(site, executablePath),
+      args: chromiumArgs({
+        extra: ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required'],
+        features: ['LocalNetworkAccessChecks'],
+      }),
+    });
+  }
+
+  /**
+   * Firefox ESR inside `site`, driven over WebDriver BiDi. Its remote agent listens on the
+   * site's own loopback, which this machine's cannot reach, so the connection goes through a
+   * Unix socket (a file both see): a relay inside the site passes its bytes on to Firefox, and
+   * one in this process takes the test's connection to it. `prefs` go in Firefox's profile.
+   */
+  async firefoxIn(site: Site, prefs: Record<string, unknown>): Promise<Puppeteer> {
+    const tag = `firefox-in-site${this.sites.indexOf(site)}`;
+    const profile = mkdtempSync(path.join(os.tmpdir(), `${PREFIX}${this.name}-${tag}-`));
+    this.files.push(profile);
+    writeFileSync(path.join(profile, 'user.js'),
+      Object.entries(prefs).map(([name, value]) => `user_pref(${JSON.stringify(name)}, ${JSON.stringify(value)});\n`).join(''));
+    const socket = this.file(`${tag}.sock`);
+    rmSync(socket, { force: true });
+    const local = net.createServer((client) => {
+      const inside = net.connect(socket);
+      client.pipe(inside).pipe(client);
+      client.on('error', () => inside.destroy());
+      inside.on('error', () => client.destroy());
+    });
+    this.servers.push(local);
+    await new Promise<void>((resolve) => local.listen(0, '127.0.0.1', resolve));
+    // The agent takes only connections that name its own port (in `Host`): the same number
+    // inside the site as here.
+    const { port } = local.address() as net.AddressInfo;
+    this.spawn(site.namespace, process.env.FIREFOX ?? '/usr/bin/firefox-esr',
+      ['--headless', '--no-remote', '--profile', profile, `--remote-debugging-port=${port}`, 'about:blank'],
+      { stdio: 'ignore' });
+    const relay = `require('net').createServer((c) => { const f = require('net').connect(${port}, '127.0.0.1');
+      c.pipe(f).pipe(c); c.on('error', () => f.destroy()); f.on('error', () => c.destroy()); }).listen(${JSON.stringify(socket)});`;
+    this.spawn(site.namespace, process.execPath, ['-e', relay], { stdio: 'ignore' });
+    // Firefox takes a few seconds to start its agent.
+    for (let tries = 0; ; tries++) {
+      try {
+        return await puppeteer.connect({
+          browserWSEndpoint: `ws://127.0.0.1:${port}/session`, protocol: 'webDriverBiDi', acceptInsecureCerts: true,
+        });
+      } catch (error) {
+        if (tries >= 100) throw new Error(`Firefox in ${site.namespace} did not answer: ${error}`);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+  }
+
   /** Ends every process in the network and removes it. */
   remove() {
+    for (const server of this.servers) server.close();
     for (const child of this.children) child.kill('SIGKILL');
     for (const namespace of NatNetwork.leftovers(this.name)) removeNamespace(namespace);
-    for (const file of this.files) rmSync(file, { force: true });
+    for (const file of this.files) rmSync(file, { force: true, recursive: true });
   }
 }

@@ -66,13 +66,16 @@ export function launchFirefox(): Promise<Puppeteer> {
     browser: 'firefox',
     executablePath: process.env.FIREFOX ?? '/usr/bin/firefox-esr',
     headless: true,
-    extraPrefsFirefox: {
-      'media.navigator.streams.fake': true,
-      'media.navigator.permission.disabled': true,
-      'media.peerconnection.ice.loopback': true,
-    },
+    extraPrefsFirefox: FIREFOX_PREFS,
   });
 }
+
+/** A fake camera and microphone, no permission prompt, loopback ICE candidates allowed. */
+export const FIREFOX_PREFS = {
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'media.peerconnection.ice.loopback': true,
+};
 
 /**
  * Records every RTCPeerConnection the page makes, so tests can read real `getStats`:

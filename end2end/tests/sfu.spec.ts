@@ -2,7 +2,8 @@ import { type Page } from '@playwright/test';
 import { test, expect, expectEveryoneVideoPlaying, freshRoom, hangUp, openPanel, smallCamera, start, startServer, status, tiles, waitUntilServing, type Server } from './helpers';
 
 // Rooms whose media goes through the server's forwarding unit (`--media sfu`, issue 33): each
-// page has one connection, to the server, and gets everyone else's media on it.
+// page has one connection, to the server, and gets everyone else's media on it. Firefox pairs no
+// loopback candidate, so it meets the forwarding unit in sfu-nat.spec.ts, on a network of its own.
 
 const SFU_PORT = 3112;
 

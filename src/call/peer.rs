@@ -373,6 +373,7 @@ fn read_report(report: &JsValue) -> Report {
         id: text("id").unwrap_or_default(),
         report_type: text("type").unwrap_or_default(),
         kind: text("kind"),
+        mid: text("mid"),
         bytes_received: number("bytesReceived").unwrap_or_default(),
         bytes_sent: number("bytesSent").unwrap_or_default(),
         packets_lost: number("packetsLost").unwrap_or_default(),

@@ -14,6 +14,8 @@ pub struct Report {
     #[cfg_attr(test, serde(rename = "type"))]
     pub report_type: String,
     pub kind: Option<String>,
+    /// The m-line of an `inbound-rtp` stream: on the connection to the server, whose it is.
+    pub mid: Option<String>,
     pub bytes_received: f64,
     pub bytes_sent: f64,
     pub packets_lost: f64,
@@ -131,6 +133,35 @@ pub fn summarize(reports: &[Report], before: Option<Traffic>, now_ms: f64) -> (C
     (stats, Traffic { bytes_in, bytes_out, audio_in, audio_out, at_ms: now_ms })
 }
 
+/// The audio received on each m-line at the last reading: on the connection to the server, one
+/// person's voice each.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Voices(Vec<(String, Audio)>);
+
+impl Voices {
+    /// Each received audio stream's level since the reading before (none for a new one), by
+    /// m-line; kept for the next.
+    pub fn read(&mut self, reports: &[Report]) -> Vec<(String, Option<f64>)> {
+        let received = reports.iter().filter(|r| r.report_type == "inbound-rtp" && r.kind.as_deref() == Some("audio"));
+        let now: Vec<(String, Audio)> = received
+            .filter_map(|report| {
+                let mut audio = Audio::default();
+                audio.add(report);
+                Some((report.mid.clone()?, audio))
+            })
+            .collect();
+        let levels = now
+            .iter()
+            .map(|(mid, audio)| {
+                let before = self.0.iter().find(|(other, _)| other == mid);
+                (mid.clone(), before.and_then(|(_, before)| audio.level_since(before)))
+            })
+            .collect();
+        self.0 = now;
+        levels
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use serde_json::{json, Value};
@@ -218,6 +249,25 @@ pub(crate) mod tests {
         let (stats, _) = summarize(&sent(1.09, 5.0), Some(traffic), 1_000.0);
         assert!((stats.sent_audio_level.unwrap() - 0.3).abs() < 1e-9, "{stats:?}");
         assert_eq!(stats.audio_level, None);
+    }
+
+    #[test]
+    fn through_the_server_each_m_lines_audio_has_its_own_level() {
+        let audio = |a: (f64, f64), b: (f64, f64)| {
+            parse(vec![
+                json!({"id": "a", "type": "inbound-rtp", "kind": "audio", "mid": "3",
+                       "totalAudioEnergy": a.0, "totalSamplesDuration": a.1}),
+                json!({"id": "b", "type": "inbound-rtp", "kind": "audio", "mid": "5",
+                       "totalAudioEnergy": b.0, "totalSamplesDuration": b.1}),
+                json!({"id": "v", "type": "inbound-rtp", "kind": "video", "mid": "4"}),
+            ])
+        };
+        let mut voices = Voices::default();
+        assert_eq!(voices.read(&audio((1.0, 2.0), (1.0, 2.0))), [("3".into(), None), ("5".into(), None)]);
+        // "3" speaks at a level of 0.2 (0.02 over half a second); "5" is silent.
+        let levels = voices.read(&audio((1.02, 2.5), (1.0, 2.5)));
+        assert_eq!(levels[1], ("5".into(), Some(0.0)));
+        assert!((levels[0].1.unwrap() - 0.2).abs() < 1e-9, "{levels:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{
     Timer, STATS_EVERY_MS,
 };
 use crate::{
-    call::stats::{summarize, Traffic},
+    call::stats::{summarize, Traffic, Voices},
     protocol::{ChatMessage, MediaDescription, Message, PeerInfo, PeerMessage, SdpType, SessionDescription, Track},
 };
 
@@ -28,6 +28,7 @@ pub(super) struct Sfu {
     connection: ConnectionState,
     /// The statistics' last reading.
     traffic: Option<Traffic>,
+    voices: Voices,
 }
 
 impl CallMachine {
@@ -56,6 +57,7 @@ impl CallMachine {
             channel_open: false,
             unsent_chat: Vec::new(),
             traffic: None,
+            voices: Voices::default(),
         });
         let (audio, video) = (self.media.audio, self.media.video());
         self.push(Effect::AddTransceivers { peer: generation, audio, video });
@@ -176,6 +178,12 @@ impl CallMachine {
             PeerEvent::Stats(reports) => {
                 let (stats, traffic) = summarize(&reports, sfu.traffic, now_ms);
                 sfu.traffic = Some(traffic);
+                // Who speaks: each person's voice comes on an m-line of their own.
+                for (mid, level) in sfu.voices.read(&reports) {
+                    if let Some(peer) = self.peers.iter_mut().find(|peer| peer.mids.contains(&mid)) {
+                        peer.voice.hear(level, now_ms);
+                    }
+                }
                 self.voice.hear(stats.sent_audio_level, now_ms);
                 self.push(Effect::Stats(Some(stats)));
             }
