@@ -78,7 +78,7 @@ impl CallMachine {
             }
             return;
         }
-        let Some(event) = self.sfu_event(generation, event, now_ms) else { return };
+        let Err(event) = self.sfu_event(generation, event, now_ms) else { return };
         // Anything else only from a connection in use.
         let Some(index) = self.peers.iter().position(|peer| peer.generation == generation) else { return };
         let peer = &mut self.peers[index];

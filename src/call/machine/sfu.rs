@@ -124,12 +124,12 @@ impl CallMachine {
     }
 
     /// What the connection to the server reports; the event back if it is not that connection.
-    pub(super) fn sfu_event(&mut self, generation: u32, event: PeerEvent, now_ms: f64) -> Option<PeerEvent> {
-        let Some(sfu) = self.sfu.as_mut().filter(|sfu| sfu.generation == generation) else { return Some(event) };
+    pub(super) fn sfu_event(&mut self, generation: u32, event: PeerEvent, now_ms: f64) -> Result<(), PeerEvent> {
+        let Some(sfu) = self.sfu.as_mut().filter(|sfu| sfu.generation == generation) else { return Err(event) };
         match event {
             PeerEvent::Negotiated(Negotiated { signaling, local, .. }) => {
                 sfu.signaling = signaling;
-                let Some(local) = local else { return None };
+                let Some(local) = local else { return Ok(()) };
                 if local.kind == SdpType::Answer {
                     if let Some(tracks) = sfu.offered_tracks.take() {
                         sfu.tracks = tracks;
@@ -196,7 +196,7 @@ impl CallMachine {
             | PeerEvent::Oversized => {}
             PeerEvent::IceServerError { .. } => unreachable!("handled before"),
         }
-        None
+        Ok(())
     }
 
     /// Gives each tile the server's m-lines that carry its person's media, where that changed.

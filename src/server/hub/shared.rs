@@ -1111,7 +1111,7 @@ mod tests {
             b"P k x",
             b"P k 1\n0",
             b"P k 1\nz -",
-            b"P k 1\n8 -",
+            b"P k 1\n50 -",
             b"R a 1 k",
             b"R a b k 1\n{}",
             b"W k 1",
@@ -1155,7 +1155,7 @@ mod tests {
         // Places past the room's size, and sizes past any room's, are refused.
         let past = |place: i64, size: i64| Value::Array(vec![s("ok"), Value::Int(place), s("1"), Value::Int(size)]);
         assert_eq!(Joined::from_reply(past(2, 2)), None);
-        assert_eq!(Joined::from_reply(past(0, 9)), None);
+        assert_eq!(Joined::from_reply(past(0, 51)), None);
         assert!(Joined::from_reply(past(1, 2)).is_some());
         let listed = Value::Array(vec![s("ok"), s("1"), Value::Int(2), Value::Int(5), s("5 a -")]);
         assert_eq!(restored(listed), None);
