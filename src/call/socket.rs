@@ -8,7 +8,10 @@ use std::{cell::RefCell, rc::Rc};
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use web_sys::{CloseEvent, MessageEvent, WebSocket, Window};
 
-use super::{js::mark, machine::Input};
+use super::{
+    js::{describe, mark},
+    machine::Input,
+};
 use crate::{
     protocol::{JoinRequest, Message, PeerId},
     room::RoomId,
@@ -104,7 +107,7 @@ impl Socket {
         let join = Message::Join(name.map(|name| JoinRequest { name: Some(name) })).to_json();
         if self.ws.ready_state() == WebSocket::OPEN {
             if let Err(error) = self.ws.send_with_str(&join) {
-                leptos::logging::warn!("could not join: {error:?}");
+                leptos::logging::warn!("could not join: {}", describe(&error));
             }
         }
         *self.joining.borrow_mut() = Some(join);
@@ -112,8 +115,9 @@ impl Socket {
 
     /// Sends `message` to `to`, or (`None`) to the only other person.
     pub fn send(&self, message: &Message, to: Option<PeerId>) {
-        if let Err(error) = self.ws.send_with_str(&addressed(message, to)) {
-            leptos::logging::warn!("could not send {message:?}: {error:?}");
+        let text = addressed(message, to);
+        if let Err(error) = self.ws.send_with_str(&text) {
+            leptos::logging::warn!("could not send {text}: {}", describe(&error));
         }
     }
 }

@@ -216,7 +216,8 @@ impl CallMachine {
         if self.socket_up {
             self.push(Effect::Send { to, message });
         } else {
-            self.push(Effect::Warn(format!("signaling is down; dropped {message:?}")));
+            // As the wire has it: a derived `Debug` of every message would cost the page's wasm.
+            self.push(Effect::Warn(format!("signaling is down; dropped {}", message.to_json())));
         }
     }
 
