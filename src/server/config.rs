@@ -187,6 +187,11 @@ impl Config {
             );
             return Err(Self::command().error(clap::error::ErrorKind::ArgumentConflict, message));
         }
+        if self.media == MediaMode::Sfu && self.redis.is_some() {
+            // Each instance's forwarding unit would hold only its own clients' media.
+            let message = "--media sfu does not share rooms over --redis yet (issue 33)";
+            return Err(Self::command().error(clap::error::ErrorKind::ArgumentConflict, message));
+        }
         Ok(self)
     }
 
@@ -228,6 +233,8 @@ mod tests {
         assert_eq!(parse(&["--max-room-size", "8"]).unwrap().max_room_size, 8);
         assert_eq!(parse(&["--max-room-size", "25", "--media", "sfu"]).unwrap().max_room_size, 25);
         assert!(parse(&["--max-room-size", "51", "--media", "sfu"]).is_err());
+        let error = parse(&["--media", "sfu", "--redis", "redis://127.0.0.1"]).unwrap_err().to_string();
+        assert!(error.contains("does not share rooms over --redis yet"), "{error}");
     }
 
     #[test]
