@@ -1,5 +1,5 @@
 import { type Page } from '@playwright/test';
-import { test, expect, expectEveryoneVideoPlaying, freshRoom, hangUp, openPanel, smallCamera, start, startServer, status, tiles, waitUntilServing, type Server } from './helpers';
+import { test, exited, expect, expectEveryoneVideoPlaying, freshRoom, hangUp, openPanel, smallCamera, start, startServer, status, tiles, waitUntilServing, type Server } from './helpers';
 
 // Rooms whose media goes through the server's forwarding unit (`--media sfu`, issue 33): each
 // page has one connection, to the server, and gets everyone else's media on it. Firefox pairs no
@@ -42,7 +42,8 @@ test.describe('through the server', () => {
     }
     for (const page of people) await expectEveryoneVideoPlaying(page, 5, 60_000);
     for (const page of people) expect(await openConnections(page)).toBe(1);
-    await expect(status(people[0])).toHaveText(/^Connected with Guest 1, Guest 2, Guest 3, Guest 4 and Guest 5\.$/);
+    await expect(status(people[0])).toHaveText(
+      'Connected with Guest 1, Guest 2, Guest 3, Guest 4 and Guest 5. Media goes through the server.');
 
     // One leaves: the others go on with four.
     await hangUp(people[5]);
@@ -67,7 +68,7 @@ test.describe('through the server', () => {
       await start(page);
     }
     for (const page of [ada, bo, cy]) await expectEveryoneVideoPlaying(page, 2);
-    await expect(status(ada)).toHaveText('Connected with Bo and Cy.');
+    await expect(status(ada)).toHaveText('Connected with Bo and Cy. Media goes through the server.');
     expect((await tiles(bo)).map((t) => t.label).sort()).toEqual(["Ada's video", "Cy's video"]);
 
     await ada.getByRole('button', { name: 'Mute' }).click();
@@ -82,6 +83,31 @@ test.describe('through the server', () => {
       await expect(line).toHaveCount(1);
       await expect(line).toContainText('Bo');
       await expect(line).toContainText('hello through the server');
+    }
+  });
+
+  test('the server killed and restarted mid-call: the pages say the media stopped, reconnect, and it plays again', async ({ open }) => {
+    test.setTimeout(120_000);
+    const port = 3113;
+    let own = startServer(port, '--media', 'sfu');
+    try {
+      await waitUntilServing(own);
+      const url = `http://127.0.0.1:${port}/call/${freshRoom()}`;
+      const people = [await open(url, smallCamera), await open(url, smallCamera), await open(url, smallCamera)];
+      for (const page of people) await start(page);
+      for (const page of people) await expectEveryoneVideoPlaying(page, 2);
+
+      own.kill('SIGKILL');
+      await exited(own);
+      for (const page of people) await expect(status(page)).toHaveText(/^Lost the connection to the server; reconnecting… \(the call's media goes through it/);
+
+      own = startServer(port, '--media', 'sfu');
+      await waitUntilServing(own);
+      for (const page of people) await expect(status(page)).toHaveText(/^Connected with .* Media goes through the server\.$/, { timeout: 20_000 });
+      for (const page of people) await expectEveryoneVideoPlaying(page, 2, 15_000);
+      for (const page of people) expect(await openConnections(page)).toBe(1);
+    } finally {
+      own.kill('SIGKILL');
     }
   });
 

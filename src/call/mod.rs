@@ -146,6 +146,9 @@ pub enum CallStatus {
     /// In a call with these people (named as [`Remote::called`]; in a call of two, an
     /// unnamed other person is not listed).
     Connected(Vec<String>),
+    /// The same, in a room whose media goes through the server: the page says so, since the
+    /// server can then see and hear the call.
+    ConnectedThroughServer(Vec<String>),
     /// A connection that worked broke; ICE restarts until it is back. Never said of one that
     /// never connected.
     ConnectionInterrupted,
@@ -160,6 +163,9 @@ pub enum CallStatus {
     OthersLeft,
     /// The signaling socket dropped; the engine reconnects, media keeps flowing meanwhile.
     SignalingReconnecting,
+    /// The same in a room whose media goes through the server: it stops until the page is
+    /// back (the server lets go of a person's media with their socket).
+    ServerReconnecting,
     /// Relay-only ICE and the TURN server refused the credentials: the call cannot connect.
     TurnRefused,
     RoomFull,
@@ -183,12 +189,14 @@ impl CallStatus {
                 | Self::WaitingForPeer
                 | Self::Connecting
                 | Self::Connected(_)
+                | Self::ConnectedThroughServer(_)
                 | Self::ConnectionInterrupted
                 | Self::NeedsRelay
                 | Self::RelayFailed
                 | Self::PeerLeft
                 | Self::OthersLeft
                 | Self::SignalingReconnecting
+                | Self::ServerReconnecting
                 | Self::TurnRefused
         )
     }
@@ -204,10 +212,12 @@ impl CallStatus {
             | Self::WaitingForPeer
             | Self::Connecting
             | Self::Connected(_)
+            | Self::ConnectedThroughServer(_)
             | Self::ConnectionInterrupted
             | Self::PeerLeft
             | Self::OthersLeft
-            | Self::SignalingReconnecting => Self::StartingMedia,
+            | Self::SignalingReconnecting
+            | Self::ServerReconnecting => Self::StartingMedia,
             other => other,
         }
     }
@@ -221,11 +231,8 @@ impl CallStatus {
                 "Waiting for someone to join. Send this page's link to the people you want in the call.".into()
             }
             Self::Connecting => "Connecting…".into(),
-            Self::Connected(people) => match people.as_slice() {
-                [] => "Connected.".into(),
-                [one] => format!("Connected with {one}."),
-                [others @ .., last] => format!("Connected with {} and {last}.", others.join(", ")),
-            },
+            Self::Connected(people) => connected_with(people),
+            Self::ConnectedThroughServer(people) => format!("{} Media goes through the server.", connected_with(people)),
             Self::ConnectionInterrupted => "The connection is interrupted; reconnecting…".into(),
             Self::NeedsRelay => {
                 "Could not connect: your networks need a relay (TURN) server, and none was offered for this call. \
@@ -245,6 +252,11 @@ impl CallStatus {
             }
             Self::SignalingReconnecting => {
                 "Lost the connection to the server; reconnecting… (the call goes on meanwhile)".into()
+            }
+            Self::ServerReconnecting => {
+                "Lost the connection to the server; reconnecting… (the call's media goes through it, so it \
+                 stops meanwhile)"
+                    .into()
             }
             Self::TurnRefused => "Could not connect: the relay (TURN) server refused our credentials.".into(),
             Self::InsecureContext(https) => {
@@ -286,6 +298,15 @@ fn https_form(address: &str) -> Option<String> {
     // A port follows the last ':', unless that ':' is inside an IPv6 address's brackets.
     let has_port = authority.rfind(':').is_some_and(|at| !authority[at..].contains(']'));
     (!has_port).then(|| format!("https://{rest}"))
+}
+
+/// "Connected with Ada and Bo."
+fn connected_with(people: &[String]) -> String {
+    match people {
+        [] => "Connected.".into(),
+        [one] => format!("Connected with {one}."),
+        [others @ .., last] => format!("Connected with {} and {last}.", others.join(", ")),
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ impl CallMachine {
     /// The status line, from the state: what needs the person's attention first, then how
     /// the connections are doing (one that works is enough to be in a call).
     pub(super) fn status(&self) -> CallStatus {
-        let status = if self.signaling_lost {
+        let status = if self.signaling_lost && self.sfu.is_some() {
+            CallStatus::ServerReconnecting
+        } else if self.signaling_lost {
             CallStatus::SignalingReconnecting
         } else if !self.welcomed {
             CallStatus::Joining
@@ -25,7 +27,11 @@ impl CallMachine {
         } else if self.peers.iter().any(|peer| peer.connection == ConnectionState::Connected) {
             let group = self.peers.len() > 1;
             let connected = self.peers.iter().filter(|peer| peer.connection == ConnectionState::Connected);
-            CallStatus::Connected(connected.filter_map(|peer| peer.remote().called(group)).collect())
+            let names = connected.filter_map(|peer| peer.remote().called(group)).collect();
+            match self.sfu {
+                Some(_) => CallStatus::ConnectedThroughServer(names),
+                None => CallStatus::Connected(names),
+            }
         } else if self.turn_refused
             && (self.ice_policy == IceTransportPolicy::Relay || self.peers.iter().any(Peer::could_not_connect))
         {

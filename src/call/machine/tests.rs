@@ -1325,7 +1325,8 @@ fn on_the_server_one_connection_carries_everyone_and_each_tile_gets_its_persons_
 
     // Connected to the server: in a call with both.
     let effects = handle(&mut machine, peer(generation, PeerEvent::ConnectionState(ConnectionState::Connected)));
-    assert_eq!(statuses(&effects), [CallStatus::Connected(vec!["Guest 1".into(), "Guest 2".into()])]);
+    assert_eq!(statuses(&effects), [CallStatus::ConnectedThroughServer(vec!["Guest 1".into(), "Guest 2".into()])]);
+    assert_eq!(statuses(&effects)[0].text(), "Connected with Guest 1 and Guest 2. Media goes through the server.");
 
     // Bob's m-line goes to Carol, who came: only the tiles that changed are routed again.
     let carol = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol"))));
@@ -1382,7 +1383,9 @@ fn on_the_server_names_states_and_chat_go_once_on_its_channel_and_come_back_from
 #[test]
 fn a_server_restarted_with_media_browser_to_browser_gets_mesh_connections_again() {
     let (mut machine, generation, _) = joined_on_the_server();
-    handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+    let effects = handle(&mut machine, Input::SocketClosed { socket: FIRST_SOCKET, code: ABNORMAL_CLOSURE });
+    // The media stops with the socket: the page does not say the call goes on.
+    assert_eq!(statuses(&effects), [CallStatus::ServerReconnecting]);
     handle(&mut machine, Input::Timer(Timer::Reconnect { socket: FIRST_SOCKET }));
     let effects = handle(&mut machine, server(FIRST_SOCKET + 1, welcome(true, Some("alice"), IceTransportPolicy::All)));
     assert!(effects.contains(&Effect::DropPeer { peer: generation }), "{effects:?}");
