@@ -23,6 +23,20 @@ const videoBytesSent = (page: Page) => page.evaluate(async () => {
   return sent;
 });
 
+/** Where each tile sits on the stage, as fractions of its width and height (two places), and
+ * whether the stage scrolls. */
+const grid = (page: Page) => page.evaluate(() => {
+  const stage = document.querySelector('.stage')!;
+  const area = stage.getBoundingClientRect();
+  const round = (fraction: number) => Math.round(fraction * 100) / 100;
+  const tiles = [...stage.querySelectorAll('.tile')].map((tile) => {
+    const box = tile.getBoundingClientRect();
+    return { x: round((box.left - area.left) / area.width), y: round((box.top - area.top) / area.height),
+      w: round(box.width / area.width), h: round(box.height / area.height) };
+  });
+  return { tiles, scrolls: stage.scrollHeight > stage.clientHeight };
+});
+
 test.describe('through the server', () => {
   let server: Server;
   test.beforeAll(async () => {
@@ -36,12 +50,21 @@ test.describe('through the server', () => {
     const url = `http://127.0.0.1:${SFU_PORT}/call/${freshRoom()}`;
     const people: Page[] = [];
     for (let i = 0; i < 6; i++) {
-      const page = await open(url, smallCamera);
+      // The first is on a phone.
+      const page = await open(url, smallCamera, i === 0 ? { viewport: { width: 390, height: 844 } } : undefined);
       await start(page);
       people.push(page);
     }
     for (const page of people) await expectEveryoneVideoPlaying(page, 5, 60_000);
     for (const page of people) expect(await openConnections(page)).toBe(1);
+    // Six tiles on a desktop: three by two, each an even share.
+    const desktop = await grid(people[1]);
+    expect(desktop.tiles.map(({ w, h }) => [w, h])).toEqual(Array(6).fill([0.33, 0.5]));
+    // On a phone: one large at the top, the others two abreast under it, scrolling.
+    const phone = await grid(people[0]);
+    expect(phone.tiles.filter(({ w }) => w === 1)).toEqual([{ x: 0, y: 0, w: 1, h: 0.55 }]);
+    expect(phone.tiles.filter(({ w }) => w === 0.5)).toHaveLength(5);
+    expect(phone.scrolls).toBe(true);
     await expect(status(people[0])).toHaveText(
       'Connected with Guest 1, Guest 2, Guest 3, Guest 4 and Guest 5. Media goes through the server.');
 

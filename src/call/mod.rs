@@ -232,7 +232,9 @@ impl CallStatus {
             }
             Self::Connecting => "Connecting…".into(),
             Self::Connected(people) => connected_with(people),
-            Self::ConnectedThroughServer(people) => format!("{} Media goes through the server.", connected_with(people)),
+            Self::ConnectedThroughServer(people) => {
+                format!("{} Media goes through the server.", connected_with(people))
+            }
             Self::ConnectionInterrupted => "The connection is interrupted; reconnecting…".into(),
             Self::NeedsRelay => {
                 "Could not connect: your networks need a relay (TURN) server, and none was offered for this call. \

@@ -29,16 +29,30 @@ pub(super) fn stage(state: CallState, actions: Actions) -> impl IntoView {
     // Tiles in the grid, this side's included: the CSS picks columns from it.
     let count = move || state.remotes.with(Vec::len) + 1;
     let peers = move || state.remotes.with(|remotes| remotes.iter().map(|remote| remote.peer).collect::<Vec<_>>());
+    // Whoever speaks, or spoke last (while they are here), else whoever came first: the tile a
+    // phone shows large when the others are too many to share its screen.
+    let spotlight = Memo::new(move |before: Option<&Option<u32>>| {
+        state.remotes.with(|remotes| {
+            let here = |peer: &u32| remotes.iter().any(|remote| remote.peer == *peer);
+            let speaking = remotes.iter().find(|remote| remote.speaking).map(|remote| remote.peer);
+            speaking.or(before.copied().flatten().filter(here)).or(remotes.first().map(|remote| remote.peer))
+        })
+    });
     view! {
-        <div class=move || format!("stage {}", layout.get().class()) data-count=count>
+        <div class=move || format!("stage {}", layout.get().class()) data-count=count data-columns=move || columns(count())>
             <For each=peers key=|peer| *peer let:peer>
-                {tile(state, actions, peer, layout)}
+                {tile(state, actions, peer, layout, spotlight)}
             </For>
             {own_tile(state)}
             // What just happened, told politely; a newer event replaces the one before.
             <p class="event" aria-live="polite">{move || state.event.get()}</p>
         </div>
     }
+}
+
+/// The grid's columns for `tiles` tiles: the fewest that make it about square (two up to four).
+fn columns(tiles: usize) -> usize {
+    (2..).find(|columns| columns * columns >= tiles).unwrap_or(2)
 }
 
 impl Layout {
@@ -78,7 +92,13 @@ fn own_tile(state: CallState) -> impl IntoView {
 
 /// One other person: their video and name, whether they are speaking, whether their camera is
 /// off, they are muted or they share their screen; and a way to see them full screen.
-fn tile(state: CallState, actions: Actions, peer: u32, layout: Memo<Layout>) -> impl IntoView {
+fn tile(
+    state: CallState,
+    actions: Actions,
+    peer: u32,
+    layout: Memo<Layout>,
+    spotlight: Memo<Option<u32>>,
+) -> impl IntoView {
     let called = Memo::new(move |_| {
         state.remotes.with(|remotes| {
             let group = remotes.len() > 1;
@@ -102,7 +122,7 @@ fn tile(state: CallState, actions: Actions, peer: u32, layout: Memo<Layout>) -> 
         }
     };
     view! {
-        <div class="tile" class:speaking=speaking node_ref=tile
+        <div class="tile" class:speaking=speaking class:spotlight=move || spotlight.get() == Some(peer) node_ref=tile
             class:featured=move || layout.get() == Layout::Presenting(peer) on:dblclick=move |_| full_screen()>
             <video class="remote" node_ref=video aria-label=move || format!("{}'s video", who()) autoplay playsinline></video>
             // The video's accessible name says it already.
@@ -135,7 +155,7 @@ fn tile(state: CallState, actions: Actions, peer: u32, layout: Memo<Layout>) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::Layout;
+    use super::{columns, Layout};
     use crate::{call::Remote, protocol::MediaState};
 
     fn remote(peer: u32, screen: bool) -> Remote {
@@ -150,5 +170,15 @@ mod tests {
         assert_eq!(Layout::of(&[remote(1, false), remote(2, false), remote(3, false)]), Layout::Grid);
         assert_eq!(Layout::of(&[remote(1, false), remote(2, true)]), Layout::Presenting(2));
         assert_eq!(Layout::of(&[remote(1, true)]), Layout::Presenting(1));
+    }
+
+    #[test]
+    fn the_grid_is_about_square() {
+        let by_tiles: Vec<usize> = (1..=26).map(columns).collect();
+        assert_eq!(&by_tiles[..4], [2, 2, 2, 2]);
+        assert_eq!((by_tiles[4], by_tiles[8], by_tiles[9], by_tiles[15], by_tiles[16]), (3, 3, 4, 4, 5));
+        // A room of 25: five by five on a desktop.
+        assert_eq!((by_tiles[24], by_tiles[25]), (5, 6));
+        assert_eq!(columns(50), 8);
     }
 }
