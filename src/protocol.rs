@@ -95,6 +95,16 @@ pub enum Message {
     /// the browser and the server's SFU. Not relayed.
     #[serde(rename = "MEDIA_SDP")]
     MediaSdp(MediaDescription),
+    /// To everyone in a room whose media has just moved (`--media auto`, at its fifth person):
+    /// how it travels from now on.
+    #[serde(rename = "MEDIA_ROUTE")]
+    MediaRoute(RouteChange),
+}
+
+/// `MEDIA_ROUTE`'s content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteChange {
+    pub media: MediaRoute,
 }
 
 /// An envelope as read: its `message_type`, and its `content` as raw JSON (`null` when there is
@@ -127,6 +137,7 @@ impl<'de> Deserialize<'de> for Message {
             "ERROR",
             "PRESENT",
             "MEDIA_SDP",
+            "MEDIA_ROUTE",
         ];
         let (kind, raw) = typed_content(deserializer)?;
         Ok(match &*kind {
@@ -142,6 +153,7 @@ impl<'de> Deserialize<'de> for Message {
             "ERROR" => Message::Error(content(raw)?),
             "PRESENT" => Message::Present(content(raw)?),
             "MEDIA_SDP" => Message::MediaSdp(content(raw)?),
+            "MEDIA_ROUTE" => Message::MediaRoute(content(raw)?),
             other => return Err(serde::de::Error::unknown_variant(other, TYPES)),
         })
     }
@@ -615,6 +627,7 @@ pub fn check_client_frame(text: &str) -> Result<ClientMessage<'_>, BadMessage> {
         "PEER_LEFT" => return Err(BadMessage::ServerOnly("PEER_LEFT")),
         "ERROR" => return Err(BadMessage::ServerOnly("ERROR")),
         "PRESENT" => return Err(BadMessage::ServerOnly("PRESENT")),
+        "MEDIA_ROUTE" => return Err(BadMessage::ServerOnly("MEDIA_ROUTE")),
         other => return Err(BadMessage::UnknownType(truncate(other, 64))),
     };
     check(content)
@@ -778,6 +791,7 @@ mod tests {
             Message::Join(Some(JoinRequest { name: Some("Ada".into()) })),
             Message::Name("Ada".into()),
             Message::Present(Present { people: vec![Person { public_id: Some("p1".into()), name: None }] }),
+            Message::MediaRoute(RouteChange { media: MediaRoute::Sfu }),
             Message::MediaSdp(MediaDescription {
                 kind: SdpType::Offer,
                 sdp: "v=0\r\n".into(),

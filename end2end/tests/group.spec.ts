@@ -69,29 +69,73 @@ test('three people pressing Start at the same moment all end up in one call', as
   for (const page of people) await expectEveryoneVideoPlaying(page, 2);
 });
 
-test('four people fill a room: the fifth is told it is full, and the four keep their call', async ({ open }) => {
-  test.setTimeout(120_000);
+/** Records, from now on, the longest wait between two frames shown on each remote tile (by its
+ * accessible name), whatever stream the tile is given meanwhile. */
+const recordFrameGaps = (page: Page) => page.evaluate(() => {
+  const gaps: Record<string, number> = {};
+  (window as any).__gaps = gaps;
+  for (const video of document.querySelectorAll<HTMLVideoElement>('video.remote')) {
+    let last = performance.now();
+    const shown = (now: number) => {
+      const label = video.getAttribute('aria-label')!;
+      gaps[label] = Math.max(gaps[label] ?? 0, now - last);
+      last = now;
+      video.requestVideoFrameCallback(shown);
+    };
+    video.requestVideoFrameCallback(shown);
+  }
+});
+const frameGaps = (page: Page) => page.evaluate(() => (window as any).__gaps as Record<string, number>);
+/** A camera of 160×120 at 10 frames a second. */
+const tinyCamera = (page: Page) => page.addInitScript(() => {
+  const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (constraints?: MediaStreamConstraints) => getUserMedia(
+    constraints?.video ? { ...constraints, video: { width: 160, height: 120, frameRate: 10 } } : constraints,
+  );
+});
+const openConnections = (page: Page) => page.evaluate(() =>
+  ((window as any).__peerConnections as RTCPeerConnection[]).filter((pc) => pc.connectionState !== 'closed').length);
+
+test('four people talk browser to browser; a fifth moves the room to the server, and no one\'s video stops for a second', async ({ open }) => {
+  test.setTimeout(180_000);
   const room = freshRoom();
   const url = `/call/${room}`;
   const people: Page[] = [];
   for (let i = 0; i < 4; i++) {
-    // The first is on a phone.
-    const page = await open(url, smallCamera, i === 0 ? { viewport: { width: 390, height: 844 } } : undefined);
+    // The first is on a phone. The cameras are tiny: five browsers on two cores, each encoding
+    // for up to four connections at the move.
+    const page = await open(url, tinyCamera, i === 0 ? { viewport: { width: 390, height: 844 } } : undefined);
     await start(page);
     people.push(page);
   }
   const [phone, desktop] = people;
   for (const page of people) await expectEveryoneVideoPlaying(page, 3);
   await expect.poll(() => videoCaps(phone)).toEqual([833_333, 833_333, 833_333]);
-  const eve = await open(url, smallCamera);
-  await start(eve);
-  await expect(status(eve)).toHaveText(/This call is full/);
   for (const page of people) await expect(status(page)).toHaveText('Connected with Guest 1, Guest 2 and Guest 3.');
   await expectEveryoneVideoPlaying(phone, 3);
 
   // Three others fill three cells of a square, this side the fourth, on a phone as on a desktop.
   const square = [{ x: 0, y: 0, w: 0.5, h: 0.5 }, { x: 0.5, y: 0, w: 0.5, h: 0.5 }, { x: 0, y: 0.5, w: 0.5, h: 0.5 }];
   for (const page of [phone, desktop]) expect(await layout(page)).toEqual(square);
+
+  // A fifth person: everyone moves to the server (make-before-break), each keeping every
+  // tile's video going.
+  const eve = await open(url, tinyCamera);
+  await expect(eve.getByRole('button', { name: 'Start' })).toBeEnabled();
+  for (const page of people) await recordFrameGaps(page);
+  await start(eve);
+  for (const page of [...people, eve]) {
+    await expect(status(page)).toHaveText(/^Connected with .* Media goes through the server\.$/, { timeout: 30_000 });
+    await expect.poll(() => openConnections(page), { message: 'one connection, to the server', timeout: 30_000 }).toBe(1);
+    await expectEveryoneVideoPlaying(page, 4);
+  }
+  for (const page of people) {
+    const gaps = await frameGaps(page);
+    expect(Object.keys(gaps).length, JSON.stringify(gaps)).toBe(3);
+    for (const [tile, gap] of Object.entries(gaps)) expect(gap, `${tile}: no frame for ${gap} ms`).toBeLessThan(1_000);
+  }
+  await hangUp(eve);
+  for (const page of people) await expectEveryoneVideoPlaying(page, 3, 10_000);
   // Two others: side by side above this side on a desktop, the three stacked on a phone.
   await hangUp(people[3]);
   await expect.poll(() => layout(desktop)).toEqual([{ x: 0, y: 0, w: 0.5, h: 0.5 }, { x: 0.5, y: 0, w: 0.5, h: 0.5 }]);

@@ -378,6 +378,7 @@ fn read_report(report: &JsValue) -> Report {
         bytes_sent: number("bytesSent").unwrap_or_default(),
         packets_lost: number("packetsLost").unwrap_or_default(),
         packets_received: number("packetsReceived").unwrap_or_default(),
+        frames_decoded: number("framesDecoded").unwrap_or_default(),
         frame_width: number("frameWidth").map(|width| width as u32),
         frame_height: number("frameHeight").map(|height| height as u32),
         frames_per_second: number("framesPerSecond"),

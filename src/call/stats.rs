@@ -20,6 +20,7 @@ pub struct Report {
     pub bytes_sent: f64,
     pub packets_lost: f64,
     pub packets_received: f64,
+    pub frames_decoded: f64,
     pub frame_width: Option<u32>,
     pub frame_height: Option<u32>,
     pub frames_per_second: Option<f64>,

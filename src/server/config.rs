@@ -13,9 +13,17 @@ use crate::server::origin::Origin;
 /// `--media`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum MediaMode {
+    /// Browser to browser, every room.
     Mesh,
+    /// Through the forwarding unit, every room.
     Sfu,
+    /// Browser to browser up to [`MESH_MOVE_AT`] people; a room moves to the forwarding unit
+    /// when one more joins, and stays there until it empties.
+    Auto,
 }
+
+/// Under `--media auto`, the most people a room holds browser to browser.
+pub(crate) const MESH_MOVE_AT: usize = 4;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "duo", version, about = "Small video calls: web app and signaling server")]
@@ -93,15 +101,16 @@ pub struct Config {
     #[arg(long, default_value = "10", value_parser = seconds_in(0.1, 3600.0))]
     pub(crate) header_timeout: Duration,
 
-    /// How many people a call room holds: 2 to 50 with `--media sfu`, at most 8 in a mesh, where
-    /// each sends to and receives from every other (docs/protocol.md).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=50))]
-    pub(crate) max_room_size: u8,
+    /// How many people a call room holds: 2 to 50 (default 25) when media may go through the
+    /// server; at most 8 (default 4) with `--media mesh`, where each sends to and receives from
+    /// every other (docs/protocol.md).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=50))]
+    pub(crate) max_room_size: Option<u8>,
 
-    /// How each room's media travels: `mesh`, browser to browser; or `sfu`, through this
-    /// server's forwarding unit, each person sending once (issue 33, under way: `sfu` serves
-    /// every room, and needs the browser's SFU client, not written yet).
-    #[arg(long, value_enum, default_value_t = MediaMode::Mesh)]
+    /// How each room's media travels: `mesh`, browser to browser; `sfu`, through this server's
+    /// forwarding unit, each person sending once; `auto`, browser to browser up to four people,
+    /// through the server from the fifth on (with `--redis`: `mesh`, for now).
+    #[arg(long, value_enum, default_value_t = MediaMode::Auto)]
     pub(crate) media: MediaMode,
 
     /// The UDP address the forwarding unit listens on (default: `--addr`'s address and port,
@@ -113,6 +122,10 @@ pub struct Config {
     /// server behind NAT, or one that binds every interface (as coturn's `external-ip`).
     #[arg(long, value_name = "IP")]
     pub(crate) media_public_ip: Option<IpAddr>,
+
+    /// Why `auto` became `mesh`, for the log.
+    #[arg(skip)]
+    pub(crate) media_note: Option<&'static str>,
 
     /// MiB of signaling frames that may wait, over all connections, for peers that read slowly.
     /// Past it, a peer with more than 64 KiB waiting is dropped as too slow (4002) rather than
@@ -177,13 +190,31 @@ pub struct Config {
 pub(crate) const MESH_ROOM_SIZE: u8 = 8;
 
 impl Config {
-    /// The flags, with those that only make sense together checked (clap's error, for its exit).
-    pub fn checked(self) -> Result<Self, clap::Error> {
+    /// How many people a room holds (`--max-room-size`, or its default for the media mode).
+    pub(crate) fn room_size(&self) -> u8 {
+        self.max_room_size.unwrap_or(if self.media == MediaMode::Mesh { 4 } else { 25 })
+    }
+
+    /// The flags, with those that only make sense together checked (clap's error, for its exit),
+    /// and `auto` resolved.
+    pub fn checked(mut self) -> Result<Self, clap::Error> {
         use clap::CommandFactory;
-        if self.media == MediaMode::Mesh && self.max_room_size > MESH_ROOM_SIZE {
+        let wildcard = self.media_addr.unwrap_or(self.addr).ip().is_unspecified() && self.media_public_ip.is_none();
+        if self.media == MediaMode::Auto && (self.redis.is_some() || wildcard) {
+            // Rooms shared over Redis cannot move to one instance's forwarding unit yet; and on
+            // every interface, the address browsers should send media to is not known.
+            self.media = MediaMode::Mesh;
+            self.media_note = Some(match self.redis {
+                Some(_) => "rooms stay browser to browser: --redis does not share rooms on the server yet",
+                None => {
+                    "rooms stay browser to browser: say with --media-public-ip which address browsers send media to"
+                }
+            });
+        }
+        if self.media == MediaMode::Mesh && self.room_size() > MESH_ROOM_SIZE {
             let message = format!(
-                "--max-room-size {} needs --media sfu: a mesh room holds at most {MESH_ROOM_SIZE}",
-                self.max_room_size
+                "--max-room-size {} needs media through the server (--media sfu or auto): a mesh room holds at most {MESH_ROOM_SIZE}",
+                self.room_size()
             );
             return Err(Self::command().error(clap::error::ErrorKind::ArgumentConflict, message));
         }
@@ -228,10 +259,20 @@ mod tests {
 
     #[test]
     fn rooms_above_eight_need_the_forwarding_unit() {
-        let error = parse(&["--max-room-size", "9"]).unwrap_err().to_string();
-        assert!(error.contains("--max-room-size 9 needs --media sfu"), "{error}");
-        assert_eq!(parse(&["--max-room-size", "8"]).unwrap().max_room_size, 8);
-        assert_eq!(parse(&["--max-room-size", "25", "--media", "sfu"]).unwrap().max_room_size, 25);
+        let error = parse(&["--max-room-size", "9", "--media", "mesh"]).unwrap_err().to_string();
+        assert!(error.contains("--max-room-size 9 needs media through the server"), "{error}");
+        assert_eq!(parse(&["--max-room-size", "8", "--media", "mesh"]).unwrap().room_size(), 8);
+        assert_eq!(parse(&["--media", "mesh"]).unwrap().room_size(), 4);
+        assert_eq!(parse(&["--max-room-size", "25", "--media", "sfu"]).unwrap().room_size(), 25);
+        // Shared over Redis, `auto` stays a mesh: rooms of four.
+        let shared = parse(&["--redis", "redis://127.0.0.1"]).unwrap();
+        assert_eq!((shared.media, shared.room_size()), (MediaMode::Mesh, 4));
+        // So does one on every interface that does not say where browsers send media.
+        let everywhere = parse(&["--addr", "0.0.0.0:443"]).unwrap();
+        assert_eq!((everywhere.media, everywhere.room_size()), (MediaMode::Mesh, 4));
+        assert!(everywhere.media_note.unwrap().contains("--media-public-ip"));
+        let told = parse(&["--addr", "0.0.0.0:443", "--media-public-ip", "203.0.113.5"]).unwrap();
+        assert_eq!(told.media, MediaMode::Auto);
         assert!(parse(&["--max-room-size", "51", "--media", "sfu"]).is_err());
         let error = parse(&["--media", "sfu", "--redis", "redis://127.0.0.1"]).unwrap_err().to_string();
         assert!(error.contains("does not share rooms over --redis yet"), "{error}");
@@ -251,7 +292,8 @@ mod tests {
         assert!(config.tls_cert.is_none() && !config.tls_self_signed);
         assert_eq!(config.metrics_addr, "127.0.0.1:9464".parse().unwrap());
         assert_eq!(config.turn_credential_lifetime, Duration::from_secs(3600));
-        assert_eq!(config.max_room_size, 4, "groups of four by default");
+        assert_eq!(config.media, MediaMode::Auto);
+        assert_eq!(config.room_size(), 25, "rooms of 25, through the server from the fifth person");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use tracing::info;
 
 use crate::{
     app::shell,
-    protocol::{IceTransportPolicy, MediaRoute, MAX_FRAME_BYTES, MIN_SESSION_LEN},
+    protocol::{IceTransportPolicy, MAX_FRAME_BYTES, MIN_SESSION_LEN},
     room::RoomId,
     server::assets::Files,
     server::config::{Config, MediaMode},
@@ -94,18 +94,20 @@ impl AppState {
             credential_lifetime: config.turn_credential_lifetime,
             transport_policy: if config.relay_only { IceTransportPolicy::Relay } else { IceTransportPolicy::All },
         };
+        if let Some(note) = config.media_note {
+            info!("{note}");
+        }
         let sfu = match config.media {
             MediaMode::Mesh => None,
-            MediaMode::Sfu => Some(start_sfu(config)?),
+            MediaMode::Sfu | MediaMode::Auto => Some(start_sfu(config)?),
         };
-        let media = if sfu.is_some() { MediaRoute::Sfu } else { MediaRoute::Mesh };
         Ok(Self {
             leptos_options,
             hub: Hub::new(
                 HubSettings {
                     ice,
-                    media,
-                    room_size: usize::from(config.max_room_size),
+                    media: config.media,
+                    room_size: usize::from(config.room_size()),
                     outbox: OUTBOX,
                     queued_budget: config.max_queued_mib as usize * (1 << 20),
                 },

@@ -24,6 +24,7 @@ const SFU_FRAMES: &str = "duo_sfu_frames_total";
 const SFU_DROPPED: &str = "duo_sfu_datagrams_dropped_total";
 const SFU_KEYFRAMES: &str = "duo_sfu_keyframe_requests_total";
 const SFU_MESSAGES: &str = "duo_sfu_channel_messages_total";
+const ROOMS_MOVED: &str = "duo_rooms_moved_to_sfu_total";
 const SFU_TRACKS_REFUSED: &str = "duo_sfu_tracks_refused_total";
 
 /// Installs the process-wide recorder; `/metrics` renders from the handle.
@@ -78,6 +79,11 @@ pub(crate) fn refused_upgrade(reason: &'static str) {
 
 pub(crate) fn active_rooms(count: usize) {
     ROOMS.set(count as f64);
+}
+
+/// A room's media moved to the forwarding unit (`--media auto`, at its fifth person).
+pub(crate) fn room_moved() {
+    counter!(ROOMS_MOVED).increment(1);
 }
 
 pub(crate) fn relayed(kind: Relayed) {

@@ -177,8 +177,8 @@ impl Session {
             Ok(membership) => {
                 let span = tracing::info_span!("peer", room = %room_log_name(&room), peer = membership.peer_id.0);
                 span.in_scope(|| info!(polite = membership.welcome.polite, "joined"));
-                // Only an `sfu` room's connections keep the room's id (for the forwarding unit).
-                let sfu_room = (membership.welcome.media == MediaRoute::Sfu).then_some(room);
+                // With a forwarding unit, a connection keeps the room's id: its media may go there.
+                let sfu_room = self.sfu.is_some().then_some(room);
                 Either::Left(self.serve(membership, sfu_room).instrument(span))
             }
             Err(refusal) => {
@@ -363,17 +363,9 @@ impl Session {
             if !self.send(Message::Welcome(membership.welcome.clone()).to_json(), Some(mailbox)).await {
                 return;
             }
-            let mut media = None;
-            if let (Some(sfu), Some(room)) = (&self.sfu, sfu_room) {
-                match SfuLink::join(sfu, &room, membership.peer_id).await {
-                    Ok(link) => media = Some(link),
-                    Err(error) => {
-                        warn!(%error, "no place on the forwarding unit");
-                        self.close(close_code::TRY_AGAIN_LATER, "the media server is not answering").await;
-                        return;
-                    }
-                }
-            }
+            // A place on the forwarding unit, taken at the browser's first offer to it (a room
+            // may move there mid-call).
+            let mut media: Option<SfuLink> = None;
             let mut pace = self.pace().await;
             loop {
                 tokio::select! {
@@ -398,7 +390,16 @@ impl Session {
                                     membership.rename(name);
                                     continue;
                                 }
-                                Ok(ClientMessage::Media(description)) => match media_sdp(media.as_ref(), description).await {
+                                Ok(ClientMessage::Media(description)) => {
+                                    let link = match sfu_link(&mut media, self.sfu.as_ref(), sfu_room.as_ref(), &membership).await {
+                                        Ok(link) => link,
+                                        Err(error) => {
+                                            warn!(%error, "no place on the forwarding unit");
+                                            self.close(close_code::TRY_AGAIN_LATER, "the media server is not answering").await;
+                                            return;
+                                        }
+                                    };
+                                    match media_sdp(link, description).await {
                                     Ok(Some(reply)) => {
                                         if !self.send(reply.to_json(), Some(mailbox)).await {
                                             return;
@@ -407,7 +408,7 @@ impl Session {
                                     }
                                     Ok(None) => continue,
                                     Err(refused) => refused,
-                                },
+                                }},
                                 Ok(ClientMessage::Relay(checked)) => {
                                     let (to, kind, len) = (checked.to, checked.kind, text.len());
                                     let frame = checked.stamped(membership.peer_id).map_or(text, Frame::from);
@@ -550,8 +551,22 @@ impl Drop for OnDrop {
     }
 }
 
-/// The close frame a broken frame earns (RFC 6455 section 7.4.1), if the socket can still
-/// take one: too big 1009, text that is not UTF-8 1007, any other protocol breach 1002.
+/// The person's place on the forwarding unit: taken at their browser's first `MEDIA_SDP` if
+/// their room's media goes through it now; none if it does not.
+async fn sfu_link<'a>(
+    link: &'a mut Option<SfuLink>,
+    sfu: Option<&Sfu>,
+    room: Option<&RoomId>,
+    membership: &Membership,
+) -> Result<Option<&'a SfuLink>, Unanswered> {
+    if let (None, Some(sfu), Some(room)) = (&*link, sfu, room) {
+        if membership.route() == MediaRoute::Sfu {
+            *link = Some(SfuLink::join(sfu, room, membership.peer_id).await?);
+        }
+    }
+    Ok(link.as_ref())
+}
+
 /// A browser's `MEDIA_SDP` for the forwarding unit: its offer gets the server's answer; its
 /// answer to the server's offer gets nothing back. An `ERROR`'s text when refused.
 async fn media_sdp(link: Option<&SfuLink>, description: SessionDescription) -> Result<Option<Message>, String> {
@@ -569,6 +584,8 @@ async fn media_sdp(link: Option<&SfuLink>, description: SessionDescription) -> R
     }
 }
 
+/// The close frame a broken frame earns (RFC 6455 section 7.4.1), if the socket can still
+/// take one: too big 1009, text that is not UTF-8 1007, any other protocol breach 1002.
 fn close_for(error: tungstenite::Error) -> Option<(u16, &'static str)> {
     use tungstenite::error::ProtocolError;
     match error {

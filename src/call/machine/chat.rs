@@ -74,8 +74,12 @@ impl CallMachine {
     /// The connections whose data channel is open, by generation (on the server, its one).
     pub(super) fn open_channels(&self) -> Vec<u32> {
         match &self.sfu {
-            Some(sfu) => sfu.channel_open.then_some(sfu.generation).into_iter().collect(),
-            None => self.peers.iter().filter(|peer| peer.channel_open).map(|peer| peer.generation).collect(),
+            Some(sfu) if sfu.channel_open => vec![sfu.generation],
+            // A mesh's channels, also while a room moves to the server.
+            _ => {
+                let open = self.peers.iter().filter(|peer| peer.own_connection && peer.channel_open);
+                open.map(|peer| peer.generation).collect()
+            }
         }
     }
 
@@ -110,16 +114,20 @@ impl CallMachine {
             self.unsent_chat.push(message);
             return;
         }
+        let meshed = self.peers.iter().any(|peer| peer.own_connection && peer.channel_open);
         if let Some(sfu) = &mut self.sfu {
-            // One channel, to the server, which passes it on to the room; sent when it opens.
-            if !sfu.channel_open {
+            // One channel, to the server, which passes it on to the room; sent when it opens
+            // (while a room moves to the server, on the mesh's channels till then).
+            if sfu.channel_open {
+                let peer = sfu.generation;
+                return self.push(Effect::ToPeer { peer, message: PeerMessage::Chat(message) });
+            }
+            if !meshed {
                 return sfu.unsent_chat.push(message);
             }
-            let peer = sfu.generation;
-            return self.push(Effect::ToPeer { peer, message: PeerMessage::Chat(message) });
         }
         let mut sends = Vec::new();
-        for peer in &mut self.peers {
+        for peer in self.peers.iter_mut().filter(|peer| peer.own_connection) {
             if peer.channel_open {
                 sends.push(Effect::ToPeer { peer: peer.generation, message: PeerMessage::Chat(message.clone()) });
             } else {

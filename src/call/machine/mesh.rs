@@ -121,7 +121,7 @@ impl CallMachine {
             }
             PeerEvent::Message(message) => self.heard(index, message, now_ms),
             PeerEvent::Oversized => self.withhold(index, now_ms),
-            // Only the server's channel passes messages on.
+            // Only the connection to the server reports these.
             PeerEvent::Relayed(_) => {}
             PeerEvent::Stats(reports) => {
                 let (stats, traffic) = summarize(&reports, peer.traffic, now_ms);
@@ -183,7 +183,9 @@ impl CallMachine {
     /// Restarts ICE on connection `generation` (one that has worked) while its media path is
     /// down and both sides are reachable by signaling, and looks again later.
     pub(super) fn restart_ice_if_broken(&mut self, generation: u32) {
-        let Some(peer) = self.peers.iter().find(|peer| peer.generation == generation) else { return };
+        let Some(peer) = self.peers.iter().find(|peer| peer.generation == generation && peer.own_connection) else {
+            return;
+        };
         if !matches!(peer.connection, ConnectionState::Disconnected | ConnectionState::Failed) {
             return;
         }
@@ -197,10 +199,8 @@ impl CallMachine {
     /// The connections that send this side's media, by generation: the one to the server, or
     /// one to each person in the order they came.
     pub(super) fn generations(&self) -> Vec<u32> {
-        match &self.sfu {
-            Some(sfu) => vec![sfu.generation],
-            None => self.peers.iter().map(|peer| peer.generation).collect(),
-        }
+        let own = self.peers.iter().filter(|peer| peer.own_connection).map(|peer| peer.generation);
+        self.sfu.iter().map(|sfu| sfu.generation).chain(own).collect()
     }
 
     /// A connection to `member`: the standby one, or a new one. Returns its generation.
@@ -218,6 +218,7 @@ impl CallMachine {
         self.company = self.company.max(self.peers.len() + 1);
         self.people += 1;
         let mut peer = Peer::new(generation, member, self.polite, self.people, answers);
+        peer.own_connection = true;
         // Everyone called at once gets what was typed while alone.
         peer.unsent_chat = self.unsent_chat.clone();
         self.peers.push(peer);
@@ -250,7 +251,7 @@ impl CallMachine {
         self.note_withheld(index);
         let peer = self.peers.remove(index);
         // On the server, a tile has no connection of its own.
-        if self.sfu.is_none() {
+        if peer.own_connection {
             self.push(Effect::DropPeer { peer: peer.generation });
         }
         if index == 0 && self.sfu.is_none() {

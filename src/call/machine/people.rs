@@ -55,6 +55,8 @@ pub(super) struct Peer {
     pub(super) withheld: Option<Withheld>,
     /// In a room on the server: the server's m-lines that carry their media to this side.
     pub(super) mids: Vec<String>,
+    /// A connection of its own to them (a mesh), rather than their media on the server's.
+    pub(super) own_connection: bool,
 }
 
 /// Whether someone is speaking, from successive audio levels: above [`SPEAKING_LEVEL`] within
@@ -105,6 +107,7 @@ impl Peer {
             chat_rate: ChatRate::default(),
             withheld: None,
             mids: Vec::new(),
+            own_connection: false,
         }
     }
 

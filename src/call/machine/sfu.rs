@@ -9,8 +9,10 @@ use super::{
     Timer, STATS_EVERY_MS,
 };
 use crate::{
-    call::stats::{summarize, Traffic, Voices},
-    protocol::{ChatMessage, MediaDescription, Message, PeerInfo, PeerMessage, SdpType, SessionDescription, Track},
+    call::stats::{summarize, Report, Traffic, Voices},
+    protocol::{
+        ChatMessage, MediaDescription, Message, PeerId, PeerInfo, PeerMessage, SdpType, SessionDescription, Track,
+    },
 };
 
 /// The connection to the server's forwarding unit.
@@ -33,19 +35,23 @@ pub(super) struct Sfu {
 
 impl CallMachine {
     /// Joins a room on the server: a connection to it (one before, on a socket that dropped, is
-    /// gone on the server's side), and a tile for everyone already there.
+    /// gone on the server's side), and a tile for everyone already there. A connection of this
+    /// side's own to someone (a mesh) stays until the server carries their media
+    /// (make-before-break), while they are in the room or it works.
     pub(super) fn join_sfu(&mut self) {
         for index in (0..self.peers.len()).rev() {
             let peer = &self.peers[index];
-            // A mesh connection (the server restarted with media through it), or someone gone.
-            let stays =
-                self.sfu.is_some() && self.room.iter().any(|member| same_person(&member.public_id, &peer.public_id));
-            if !stays {
+            let here = self
+                .room
+                .iter()
+                .any(|member| member.peer_id == peer.peer_id || same_person(&member.public_id, &peer.public_id));
+            let working = peer.own_connection && peer.connection == ConnectionState::Connected;
+            if !here && !working {
                 self.drop_peer(index);
             }
         }
-        if let Some(old) = self.sfu.take() {
-            self.push(Effect::DropPeer { peer: old.generation });
+        for old in [self.sfu.take().map(|sfu| sfu.generation), self.standby.take()].into_iter().flatten() {
+            self.push(Effect::DropPeer { peer: old });
         }
         let generation = self.create_peer(true);
         self.sfu = Some(Sfu {
@@ -85,7 +91,7 @@ impl CallMachine {
 
     /// A tile for `member`, unless they have one (they came back on a new socket).
     pub(super) fn add_person(&mut self, member: &PeerInfo, newcomer: bool) {
-        let same = |peer: &Peer| same_person(&peer.public_id, &member.public_id);
+        let same = |peer: &Peer| peer.peer_id == member.peer_id || same_person(&peer.public_id, &member.public_id);
         if let Some(peer) = self.peers.iter_mut().find(|peer| same(peer)) {
             peer.peer_id = member.peer_id;
             return;
@@ -146,7 +152,7 @@ impl CallMachine {
                     self.push(Effect::Mark("connected"));
                 }
                 // Every tile's media comes the same way: each is as connected as this one.
-                for peer in &mut self.peers {
+                for peer in self.peers.iter_mut().filter(|peer| !peer.own_connection) {
                     peer.connection = state;
                     peer.ever_connected |= state == ConnectionState::Connected;
                 }
@@ -186,6 +192,7 @@ impl CallMachine {
                 }
                 self.voice.hear(stats.sent_audio_level, now_ms);
                 self.push(Effect::Stats(Some(stats)));
+                self.take_over(&reports);
             }
             // The server is ICE-lite: it learns this side's address from its checks, and takes
             // no candidates. It offers what changes; this side offers once.
@@ -199,11 +206,44 @@ impl CallMachine {
         Ok(())
     }
 
+    /// Someone's media plays through the server (their video decodes; their audio, if they send
+    /// no video): their tile shows it from now on, and a connection of this side's own to them
+    /// (the room moved) goes. Until then, that connection's media plays on: no gap.
+    fn take_over(&mut self, reports: &[Report]) {
+        let Some(sfu) = &self.sfu else { return };
+        let playing: Vec<(PeerId, bool)> = reports
+            .iter()
+            .filter(|report| report.report_type == "inbound-rtp")
+            .filter(|report| report.frames_decoded > 0.0 || report.total_samples_duration > 0.0)
+            .filter_map(|report| {
+                let track = sfu.tracks.iter().find(|track| Some(&track.mid) == report.mid.as_ref())?;
+                Some((track.peer_id, report.frames_decoded > 0.0))
+            })
+            .collect();
+        let connection = sfu.connection;
+        let mut moved = Vec::new();
+        for peer in self.peers.iter_mut().filter(|peer| peer.own_connection) {
+            let sends_video = peer.media.is_none_or(|media| media.video);
+            if playing.iter().any(|(whose, video)| *whose == peer.peer_id && (*video || !sends_video)) {
+                peer.own_connection = false;
+                peer.connection = connection;
+                peer.ever_connected |= connection == ConnectionState::Connected;
+                moved.push(peer.generation);
+            }
+        }
+        for peer in moved {
+            self.push(Effect::DropPeer { peer });
+        }
+        self.route_tracks();
+    }
+
     /// Gives each tile the server's m-lines that carry its person's media, where that changed.
     pub(super) fn route_tracks(&mut self) {
         let Some(sfu) = &self.sfu else { return };
         let mut changed = Vec::new();
-        for peer in &mut self.peers {
+        // Someone this side still has a connection of its own to keeps it until the server's
+        // media for them flows ([`PeerEvent::Flowing`]).
+        for peer in self.peers.iter_mut().filter(|peer| !peer.own_connection) {
             let mids: Vec<String> = sfu
                 .tracks
                 .iter()

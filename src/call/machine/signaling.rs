@@ -80,6 +80,10 @@ impl CallMachine {
                 self.push(Effect::Warn(format!("the server refused a message: {}", error.message)))
             }
             Message::MediaSdp(description) => self.media_description(description),
+            // The room moved to the server (its fifth person came): meet everyone there, and
+            // keep each browser-to-browser connection until the server carries that person.
+            Message::MediaRoute(change) if change.media == MediaRoute::Sfu && self.sfu.is_none() => self.join_sfu(),
+            Message::MediaRoute(_) => {}
             // Only clients send JOIN and NAME; only a socket waiting to join gets PRESENT.
             Message::Join(_) | Message::Name(_) | Message::Present(_) => {}
         }

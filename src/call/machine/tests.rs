@@ -3,7 +3,7 @@ use crate::{
     call::{Author, CallCommand, CallStats, ChatLine, Device, Remote},
     protocol::{
         ChatMessage, ErrorBody, ErrorCode, IceCandidate, MediaDescription, MediaRoute, MediaState, Message, PassedOn,
-        PeerId, PeerInfo, PeerMessage, SdpType, SessionDescription, Track, Welcome, MAX_CHAT_CHARS,
+        PeerId, PeerInfo, PeerMessage, RouteChange, SdpType, SessionDescription, Track, Welcome, MAX_CHAT_CHARS,
     },
 };
 
@@ -1414,4 +1414,67 @@ fn on_the_server_whoever_is_heard_on_their_m_line_is_shown_speaking() {
     let effects = handle(&mut machine, reading(0.0, 0.02, 1.5));
     let speaking: Vec<bool> = remotes(&effects).unwrap().iter().map(|tile| tile.speaking).collect();
     assert_eq!(speaking, [false, true]);
+}
+
+#[test]
+fn a_room_that_moves_to_the_server_keeps_each_connection_until_the_server_carries_that_person() {
+    let mut machine = started();
+    let effects = join_alice_and_bob(&mut machine);
+    let meshed: Vec<u32> = effects
+        .iter()
+        .filter_map(|e| if let Effect::CreatePeer { peer, to_server: false, .. } = e { Some(*peer) } else { None })
+        .collect();
+    let [alice, bob] = meshed[..] else { panic!("{effects:?}") };
+    for generation in [alice, bob] {
+        handle(&mut machine, peer(generation, PeerEvent::ConnectionState(ConnectionState::Connected)));
+    }
+
+    // The fifth person came: the server says the room's media goes through it now.
+    let moved = Message::MediaRoute(RouteChange { media: MediaRoute::Sfu });
+    let effects = handle(&mut machine, server(FIRST_SOCKET, moved));
+    let Some(Effect::CreatePeer { peer: to_server, to_server: true, .. }) =
+        effects.iter().find(|e| matches!(e, Effect::CreatePeer { .. })).cloned()
+    else {
+        panic!("a connection to the server: {effects:?}")
+    };
+    assert!(!has(&effects, |e| matches!(e, Effect::DropPeer { .. })), "nothing dropped yet: {effects:?}");
+    // Carol, the newcomer, is met on the server only.
+    let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol"))));
+    assert!(!has(&effects, |e| matches!(e, Effect::CreatePeer { .. })), "{effects:?}");
+    let carol = remotes(&effects).unwrap()[2].peer;
+    handle(&mut machine, peer(to_server, negotiated(Signaling::HaveLocalOffer, Some(sdp(SdpType::Offer)))));
+    let answer = MediaDescription { kind: SdpType::Answer, sdp: "v=0 server".into(), tracks: Vec::new() };
+    handle(&mut machine, server(FIRST_SOCKET, Message::MediaSdp(answer)));
+    handle(&mut machine, peer(to_server, negotiated(Signaling::Stable, None)));
+    let effects = server_offers(&mut machine, to_server, &[("3", "alice"), ("4", "bob"), ("5", "carol")]);
+    // Carol's tile shows the server's media at once; Alice and Bob keep their own connections.
+    let routes: Vec<&Effect> = effects.iter().filter(|e| matches!(e, Effect::RouteTracks { .. })).collect();
+    assert_eq!(routes, [&Effect::RouteTracks { peer: to_server, tiles: vec![(carol, vec!["5".into()])] }]);
+    // Alice's video plays through the server (Bob's audio arrives, but his camera is on and his
+    // video does not decode yet): her tile takes it, her own connection goes.
+    let received = |mid: &str, kind: &str, frames: f64, seconds: f64| crate::call::stats::Report {
+        id: mid.into(),
+        report_type: "inbound-rtp".into(),
+        kind: Some(kind.into()),
+        mid: Some(mid.into()),
+        frames_decoded: frames,
+        total_samples_duration: seconds,
+        ..Default::default()
+    };
+    let reading =
+        vec![received("3", "video", 12.0, 0.0), received("4", "audio", 0.0, 2.0), received("4v", "video", 0.0, 0.0)];
+    let effects = handle(&mut machine, peer(to_server, PeerEvent::Stats(reading)));
+    assert!(effects.contains(&Effect::DropPeer { peer: alice }), "{effects:?}");
+    assert!(effects.contains(&Effect::RouteTracks { peer: to_server, tiles: vec![(alice, vec!["3".into()])] }));
+    assert!(!effects.contains(&Effect::DropPeer { peer: bob }));
+    // Bob's still comes on his own connection, and still counts as connected.
+    let effects = handle(&mut machine, peer(bob, PeerEvent::ConnectionState(ConnectionState::Connected)));
+    assert!(!has(&effects, |e| matches!(e, Effect::DropPeer { .. })));
+    // A change of camera goes on both connections that send it.
+    let effects = handle(&mut machine, Input::Command(CallCommand::Camera(false)));
+    let sends: Vec<u32> = effects
+        .iter()
+        .filter_map(|e| if let Effect::SendVideo { peer, .. } = e { Some(*peer) } else { None })
+        .collect();
+    assert_eq!(sends, [to_server, bob]);
 }

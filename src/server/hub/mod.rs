@@ -39,8 +39,9 @@ pub(crate) use self::{
     shared::RedisSettings,
 };
 use crate::{
-    protocol::{MediaRoute, Message, PeerId, PeerInfo, Person, Present, Welcome},
+    protocol::{MediaRoute, Message, PeerId, PeerInfo, Person, Present, RouteChange, Welcome},
     room::RoomId,
+    server::config::{MediaMode, MESH_MOVE_AT},
     server::ice::IceConfig,
     server::limits::LogThrottle,
 };
@@ -88,8 +89,8 @@ pub(crate) enum Misaddressed {
 
 pub(crate) struct HubSettings {
     pub(crate) ice: IceConfig,
-    /// How rooms' media travels: what `WELCOME` tells each browser.
-    pub(crate) media: MediaRoute,
+    /// How rooms' media travels: what `WELCOME` tells each browser, and when a room moves.
+    pub(crate) media: MediaMode,
     /// How many people a room holds.
     pub(crate) room_size: usize,
     /// What may wait for one slow reader before it is dropped: frames, and their bytes.
@@ -146,6 +147,9 @@ struct Places {
     watching: usize,
     /// `PRESENT` for them: made for the first, dropped with the last (most rooms never need it).
     present: Option<watch::Sender<Frame>>,
+    /// How the room's media travels now: under `--media auto`, through the server from its
+    /// fifth person until it empties.
+    route: MediaRoute,
 }
 
 #[derive(Default)]
@@ -445,6 +449,7 @@ impl Hub {
         let slot = Slot { peer_id, public_id, name, mailbox: mailbox.clone() };
         let old = places.seats[index].seat.replace(Seat::Here(slot));
         places.seats[index].ver = ver;
+        self.route(places, index);
         self.announce(places, index, old);
         places.publish();
         let peers: Vec<PeerInfo> =
@@ -461,9 +466,29 @@ impl Hub {
             ice_servers: self.settings.ice.servers_for(peer_id, SystemTime::now(), turn),
             ice_transport_policy: self.settings.ice.transport_policy,
             peers,
-            media: self.settings.media,
+            media: places.route,
         };
         Membership { hub: self.clone(), room: room.clone(), peer_id, welcome, mailbox }
+    }
+
+    /// The room's media route once the person at `index` has joined: a room that was empty
+    /// starts as `--media` says; under `auto`, one of more than [`MESH_MOVE_AT`] moves to the
+    /// server, and everyone already there is told so before they hear of the newcomer (who is
+    /// then met on the server, not called browser to browser).
+    fn route(&self, places: &mut Places, index: usize) {
+        let seated = places.seats.iter().filter(|place| place.seat.is_some()).count();
+        let moves = match self.settings.media {
+            MediaMode::Mesh => false,
+            MediaMode::Sfu => true,
+            MediaMode::Auto => seated > MESH_MOVE_AT,
+        };
+        if seated == 1 {
+            places.route = if moves { MediaRoute::Sfu } else { MediaRoute::Mesh };
+        } else if moves && places.route == MediaRoute::Mesh {
+            places.route = MediaRoute::Sfu;
+            crate::server::metrics::room_moved();
+            self.tell(places, index, |_| Message::MediaRoute(RouteChange { media: MediaRoute::Sfu }));
+        }
     }
 
     /// Tells this process's people in the room what changed at `index` (it held `old`), and
@@ -694,9 +719,10 @@ impl Hub {
     /// of them as full goes too). One who keeps reading is never evicted for what others send:
     /// the sender is [`Busy`] instead (a frame from another instance is dropped, and counted).
     fn deliver_frame(&self, places: &mut Places, index: usize, outbound: Outbound, now: Instant) -> Result<(), Busy> {
-        let Some(Seat::Here(slot)) = &places.seats[index].seat else { return Ok(()) };
         let from = outbound.from;
-        match slot.mailbox.push(outbound, self.settings.outbox, self.share(), self.settings.queued_budget, now) {
+        let share = self.share(places);
+        let Some(Seat::Here(slot)) = &places.seats[index].seat else { return Ok(()) };
+        match slot.mailbox.push(outbound, self.settings.outbox, share, self.settings.queued_budget, now) {
             Ok(()) => return Ok(()),
             Err(Overflow::Sender) if from == Source::Remote => {
                 crate::server::metrics::rejected("recipient_busy");
@@ -728,10 +754,11 @@ impl Hub {
                 );
             }
             let left = Frame::from(Message::PeerLeft(Seat::Here(evicted).info(None)).to_json());
+            let share = self.share(places);
             for (other, seat) in others(&places.seats, index) {
                 let Some(slot) = seat.here() else { continue };
                 let outbound = Outbound { frame: left.clone(), relayed_at: None, from: Source::Hub };
-                if slot.mailbox.push(outbound, outbox, self.share(), queued_budget, now).is_err() {
+                if slot.mailbox.push(outbound, outbox, share, queued_budget, now).is_err() {
                     leaving.push(other);
                 }
             }
@@ -740,16 +767,18 @@ impl Hub {
     }
 
     /// How much of one person's mailbox another person's frames may fill: an equal part for
-    /// each of the others a room holds.
-    fn share(&self) -> Capacity {
-        let senders = self.settings.room_size.saturating_sub(1).max(1);
+    /// each of the others in the room now (a room of 25 places is mostly a call of two or three).
+    fn share(&self, places: &Places) -> Capacity {
+        let seated = places.seats.iter().filter(|place| place.seat.is_some()).count();
+        let senders = seated.saturating_sub(1).max(1);
         Capacity { frames: self.settings.outbox.frames / senders, bytes: self.settings.outbox.bytes / senders }
     }
 }
 
 impl Room {
     fn new(key: RoomKey, size: usize) -> Arc<Self> {
-        let mut places = Places { key, seats: Vec::new(), joining: 0, watching: 0, present: None };
+        let route = MediaRoute::Mesh;
+        let mut places = Places { key, seats: Vec::new(), joining: 0, watching: 0, present: None, route };
         places.grow(size);
         Arc::new(Self { places: Mutex::new(places) })
     }
@@ -824,6 +853,11 @@ impl Membership {
 }
 
 impl Membership {
+    /// How the room's media travels now.
+    pub(crate) fn route(&self) -> MediaRoute {
+        lock(&self.room.places).route
+    }
+
     /// This person's display name is now `name` (cleaned): those waiting to join see it.
     pub(crate) fn rename(&self, name: Option<String>) {
         let mut guard = lock(&self.room.places);
@@ -910,19 +944,18 @@ mod tests {
     }
 
     fn hub_of(room_size: usize, capacity: usize, queued_budget: usize) -> Arc<Hub> {
+        hub_routing(room_size, capacity, queued_budget, MediaMode::Mesh)
+    }
+
+    fn hub_routing(room_size: usize, capacity: usize, queued_budget: usize, media: MediaMode) -> Arc<Hub> {
         let ice = IceConfig {
             urls: vec![],
             turn_secret: None,
             credential_lifetime: std::time::Duration::from_secs(60),
             transport_policy: crate::protocol::IceTransportPolicy::All,
         };
-        let settings = HubSettings {
-            ice,
-            media: MediaRoute::Mesh,
-            room_size,
-            outbox: Capacity { frames: capacity, bytes: 1 << 20 },
-            queued_budget,
-        };
+        let settings =
+            HubSettings { ice, media, room_size, outbox: Capacity { frames: capacity, bytes: 1 << 20 }, queued_budget };
         Hub::new(settings, None).unwrap()
     }
 
@@ -985,6 +1018,35 @@ mod tests {
 
     fn next(m: &Membership) -> Message {
         serde_json::from_str(&take_frame(m).expect("a frame is queued").frame).unwrap()
+    }
+
+    #[test]
+    fn under_auto_a_room_moves_to_the_server_at_its_fifth_person_and_starts_afresh_once_empty() {
+        let hub = hub_routing(25, 16, 64 << 20, MediaMode::Auto);
+        let four: Vec<Membership> = (0..4).map(|_| join(&hub, room("m"), None).unwrap()).collect();
+        assert!(four.iter().all(|m| m.welcome.media == MediaRoute::Mesh && m.route() == MediaRoute::Mesh));
+        for (i, m) in four.iter().enumerate() {
+            for _ in i + 1..4 {
+                assert!(matches!(next(m), Message::PeerJoined(_)));
+            }
+        }
+        let fifth = join(&hub, room("m"), None).unwrap();
+        assert_eq!(fifth.welcome.media, MediaRoute::Sfu);
+        for m in &four {
+            // Told of the move before the newcomer, whom they then meet on the server.
+            assert_eq!(next(m), Message::MediaRoute(RouteChange { media: MediaRoute::Sfu }));
+            assert!(matches!(next(m), Message::PeerJoined(_)));
+            assert_eq!(m.route(), MediaRoute::Sfu);
+        }
+        // One leaving does not move it back; everyone leaving does.
+        drop(fifth);
+        let sixth = join(&hub, room("m"), None).unwrap();
+        assert_eq!(sixth.welcome.media, MediaRoute::Sfu);
+        drop((four, sixth));
+        assert_eq!(join(&hub, room("m"), None).unwrap().welcome.media, MediaRoute::Mesh);
+        // `--media sfu`: every room from its first person.
+        let hub = hub_routing(25, 16, 64 << 20, MediaMode::Sfu);
+        assert_eq!(join(&hub, room("s"), None).unwrap().welcome.media, MediaRoute::Sfu);
     }
 
     #[test]
