@@ -1,6 +1,6 @@
-//! Duo: a video-call app for small calls (up to four people a room by default,
-//! `--max-room-size`). One crate, built twice by cargo-leptos: the server binary (feature `ssr`)
-//! and the browser's wasm (feature `hydrate`).
+//! Duo: a video-call app: up to four people browser to browser, larger rooms (25 by default,
+//! `--max-room-size`) through its own forwarding unit. One crate, built twice by cargo-leptos:
+//! the server binary (feature `ssr`) and the browser's wasm (feature `hydrate`).
 //!
 //! # Layout
 //! - [`app`]: the Leptos pages, rendered on the server and hydrated in the browser; the call page

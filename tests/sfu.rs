@@ -27,6 +27,8 @@ struct Browser {
     frames: Vec<Mid>,
     /// The server's m-lines, as its last offer named them.
     tracks: Vec<(String, PeerId)>,
+    /// The server's media address and ICE username fragment for this person, from its answer.
+    server: (std::net::SocketAddr, String),
 }
 
 impl Browser {
@@ -48,8 +50,13 @@ impl Browser {
                 other => panic!("expected the server's answer, got {other:?}"),
             }
         };
+        let line = |prefix: &str| answer.sdp.lines().find_map(|line| line.strip_prefix(prefix)).unwrap().to_owned();
+        let candidate = line("a=candidate:");
+        let fields: Vec<&str> = candidate.split(' ').collect();
+        let server = (format!("{}:{}", fields[4], fields[5]).parse().unwrap(), line("a=ice-ufrag:"));
         rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer.sdp).unwrap()).unwrap();
-        Self { signaling, peer_id: welcome.peer_id, rtc, udp, microphone, frames: Vec::new(), tracks: Vec::new() }
+        let (frames, tracks) = (Vec::new(), Vec::new());
+        Self { signaling, peer_id: welcome.peer_id, rtc, udp, microphone, frames, tracks, server }
     }
 
     /// Sends what the peer has, takes what came (datagrams for 10 ms, and any offer of the
@@ -133,6 +140,99 @@ async fn two_people_hear_each_other_through_the_server_and_a_third_room_hears_no
     assert_eq!(value("duo_sfu_people "), 3.0);
     assert!(value("duo_sfu_frames_total{direction=\"out\"} ") >= 2.0);
     assert!(value("duo_sfu_frames_total{direction=\"in\"} ") >= 2.0);
+}
+
+/// The value of the metric line that starts with `name` (labels included).
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+/// CRC-32 (IEEE), for STUN's FINGERPRINT.
+fn crc32(bytes: &[u8]) -> u32 {
+    !bytes.iter().fold(!0u32, |crc, byte| {
+        (0..8).fold(crc ^ u32::from(*byte), |crc, _| if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 })
+    })
+}
+
+/// A well-formed STUN binding request naming `username`, with a MESSAGE-INTEGRITY no password
+/// made.
+fn forged_binding(username: &str, id: u8) -> Vec<u8> {
+    let mut attributes = Vec::new();
+    let name = username.as_bytes();
+    attributes.extend_from_slice(&0x0006u16.to_be_bytes());
+    attributes.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    attributes.extend_from_slice(name);
+    attributes.resize(attributes.len().div_ceil(4) * 4, 0);
+    // PRIORITY, which every binding request of ICE carries.
+    attributes.extend_from_slice(&[0x00, 0x24, 0x00, 0x04]);
+    attributes.extend_from_slice(&0x6E00_1EFFu32.to_be_bytes());
+    attributes.extend_from_slice(&0x0008u16.to_be_bytes());
+    attributes.extend_from_slice(&20u16.to_be_bytes());
+    attributes.extend_from_slice(&[0xAB; 20]);
+    let mut message = vec![0x00, 0x01];
+    message.extend_from_slice(&(attributes.len() as u16).to_be_bytes());
+    message.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+    message.extend_from_slice(&[id; 12]);
+    message.extend_from_slice(&attributes);
+    // FINGERPRINT last, its length counted in the header before the CRC is taken.
+    let length = (message.len() - 20 + 8) as u16;
+    message[2..4].copy_from_slice(&length.to_be_bytes());
+    let fingerprint = crc32(&message) ^ 0x5354_554E;
+    message.extend_from_slice(&0x8028u16.to_be_bytes());
+    message.extend_from_slice(&4u16.to_be_bytes());
+    message.extend_from_slice(&fingerprint.to_be_bytes());
+    message
+}
+
+#[tokio::test]
+async fn a_flood_from_strangers_and_checks_with_someone_elses_ufrag_harm_no_call_and_are_counted() {
+    let server = Server::start(&["--media", "sfu", "--media-addr", "127.0.0.1:0"]);
+    let mut ann = Browser::join(&server, "flooded").await;
+    let mut bob = Browser::join(&server, "flooded").await;
+    let mut frame = 0;
+    let mut talk = async |ann: &mut Browser, bob: &mut Browser, frames: usize| {
+        let (heard_ann, heard_bob) = (bob.frames.len(), ann.frames.len());
+        let started = Instant::now();
+        while bob.frames.len() < heard_ann + frames || ann.frames.len() < heard_bob + frames {
+            assert!(started.elapsed() < Duration::from_secs(15), "the call stopped");
+            if ann.rtc.is_connected() && bob.rtc.is_connected() {
+                ann.speak(frame);
+                bob.speak(frame);
+                frame += 1;
+            }
+            ann.step().await;
+            bob.step().await;
+        }
+    };
+    talk(&mut ann, &mut bob, 5).await;
+    // Someone who never signaled: garbage, RTP-looking datagrams, and binding requests that name
+    // Ann's ufrag on the server with a password they do not have.
+    let mallory = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (media, ufrag) = ann.server.clone();
+    for n in 0..3_000u32 {
+        let datagram = match n % 3 {
+            0 => n.to_be_bytes().repeat(30),
+            1 => [&[0x80u8, 111][..], &n.to_be_bytes().repeat(40)].concat(),
+            _ => forged_binding(&format!("{ufrag}:mallory"), n as u8),
+        };
+        mallory.send_to(&datagram, media).await.unwrap();
+        if n % 100 == 0 {
+            talk(&mut ann, &mut bob, 1).await;
+        }
+    }
+    // Their call goes on, and what came is counted by kind.
+    talk(&mut ann, &mut bob, 10).await;
+    let metrics = common::get(server.metrics_addr, "/metrics").await.body;
+    let strangers = metric(&metrics, "duo_sfu_datagrams_dropped_total{reason=\"unknown_source\"} ");
+    let refused = metric(&metrics, "duo_sfu_datagrams_dropped_total{reason=\"refused_check\"} ");
+    let malformed = metric(&metrics, "duo_sfu_datagrams_dropped_total{reason=\"malformed\"} ");
+    assert!(
+        strangers >= 2_000.0 && refused >= 900.0,
+        "{strangers} from strangers, {refused} refused checks, {malformed} malformed"
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@
 //! - `limits`: token buckets and per-address counts: what one client may cost.
 //! - `metrics`: the Prometheus metrics `/metrics` reports.
 //! - `ice`: the STUN/TURN servers each browser gets, with short-lived TURN credentials.
-//! - `sfu`: the forwarding server for rooms beyond a mesh (under way: not yet reachable).
+//! - `sfu`: the forwarding unit (SFU) media goes through in rooms beyond a mesh.
 //! - `signaling`: one WebSocket connection's loop: checks, limits, liveness.
 //! - `websocket`: the signaling socket's upgrade, and reads that charge every frame.
 //!

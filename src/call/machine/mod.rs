@@ -8,7 +8,8 @@
 //! produced it, and the machine drops what comes from one that is gone: a late event never
 //! changes the next call.
 //!
-//! One peer connection per other person in the room (a full mesh). A newcomer calls everyone
+//! One peer connection per other person in the room (a full mesh), or, in a room whose media
+//! goes through the server (`WELCOME.media`, `MEDIA_ROUTE`), one to the server. A newcomer calls everyone
 //! already there; those already there answer. Messages to the server name their recipient
 //! (`to`), and the server names the sender of each (`from`). Start joins at once and the camera
 //! starts meanwhile: an offer needs no tracks (they go on the senders when the browser grants
@@ -31,8 +32,9 @@
 //!
 //! By concern, each file an `impl CallMachine` of its own: `io` the inputs, effects, states and
 //! timers; this file the machine itself and the dispatch of inputs; `signaling` the socket and
-//! the server's messages; `mesh` the peer connections and their negotiation; `people` what is
-//! known of each other person; `local_media` this side's camera, microphone, screen and the
+//! the server's messages; `mesh` the peer connections and their negotiation; `sfu` the one
+//! connection to the server's forwarding unit, in a room whose media goes through it (and the
+//! move there from a mesh); `people` what is known of each other person; `local_media` this side's camera, microphone, screen and the
 //! person's commands; `chat` the chat and its allowances; `status` what the page is told.
 //! `tests` drives the whole machine, as the engine does.
 

@@ -1,5 +1,6 @@
-//! The SFU (selective forwarding unit) for rooms beyond a mesh (issue 33, under way): each person
-//! sends their media once, to this server, and receives everyone else's from it.
+//! The SFU (selective forwarding unit) for rooms beyond a mesh (`--media auto` from a room's
+//! fifth person, or `sfu`): each person sends their media once, to this server, and receives
+//! everyone else's from it; their names, states and chat come and go on its data channel.
 //!
 //! - `router`: which person a datagram on the media socket belongs to, before anything is parsed.
 //! - `core`: the sans-IO core: one str0m `Rtc` per person, driven by datagrams and the clock.
