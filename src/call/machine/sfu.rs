@@ -242,7 +242,7 @@ impl CallMachine {
         let Some(sfu) = &self.sfu else { return };
         let mut changed = Vec::new();
         // Someone this side still has a connection of its own to keeps it until the server's
-        // media for them flows ([`PeerEvent::Flowing`]).
+        // media for them plays through the server ([`Self::take_over`]).
         for peer in self.peers.iter_mut().filter(|peer| !peer.own_connection) {
             let mids: Vec<String> = sfu
                 .tracks
