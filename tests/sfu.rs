@@ -29,6 +29,8 @@ struct Browser {
     tracks: Vec<(String, PeerId)>,
     /// The server's media address and ICE username fragment for this person, from its answer.
     server: (std::net::SocketAddr, String),
+    /// The longest `MEDIA_SDP` the server sent it, and the longest it sent back, in bytes.
+    longest: (usize, usize),
 }
 
 impl Browser {
@@ -36,10 +38,12 @@ impl Browser {
         let (mut signaling, welcome) = join(server, room).await;
         assert_eq!(welcome.media, MediaRoute::Sfu);
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).build(Instant::now());
+        let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).build(Instant::now());
         rtc.add_local_candidate(Candidate::host(udp.local_addr().unwrap(), "udp").unwrap());
         let mut change = rtc.sdp_api();
         let microphone = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        // A camera too, as a page offers: every other person is two m-lines of the server's.
+        change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         let (offer, pending) = change.apply().unwrap();
         let offer = MediaDescription { kind: SdpType::Offer, sdp: offer.to_sdp_string(), tracks: Vec::new() };
         signaling.send(&Message::MediaSdp(offer)).await;
@@ -56,7 +60,8 @@ impl Browser {
         let server = (format!("{}:{}", fields[4], fields[5]).parse().unwrap(), line("a=ice-ufrag:"));
         rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer.sdp).unwrap()).unwrap();
         let (frames, tracks) = (Vec::new(), Vec::new());
-        Self { signaling, peer_id: welcome.peer_id, rtc, udp, microphone, frames, tracks, server }
+        let longest = (0, 0);
+        Self { signaling, peer_id: welcome.peer_id, rtc, udp, microphone, frames, tracks, server, longest }
     }
 
     /// Sends what the peer has, takes what came (datagrams for 10 ms, and any offer of the
@@ -84,9 +89,13 @@ impl Browser {
             if let Ok(Message::MediaSdp(offer)) = serde_json::from_str(&text) {
                 assert_eq!(offer.kind, SdpType::Offer);
                 let answer = self.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer.sdp).unwrap()).unwrap();
-                let answer =
-                    MediaDescription { kind: SdpType::Answer, sdp: answer.to_sdp_string(), tracks: Vec::new() };
-                self.signaling.send(&Message::MediaSdp(answer)).await;
+                let answer = Message::MediaSdp(MediaDescription {
+                    kind: SdpType::Answer,
+                    sdp: answer.to_sdp_string(),
+                    tracks: Vec::new(),
+                });
+                self.longest = (self.longest.0.max(text.len()), self.longest.1.max(answer.to_json().len()));
+                self.signaling.send(&answer).await;
                 self.tracks = offer.tracks.into_iter().map(|track| (track.mid, track.peer_id)).collect();
             }
         }
@@ -233,6 +242,43 @@ async fn a_flood_from_strangers_and_checks_with_someone_elses_ufrag_harm_no_call
         strangers >= 2_000.0 && refused >= 900.0,
         "{strangers} from strangers, {refused} refused checks, {malformed} malformed"
     );
+}
+
+#[tokio::test]
+async fn a_room_of_twenty_five_everyone_hears_everyone_else_and_the_descriptions_fit_the_frame_limit() {
+    // Twenty-five people from one address (this machine): more open sockets than one client is
+    // allowed by default.
+    let server = Server::start(&["--media", "sfu", "--media-addr", "127.0.0.1:0", "--max-sockets-per-client", "32"]);
+    let mut room = Vec::new();
+    for _ in 0..25 {
+        room.push(Browser::join(&server, "twenty-five").await);
+    }
+    let started = Instant::now();
+    let mut frame = 0;
+    loop {
+        let everyone: Vec<PeerId> = room.iter().map(|browser| browser.peer_id).collect();
+        let unheard = room
+            .iter()
+            .map(|browser| everyone.iter().filter(|&&other| other != browser.peer_id && !browser.heard(other)).count())
+            .sum::<usize>();
+        if unheard == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{unheard} of 600 pairs not heard in 60 s");
+        for browser in &mut room {
+            if browser.rtc.is_connected() {
+                browser.speak(frame);
+            }
+            browser.step().await;
+        }
+        frame += 1;
+    }
+    // Every description fits a frame (the browser's answer is what the server's limit bounds).
+    let offer = room.iter().map(|browser| browser.longest.0).max().unwrap();
+    let answer = room.iter().map(|browser| browser.longest.1).max().unwrap();
+    println!("the longest offer {offer} bytes, the longest answer {answer} bytes");
+    assert!(answer < duo::protocol::MAX_FRAME_BYTES, "an answer of {answer} bytes");
+    assert!(room.iter().all(|browser| browser.tracks.len() == 48), "two m-lines for each of the 24 others");
 }
 
 #[tokio::test]
