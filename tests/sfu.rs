@@ -147,6 +147,11 @@ async fn two_people_hear_each_other_through_the_server_and_a_third_room_hears_no
             .unwrap_or_else(|| panic!("no {name}"))
     };
     assert_eq!(value("duo_sfu_people "), 3.0);
+    assert_eq!(value("duo_sfu_rooms "), 2.0);
+    // Each of Ann's microphone and camera to Bob, and his to her.
+    assert_eq!(value("duo_sfu_tracks_forwarded "), 4.0);
+    assert!(value("duo_sfu_bytes_total{direction=\"in\"} ") > 1_000.0);
+    assert!(value("duo_sfu_bytes_total{direction=\"out\"} ") > 1_000.0);
     assert!(value("duo_sfu_frames_total{direction=\"out\"} ") >= 2.0);
     assert!(value("duo_sfu_frames_total{direction=\"in\"} ") >= 2.0);
 }

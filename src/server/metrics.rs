@@ -5,7 +5,13 @@ use std::{sync::LazyLock, time::Duration};
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::protocol::Relayed;
+use crate::{
+    protocol::Relayed,
+    server::sfu::{
+        core::{Counts, Load},
+        udp::Bytes,
+    },
+};
 
 const OPEN_CONNECTIONS: &str = "duo_open_connections";
 const ACTIVE_ROOMS: &str = "duo_active_rooms";
@@ -25,6 +31,9 @@ const SFU_DROPPED: &str = "duo_sfu_datagrams_dropped_total";
 const SFU_KEYFRAMES: &str = "duo_sfu_keyframe_requests_total";
 const SFU_MESSAGES: &str = "duo_sfu_channel_messages_total";
 const ROOMS_MOVED: &str = "duo_rooms_moved_to_sfu_total";
+const SFU_ROOMS: &str = "duo_sfu_rooms";
+const SFU_TRACKS: &str = "duo_sfu_tracks_forwarded";
+const SFU_BYTES: &str = "duo_sfu_bytes_total";
 const SFU_TRACKS_REFUSED: &str = "duo_sfu_tracks_refused_total";
 
 /// Installs the process-wide recorder; `/metrics` renders from the handle.
@@ -116,9 +125,12 @@ pub(crate) fn redis_lost(frames: u64) {
     counter!(REDIS_LOST).increment(frames);
 }
 
-/// The forwarding unit's counts went from `before` to `now`, and it has `people` on it.
-pub(crate) fn sfu(before: &crate::server::sfu::core::Counts, now: &crate::server::sfu::core::Counts, people: usize) {
-    gauge!(SFU_PEOPLE).set(people as f64);
+/// The forwarding unit's counts, load and bytes went from `before` to `now`.
+pub(crate) fn sfu(before: &(Counts, Load, Bytes), now: &(Counts, Load, Bytes)) {
+    let ((before, _, bytes_before), (now, load, bytes)) = (before, now);
+    gauge!(SFU_PEOPLE).set(load.people as f64);
+    gauge!(SFU_ROOMS).set(load.rooms as f64);
+    gauge!(SFU_TRACKS).set(load.tracks as f64);
     let grew = |counter: Counter, before: u64, now: u64| counter.increment(now.saturating_sub(before));
     grew(counter!(SFU_FRAMES, "direction" => "in"), before.frames_in, now.frames_in);
     grew(counter!(SFU_FRAMES, "direction" => "out"), before.frames_out, now.frames_out);
@@ -130,4 +142,6 @@ pub(crate) fn sfu(before: &crate::server::sfu::core::Counts, now: &crate::server
     grew(counter!(SFU_KEYFRAMES, "outcome" => "held"), before.keyframe_requests_held, now.keyframe_requests_held);
     grew(counter!(SFU_MESSAGES, "outcome" => "passed"), before.messages_passed, now.messages_passed);
     grew(counter!(SFU_MESSAGES, "outcome" => "dropped"), before.messages_dropped, now.messages_dropped);
+    grew(counter!(SFU_BYTES, "direction" => "in"), bytes_before.received, bytes.received);
+    grew(counter!(SFU_BYTES, "direction" => "out"), bytes_before.sent, bytes.sent);
 }

@@ -72,6 +72,14 @@ pub const KEYFRAME_EVERY: Duration = Duration::from_millis(500);
 /// The most tracks one person sends: a microphone, a camera and a screen.
 pub const MAX_TRACKS: usize = 3;
 
+/// What the forwarding unit holds at a moment: `/metrics`' gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    pub people: usize,
+    pub rooms: usize,
+    pub tracks: usize,
+}
+
 /// What the core counts: the SFU's part of `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -410,9 +418,11 @@ impl Core {
         self.counts
     }
 
-    /// How many people are on this forwarding unit.
-    pub fn people(&self) -> usize {
-        self.people.len()
+    /// How many people, rooms and forwarded tracks (a track to one receiver counts once) this
+    /// forwarding unit has now.
+    pub fn load(&self) -> Load {
+        let tracks = self.people.values().map(|person| person.slots.carrying_count()).sum();
+        Load { people: self.people.len(), rooms: self.rooms.len(), tracks }
     }
 
     /// Whether the person's ICE and DTLS are up.

@@ -127,6 +127,11 @@ impl<K: Copy + PartialEq> Slots<K> {
         self.slots.iter().find(|slot| slot.agreed == Some(source) && slot.wanted == Some(source)).map(|slot| slot.mid)
     }
 
+    /// How many m-lines carry a track now.
+    pub fn carrying_count(&self) -> usize {
+        self.slots.iter().filter(|slot| slot.agreed.is_some() && slot.agreed == slot.wanted).count()
+    }
+
     /// Whose track the m-line `mid` carries.
     pub fn source_of(&self, mid: Mid) -> Option<Source<K>> {
         self.slots.iter().find(|slot| slot.mid == mid).and_then(|slot| slot.agreed)

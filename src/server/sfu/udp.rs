@@ -11,7 +11,14 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use super::core::{Core, Counts, Offer, PersonId, SfuError};
+use super::core::{Core, Counts, Load, Offer, PersonId, SfuError};
+
+/// Bytes the media socket received and sent, in all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Bytes {
+    pub(crate) received: u64,
+    pub(crate) sent: u64,
+}
 
 /// The largest datagram read: above any path's MTU, so nothing is cut short.
 const MAX_DATAGRAM: usize = 2048;
@@ -95,13 +102,15 @@ impl Sfu {
 async fn run(socket: UdpSocket, mut core: Core, mut inbox: mpsc::Receiver<Command>) {
     let mut buffer = vec![0; MAX_DATAGRAM];
     let mut offers: Vec<(PersonId, mpsc::UnboundedSender<Offer>)> = Vec::new();
-    let mut reported = (Counts::default(), 0);
+    let mut reported = (Counts::default(), Load::default(), Bytes::default());
+    let mut bytes = Bytes::default();
     loop {
         // Without anyone, nothing needs the clock: wake for a datagram or a command.
         let deadline = core.next_deadline().unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
         tokio::select! {
             received = socket.recv_from(&mut buffer) => {
                 if let Ok((length, source)) = received {
+                    bytes.received += length as u64;
                     core.receive(Instant::now(), source, &buffer[..length]);
                 }
             }
@@ -126,13 +135,15 @@ async fn run(socket: UdpSocket, mut core: Core, mut inbox: mpsc::Receiver<Comman
             () = tokio::time::sleep_until(deadline.into()) => core.tick(Instant::now()),
         }
         while let Some(transmit) = core.poll_transmit() {
-            let _ = socket.try_send_to(&transmit.bytes, transmit.to);
+            if socket.try_send_to(&transmit.bytes, transmit.to).is_ok() {
+                bytes.sent += transmit.bytes.len() as u64;
+            }
         }
         // What changed goes to `/metrics`.
-        let counts = core.counts();
-        if counts != reported.0 || core.people() != reported.1 {
-            crate::server::metrics::sfu(&reported.0, &counts, core.people());
-            reported = (counts, core.people());
+        let now = (core.counts(), core.load(), bytes);
+        if now != reported {
+            crate::server::metrics::sfu(&reported, &now);
+            reported = now;
         }
         while let Some(offer) = core.poll_offer() {
             if let Some((_, channel)) = offers.iter().find(|(id, _)| *id == offer.to) {
