@@ -137,7 +137,14 @@ struct Person {
     said: (f64, Instant),
     /// Their last message of each [`REMEMBERED`] type, for whoever comes later.
     standing: Vec<(&'static str, Vec<u8>)>,
+    /// Others' messages (chat) that came before this person's channel opened, for it to take
+    /// when it does: at most [`WAITING`].
+    waiting: Vec<Vec<u8>>,
 }
+
+/// Messages kept for a channel not open yet: a page's burst of chat, as a browser-to-browser
+/// channel would have them once open.
+const WAITING: usize = 32;
 
 /// The data-channel messages that say how someone is (their name, what they send) rather than
 /// what happened: the server keeps each person's last one of each and gives them to everyone
@@ -211,6 +218,7 @@ impl Core {
             channel_open: false,
             said: (0.0, now),
             standing: Vec::new(),
+            waiting: Vec::new(),
         };
         self.people.insert(id, person);
         self.rooms.entry(room.to_owned()).or_default().push(id);
@@ -505,7 +513,8 @@ impl Core {
         }
     }
 
-    /// `newcomer`'s channel opened: they get everyone else's standing messages.
+    /// `newcomer`'s channel opened: they get everyone else's standing messages, then what was
+    /// said to them meanwhile.
     fn tell_newcomer(&mut self, now: Instant, newcomer: PersonId) {
         let Some(room) = self.people.get(&newcomer).and_then(|person| self.rooms.get(&person.room)) else { return };
         let standing: Vec<Vec<u8>> = room
@@ -515,7 +524,8 @@ impl Core {
             .flat_map(|other| other.standing.iter().map(|(_, message)| envelope(other.label, message)))
             .collect();
         let Some(person) = self.people.get_mut(&newcomer) else { return };
-        for message in standing {
+        let waiting = std::mem::take(&mut person.waiting);
+        for message in standing.into_iter().chain(waiting) {
             if let Some(mut channel) = person.rtc.channel(person.channel) {
                 if channel.write(false, &message).is_ok() {
                     self.counts.messages_passed += 1;
@@ -541,7 +551,8 @@ impl Core {
             return;
         }
         let kind = serde_json::from_slice::<Typed>(message).ok();
-        if let Some(kind) = kind.and_then(|typed| REMEMBERED.into_iter().find(|kind| *kind == typed.message_type)) {
+        let standing = kind.and_then(|typed| REMEMBERED.into_iter().find(|kind| *kind == typed.message_type));
+        if let Some(kind) = standing {
             person.standing.retain(|(other, _)| *other != kind);
             person.standing.push((kind, message.to_vec()));
         }
@@ -550,6 +561,13 @@ impl Core {
         for id in room.into_iter().filter(|id| *id != source) {
             let Some(other) = self.people.get_mut(&id) else { continue };
             if !other.channel_open {
+                // Standing messages reach them anyway; the rest waits, within a bound.
+                if standing.is_none() {
+                    match other.waiting.len() < WAITING {
+                        true => other.waiting.push(envelope.clone()),
+                        false => self.counts.messages_dropped += 1,
+                    }
+                }
                 continue;
             }
             if let Some(mut channel) = other.rtc.channel(other.channel) {
@@ -810,10 +828,18 @@ mod tests {
         let mut dan = Client::new(now, "198.51.100.10:50000");
         let dan_id = core.join(now, "room", 4);
         dan.call(&mut core, now, dan_id, |answer| answer);
+        // Said after he came in, before his channel opened: kept for him.
+        assert!(say(&mut ann, r#"{"message_type":"CHAT","content":"early"}"#));
         run(&mut core, &mut [&mut ann, &mut bob, &mut cy, &mut dan], &mut now, |_, clients| {
-            !clients[3].heard.is_empty()
+            clients[3].heard.len() >= 2
         });
-        assert_eq!(dan.heard, [r#"{"from":1,"message":{"message_type":"NAME","content":"Ann B."}}"#]);
+        assert_eq!(
+            dan.heard,
+            [
+                r#"{"from":1,"message":{"message_type":"NAME","content":"Ann B."}}"#,
+                r#"{"from":1,"message":{"message_type":"CHAT","content":"early"}}"#
+            ]
+        );
     }
 
     #[test]
