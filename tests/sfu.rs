@@ -140,12 +140,7 @@ async fn two_people_hear_each_other_through_the_server_and_a_third_room_hears_no
     assert!(cy.frames.is_empty(), "another room's audio reached Cy");
     // And `/metrics` says so.
     let metrics = common::get(server.metrics_addr, "/metrics").await.body;
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no {name}"))
-    };
+    let value = |name: &str| metric(&metrics, name);
     assert_eq!(value("duo_sfu_people "), 3.0);
     assert_eq!(value("duo_sfu_rooms "), 2.0);
     // Each of Ann's microphone and camera to Bob, and his to her.

@@ -71,6 +71,19 @@ impl CallMachine {
         }
     }
 
+    /// What a data channel that opened is told first: this side's name (what the page says of
+    /// them, "… is muted", names them), its media state, then the chat that waited for it.
+    pub(super) fn greet(&mut self, channel: u32, unsent: Vec<ChatMessage>) {
+        if let Some(name) = self.name.clone() {
+            self.push(Effect::ToPeer { peer: channel, message: PeerMessage::Name(name) });
+        }
+        let state = self.media.state();
+        self.push(Effect::ToPeer { peer: channel, message: PeerMessage::MediaState(state) });
+        for message in unsent {
+            self.push(Effect::ToPeer { peer: channel, message: PeerMessage::Chat(message) });
+        }
+    }
+
     /// The connections whose data channel is open, by generation (on the server, its one).
     pub(super) fn open_channels(&self) -> Vec<u32> {
         match &self.sfu {

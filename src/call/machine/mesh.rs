@@ -101,15 +101,7 @@ impl CallMachine {
             PeerEvent::ChannelOpen => {
                 peer.channel_open = true;
                 let unsent = std::mem::take(&mut peer.unsent_chat);
-                // The name first: what the page says of them ("… is muted") names them.
-                if let Some(name) = self.name.clone() {
-                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Name(name) });
-                }
-                let state = self.media.state();
-                self.push(Effect::ToPeer { peer: generation, message: PeerMessage::MediaState(state) });
-                for message in unsent {
-                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Chat(message) });
-                }
+                self.greet(generation, unsent);
             }
             PeerEvent::ChannelClosed => peer.channel_open = false,
             PeerEvent::Undelivered(message) => {
@@ -211,13 +203,8 @@ impl CallMachine {
         };
         self.push(Effect::Arm { timer: Timer::ConnectTimeout { peer: generation }, after_ms: CONNECT_TIMEOUT_MS });
         self.push(Effect::Arm { timer: Timer::StatsTick { peer: generation }, after_ms: STATS_EVERY_MS });
-        self.someone_left = false;
-        if self.peers.is_empty() {
-            self.company = 0;
-        }
-        self.company = self.company.max(self.peers.len() + 1);
-        self.people += 1;
-        let mut peer = Peer::new(generation, member, self.polite, self.people, answers);
+        let number = self.count_in();
+        let mut peer = Peer::new(generation, member, self.polite, number, answers);
         peer.own_connection = true;
         // Everyone called at once gets what was typed while alone.
         peer.unsent_chat = self.unsent_chat.clone();

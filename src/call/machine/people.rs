@@ -130,6 +130,18 @@ impl Peer {
 }
 
 impl CallMachine {
+    /// Someone joins those shown (with a connection of their own or not): the count of people
+    /// this call has had goes up, and theirs is the next number.
+    pub(super) fn count_in(&mut self) -> u32 {
+        self.someone_left = false;
+        if self.peers.is_empty() {
+            self.company = 0;
+        }
+        self.company = self.company.max(self.peers.len() + 1);
+        self.people += 1;
+        self.people
+    }
+
     /// A message from the other person shown as `index`, over a data channel (theirs, or the
     /// server's passing it on).
     pub(super) fn heard(&mut self, index: usize, message: PeerMessage, now_ms: f64) {

@@ -96,15 +96,10 @@ impl CallMachine {
             peer.peer_id = member.peer_id;
             return;
         }
-        if self.peers.is_empty() {
-            self.company = 0;
-        }
-        self.someone_left = false;
-        self.company = self.company.max(self.peers.len() + 1);
-        self.people += 1;
+        let number = self.count_in();
         // Tiles are keyed as connections are, from the same count: never two alike.
         self.last_peer_generation += 1;
-        let mut peer = Peer::new(self.last_peer_generation, member, self.polite, self.people, newcomer);
+        let mut peer = Peer::new(self.last_peer_generation, member, self.polite, number, newcomer);
         if let Some(sfu) = &mut self.sfu {
             peer.connection = sfu.connection;
             peer.ever_connected = sfu.connection == ConnectionState::Connected;
@@ -160,14 +155,7 @@ impl CallMachine {
             PeerEvent::ChannelOpen => {
                 sfu.channel_open = true;
                 let unsent = std::mem::take(&mut sfu.unsent_chat);
-                if let Some(name) = self.name.clone() {
-                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Name(name) });
-                }
-                let state = self.media.state();
-                self.push(Effect::ToPeer { peer: generation, message: PeerMessage::MediaState(state) });
-                for message in unsent {
-                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::Chat(message) });
-                }
+                self.greet(generation, unsent);
             }
             PeerEvent::ChannelClosed => sfu.channel_open = false,
             PeerEvent::Undelivered(message) => {

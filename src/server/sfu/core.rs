@@ -526,11 +526,7 @@ impl Core {
         let Some(person) = self.people.get_mut(&newcomer) else { return };
         let waiting = std::mem::take(&mut person.waiting);
         for message in standing.into_iter().chain(waiting) {
-            if let Some(mut channel) = person.rtc.channel(person.channel) {
-                if channel.write(false, &message).is_ok() {
-                    self.counts.messages_passed += 1;
-                }
-            }
+            self.counts.messages_passed += u64::from(person.tell(&message));
         }
         self.drain(now, newcomer);
     }
@@ -570,13 +566,16 @@ impl Core {
                 }
                 continue;
             }
-            if let Some(mut channel) = other.rtc.channel(other.channel) {
-                if channel.write(false, &envelope).is_ok() {
-                    self.counts.messages_passed += 1;
-                }
-            }
+            self.counts.messages_passed += u64::from(other.tell(&envelope));
             self.drain(now, id);
         }
+    }
+}
+
+impl Person {
+    /// Writes `message` on their data channel; whether it took it.
+    fn tell(&mut self, message: &[u8]) -> bool {
+        self.rtc.channel(self.channel).is_some_and(|mut channel| channel.write(false, message).is_ok())
     }
 }
 
