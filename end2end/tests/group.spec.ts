@@ -1,5 +1,5 @@
 import { type Page } from '@playwright/test';
-import { test, expect, exited, expectEveryoneVideoPlaying, freshRoom, hangUp, openPanel, smallCamera, start, startServer, status, tiles, waitUntilServing } from './helpers';
+import { test, expect, exited, expectEveryoneVideoPlaying, freshRoom, hangUp, openPanel, smallCamera, start, startServer, status, tiles, tinyCamera, waitUntilServing } from './helpers';
 import * as people from './people';
 import { chromiumPerson } from './people';
 
@@ -86,15 +86,7 @@ const recordFrameGaps = (page: Page) => page.evaluate(() => {
   }
 });
 const frameGaps = (page: Page) => page.evaluate(() => (window as any).__gaps as Record<string, number>);
-/** A camera of 160×120 at 10 frames a second. */
-const tinyCamera = (page: Page) => page.addInitScript(() => {
-  const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-  navigator.mediaDevices.getUserMedia = (constraints?: MediaStreamConstraints) => getUserMedia(
-    constraints?.video ? { ...constraints, video: { width: 160, height: 120, frameRate: 10 } } : constraints,
-  );
-});
-const openConnections = (page: Page) => page.evaluate(() =>
-  ((window as any).__peerConnections as RTCPeerConnection[]).filter((pc) => pc.connectionState !== 'closed').length);
+const openConnections = (page: Page) => people.openConnections(chromiumPerson(page));
 
 test('four people talk browser to browser; a fifth moves the room to the server, and no one\'s video stops for a second', async ({ open }) => {
   test.setTimeout(180_000);

@@ -155,15 +155,20 @@ export const waitUntilServing = (server: Server) => logLine(server, /listening o
 export const exited = (child: ChildProcess) =>
   new Promise<number | null>((resolve) => child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code)));
 
-/** Small video, so that several pages' encoders and decoders fit two cores. */
-export const smallCamera = (page: Page) => page.addInitScript(() => {
+/** A camera of this size and frame rate, unless the page asks for a device by id. */
+const cameraOf = (video: { width: number; height: number; frameRate: number }) => (page: Page) => page.addInitScript((video) => {
   const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
   navigator.mediaDevices.getUserMedia = (constraints?: MediaStreamConstraints) => getUserMedia(
     constraints?.video === true || (constraints?.video && !(constraints.video as any).deviceId)
-      ? { ...constraints, video: { width: 320, height: 240, frameRate: 15 } }
+      ? { ...constraints, video }
       : constraints,
   );
-});
+}, video);
+
+/** Small video, so that several pages' encoders and decoders fit two cores. */
+export const smallCamera = cameraOf({ width: 320, height: 240, frameRate: 15 });
+/** Smaller still: five browsers on two cores, each encoding for up to four connections. */
+export const tinyCamera = cameraOf({ width: 160, height: 120, frameRate: 10 });
 
 /** Each remote tile's video: its size and play time. */
 export const tiles = (page: Page) => page.evaluate(() => [...document.querySelectorAll('video.remote')].map((v) => {

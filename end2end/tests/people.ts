@@ -156,6 +156,10 @@ export const videoCaps = (person: Evaluates) => person.evaluate(() => ((window a
 undefined);
 
 /** The accessible names of the remote videos the page shows as speaking, in page order. */
+/** How many of the page's peer connections are not closed. */
+export const openConnections = (person: Evaluates) => person.evaluate(() =>
+  ((window as any).__peerConnections as RTCPeerConnection[]).filter((pc) => pc.connectionState !== 'closed').length, undefined);
+
 export const speakingVideos = (person: Evaluates) => person.evaluate(() =>
   [...document.querySelectorAll('.tile.speaking video.remote')].map((video) => video.getAttribute('aria-label')), undefined);
 

@@ -7,7 +7,9 @@ import {
   test, expect, freshRoom, recordPeerConnections, SERVER_BINARY, SERVER_OPTIONS, waitUntilServing, watchServer,
 } from './helpers';
 import { INTERNET_ADDRESS, NatNetwork } from './netns';
-import { chromiumPerson, expectStatus, FIREFOX_PREFS, firefoxPerson, selectedPair, speakingVideos, type Person } from './people';
+import {
+  chromiumPerson, expectStatus, FIREFOX_PREFS, firefoxPerson, openConnections, selectedPair, speakingVideos, type Person,
+} from './people';
 
 const PORT = 3000;
 const origin = `https://${INTERNET_ADDRESS}:${PORT}`;
@@ -32,9 +34,6 @@ test.afterAll(() => network?.remove());
 const playing = (person: Person) => person.evaluate(() => [...document.querySelectorAll('video.remote')]
   .filter((v) => (v as HTMLVideoElement).videoWidth > 0 && !(v as HTMLVideoElement).paused)
   .map((video) => video.getAttribute('aria-label')).sort(), undefined);
-
-const openConnections = (person: Person) => person.evaluate(() => ((window as any).__peerConnections as RTCPeerConnection[])
-  .filter((pc) => pc.connectionState !== 'closed').length, undefined);
 
 test('behind symmetric NATs, with no STUN or TURN, Firefox and two Chromiums meet through the server', async () => {
   test.setTimeout(120_000);

@@ -1,4 +1,6 @@
 import { type Page } from '@playwright/test';
+import * as people from './people';
+import { chromiumPerson } from './people';
 import { test, exited, expect, expectEveryoneVideoPlaying, freshRoom, hangUp, openPanel, smallCamera, start, startServer, status, tiles, waitUntilServing, type Server } from './helpers';
 
 // Rooms whose media goes through the server's forwarding unit (`--media sfu`, issue 33): each
@@ -7,9 +9,7 @@ import { test, exited, expect, expectEveryoneVideoPlaying, freshRoom, hangUp, op
 
 const SFU_PORT = 3112;
 
-/** The page's peer connections that are not closed. */
-const openConnections = (page: Page) => page.evaluate(() =>
-  ((window as any).__peerConnections as RTCPeerConnection[]).filter((pc) => pc.connectionState !== 'closed').length);
+const openConnections = (page: Page) => people.openConnections(chromiumPerson(page));
 
 /** Bytes of video this page has sent so far. */
 const videoBytesSent = (page: Page) => page.evaluate(async () => {
