@@ -14,7 +14,7 @@ hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-declare -A pid port=([before]=3410 [after]=3411) binary=([before]=$1 [after]=$2)
+declare -A pid port=([before]=3410 [after]=3412) binary=([before]=$1 [after]=$2)
 for name in before after; do
   flags=(--addr "127.0.0.1:${port[$name]}" --log-level warn --rate-limit 100000000)
   # Builds from before issue 14 serve /metrics on the main address and have no such flag.

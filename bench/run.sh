@@ -35,7 +35,8 @@ trap cleanup EXIT
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
-duo_flags=(--metrics-addr 127.0.0.1:0 --log-level warn
+# ICE-TCP on any free port: its default (the next port) is the bare relay's.
+duo_flags=(--metrics-addr 127.0.0.1:0 --log-level warn --media-tcp-addr 127.0.0.1:0
   --rate-limit 100000000 --max-sockets-per-client 100000 --sockets-per-minute-per-client 10000000
   --connections-per-second-per-client 1000000 --max-connections-per-client 1000000 --max-connections 100000)
 LEPTOS_SITE_ROOT=target/site target/release/duo --addr 127.0.0.1:3400 "${duo_flags[@]}" & pids+=($!); duo=$!

@@ -4,10 +4,11 @@ import { chromiumArgs, executablePath } from './chromium.cjs';
 import { LAN_HOSTS, PORT, RELAY_PORT, TURN_PORT, TURN_SECRET, WRONG_SECRET_PORT, turnServerArgs } from './ports';
 
 // Every test's pages come from 127.0.0.1, and each page opens a signaling socket when it
-// loads and after each call: more sockets a minute than one real client opens.
+// loads and after each call: more sockets a minute than one real client opens. ICE-TCP on any
+// free port: its default, the next port, is the next test server's.
 const server = (port: number, ...flags: string[]) => ({
   command: ['../target/release/duo', '--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', '--log-level', 'warn',
-    '--sockets-per-minute-per-client', '1000', ...flags].join(' '),
+    '--sockets-per-minute-per-client', '1000', '--media-tcp-addr', '127.0.0.1:0', ...flags].join(' '),
   url: `http://127.0.0.1:${port}/`,
   env: { LEPTOS_SITE_ROOT: '../target/site', LEPTOS_ENV: 'PROD' },
   reuseExistingServer: false,

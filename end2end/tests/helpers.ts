@@ -112,8 +112,11 @@ export async function connectedPair(open: Open, origin = '', bobOrigin = origin,
 export type Server = ChildProcess & { log: string[] };
 
 export function startServer(port: number, ...flags: string[]): Server {
+  // ICE-TCP on any free port unless the test says: its default, the next port, may be another
+  // test server's.
+  const tcp = flags.includes('--media-tcp-addr') ? [] : ['--media-tcp-addr', '127.0.0.1:0'];
   return watchServer(`127.0.0.1:${port}`, spawn(
-    SERVER_BINARY, ['--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', ...flags], SERVER_OPTIONS,
+    SERVER_BINARY, ['--addr', `127.0.0.1:${port}`, '--metrics-addr', '127.0.0.1:0', ...tcp, ...flags], SERVER_OPTIONS,
   ));
 }
 

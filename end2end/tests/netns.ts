@@ -142,6 +142,27 @@ table ip nat {
     }
   }
 
+  /**
+   * Makes `site`'s router drop every UDP packet its network sends out (counted), as networks
+   * that allow only web traffic do, until the next `setNat`.
+   */
+  blockUdp(site: Site) {
+    const rules = `table inet firewall {
+  chain forward {
+    type filter hook forward priority filter;
+    iifname "lan" meta l4proto udp counter drop
+  }
+}
+`;
+    execFileSync('ip', ['netns', 'exec', site.nat, 'nft', '-f', '-'], { input: rules });
+  }
+
+  /** How many UDP packets `blockUdp` dropped at `site`'s router. */
+  droppedUdp(site: Site): number {
+    const rules = execFileSync('ip', ['netns', 'exec', site.nat, 'nft', 'list', 'table', 'inet', 'firewall']).toString();
+    return Number(/counter packets (\d+)/.exec(rules)?.[1] ?? NaN);
+  }
+
   /** Starts `command` inside `namespace`; `remove()` ends it. */
   spawn(namespace: string, command: string, args: string[], options: SpawnOptions = {}): ChildProcess {
     const child = spawn('ip', ['netns', 'exec', namespace, command, ...args], options);

@@ -164,8 +164,9 @@ export const speakingVideos = (person: Evaluates) => person.evaluate(() =>
   [...document.querySelectorAll('.tile.speaking video.remote')].map((video) => video.getAttribute('aria-label')), undefined);
 
 /**
- * Candidate types of the pair the newest peer connection uses. Chromium names it on the
- * `transport` report; Firefox has no `transport` report and marks the pair `selected`.
+ * Candidate types of the pair the newest peer connection uses, and its protocol (`udp`, or
+ * `tcp` for ICE-TCP). Chromium names it on the `transport` report; Firefox has no `transport`
+ * report and marks the pair `selected`.
  */
 export const selectedPair = (person: Evaluates) => person.evaluate(async () => {
   const stats: RTCStatsReport = await (window as any).__newestPeerConnection().getStats();
@@ -175,6 +176,7 @@ export const selectedPair = (person: Evaluates) => person.evaluate(async () => {
   return {
     local: pair && stats.get(pair.localCandidateId)?.candidateType,
     remote: pair && stats.get(pair.remoteCandidateId)?.candidateType,
+    protocol: pair && stats.get(pair.localCandidateId)?.protocol,
   };
 }, undefined);
 

@@ -75,3 +75,35 @@ test('behind symmetric NATs, with no STUN or TURN, Firefox and two Chromiums mee
     for (const browser of chromiums) await browser.close();
   }
 });
+
+test('a person whose network blocks UDP reaches the server over ICE-TCP, at its default port', async () => {
+  test.setTimeout(90_000);
+  const [open, blocked] = [network.sites[1], network.sites[2]];
+  network.blockUdp(blocked);
+  const url = `${origin}/call/${freshRoom()}`;
+  const browsers = [await network.chromiumIn(open), await network.chromiumIn(blocked)];
+  try {
+    const [ann, bob] = await Promise.all(browsers.map(async (browser) => {
+      const context = await browser.newContext({ permissions: ['camera', 'microphone'], ignoreHTTPSErrors: true });
+      const page = await context.newPage();
+      await page.addInitScript(recordPeerConnections);
+      await page.goto(url, { timeout: 20_000 });
+      return chromiumPerson(page);
+    }));
+    await ann.send('Your name', 'Ann');
+    await bob.send('Your name', 'Bob');
+    await ann.press('Start');
+    await bob.press('Start');
+    await expect.poll(() => playing(bob), { message: 'Bob sees Ann', timeout: 30_000 }).toEqual(["Ann's video"]);
+    await expect.poll(() => playing(ann), { message: 'Ann sees Bob', timeout: 30_000 }).toEqual(["Bob's video"]);
+    // Bob's media goes over TCP to the server's own address (his own as the server saw it: his
+    // NAT's); Ann's, whose UDP is open, over UDP.
+    expect(await selectedPair(bob)).toEqual({ local: 'prflx', remote: 'host', protocol: 'tcp' });
+    expect((await selectedPair(ann)).protocol).toBe('udp');
+    // The block was real: Bob's browser tried UDP, and its router dropped it.
+    expect(network.droppedUdp(blocked)).toBeGreaterThan(0);
+  } finally {
+    for (const browser of browsers) await browser.close();
+    network.setNat('symmetric');
+  }
+});

@@ -22,6 +22,24 @@ pub(crate) enum MediaMode {
     Auto,
 }
 
+/// `--media-tcp-addr`: where ICE-TCP listens, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MediaTcp {
+    Off,
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for MediaTcp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            _ => s.parse().map(Self::At).map_err(|_| format!("`{s}` is neither an address (IP:PORT) nor `off`")),
+        }
+    }
+}
+
 /// Under `--media auto`, the most people a room holds browser to browser.
 pub(crate) const MESH_MOVE_AT: usize = 4;
 
@@ -123,6 +141,12 @@ pub struct Config {
     #[arg(long, value_name = "IP")]
     pub(crate) media_public_ip: Option<IpAddr>,
 
+    /// The TCP address the forwarding unit also listens on, for browsers on networks that block
+    /// UDP (ICE-TCP), or `off` (default: the media address with the next port number, 3001/tcp
+    /// beside 3000/udp; any free port when the media port is 0).
+    #[arg(long, value_name = "ADDR|off")]
+    pub(crate) media_tcp_addr: Option<MediaTcp>,
+
     /// Why `auto` became `mesh`, for the log.
     #[arg(skip)]
     pub(crate) media_note: Option<&'static str>,
@@ -199,7 +223,7 @@ impl Config {
     /// and `auto` resolved.
     pub fn checked(mut self) -> Result<Self, clap::Error> {
         use clap::CommandFactory;
-        let wildcard = self.media_addr.unwrap_or(self.addr).ip().is_unspecified() && self.media_public_ip.is_none();
+        let wildcard = self.media_udp_addr().ip().is_unspecified() && self.media_public_ip.is_none();
         if self.media == MediaMode::Auto && (self.redis.is_some() || wildcard) {
             // Rooms shared over Redis cannot move to one instance's forwarding unit yet; and on
             // every interface, the address browsers should send media to is not known.
@@ -224,6 +248,24 @@ impl Config {
             return Err(Self::command().error(clap::error::ErrorKind::ArgumentConflict, message));
         }
         Ok(self)
+    }
+
+    /// Where the media socket binds: `--media-addr`, or `--addr` over UDP.
+    pub(crate) fn media_udp_addr(&self) -> SocketAddr {
+        self.media_addr.unwrap_or(self.addr)
+    }
+
+    /// Where ICE-TCP listens, if it does (`--media-tcp-addr`, or its default).
+    pub(crate) fn media_tcp_listen(&self) -> Option<SocketAddr> {
+        match self.media_tcp_addr {
+            Some(MediaTcp::Off) => None,
+            Some(MediaTcp::At(address)) => Some(address),
+            None => {
+                let udp = self.media_udp_addr();
+                let port = if udp.port() == 0 { 0 } else { udp.port().checked_add(1)? };
+                Some(SocketAddr::new(udp.ip(), port))
+            }
+        }
     }
 
     /// The TURN secret from the flag, the environment or the file.
@@ -276,6 +318,21 @@ mod tests {
         assert!(parse(&["--max-room-size", "51", "--media", "sfu"]).is_err());
         let error = parse(&["--media", "sfu", "--redis", "redis://127.0.0.1"]).unwrap_err().to_string();
         assert!(error.contains("does not share rooms over --redis yet"), "{error}");
+    }
+
+    #[test]
+    fn ice_tcp_listens_on_the_next_port_unless_told() {
+        let listen = |args: &[&str]| parse(args).unwrap().media_tcp_listen();
+        assert_eq!(listen(&["--addr", "127.0.0.1:3000"]), Some("127.0.0.1:3001".parse().unwrap()));
+        assert_eq!(
+            listen(&["--addr", "127.0.0.1:3000", "--media-addr", "10.0.0.2:4000"]),
+            Some("10.0.0.2:4001".parse().unwrap())
+        );
+        assert_eq!(listen(&["--addr", "127.0.0.1:0"]), Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(listen(&["--media-tcp-addr", "10.0.0.2:443"]), Some("10.0.0.2:443".parse().unwrap()));
+        assert_eq!(listen(&["--media-tcp-addr", "off"]), None);
+        let error = parse(&["--media-tcp-addr", "on"]).unwrap_err().to_string();
+        assert!(error.contains("`on` is neither an address (IP:PORT) nor `off`"), "{error}");
     }
 
     #[test]

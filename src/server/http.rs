@@ -44,7 +44,7 @@ use crate::{
     server::ice::IceConfig,
     server::limits::{Flood, LogThrottle, Open, OpenPerClient, PerClient},
     server::origin::{listen_names, Caller, OriginPolicy},
-    server::sfu::udp::Sfu,
+    server::sfu::sockets::{Sfu, Sockets},
     server::signaling::{self, Joining, SessionLimits, TurnGrant},
     server::tls,
     server::websocket::{Meter, Upgrade},
@@ -132,9 +132,9 @@ impl AppState {
     }
 }
 
-/// Binds the media socket and starts the forwarding unit on it.
+/// Binds the media sockets (UDP, and TCP for ICE-TCP) and starts the forwarding unit on them.
 fn start_sfu(config: &Config) -> io::Result<Sfu> {
-    let wanted = config.media_addr.unwrap_or(config.addr);
+    let wanted = config.media_udp_addr();
     let socket = std::net::UdpSocket::bind(wanted)
         .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp {wanted} (--media-addr): {e}")))?;
@@ -146,9 +146,27 @@ fn start_sfu(config: &Config) -> io::Result<Sfu> {
             "the media socket binds every interface ({bound}): say which address browsers reach it at with --media-public-ip"
         )));
     }
-    let advertised = SocketAddr::new(ip, bound.port());
-    info!("media (SFU) on udp {bound}, reached at {advertised}");
-    Ok(Sfu::spawn(tokio::net::UdpSocket::from_std(socket)?, advertised))
+    let udp_advertised = SocketAddr::new(ip, bound.port());
+    info!("media (SFU) on udp {bound}, reached at {udp_advertised}");
+    let tcp = match config.media_tcp_listen() {
+        None => None,
+        Some(wanted) => {
+            let listener = std::net::TcpListener::bind(wanted)
+                .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on tcp {wanted} for ICE-TCP (--media-tcp-addr, or `off`): {e}"),
+                    )
+                })?;
+            let bound = listener.local_addr()?;
+            let advertised = SocketAddr::new(config.media_public_ip.unwrap_or(bound.ip()), bound.port());
+            info!("media (SFU) over ICE-TCP on tcp {bound}, reached at {advertised}");
+            Some((tokio::net::TcpListener::from_std(listener)?, advertised))
+        }
+    };
+    let udp = tokio::net::UdpSocket::from_std(socket)?;
+    Ok(Sfu::spawn(Sockets { udp, udp_advertised, tcp }))
 }
 
 /// Every route, with the security headers. `strict_transport`: see [`crate::server::tls::Tls`].

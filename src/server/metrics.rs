@@ -9,7 +9,7 @@ use crate::{
     protocol::Relayed,
     server::sfu::{
         core::{Counts, Load},
-        udp::Bytes,
+        sockets::Traffic,
     },
 };
 
@@ -35,6 +35,7 @@ const SFU_ROOMS: &str = "duo_sfu_rooms";
 const SFU_TRACKS: &str = "duo_sfu_tracks_forwarded";
 const SFU_BYTES: &str = "duo_sfu_bytes_total";
 const SFU_TRACKS_REFUSED: &str = "duo_sfu_tracks_refused_total";
+const SFU_TCP: &str = "duo_sfu_tcp_connections";
 
 /// Installs the process-wide recorder; `/metrics` renders from the handle.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -126,8 +127,9 @@ pub(crate) fn redis_lost(frames: u64) {
 }
 
 /// The forwarding unit's counts, load and bytes went from `before` to `now`.
-pub(crate) fn sfu(before: &(Counts, Load, Bytes), now: &(Counts, Load, Bytes)) {
+pub(crate) fn sfu(before: &(Counts, Load, Traffic), now: &(Counts, Load, Traffic)) {
     let ((before, _, bytes_before), (now, load, bytes)) = (before, now);
+    gauge!(SFU_TCP).set(bytes.tcp_connections as f64);
     gauge!(SFU_PEOPLE).set(load.people as f64);
     gauge!(SFU_ROOMS).set(load.rooms as f64);
     gauge!(SFU_TRACKS).set(load.tracks as f64);

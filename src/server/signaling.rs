@@ -28,7 +28,7 @@ use crate::{
     server::limits::{Admit, LogThrottle, Open},
     server::sfu::{
         core::{Offer, PersonId},
-        udp::{Sfu, Unanswered},
+        sockets::{Sfu, Unanswered},
     },
     server::websocket::{Cut, Socket},
 };

@@ -1,7 +1,8 @@
-//! The SFU's core, without I/O: one str0m `Rtc` per person (ICE-lite, the server's one address as
-//! its only candidate), fed the datagrams the socket received and the clock, giving back the
-//! datagrams to send, the offers to send through signaling, and when it next needs the clock.
-//! The socket task drives it; its tests drive it with str0m clients in memory.
+//! The SFU's core, without I/O: one str0m `Rtc` per person (ICE-lite, the server's UDP address
+//! and its ICE-TCP one as its only candidates), fed the datagrams the sockets received and the
+//! clock, giving back the datagrams to send, the offers to send through signaling, and when it
+//! next needs the clock. The socket task drives it; its tests drive it with str0m clients in
+//! memory.
 //!
 //! Each person's browser offers what it sends (its m-lines the server receives); the server then
 //! offers each person an m-line for every track of everyone else in the room, one offer out at a
@@ -18,6 +19,7 @@ use str0m::{
     change::{SdpAnswer, SdpOffer, SdpPendingOffer},
     channel::{ChannelConfig, ChannelId},
     media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid},
+    net::TcpType,
     net::{Protocol, Receive},
     Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig, RtcError,
 };
@@ -33,10 +35,28 @@ use super::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PersonId(u64);
 
-/// A datagram to send from the media socket.
+/// The far end of a datagram: a browser's UDP address, or its ICE-TCP connection (RFC 6544),
+/// where each RFC 4571 frame is one datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Path {
+    pub proto: Protocol,
+    pub peer: SocketAddr,
+}
+
+impl Path {
+    pub fn udp(peer: SocketAddr) -> Self {
+        Self { proto: Protocol::Udp, peer }
+    }
+
+    pub fn tcp(peer: SocketAddr) -> Self {
+        Self { proto: Protocol::Tcp, peer }
+    }
+}
+
+/// A datagram to send from a media socket.
 #[derive(Debug)]
 pub struct Transmit {
-    pub to: SocketAddr,
+    pub to: Path,
     pub bytes: Vec<u8>,
 }
 
@@ -160,27 +180,30 @@ struct Typed<'a> {
 
 pub struct Core {
     template: RtcConfig,
-    /// The address the socket is reached at: every person's only ICE candidate, and the
-    /// destination the ICE agent expects of every request it answers.
-    address: SocketAddr,
+    /// Where the UDP socket is reached, and the ICE-TCP listener if there is one: every
+    /// person's ICE candidates, and the destinations the ICE agent expects of the requests it
+    /// answers.
+    udp: SocketAddr,
+    tcp: Option<SocketAddr>,
     people: HashMap<PersonId, Person>,
     /// Who is in each room: forwarding and offers look at one room, not every person here.
     rooms: HashMap<String, Vec<PersonId>>,
     next_id: u64,
-    router: Router<PersonId>,
+    router: Router<PersonId, Path>,
     transmits: VecDeque<Transmit>,
     offers: VecDeque<Offer>,
     counts: Counts,
 }
 
 impl Core {
-    pub fn new(address: SocketAddr) -> Self {
+    pub fn new(udp: SocketAddr, tcp: Option<SocketAddr>) -> Self {
         // ICE-lite: the server has a public address and never checks paths itself; Opus and
         // VP8 only, so that every m-line stays small.
         let template = RtcConfig::new().set_ice_lite(true).clear_codecs().enable_opus(true, false).enable_vp8(true);
         Self {
             template,
-            address,
+            udp,
+            tcp,
             people: HashMap::new(),
             rooms: HashMap::new(),
             next_id: 1,
@@ -199,8 +222,13 @@ impl Core {
         let credentials = IceCreds::new();
         self.router.add(&credentials.ufrag, id);
         let mut rtc = self.template.clone().set_local_ice_credentials(credentials).build(now);
-        let candidate = Candidate::host(self.address, "udp").expect("the media address is a valid host candidate");
-        rtc.add_local_candidate(candidate);
+        let udp = Candidate::host(self.udp, "udp").expect("the media address is a valid host candidate");
+        rtc.add_local_candidate(udp);
+        if let Some(tcp) = self.tcp {
+            // Passive: browsers whose UDP is blocked connect to it (RFC 6544); ICE prefers UDP.
+            let tcp = Candidate::builder().tcp().host(tcp).tcptype(TcpType::Passive).build();
+            rtc.add_local_candidate(tcp.expect("the ICE-TCP address is a valid host candidate"));
+        }
         let config = ChannelConfig { label: "duo".into(), negotiated: Some(0), ..ChannelConfig::default() };
         let channel = rtc.direct_api().create_data_channel(config);
         let person = Person {
@@ -354,28 +382,33 @@ impl Core {
         }
     }
 
-    /// A datagram the socket received from `source`.
-    pub fn receive(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+    /// A datagram received from `source`; false if it was nobody's (the edge closes an ICE-TCP
+    /// connection that sends one).
+    pub fn receive(&mut self, now: Instant, source: Path, datagram: &[u8]) -> bool {
         let (person, claimed) = match self.router.route(source, datagram) {
             Route::Known(person) => (person, false),
             Route::Claimed(person) => (person, true),
             Route::Unknown => {
                 self.counts.from_strangers += 1;
-                return;
+                return false;
             }
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.address, datagram) else {
-            self.counts.malformed += 1;
-            return;
+        let destination = match source.proto {
+            Protocol::Tcp => self.tcp,
+            _ => Some(self.udp),
         };
-        let Some(entry) = self.people.get_mut(&person) else { return };
+        let Some(Ok(receive)) = destination.map(|to| Receive::new(source.proto, source.peer, to, datagram)) else {
+            self.counts.malformed += 1;
+            return true;
+        };
+        let Some(entry) = self.people.get_mut(&person) else { return false };
         let input = Input::Receive(now, receive);
         if claimed {
             // Their ICE agent checks the request's integrity with their password: only then is
             // the address theirs.
             if !entry.rtc.accepts(&input) {
                 self.counts.refused_checks += 1;
-                return;
+                return false;
             }
             self.router.learn(source, person);
         }
@@ -383,6 +416,7 @@ impl Core {
             self.counts.malformed += 1;
         }
         self.drain(now, person);
+        true
     }
 
     /// The clock reached `now`: every `Rtc` whose deadline has come runs its timers.
@@ -457,7 +491,8 @@ impl Core {
                     break;
                 }
                 Ok(Output::Transmit(transmit)) => {
-                    self.transmits.push_back(Transmit { to: transmit.destination, bytes: transmit.contents.into() })
+                    let to = Path { proto: transmit.proto, peer: transmit.destination };
+                    self.transmits.push_back(Transmit { to, bytes: transmit.contents.into() })
                 }
                 Ok(Output::Event(Event::Connected)) => person.connected = true,
                 Ok(Output::Event(Event::ChannelOpen(..))) => {
@@ -599,11 +634,14 @@ mod tests {
     use super::*;
 
     const SERVER: &str = "192.0.2.1:3000";
+    const SERVER_TCP: &str = "192.0.2.1:3001";
 
     /// A browser stand-in: a full (not lite) str0m peer at its own address.
     struct Client {
         rtc: Rtc,
+        /// Its UDP address, or its end of an ICE-TCP connection.
         address: SocketAddr,
+        proto: Protocol,
         /// The microphone's m-line, once it called.
         mid: Option<Mid>,
         /// The camera's.
@@ -626,11 +664,24 @@ mod tests {
     impl Client {
         fn new(now: Instant, address: &str) -> Self {
             let address: SocketAddr = address.parse().unwrap();
+            Self::with_candidate(now, Candidate::host(address, "udp").unwrap())
+        }
+
+        /// One whose UDP is blocked: its only candidate is an active ICE-TCP one, as a
+        /// browser's.
+        fn over_tcp(now: Instant, address: &str) -> Self {
+            let candidate = Candidate::builder().tcp().host(address.parse().unwrap()).tcptype(TcpType::Active);
+            Self::with_candidate(now, candidate.build().unwrap())
+        }
+
+        fn with_candidate(now: Instant, candidate: Candidate) -> Self {
+            let (address, proto) = (candidate.addr(), candidate.proto());
             let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).build(now);
-            rtc.add_local_candidate(Candidate::host(address, "udp").unwrap());
+            rtc.add_local_candidate(candidate);
             Self {
                 rtc,
                 address,
+                proto,
                 mid: None,
                 camera: None,
                 keyframe_requests: Vec::new(),
@@ -662,8 +713,8 @@ mod tests {
             while let Ok(output) = self.rtc.poll_output() {
                 match output {
                     Output::Transmit(transmit) => {
-                        assert_eq!(transmit.destination, SERVER.parse().unwrap());
-                        core.receive(now, self.address, &transmit.contents);
+                        assert_eq!(transmit.destination, server(transmit.proto));
+                        core.receive(now, Path { proto: self.proto, peer: self.address }, &transmit.contents);
                         last = Some(transmit.contents.into());
                     }
                     Output::Timeout(_) => break,
@@ -674,6 +725,14 @@ mod tests {
                 }
             }
             last
+        }
+    }
+
+    /// The server's address for `proto`.
+    fn server(proto: Protocol) -> SocketAddr {
+        match proto {
+            Protocol::Tcp => SERVER_TCP.parse().unwrap(),
+            _ => SERVER.parse().unwrap(),
         }
     }
 
@@ -693,9 +752,10 @@ mod tests {
         }
         while let Some(transmit) = core.poll_transmit() {
             // To a client not in this step (one that left, say): lost, as on a network.
-            let Some(client) = clients.iter_mut().find(|client| client.address == transmit.to) else { continue };
-            let receive =
-                Receive::new(Protocol::Udp, SERVER.parse().unwrap(), client.address, &transmit.bytes).unwrap();
+            let to = |client: &&mut &mut Client| Path { proto: client.proto, peer: client.address } == transmit.to;
+            let Some(client) = clients.iter_mut().find(to) else { continue };
+            let from = server(transmit.to.proto);
+            let receive = Receive::new(transmit.to.proto, from, client.address, &transmit.bytes).unwrap();
             client.rtc.handle_input(Input::Receive(*now, receive)).unwrap();
         }
         *now += Duration::from_millis(10);
@@ -722,7 +782,7 @@ mod tests {
     #[test]
     fn a_browser_connects_through_ice_lite_and_its_media_arrives() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut core = Core::new(SERVER.parse().unwrap(), None);
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let person = core.join(now, "room", 0);
         ann.call(&mut core, now, person, |answer| answer);
@@ -734,6 +794,38 @@ mod tests {
         run(&mut core, &mut [&mut ann], &mut now, |core, _| core.counts().frames_in >= 5);
         // No one else to send it to; nothing dropped.
         assert_eq!(core.counts(), Counts { frames_in: core.counts().frames_in, ..Counts::default() });
+    }
+
+    #[test]
+    fn a_browser_whose_udp_is_blocked_connects_over_ice_tcp_and_hears_one_on_udp() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap(), Some(SERVER_TCP.parse().unwrap()));
+        let mut ann = Client::new(now, "198.51.100.7:50000");
+        // Its TCP port is the same number as Ann's UDP one: different paths all the same.
+        let mut bob = Client::over_tcp(now, "198.51.100.7:50000");
+        let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
+        ann.call(&mut core, now, ann_id, |answer| answer);
+        bob.call(&mut core, now, bob_id, |answer| answer);
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |core, clients| {
+            core.is_connected(ann_id) && core.is_connected(bob_id) && clients.iter().all(|c| c.rtc.is_connected())
+        });
+        speak(&mut core, &mut [&mut ann, &mut bob], 0, &mut now);
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| clients[1].frames.len() >= 5);
+        speak(&mut core, &mut [&mut ann, &mut bob], 1, &mut now);
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| clients[0].frames.len() >= 5);
+    }
+
+    #[test]
+    fn without_an_ice_tcp_listener_a_tcp_only_browser_never_connects() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut bob = Client::over_tcp(now, "198.51.100.8:50000");
+        let person = core.join(now, "room", 2);
+        bob.call(&mut core, now, person, |answer| answer);
+        for _ in 0..300 {
+            step(&mut core, &mut [&mut bob], &mut now);
+        }
+        assert!(!core.is_connected(person) && !bob.rtc.is_connected());
     }
 
     /// Sends ten frames of Opus from `client`, moving everything along after each.
@@ -751,7 +843,7 @@ mod tests {
     #[test]
     fn everyone_in_a_room_gets_everyone_elses_audio_and_no_other_rooms() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut core = Core::new(SERVER.parse().unwrap(), None);
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
         let mut cy = Client::new(now, "198.51.100.9:50000");
@@ -786,7 +878,7 @@ mod tests {
     #[test]
     fn data_channel_messages_reach_the_others_of_the_room_named_by_the_server_within_an_allowance() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut core = Core::new(SERVER.parse().unwrap(), None);
         let (mut ann, mut bob, mut cy) = (
             Client::new(now, "198.51.100.7:50000"),
             Client::new(now, "198.51.100.8:50000"),
@@ -844,7 +936,7 @@ mod tests {
     #[test]
     fn a_new_receiver_gets_a_keyframe_asked_for_and_requests_are_passed_on_at_most_twice_a_second() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut core = Core::new(SERVER.parse().unwrap(), None);
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
         let ann_id = core.join(now, "room", 1);
@@ -887,7 +979,7 @@ mod tests {
     #[test]
     fn a_leavers_m_lines_are_turned_off_and_carry_the_next_person_so_the_sdp_does_not_grow() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut core = Core::new(SERVER.parse().unwrap(), None);
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
         let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
@@ -919,7 +1011,7 @@ mod tests {
     #[test]
     fn a_person_sends_at_most_three_tracks_and_the_rest_are_refused() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut core = Core::new(SERVER.parse().unwrap(), None);
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
         let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
@@ -943,11 +1035,11 @@ mod tests {
     #[test]
     fn strangers_and_wrong_passwords_are_dropped_and_counted_and_nothing_answers_them() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut core = Core::new(SERVER.parse().unwrap(), None);
         let person = core.join(now, "room", 0);
         // Garbage and media from an address nobody proved.
-        core.receive(now, "203.0.113.9:1".parse().unwrap(), &[0x80, 96, 0, 1, 2, 3]);
-        core.receive(now, "203.0.113.9:1".parse().unwrap(), b"hello");
+        core.receive(now, Path::udp("203.0.113.9:1".parse().unwrap()), &[0x80, 96, 0, 1, 2, 3]);
+        core.receive(now, Path::udp("203.0.113.9:1".parse().unwrap()), b"hello");
         assert_eq!(core.counts().from_strangers, 2);
 
         // Someone who knows the person's ufrag but not their password: every check is refused,
@@ -972,14 +1064,14 @@ mod tests {
         // Once the person has left, their ufrag names nobody: the checks are a stranger's.
         core.leave(now, person);
         let strangers = core.counts().from_strangers;
-        core.receive(now, eve.address, &check.expect("Eve sent checks"));
+        core.receive(now, Path::udp(eve.address), &check.expect("Eve sent checks"));
         assert_eq!(core.counts().from_strangers, strangers + 1);
     }
 
     #[test]
     fn an_offer_that_is_no_session_description_or_for_nobody_is_refused() {
         let now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap());
+        let mut core = Core::new(SERVER.parse().unwrap(), None);
         let person = core.join(now, "room", 0);
         assert!(matches!(core.offer(now, person, "v=0 nonsense"), Err(SfuError::BadOffer(_))));
         let mut ann = Client::new(now, "198.51.100.7:50000");

@@ -2,12 +2,14 @@
 //! fifth person, or `sfu`): each person sends their media once, to this server, and receives
 //! everyone else's from it; their names, states and chat come and go on its data channel.
 //!
-//! - `router`: which person a datagram on the media socket belongs to, before anything is parsed.
+//! - `router`: which person a datagram belongs to, before anything is parsed.
 //! - `core`: the sans-IO core: one str0m `Rtc` per person, driven by datagrams and the clock.
 //! - `slots`: the m-lines each person receives others' tracks on, reused as people come and go.
-//! - `udp`: the socket edge: the task that owns the media socket and the core.
+//! - `sockets`: the socket edge: the task that owns the media socket and the core.
+//! - `tcp`: ICE-TCP, for networks that block UDP: a listener and a task per connection.
 
 pub(crate) mod core;
 pub(crate) mod router;
 pub(crate) mod slots;
-pub(crate) mod udp;
+pub(crate) mod sockets;
+pub(crate) mod tcp;

@@ -1,9 +1,9 @@
-//! Which person a datagram on the media socket belongs to, decided before any parsing that
-//! allocates: by its source address once that address has proved itself, and for a first
-//! packet by the ICE username in its STUN binding request. Anything else is dropped and counted.
-//! Pure: the core asks it, and its tests need no socket.
+//! Which person a datagram on the media sockets belongs to, decided before any parsing that
+//! allocates: by where it came from once that has proved itself, and for a first packet by the
+//! ICE username in its STUN binding request. Anything else is dropped and counted. Pure: the
+//! core asks it, and its tests need no socket.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{collections::HashMap, hash::Hash};
 
 /// What a datagram is, from its first byte (RFC 7983's demultiplexing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,14 +57,15 @@ pub fn local_ufrag(datagram: &[u8]) -> Option<&str> {
     None
 }
 
-/// Who each ufrag and each proven address belongs to.
+/// Who each ufrag and each proven address `A` belongs to (the core's addresses are a protocol
+/// and a socket address: UDP and ICE-TCP are different paths).
 #[derive(Debug)]
-pub struct Router<K> {
+pub struct Router<K, A> {
     by_ufrag: HashMap<Box<str>, K>,
-    by_address: HashMap<SocketAddr, K>,
+    by_address: HashMap<A, K>,
 }
 
-impl<K> Default for Router<K> {
+impl<K, A> Default for Router<K, A> {
     fn default() -> Self {
         Self { by_ufrag: HashMap::new(), by_address: HashMap::new() }
     }
@@ -82,14 +83,14 @@ pub enum Route<K> {
     Unknown,
 }
 
-impl<K: Copy + PartialEq> Router<K> {
+impl<K: Copy + PartialEq, A: Copy + Eq + Hash> Router<K, A> {
     /// `person` answers to the ufrag `ufrag` from now on.
     pub fn add(&mut self, ufrag: &str, person: K) {
         self.by_ufrag.insert(ufrag.into(), person);
     }
 
     /// Where the datagram from `source` goes.
-    pub fn route(&self, source: SocketAddr, datagram: &[u8]) -> Route<K> {
+    pub fn route(&self, source: A, datagram: &[u8]) -> Route<K> {
         if let Some(person) = self.by_address.get(&source) {
             return Route::Known(*person);
         }
@@ -101,7 +102,7 @@ impl<K: Copy + PartialEq> Router<K> {
 
     /// `source` proved to be `person`'s (a request with their credentials came from it). A
     /// person may have several, one per network path ICE tries.
-    pub fn learn(&mut self, source: SocketAddr, person: K) {
+    pub fn learn(&mut self, source: A, person: K) {
         self.by_address.insert(source, person);
     }
 
@@ -180,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_person_is_found_by_ufrag_first_and_by_address_once_learnt() {
-        let mut router = Router::default();
+        let mut router = Router::<_, std::net::SocketAddr>::default();
         router.add("ann", 1);
         router.add("bob", 2);
         let (a, b, stranger) =
