@@ -94,8 +94,18 @@ test.describe('through the server', () => {
     await expect(status(ada)).toHaveText('Connected with Bo and Cy. Media goes through the server.');
     expect((await tiles(bo)).map((t) => t.label).sort()).toEqual(["Ada's video", "Cy's video"]);
 
+    // Who speaks (the fake microphones beep): from the level each packet's RFC 6464 header
+    // extension carries, which the server passes on; each audio m-line has one.
+    await expect.poll(async () => (await people.speakingVideos(chromiumPerson(ada))).sort(), { message: 'Ada sees both speak' })
+      .toEqual(["Bo's video", "Cy's video"]);
+    expect(await ada.evaluate(() => (window as any).__newestPeerConnection().getReceivers()
+      .filter((r: RTCRtpReceiver) => r.track.kind === 'audio' && r.getSynchronizationSources().length > 0)
+      .map((r: RTCRtpReceiver) => typeof r.getSynchronizationSources()[0].audioLevel))).toEqual(['number', 'number']);
+
     await ada.getByRole('button', { name: 'Mute' }).click();
     for (const page of [bo, cy]) await expect(page.getByText('Ada muted')).toBeVisible();
+    // Muted, Ada sends silence: her tile stops showing her speaking.
+    await expect.poll(() => people.speakingVideos(chromiumPerson(bo)), { message: 'Ada no longer speaks on Bo\'s page' }).not.toContain("Ada's video");
 
     await openPanel(bo, 'Chat');
     await bo.getByLabel('Message').fill('hello through the server');

@@ -501,6 +501,9 @@ impl Driver {
                     }
                 }
             }
+            Effect::ReadVoices { peer } => {
+                return Some(Input::Peer { peer, event: PeerEvent::Voices(self.peers.get(peer)?.voices()) });
+            }
             // Not awaited: reading every connection's statistics twice a second must not hold
             // up signaling. The reading comes back as an input like any other.
             Effect::GetStats { peer } => {

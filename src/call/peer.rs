@@ -11,14 +11,15 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MediaStream, MediaStreamTrack, MessageEvent, RtcBundlePolicy, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
     RtcIceCandidateInit, RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceErrorEvent,
-    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpEncodingParameters, RtcRtpSender, RtcRtpTransceiver,
-    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpEncodingParameters, RtcRtpSender,
+    RtcRtpSynchronizationSource, RtcRtpTransceiver, RtcRtpTransceiverDirection, RtcRtpTransceiverInit,
+    RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
 };
 
 use super::{
     js::{describe, from_js, to_js},
     machine::{ConnectionState, Negotiated, PeerEvent, Signaling},
-    stats::Report,
+    stats::{Heard, Report},
 };
 use crate::protocol::{
     IceCandidate, IceServer, IceTransportPolicy, PassedOn, PeerMessage, SdpType, SessionDescription,
@@ -192,6 +193,23 @@ impl Peer {
             }
         }
         Ok(stream)
+    }
+
+    /// What each receiving audio transceiver last played out: its source's last packet's time
+    /// and the level its RFC 6464 header extension carried (none without one).
+    pub fn voices(&self) -> Vec<Heard> {
+        let mut heard = Vec::new();
+        for transceiver in self.pc.get_transceivers().iter() {
+            let transceiver: RtcRtpTransceiver = transceiver.unchecked_into();
+            let receiver = transceiver.receiver();
+            let (Some(mid), "audio") = (transceiver.mid(), receiver.track().kind().as_str()) else { continue };
+            // On the server's m-lines, one source each: the person it carries.
+            if let Some(source) = receiver.get_synchronization_sources().iter().next() {
+                let source: RtcRtpSynchronizationSource = source.unchecked_into();
+                heard.push(Heard { mid, at: source.get_timestamp(), level: source.get_audio_level() });
+            }
+        }
+        heard
     }
 
     /// Starts an ICE restart; `negotiationneeded` follows. web-sys does not bind `restartIce()`.

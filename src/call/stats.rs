@@ -134,31 +134,33 @@ pub fn summarize(reports: &[Report], before: Option<Traffic>, now_ms: f64) -> (C
     (stats, Traffic { bytes_in, bytes_out, audio_in, audio_out, at_ms: now_ms })
 }
 
-/// The audio received on each m-line at the last reading: on the connection to the server, one
+/// What one of the server's audio m-lines last carried, as `getSynchronizationSources()` says:
+/// when its last packet was played out, and the level that packet's RFC 6464 header extension
+/// gave (linear, 0 to 1), which the server passes on from the sender.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Heard {
+    pub mid: String,
+    pub at: f64,
+    pub level: Option<f64>,
+}
+
+/// When each of the server's audio m-lines was last heard: on the connection to the server, one
 /// person's voice each.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Voices(Vec<(String, Audio)>);
+pub struct Voices(Vec<(String, f64)>);
 
 impl Voices {
-    /// Each received audio stream's level since the reading before (none for a new one), by
-    /// m-line; kept for the next.
-    pub fn read(&mut self, reports: &[Report]) -> Vec<(String, Option<f64>)> {
-        let received = reports.iter().filter(|r| r.report_type == "inbound-rtp" && r.kind.as_deref() == Some("audio"));
-        let now: Vec<(String, Audio)> = received
-            .filter_map(|report| {
-                let mut audio = Audio::default();
-                audio.add(report);
-                Some((report.mid.clone()?, audio))
-            })
-            .collect();
-        let levels = now
+    /// Each m-line's level, by m-line: none where no packet came since the reading before (a
+    /// browser keeps a source's last level for seconds after its packets stop).
+    pub fn read(&mut self, heard: &[Heard]) -> Vec<(String, Option<f64>)> {
+        let levels = heard
             .iter()
-            .map(|(mid, audio)| {
-                let before = self.0.iter().find(|(other, _)| other == mid);
-                (mid.clone(), before.and_then(|(_, before)| audio.level_since(before)))
+            .map(|heard| {
+                let fresh = self.0.iter().find(|(mid, _)| *mid == heard.mid).is_none_or(|(_, at)| *at != heard.at);
+                (heard.mid.clone(), heard.level.filter(|_| fresh))
             })
             .collect();
-        self.0 = now;
+        self.0 = heard.iter().map(|heard| (heard.mid.clone(), heard.at)).collect();
         levels
     }
 }
@@ -253,22 +255,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn through_the_server_each_m_lines_audio_has_its_own_level() {
-        let audio = |a: (f64, f64), b: (f64, f64)| {
-            parse(vec![
-                json!({"id": "a", "type": "inbound-rtp", "kind": "audio", "mid": "3",
-                       "totalAudioEnergy": a.0, "totalSamplesDuration": a.1}),
-                json!({"id": "b", "type": "inbound-rtp", "kind": "audio", "mid": "5",
-                       "totalAudioEnergy": b.0, "totalSamplesDuration": b.1}),
-                json!({"id": "v", "type": "inbound-rtp", "kind": "video", "mid": "4"}),
-            ])
-        };
+    fn through_the_server_each_m_line_has_the_level_its_last_packet_said_while_packets_come() {
+        let heard = |mid: &str, at: f64, level: Option<f64>| Heard { mid: mid.into(), at, level };
         let mut voices = Voices::default();
-        assert_eq!(voices.read(&audio((1.0, 2.0), (1.0, 2.0))), [("3".into(), None), ("5".into(), None)]);
-        // "3" speaks at a level of 0.2 (0.02 over half a second); "5" is silent.
-        let levels = voices.read(&audio((1.02, 2.5), (1.0, 2.5)));
-        assert_eq!(levels[1], ("5".into(), Some(0.0)));
-        assert!((levels[0].1.unwrap() - 0.2).abs() < 1e-9, "{levels:?}");
+        let levels = voices.read(&[heard("3", 1_000.0, Some(0.2)), heard("5", 1_000.0, None)]);
+        assert_eq!(levels, [("3".into(), Some(0.2)), ("5".into(), None)]);
+        // "3" went quiet: its packets stopped, and its last level is no longer news.
+        let levels = voices.read(&[heard("3", 1_000.0, Some(0.2)), heard("5", 1_450.0, Some(0.01))]);
+        assert_eq!(levels, [("3".into(), None), ("5".into(), Some(0.01))]);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! states and timers they speak of.
 
 use crate::{
-    call::{stats::Report, CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote},
+    call::{
+        stats::{Heard, Report},
+        CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote,
+    },
     protocol::{
         IceCandidate, IceServer, IceTransportPolicy, MediaState, Message, PassedOn, PeerId, PeerMessage,
         SessionDescription,
@@ -41,11 +44,25 @@ pub enum Video {
 /// say how many of that person's chat lines were not shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timer {
-    Reconnect { socket: u32 },
-    IceCheck { peer: u32 },
-    ConnectTimeout { peer: u32 },
-    StatsTick { peer: u32 },
-    Withheld { peer: u32 },
+    Reconnect {
+        socket: u32,
+    },
+    IceCheck {
+        peer: u32,
+    },
+    ConnectTimeout {
+        peer: u32,
+    },
+    StatsTick {
+        peer: u32,
+    },
+    /// On the connection to the server: read who speaks.
+    VoicesTick {
+        peer: u32,
+    },
+    Withheld {
+        peer: u32,
+    },
 }
 
 /// The outcome of a negotiation step ([`Effect::Offer`] or [`Effect::Apply`]), read from the
@@ -81,6 +98,8 @@ pub enum PeerEvent {
     Oversized,
     /// `getStats()`'s reports.
     Stats(Vec<Report>),
+    /// What each of the server's audio m-lines last carried.
+    Voices(Vec<Heard>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -264,6 +283,11 @@ pub enum Effect {
     },
     /// `getStats()`; [`PeerEvent::Stats`] follows.
     GetStats {
+        peer: u32,
+    },
+    /// On the connection to the server, each audio m-line's last packet and level
+    /// (`getSynchronizationSources()`, cheap and synchronous); [`PeerEvent::Voices`] follows.
+    ReadVoices {
         peer: u32,
     },
 }

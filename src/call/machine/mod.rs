@@ -74,8 +74,12 @@ pub const ICE_RETRY_MS: u32 = 5_000;
 /// How long a new peer connection may take to connect before the page says it failed, if the
 /// browser has not said so first (Chromium gives up on ICE after about 15 s).
 pub const CONNECT_TIMEOUT_MS: u32 = 20_000;
-/// How often each connection's statistics are read: the panel's numbers, and who is speaking.
+/// How often each connection's statistics are read: the panel's numbers, and (in a mesh) who is
+/// speaking.
 pub const STATS_EVERY_MS: u32 = 500;
+/// How often, on the server, the level each audio m-line's last packet carried is read: often
+/// enough to catch a short sound, as one packet's level says only its 20 ms of audio.
+pub const VOICES_EVERY_MS: u32 = 100;
 /// The received audio level (RMS, 0 to 1) above which a person counts as speaking: about
 /// -34 dBFS, well above a quiet room after the browser's noise suppression (a muted
 /// microphone sends a level of 0).
@@ -292,6 +296,12 @@ impl CallMachine {
                 if self.generations().contains(&peer) {
                     self.push(Effect::GetStats { peer });
                     self.push(Effect::Arm { timer, after_ms: STATS_EVERY_MS });
+                }
+            }
+            Timer::VoicesTick { peer } => {
+                if self.sfu.as_ref().is_some_and(|sfu| sfu.generation == peer) {
+                    self.push(Effect::ReadVoices { peer });
+                    self.push(Effect::Arm { timer, after_ms: VOICES_EVERY_MS });
                 }
             }
             Timer::Withheld { peer } => {

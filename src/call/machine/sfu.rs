@@ -6,7 +6,7 @@
 
 use super::{
     people::Peer, signaling::same_person, CallMachine, ConnectionState, Effect, Negotiated, PeerEvent, Signaling,
-    Timer, STATS_EVERY_MS,
+    Timer, STATS_EVERY_MS, VOICES_EVERY_MS,
 };
 use crate::{
     call::stats::{summarize, Report, Traffic, Voices},
@@ -69,6 +69,7 @@ impl CallMachine {
         self.push(Effect::AddTransceivers { peer: generation, audio, video });
         self.push(Effect::Offer { peer: generation });
         self.push(Effect::Arm { timer: Timer::StatsTick { peer: generation }, after_ms: STATS_EVERY_MS });
+        self.push(Effect::Arm { timer: Timer::VoicesTick { peer: generation }, after_ms: VOICES_EVERY_MS });
         let room = self.room.clone();
         for member in &room {
             self.add_person(member, false);
@@ -169,15 +170,17 @@ impl CallMachine {
                     self.heard(index, relayed.message, now_ms);
                 }
             }
-            PeerEvent::Stats(reports) => {
-                let (stats, traffic) = summarize(&reports, sfu.traffic, now_ms);
-                sfu.traffic = Some(traffic);
-                // Who speaks: each person's voice comes on an m-line of their own.
-                for (mid, level) in sfu.voices.read(&reports) {
+            PeerEvent::Voices(heard) => {
+                // Each person's voice comes on an m-line of their own.
+                for (mid, level) in sfu.voices.read(&heard) {
                     if let Some(peer) = self.peers.iter_mut().find(|peer| peer.mids.contains(&mid)) {
                         peer.voice.hear(level, now_ms);
                     }
                 }
+            }
+            PeerEvent::Stats(reports) => {
+                let (stats, traffic) = summarize(&reports, sfu.traffic, now_ms);
+                sfu.traffic = Some(traffic);
                 self.voice.hear(stats.sent_audio_level, now_ms);
                 self.push(Effect::Stats(Some(stats)));
                 self.take_over(&reports);

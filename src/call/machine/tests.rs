@@ -1397,21 +1397,13 @@ fn a_server_restarted_with_media_browser_to_browser_gets_mesh_connections_again(
 fn on_the_server_whoever_is_heard_on_their_m_line_is_shown_speaking() {
     let (mut machine, generation, _) = joined_on_the_server();
     server_offers(&mut machine, generation, &[("2", "alice"), ("3", "bob")]);
-    let reading = |alice: f64, bob: f64, seconds: f64| {
-        let voice = |mid: &str, energy: f64| crate::call::stats::Report {
-            id: mid.into(),
-            report_type: "inbound-rtp".into(),
-            kind: Some("audio".into()),
-            mid: Some(mid.into()),
-            total_audio_energy: energy,
-            total_samples_duration: seconds,
-            ..Default::default()
-        };
-        peer(generation, PeerEvent::Stats(vec![voice("2", alice), voice("3", bob)]))
-    };
-    handle(&mut machine, reading(0.0, 0.0, 1.0));
-    // Bob is loud (a level of 0.2 over the half second), Alice silent.
-    let effects = handle(&mut machine, reading(0.0, 0.02, 1.5));
+    // Ten times a second, the page reads the levels the server passed on.
+    let tick = Timer::VoicesTick { peer: generation };
+    let effects = handle(&mut machine, Input::Timer(tick));
+    assert_eq!(effects, [Effect::ReadVoices { peer: generation }, Effect::Arm { timer: tick, after_ms: 100 }]);
+    let heard = |mid: &str, level: f64| crate::call::stats::Heard { mid: mid.into(), at: 1_000.0, level: Some(level) };
+    // Bob is loud, Alice all but silent.
+    let effects = handle(&mut machine, peer(generation, PeerEvent::Voices(vec![heard("2", 0.001), heard("3", 0.2)])));
     let speaking: Vec<bool> = remotes(&effects).unwrap().iter().map(|tile| tile.speaking).collect();
     assert_eq!(speaking, [false, true]);
 }

@@ -369,7 +369,16 @@ impl Core {
             .collect();
         for (id, mid) in targets {
             let Some(person) = self.people.get_mut(&id) else { continue };
-            if let Some(writer) = person.rtc.writer(mid) {
+            if let Some(mut writer) = person.rtc.writer(mid) {
+                // What the sender's header extensions said goes on: how loud (RFC 6464: the
+                // pages' speaking ring) and which way up a phone's picture is.
+                let said = &frame.ext_vals;
+                if let Some(level) = said.audio_level {
+                    writer = writer.audio_level(level, said.voice_activity.unwrap_or(false));
+                }
+                if let Some(orientation) = said.video_orientation {
+                    writer = writer.video_orientation(orientation);
+                }
                 // Their browser may number the codec otherwise (Chromium's Opus is 111,
                 // Firefox's 109): the same codec by its parameters.
                 if let Some(pt) = writer.match_params(frame.params) {
@@ -628,7 +637,8 @@ mod tests {
 
     use str0m::{
         change::SdpAnswer,
-        media::{Direction, Frequency, MediaKind, MediaTime, Mid},
+        media::{Direction, ExtensionValues, Frequency, MediaKind, MediaTime, Mid},
+        rtp::VideoOrientation,
     };
 
     use super::*;
@@ -650,6 +660,8 @@ mod tests {
         keyframe_requests: Vec<Mid>,
         /// The frames it received, by m-line.
         frames: Vec<Mid>,
+        /// What each frame's header extensions said.
+        said: Vec<ExtensionValues>,
         /// Who it is on the server, once it called.
         person: Option<PersonId>,
         /// The server's m-lines, as its last offer said: whose media each carries.
@@ -686,6 +698,7 @@ mod tests {
                 camera: None,
                 keyframe_requests: Vec::new(),
                 frames: Vec::new(),
+                said: Vec::new(),
                 person: None,
                 tracks: Vec::new(),
                 last_offer: String::new(),
@@ -718,7 +731,10 @@ mod tests {
                         last = Some(transmit.contents.into());
                     }
                     Output::Timeout(_) => break,
-                    Output::Event(Event::MediaData(frame)) => self.frames.push(frame.mid),
+                    Output::Event(Event::MediaData(frame)) => {
+                        self.frames.push(frame.mid);
+                        self.said.push(frame.ext_vals);
+                    }
                     Output::Event(Event::KeyframeRequest(request)) => self.keyframe_requests.push(request.mid),
                     Output::Event(Event::ChannelData(data)) => self.heard.push(String::from_utf8(data.data).unwrap()),
                     Output::Event(_) => {}
@@ -834,7 +850,9 @@ mod tests {
         let pt = clients[speaker].rtc.writer(mid).unwrap().payload_params().next().unwrap().pt();
         for frame in 0..10u64 {
             let time = MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ);
-            clients[speaker].rtc.writer(mid).unwrap().write(pt, *now, time, vec![0x55; 40]).unwrap();
+            // -30 dBov: a voice, as a browser's RFC 6464 extension says it.
+            let writer = clients[speaker].rtc.writer(mid).unwrap().audio_level(-30, true);
+            writer.write(pt, *now, time, vec![0x55; 40]).unwrap();
             step(core, clients, now);
             step(core, clients, now);
         }
@@ -860,8 +878,9 @@ mod tests {
         // gets nothing.
         speak(&mut core, &mut [&mut ann, &mut bob, &mut cy], 0, &mut now);
         run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |_, clients| clients[1].frames.len() >= 5);
-        // On the m-line the server's offer said carries Ann (label 1).
+        // On the m-line the server's offer said carries Ann (label 1), with her level.
         assert!(bob.frames.iter().all(|mid| bob.tracks.contains(&(*mid, 1))), "{:?} {:?}", bob.frames, bob.tracks);
+        assert!(bob.said.iter().all(|said| said.audio_level == Some(-30)), "{:?}", bob.said);
         assert!(ann.frames.is_empty() && cy.frames.is_empty());
         // And Bob to Ann.
         speak(&mut core, &mut [&mut ann, &mut bob, &mut cy], 1, &mut now);
@@ -974,6 +993,33 @@ mod tests {
         }
         assert_eq!(ann.keyframe_requests.len(), asked + 1, "{:?}", core.counts());
         assert!(core.counts().keyframe_requests_held >= 1, "{:?}", core.counts());
+    }
+
+    #[test]
+    fn which_way_up_a_phones_picture_is_goes_on_with_its_frames() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut ann = Client::new(now, "198.51.100.7:50000");
+        let mut bob = Client::new(now, "198.51.100.8:50000");
+        let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
+        ann.call(&mut core, now, ann_id, |answer| answer);
+        bob.call(&mut core, now, bob_id, |answer| answer);
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |core, clients| {
+            core.is_connected(ann_id) && core.is_connected(bob_id) && !clients[1].tracks.is_empty()
+        });
+        let camera = ann.camera.unwrap();
+        let pt = ann.rtc.writer(camera).unwrap().payload_params().next().unwrap().pt();
+        for frame in 0..20u64 {
+            let time = MediaTime::new(frame * 9_000, Frequency::NINETY_KHZ);
+            // A VP8 keyframe's first bytes (the show-frame bit and the start code), then anything.
+            let mut data = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+            data.resize(200, 0x55);
+            let writer = ann.rtc.writer(camera).unwrap().video_orientation(VideoOrientation::Deg90);
+            writer.write(pt, now, time, data).unwrap();
+            step(&mut core, &mut [&mut ann, &mut bob], &mut now);
+        }
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| !clients[1].said.is_empty());
+        assert!(bob.said.iter().all(|said| said.video_orientation == Some(VideoOrientation::Deg90)), "{:?}", bob.said);
     }
 
     #[test]
