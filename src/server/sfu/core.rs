@@ -995,15 +995,21 @@ mod tests {
         assert!(core.counts().keyframe_requests_held >= 1, "{:?}", core.counts());
     }
 
-    #[test]
-    fn which_way_up_a_phones_picture_is_goes_on_with_its_frames() {
-        let mut now = Instant::now();
+    /// Ann and Bob in one room, their offers answered.
+    fn ann_and_bob(now: Instant) -> (Core, Client, Client, PersonId, PersonId) {
         let mut core = Core::new(SERVER.parse().unwrap(), None);
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
         let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
         ann.call(&mut core, now, ann_id, |answer| answer);
         bob.call(&mut core, now, bob_id, |answer| answer);
+        (core, ann, bob, ann_id, bob_id)
+    }
+
+    #[test]
+    fn which_way_up_a_phones_picture_is_goes_on_with_its_frames() {
+        let mut now = Instant::now();
+        let (mut core, mut ann, mut bob, ann_id, bob_id) = ann_and_bob(now);
         run(&mut core, &mut [&mut ann, &mut bob], &mut now, |core, clients| {
             core.is_connected(ann_id) && core.is_connected(bob_id) && !clients[1].tracks.is_empty()
         });
@@ -1025,12 +1031,7 @@ mod tests {
     #[test]
     fn a_leavers_m_lines_are_turned_off_and_carry_the_next_person_so_the_sdp_does_not_grow() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap(), None);
-        let mut ann = Client::new(now, "198.51.100.7:50000");
-        let mut bob = Client::new(now, "198.51.100.8:50000");
-        let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
-        ann.call(&mut core, now, ann_id, |answer| answer);
-        bob.call(&mut core, now, bob_id, |answer| answer);
+        let (mut core, mut ann, mut bob, _, bob_id) = ann_and_bob(now);
         run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| clients[0].tracks.len() == 2);
         let bobs: Vec<Mid> = ann.tracks.iter().map(|(mid, _)| *mid).collect();
         let m_lines = |client: &Client| client.last_offer.matches("\r\nm=").count();
