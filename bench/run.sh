@@ -13,9 +13,9 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/end2end/node_modules/.bin:$PATH"
 
 if [ "${1:-}" = "--quick" ]; then
-  run_seconds=2; rounds=1; idle_connections=500; calls=2; page_runs=1; quick=--quick
+  run_seconds=2; rounds=1; idle_connections=500; calls=2; page_runs=1; quick=--quick; sfu_sizes="5"
 else
-  run_seconds=10; rounds=3; idle_connections=10000; calls=10; page_runs=5; quick=
+  run_seconds=10; rounds=3; idle_connections=10000; calls=10; page_runs=5; quick=; sfu_sizes="5 10 25"
 fi
 # One socket per connection in the load generator and one in the server (each process has its
 # own limit), plus headroom; never above the hard limit.
@@ -25,7 +25,7 @@ ulimit -n "$wanted"
 
 echo "building (release)…" >&2
 cargo leptos build --release --precompress >/dev/null 2>&1 || cargo leptos build --release --precompress
-cargo build --release --quiet --features bench --bin loadgen --bin bare-relay
+cargo build --release --quiet --features bench --bin loadgen --bin bare-relay --bin sfu-load
 loadgen=target/release/loadgen
 clock_ticks=$(getconf CLK_TCK)
 
@@ -119,6 +119,18 @@ echo "sharing rooms through Redis: two instances against one…" >&2
 shared=$(bench/instances.sh $quick | grep '^SHARED')
 result[shared,errors]=$(field errors "$shared")
 
+# The forwarding unit: one room of each size on it, then on the bare SRTP floor (bench/sfu_load.rs).
+echo "media through the server: rooms of $sfu_sizes, against the bare forwarder…" >&2
+LEPTOS_SITE_ROOT=target/site target/release/duo --addr 127.0.0.1:3420 --media sfu "${duo_flags[@]}" & pids+=($!); sfu=$!
+target/release/sfu-load floor --addr 127.0.0.1:3421 & pids+=($!); floor=$!
+wait_port 3420
+declare -A sfu_out
+for size in $sfu_sizes; do
+  sfu_out[duo,$size]=$(target/release/sfu-load duo --url ws://127.0.0.1:3420 --size "$size" --seconds "$run_seconds" --pid "$sfu" | grep '^RESULT')
+  sfu_out[floor,$size]=$(target/release/sfu-load floor-load --addr 127.0.0.1:3421 --size "$size" --seconds "$run_seconds" --pid "$floor" | grep '^RESULT')
+done
+kill "$sfu" "$floor"
+
 echo "call setup in Chromium ($calls calls)…" >&2
 call_setup=$(node end2end/bench/call-setup.mjs "$calls" | grep '^RESULT')
 echo "page load in Chromium ($page_runs runs, unthrottled and throttled)…" >&2
@@ -158,6 +170,13 @@ row "2 instances + Redis (bench/instances.sh): msg/s, 100 rooms, 600 B" "$(field
 row "… CPU µs per msg, both instances (+ Redis)" "$(field two_cpu_us "$shared") (+$(field redis_cpu_us "$shared"); one: $(field one_cpu_us "$shared"))" "" "" "" ""
 row "load generator errors (all runs)" "$errors" "" "" "" ""
 row "server start to first WebSocket, ms" "$start_ms" "" "" "" ""
+for size in $sfu_sizes; do
+  d=${sfu_out[duo,$size]}; f=${sfu_out[floor,$size]}
+  row "SFU room of $size: packets forwarded/s" "$(field per_sec "$d")" "floor $(field per_sec "$f")" "" "" ""
+  row "… server CPU µs per forwarded packet" "$(field cpu_us_per_packet "$d")" "floor $(field cpu_us_per_packet "$f")" "" "$(ratio "$(field cpu_us_per_packet "$d")" "$(field cpu_us_per_packet "$f")")" ""
+  row "… trip p50 / p99 µs (sender to receiver)" "$(field p50_us "$d") / $(field p99_us "$d")" "floor $(field p50_us "$f") / $(field p99_us "$f")" "" "" ""
+  row "… packets lost, %" "$(field lost_percent "$d")" "floor $(field lost_percent "$f")" "" "" ""
+done
 # Browser measures: each beside its floor, measured in the same run (see end2end/bench/).
 floor_row() { row "$1" "$2 (floor $3, $(ratio "$2" "$3")×)" "" "" "" ""; }
 floor_row "call setup median, ms ($calls calls)" "$(field setup_ms "$call_setup")" "$(field floor_ms "$call_setup")"

@@ -132,6 +132,10 @@ impl AppState {
     }
 }
 
+/// Bytes the media socket's kernel buffers are asked to hold each way: room for a burst of a
+/// room of 50's video frames.
+const MEDIA_SOCKET_BUFFER: usize = 4 << 20;
+
 /// Binds the media sockets (UDP, and TCP for ICE-TCP) and starts the forwarding unit on them.
 fn start_sfu(config: &Config) -> io::Result<Sfu> {
     let wanted = config.media_udp_addr();
@@ -139,6 +143,18 @@ fn start_sfu(config: &Config) -> io::Result<Sfu> {
         .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp {wanted} (--media-addr): {e}")))?;
     let bound = socket.local_addr()?;
+    // A room's senders send at once (a video frame each, every 66 ms): the default 208 KiB
+    // overflows from about 20 people, and the kernel drops what does not fit.
+    let buffers = socket2::SockRef::from(&socket);
+    let _ = buffers.set_recv_buffer_size(MEDIA_SOCKET_BUFFER).and(buffers.set_send_buffer_size(MEDIA_SOCKET_BUFFER));
+    let (received, sent) = (buffers.recv_buffer_size()?, buffers.send_buffer_size()?);
+    if received < MEDIA_SOCKET_BUFFER {
+        tracing::warn!(
+            "the media socket's receive buffer is {received} bytes, not {MEDIA_SOCKET_BUFFER}: raise net.core.rmem_max \
+             (docs/deploy.md), or large rooms lose packets"
+        );
+    }
+    info!("media socket buffers: {received} bytes in, {sent} out");
     // Browsers reach it at one address: its own, or the public one in front of it.
     let ip = config.media_public_ip.unwrap_or(bound.ip());
     if ip.is_unspecified() {

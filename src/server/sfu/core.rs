@@ -493,8 +493,19 @@ impl Core {
         let mut keyframes = Vec::new();
         let mut said = Vec::new();
         let mut opened = false;
+        let mut clock_given = false;
         loop {
             match person.rtc.poll_output() {
+                // Media just written leaves only once the `Rtc` is given the clock (str0m's
+                // pacer): given it now, rather than on the socket task's next turn, which
+                // tokio's millisecond timer would make a millisecond or two later.
+                Ok(Output::Timeout(deadline)) if deadline <= now && !clock_given => {
+                    clock_given = true;
+                    if person.rtc.handle_input(Input::Timeout(now)).is_err() {
+                        person.deadline = now + std::time::Duration::from_secs(3600);
+                        break;
+                    }
+                }
                 Ok(Output::Timeout(deadline)) => {
                     person.deadline = deadline.max(now);
                     break;
