@@ -20,7 +20,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -92,15 +92,15 @@ const STAMP_AT: usize = 10;
 /// How long everyone may take to receive everyone before the run fails.
 const WARM_UP: Duration = Duration::from_secs(30);
 
-/// Where the run is: everyone connecting, then measured, then done.
-const CONNECTING: u8 = 0;
-const MEASURING: u8 = 1;
-const DONE: u8 = 2;
+/// How long packets sent in the window may take to arrive after it.
+const DRAIN: Duration = Duration::from_secs(2);
 
-/// What the people share: the phase, and how many receive everyone.
+/// What the people share: whether the run is over, the measured window (send times, in
+/// nanoseconds since the start), and how many receive everyone.
 struct Run {
     started: Instant,
-    phase: AtomicU8,
+    done: AtomicBool,
+    window: [AtomicU64; 2],
     ready: AtomicUsize,
 }
 
@@ -135,7 +135,10 @@ where
     F: std::future::Future<Output = Tally> + Send + 'static,
     P: Fn(usize, Arc<Run>) -> F,
 {
-    let run = Arc::new(Run { started: Instant::now(), phase: AtomicU8::new(CONNECTING), ready: AtomicUsize::new(0) });
+    let window = [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)];
+    let run =
+        Arc::new(Run { started: Instant::now(), done: AtomicBool::new(false), window, ready: AtomicUsize::new(0) });
+    let now_ns = |run: &Run| run.started.elapsed().as_nanos() as u64;
     let people: Vec<_> = (0..load.size).map(|index| tokio::spawn(person(index, run.clone()))).collect();
     let deadline = Instant::now() + WARM_UP;
     while run.ready.load(Ordering::Relaxed) < load.size {
@@ -143,10 +146,12 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cpu_before = cpu_seconds(load.pid);
-    run.phase.store(MEASURING, Ordering::Relaxed);
+    run.window[0].store(now_ns(&run), Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(load.seconds)).await;
-    run.phase.store(DONE, Ordering::Relaxed);
+    run.window[1].store(now_ns(&run), Ordering::Relaxed);
     let cpu = cpu_seconds(load.pid) - cpu_before;
+    tokio::time::sleep(DRAIN).await;
+    run.done.store(true, Ordering::Relaxed);
     let mut all = Tally::default();
     for person in people {
         let tally = person.await.expect("a person's task failed");
@@ -156,9 +161,10 @@ where
     }
     all.trips_us.sort_unstable();
     let percentile = |p: f64| all.trips_us.get(((all.trips_us.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0);
+    // Packets sent in the window, and those of them that arrived (within `DRAIN` of its end).
     let expected = all.sent * (load.size as u64 - 1);
-    // Packets sent in the window's last moments arrive after it: a little "loss" at the edge.
     let lost = expected.saturating_sub(all.received) as f64 / expected.max(1) as f64 * 100.0;
+    assert!(all.received <= expected, "more packets arrived ({}) than were sent ({expected})", all.received);
     println!(
         "RESULT size={} received={} per_sec={:.0} cpu_us_per_packet={:.2} p50_us={} p99_us={} lost_percent={:.2}",
         load.size,
@@ -177,8 +183,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name (which may hold spaces), from the third: utime is 14th.
     let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    // CLK_TCK is 100 on every Linux this runs on.
-    ticks / 100.0
+    let hertz = std::process::Command::new("getconf").arg("CLK_TCK").output().expect("getconf runs");
+    ticks / String::from_utf8_lossy(&hertz.stdout).trim().parse::<f64>().expect("CLK_TCK is a number")
 }
 
 /// A payload of `length` bytes stamped with the time since the run started.
@@ -193,11 +199,12 @@ fn stamped(run: &Run, length: usize, video: bool) -> Vec<u8> {
     data
 }
 
-/// The trip of a payload made by [`stamped`], in microseconds.
-fn trip_us(run: &Run, data: &[u8]) -> Option<u32> {
+/// When a payload made by [`stamped`] was sent (nanoseconds since the start), and its trip
+/// (microseconds).
+fn stamp(run: &Run, data: &[u8]) -> Option<(u64, u32)> {
     let sent = u64::from_be_bytes(data.get(STAMP_AT..STAMP_AT + 8)?.try_into().ok()?);
     let now = run.started.elapsed().as_nanos() as u64;
-    Some((now.saturating_sub(sent) / 1_000) as u32)
+    Some((sent, (now.saturating_sub(sent) / 1_000) as u32))
 }
 
 /// Counts what came while measured, and says when this person first received `needed` streams.
@@ -221,14 +228,19 @@ impl Receiving {
             self.counted_ready = true;
             run.ready.fetch_add(1, Ordering::Relaxed);
         }
-        if run.phase.load(Ordering::Relaxed) == MEASURING {
+        // Counted if it was sent in the window, whenever it arrives.
+        let Some((sent, trip)) = stamp(run, data) else { return };
+        let window = run.window[0].load(Ordering::Relaxed)..run.window[1].load(Ordering::Relaxed);
+        if window.contains(&sent) {
             self.tally.received += 1;
-            self.tally.trips_us.extend(trip_us(run, data));
+            self.tally.trips_us.push(trip);
         }
     }
 
-    fn sent(&mut self, run: &Run) {
-        if run.phase.load(Ordering::Relaxed) == MEASURING {
+    /// A payload went out; counted if made in the window, as its receivers count it.
+    fn sent(&mut self, run: &Run, data: &[u8]) {
+        let window = run.window[0].load(Ordering::Relaxed)..run.window[1].load(Ordering::Relaxed);
+        if stamp(run, data).is_some_and(|(sent, _)| window.contains(&sent)) {
             self.tally.sent += 1;
         }
     }
@@ -272,7 +284,7 @@ async fn duo_person(url: String, index: usize, size: usize, run: Arc<Run>) -> Ta
     let mut schedule = Schedule::new(index);
     let mut buffer = vec![0; 2048];
     let mut timeout = Instant::now();
-    while run.phase.load(Ordering::Relaxed) != DONE {
+    while !run.done.load(Ordering::Relaxed) {
         let wake = timeout.min(schedule.next());
         tokio::select! {
             received = udp.recv_from(&mut buffer) => {
@@ -350,18 +362,18 @@ fn send_due(
         let writer = rtc.writer(microphone).unwrap();
         let pt = writer.payload_params().next().unwrap().pt();
         let time = MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ);
-        if writer.write(pt, now, time, stamped(run, AUDIO_BYTES, false)).is_ok() {
-            receiving.sent(run);
-        }
+        let data = stamped(run, AUDIO_BYTES, false);
+        receiving.sent(run, &data);
+        writer.write(pt, now, time, data).expect("the peer takes the frame");
         schedule.audio += AUDIO_EVERY;
     }
     while schedule.video <= now {
         let writer = rtc.writer(camera).unwrap();
         let pt = writer.payload_params().next().unwrap().pt();
         let time = MediaTime::new(schedule.frames * 6_000, Frequency::NINETY_KHZ);
-        if writer.write(pt, now, time, stamped(run, VIDEO_BYTES, true)).is_ok() {
-            receiving.sent(run);
-        }
+        let data = stamped(run, VIDEO_BYTES, true);
+        receiving.sent(run, &data);
+        writer.write(pt, now, time, data).expect("the peer takes the frame");
         schedule.frames += 1;
         schedule.video += VIDEO_EVERY;
     }
@@ -409,6 +421,9 @@ struct FloorPerson {
 /// The bare forwarder: one task, as Duo's forwarding unit is.
 async fn floor(addr: SocketAddr) {
     let socket = UdpSocket::bind(addr).await.expect("the floor's address is free");
+    // As Duo's media socket asks.
+    let buffers = socket2::SockRef::from(&socket);
+    buffers.set_recv_buffer_size(4 << 20).and(buffers.set_send_buffer_size(4 << 20)).expect("socket buffers");
     let mut people: HashMap<u32, FloorPerson> = HashMap::new();
     let mut rooms: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut buffer = vec![0; 2048];
@@ -452,10 +467,13 @@ async fn floor_person(floor: SocketAddr, room: u16, index: u16, size: usize, run
     let mut sequence = [0u16; 2];
     let mut buffer = vec![0; 2048];
     let mut plain = vec![0; 2048];
-    while run.phase.load(Ordering::Relaxed) != DONE {
+    while !run.done.load(Ordering::Relaxed) {
         tokio::select! {
             received = udp.recv_from(&mut buffer) => {
                 let (length, _) = received.unwrap();
+                if length < HEADER + TAG {
+                    continue;
+                }
                 let (header, body) = buffer[..length].split_at(HEADER);
                 if let Ok(plain_length) = open.decrypt(&iv(&salt, header), &[header], body, &mut plain) {
                     let stream = u64::from(u32::from_be_bytes(header[8..12].try_into().unwrap()));
@@ -479,13 +497,15 @@ async fn floor_person(floor: SocketAddr, room: u16, index: u16, size: usize, run
                     }
                 };
                 while schedule.audio <= now {
-                    send(0, stamped(&run, AUDIO_BYTES, false), (schedule.audio.duration_since(run.started).as_millis() * 48) as u32);
-                    receiving.sent(&run);
+                    let data = stamped(&run, AUDIO_BYTES, false);
+                    receiving.sent(&run, &data);
+                    send(0, data, (schedule.audio.duration_since(run.started).as_millis() * 48) as u32);
                     schedule.audio += AUDIO_EVERY;
                 }
                 while schedule.video <= now {
-                    send(1, stamped(&run, VIDEO_BYTES, true), (schedule.frames * 6_000) as u32);
-                    receiving.sent(&run);
+                    let data = stamped(&run, VIDEO_BYTES, true);
+                    receiving.sent(&run, &data);
+                    send(1, data, (schedule.frames * 6_000) as u32);
                     schedule.frames += 1;
                     schedule.video += VIDEO_EVERY;
                 }

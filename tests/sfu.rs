@@ -139,7 +139,11 @@ async fn two_people_hear_each_other_through_the_server_and_a_third_room_hears_no
     }
     assert!(cy.frames.is_empty(), "another room's audio reached Cy");
     // And `/metrics` says so.
-    let metrics = common::get(server.metrics_addr, "/metrics").await.body;
+    let metrics = metrics_when(&server, |metrics| {
+        let value = |name: &str| try_metric(metrics, name);
+        value("duo_sfu_people ") == Some(3.0) && value("duo_sfu_tracks_forwarded ") == Some(4.0)
+    })
+    .await;
     let value = |name: &str| metric(&metrics, name);
     assert_eq!(value("duo_sfu_people "), 3.0);
     assert_eq!(value("duo_sfu_rooms "), 2.0);
@@ -153,10 +157,24 @@ async fn two_people_hear_each_other_through_the_server_and_a_third_room_hears_no
 
 /// The value of the metric line that starts with `name` (labels included).
 fn metric(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no {name}"))
+    try_metric(metrics, name).unwrap_or_else(|| panic!("no {name}"))
+}
+
+fn try_metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+}
+
+/// `/metrics` once `holds` says it is up to date (the forwarding unit tells it what changed up
+/// to 100 ms late), or as it is after five seconds.
+async fn metrics_when(server: &Server, holds: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let metrics = common::get(server.metrics_addr, "/metrics").await.body;
+        if holds(&metrics) || started.elapsed() > Duration::from_secs(5) {
+            return metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// CRC-32 (IEEE), for STUN's FINGERPRINT.
@@ -234,7 +252,12 @@ async fn a_flood_from_strangers_and_checks_with_someone_elses_ufrag_harm_no_call
     }
     // Their call goes on, and what came is counted by kind.
     talk(&mut ann, &mut bob, 10).await;
-    let metrics = common::get(server.metrics_addr, "/metrics").await.body;
+    let metrics = metrics_when(&server, |metrics| {
+        let value =
+            |reason: &str| try_metric(metrics, &format!("duo_sfu_datagrams_dropped_total{{reason=\"{reason}\"}} "));
+        value("unknown_source") >= Some(2_000.0) && value("refused_check") >= Some(900.0)
+    })
+    .await;
     let strangers = metric(&metrics, "duo_sfu_datagrams_dropped_total{reason=\"unknown_source\"} ");
     let refused = metric(&metrics, "duo_sfu_datagrams_dropped_total{reason=\"refused_check\"} ");
     let malformed = metric(&metrics, "duo_sfu_datagrams_dropped_total{reason=\"malformed\"} ");

@@ -161,7 +161,7 @@ for (const [first, second] of [['Firefox', 'Chromium'], ['Firefox', 'Firefox']] 
   test(`${first} and ${second}, relay-only through a real coturn: media flows over relayed candidates`, async ({ person }) => {
     const { alice, bob } = await call(person, first, second, `http://127.0.0.1:${RELAY_PORT}`);
     for (const page of [alice, bob]) {
-      expect(await selectedPair(page), page.engine).toEqual({ local: 'relay', remote: 'relay' });
+      expect(await selectedPair(page), page.engine).toEqual({ local: 'relay', remote: 'relay', protocol: 'udp' });
       await expect.poll(() => statistic(page, 'Path'), { message: page.engine }).toBe('relayed (TURN)');
     }
   });

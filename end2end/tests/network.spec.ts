@@ -13,7 +13,7 @@ const selectedPair = (page: Page) => people.selectedPair(chromiumPerson(page));
 test('relay-only ICE through a real coturn: media flows both ways over relayed candidates', async ({ open }) => {
   const { alice, bob } = await connectedPair(open, `http://127.0.0.1:${RELAY_PORT}`);
   for (const page of [alice, bob]) {
-    expect(await selectedPair(page)).toEqual({ local: 'relay', remote: 'relay' });
+    expect(await selectedPair(page)).toEqual({ local: 'relay', remote: 'relay', protocol: 'udp' });
   }
 });
 
@@ -88,7 +88,7 @@ test('when the media path breaks, the same connection restarts ICE and the call 
       await expectMediaFlowing(page);
       // The same peer connection came back (an ICE restart), not a new call.
       expect(await page.evaluate(() => (window as any).__peerConnections.length)).toBe(1);
-      expect(await selectedPair(page)).toEqual({ local: 'relay', remote: 'relay' });
+      expect(await selectedPair(page)).toEqual({ local: 'relay', remote: 'relay', protocol: 'udp' });
     }
   } finally {
     server.kill('SIGKILL');

@@ -102,10 +102,19 @@ test.describe('through the server', () => {
       .filter((r: RTCRtpReceiver) => r.track.kind === 'audio' && r.getSynchronizationSources().length > 0)
       .map((r: RTCRtpReceiver) => typeof r.getSynchronizationSources()[0].audioLevel))).toEqual(['number', 'number']);
 
+    await expect.poll(() => people.speakingVideos(chromiumPerson(bo)), { message: 'Bo sees Ada speak' }).toContain("Ada's video");
+
     await ada.getByRole('button', { name: 'Mute' }).click();
     for (const page of [bo, cy]) await expect(page.getByText('Ada muted')).toBeVisible();
-    // Muted, Ada sends silence: her tile stops showing her speaking.
-    await expect.poll(() => people.speakingVideos(chromiumPerson(bo)), { message: 'Ada no longer speaks on Bo\'s page' }).not.toContain("Ada's video");
+    // Muted, Ada sends silence: once the ring's hold (1 s) is over, her tile never shows her
+    // speaking, over 3 s.
+    await bo.waitForTimeout(1_500);
+    const seen = new Set<string>();
+    for (let i = 0; i < 15; i++) {
+      for (const tile of await people.speakingVideos(chromiumPerson(bo))) seen.add(tile as string);
+      await bo.waitForTimeout(200);
+    }
+    expect(seen.has("Ada's video")).toBe(false);
 
     await openPanel(bo, 'Chat');
     await bo.getByLabel('Message').fill('hello through the server');

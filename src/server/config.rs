@@ -143,7 +143,8 @@ pub struct Config {
 
     /// The TCP address the forwarding unit also listens on, for browsers on networks that block
     /// UDP (ICE-TCP), or `off` (default: the media address with the next port number, 3001/tcp
-    /// beside 3000/udp; any free port when the media port is 0).
+    /// beside 3000/udp, or any free port when the media port is 0; if that is taken, the server
+    /// starts without ICE-TCP and says so).
     #[arg(long, value_name = "ADDR|off")]
     pub(crate) media_tcp_addr: Option<MediaTcp>,
 

@@ -44,7 +44,7 @@ use crate::{
     server::ice::IceConfig,
     server::limits::{Flood, LogThrottle, Open, OpenPerClient, PerClient},
     server::origin::{listen_names, Caller, OriginPolicy},
-    server::sfu::sockets::{Sfu, Sockets},
+    server::sfu::sockets::{IceTcp, Sfu, Sockets},
     server::signaling::{self, Joining, SessionLimits, TurnGrant},
     server::tls,
     server::websocket::{Meter, Upgrade},
@@ -147,7 +147,8 @@ fn start_sfu(config: &Config) -> io::Result<Sfu> {
     // overflows from about 20 people, and the kernel drops what does not fit.
     let buffers = socket2::SockRef::from(&socket);
     let _ = buffers.set_recv_buffer_size(MEDIA_SOCKET_BUFFER).and(buffers.set_send_buffer_size(MEDIA_SOCKET_BUFFER));
-    let (received, sent) = (buffers.recv_buffer_size()?, buffers.send_buffer_size()?);
+    // Linux reports twice what it grants (the rest is its bookkeeping).
+    let (received, sent) = (buffers.recv_buffer_size()? / 2, buffers.send_buffer_size()? / 2);
     if received < MEDIA_SOCKET_BUFFER {
         tracing::warn!(
             "the media socket's receive buffer is {received} bytes, not {MEDIA_SOCKET_BUFFER}: raise net.core.rmem_max \
@@ -165,24 +166,36 @@ fn start_sfu(config: &Config) -> io::Result<Sfu> {
     let udp_advertised = SocketAddr::new(ip, bound.port());
     info!("media (SFU) on udp {bound}, reached at {udp_advertised}");
     let tcp = match config.media_tcp_listen() {
-        None => None,
-        Some(wanted) => {
-            let listener = std::net::TcpListener::bind(wanted)
-                .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot listen on tcp {wanted} for ICE-TCP (--media-tcp-addr, or `off`): {e}"),
-                    )
-                })?;
-            let bound = listener.local_addr()?;
-            let advertised = SocketAddr::new(config.media_public_ip.unwrap_or(bound.ip()), bound.port());
-            info!("media (SFU) over ICE-TCP on tcp {bound}, reached at {advertised}");
-            Some((tokio::net::TcpListener::from_std(listener)?, advertised))
+        None => {
+            info!("no ICE-TCP: browsers whose network blocks UDP cannot reach the media (--media-tcp-addr)");
+            None
         }
+        Some(wanted) => match std::net::TcpListener::bind(wanted).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+            Ok(listener) => {
+                let bound = listener.local_addr()?;
+                let advertised = SocketAddr::new(config.media_public_ip.unwrap_or(bound.ip()), bound.port());
+                info!("media (SFU) over ICE-TCP on tcp {bound}, reached at {advertised}");
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let per_client = OpenPerClient::new(config.max_connections_per_client as usize);
+                Some(IceTcp { listener, advertised, per_client })
+            }
+            // The default port is a guess (another server's, `cargo leptos watch`'s reload
+            // port): without it the server works, only without the fallback.
+            Err(e) if config.media_tcp_addr.is_none() => {
+                tracing::warn!(
+                    "no ICE-TCP: cannot listen on tcp {wanted}, the default: {e}; choose one with --media-tcp-addr"
+                );
+                None
+            }
+            Err(e) => {
+                let message = format!("cannot listen on tcp {wanted} for ICE-TCP (--media-tcp-addr, or `off`): {e}");
+                return Err(io::Error::new(e.kind(), message));
+            }
+        },
     };
     let udp = tokio::net::UdpSocket::from_std(socket)?;
-    Ok(Sfu::spawn(Sockets { udp, udp_advertised, tcp }))
+    Sfu::spawn(Sockets { udp, udp_advertised, tcp })
+        .map_err(|e| io::Error::other(format!("{e} (say which address browsers reach it at with --media-public-ip)")))
 }
 
 /// Every route, with the security headers. `strict_transport`: see [`crate::server::tls::Tls`].

@@ -128,8 +128,8 @@ pub(crate) fn redis_lost(frames: u64) {
 
 /// The forwarding unit's counts, load and bytes went from `before` to `now`.
 pub(crate) fn sfu(before: &(Counts, Load, Traffic), now: &(Counts, Load, Traffic)) {
-    let ((before, _, bytes_before), (now, load, bytes)) = (before, now);
-    gauge!(SFU_TCP).set(bytes.tcp_connections as f64);
+    let ((before, _, traffic_before), (now, load, traffic)) = (before, now);
+    gauge!(SFU_TCP).set(traffic.tcp_connections as f64);
     gauge!(SFU_PEOPLE).set(load.people as f64);
     gauge!(SFU_ROOMS).set(load.rooms as f64);
     gauge!(SFU_TRACKS).set(load.tracks as f64);
@@ -144,6 +144,6 @@ pub(crate) fn sfu(before: &(Counts, Load, Traffic), now: &(Counts, Load, Traffic
     grew(counter!(SFU_KEYFRAMES, "outcome" => "held"), before.keyframe_requests_held, now.keyframe_requests_held);
     grew(counter!(SFU_MESSAGES, "outcome" => "passed"), before.messages_passed, now.messages_passed);
     grew(counter!(SFU_MESSAGES, "outcome" => "dropped"), before.messages_dropped, now.messages_dropped);
-    grew(counter!(SFU_BYTES, "direction" => "in"), bytes_before.received, bytes.received);
-    grew(counter!(SFU_BYTES, "direction" => "out"), bytes_before.sent, bytes.sent);
+    grew(counter!(SFU_BYTES, "direction" => "in"), traffic_before.received, traffic.received);
+    grew(counter!(SFU_BYTES, "direction" => "out"), traffic_before.sent, traffic.sent);
 }

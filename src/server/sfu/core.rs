@@ -75,6 +75,8 @@ pub struct Offer {
 pub enum SfuError {
     #[error("no such person on this server")]
     UnknownPerson,
+    #[error("{0} cannot be a media address browsers are sent to: {1}")]
+    BadAddress(SocketAddr, String),
     #[error("the offer is not a session description this server takes: {0}")]
     BadOffer(String),
     #[error("the answer is not a session description this server takes: {0}")]
@@ -180,11 +182,12 @@ struct Typed<'a> {
 
 pub struct Core {
     template: RtcConfig,
-    /// Where the UDP socket is reached, and the ICE-TCP listener if there is one: every
-    /// person's ICE candidates, and the destinations the ICE agent expects of the requests it
-    /// answers.
+    /// Where the UDP socket is reached, and the ICE-TCP listener if there is one: the
+    /// destinations the ICE agent expects of the requests it answers.
     udp: SocketAddr,
     tcp: Option<SocketAddr>,
+    /// Every person's ICE candidates: those addresses.
+    candidates: Vec<Candidate>,
     people: HashMap<PersonId, Person>,
     /// Who is in each room: forwarding and offers look at one room, not every person here.
     rooms: HashMap<String, Vec<PersonId>>,
@@ -196,14 +199,22 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(udp: SocketAddr, tcp: Option<SocketAddr>) -> Self {
+    pub fn new(udp: SocketAddr, tcp: Option<SocketAddr>) -> Result<Self, SfuError> {
+        let refused = |address| move |error: str0m::error::IceError| SfuError::BadAddress(address, error.to_string());
+        let mut candidates = vec![Candidate::host(udp, "udp").map_err(refused(udp))?];
+        if let Some(tcp) = tcp {
+            // Passive: browsers whose UDP is blocked connect to it (RFC 6544); ICE prefers UDP.
+            let candidate = Candidate::builder().tcp().host(tcp).tcptype(TcpType::Passive).build();
+            candidates.push(candidate.map_err(refused(tcp))?);
+        }
         // ICE-lite: the server has a public address and never checks paths itself; Opus and
         // VP8 only, so that every m-line stays small.
         let template = RtcConfig::new().set_ice_lite(true).clear_codecs().enable_opus(true, false).enable_vp8(true);
-        Self {
+        Ok(Self {
             template,
             udp,
             tcp,
+            candidates,
             people: HashMap::new(),
             rooms: HashMap::new(),
             next_id: 1,
@@ -211,7 +222,7 @@ impl Core {
             transmits: VecDeque::new(),
             offers: VecDeque::new(),
             counts: Counts::default(),
-        }
+        })
     }
 
     /// A person of `room`, whom signaling calls `label`, arrives; their browser's offer comes
@@ -222,12 +233,8 @@ impl Core {
         let credentials = IceCreds::new();
         self.router.add(&credentials.ufrag, id);
         let mut rtc = self.template.clone().set_local_ice_credentials(credentials).build(now);
-        let udp = Candidate::host(self.udp, "udp").expect("the media address is a valid host candidate");
-        rtc.add_local_candidate(udp);
-        if let Some(tcp) = self.tcp {
-            // Passive: browsers whose UDP is blocked connect to it (RFC 6544); ICE prefers UDP.
-            let tcp = Candidate::builder().tcp().host(tcp).tcptype(TcpType::Passive).build();
-            rtc.add_local_candidate(tcp.expect("the ICE-TCP address is a valid host candidate"));
+        for candidate in &self.candidates {
+            rtc.add_local_candidate(candidate.clone());
         }
         let config = ChannelConfig { label: "duo".into(), negotiated: Some(0), ..ChannelConfig::default() };
         let channel = rtc.direct_api().create_data_channel(config);
@@ -448,6 +455,11 @@ impl Core {
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// An ICE-TCP connection closed: its address is nobody's now.
+    pub fn forget(&mut self, source: Path) {
+        self.router.forget(source);
     }
 
     /// The person left, or their signaling died: their `Rtc`, ufrag and addresses go.
@@ -809,7 +821,7 @@ mod tests {
     #[test]
     fn a_browser_connects_through_ice_lite_and_its_media_arrives() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let person = core.join(now, "room", 0);
         ann.call(&mut core, now, person, |answer| answer);
@@ -826,7 +838,7 @@ mod tests {
     #[test]
     fn a_browser_whose_udp_is_blocked_connects_over_ice_tcp_and_hears_one_on_udp() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap(), Some(SERVER_TCP.parse().unwrap()));
+        let mut core = Core::new(SERVER.parse().unwrap(), Some(SERVER_TCP.parse().unwrap())).unwrap();
         let mut ann = Client::new(now, "198.51.100.7:50000");
         // Its TCP port is the same number as Ann's UDP one: different paths all the same.
         let mut bob = Client::over_tcp(now, "198.51.100.7:50000");
@@ -845,10 +857,13 @@ mod tests {
     #[test]
     fn without_an_ice_tcp_listener_a_tcp_only_browser_never_connects() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let mut bob = Client::over_tcp(now, "198.51.100.8:50000");
         let person = core.join(now, "room", 2);
-        bob.call(&mut core, now, person, |answer| answer);
+        bob.call(&mut core, now, person, |answer| {
+            assert!(!answer.contains("tcptype"), "no ICE-TCP candidate without a listener");
+            answer
+        });
         for _ in 0..300 {
             step(&mut core, &mut [&mut bob], &mut now);
         }
@@ -872,7 +887,7 @@ mod tests {
     #[test]
     fn everyone_in_a_room_gets_everyone_elses_audio_and_no_other_rooms() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
         let mut cy = Client::new(now, "198.51.100.9:50000");
@@ -908,7 +923,7 @@ mod tests {
     #[test]
     fn data_channel_messages_reach_the_others_of_the_room_named_by_the_server_within_an_allowance() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let (mut ann, mut bob, mut cy) = (
             Client::new(now, "198.51.100.7:50000"),
             Client::new(now, "198.51.100.8:50000"),
@@ -966,7 +981,7 @@ mod tests {
     #[test]
     fn a_new_receiver_gets_a_keyframe_asked_for_and_requests_are_passed_on_at_most_twice_a_second() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
         let ann_id = core.join(now, "room", 1);
@@ -1008,7 +1023,7 @@ mod tests {
 
     /// Ann and Bob in one room, their offers answered.
     fn ann_and_bob(now: Instant) -> (Core, Client, Client, PersonId, PersonId) {
-        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
         let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
@@ -1069,7 +1084,7 @@ mod tests {
     #[test]
     fn a_person_sends_at_most_three_tracks_and_the_rest_are_refused() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
         let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
@@ -1093,7 +1108,7 @@ mod tests {
     #[test]
     fn strangers_and_wrong_passwords_are_dropped_and_counted_and_nothing_answers_them() {
         let mut now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let person = core.join(now, "room", 0);
         // Garbage and media from an address nobody proved.
         core.receive(now, Path::udp("203.0.113.9:1".parse().unwrap()), &[0x80, 96, 0, 1, 2, 3]);
@@ -1127,9 +1142,17 @@ mod tests {
     }
 
     #[test]
+    fn an_address_no_browser_can_be_sent_to_is_refused_at_start() {
+        for (udp, tcp) in [("0.0.0.0:3000", None), (SERVER, Some("0.0.0.0:3001")), (SERVER, Some("169.254.0.1:3001"))] {
+            let error = Core::new(udp.parse().unwrap(), tcp.map(|tcp| tcp.parse().unwrap())).err();
+            assert!(matches!(error, Some(SfuError::BadAddress(..))), "{udp} {tcp:?}");
+        }
+    }
+
+    #[test]
     fn an_offer_that_is_no_session_description_or_for_nobody_is_refused() {
         let now = Instant::now();
-        let mut core = Core::new(SERVER.parse().unwrap(), None);
+        let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let person = core.join(now, "room", 0);
         assert!(matches!(core.offer(now, person, "v=0 nonsense"), Err(SfuError::BadOffer(_))));
         let mut ann = Client::new(now, "198.51.100.7:50000");

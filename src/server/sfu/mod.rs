@@ -5,7 +5,8 @@
 //! - `router`: which person a datagram belongs to, before anything is parsed.
 //! - `core`: the sans-IO core: one str0m `Rtc` per person, driven by datagrams and the clock.
 //! - `slots`: the m-lines each person receives others' tracks on, reused as people come and go.
-//! - `sockets`: the socket edge: the task that owns the media socket and the core.
+//! - `sockets`: the socket edge: the task that owns the media socket, the ICE-TCP connections'
+//!   write ends, and the core.
 //! - `tcp`: ICE-TCP, for networks that block UDP: a listener and a task per connection.
 
 pub(crate) mod core;

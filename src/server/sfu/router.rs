@@ -106,6 +106,11 @@ impl<K: Copy + PartialEq, A: Copy + Eq + Hash> Router<K, A> {
         self.by_address.insert(source, person);
     }
 
+    /// Forgets the address `source` (its connection closed): someone else may have it next.
+    pub fn forget(&mut self, source: A) {
+        self.by_address.remove(&source);
+    }
+
     /// Forgets `person`: their ufrag and every address of theirs.
     pub fn remove(&mut self, person: K) {
         self.by_ufrag.retain(|_, p| *p != person);
@@ -194,6 +199,10 @@ mod tests {
         assert_eq!(router.route(a, &stun(&[(USERNAME, b"bob:x")])), Route::Known(1));
         assert_eq!(router.route(b, &stun(&[(USERNAME, b"bob:x")])), Route::Claimed(2));
         assert_eq!(router.route(stranger, &stun(&[(USERNAME, b"eve:x")])), Route::Unknown);
+        router.learn(b, 2);
+        router.forget(b);
+        assert_eq!(router.route(b, &[0x80, 96]), Route::Unknown, "a forgotten address is nobody's");
+        assert_eq!(router.route(b, &stun(&[(USERNAME, b"bob:x")])), Route::Claimed(2), "Bob is still known");
         router.remove(1);
         assert_eq!(router.route(a, &[0x80, 96]), Route::Unknown);
         assert_eq!(router.route(a, &stun(&[(USERNAME, b"ann:x")])), Route::Unknown);

@@ -4,7 +4,12 @@
 //! person joined with. Datagrams that cannot be sent at once (a socket's buffer full) are
 //! dropped, as a router would: media is late or not at all, and ICE and DTLS send theirs again.
 
-use std::{collections::HashMap, net::SocketAddr, time::Instant};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use str0m::net::Protocol;
 use tokio::{
@@ -16,6 +21,7 @@ use super::{
     core::{Core, Counts, Load, Offer, Path, PersonId, SfuError},
     tcp,
 };
+use crate::server::limits::OpenPerClient;
 
 /// Bytes the media sockets received and sent, in all, and the ICE-TCP connections open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,11 +36,23 @@ pub(crate) struct Traffic {
 pub(crate) struct Sockets {
     pub(crate) udp: UdpSocket,
     pub(crate) udp_advertised: SocketAddr,
-    pub(crate) tcp: Option<(TcpListener, SocketAddr)>,
+    pub(crate) tcp: Option<IceTcp>,
+}
+
+/// The ICE-TCP listener, where browsers reach it, and how many connections one client
+/// address may hold.
+pub(crate) struct IceTcp {
+    pub(crate) listener: TcpListener,
+    pub(crate) advertised: SocketAddr,
+    pub(crate) per_client: Arc<OpenPerClient>,
 }
 
 /// The largest datagram read: above any path's MTU, so nothing is cut short.
 pub(crate) const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read in one go once the socket has one, at most.
+const BATCH: usize = 64;
+/// How often `/metrics` is told what changed, at most.
+const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// How many commands may wait for the task; signaling waits beyond that.
 const COMMANDS: usize = 256;
 
@@ -61,16 +79,16 @@ pub(crate) enum Unanswered {
 }
 
 impl Sfu {
-    /// Starts the task on `sockets`.
-    pub(crate) fn spawn(sockets: Sockets) -> Self {
+    /// Starts the task on `sockets`; refuses addresses no browser can be sent to.
+    pub(crate) fn spawn(sockets: Sockets) -> Result<Self, SfuError> {
         let (commands, inbox) = mpsc::channel(COMMANDS);
         let (events, tcp_events) = mpsc::channel(COMMANDS);
-        let core = Core::new(sockets.udp_advertised, sockets.tcp.as_ref().map(|(_, advertised)| *advertised));
-        if let Some((listener, _)) = sockets.tcp {
-            tcp::spawn(listener, events);
+        let core = Core::new(sockets.udp_advertised, sockets.tcp.as_ref().map(|tcp| tcp.advertised))?;
+        if let Some(tcp) = sockets.tcp {
+            tcp::spawn(tcp.listener, tcp.per_client, events);
         }
         tokio::spawn(run(sockets.udp, core, inbox, tcp_events));
-        Self { commands }
+        Ok(Self { commands })
     }
 
     /// A person of `room`, whom signaling calls `label`, arrives; the server's offers to them
@@ -127,21 +145,35 @@ async fn run(
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut reported = (Counts::default(), Load::default(), Traffic::default());
     let mut traffic = Traffic::default();
+    // When `/metrics` is next told, if anything happened since it last was.
+    let mut report_at = None;
     loop {
         // Without anyone, nothing needs the clock: wake for a datagram or a command.
-        let deadline = core.next_deadline().unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(3600));
+        let idle = Instant::now() + Duration::from_secs(3600);
+        let deadline = core.next_deadline().unwrap_or(idle).min(report_at.unwrap_or(idle));
         tokio::select! {
             received = socket.recv_from(&mut buffer) => {
                 if let Ok((length, source)) = received {
                     traffic.received += length as u64;
                     core.receive(Instant::now(), Path::udp(source), &buffer[..length]);
+                    // Whatever else has come, at once: one wake-up for a room's burst.
+                    for _ in 0..BATCH {
+                        let Ok((length, source)) = socket.try_recv_from(&mut buffer) else { break };
+                        traffic.received += length as u64;
+                        core.receive(Instant::now(), Path::udp(source), &buffer[..length]);
+                    }
                 }
             }
             Some(event) = tcp_events.recv() => match event {
                 tcp::Event::Opened { peer, frames } => {
-                    // Those that closed since go.
-                    connections.retain(|_, frames| !frames.is_closed());
                     connections.insert(peer, frames);
+                }
+                // Unless a new connection from the same address took its place meanwhile.
+                tcp::Event::Closed { peer } => {
+                    if connections.get(&peer).is_some_and(mpsc::Sender::is_closed) {
+                        connections.remove(&peer);
+                        core.forget(Path::tcp(peer));
+                    }
                 }
                 tcp::Event::Frame { peer, bytes } => {
                     traffic.received += bytes.len() as u64;
@@ -183,12 +215,17 @@ async fn run(
                 traffic.sent += length;
             }
         }
-        // What changed goes to `/metrics`.
-        traffic.tcp_connections = connections.len();
-        let now = (core.counts(), core.load(), traffic);
-        if now != reported {
-            crate::server::metrics::sfu(&reported, &now);
-            reported = now;
+        // What changed goes to `/metrics`, ten times a second at most: per datagram, adding up
+        // the load and updating a dozen series would cost more than forwarding it.
+        let due = *report_at.get_or_insert_with(|| Instant::now() + REPORT_EVERY);
+        if Instant::now() >= due {
+            traffic.tcp_connections = connections.len();
+            let now = (core.counts(), core.load(), traffic);
+            if now != reported {
+                crate::server::metrics::sfu(&reported, &now);
+                reported = now;
+            }
+            report_at = None;
         }
         while let Some(offer) = core.poll_offer() {
             if let Some((_, channel)) = offers.iter().find(|(id, _)| *id == offer.to) {
@@ -200,8 +237,6 @@ async fn run(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use futures_util::{SinkExt, StreamExt};
     use str0m::{
         change::{SdpAnswer, SdpOffer},
@@ -304,7 +339,8 @@ mod tests {
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (udp_advertised, tcp_address) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
-        let sfu = Sfu::spawn(Sockets { udp, udp_advertised, tcp: Some((tcp, tcp_address)) });
+        let tcp = IceTcp { listener: tcp, advertised: tcp_address, per_client: OpenPerClient::new(8) };
+        let sfu = Sfu::spawn(Sockets { udp, udp_advertised, tcp: Some(tcp) }).unwrap();
         (sfu, udp_advertised, tcp_address)
     }
 
@@ -317,8 +353,8 @@ mod tests {
         let pt = ann.rtc.writer(ann.mid).unwrap().payload_params().next().unwrap().pt();
         let started = Instant::now();
         let mut frame = 0;
-        while bob.frames < 5 {
-            assert!(started.elapsed() < Duration::from_secs(10), "no audio through the SFU in 10 s");
+        while bob.frames < 5 || ann.frames < 5 {
+            assert!(started.elapsed() < Duration::from_secs(10), "no audio both ways through the SFU in 10 s");
             // The server's offers, answered as a browser answers them.
             for (client, offers, person) in [(&mut ann, &mut ann_offers, ann_id), (&mut bob, &mut bob_offers, bob_id)] {
                 while let Ok(offer) = offers.try_recv() {
@@ -327,9 +363,11 @@ mod tests {
                     sfu.answer(person, answer.to_sdp_string()).await.unwrap();
                 }
             }
-            if ann.rtc.is_connected() {
+            if ann.rtc.is_connected() && bob.rtc.is_connected() {
                 let time = MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ);
-                ann.rtc.writer(ann.mid).unwrap().write(pt, Instant::now(), time, vec![0x55; 40]).unwrap();
+                for client in [&mut ann, &mut bob] {
+                    client.rtc.writer(client.mid).unwrap().write(pt, Instant::now(), time, vec![0x55; 40]).unwrap();
+                }
                 frame += 1;
             }
             ann.step().await;
@@ -343,12 +381,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_ice_tcp_connection_that_says_nothing_is_closed_after_five_seconds() {
+    async fn an_ice_tcp_connection_that_says_nothing_is_closed_after_three_seconds() {
         let (_sfu, _, tcp) = start().await;
         let Link::Tcp(mut framed) = Link::tcp(tcp).await else { unreachable!() };
         let opened = Instant::now();
         assert!(closed(&mut framed).await);
-        assert!(opened.elapsed() >= Duration::from_secs(5), "{:?}", opened.elapsed());
+        assert!(opened.elapsed() >= Duration::from_secs(3), "{:?}", opened.elapsed());
+    }
+
+    #[tokio::test]
+    async fn one_client_address_holds_at_most_its_share_of_ice_tcp_connections() {
+        let (_sfu, _, tcp) = start().await;
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(Link::tcp(tcp).await);
+        }
+        let Link::Tcp(mut ninth) = Link::tcp(tcp).await else { unreachable!() };
+        let opened = Instant::now();
+        assert!(closed(&mut ninth).await);
+        assert!(opened.elapsed() < Duration::from_secs(1), "closed at once, not by a timer: {:?}", opened.elapsed());
     }
 
     #[tokio::test]
@@ -357,7 +408,9 @@ mod tests {
         let Link::Tcp(mut framed) = Link::tcp(tcp).await else { unreachable!() };
         // Its length field says 3,000: the server reads no further.
         framed.get_mut().write_all(&[0x0b, 0xb8, 0x00, 0x01]).await.unwrap();
+        let sent = Instant::now();
         assert!(closed(&mut framed).await);
+        assert!(sent.elapsed() < Duration::from_secs(1), "closed at once, not by a timer: {:?}", sent.elapsed());
     }
 
     #[tokio::test]

@@ -2,10 +2,12 @@
 //! also listens on a TCP port, and each connection carries RFC 4571 frames (a 16-bit length,
 //! then one datagram) that the socket task hands to the core as it does UDP datagrams.
 //!
-//! A connection costs one task. There are at most [`MAX_CONNECTIONS`]; each is closed if its
-//! first frame takes over [`FIRST_FRAME`], after [`IDLE`] without a frame (a browser checks its
-//! path every few seconds), at a frame longer than any datagram, or by the socket task as soon
-//! as it sends a frame that is nobody's.
+//! A connection costs one task. There are at most [`MAX_CONNECTIONS`], and from one client
+//! address at most `--max-connections-per-client`; each is closed if its first frame takes
+//! over [`FIRST_FRAME`], after [`IDLE`] without a frame (a browser checks its path every few
+//! seconds), at a frame longer than any datagram, when a write waits over [`WRITE_WAIT`] (a
+//! peer that stopped reading), or by the socket task as soon as it sends a frame that is
+//! nobody's.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -13,16 +15,23 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{mpsc, Semaphore},
-    time::{sleep, Instant},
+    time::{sleep, timeout},
 };
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::{
+    bytes::Bytes,
+    codec::{Framed, LengthDelimitedCodec},
+};
+
+use crate::server::limits::OpenPerClient;
 
 /// Open ICE-TCP connections an instance holds; more are closed at once.
-pub(crate) const MAX_CONNECTIONS: usize = 1024;
+const MAX_CONNECTIONS: usize = 1024;
 /// How long a new connection may take to send its first frame (a STUN check, at once).
-const FIRST_FRAME: Duration = Duration::from_secs(5);
+const FIRST_FRAME: Duration = Duration::from_secs(3);
 /// Silence after which a connection is closed.
 const IDLE: Duration = Duration::from_secs(30);
+/// How long one frame may wait to be written.
+const WRITE_WAIT: Duration = Duration::from_secs(5);
 /// The longest frame: as long as the longest UDP datagram read.
 const MAX_FRAME: usize = super::sockets::MAX_DATAGRAM;
 /// Frames that may wait to be written to one connection; past that they are dropped, as a full
@@ -35,10 +44,13 @@ pub(crate) enum Event {
     Opened { peer: SocketAddr, frames: mpsc::Sender<Vec<u8>> },
     /// A frame came from `peer`.
     Frame { peer: SocketAddr, bytes: Vec<u8> },
+    /// The connection from `peer` closed.
+    Closed { peer: SocketAddr },
 }
 
-/// Accepts connections on `listener` until the socket task is gone.
-pub(crate) fn spawn(listener: TcpListener, events: mpsc::Sender<Event>) {
+/// Accepts connections on `listener` until the socket task is gone; `per_client` bounds those
+/// one client address holds.
+pub(crate) fn spawn(listener: TcpListener, per_client: Arc<OpenPerClient>, events: mpsc::Sender<Event>) {
     tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         while !events.is_closed() {
@@ -47,12 +59,14 @@ pub(crate) fn spawn(listener: TcpListener, events: mpsc::Sender<Event>) {
                 sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            // Over the limit, the connection is dropped here, closing it.
+            // Over a limit, the connection is dropped here, closing it.
+            let Some(open) = per_client.open(peer.ip().to_canonical()) else { continue };
             let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
             let events = events.clone();
             tokio::spawn(async move {
                 serve(stream, peer, &events).await;
-                drop(slot);
+                let _ = events.send(Event::Closed { peer }).await;
+                drop((slot, open));
             });
         }
     });
@@ -61,35 +75,33 @@ pub(crate) fn spawn(listener: TcpListener, events: mpsc::Sender<Event>) {
 async fn serve(stream: TcpStream, peer: SocketAddr, events: &mpsc::Sender<Event>) {
     // Media is late enough as it is: no Nagle delay.
     let _ = stream.set_nodelay(true);
-    let mut framed = Framed::new(stream, codec());
-    let (frames, mut outgoing) = mpsc::channel(WAITING);
+    let (mut sink, mut incoming) = Framed::new(stream, codec()).split::<Bytes>();
+    let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(WAITING);
     if events.send(Event::Opened { peer, frames }).await.is_err() {
         return;
     }
-    let idle = sleep(FIRST_FRAME);
-    tokio::pin!(idle);
-    loop {
-        tokio::select! {
-            incoming = framed.next() => match incoming {
-                Some(Ok(bytes)) => {
-                    idle.as_mut().reset(Instant::now() + IDLE);
-                    // A full queue drops the frame, as a full UDP socket buffer would.
-                    let _ = events.try_send(Event::Frame { peer, bytes: bytes.into() });
-                }
-                // Closed, or not RFC 4571 framing, or too long a frame.
-                _ => return,
-            },
-            frame = outgoing.recv() => match frame {
-                Some(bytes) => {
-                    if framed.send(bytes.as_slice()).await.is_err() {
-                        return;
-                    }
-                }
-                // The socket task closed it: it sent a frame that was nobody's.
-                None => return,
-            },
-            () = &mut idle => return,
+    // Reading and writing apart, so that a peer that stops reading cannot stop its own
+    // checks from being read, nor hold the connection past `WRITE_WAIT`.
+    let read = async {
+        let mut wait = FIRST_FRAME;
+        // Closed, silent too long, not RFC 4571 framing, or too long a frame: the end.
+        while let Ok(Some(Ok(bytes))) = timeout(wait, incoming.next()).await {
+            wait = IDLE;
+            // A full queue drops the frame, as a full UDP socket buffer would.
+            let _ = events.try_send(Event::Frame { peer, bytes: bytes.into() });
         }
+    };
+    let write = async {
+        // `None`: the socket task closed it, as it sent a frame that was nobody's.
+        while let Some(bytes) = outgoing.recv().await {
+            if !matches!(timeout(WRITE_WAIT, sink.send(Bytes::from(bytes))).await, Ok(Ok(()))) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = read => {}
+        () = write => {}
     }
 }
 
