@@ -130,12 +130,16 @@ impl CallMachine {
         let meshed = self.peers.iter().any(|peer| peer.own_connection && peer.channel_open);
         if let Some(sfu) = &mut self.sfu {
             // One channel, to the server, which passes it on to the room; sent when it opens
-            // (while a room moves to the server, on the mesh's channels till then).
+            // (while a room moves to the server, on the mesh's channels till then). While a
+            // connection of the mesh is still up, the line goes on it too: its person may not
+            // be on the server yet, and their page shows a line that comes both ways once.
             if sfu.channel_open {
                 let peer = sfu.generation;
-                return self.push(Effect::ToPeer { peer, message: PeerMessage::Chat(message) });
-            }
-            if !meshed {
+                self.push(Effect::ToPeer { peer, message: PeerMessage::Chat(message.clone()) });
+                if !meshed {
+                    return;
+                }
+            } else if !meshed {
                 return sfu.unsent_chat.push(message);
             }
         }

@@ -1,6 +1,8 @@
 //! The other people in the call, one [`Peer`] each: the connection to them and what is
 //! known of them (their name, number, media and voice).
 
+use std::collections::VecDeque;
+
 use super::{
     chat::{ChatRate, Withheld},
     CallMachine, ConnectionState, Effect, Signaling, SPEAKING_HOLD_MS, SPEAKING_LEVEL,
@@ -11,6 +13,9 @@ use crate::{
         display_name, ChatMessage, IceCandidate, MediaState, PeerId, PeerInfo, PeerMessage, CHAT_BURST, MAX_CHAT_CHARS,
     },
 };
+
+/// How many of a person's last chat lines are remembered to show each once.
+const HEARD_CHAT: usize = 16;
 
 /// The peer connection to one other person.
 #[derive(Debug)]
@@ -55,6 +60,9 @@ pub(super) struct Peer {
     pub(super) withheld: Option<Withheld>,
     /// In a room on the server: the server's m-lines that carry their media to this side.
     pub(super) mids: Vec<String>,
+    /// Their last chat lines (when sent, and what): while a room moves to the server, a line
+    /// comes both ways, over their connection and through the server, and is shown once.
+    pub(super) heard_chat: VecDeque<(u64, String)>,
     /// A connection of its own to them (a mesh), rather than their media on the server's.
     pub(super) own_connection: bool,
 }
@@ -107,6 +115,7 @@ impl Peer {
             chat_rate: ChatRate::default(),
             withheld: None,
             mids: Vec::new(),
+            heard_chat: VecDeque::new(),
             own_connection: false,
         }
     }
@@ -170,8 +179,14 @@ impl CallMachine {
             // A line longer than any page sends is dropped whole: a part of it would be a line
             // they never wrote. It takes nothing from their allowance.
             PeerMessage::Chat(message) if message.text.chars().count() > MAX_CHAT_CHARS => self.withhold(index, now_ms),
+            // The same line a second way (see `heard_chat`): shown, and counted, once.
+            PeerMessage::Chat(message) if peer.heard_chat.contains(&(message.sent_at, message.text.clone())) => {}
             PeerMessage::Chat(_) if !peer.chat_rate.take(now_ms, CHAT_BURST) => self.withhold(index, now_ms),
             PeerMessage::Chat(message) => {
+                if peer.heard_chat.len() == HEARD_CHAT {
+                    peer.heard_chat.pop_front();
+                }
+                peer.heard_chat.push_back((message.sent_at, message.text.clone()));
                 // Named as the page names them now (their name comes first on the channel).
                 let from = peer.remote().called(self.peers.len() > 1).unwrap_or_else(|| "Them".into());
                 let line = ChatLine { from: Author::Them(from), text: message.text, sent_at: message.sent_at };

@@ -1079,11 +1079,13 @@ fn a_peers_chat_is_shown_within_the_limits_a_page_sends_by_and_the_rest_is_count
 
     // After a quiet while the whole burst is back; unnamed, they are "the other person".
     let (mut machine, generation) = connected_call();
-    let chat = |text: &str| {
-        peer(generation, PeerEvent::Message(PeerMessage::Chat(ChatMessage { text: text.into(), sent_at: 5 })))
+    // Each line its own (a line that comes twice is shown once: see the move to the server).
+    let chat = |text: &str, sent_at| {
+        peer(generation, PeerEvent::Message(PeerMessage::Chat(ChatMessage { text: text.into(), sent_at })))
     };
     for at in [0.0, 20_000.0] {
-        let shown: usize = (0..=CHAT_BURST).map(|_| chat_lines(&handle_at(&mut machine, at, chat("x"))).len()).sum();
+        let line = |i| chat("x", at as u64 + u64::from(i));
+        let shown: usize = (0..=CHAT_BURST).map(|i| chat_lines(&handle_at(&mut machine, at, line(i))).len()).sum();
         assert_eq!(shown, CHAT_BURST as usize, "at {at}");
     }
     let effects = handle_at(&mut machine, 21_000.0, Input::Timer(Timer::Withheld { peer: generation }));
@@ -1469,4 +1471,20 @@ fn a_room_that_moves_to_the_server_keeps_each_connection_until_the_server_carrie
         .filter_map(|e| if let Effect::SendVideo { peer, .. } = e { Some(*peer) } else { None })
         .collect();
     assert_eq!(sends, [to_server, bob]);
+
+    // Chat goes through the server, and on Bob's own connection too: he may not be on the
+    // server yet.
+    handle(&mut machine, peer(to_server, PeerEvent::ChannelOpen));
+    handle(&mut machine, peer(bob, PeerEvent::ChannelOpen));
+    let effects = handle(&mut machine, Input::Command(CallCommand::Chat("moving".into())));
+    let to: Vec<u32> =
+        effects.iter().filter_map(|e| if let Effect::ToPeer { peer, .. } = e { Some(*peer) } else { None }).collect();
+    assert_eq!(to, [to_server, bob]);
+    // A line of Bob's that comes both ways is shown once; his next line, again.
+    let line = |text: &str, sent_at| PeerMessage::Chat(ChatMessage { text: text.into(), sent_at });
+    let relayed = |message| peer(to_server, PeerEvent::Relayed(PassedOn { from: id_of("bob"), message }));
+    let shown = |effects: Vec<Effect>| chat_lines(&effects).len();
+    assert_eq!(shown(handle(&mut machine, peer(bob, PeerEvent::Message(line("hi", 7))))), 1);
+    assert_eq!(shown(handle(&mut machine, relayed(line("hi", 7)))), 0);
+    assert_eq!(shown(handle(&mut machine, relayed(line("hi", 8)))), 1);
 }
