@@ -151,6 +151,9 @@ struct Person {
     offered: bool,
     /// When a keyframe was last asked of each of their m-lines.
     keyframe_asked: HashMap<Mid, Instant>,
+    /// Requests the limit held back, asked once it allows: a receiver whose m-line started
+    /// just after a keyframe went by still gets one.
+    keyframe_owed: Vec<(Mid, KeyframeRequestKind)>,
     /// The data channel (negotiated, id 0, as between browsers) their names, media states and
     /// chat come on, and the others' go out on.
     channel: ChannelId,
@@ -249,6 +252,7 @@ impl Core {
             pending: None,
             offered: false,
             keyframe_asked: HashMap::new(),
+            keyframe_owed: Vec::new(),
             channel,
             channel_open: false,
             said: (0.0, now),
@@ -303,6 +307,9 @@ impl Core {
         }
         if person.keyframe_asked.get(&mid).is_some_and(|at| now.duration_since(*at) < KEYFRAME_EVERY) {
             self.counts.keyframe_requests_held += 1;
+            if !person.keyframe_owed.iter().any(|(owed, _)| *owed == mid) {
+                person.keyframe_owed.push((mid, kind));
+            }
             return;
         }
         let Some(mut writer) = person.rtc.writer(mid) else { return };
@@ -435,8 +442,23 @@ impl Core {
         true
     }
 
-    /// The clock reached `now`: every `Rtc` whose deadline has come runs its timers.
+    /// The clock reached `now`: every `Rtc` whose deadline has come runs its timers, and
+    /// keyframe requests held back are asked once the limit allows.
     pub fn tick(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (id, person) in &mut self.people {
+            let asked = &person.keyframe_asked;
+            person.keyframe_owed.retain(|(mid, kind)| {
+                let owed = owed_at(asked, *mid).is_some_and(|due| due > now);
+                if !owed {
+                    due.push(((*id, *mid), *kind));
+                }
+                owed
+            });
+        }
+        for (source, kind) in due {
+            self.ask_keyframe(now, source, kind);
+        }
         let due: Vec<PersonId> =
             self.people.iter().filter(|(_, person)| person.deadline <= now).map(|(id, _)| *id).collect();
         for id in due {
@@ -449,7 +471,13 @@ impl Core {
 
     /// When [`Self::tick`] is next needed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.people.values().map(|person| person.deadline).min()
+        self.people
+            .values()
+            .flat_map(|person| {
+                let owed = person.keyframe_owed.iter().filter_map(|(mid, _)| owed_at(&person.keyframe_asked, *mid));
+                owed.chain([person.deadline])
+            })
+            .min()
     }
 
     /// The next datagram to send.
@@ -644,6 +672,12 @@ impl Person {
     fn tell(&mut self, message: &[u8]) -> bool {
         self.rtc.channel(self.channel).is_some_and(|mut channel| channel.write(false, message).is_ok())
     }
+}
+
+/// When a keyframe may next be asked of m-line `mid` (a request is held back only after one
+/// was asked).
+fn owed_at(asked: &HashMap<Mid, Instant>, mid: Mid) -> Option<Instant> {
+    asked.get(&mid).map(|at| *at + KEYFRAME_EVERY)
 }
 
 /// A message passed on: `{"from": <the sender's label>, "message": <it, as sent>}`.
@@ -1019,6 +1053,11 @@ mod tests {
         }
         assert_eq!(ann.keyframe_requests.len(), asked + 1, "{:?}", core.counts());
         assert!(core.counts().keyframe_requests_held >= 1, "{:?}", core.counts());
+        // What was held back is asked once the half second is over: once, however many came.
+        for _ in 0..60 {
+            step(&mut core, &mut [&mut ann, &mut bob], &mut now);
+        }
+        assert_eq!(ann.keyframe_requests.len(), asked + 2, "{:?}", core.counts());
     }
 
     /// Ann and Bob in one room, their offers answered.
