@@ -34,7 +34,7 @@ use str0m::{
     crypto::AeadAes256GcmCipher,
     media::{Direction, Frequency, MediaKind, MediaTime, Mid},
     net::{Protocol, Receive},
-    Candidate, Event, Input, Output, Rtc, RtcConfig,
+    Candidate, Event, Input, Output, RtcConfig,
 };
 use tokio::{net::UdpSocket, time::sleep_until};
 use tokio_tungstenite::tungstenite;
@@ -102,6 +102,13 @@ struct Run {
     done: AtomicBool,
     window: [AtomicU64; 2],
     ready: AtomicUsize,
+}
+
+impl Run {
+    /// Whether a payload sent at `sent` is in the measured window.
+    fn measures(&self, sent: u64) -> bool {
+        (self.window[0].load(Ordering::Relaxed)..self.window[1].load(Ordering::Relaxed)).contains(&sent)
+    }
 }
 
 /// What one person counted while measured.
@@ -230,8 +237,7 @@ impl Receiving {
         }
         // Counted if it was sent in the window, whenever it arrives.
         let Some((sent, trip)) = stamp(run, data) else { return };
-        let window = run.window[0].load(Ordering::Relaxed)..run.window[1].load(Ordering::Relaxed);
-        if window.contains(&sent) {
+        if run.measures(sent) {
             self.tally.received += 1;
             self.tally.trips_us.push(trip);
         }
@@ -239,8 +245,7 @@ impl Receiving {
 
     /// A payload went out; counted if made in the window, as its receivers count it.
     fn sent(&mut self, run: &Run, data: &[u8]) {
-        let window = run.window[0].load(Ordering::Relaxed)..run.window[1].load(Ordering::Relaxed);
-        if stamp(run, data).is_some_and(|(sent, _)| window.contains(&sent)) {
+        if stamp(run, data).is_some_and(|(sent, _)| run.measures(sent)) {
             self.tally.sent += 1;
         }
     }
@@ -262,6 +267,25 @@ impl Schedule {
 
     fn next(&self) -> Instant {
         self.audio.min(self.video)
+    }
+
+    /// Makes each audio and video payload whose time has come, counts it sent, and gives it to
+    /// `send` with whether it is video and its RTP time (48 kHz audio, 90 kHz video).
+    fn due(&mut self, now: Instant, run: &Run, receiving: &mut Receiving, mut send: impl FnMut(bool, Vec<u8>, u64)) {
+        while self.audio <= now {
+            let frame = self.audio.duration_since(run.started).as_millis() as u64 / 20;
+            let data = stamped(run, AUDIO_BYTES, false);
+            receiving.sent(run, &data);
+            send(false, data, frame * 960);
+            self.audio += AUDIO_EVERY;
+        }
+        while self.video <= now {
+            let data = stamped(run, VIDEO_BYTES, true);
+            receiving.sent(run, &data);
+            send(true, data, self.frames * 6_000);
+            self.frames += 1;
+            self.video += VIDEO_EVERY;
+        }
     }
 }
 
@@ -320,7 +344,15 @@ async fn duo_person(url: String, index: usize, size: usize, run: Arc<Run>) -> Ta
         let now = Instant::now();
         let _ = rtc.handle_input(Input::Timeout(now));
         if rtc.is_connected() {
-            send_due(&mut rtc, &mut schedule, now, (microphone, camera), &run, &mut receiving);
+            schedule.due(now, &run, &mut receiving, |video, data, ticks| {
+                let (mid, time) = match video {
+                    true => (camera, MediaTime::new(ticks, Frequency::NINETY_KHZ)),
+                    false => (microphone, MediaTime::new(ticks, Frequency::FORTY_EIGHT_KHZ)),
+                };
+                let writer = rtc.writer(mid).unwrap();
+                let pt = writer.payload_params().next().unwrap().pt();
+                writer.write(pt, now, time, data).expect("the peer takes the frame");
+            });
             // What was written leaves once the peer is given the clock (str0m's pacer).
             let _ = rtc.handle_input(Input::Timeout(now));
         }
@@ -346,37 +378,6 @@ async fn duo_person(url: String, index: usize, size: usize, run: Arc<Run>) -> Ta
 
 fn mid_key(mid: Mid) -> u64 {
     mid.as_bytes().iter().fold(0, |key, byte| key << 8 | u64::from(*byte))
-}
-
-/// Writes the audio and video frames whose time has come.
-fn send_due(
-    rtc: &mut Rtc,
-    schedule: &mut Schedule,
-    now: Instant,
-    (microphone, camera): (Mid, Mid),
-    run: &Run,
-    receiving: &mut Receiving,
-) {
-    while schedule.audio <= now {
-        let frame = schedule.audio.duration_since(run.started).as_millis() as u64 / 20;
-        let writer = rtc.writer(microphone).unwrap();
-        let pt = writer.payload_params().next().unwrap().pt();
-        let time = MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ);
-        let data = stamped(run, AUDIO_BYTES, false);
-        receiving.sent(run, &data);
-        writer.write(pt, now, time, data).expect("the peer takes the frame");
-        schedule.audio += AUDIO_EVERY;
-    }
-    while schedule.video <= now {
-        let writer = rtc.writer(camera).unwrap();
-        let pt = writer.payload_params().next().unwrap().pt();
-        let time = MediaTime::new(schedule.frames * 6_000, Frequency::NINETY_KHZ);
-        let data = stamped(run, VIDEO_BYTES, true);
-        receiving.sent(run, &data);
-        writer.write(pt, now, time, data).expect("the peer takes the frame");
-        schedule.frames += 1;
-        schedule.video += VIDEO_EVERY;
-    }
 }
 
 /// The floor's and its people's keys, fixed in advance: person `person` of room `room` sends
@@ -482,12 +483,13 @@ async fn floor_person(floor: SocketAddr, room: u16, index: u16, size: usize, run
             }
             () = sleep_until(schedule.next().into()) => {
                 let now = Instant::now();
-                let mut send = |kind: u32, payload: Vec<u8>, time: u32| {
+                schedule.due(now, &run, &mut receiving, |video, payload, ticks| {
+                    let kind = u32::from(video);
                     let sequence = &mut sequence[kind as usize];
                     *sequence = sequence.wrapping_add(1);
                     let mut packet = vec![0x80, if kind == 0 { 111 } else { 96 }];
                     packet.extend_from_slice(&sequence.to_be_bytes());
-                    packet.extend_from_slice(&time.to_be_bytes());
+                    packet.extend_from_slice(&(ticks as u32).to_be_bytes());
                     packet.extend_from_slice(&ssrc(kind).to_be_bytes());
                     let end = HEADER + payload.len() + TAG;
                     packet.resize(end, 0);
@@ -495,20 +497,7 @@ async fn floor_person(floor: SocketAddr, room: u16, index: u16, size: usize, run
                     if seal.encrypt(&iv(&salt, header), header, &payload, body).is_ok() {
                         let _ = udp.try_send_to(&packet, floor);
                     }
-                };
-                while schedule.audio <= now {
-                    let data = stamped(&run, AUDIO_BYTES, false);
-                    receiving.sent(&run, &data);
-                    send(0, data, (schedule.audio.duration_since(run.started).as_millis() * 48) as u32);
-                    schedule.audio += AUDIO_EVERY;
-                }
-                while schedule.video <= now {
-                    let data = stamped(&run, VIDEO_BYTES, true);
-                    receiving.sent(&run, &data);
-                    send(1, data, (schedule.frames * 6_000) as u32);
-                    schedule.frames += 1;
-                    schedule.video += VIDEO_EVERY;
-                }
+                });
             }
         }
     }
