@@ -105,6 +105,14 @@ pub enum Message {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteChange {
     pub media: MediaRoute,
+    /// The room's media moved to another instance's forwarding unit (its owner stopped): a
+    /// connection to the server is made afresh. Absent (false) when a mesh room moves.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reconnect: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 /// An envelope as read: its `message_type`, and its `content` as raw JSON (`null` when there is
@@ -791,7 +799,8 @@ mod tests {
             Message::Join(Some(JoinRequest { name: Some("Ada".into()) })),
             Message::Name("Ada".into()),
             Message::Present(Present { people: vec![Person { public_id: Some("p1".into()), name: None }] }),
-            Message::MediaRoute(RouteChange { media: MediaRoute::Sfu }),
+            Message::MediaRoute(RouteChange { media: MediaRoute::Sfu, reconnect: false }),
+            Message::MediaRoute(RouteChange { media: MediaRoute::Sfu, reconnect: true }),
             Message::MediaSdp(MediaDescription {
                 kind: SdpType::Offer,
                 sdp: "v=0\r\n".into(),

@@ -409,6 +409,9 @@ fn lose(redis: &Redis, loss: Loss, key: &str) {
     assert_eq!(redis.cli(&["EXISTS", key]).trim(), "0");
 }
 
+/// Rooms of four, as a mesh: the full rooms below.
+const FOUR: [&str; 4] = ["--max-room-size", "4", "--media", "mesh"];
+
 /// A full room of four, two people on each instance: Alice and Carol on `a`, Bob and Dave
 /// on `b`, each having heard of those who came after them; and Dave's public id.
 async fn full_room(a: &Server, b: &Server, room: &str) -> (Vec<(Client, duo::protocol::Welcome)>, Option<String>) {
@@ -465,8 +468,8 @@ async fn join_retrying(server: &Server, room: &str, session: &str) -> (Client, d
 /// room to be put back) takes their own place again.
 async fn a_lost_room_keeps_its_people_and_lets_no_stranger_in(loss: Loss) {
     let redis = Redis::start();
-    let (a, b) = Server::sharing(&redis, &[]);
-    let c = Server::start(&["--redis", &redis.url()]);
+    let (a, b) = Server::sharing(&redis, &FOUR);
+    let c = Server::start(&[&FOUR[..], &["--redis", &redis.url()]].concat());
     c.wait_until_ready();
     let room = "lost-room";
     let (mut people, dave_public) = full_room(&a, &b, room).await;
@@ -534,7 +537,7 @@ fn places(redis: &Redis, key: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_room_redis_lost_is_put_back_within_a_heartbeat() {
     let redis = Redis::start();
-    let (a, b) = Server::sharing(&redis, &[]);
+    let (a, b) = Server::sharing(&redis, &FOUR);
     let (mut people, _) = full_room(&a, &b, "put-back").await;
     let key = room_key(&redis);
     let before = places(&redis, &key);
@@ -615,7 +618,7 @@ async fn after_redis_lost_everything_a_room_waits_for_its_slow_instance() {
 #[tokio::test]
 async fn a_room_evicted_with_its_instances_sets_is_put_back_by_a_join_through_either_instance() {
     let redis = Redis::start();
-    let (a, b) = Server::sharing(&redis, &[]);
+    let (a, b) = Server::sharing(&redis, &FOUR);
     let room = "evicted";
     let (mut people, _) = full_room(&a, &b, room).await;
     let key = room_key(&redis);

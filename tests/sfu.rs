@@ -6,117 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{join, Client, Server};
-use duo::protocol::{MediaDescription, MediaRoute, Message, PeerId, SdpType};
-use str0m::{
-    change::{SdpAnswer, SdpOffer},
-    media::{Direction, Frequency, MediaKind, MediaTime, Mid},
-    net::{Protocol, Receive},
-    Candidate, Event, Input, Output, Rtc, RtcConfig,
+use common::{
+    browser::{until_everyone_hears_everyone, Browser},
+    join, metrics_when, try_metric, Server,
 };
+use duo::protocol::{MediaDescription, MediaRoute, Message, SdpType};
 use tokio::net::UdpSocket;
-
-/// A browser: its signaling socket, and a str0m peer with a microphone on a UDP socket.
-struct Browser {
-    signaling: Client,
-    peer_id: PeerId,
-    rtc: Rtc,
-    udp: UdpSocket,
-    microphone: Mid,
-    /// What arrived, by the server's m-line.
-    frames: Vec<Mid>,
-    /// The server's m-lines, as its last offer named them.
-    tracks: Vec<(String, PeerId)>,
-    /// The server's media address and ICE username fragment for this person, from its answer.
-    server: (std::net::SocketAddr, String),
-    /// The longest `MEDIA_SDP` the server sent it, and the longest it sent back, in bytes.
-    longest: (usize, usize),
-}
-
-impl Browser {
-    async fn join(server: &Server, room: &str) -> Self {
-        let (mut signaling, welcome) = join(server, room).await;
-        assert_eq!(welcome.media, MediaRoute::Sfu);
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(udp.local_addr().unwrap(), "udp").unwrap());
-        let mut change = rtc.sdp_api();
-        let microphone = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        // A camera too, as a page offers: every other person is two m-lines of the server's.
-        change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        let (offer, pending) = change.apply().unwrap();
-        let offer = MediaDescription { kind: SdpType::Offer, sdp: offer.to_sdp_string(), tracks: Vec::new() };
-        signaling.send(&Message::MediaSdp(offer)).await;
-        let answer = loop {
-            match signaling.recv().await {
-                Message::MediaSdp(answer) if answer.kind == SdpType::Answer => break answer,
-                Message::PeerJoined(_) | Message::MediaSdp(_) => continue,
-                other => panic!("expected the server's answer, got {other:?}"),
-            }
-        };
-        let line = |prefix: &str| answer.sdp.lines().find_map(|line| line.strip_prefix(prefix)).unwrap().to_owned();
-        let candidate = line("a=candidate:");
-        let fields: Vec<&str> = candidate.split(' ').collect();
-        let server = (format!("{}:{}", fields[4], fields[5]).parse().unwrap(), line("a=ice-ufrag:"));
-        rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer.sdp).unwrap()).unwrap();
-        let (frames, tracks) = (Vec::new(), Vec::new());
-        let longest = (0, 0);
-        Self { signaling, peer_id: welcome.peer_id, rtc, udp, microphone, frames, tracks, server, longest }
-    }
-
-    /// Sends what the peer has, takes what came (datagrams for 10 ms, and any offer of the
-    /// server's, which it answers), and moves its clock on.
-    async fn step(&mut self) {
-        while let Ok(output) = self.rtc.poll_output() {
-            match output {
-                Output::Transmit(transmit) => {
-                    self.udp.send_to(&transmit.contents, transmit.destination).await.unwrap();
-                }
-                Output::Event(Event::MediaData(frame)) => self.frames.push(frame.mid),
-                Output::Event(_) => {}
-                Output::Timeout(_) => break,
-            }
-        }
-        let mut buffer = [0; 2048];
-        if let Ok(Ok((length, source))) =
-            tokio::time::timeout(Duration::from_millis(10), self.udp.recv_from(&mut buffer)).await
-        {
-            let local = self.udp.local_addr().unwrap();
-            let receive = Receive::new(Protocol::Udp, source, local, &buffer[..length]).unwrap();
-            self.rtc.handle_input(Input::Receive(Instant::now(), receive)).unwrap();
-        }
-        if let Ok(text) = tokio::time::timeout(Duration::from_millis(1), self.signaling.recv_text()).await {
-            if let Ok(Message::MediaSdp(offer)) = serde_json::from_str(&text) {
-                assert_eq!(offer.kind, SdpType::Offer);
-                let answer = self.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&offer.sdp).unwrap()).unwrap();
-                let answer = Message::MediaSdp(MediaDescription {
-                    kind: SdpType::Answer,
-                    sdp: answer.to_sdp_string(),
-                    tracks: Vec::new(),
-                });
-                self.longest = (self.longest.0.max(text.len()), self.longest.1.max(answer.to_json().len()));
-                self.signaling.send(&answer).await;
-                self.tracks = offer.tracks.into_iter().map(|track| (track.mid, track.peer_id)).collect();
-            }
-        }
-        self.rtc.handle_input(Input::Timeout(Instant::now())).unwrap();
-    }
-
-    /// One 20 ms Opus frame, numbered `frame`.
-    fn speak(&mut self, frame: u64) {
-        let writer = self.rtc.writer(self.microphone).unwrap();
-        let pt = writer.payload_params().next().unwrap().pt();
-        let time = MediaTime::new(frame * 960, Frequency::FORTY_EIGHT_KHZ);
-        writer.write(pt, Instant::now(), time, vec![0x55; 40]).unwrap();
-    }
-
-    /// Whether a frame came on the server's m-line that its offer said carries `whose` media.
-    fn heard(&self, whose: PeerId) -> bool {
-        self.frames
-            .iter()
-            .any(|mid| self.tracks.iter().any(|(track, peer)| *track == mid.to_string() && *peer == whose))
-    }
-}
 
 #[tokio::test]
 async fn two_people_hear_each_other_through_the_server_and_a_third_room_hears_nothing() {
@@ -158,23 +53,6 @@ async fn two_people_hear_each_other_through_the_server_and_a_third_room_hears_no
 /// The value of the metric line that starts with `name` (labels included).
 fn metric(metrics: &str, name: &str) -> f64 {
     try_metric(metrics, name).unwrap_or_else(|| panic!("no {name}"))
-}
-
-fn try_metric(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-}
-
-/// `/metrics` once `holds` says it is up to date (the forwarding unit tells it what changed up
-/// to 100 ms late), or as it is after five seconds.
-async fn metrics_when(server: &Server, holds: impl Fn(&str) -> bool) -> String {
-    let started = Instant::now();
-    loop {
-        let metrics = common::get(server.metrics_addr, "/metrics").await.body;
-        if holds(&metrics) || started.elapsed() > Duration::from_secs(5) {
-            return metrics;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// CRC-32 (IEEE), for STUN's FINGERPRINT.
@@ -238,7 +116,7 @@ async fn a_flood_from_strangers_and_checks_with_someone_elses_ufrag_harm_no_call
     // Someone who never signaled: garbage, RTP-looking datagrams, and binding requests that name
     // Ann's ufrag on the server with a password they do not have.
     let mallory = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (media, ufrag) = ann.server.clone();
+    let (media, ufrag) = ann.server.clone().expect("answered");
     for n in 0..3_000u32 {
         let datagram = match n % 3 {
             0 => n.to_be_bytes().repeat(30),
@@ -276,26 +154,7 @@ async fn a_room_of_twenty_five_everyone_hears_everyone_else_and_the_descriptions
     for _ in 0..25 {
         room.push(Browser::join(&server, "twenty-five").await);
     }
-    let started = Instant::now();
-    let mut frame = 0;
-    loop {
-        let everyone: Vec<PeerId> = room.iter().map(|browser| browser.peer_id).collect();
-        let unheard = room
-            .iter()
-            .map(|browser| everyone.iter().filter(|&&other| other != browser.peer_id && !browser.heard(other)).count())
-            .sum::<usize>();
-        if unheard == 0 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{unheard} of 600 pairs not heard in 60 s");
-        for browser in &mut room {
-            if browser.rtc.is_connected() {
-                browser.speak(frame);
-            }
-            browser.step().await;
-        }
-        frame += 1;
-    }
+    until_everyone_hears_everyone(&mut room, Duration::from_secs(60)).await;
     // Every description fits a frame (the browser's answer is what the server's limit bounds).
     let offer = room.iter().map(|browser| browser.longest.0).max().unwrap();
     let answer = room.iter().map(|browser| browser.longest.1).max().unwrap();

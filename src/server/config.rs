@@ -22,6 +22,17 @@ pub(crate) enum MediaMode {
     Auto,
 }
 
+impl MediaMode {
+    /// As the flag spells it (and the scripts of rooms shared over Redis read it).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MediaMode::Mesh => "mesh",
+            MediaMode::Sfu => "sfu",
+            MediaMode::Auto => "auto",
+        }
+    }
+}
+
 /// `--media-tcp-addr`: where ICE-TCP listens, or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MediaTcp {
@@ -127,7 +138,7 @@ pub struct Config {
 
     /// How each room's media travels: `mesh`, browser to browser; `sfu`, through this server's
     /// forwarding unit, each person sending once; `auto`, browser to browser up to four people,
-    /// through the server from the fifth on (with `--redis`: `mesh`, for now).
+    /// through the server from the fifth on. With `--redis`, every instance must say the same.
     #[arg(long, value_enum, default_value_t = MediaMode::Auto)]
     pub(crate) media: MediaMode,
 
@@ -225,27 +236,17 @@ impl Config {
     pub fn checked(mut self) -> Result<Self, clap::Error> {
         use clap::CommandFactory;
         let wildcard = self.media_udp_addr().ip().is_unspecified() && self.media_public_ip.is_none();
-        if self.media == MediaMode::Auto && (self.redis.is_some() || wildcard) {
-            // Rooms shared over Redis cannot move to one instance's forwarding unit yet; and on
-            // every interface, the address browsers should send media to is not known.
+        if self.media == MediaMode::Auto && wildcard {
+            // On every interface, the address browsers should send media to is not known.
             self.media = MediaMode::Mesh;
-            self.media_note = Some(match self.redis {
-                Some(_) => "rooms stay browser to browser: --redis does not share rooms on the server yet",
-                None => {
-                    "rooms stay browser to browser: say with --media-public-ip which address browsers send media to"
-                }
-            });
+            self.media_note =
+                Some("rooms stay browser to browser: say with --media-public-ip which address browsers send media to");
         }
         if self.media == MediaMode::Mesh && self.room_size() > MESH_ROOM_SIZE {
             let message = format!(
                 "--max-room-size {} needs media through the server (--media sfu or auto): a mesh room holds at most {MESH_ROOM_SIZE}",
                 self.room_size()
             );
-            return Err(Self::command().error(clap::error::ErrorKind::ArgumentConflict, message));
-        }
-        if self.media == MediaMode::Sfu && self.redis.is_some() {
-            // Each instance's forwarding unit would hold only its own clients' media.
-            let message = "--media sfu does not share rooms over --redis yet (issue 33)";
             return Err(Self::command().error(clap::error::ErrorKind::ArgumentConflict, message));
         }
         Ok(self)
@@ -307,18 +308,17 @@ mod tests {
         assert_eq!(parse(&["--max-room-size", "8", "--media", "mesh"]).unwrap().room_size(), 8);
         assert_eq!(parse(&["--media", "mesh"]).unwrap().room_size(), 4);
         assert_eq!(parse(&["--max-room-size", "25", "--media", "sfu"]).unwrap().room_size(), 25);
-        // Shared over Redis, `auto` stays a mesh: rooms of four.
+        // Shared over Redis, rooms move to the server too.
         let shared = parse(&["--redis", "redis://127.0.0.1"]).unwrap();
-        assert_eq!((shared.media, shared.room_size()), (MediaMode::Mesh, 4));
-        // So does one on every interface that does not say where browsers send media.
+        assert_eq!((shared.media, shared.room_size()), (MediaMode::Auto, 25));
+        assert_eq!(parse(&["--media", "sfu", "--redis", "redis://127.0.0.1"]).unwrap().media, MediaMode::Sfu);
+        // One on every interface that does not say where browsers send media.
         let everywhere = parse(&["--addr", "0.0.0.0:443"]).unwrap();
         assert_eq!((everywhere.media, everywhere.room_size()), (MediaMode::Mesh, 4));
         assert!(everywhere.media_note.unwrap().contains("--media-public-ip"));
         let told = parse(&["--addr", "0.0.0.0:443", "--media-public-ip", "203.0.113.5"]).unwrap();
         assert_eq!(told.media, MediaMode::Auto);
         assert!(parse(&["--max-room-size", "51", "--media", "sfu"]).is_err());
-        let error = parse(&["--media", "sfu", "--redis", "redis://127.0.0.1"]).unwrap_err().to_string();
-        assert!(error.contains("does not share rooms over --redis yet"), "{error}");
     }
 
     #[test]

@@ -75,8 +75,6 @@ pub(crate) struct AppState {
     upgrades_per_client: Arc<PerClient>,
     turn_per_client: Arc<PerClient>,
     limits: SessionLimits,
-    /// With `--media sfu`: the forwarding unit's task.
-    sfu: Option<Sfu>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -107,6 +105,7 @@ impl AppState {
                 HubSettings {
                     ice,
                     media: config.media,
+                    sfu,
                     room_size: usize::from(config.room_size()),
                     outbox: OUTBOX,
                     queued_budget: config.max_queued_mib as usize * (1 << 20),
@@ -127,7 +126,6 @@ impl AppState {
                 config.turn_credentials_per_client,
             )),
             limits: SessionLimits { messages_per_second: config.rate_limit, idle_timeout: config.idle_timeout },
-            sfu,
         })
     }
 }
@@ -368,7 +366,7 @@ async fn signaling_socket(
             granted
         }
     });
-    let (hub, limits, sfu) = (state.hub, state.limits, state.sfu);
+    let (hub, limits) = (state.hub, state.limits);
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
@@ -380,7 +378,7 @@ async fn signaling_socket(
     // Every frame the socket reads is charged from the start, fragments included; a message
     // may stay unfinished as long as a connection may stay silent.
     let meter = Meter::new(Flood::new(limits.messages_per_second, Instant::now()), limits.idle_timeout);
-    let connection = signaling::Connection { hub, room, session_id: session, limits, turn, per_client: open, sfu };
+    let connection = signaling::Connection { hub, room, session_id: session, limits, turn, per_client: open };
     match joining {
         Joining::Now => upgrade.on_upgrade(config, meter, move |socket| connection.run(socket)),
         Joining::Later => upgrade.on_upgrade(config, meter, move |socket| connection.run_after_join(socket)),

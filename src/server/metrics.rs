@@ -36,6 +36,8 @@ const SFU_TRACKS: &str = "duo_sfu_tracks_forwarded";
 const SFU_BYTES: &str = "duo_sfu_bytes_total";
 const SFU_TRACKS_REFUSED: &str = "duo_sfu_tracks_refused_total";
 const SFU_TCP: &str = "duo_sfu_tcp_connections";
+const SFU_OWNER_CHANGES: &str = "duo_sfu_owner_changes_total";
+const SFU_REMOTE: &str = "duo_sfu_remote_requests_total";
 
 /// Installs the process-wide recorder; `/metrics` renders from the handle.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -94,6 +96,19 @@ pub(crate) fn active_rooms(count: usize) {
 /// A room's media moved to the forwarding unit (`--media auto`, at its fifth person).
 pub(crate) fn room_moved() {
     counter!(ROOMS_MOVED).increment(1);
+}
+
+/// With `--redis`: a room's media went to another instance's forwarding unit (`took`: this one's),
+/// because its owner stopped.
+pub(crate) fn owner_changed(took: bool) {
+    counter!(SFU_OWNER_CHANGES, "this_instance" => if took { "took" } else { "other" }).increment(1);
+}
+
+/// With `--redis`: SDP another instance sent this one's forwarding unit for one of its people,
+/// taken or refused (this instance does not carry that room's media at that epoch, or the room
+/// has no such person there).
+pub(crate) fn remote_request(taken: bool) {
+    counter!(SFU_REMOTE, "outcome" => if taken { "taken" } else { "refused" }).increment(1);
 }
 
 pub(crate) fn relayed(kind: Relayed) {

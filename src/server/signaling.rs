@@ -5,10 +5,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use futures_util::{future::Either, SinkExt, StreamExt};
-use tokio::{
-    sync::mpsc,
-    time::{interval, timeout, Instant, MissedTickBehavior},
-};
+use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::{
     self,
     protocol::{frame::coding::CloseCode, CloseFrame},
@@ -18,18 +15,16 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::{
     protocol::{
-        check_client_frame, check_join_frame, close_code, BadMessage, ClientMessage, ErrorCode, MediaDescription,
-        MediaRoute, Message, PeerId, SdpType, SessionDescription, Track,
+        check_client_frame, check_join_frame, close_code, BadMessage, ClientMessage, ErrorCode, Message,
+        SessionDescription,
     },
     room::RoomId,
     server::hub::{
-        self, room_log_name, Delivery, Frame, Hub, Kick, Mailbox, Membership, Outbound, Refusal, Unsent, STALL,
+        self, room_log_name, Delivery, Frame, Hub, Kick, Mailbox, MediaHome, Membership, Outbound, Refusal, Unsent,
+        STALL,
     },
     server::limits::{Admit, LogThrottle, Open},
-    server::sfu::{
-        core::{Offer, PersonId},
-        sockets::{Sfu, Unanswered},
-    },
+    server::sfu::{link::SfuLink, sockets::Unanswered},
     server::websocket::{Cut, Socket},
 };
 
@@ -76,8 +71,6 @@ pub(crate) struct Connection {
     pub(crate) turn: TurnGrant,
     /// This socket, counted against its client's `--max-sockets-per-client`.
     pub(crate) per_client: Open,
-    /// With `--media sfu`: the forwarding unit its media goes through.
-    pub(crate) sfu: Option<Sfu>,
 }
 
 impl Connection {
@@ -89,8 +82,8 @@ impl Connection {
     /// the join's result in that future for the whole connection, which every idle connection
     /// pays.
     pub(crate) fn run(self, socket: Socket) -> impl Future<Output = ()> {
-        let Self { hub, room, session_id, limits, turn, per_client, sfu } = self;
-        Session::open(socket, limits, per_client, sfu).enter(&hub, room, session_id, turn, None)
+        let Self { hub, room, session_id, limits, turn, per_client } = self;
+        Session::open(socket, limits, per_client).enter(&hub, room, session_id, turn, None)
     }
 
     /// Runs a `join=later` connection: waits for its `JOIN`, then serves it in a task of its
@@ -98,8 +91,8 @@ impl Connection {
     /// connection after it is as large as both (2.6 KiB, against 1.4 for the connection
     /// alone), and every connection's task, joined or not, would be that large.
     pub(crate) fn run_after_join(self, socket: Socket) -> impl Future<Output = ()> {
-        let Self { hub, room, session_id, limits, turn, per_client, sfu } = self;
-        Session::open(socket, limits, per_client, sfu).until_join(hub, room, session_id, turn)
+        let Self { hub, room, session_id, limits, turn, per_client } = self;
+        Session::open(socket, limits, per_client).until_join(hub, room, session_id, turn)
     }
 }
 
@@ -111,44 +104,39 @@ struct Session {
     _open: OnDrop,
     /// This socket, counted against its client's `--max-sockets-per-client`.
     _per_client: Open,
-    sfu: Option<Sfu>,
 }
 
-/// A connection's place on the forwarding unit, in an `sfu` room; leaving it when dropped.
-struct SfuLink {
-    sfu: Sfu,
-    person: PersonId,
-    /// The server's offers to this person's browser.
-    offers: mpsc::UnboundedReceiver<Offer>,
+/// A connection's place on a forwarding unit, once its room's media goes through one: this
+/// instance's, or (with Redis) the room owner's, whose frames come through the mailbox. Left
+/// when dropped.
+enum MediaLink {
+    Local { link: SfuLink, epoch: u64 },
+    Remote(hub::RemoteSfu),
 }
 
-impl SfuLink {
-    async fn join(sfu: &Sfu, room: &RoomId, peer_id: PeerId) -> Result<Self, Unanswered> {
-        let (sender, offers) = mpsc::unbounded_channel();
-        let person = sfu.join(room.as_str(), peer_id.0, sender).await?;
-        Ok(Self { sfu: sfu.clone(), person, offers })
+impl MediaLink {
+    fn epoch(&self) -> u64 {
+        match self {
+            MediaLink::Local { epoch, .. } => *epoch,
+            MediaLink::Remote(remote) => remote.epoch(),
+        }
     }
 }
 
-impl Drop for SfuLink {
-    fn drop(&mut self) {
-        self.sfu.leave(self.person);
-    }
-}
-
-/// The server's next offer to the browser; never, outside an `sfu` room.
-async fn next_offer(link: &mut Option<SfuLink>) -> Option<Offer> {
+/// The server's next offer to the browser from this instance's unit; never otherwise (an
+/// owner elsewhere sends its offers through the mailbox).
+async fn next_offer(link: &mut Option<MediaLink>) -> Option<Message> {
     match link {
-        Some(link) => link.offers.recv().await,
-        None => std::future::pending().await,
+        Some(MediaLink::Local { link, .. }) => link.next_offer().await,
+        _ => std::future::pending().await,
     }
 }
 
 impl Session {
-    fn open(socket: Socket, limits: SessionLimits, per_client: Open, sfu: Option<Sfu>) -> Self {
+    fn open(socket: Socket, limits: SessionLimits, per_client: Open) -> Self {
         crate::server::metrics::connection_opened();
         let open = OnDrop(crate::server::metrics::connection_closed);
-        Self { socket, limits, _open: open, _per_client: per_client, sfu }
+        Self { socket, limits, _open: open, _per_client: per_client }
     }
 
     /// Takes a place in the room, under the display name `name` (cleaned), and serves the
@@ -177,9 +165,7 @@ impl Session {
             Ok(membership) => {
                 let span = tracing::info_span!("peer", room = %room_log_name(&room), peer = membership.peer_id.0);
                 span.in_scope(|| info!(polite = membership.welcome.polite, "joined"));
-                // With a forwarding unit, a connection keeps the room's id: its media may go there.
-                let sfu_room = self.sfu.is_some().then_some(room);
-                Either::Left(self.serve(membership, sfu_room).instrument(span))
+                Either::Left(self.serve(membership).instrument(span))
             }
             Err(refusal) => {
                 match refusal {
@@ -356,16 +342,16 @@ impl Session {
 
     /// Like [`Connection::run`], a plain function: an `async fn` would hold its arguments twice.
     #[allow(clippy::manual_async_fn)]
-    fn serve(mut self, membership: Membership, sfu_room: Option<RoomId>) -> impl Future<Output = ()> {
+    fn serve(mut self, membership: Membership) -> impl Future<Output = ()> {
         async move {
             let _left = OnDrop(|| info!("left"));
             let mailbox = &*membership.mailbox;
             if !self.send(Message::Welcome(membership.welcome.clone()).to_json(), Some(mailbox)).await {
                 return;
             }
-            // A place on the forwarding unit, taken at the browser's first offer to it (a room
-            // may move there mid-call).
-            let mut media: Option<SfuLink> = None;
+            // A place on a forwarding unit, taken at the browser's first offer to it (a room
+            // may move there mid-call, and with Redis to another owner).
+            let mut media: Option<MediaLink> = None;
             let mut pace = self.pace().await;
             loop {
                 tokio::select! {
@@ -391,7 +377,7 @@ impl Session {
                                     continue;
                                 }
                                 Ok(ClientMessage::Media(description)) => {
-                                    let link = match sfu_link(&mut media, self.sfu.as_ref(), sfu_room.as_ref(), &membership).await {
+                                    let link = match media_link(&mut media, &membership).await {
                                         Ok(link) => link,
                                         Err(error) => {
                                             warn!(%error, "no place on the forwarding unit");
@@ -446,9 +432,7 @@ impl Session {
                             self.close(close_code::TRY_AGAIN_LATER, "the media server stopped").await;
                             return;
                         };
-                        let tracks = offer.tracks.iter().map(|(mid, label)| Track { mid: mid.to_string(), peer_id: PeerId(*label) });
-                        let offer = MediaDescription { kind: SdpType::Offer, sdp: offer.sdp, tracks: tracks.collect() };
-                        if !self.send(Message::MediaSdp(offer).to_json(), Some(mailbox)).await {
+                        if !self.send(offer.to_json(), Some(mailbox)).await {
                             return;
                         }
                     }
@@ -551,36 +535,34 @@ impl Drop for OnDrop {
     }
 }
 
-/// The person's place on the forwarding unit: taken at their browser's first `MEDIA_SDP` if
-/// their room's media goes through it now; none if it does not.
-async fn sfu_link<'a>(
-    link: &'a mut Option<SfuLink>,
-    sfu: Option<&Sfu>,
-    room: Option<&RoomId>,
+/// The person's place on a forwarding unit, as their room's media goes now: taken at their
+/// browser's first `MEDIA_SDP` there, and again when the room's media moved to another owner
+/// (the old place is left); none while the room is a mesh.
+async fn media_link<'a>(
+    link: &'a mut Option<MediaLink>,
     membership: &Membership,
-) -> Result<Option<&'a SfuLink>, Unanswered> {
-    if let (None, Some(sfu), Some(room)) = (&*link, sfu, room) {
-        if membership.route() == MediaRoute::Sfu {
-            *link = Some(SfuLink::join(sfu, room, membership.peer_id).await?);
-        }
+) -> Result<Option<&'a MediaLink>, Unanswered> {
+    let Some(home) = membership.media_home() else { return Ok(link.as_ref()) };
+    if link.as_ref().map(MediaLink::epoch) != Some(home.epoch()) {
+        *link = None;
+        *link = Some(match home {
+            MediaHome::Here { epoch } => {
+                let sfu = membership.sfu().ok_or(Unanswered::Stopped)?;
+                MediaLink::Local { link: SfuLink::join(sfu, &membership.sfu_room(), membership.peer_id).await?, epoch }
+            }
+            MediaHome::There(owner) => MediaLink::Remote(membership.remote_sfu(owner).ok_or(Unanswered::Stopped)?),
+        });
     }
     Ok(link.as_ref())
 }
 
-/// A browser's `MEDIA_SDP` for the forwarding unit: its offer gets the server's answer; its
-/// answer to the server's offer gets nothing back. An `ERROR`'s text when refused.
-async fn media_sdp(link: Option<&SfuLink>, description: SessionDescription) -> Result<Option<Message>, String> {
-    let link = link.ok_or("this room's media goes browser to browser")?;
-    match description.kind {
-        SdpType::Offer => {
-            let sdp = link.sfu.offer(link.person, description.sdp).await.map_err(|error| error.to_string())?;
-            Ok(Some(Message::MediaSdp(MediaDescription { kind: SdpType::Answer, sdp, tracks: Vec::new() })))
-        }
-        SdpType::Answer => {
-            link.sfu.answer(link.person, description.sdp).await.map_err(|error| error.to_string())?;
-            Ok(None)
-        }
-        _ => Err("MEDIA_SDP takes an offer or an answer".into()),
+/// A browser's `MEDIA_SDP` for the forwarding unit: its offer gets the server's answer (from an
+/// owner elsewhere, later, through the mailbox); its answer to the server's offer gets nothing
+/// back. An `ERROR`'s text when refused.
+async fn media_sdp(link: Option<&MediaLink>, description: SessionDescription) -> Result<Option<Message>, String> {
+    match link.ok_or("this room's media goes browser to browser")? {
+        MediaLink::Local { link, .. } => link.take(description).await,
+        MediaLink::Remote(remote) => remote.send(description).map(|()| None),
     }
 }
 

@@ -2,6 +2,8 @@
 //! WebSocket clients speaking the protocol.
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod browser;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -49,7 +51,12 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_duo"))
             .envs(env.iter().copied())
             .args(addr)
-            .args(["--metrics-addr", "127.0.0.1:0", "--log-level", "info"])
+            .args([
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--log-level",
+                &std::env::var("DUO_TEST_LOG_LEVEL").unwrap_or("info".into()),
+            ])
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
@@ -450,5 +457,23 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The value of the metric line that starts with `name` (labels included).
+pub fn try_metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+}
+
+/// `/metrics` once `holds` says it is up to date (the forwarding unit tells it what changed up
+/// to 100 ms late), or as it is after five seconds.
+pub async fn metrics_when(server: &Server, holds: impl Fn(&str) -> bool) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = get(server.metrics_addr, "/metrics").await.body;
+        if holds(&metrics) || started.elapsed() > Duration::from_secs(5) {
+            return metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -50,6 +50,8 @@ impl CallMachine {
                 self.drop_peer(index);
             }
         }
+        // Chat the old connection could not take goes on the new one.
+        let unsent_chat = self.sfu.as_ref().map(|sfu| sfu.unsent_chat.clone()).unwrap_or_default();
         for old in [self.sfu.take().map(|sfu| sfu.generation), self.standby.take()].into_iter().flatten() {
             self.push(Effect::DropPeer { peer: old });
         }
@@ -61,7 +63,7 @@ impl CallMachine {
             offered_tracks: None,
             connection: ConnectionState::New,
             channel_open: false,
-            unsent_chat: Vec::new(),
+            unsent_chat,
             traffic: None,
             voices: Voices::default(),
         });

@@ -83,6 +83,9 @@ impl CallMachine {
             // The room moved to the server (its fifth person came): meet everyone there, and
             // keep each browser-to-browser connection until the server carries that person.
             Message::MediaRoute(change) if change.media == MediaRoute::Sfu && self.sfu.is_none() => self.join_sfu(),
+            // The room's media moved to another instance's forwarding unit (its owner stopped):
+            // a new connection there; tiles stay, as everyone is still in the room.
+            Message::MediaRoute(change) if change.media == MediaRoute::Sfu && change.reconnect => self.join_sfu(),
             Message::MediaRoute(_) => {}
             // Only clients send JOIN and NAME; only a socket waiting to join gets PRESENT.
             Message::Join(_) | Message::Name(_) | Message::Present(_) => {}

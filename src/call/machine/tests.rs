@@ -1424,7 +1424,7 @@ fn a_room_that_moves_to_the_server_keeps_each_connection_until_the_server_carrie
     }
 
     // The fifth person came: the server says the room's media goes through it now.
-    let moved = Message::MediaRoute(RouteChange { media: MediaRoute::Sfu });
+    let moved = Message::MediaRoute(RouteChange { media: MediaRoute::Sfu, reconnect: false });
     let effects = handle(&mut machine, server(FIRST_SOCKET, moved));
     let Some(Effect::CreatePeer { peer: to_server, to_server: true, .. }) =
         effects.iter().find(|e| matches!(e, Effect::CreatePeer { .. })).cloned()
@@ -1487,4 +1487,43 @@ fn a_room_that_moves_to_the_server_keeps_each_connection_until_the_server_carrie
     assert_eq!(shown(handle(&mut machine, peer(bob, PeerEvent::Message(line("hi", 7))))), 1);
     assert_eq!(shown(handle(&mut machine, relayed(line("hi", 7)))), 0);
     assert_eq!(shown(handle(&mut machine, relayed(line("hi", 8)))), 1);
+}
+
+#[test]
+fn when_the_rooms_media_moves_to_another_instance_the_page_connects_there_afresh_and_keeps_its_tiles() {
+    let (mut machine, old, _) = joined_on_the_server();
+    server_offers(&mut machine, old, &[("2", "alice"), ("3", "bob")]);
+    handle(&mut machine, peer(old, PeerEvent::ConnectionState(ConnectionState::Connected)));
+    // A line typed into a channel that died with its server waits for the next one.
+    handle(&mut machine, peer(old, PeerEvent::ChannelOpen));
+    let line = ChatMessage { text: "still there?".into(), sent_at: 5 };
+    handle(&mut machine, peer(old, PeerEvent::Undelivered(PeerMessage::Chat(line.clone()))));
+    // The same route without `reconnect` is news to no one on the server.
+    let same = Message::MediaRoute(RouteChange { media: MediaRoute::Sfu, reconnect: false });
+    let effects = handle(&mut machine, server(FIRST_SOCKET, same));
+    assert!(!has(&effects, |e| matches!(e, Effect::CreatePeer { .. } | Effect::DropPeer { .. })), "{effects:?}");
+
+    let moved = Message::MediaRoute(RouteChange { media: MediaRoute::Sfu, reconnect: true });
+    let effects = handle(&mut machine, server(FIRST_SOCKET, moved));
+    assert!(effects.contains(&Effect::DropPeer { peer: old }), "{effects:?}");
+    let made: Vec<u32> = effects
+        .iter()
+        .filter_map(|e| if let Effect::CreatePeer { peer, to_server: true, .. } = e { Some(*peer) } else { None })
+        .collect();
+    let [new] = made[..] else { panic!("one new connection to the server: {effects:?}") };
+    assert!(effects.contains(&Effect::Offer { peer: new }), "{effects:?}");
+    // Alice and Bob keep their tiles (their media comes back on the new connection's m-lines).
+    assert!(remotes(&effects).is_none_or(|tiles| tiles.len() == 2), "{effects:?}");
+    assert!(!has(&effects, |e| matches!(e, Effect::DropPeer { peer } if *peer != old)), "{effects:?}");
+    // Once its channel opens, the page says its name and state again, and sends what waited.
+    let effects = handle(&mut machine, peer(new, PeerEvent::ChannelOpen));
+    let chats: Vec<&PeerMessage> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ToPeer { peer, message } if *peer == new => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(chats.iter().any(|m| matches!(m, PeerMessage::Chat(chat) if *chat == line)), "{effects:?}");
+    assert!(chats.iter().any(|m| matches!(m, PeerMessage::MediaState(_))), "{effects:?}");
 }

@@ -17,8 +17,11 @@
 //!
 //! - `mailbox`: one connection's queue of frames, and its kick.
 //! - `shared`: the link to Redis: its scripts, its channel messages and the tasks that drive it.
+//! - `media`: where a room's media goes off the mesh (with Redis, its owner instance's
+//!   forwarding unit), and the SDP the owner takes for people on other instances.
 
 mod mailbox;
+mod media;
 mod shared;
 
 use std::{
@@ -32,18 +35,20 @@ use tokio::sync::{oneshot, watch};
 
 use self::{
     mailbox::Overflow,
-    shared::{Link, Remote, Snapshot},
+    shared::{Carried, Link, Remote, Snapshot},
 };
 pub(crate) use self::{
     mailbox::{Delivery, Frame, Kick, Mailbox, Outbound, Source, STALL},
-    shared::RedisSettings,
+    media::{MediaHome, RemoteSfu},
+    shared::{Owner, RedisSettings},
 };
 use crate::{
-    protocol::{MediaRoute, Message, PeerId, PeerInfo, Person, Present, RouteChange, Welcome},
+    protocol::{MediaRoute, Message, PeerId, PeerInfo, Person, Present, RouteChange, SessionDescription, Welcome},
     room::RoomId,
     server::config::{MediaMode, MESH_MOVE_AT},
     server::ice::IceConfig,
     server::limits::LogThrottle,
+    server::sfu::sockets::Sfu,
 };
 
 /// Slow readers, logged a few a second at most: a client can make itself one at will.
@@ -91,6 +96,8 @@ pub(crate) struct HubSettings {
     pub(crate) ice: IceConfig,
     /// How rooms' media travels: what `WELCOME` tells each browser, and when a room moves.
     pub(crate) media: MediaMode,
+    /// This instance's forwarding unit (`--media sfu` or `auto`).
+    pub(crate) sfu: Option<Sfu>,
     /// How many people a room holds.
     pub(crate) room_size: usize,
     /// What may wait for one slow reader before it is dropped: frames, and their bytes.
@@ -150,6 +157,10 @@ struct Places {
     /// How the room's media travels now: under `--media auto`, through the server from its
     /// fifth person until it empties.
     route: MediaRoute,
+    /// With Redis: the instance whose forwarding unit carries the room's media, once it does.
+    media: Option<Owner>,
+    /// As that owner: the stand-ins holding a place on this unit for people on other instances.
+    hosted: HashMap<PeerId, tokio::sync::mpsc::UnboundedSender<SessionDescription>>,
 }
 
 #[derive(Default)]
@@ -475,7 +486,11 @@ impl Hub {
     /// starts as `--media` says; under `auto`, one of more than [`MESH_MOVE_AT`] moves to the
     /// server, and everyone already there is told so before they hear of the newcomer (who is
     /// then met on the server, not called browser to browser).
+    /// With Redis, the scripts decide ([`Hub::set_media`]).
     fn route(&self, places: &mut Places, index: usize) {
+        if self.shared.is_some() {
+            return;
+        }
         let seated = places.seats.iter().filter(|place| place.seat.is_some()).count();
         let moves = match self.settings.media {
             MediaMode::Mesh => false,
@@ -487,7 +502,7 @@ impl Hub {
         } else if moves && places.route == MediaRoute::Mesh {
             places.route = MediaRoute::Sfu;
             crate::server::metrics::room_moved();
-            self.tell(places, index, |_| Message::MediaRoute(RouteChange { media: MediaRoute::Sfu }));
+            self.tell(places, index, |_| Message::MediaRoute(RouteChange { media: MediaRoute::Sfu, reconnect: false }));
         }
     }
 
@@ -535,6 +550,7 @@ impl Hub {
     /// `joining`: the place of the person whose join this snapshot answers.
     fn take_in(&self, places: &mut Places, snapshot: &Snapshot, joining: Option<usize>) {
         places.grow(snapshot.size);
+        self.set_media(places, snapshot.media.clone());
         let listed: HashMap<usize, &Remote> = snapshot.places.iter().map(|(i, remote)| (*i, remote)).collect();
         for index in 0..places.seats.len() {
             if Some(index) != joining {
@@ -577,11 +593,16 @@ impl Hub {
         }
         let old =
             std::mem::replace(&mut place.seat, content.filter(|_| !mine).map(|remote| Seat::There(remote.clone())));
+        if let Some(Seat::There(gone)) = &old {
+            // Their place on this unit, if this instance carries the room's media, goes too.
+            places.hosted.remove(&gone.peer_id);
+        }
         self.announce(places, index, old);
     }
 
-    /// A change another instance made to a room (through a script).
-    fn changed(&self, key: &RoomKey, ver: u64, changes: Vec<(usize, Option<Remote>)>) {
+    /// A change another instance made to a room (through a script), with the room's media
+    /// record.
+    fn changed(&self, key: &RoomKey, ver: u64, media: Option<Owner>, changes: Vec<(usize, Option<Remote>)>) {
         let Some(room) = self.room(key) else {
             // No one here is in that room: content naming this process is someone who left
             // while Redis had lost the room, put back by another instance. Taken out again.
@@ -593,10 +614,17 @@ impl Hub {
             return;
         };
         let mut places = lock(&room.places);
+        self.set_media(&mut places, media);
         for (index, content) in changes {
             self.change(&mut places, index, ver, content.as_ref());
         }
         places.publish();
+        if places.seats.iter().all(|place| place.seat.as_ref().and_then(Seat::here).is_none()) {
+            // Kept only to carry its media, and maybe no longer.
+            drop(places);
+            let mut rooms = lock(&self.rooms);
+            self.forget_if_unused(&mut rooms, &room, &lock(&room.places));
+        }
     }
 
     /// Takes in a room as Redis has it (after restoring it there).
@@ -605,8 +633,14 @@ impl Hub {
         self.take_in(&mut lock(&room.places), snapshot, None);
     }
 
-    /// A frame another instance relayed to someone here.
-    fn deliver_relayed(&self, key: &RoomKey, to: PeerId, frame: Frame) {
+    /// What instance `from` sent about `to`, a person of room `key`: a frame for them here, SDP
+    /// of theirs for this instance's unit, or the owner's unit's frame for them here.
+    fn deliver_relayed(&self, from: &Arc<str>, key: &RoomKey, to: PeerId, carried: Carried) {
+        let frame = match carried {
+            Carried::Frame(frame) => frame,
+            Carried::ToSfu { epoch, verb, sdp } => return self.sfu_request(from, key, to, epoch, verb, sdp),
+            Carried::FromSfu { epoch, frame } => return self.sfu_reply(key, to, epoch, frame),
+        };
         let Some(room) = self.room(key) else { return };
         let mut places = lock(&room.places);
         if let Some(index) = place_of(&places.seats, to) {
@@ -634,9 +668,10 @@ impl Hub {
         held.map(|(key, _)| key.clone()).collect()
     }
 
-    /// Everyone this process knows in a room, as Redis names them, and the room's size.
-    fn known(&self, key: &RoomKey, instance: &Arc<str>) -> (usize, Vec<(usize, Remote)>) {
-        let Some(room) = self.room(key) else { return (self.settings.room_size, vec![]) };
+    /// Everyone this process knows in a room, as Redis names them, the room's size and the
+    /// owner of its media.
+    fn known(&self, key: &RoomKey, instance: &Arc<str>) -> (usize, Option<Owner>, Vec<(usize, Remote)>) {
+        let Some(room) = self.room(key) else { return (self.settings.room_size, None, vec![]) };
         let places = lock(&room.places);
         let known = places.seats.iter().enumerate().filter_map(|(index, place)| {
             let remote = match place.seat.as_ref()? {
@@ -650,7 +685,7 @@ impl Hub {
             };
             Some((index, remote))
         });
-        (self.settings.room_size.max(places.seats.len()), known.collect())
+        (self.settings.room_size.max(places.seats.len()), places.media.clone(), known.collect())
     }
 
     /// Forgets a room where this process has no one left and no join under way.
@@ -660,7 +695,8 @@ impl Hub {
         let current = rooms.get(&places.key).is_some_and(|known| Arc::ptr_eq(known, room));
         let unused = places.joining == 0
             && places.watching == 0
-            && places.seats.iter().all(|place| place.seat.as_ref().and_then(Seat::here).is_none());
+            && places.seats.iter().all(|place| place.seat.as_ref().and_then(Seat::here).is_none())
+            && !self.owns(places);
         if current && unused {
             rooms.remove(&places.key);
             crate::server::metrics::active_rooms(rooms.len());
@@ -778,7 +814,16 @@ impl Hub {
 impl Room {
     fn new(key: RoomKey, size: usize) -> Arc<Self> {
         let route = MediaRoute::Mesh;
-        let mut places = Places { key, seats: Vec::new(), joining: 0, watching: 0, present: None, route };
+        let mut places = Places {
+            key,
+            seats: Vec::new(),
+            joining: 0,
+            watching: 0,
+            present: None,
+            route,
+            media: None,
+            hosted: HashMap::new(),
+        };
         places.grow(size);
         Arc::new(Self { places: Mutex::new(places) })
     }
@@ -853,9 +898,24 @@ impl Membership {
 }
 
 impl Membership {
-    /// How the room's media travels now.
-    pub(crate) fn route(&self) -> MediaRoute {
-        lock(&self.room.places).route
+    /// Where this person sends their media now; `None` while the room is a mesh.
+    pub(crate) fn media_home(&self) -> Option<MediaHome> {
+        self.hub.media_home(&lock(&self.room.places))
+    }
+
+    /// This person's place on `owner`'s forwarding unit, through Redis.
+    pub(crate) fn remote_sfu(&self, owner: Owner) -> Option<RemoteSfu> {
+        self.hub.remote_sfu(owner, lock(&self.room.places).key.clone(), self.peer_id)
+    }
+
+    /// How the forwarding units know the room: by its key, the same on every instance.
+    pub(crate) fn sfu_room(&self) -> String {
+        lock(&self.room.places).key.0.clone()
+    }
+
+    /// This instance's forwarding unit, if it has one.
+    pub(crate) fn sfu(&self) -> Option<&Sfu> {
+        self.hub.settings.sfu.as_ref()
     }
 
     /// This person's display name is now `name` (cleaned): those waiting to join see it.
@@ -954,8 +1014,14 @@ mod tests {
             credential_lifetime: std::time::Duration::from_secs(60),
             transport_policy: crate::protocol::IceTransportPolicy::All,
         };
-        let settings =
-            HubSettings { ice, media, room_size, outbox: Capacity { frames: capacity, bytes: 1 << 20 }, queued_budget };
+        let settings = HubSettings {
+            ice,
+            media,
+            sfu: None,
+            room_size,
+            outbox: Capacity { frames: capacity, bytes: 1 << 20 },
+            queued_budget,
+        };
         Hub::new(settings, None).unwrap()
     }
 
@@ -1004,6 +1070,10 @@ mod tests {
         RoomId::parse(name).unwrap()
     }
 
+    fn route(m: &Membership) -> MediaRoute {
+        lock(&m.room.places).route
+    }
+
     fn take_frame(m: &Membership) -> Option<Outbound> {
         m.mailbox.take()
     }
@@ -1024,7 +1094,7 @@ mod tests {
     fn under_auto_a_room_moves_to_the_server_at_its_fifth_person_and_starts_afresh_once_empty() {
         let hub = hub_routing(25, 16, 64 << 20, MediaMode::Auto);
         let four: Vec<Membership> = (0..4).map(|_| join(&hub, room("m"), None).unwrap()).collect();
-        assert!(four.iter().all(|m| m.welcome.media == MediaRoute::Mesh && m.route() == MediaRoute::Mesh));
+        assert!(four.iter().all(|m| m.welcome.media == MediaRoute::Mesh && route(m) == MediaRoute::Mesh));
         for (i, m) in four.iter().enumerate() {
             for _ in i + 1..4 {
                 assert!(matches!(next(m), Message::PeerJoined(_)));
@@ -1034,9 +1104,9 @@ mod tests {
         assert_eq!(fifth.welcome.media, MediaRoute::Sfu);
         for m in &four {
             // Told of the move before the newcomer, whom they then meet on the server.
-            assert_eq!(next(m), Message::MediaRoute(RouteChange { media: MediaRoute::Sfu }));
+            assert_eq!(next(m), Message::MediaRoute(RouteChange { media: MediaRoute::Sfu, reconnect: false }));
             assert!(matches!(next(m), Message::PeerJoined(_)));
-            assert_eq!(m.route(), MediaRoute::Sfu);
+            assert_eq!(route(m), MediaRoute::Sfu);
         }
         // One leaving does not move it back; everyone leaving does.
         drop(fifth);
@@ -1096,18 +1166,18 @@ mod tests {
             public_id: Some("ada-public".into()),
             name: Some(name.into()),
         };
-        hub.changed(&key, 10, vec![(1, Some(ada("Ada")))]);
+        hub.changed(&key, 10, None, vec![(1, Some(ada("Ada")))]);
         assert_eq!(news(&mut waiting), Some(vec![person(Some("ada-public".into()), Some("Ada"))]));
         let bob = join_named(&hub, room("g"), None, Some("Bob")).unwrap();
         let both = |ada: &str| vec![person(None, Some("Bob")), person(Some("ada-public".into()), Some(ada))];
         assert_eq!(news(&mut waiting), Some(both("Ada")), "by place: Bob took the free one before Ada's");
         // A rename is the same person in the same place, under a newer version; an older one
         // that arrives late changes nothing.
-        hub.changed(&key, 12, vec![(1, Some(ada("Ada L")))]);
-        hub.changed(&key, 11, vec![(1, Some(ada("Ada K")))]);
+        hub.changed(&key, 12, None, vec![(1, Some(ada("Ada L")))]);
+        hub.changed(&key, 11, None, vec![(1, Some(ada("Ada K")))]);
         assert_eq!(news(&mut waiting), Some(both("Ada L")));
         assert!(take_frame(&bob).is_none(), "a rename is no arrival for those in the call");
-        hub.changed(&key, 13, vec![(1, None)]);
+        hub.changed(&key, 13, None, vec![(1, None)]);
         assert_eq!(news(&mut waiting), Some(vec![person(None, Some("Bob"))]));
         assert!(matches!(next(&bob), Message::PeerLeft(info) if info.peer_id == PeerId(5)));
     }

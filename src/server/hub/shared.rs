@@ -7,21 +7,26 @@
 //!
 //! | key | what |
 //! | --- | --- |
-//! | `duo:room:<room key>` | hash: `size`, `ver` (the version of the last change), and per place `"<peer id> <instance> <public id or ->"`, then `" <name>"` if the person gave one |
+//! | `duo:room:<room key>` | hash: `size`, `ver` (the version of the last change), per place `"<peer id> <instance> <public id or ->"`, then `" <name>"` if the person gave one; and `media`, `"<owner instance> <epoch>"`, once the room's media goes through the owner's forwarding unit |
 //! | `duo:instances` | sorted set: each instance's last heartbeat, in ms of Redis's clock |
-//! | `duo:inst:<instance>:rooms` | set: the rooms where that instance has people (every change keeps it exact), to free them if it dies |
+//! | `duo:inst:<instance>:rooms` | set: the rooms where that instance has people or carries the media (every change keeps it exact), to free them or hand them on if it dies |
 //! | `duo:epoch` | when Redis got its first heartbeat: missing later, Redis lost everything |
 //! | `duo:recovering` | set for a heartbeat's TTL once an instance finds Redis lost everything |
 //! | `duo:to:<instance>` | the channel each instance reads |
 //! | `duo:watch:<room key>` | a room's changes, for instances where someone waits to join it and no one may be in it |
 //!
-//! On a channel, `P <room key> <version>` and then a line `<place> <content or ->` per changed
-//! place (a script changed the room), or `R <from> <seq> <room key> <peer id>` and the frame
-//! after a newline (relayed to that person). On a room's own channel, `W <by> <room key>
-//! <version>` and the same lines: `by`, the instance that made the change, has it already. A change applies to a place only if its version
-//! is newer than the one the place has here, so changes that cross, and the snapshots scripts
-//! return, land in the right order. Relayed frames carry a sequence number per pair of
-//! instances: one re-sent after a lost connection arrives once, and in order.
+//! On a channel, `P <room key> <version>`, then `m <media record>` if the room has one, then a
+//! line `<place> <content or ->` per changed place (a script changed the room); or one of three
+//! numbered messages, with their body after a newline: `R <from> <seq> <room key> <peer id>`,
+//! a frame relayed to that person; `S <from> <seq> <room key> <peer id> <epoch> <offer|answer|leave>`,
+//! a person's SDP for the room's forwarding unit, sent to its owner; `H <from> <seq> <room key>
+//! <peer id> <epoch>`, the owner's frame for that person (its answer or offer). On a room's own
+//! channel, `W <by> <room key> <version>` and the same lines: `by`, the instance that made the
+//! change, has it already. A change applies to a place only if its version is newer than the
+//! one the place has here, and a media record only if its epoch is, so changes that cross, and
+//! the snapshots scripts return, land in the right order. Numbered messages carry a sequence
+//! number per pair of instances: one re-sent after a lost connection arrives once, and in
+//! order. Media itself never goes through Redis: each browser sends it to the owner.
 //!
 //! Redis may lose a room (restarted empty, `FLUSHALL`, a key evicted or deleted) while its
 //! people are still connected to their instances, which then put it back from what they know.
@@ -56,7 +61,7 @@ use tracing::{info, warn};
 use super::{lock, Frame, Hub, Membership, Refusal, RoomKey};
 use crate::{
     protocol::{display_name, PeerId},
-    server::limits::LogThrottle,
+    server::{config::MESH_MOVE_AT, limits::LogThrottle},
 };
 
 /// An instance counts as dead once its last heartbeat is this old.
@@ -169,11 +174,32 @@ impl Remote {
     }
 }
 
-/// A room as Redis has it at `ver`: its occupied places.
+/// The instance whose forwarding unit carries a room's media, since `epoch` (the room's version
+/// when it was chosen: a later owner has a larger one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub(crate) instance: Arc<str>,
+    pub(crate) epoch: u64,
+}
+
+impl Owner {
+    /// `"<instance> <epoch>"`.
+    fn parse(record: &str) -> Option<Owner> {
+        let (instance, epoch) = record.split_once(' ')?;
+        (!instance.is_empty()).then(|| Some(Owner { instance: instance.into(), epoch: epoch.parse().ok()? }))?
+    }
+
+    pub(super) fn record(&self) -> String {
+        format!("{} {}", self.instance, self.epoch)
+    }
+}
+
+/// A room as Redis has it at `ver`: its occupied places, and the owner of its media.
 #[derive(Debug, PartialEq)]
 pub(super) struct Snapshot {
     pub(super) ver: u64,
     pub(super) size: usize,
+    pub(super) media: Option<Owner>,
     pub(super) places: Vec<(usize, Remote)>,
 }
 
@@ -193,19 +219,52 @@ enum Joined {
 enum Incoming {
     /// These places of the room changed, at `ver`: `None` is a freed place. `by`: on a room's
     /// own channel, the instance that made the change.
-    Changed {
-        by: Option<Arc<str>>,
-        key: RoomKey,
-        ver: u64,
-        places: Vec<(usize, Option<Remote>)>,
-    },
-    Relayed {
-        from: Arc<str>,
-        seq: u64,
-        key: RoomKey,
-        to: PeerId,
-        frame: Frame,
-    },
+    Changed { by: Option<Arc<str>>, key: RoomKey, ver: u64, media: Option<Owner>, places: Vec<(usize, Option<Remote>)> },
+    /// A numbered message about person `to` of room `key`.
+    Relayed { from: Arc<str>, seq: u64, key: RoomKey, to: PeerId, carried: Carried },
+}
+
+/// What a numbered message carries.
+#[derive(Debug, PartialEq)]
+pub(super) enum Carried {
+    /// A frame for the person.
+    Frame(Frame),
+    /// The person's SDP for the forwarding unit of the room's owner at `epoch`.
+    ToSfu { epoch: u64, verb: SfuVerb, sdp: String },
+    /// The owner's frame for the person, sent while it owned the room since `epoch`.
+    FromSfu { epoch: u64, frame: Frame },
+}
+
+/// What a person's browser asks of the owner's forwarding unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SfuVerb {
+    Offer,
+    Answer,
+    /// The person is gone from this instance's forwarding unit.
+    Leave,
+}
+
+impl SfuVerb {
+    fn as_str(self) -> &'static str {
+        match self {
+            SfuVerb::Offer => "offer",
+            SfuVerb::Answer => "answer",
+            SfuVerb::Leave => "leave",
+        }
+    }
+
+    fn parse(word: &str) -> Option<SfuVerb> {
+        [SfuVerb::Offer, SfuVerb::Answer, SfuVerb::Leave].into_iter().find(|verb| verb.as_str() == word)
+    }
+}
+
+impl Carried {
+    fn len(&self) -> usize {
+        match self {
+            Carried::Frame(frame) | Carried::FromSfu { frame, .. } => frame.len(),
+            Carried::ToSfu { sdp, .. } => sdp.len(),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -218,10 +277,18 @@ impl Incoming {
         let (head, rest) = text.split_once('\n').unwrap_or((text, ""));
         let mut words = head.split(' ');
         let changed = |by: Option<&str>, key: &str, ver: &str| -> Result<Incoming, Malformed> {
+            let (media, rest) = match rest.strip_prefix("m ") {
+                Some(media) => {
+                    let (record, rest) = media.split_once('\n').unwrap_or((media, ""));
+                    (Some(Owner::parse(record).ok_or(Malformed)?), rest)
+                }
+                None => (None, rest),
+            };
             Ok(Incoming::Changed {
                 by: by.map(Arc::from),
                 key: RoomKey(key.to_owned()),
                 ver: ver.parse().map_err(|_| Malformed)?,
+                media,
                 places: rest
                     .lines()
                     .map(|line| {
@@ -235,24 +302,41 @@ impl Incoming {
                     .collect::<Result<_, _>>()?,
             })
         };
-        let incoming = match (words.next(), words.next(), words.next(), words.next(), words.next(), words.next()) {
-            (Some("P"), Some(key), Some(ver), None, ..) => changed(None, key, ver)?,
-            (Some("W"), Some(by), Some(key), Some(ver), None, _) => changed(Some(by), key, ver)?,
-            (Some("R"), Some(from), Some(seq), Some(key), Some(to), None) => Incoming::Relayed {
+        let words: Vec<&str> = words.by_ref().take(8).collect();
+        let number = |word: &str| word.parse::<u64>().map_err(|_| Malformed);
+        let relayed = |from: &str, seq: &str, key: &str, to: &str, carried| -> Result<Incoming, Malformed> {
+            Ok(Incoming::Relayed {
                 from: from.into(),
-                seq: seq.parse().map_err(|_| Malformed)?,
+                seq: number(seq)?,
                 key: RoomKey(key.to_owned()),
-                to: PeerId(to.parse().map_err(|_| Malformed)?),
-                frame: Frame::from(rest),
-            },
-            _ => return Err(Malformed),
+                to: PeerId(number(to)?),
+                carried,
+            })
         };
-        Ok(incoming)
+        match words[..] {
+            ["P", key, ver] => changed(None, key, ver),
+            ["W", by, key, ver] => changed(Some(by), key, ver),
+            ["R", from, seq, key, to] => relayed(from, seq, key, to, Carried::Frame(Frame::from(rest))),
+            ["S", from, seq, key, to, epoch, verb] => {
+                let verb = SfuVerb::parse(verb).ok_or(Malformed)?;
+                relayed(from, seq, key, to, Carried::ToSfu { epoch: number(epoch)?, verb, sdp: rest.to_owned() })
+            }
+            ["H", from, seq, key, to, epoch] => {
+                relayed(from, seq, key, to, Carried::FromSfu { epoch: number(epoch)?, frame: Frame::from(rest) })
+            }
+            _ => Err(Malformed),
+        }
     }
 }
 
-fn relayed_payload(from: &str, seq: u64, key: &RoomKey, to: PeerId, frame: &str) -> String {
-    format!("R {from} {seq} {} {}\n{frame}", key.0, to.0)
+/// A numbered message's payload.
+fn relayed_payload(from: &str, seq: u64, key: &RoomKey, to: PeerId, carried: &Carried) -> String {
+    let (key, to) = (&key.0, to.0);
+    match carried {
+        Carried::Frame(frame) => format!("R {from} {seq} {key} {to}\n{frame}"),
+        Carried::ToSfu { epoch, verb, sdp } => format!("S {from} {seq} {key} {to} {epoch} {}\n{sdp}", verb.as_str()),
+        Carried::FromSfu { epoch, frame } => format!("H {from} {seq} {key} {to} {epoch}\n{frame}"),
+    }
 }
 
 /// Reads a script's reply: an array of integers and strings.
@@ -278,14 +362,19 @@ fn number(value: &Value) -> Option<u64> {
     }
 }
 
-/// `ver, size, place, content, ...`
+/// `ver, size, media record or -, place, content, ...`
 fn snapshot(items: &[Value]) -> Option<Snapshot> {
-    let [ver, size, places @ ..] = items else { return None };
+    let [ver, size, media, places @ ..] = items else { return None };
     let size = usize::try_from(number(size)?).ok().filter(|&size| size <= MAX_PLACES)?;
     let place = |value: &Value| usize::try_from(number(value)?).ok().filter(|&place| place < size);
+    let media = match text(media)? {
+        "-" => None,
+        record => Some(Owner::parse(record)?),
+    };
     Some(Snapshot {
         ver: number(ver)?,
         size,
+        media,
         places: places
             .chunks(2)
             .map(|pair| match pair {
@@ -390,7 +479,8 @@ impl<T> Sequence<T> {
     }
 }
 
-/// What the hub holds of the link.
+/// What the hub holds of the link (and a person's [`super::media::RemoteSfu`]).
+#[derive(Clone)]
 pub(super) struct Link {
     pub(super) instance: Arc<str>,
     ops: mpsc::UnboundedSender<Op>,
@@ -436,7 +526,7 @@ enum Op {
         to: Arc<str>,
         key: RoomKey,
         peer: PeerId,
-        frame: Frame,
+        carried: Carried,
         since: Instant,
     },
     Join(Box<Join>),
@@ -536,18 +626,31 @@ impl Link {
         let _ = self.ops.send(Op::Rename { key: key.clone(), peer, name: name.unwrap_or_default().to_owned() });
     }
 
-    /// Sends a frame to someone on another instance; past the budget of frames waiting for
-    /// Redis (it is away), the frame is dropped.
+    /// Sends a frame to someone on another instance.
     pub(super) fn relay(&self, to: &Remote, key: &RoomKey, frame: Frame) {
-        let len = frame.len();
+        self.send_numbered(to.instance.clone(), key, to.peer_id, Carried::Frame(frame));
+    }
+
+    /// Sends `peer`'s SDP to the forwarding unit of the room's owner.
+    pub(super) fn to_sfu(&self, owner: &Owner, key: &RoomKey, peer: PeerId, verb: SfuVerb, sdp: String) {
+        let carried = Carried::ToSfu { epoch: owner.epoch, verb, sdp };
+        self.send_numbered(owner.instance.clone(), key, peer, carried);
+    }
+
+    /// Sends the forwarding unit's frame to `peer` on instance `home`, as the owner since `epoch`.
+    pub(super) fn to_home(&self, home: Arc<str>, key: &RoomKey, peer: PeerId, epoch: u64, frame: Frame) {
+        self.send_numbered(home, key, peer, Carried::FromSfu { epoch, frame });
+    }
+
+    /// Past the budget of what waits for Redis (it is away), the message is dropped.
+    fn send_numbered(&self, to: Arc<str>, key: &RoomKey, peer: PeerId, carried: Carried) {
+        let len = carried.len();
         if self.state.pending.fetch_add(len, Ordering::Relaxed) + len > self.state.budget {
             self.state.pending.fetch_sub(len, Ordering::Relaxed);
             crate::server::metrics::redis_dropped("budget");
             return;
         }
-        let op =
-            Op::Relay { to: to.instance.clone(), key: key.clone(), peer: to.peer_id, frame, since: Instant::now() };
-        let _ = self.ops.send(op);
+        let _ = self.ops.send(Op::Relay { to, key: key.clone(), peer, carried, since: Instant::now() });
     }
 }
 
@@ -653,9 +756,9 @@ impl Writer {
     /// Numbers a relay; one to an instance whose earlier frames wait goes behind them.
     fn take(&mut self, op: Op, batch: &mut Vec<Out>) {
         let payload = match &op {
-            Op::Relay { to, key, peer, frame, .. } => {
+            Op::Relay { to, key, peer, carried, .. } => {
                 let seq = self.next_seq.entry(to.clone()).or_default();
-                let payload = relayed_payload(&self.instance, *seq, key, *peer, frame);
+                let payload = relayed_payload(&self.instance, *seq, key, *peer, carried);
                 *seq += 1;
                 Some(payload)
             }
@@ -752,9 +855,12 @@ impl Writer {
                     .arg(join.pending.hub.settings.room_size)
                     .arg(&key.0)
                     .arg(HEARTBEAT_TTL.as_millis() as u64)
-                    .arg(join.name.as_deref().unwrap_or_default());
+                    .arg(join.name.as_deref().unwrap_or_default())
+                    .arg(join.pending.hub.settings.media.as_str())
+                    .arg(MESH_MOVE_AT);
                 // With people here, the room is put back first if Redis lost it.
-                let (_, known) = join.pending.hub.known(key, &self.instance);
+                let (_, media, known) = join.pending.hub.known(key, &self.instance);
+                cmd.arg(media.as_ref().map_or("-".into(), Owner::record));
                 if known.iter().any(|(_, remote)| remote.instance == self.instance) {
                     for (place, remote) in known {
                         cmd.arg(place).arg(remote.content());
@@ -775,7 +881,7 @@ impl Writer {
                     .arg(name);
             }
             Op::Restore { key } => {
-                let (size, mut known) =
+                let (size, media, mut known) =
                     self.hub.upgrade().map(|hub| hub.known(key, &self.instance)).unwrap_or_default();
                 // With no one here (only people waiting to join), the room is only read: its
                 // people's instances put it back.
@@ -791,7 +897,8 @@ impl Writer {
                     .arg(&*self.instance)
                     .arg(&key.0)
                     .arg(size)
-                    .arg(HEARTBEAT_TTL.as_millis() as u64);
+                    .arg(HEARTBEAT_TTL.as_millis() as u64)
+                    .arg(media.as_ref().map_or("-".into(), Owner::record));
                 for (place, remote) in known {
                     cmd.arg(place).arg(remote.content());
                 }
@@ -861,8 +968,8 @@ impl Writer {
     }
 
     fn sent(&self, out: &Out) {
-        if let Op::Relay { frame, .. } = &out.op {
-            self.state.pending.fetch_sub(frame.len(), Ordering::Relaxed);
+        if let Op::Relay { carried, .. } = &out.op {
+            self.state.pending.fetch_sub(carried.len(), Ordering::Relaxed);
         }
     }
 
@@ -887,7 +994,7 @@ async fn dispatch(
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     ops: mpsc::UnboundedSender<Op>,
 ) {
-    let mut sequences: HashMap<Arc<str>, Sequence<(RoomKey, PeerId, Frame)>> = HashMap::new();
+    let mut sequences: HashMap<Arc<str>, Sequence<(RoomKey, PeerId, Carried)>> = HashMap::new();
     let mut gaps = tokio::time::interval(GAP_WAIT / 4);
     gaps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -904,8 +1011,8 @@ async fn dispatch(
                         warn!(from = %from, lost, "frames from another instance were lost");
                         crate::server::metrics::redis_lost(lost);
                     }
-                    for (key, to, frame) in frames {
-                        hub.deliver_relayed(&key, to, frame);
+                    for (key, to, carried) in frames {
+                        hub.deliver_relayed(from, &key, to, carried);
                     }
                 }
                 continue;
@@ -919,11 +1026,11 @@ async fn dispatch(
                     // This instance made that change, and has it already (maybe not yet: a
                     // script's own messages come before its reply).
                     Ok(Incoming::Changed { by: Some(by), .. }) if by == instance => {}
-                    Ok(Incoming::Changed { key, ver, places, .. }) => hub.changed(&key, ver, places),
-                    Ok(Incoming::Relayed { from, seq, key, to, frame }) => {
-                        let sequence = sequences.entry(from).or_default();
-                        for (key, to, frame) in sequence.accept(seq, (key, to, frame), Instant::now()) {
-                            hub.deliver_relayed(&key, to, frame);
+                    Ok(Incoming::Changed { key, ver, media, places, .. }) => hub.changed(&key, ver, media, places),
+                    Ok(Incoming::Relayed { from, seq, key, to, carried }) => {
+                        let sequence = sequences.entry(from.clone()).or_default();
+                        for (key, to, carried) in sequence.accept(seq, (key, to, carried), Instant::now()) {
+                            hub.deliver_relayed(&from, &key, to, carried);
                         }
                     }
                     Err(error) => warn!(%error),
@@ -1077,9 +1184,24 @@ mod tests {
                 by: None,
                 key: RoomKey("k3y".into()),
                 ver: 1764000000123,
+                media: None,
                 places: vec![(0, Some(remote(5, "inst", None))), (2, None)],
             }
         );
+        // A room on a forwarding unit: its owner's record comes first.
+        let on_sfu = Incoming::parse(b"P k3y 20\nm inst 17\n0 -").unwrap();
+        let owner = Owner { instance: "inst".into(), epoch: 17 };
+        assert_eq!(
+            on_sfu,
+            Incoming::Changed {
+                by: None,
+                key: RoomKey("k3y".into()),
+                ver: 20,
+                media: Some(owner.clone()),
+                places: vec![(0, None)]
+            }
+        );
+        assert_eq!(Owner::parse(&owner.record()), Some(owner));
         // On a room's own channel, with the instance that made the change; names included.
         let watched = Incoming::parse(b"W inst k3y 17\n1 5 inst p Ada Lovelace").unwrap();
         let ada = Remote { name: Some("Ada Lovelace".into()), ..remote(5, "inst", Some("p")) };
@@ -1089,21 +1211,24 @@ mod tests {
                 by: Some("inst".into()),
                 key: RoomKey("k3y".into()),
                 ver: 17,
+                media: None,
                 places: vec![(1, Some(ada))]
             }
         );
         let frame = r#"{"message_type":"SDP","content":{"a":"x\ny"}}"#;
-        let payload = relayed_payload("from", 41, &RoomKey("k".into()), PeerId(12), frame);
-        assert_eq!(
-            Incoming::parse(payload.as_bytes()).unwrap(),
-            Incoming::Relayed {
-                from: "from".into(),
-                seq: 41,
-                key: RoomKey("k".into()),
-                to: PeerId(12),
-                frame: Frame::from(frame)
-            }
-        );
+        let sdp = "v=0\r\na=group:BUNDLE 0\r\n";
+        for carried in [
+            Carried::Frame(Frame::from(frame)),
+            Carried::ToSfu { epoch: 17, verb: SfuVerb::Offer, sdp: sdp.into() },
+            Carried::ToSfu { epoch: 17, verb: SfuVerb::Leave, sdp: String::new() },
+            Carried::FromSfu { epoch: 17, frame: Frame::from(frame) },
+        ] {
+            let payload = relayed_payload("from", 41, &RoomKey("k".into()), PeerId(12), &carried);
+            assert_eq!(
+                Incoming::parse(payload.as_bytes()).unwrap(),
+                Incoming::Relayed { from: "from".into(), seq: 41, key: RoomKey("k".into()), to: PeerId(12), carried }
+            );
+        }
         for bad in [
             &b""[..],
             b"X 1",
@@ -1117,6 +1242,14 @@ mod tests {
             b"W k 1",
             b"W a k x",
             b"W a k 1 2",
+            b"P k 1\nm inst\n0 -",
+            b"P k 1\nm inst x",
+            b"P k 1\nm  5",
+            b"S a 1 k 2 17 join\nv=0",
+            b"S a 1 k 2 x offer\nv=0",
+            b"S a 1 k 2 offer",
+            b"H a 1 k 2\n{}",
+            b"H a 1 k 2 17 3\n{}",
             b"\xff",
         ] {
             assert_eq!(Incoming::parse(bad), Err(Malformed), "{:?}", String::from_utf8_lossy(bad));
@@ -1131,6 +1264,7 @@ mod tests {
             Value::Int(1),
             s("1764000000123"),
             Value::Int(2),
+            s("-"),
             Value::Int(0),
             s("5 a -"),
             Value::Int(1),
@@ -1143,6 +1277,7 @@ mod tests {
                 Snapshot {
                     ver: 1764000000123,
                     size: 2,
+                    media: None,
                     places: vec![(0, remote(5, "a", None)), (1, remote(6, "b", Some("p")))]
                 }
             ))
@@ -1153,14 +1288,18 @@ mod tests {
         assert_eq!(Joined::from_reply(Value::Array(vec![s("ok"), Value::Int(1)])), None);
         assert_eq!(Joined::from_reply(Value::Int(1)), None);
         // Places past the room's size, and sizes past any room's, are refused.
-        let past = |place: i64, size: i64| Value::Array(vec![s("ok"), Value::Int(place), s("1"), Value::Int(size)]);
+        let past =
+            |place: i64, size: i64| Value::Array(vec![s("ok"), Value::Int(place), s("1"), Value::Int(size), s("-")]);
         assert_eq!(Joined::from_reply(past(2, 2)), None);
         assert_eq!(Joined::from_reply(past(0, 51)), None);
         assert!(Joined::from_reply(past(1, 2)).is_some());
-        let listed = Value::Array(vec![s("ok"), s("1"), Value::Int(2), Value::Int(5), s("5 a -")]);
+        let listed = Value::Array(vec![s("ok"), s("1"), Value::Int(2), s("-"), Value::Int(5), s("5 a -")]);
         assert_eq!(restored(listed), None);
-        let restore = Value::Array(vec![s("ok"), s("17"), Value::Int(4)]);
-        assert_eq!(restored(restore), Some(Snapshot { ver: 17, size: 4, places: vec![] }));
+        let restore = Value::Array(vec![s("ok"), s("17"), Value::Int(4), s("b 12")]);
+        let owner = Some(Owner { instance: "b".into(), epoch: 12 });
+        assert_eq!(restored(restore), Some(Snapshot { ver: 17, size: 4, media: owner, places: vec![] }));
+        let unowned = Value::Array(vec![s("ok"), s("17"), Value::Int(4), s("b")]);
+        assert_eq!(restored(unowned), None, "a record without its epoch");
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! - `sockets`: the socket edge: the task that owns the media socket, the ICE-TCP connections'
 //!   write ends, and the core.
 //! - `tcp`: ICE-TCP, for networks that block UDP: a listener and a task per connection.
+//! - `link`: a person's place on the unit as signaling sees it (SDP in, frames out), and the
+//!   stand-in that holds one for a person whose signaling is on another instance.
 
 pub(crate) mod core;
+pub(crate) mod link;
 pub(crate) mod router;
 pub(crate) mod slots;
 pub(crate) mod sockets;

@@ -1,6 +1,7 @@
 -- Prepended to every script of src/server/hub/shared.rs, whose doc describes the keys.
 -- A place's content is "<peer id> <instance> <public id or ->", then " <name>" if the person
--- gave one (a name may hold spaces, never a line break); places are numbered from 0.
+-- gave one (a name may hold spaces, never a line break); places are numbered from 0. A room
+-- whose media goes through a forwarding unit has a record "<owner instance> <epoch>".
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -20,20 +21,28 @@ local function content_of(peer, instance, public, name)
   return peer .. ' ' .. instance .. ' ' .. public .. ' ' .. name
 end
 
--- The room's places (place -> content), its size (nil for a new room) and its version.
+-- The room's places (place -> content), its size (nil for a new room), its version and its
+-- media record (nil for a mesh).
 local function room_of(room)
   local h = redis.call('HGETALL', room)
-  local places, size, ver = {}, nil, 0
+  local places, size, ver, media = {}, nil, 0, nil
   for i = 1, #h, 2 do
     if h[i] == 'size' then
       size = tonumber(h[i + 1])
     elseif h[i] == 'ver' then
       ver = tonumber(h[i + 1])
+    elseif h[i] == 'media' then
+      media = h[i + 1]
     else
       places[tonumber(h[i])] = h[i + 1]
     end
   end
-  return places, size, ver
+  return places, size, ver, media
+end
+
+-- The instance a media record names.
+local function owner_of(media)
+  return media and string.match(media, '^(%S+)')
 end
 
 -- Whether an instance stopped: its last heartbeat is older than the TTL. Versions and
@@ -53,11 +62,39 @@ local function instances_in(places, into)
   return into
 end
 
+-- The instance to carry a room's media: of the live ones with people in it (`me` is live), the
+-- one with the most, ties to the smallest id (sorted: `pairs` has no order); nil if none.
+local function pick_owner(instances, places, now, ttl, me)
+  local count, names = {}, {}
+  for _, c in pairs(places) do
+    local _, instance = parse(c)
+    if not count[instance] then
+      count[instance] = 0
+      table.insert(names, instance)
+    end
+    count[instance] = count[instance] + 1
+  end
+  table.sort(names)
+  local best = nil
+  for _, instance in ipairs(names) do
+    local live = instance == me or not dead(instances, instance, now, ttl)
+    if live and (not best or count[instance] > count[best]) then
+      best = instance
+    end
+  end
+  return best
+end
+
 -- Keeps each instance's set of rooms exact: it lists a room while the room has a place of
 -- that instance. A join reads these sets to tell a room Redis lost from a new one.
--- `before`: the instances the room had before the change (and maybe more).
-local function index(rk, before, places)
+-- The owner of its media counts as in the room while anyone is: if it dies, the sweep finds
+-- the room and hands it on. `before`: the instances the room had before the change (and maybe
+-- more).
+local function index(rk, before, places, owner)
   local after = instances_in(places, {})
+  if owner and next(places) then
+    after[owner] = true
+  end
   for instance in pairs(before) do
     if not after[instance] then
       redis.call('SREM', 'duo:inst:' .. instance .. ':rooms', rk)
@@ -73,9 +110,22 @@ end
 -- room's own channel, saying that `except` has it, to instances where someone waits to join
 -- it. A version is Redis's clock in ms (or one more than the last), so it keeps growing if
 -- Redis restarts empty. `told` holds at least every instance the room had before the change.
-local function commit(room, rk, size, ver, places, changed, told, except)
+-- `media`: the room's media record, or only an instance for a new owner, whose epoch is then
+-- this version (it only grows: it fences what a former owner says). Every change carries the
+-- record, first, so each instance learns the owner before the people it concerns.
+-- Returns the new version and the media record.
+local function commit(room, rk, size, ver, places, changed, told, except, media)
   local new_ver = string.format('%.0f', math.max(ver + 1, now_ms()))
   local event = { rk .. ' ' .. new_ver }
+  if media and not string.find(media, ' ') then
+    media = media .. ' ' .. new_ver
+  end
+  if media then
+    redis.call('HSET', room, 'media', media)
+    table.insert(event, 'm ' .. media)
+    -- The owner hears of every change, though it may have no one left in the room.
+    told[owner_of(media)] = true
+  end
   for i, c in pairs(changed) do
     if c then
       redis.call('HSET', room, i, c)
@@ -89,7 +139,7 @@ local function commit(room, rk, size, ver, places, changed, told, except)
   else
     redis.call('HSET', room, 'size', size, 'ver', new_ver)
   end
-  index(rk, told, places)
+  index(rk, told, places, owner_of(media))
   local text = table.concat(event, '\n')
   for instance in pairs(told) do
     if instance ~= except then
@@ -97,7 +147,7 @@ local function commit(room, rk, size, ver, places, changed, told, except)
     end
   end
   redis.call('PUBLISH', 'duo:watch:' .. rk, 'W ' .. except .. ' ' .. text)
-  return new_ver
+  return new_ver, media
 end
 
 -- The reply's tail: every occupied place and its content.

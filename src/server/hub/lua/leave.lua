@@ -3,7 +3,7 @@
 -- Returns 1 if the place was freed.
 local room = KEYS[1]
 local me, peer, rk = ARGV[1], ARGV[2], ARGV[3]
-local places, size, ver = room_of(room)
+local places, size, ver, media = room_of(room)
 local at = nil
 for i, c in pairs(places) do
   local p, instance = parse(c)
@@ -16,5 +16,5 @@ if not at then
 end
 local told = instances_in(places, {})
 places[at] = nil
-commit(room, rk, size, ver, places, { [at] = false }, told, me)
+commit(room, rk, size, ver, places, { [at] = false }, told, me, media)
 return 1

@@ -4,7 +4,7 @@
 -- Returns 1 if the place changed.
 local room = KEYS[1]
 local me, peer, rk, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local places, size, ver = room_of(room)
+local places, size, ver, media = room_of(room)
 for i, c in pairs(places) do
   local p, instance, public, old = parse(c)
   if p == peer and instance == me then
@@ -12,7 +12,7 @@ for i, c in pairs(places) do
       return 0
     end
     places[i] = content_of(p, me, public, name)
-    commit(room, rk, size, ver, places, { [i] = places[i] }, instances_in(places, {}), me)
+    commit(room, rk, size, ver, places, { [i] = places[i] }, instances_in(places, {}), me, media)
     return 1
   end
 end

@@ -1,6 +1,7 @@
 -- Every second, on every instance: this instance's heartbeat, the sweep of instances silent
 -- past the TTL (a few at a time), whose people are freed and announced as gone, and a look at
--- whether Redis still has some of this instance's rooms.
+-- whether Redis still has some of this instance's rooms. A swept instance's rooms include those
+-- whose media it carried, which go to another.
 -- KEYS: the instances' heartbeats. ARGV: this instance, the TTL in ms, 1 if it beat before
 -- (else 0), then room keys of rooms where it has people.
 -- Returns {1 if Redis did not know this instance (it restarted, or swept it), instances swept,
@@ -21,7 +22,7 @@ for _, d in ipairs(dead) do
   local their_rooms = 'duo:inst:' .. d .. ':rooms'
   for _, rk in ipairs(redis.call('SMEMBERS', their_rooms)) do
     local room = 'duo:room:' .. rk
-    local places, size, ver = room_of(room)
+    local places, size, ver, media = room_of(room)
     local told = instances_in(places, {})
     local changed = {}
     for i, c in pairs(places) do
@@ -31,8 +32,14 @@ for _, d in ipairs(dead) do
         changed[i] = false
       end
     end
-    if next(changed) then
-      commit(room, rk, size, ver, places, changed, told, d)
+    -- Its media goes to a live instance of the room (a room with only dead ones left keeps the
+    -- record: the next join hands it on).
+    local moved = owner_of(media) == d and next(places) and pick_owner(instances, places, now, ttl, me)
+    if moved then
+      media = moved
+    end
+    if next(changed) or moved then
+      commit(room, rk, size, ver, places, changed, told, d, media)
     end
   end
   redis.call('DEL', their_rooms)

@@ -1,0 +1,136 @@
+//! The forwarding unit with rooms shared over a real Redis (`--redis`): a room's media lives on
+//! one instance, its owner, which Redis names; people whose signaling is on another instance
+//! send their media there, and when the owner dies the room moves to a survivor.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    browser::{until_everyone_hears_everyone, Browser},
+    join, metrics_when, try_metric, Redis, Server,
+};
+use duo::protocol::{MediaRoute, Message, RouteChange};
+
+const SFU: [&str; 2] = ["--media", "sfu"];
+
+/// The one room's Redis key, and its media record: owner instance and epoch.
+fn owner(redis: &Redis) -> (String, String, u64) {
+    let keys = redis.cli(&["--scan", "--pattern", "duo:room:*"]);
+    let key = keys.lines().next().expect("a room").to_owned();
+    let record = redis.cli(&["HGET", &key, "media"]);
+    let (instance, epoch) = record.trim().split_once(' ').unwrap_or_else(|| panic!("no media record: {record:?}"));
+    (key, instance.to_owned(), epoch.parse().unwrap())
+}
+
+fn metric(metrics: &str, name: &str) -> f64 {
+    try_metric(metrics, name).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn people_on_two_instances_meet_on_the_owners_unit_and_no_one_else_can_speak_for_them() {
+    let redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &SFU);
+    let ann = Browser::join(&a, "shared").await;
+    let (key, owner_instance, epoch) = owner(&redis);
+    let mut room = [ann, Browser::join(&b, "shared").await, Browser::join(&b, "shared").await];
+    until_everyone_hears_everyone(&mut room, Duration::from_secs(15)).await;
+    // Everyone sends to one address: the first joiner's instance's unit, which Redis names.
+    let addresses: Vec<_> = room.iter().map(|browser| browser.server.as_ref().unwrap().0).collect();
+    assert!(addresses.iter().all(|address| *address == addresses[0]), "{addresses:?}");
+    let people = |metrics: &str| metric(metrics, "duo_sfu_people ");
+    let on_a = people(&metrics_when(&a, |metrics| people(metrics) == 3.0).await);
+    let on_b = people(&metrics_when(&b, |metrics| people(metrics) == 0.0).await);
+    assert_eq!((on_a, on_b), (3.0, 0.0), "all three on the owner's unit");
+    let instances = redis.cli(&["ZRANGE", "duo:instances", "0", "-1"]);
+    assert!(instances.lines().any(|line| line == owner_instance), "{owner_instance} in {instances}");
+
+    // SDP forged for someone the room does not have on the sender's instance, or at another
+    // epoch, is refused and counted; the call goes on.
+    let rk = key.trim_start_matches("duo:room:");
+    let channel = format!("duo:to:{owner_instance}");
+    for forged in [
+        format!("S nobody 0 {rk} 12345 {epoch} offer\nv=0"),
+        format!("S nobody 1 {rk} {} {} offer\nv=0", room[1].peer_id.0, epoch + 1),
+    ] {
+        redis.cli(&["PUBLISH", &channel, &forged]);
+    }
+    let refused = "duo_sfu_remote_requests_total{outcome=\"refused\"} ";
+    let metrics = metrics_when(&a, |metrics| metric(metrics, refused) >= 2.0).await;
+    assert_eq!(metric(&metrics, refused), 2.0);
+    for browser in &mut room {
+        browser.frames.clear();
+    }
+    until_everyone_hears_everyone(&mut room, Duration::from_secs(5)).await;
+
+    // When everyone left, Redis forgets the room, its owner included.
+    drop(room);
+    let started = Instant::now();
+    while redis.cli(&["EXISTS", &key]).trim() != "0"
+        || !redis.cli(&["SMEMBERS", &format!("duo:inst:{owner_instance}:rooms")]).trim().is_empty()
+    {
+        assert!(started.elapsed() < Duration::from_secs(5), "the room outlived its people");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn under_auto_the_fifth_person_moves_a_room_split_over_two_instances_and_everyone_hears_first() {
+    let redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &[]);
+    let mut people = Vec::new();
+    for server in [&a, &b, &a, &b] {
+        let (client, welcome) = join(server, "five").await;
+        assert_eq!(welcome.media, MediaRoute::Mesh);
+        for earlier in &mut people {
+            assert!(matches!(common::Client::recv(earlier).await, Message::PeerJoined(_)));
+        }
+        people.push(client);
+    }
+    assert_eq!(redis.cli(&["HGET", &owner_key(&redis), "media"]).trim(), "", "a mesh room has no owner");
+    let (_fifth, welcome) = join(&b, "five").await;
+    assert_eq!(welcome.media, MediaRoute::Sfu);
+    for person in &mut people {
+        assert_eq!(person.recv().await, Message::MediaRoute(RouteChange { media: MediaRoute::Sfu, reconnect: false }));
+        assert!(matches!(person.recv().await, Message::PeerJoined(info) if info.peer_id == welcome.peer_id));
+    }
+    // Two people on each instance before the fifth, who came through `b`: ties go to the
+    // smaller id; either way, one of the two owns it.
+    let (_, owner_instance, _) = owner(&redis);
+    let instances = redis.cli(&["ZRANGE", "duo:instances", "0", "-1"]);
+    assert!(instances.lines().any(|line| line == owner_instance));
+}
+
+fn owner_key(redis: &Redis) -> String {
+    redis.cli(&["--scan", "--pattern", "duo:room:*"]).lines().next().expect("a room").to_owned()
+}
+
+#[tokio::test]
+async fn the_owner_killed_its_room_moves_to_the_survivor_and_everyone_hears_everyone_within_ten_seconds() {
+    let redis = Redis::start();
+    let (mut a, b) = Server::sharing(&redis, &SFU);
+    let ann = Browser::join(&a, "failover").await;
+    let (key, first_owner, first_epoch) = owner(&redis);
+    let mut room = vec![ann, Browser::join(&b, "failover").await, Browser::join(&b, "failover").await];
+    until_everyone_hears_everyone(&mut room, Duration::from_secs(15)).await;
+
+    a.kill();
+    let killed = Instant::now();
+    // Ann's page finds its socket gone and comes back through the survivor, as a new person.
+    room.remove(0);
+    room.push(Browser::join(&b, "failover").await);
+    for browser in &mut room {
+        browser.frames.clear();
+    }
+    until_everyone_hears_everyone(&mut room, Duration::from_secs(10).saturating_sub(killed.elapsed())).await;
+    println!("everyone heard everyone again {:?} after the owner was killed", killed.elapsed());
+    // Bob and Cy were told to connect afresh, once; Redis names the survivor, at a later epoch.
+    assert_eq!(room[0].reconnects, 1);
+    assert_eq!(room[1].reconnects, 1);
+    let (_, owner_now, epoch_now) = owner(&redis);
+    assert_ne!(owner_now, first_owner);
+    assert!(epoch_now > first_epoch, "{epoch_now} after {first_epoch}");
+    assert!(redis.cli(&["SMEMBERS", &format!("duo:inst:{first_owner}:rooms")]).trim().is_empty());
+    assert_eq!(redis.cli(&["EXISTS", &key]).trim(), "1");
+}
