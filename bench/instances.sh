@@ -28,7 +28,7 @@ per_msg() { awk -v t="$1" -v hz="$clock_ticks" -v n="$2" 'BEGIN { printf "%.1f",
 
 redis-server --port 3406 --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!); redis=$!
 wait_port 3406
-limits=(--metrics-addr 127.0.0.1:0 --log-level warn --rate-limit 100000000 --max-sockets-per-client 100000
+limits=(--media mesh --metrics-addr 127.0.0.1:0 --log-level warn --rate-limit 100000000 --max-sockets-per-client 100000
   --sockets-per-minute-per-client 10000000 --connections-per-second-per-client 1000000
   --max-connections-per-client 1000000 --max-connections 100000)
 instance() { LEPTOS_SITE_ROOT=target/site target/release/duo --addr "127.0.0.1:$1" "${limits[@]}" "${@:2}" & pids+=($!); }

@@ -134,3 +134,28 @@ async fn the_owner_killed_its_room_moves_to_the_survivor_and_everyone_hears_ever
     assert!(redis.cli(&["SMEMBERS", &format!("duo:inst:{first_owner}:rooms")]).trim().is_empty());
     assert_eq!(redis.cli(&["EXISTS", &key]).trim(), "1");
 }
+
+#[tokio::test]
+async fn redis_flushed_mid_call_gets_the_same_owner_back_and_no_one_reconnects() {
+    let redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &SFU);
+    let ann = Browser::join(&a, "flushed").await;
+    let before = owner(&redis);
+    let mut room = [ann, Browser::join(&b, "flushed").await, Browser::join(&b, "flushed").await];
+    until_everyone_hears_everyone(&mut room, Duration::from_secs(15)).await;
+    assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
+    // The instances put the room back within a heartbeat or two, its owner and epoch as they were.
+    let started = Instant::now();
+    while redis.cli(&["HGET", &before.0, "media"]).trim().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(5), "the room was not put back");
+        for browser in &mut room {
+            browser.step().await;
+        }
+    }
+    assert_eq!(owner(&redis), before);
+    for browser in &mut room {
+        browser.frames.clear();
+    }
+    until_everyone_hears_everyone(&mut room, Duration::from_secs(5)).await;
+    assert!(room.iter().all(|browser| browser.reconnects == 0), "someone was told to reconnect");
+}

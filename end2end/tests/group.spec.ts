@@ -1,5 +1,5 @@
 import { type Page } from '@playwright/test';
-import { test, expect, exited, expectEveryoneVideoPlaying, freshRoom, hangUp, openPanel, smallCamera, start, startServer, status, tiles, tinyCamera, waitUntilServing } from './helpers';
+import { test, expect, exited, expectEveryoneVideoPlaying, frameGaps, freshRoom, hangUp, openConnections, openPanel, recordFrameGaps, smallCamera, start, startServer, status, tiles, tinyCamera, waitUntilServing } from './helpers';
 import * as people from './people';
 import { chromiumPerson } from './people';
 
@@ -71,33 +71,6 @@ test('three people pressing Start at the same moment all end up in one call', as
 
 /** Records, from now on, the longest wait between two frames shown on each remote tile (by its
  * accessible name), whatever stream the tile is given meanwhile. */
-/**
- * Records, per tile, the longest time between two frames it showed. A callback comes on the
- * page's main thread, which five browsers on two cores sometimes hold up for most of a
- * second while the compositor goes on showing frames: the gap between two callbacks is shared
- * among the frames shown in it (`presentedFrames`), so a held-up page is not taken for a
- * stopped video, and a video that stopped still is (one frame after the silence).
- */
-const recordFrameGaps = (page: Page) => page.evaluate(() => {
-  const gaps: Record<string, number> = {};
-  (window as any).__gaps = gaps;
-  for (const video of document.querySelectorAll<HTMLVideoElement>('video.remote')) {
-    let last = performance.now();
-    let lastFrames: number | undefined;
-    const shown = (now: number, frame: VideoFrameCallbackMetadata) => {
-      const label = video.getAttribute('aria-label')!;
-      // A new stream (the tile switched to the server's) counts its frames from zero.
-      const frames = lastFrames !== undefined && frame.presentedFrames > lastFrames ? frame.presentedFrames - lastFrames : 1;
-      gaps[label] = Math.max(gaps[label] ?? 0, (now - last) / frames);
-      last = now;
-      lastFrames = frame.presentedFrames;
-      video.requestVideoFrameCallback(shown);
-    };
-    video.requestVideoFrameCallback(shown);
-  }
-});
-const frameGaps = (page: Page) => page.evaluate(() => (window as any).__gaps as Record<string, number>);
-const openConnections = (page: Page) => people.openConnections(chromiumPerson(page));
 
 test.describe('the move to the server', () => {
   // Fails about one run in six on this 2-core machine, the day's starting commit too

@@ -73,6 +73,42 @@ export const inboundBytes = (page: Page) => people.inboundBytes(chromiumPerson(p
 /** Media really flows into `page`: remote video has a size and advances, RTP bytes grow. */
 export const expectMediaFlowing = (page: Page) => people.expectMediaFlowing(chromiumPerson(page));
 
+/** How many peer connections the page holds open. */
+export const openConnections = (page: Page) => people.openConnections(chromiumPerson(page));
+
+/**
+ * Records, per tile, the longest time between two frames it showed, and when it last showed
+ * one (`Date.now()`). A callback comes on the
+ * page's main thread, which five browsers on two cores sometimes hold up for most of a
+ * second while the compositor goes on showing frames: the gap between two callbacks is shared
+ * among the frames shown in it (`presentedFrames`), so a held-up page is not taken for a
+ * stopped video, and a video that stopped still is (one frame after the silence).
+ */
+export const recordFrameGaps = (page: Page) => page.evaluate(() => {
+  const gaps: Record<string, number> = {};
+  const seen: Record<string, number> = {};
+  (window as any).__gaps = gaps;
+  (window as any).__seen = seen;
+  for (const video of document.querySelectorAll<HTMLVideoElement>('video.remote')) {
+    let last = performance.now();
+    let lastFrames: number | undefined;
+    const shown = (now: number, frame: VideoFrameCallbackMetadata) => {
+      const label = video.getAttribute('aria-label')!;
+      // A new stream (the tile switched to the server's) counts its frames from zero.
+      const frames = lastFrames !== undefined && frame.presentedFrames > lastFrames ? frame.presentedFrames - lastFrames : 1;
+      gaps[label] = Math.max(gaps[label] ?? 0, (now - last) / frames);
+      seen[label] = Date.now();
+      last = now;
+      lastFrames = frame.presentedFrames;
+      video.requestVideoFrameCallback(shown);
+    };
+    video.requestVideoFrameCallback(shown);
+  }
+});
+export const frameGaps = (page: Page) => page.evaluate(() => (window as any).__gaps as Record<string, number>);
+/** When each tile recorded by [recordFrameGaps] last showed a frame (`Date.now()`). */
+export const lastFrames = (page: Page) => page.evaluate(() => (window as any).__seen as Record<string, number>);
+
 /** The remote view shows nothing any more. */
 export const expectRemoteVideoStopped = (page: Page) => people.expectRemoteVideoStopped(chromiumPerson(page));
 

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { exited, expect, expectEveryoneVideoPlaying, expectMediaFlowingBothWays, freshRoom, hangUp, smallCamera, start, startServer, status, test, waitUntilServing, type Server } from './helpers';
+import { exited, expect, expectEveryoneVideoPlaying, expectMediaFlowingBothWays, frameGaps, freshRoom, hangUp, lastFrames, openConnections, recordFrameGaps, smallCamera, start, startServer, status, test, waitUntilServing, type Server } from './helpers';
 
 // Two instances sharing rooms through a real Redis (Debian's redis-server), and Debian's
 // HAProxy in front of them running deploy/haproxy-duo.cfg: the calls of docs/deploy.md,
@@ -31,9 +31,9 @@ function startHaproxy(): ChildProcess {
   return spawn('haproxy', ['-db', '-f', path.join(dir, 'haproxy.cfg')], { stdio: 'ignore' });
 }
 
-/** Both instances, sharing the Redis; pages of the proxy's origin may signal. */
-async function startInstances(): Promise<Server[]> {
-  const flags = ['--redis', `redis://127.0.0.1:${REDIS}`, '--trusted-proxy', '127.0.0.1', '--allowed-origin', `http://127.0.0.1:${PROXY}`];
+/** Both instances, sharing the Redis, with `extra` flags; pages of the proxy's origin may signal. */
+async function startInstances(...extra: string[]): Promise<Server[]> {
+  const flags = ['--redis', `redis://127.0.0.1:${REDIS}`, '--trusted-proxy', '127.0.0.1', '--allowed-origin', `http://127.0.0.1:${PROXY}`, ...extra];
   const servers = INSTANCES.map((port) => startServer(port, ...flags));
   for (const server of servers) await waitUntilServing(server);
   for (const port of INSTANCES) await expect.poll(() => ready(port), { timeout: 15_000 }).toBe(200);
@@ -131,5 +131,62 @@ test('Redis restarted mid-call: video plays on meanwhile, and afterwards a third
     }
   } finally {
     for (const child of [...servers, redis]) child.kill('SIGKILL');
+  }
+});
+
+test('media through the server: the instance carrying it SIGKILLed, every page plays everyone again within 10 s, without a reload', async ({ open }) => {
+  test.setTimeout(150_000);
+  const redis = startRedis();
+  let servers: Server[] = [];
+  let proxy: ChildProcess | undefined;
+  const carries = (server: Server) => server.log.some((line) => line.includes('carries the media of this room'));
+  try {
+    servers = await startInstances('--media', 'sfu');
+    proxy = startHaproxy();
+    await expect.poll(() => ready(PROXY), { timeout: 15_000 }).toBe(200);
+    // Alice comes through the proxy, first: the instance she lands on carries the room's media.
+    const room = freshRoom();
+    const alice = await open(`http://127.0.0.1:${PROXY}/call/${room}`, smallCamera);
+    await start(alice);
+    await expect.poll(() => servers.map(joins).join()).toMatch(/^(1,0|0,1)$/);
+    const owner = joins(servers[0]) === 1 ? 0 : 1;
+    await expect.poll(() => carries(servers[owner])).toBe(true);
+    // Bob and Carol signal through the other instance; their media goes to the owner too.
+    const elsewhere = `http://127.0.0.1:${INSTANCES[1 - owner]}/call/${room}`;
+    const bob = await open(elsewhere, smallCamera);
+    const carol = await open(elsewhere, smallCamera);
+    await start(bob);
+    await start(carol);
+    const people = [alice, bob, carol];
+    for (const page of people) await expectEveryoneVideoPlaying(page, 2);
+    expect(carries(servers[1 - owner])).toBe(false);
+    for (const page of people) {
+      await page.evaluate(() => { (window as any).__noReload = true; });
+      await recordFrameGaps(page);
+    }
+
+    servers[owner].kill('SIGKILL');
+    await exited(servers[owner]);
+    const killed = Date.now();
+    // Every tile shows frames again (Alice's page through the proxy to the survivor, the
+    // others on it already), one connection each, to the survivor, which now carries the room.
+    for (const page of people) {
+      await expect.poll(async () => {
+        const seen = Object.values(await lastFrames(page));
+        return seen.length === 2 && seen.every((at) => at > killed + 1_000);
+      }, { timeout: 20_000, message: 'every tile plays again' }).toBe(true);
+    }
+    console.log(`media back on every page ${Date.now() - killed} ms after the owner was killed`);
+    for (const page of people) {
+      const gaps = await frameGaps(page);
+      console.log(`longest wait for a frame, ms: ${JSON.stringify(gaps)}`);
+      for (const [tile, gap] of Object.entries(gaps)) expect(gap, `${tile}: no frame for ${gap} ms`).toBeLessThan(10_000);
+      expect(await page.evaluate(() => (window as any).__noReload), 'the page was not reloaded').toBe(true);
+      await expect(status(page)).toHaveText(/^Connected with .* Media goes through the server\.$/);
+      expect(await openConnections(page)).toBe(1);
+    }
+    expect(carries(servers[1 - owner])).toBe(true);
+  } finally {
+    for (const child of [...servers, redis, ...(proxy ? [proxy] : [])]) child.kill('SIGKILL');
   }
 });

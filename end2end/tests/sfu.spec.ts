@@ -1,7 +1,7 @@
 import { type Page } from '@playwright/test';
 import * as people from './people';
 import { chromiumPerson } from './people';
-import { test, exited, expect, expectEveryoneVideoPlaying, freshRoom, hangUp, openPanel, smallCamera, start, startServer, status, tiles, waitUntilServing, type Server } from './helpers';
+import { test, exited, expect, expectEveryoneVideoPlaying, freshRoom, hangUp, openConnections, openPanel, smallCamera, start, startServer, status, tiles, waitUntilServing, type Server } from './helpers';
 
 // Rooms whose media goes through the server's forwarding unit (`--media sfu`, issue 33): each
 // page has one connection, to the server, and gets everyone else's media on it. Firefox pairs no
@@ -9,7 +9,6 @@ import { test, exited, expect, expectEveryoneVideoPlaying, freshRoom, hangUp, op
 
 const SFU_PORT = 3112;
 
-const openConnections = (page: Page) => people.openConnections(chromiumPerson(page));
 
 /** Bytes of video this page has sent so far. */
 const videoBytesSent = (page: Page) => page.evaluate(async () => {
