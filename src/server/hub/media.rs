@@ -191,12 +191,12 @@ impl Hub {
         let _ = requests.send(SessionDescription { kind, sdp });
     }
 
-    /// A frame the owner's unit sent for `peer` here: delivered as the hub's own (never refused:
-    /// a lost offer would wedge the negotiation), if it comes from the room's owner now.
-    pub(super) fn sfu_reply(&self, key: &RoomKey, peer: PeerId, epoch: u64, frame: Frame) {
+    /// A frame the unit of `from` sent for `peer` here: delivered as the hub's own (never
+    /// refused: a lost offer would wedge the negotiation), if `from` owns the room now.
+    pub(super) fn sfu_reply(&self, from: &Arc<str>, key: &RoomKey, peer: PeerId, epoch: u64, frame: Frame) {
         let Some(room) = self.room(key) else { return };
         let mut places = lock(&room.places);
-        if places.media.as_ref().is_none_or(|owner| owner.epoch != epoch) {
+        if places.media.as_ref().is_none_or(|owner| owner.epoch != epoch || owner.instance != *from) {
             return;
         }
         if let Some(index) = super::place_of(&places.seats, peer) {

@@ -639,7 +639,7 @@ impl Hub {
         let frame = match carried {
             Carried::Frame(frame) => frame,
             Carried::ToSfu { epoch, verb, sdp } => return self.sfu_request(from, key, to, epoch, verb, sdp),
-            Carried::FromSfu { epoch, frame } => return self.sfu_reply(key, to, epoch, frame),
+            Carried::FromSfu { epoch, frame } => return self.sfu_reply(from, key, to, epoch, frame),
         };
         let Some(room) = self.room(key) else { return };
         let mut places = lock(&room.places);
