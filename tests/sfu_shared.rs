@@ -24,8 +24,23 @@ fn owner(redis: &Redis) -> (String, String, u64) {
     (key, instance.to_owned(), epoch.parse().unwrap())
 }
 
-fn metric(metrics: &str, name: &str) -> f64 {
-    try_metric(metrics, name).unwrap_or(0.0)
+/// The instance id a server shares rooms under, from its log.
+fn instance_of(server: &Server) -> String {
+    let line = server.log_line("sharing rooms through Redis").expect("the server says so");
+    line.split("instance=").nth(1).expect("an instance id").trim().to_owned()
+}
+
+/// Steps every browser, speaking, for `long`.
+async fn talk_for(room: &mut [Browser], long: Duration) {
+    let started = Instant::now();
+    let mut frame = 0;
+    while started.elapsed() < long {
+        for browser in room.iter_mut() {
+            browser.speak(frame);
+            browser.step().await;
+        }
+        frame += 1;
+    }
 }
 
 #[tokio::test]
@@ -39,33 +54,43 @@ async fn people_on_two_instances_meet_on_the_owners_unit_and_no_one_else_can_spe
     // Everyone sends to one address: the first joiner's instance's unit, which Redis names.
     let addresses: Vec<_> = room.iter().map(|browser| browser.server.as_ref().unwrap().0).collect();
     assert!(addresses.iter().all(|address| *address == addresses[0]), "{addresses:?}");
-    let people = |metrics: &str| metric(metrics, "duo_sfu_people ");
-    let on_a = people(&metrics_when(&a, |metrics| people(metrics) == 3.0).await);
-    let on_b = people(&metrics_when(&b, |metrics| people(metrics) == 0.0).await);
-    assert_eq!((on_a, on_b), (3.0, 0.0), "all three on the owner's unit");
-    let instances = redis.cli(&["ZRANGE", "duo:instances", "0", "-1"]);
-    assert!(instances.lines().any(|line| line == owner_instance), "{owner_instance} in {instances}");
+    let people = |metrics: &str| try_metric(metrics, "duo_sfu_people ");
+    let on_a = people(&metrics_when(&a, |metrics| people(metrics) == Some(3.0)).await);
+    let on_b = people(&metrics_when(&b, |metrics| people(metrics) == Some(0.0)).await);
+    assert_eq!((on_a, on_b), (Some(3.0), Some(0.0)), "all three on the owner's unit");
+    assert_eq!(owner_instance, instance_of(&a));
 
-    // SDP forged for someone the room does not have on the sender's instance, or at another
-    // epoch, is refused and counted; the call goes on.
+    // Someone on the other instance leaves: their place on the owner's unit goes too.
+    let [ann, bob, cy] = room;
+    drop(cy);
+    let on_a = people(&metrics_when(&a, |metrics| people(metrics) == Some(2.0)).await);
+    assert_eq!(on_a, Some(2.0));
+
+    // SDP that names Bob from no instance of the room, or from his own instance at another
+    // epoch, is refused and counted; the call goes on. (The second, numbered far ahead, is the
+    // last thing `b` is taken to send `a`: later numbers of `b`'s would count as seen.)
+    let refused = |metrics: &str| try_metric(metrics, "duo_sfu_remote_requests_total{outcome=\"refused\"} ");
+    let before = refused(&common::get(a.metrics_addr, "/metrics").await.body).unwrap_or(0.0);
     let rk = key.trim_start_matches("duo:room:");
     let channel = format!("duo:to:{owner_instance}");
+    let from_b = instance_of(&b);
     for forged in [
-        format!("S nobody 0 {rk} 12345 {epoch} offer\nv=0"),
-        format!("S nobody 1 {rk} {} {} offer\nv=0", room[1].peer_id.0, epoch + 1),
+        format!("S nobody 0 {rk} {} {epoch} offer\nv=0", bob.peer_id.0),
+        format!("S {from_b} 1000000 {rk} {} {} offer\nv=0", bob.peer_id.0, epoch + 1),
     ] {
         redis.cli(&["PUBLISH", &channel, &forged]);
     }
-    let refused = "duo_sfu_remote_requests_total{outcome=\"refused\"} ";
-    let metrics = metrics_when(&a, |metrics| metric(metrics, refused) >= 2.0).await;
-    assert_eq!(metric(&metrics, refused), 2.0);
-    for browser in &mut room {
+    let metrics = metrics_when(&a, |metrics| refused(metrics) >= Some(before + 2.0)).await;
+    assert_eq!(refused(&metrics), Some(before + 2.0));
+    let mut pair = [ann, bob];
+    for browser in &mut pair {
         browser.frames.clear();
     }
-    until_everyone_hears_everyone(&mut room, Duration::from_secs(5)).await;
+    until_everyone_hears_everyone(&mut pair, Duration::from_secs(5)).await;
+    let [ann, bob] = pair;
 
     // When everyone left, Redis forgets the room, its owner included.
-    drop(room);
+    drop((ann, bob));
     let started = Instant::now();
     while redis.cli(&["EXISTS", &key]).trim() != "0"
         || !redis.cli(&["SMEMBERS", &format!("duo:inst:{owner_instance}:rooms")]).trim().is_empty()
@@ -95,11 +120,8 @@ async fn under_auto_the_fifth_person_moves_a_room_split_over_two_instances_and_e
         assert_eq!(person.recv().await, Message::MediaRoute(RouteChange { media: MediaRoute::Sfu, reconnect: false }));
         assert!(matches!(person.recv().await, Message::PeerJoined(info) if info.peer_id == welcome.peer_id));
     }
-    // Two people on each instance before the fifth, who came through `b`: ties go to the
-    // smaller id; either way, one of the two owns it.
-    let (_, owner_instance, _) = owner(&redis);
-    let instances = redis.cli(&["ZRANGE", "duo:instances", "0", "-1"]);
-    assert!(instances.lines().any(|line| line == owner_instance));
+    // Two people on each instance before the fifth, who came through `b`: `b` has the most.
+    assert_eq!(owner(&redis).1, instance_of(&b));
 }
 
 fn owner_key(redis: &Redis) -> String {
@@ -125,6 +147,8 @@ async fn the_owner_killed_its_room_moves_to_the_survivor_and_everyone_hears_ever
     }
     until_everyone_hears_everyone(&mut room, Duration::from_secs(10).saturating_sub(killed.elapsed())).await;
     println!("everyone heard everyone again {:?} after the owner was killed", killed.elapsed());
+    // (Two heartbeats more: a second move would show.)
+    talk_for(&mut room, Duration::from_secs(2)).await;
     // Bob and Cy were told to connect afresh, once; Redis names the survivor, at a later epoch.
     assert_eq!(room[0].reconnects, 1);
     assert_eq!(room[1].reconnects, 1);
@@ -157,5 +181,7 @@ async fn redis_flushed_mid_call_gets_the_same_owner_back_and_no_one_reconnects()
         browser.frames.clear();
     }
     until_everyone_hears_everyone(&mut room, Duration::from_secs(5)).await;
+    // (Two heartbeats more: a late move would show.)
+    talk_for(&mut room, Duration::from_secs(2)).await;
     assert!(room.iter().all(|browser| browser.reconnects == 0), "someone was told to reconnect");
 }

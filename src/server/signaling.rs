@@ -432,6 +432,12 @@ impl Session {
                             self.close(close_code::TRY_AGAIN_LATER, "the media server stopped").await;
                             return;
                         };
+                        if membership.media_home().map(|home| home.epoch()) != media.as_ref().map(MediaLink::epoch) {
+                            // The room's media moved elsewhere (this instance was taken for dead):
+                            // the page was told to connect there, and this place goes.
+                            media = None;
+                            continue;
+                        }
                         if !self.send(offer.to_json(), Some(mailbox)).await {
                             return;
                         }

@@ -119,6 +119,16 @@ impl Hub {
         self.tell(places, usize::MAX, |_| Message::MediaRoute(RouteChange { media: MediaRoute::Sfu, reconnect }));
     }
 
+    /// Redis deletes a room that empties, its media record with it: a room object kept here
+    /// meanwhile (someone waits to join it) starts afresh, as the scripts then say.
+    pub(super) fn forget_media_if_empty(&self, places: &mut Places) {
+        if self.shared.is_some() && places.seats.iter().all(|place| place.seat.is_none()) {
+            places.media = None;
+            places.hosted.clear();
+            places.route = MediaRoute::Mesh;
+        }
+    }
+
     /// Where a person of this room sends their media now; `None` while it is a mesh.
     pub(super) fn media_home(&self, places: &Places) -> Option<MediaHome> {
         let Some(link) = &self.shared else {
@@ -179,6 +189,10 @@ impl Hub {
             SfuVerb::Offer => SdpType::Offer,
             SfuVerb::Answer => SdpType::Answer,
         };
+        if places.hosted.get(&peer).is_some_and(mpsc::UnboundedSender::is_closed) {
+            // Its stand-in ended (the unit did not take them, or stopped): a new one tries again.
+            places.hosted.remove(&peer);
+        }
         let requests = places.hosted.entry(peer).or_insert_with(|| {
             let (requests, taken) = mpsc::unbounded_channel();
             let (link, home, room) = (link.clone(), from.clone(), key.clone());

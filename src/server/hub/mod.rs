@@ -557,6 +557,9 @@ impl Hub {
                 self.change(places, index, snapshot.ver, listed.get(&index).copied());
             }
         }
+        if joining.is_none() {
+            self.forget_media_if_empty(places);
+        }
         places.publish();
     }
 
@@ -604,12 +607,17 @@ impl Hub {
     /// record.
     fn changed(&self, key: &RoomKey, ver: u64, media: Option<Owner>, changes: Vec<(usize, Option<Remote>)>) {
         let Some(room) = self.room(key) else {
+            let Some(link) = &self.shared else { return };
             // No one here is in that room: content naming this process is someone who left
             // while Redis had lost the room, put back by another instance. Taken out again.
-            if let Some(link) = &self.shared {
-                for stray in changes.iter().filter_map(|(_, c)| c.as_ref()).filter(|c| c.instance == link.instance) {
-                    link.leave(key, stray.peer_id);
-                }
+            for stray in changes.iter().filter_map(|(_, c)| c.as_ref()).filter(|c| c.instance == link.instance) {
+                link.leave(key, stray.peer_id);
+            }
+            if media.is_some_and(|owner| owner.instance == link.instance) {
+                // Picked to carry the room's media as the last people here left: this instance
+                // takes the room in as Redis has it, and carries it.
+                self.room_for(&mut lock(&self.rooms), key.clone());
+                link.restore(key);
             }
             return;
         };
@@ -618,19 +626,25 @@ impl Hub {
         for (index, content) in changes {
             self.change(&mut places, index, ver, content.as_ref());
         }
+        self.forget_media_if_empty(&mut places);
         places.publish();
-        if places.seats.iter().all(|place| place.seat.as_ref().and_then(Seat::here).is_none()) {
-            // Kept only to carry its media, and maybe no longer.
-            drop(places);
-            let mut rooms = lock(&self.rooms);
-            self.forget_if_unused(&mut rooms, &room, &lock(&room.places));
-        }
+        drop(places);
+        self.forget_if_left(&room);
     }
 
     /// Takes in a room as Redis has it (after restoring it there).
     fn apply(&self, key: &RoomKey, snapshot: &Snapshot) {
         let Some(room) = self.room(key) else { return };
         self.take_in(&mut lock(&room.places), snapshot, None);
+        self.forget_if_left(&room);
+    }
+
+    /// Forgets a room that only carrying its media kept here, once it no longer does.
+    fn forget_if_left(&self, room: &Arc<Room>) {
+        if lock(&room.places).seats.iter().all(|place| place.seat.as_ref().and_then(Seat::here).is_none()) {
+            let mut rooms = lock(&self.rooms);
+            self.forget_if_unused(&mut rooms, room, &lock(&room.places));
+        }
     }
 
     /// What instance `from` sent about `to`, a person of room `key`: a frame for them here, SDP

@@ -10,6 +10,7 @@
 //! | `duo:room:<room key>` | hash: `size`, `ver` (the version of the last change), per place `"<peer id> <instance> <public id or ->"`, then `" <name>"` if the person gave one; and `media`, `"<owner instance> <epoch>"`, once the room's media goes through the owner's forwarding unit |
 //! | `duo:instances` | sorted set: each instance's last heartbeat, in ms of Redis's clock |
 //! | `duo:inst:<instance>:rooms` | set: the rooms where that instance has people or carries the media (every change keeps it exact), to free them or hand them on if it dies |
+//! | `duo:units` | set: the instances with a forwarding unit, which may carry a room's media (each heartbeat says so) |
 //! | `duo:epoch` | when Redis got its first heartbeat: missing later, Redis lost everything |
 //! | `duo:recovering` | set for a heartbeat's TTL once an instance finds Redis lost everything |
 //! | `duo:to:<instance>` | the channel each instance reads |
@@ -612,6 +613,11 @@ impl Link {
         }
     }
 
+    /// Reads the room as Redis has it (putting back what this instance knows, if Redis lost it).
+    pub(super) fn restore(&self, key: &RoomKey) {
+        let _ = self.ops.send(Op::Restore { key: key.clone() });
+    }
+
     pub(super) fn leave(&self, key: &RoomKey, peer: PeerId) {
         let _ = self.ops.send(Op::Leave { key: key.clone(), peer });
     }
@@ -1083,7 +1089,9 @@ async fn tick(
     let mut checked = None;
     loop {
         every.tick().await;
-        let Some(rooms) = hub.upgrade().map(|hub| hub.held_rooms()) else { return };
+        let Some((rooms, unit)) = hub.upgrade().map(|hub| (hub.held_rooms(), hub.settings.sfu.is_some())) else {
+            return;
+        };
         if !subscribed {
             match tokio::time::timeout(REPLY_TIMEOUT, redis.subscribe(channel(&instance)))
                 .await
@@ -1103,7 +1111,8 @@ async fn tick(
             .arg(INSTANCES)
             .arg(&*instance)
             .arg(HEARTBEAT_TTL.as_millis() as u64)
-            .arg(u8::from(beaten));
+            .arg(u8::from(beaten))
+            .arg(u8::from(unit));
         for key in to_check(rooms, &mut checked) {
             beat.arg(key.0);
         }

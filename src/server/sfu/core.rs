@@ -134,6 +134,8 @@ pub const MESSAGES_PER_SECOND: f64 = 10.0;
 
 struct Person {
     room: String,
+    /// Listed in [`Core::written`].
+    written: bool,
     /// What signaling calls them (their peer id): the offers' tracks name them by it.
     label: u64,
     rtc: Rtc,
@@ -197,6 +199,11 @@ pub struct Core {
     next_id: u64,
     router: Router<PersonId, Path>,
     transmits: VecDeque<Transmit>,
+    /// People written to since they were last polled: polled once before the next transmit is
+    /// taken, however many packets were written to them meanwhile. Polling an `Rtc` walks all
+    /// its streams, so polling once per batch rather than once per packet was most of the
+    /// forwarding cost at 25 (docs/performance.md).
+    written: Vec<PersonId>,
     offers: VecDeque<Offer>,
     counts: Counts,
 }
@@ -223,6 +230,7 @@ impl Core {
             next_id: 1,
             router: Router::default(),
             transmits: VecDeque::new(),
+            written: Vec::new(),
             offers: VecDeque::new(),
             counts: Counts::default(),
         })
@@ -243,6 +251,7 @@ impl Core {
         let channel = rtc.direct_api().create_data_channel(config);
         let person = Person {
             room: room.to_owned(),
+            written: false,
             label,
             rtc,
             deadline: now,
@@ -374,7 +383,7 @@ impl Core {
     }
 
     /// Sends `frame`, which came from `source`, to everyone with a ready m-line for its track.
-    fn forward(&mut self, now: Instant, source: PersonId, frame: &MediaData) {
+    fn forward(&mut self, source: PersonId, frame: &MediaData) {
         let room = self.people.get(&source).and_then(|person| self.rooms.get(&person.room));
         let targets: Vec<(PersonId, Mid)> = room
             .into_iter()
@@ -398,10 +407,13 @@ impl Core {
                 if let Some(pt) = writer.match_params(frame.params) {
                     if writer.write(pt, frame.network_time, frame.time, frame.data.clone()).is_ok() {
                         self.counts.frames_out += 1;
+                        if !person.written {
+                            person.written = true;
+                            self.written.push(id);
+                        }
                     }
                 }
             }
-            self.drain(now, id);
         }
     }
 
@@ -480,8 +492,14 @@ impl Core {
             .min()
     }
 
-    /// The next datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    /// The next datagram to send, once everyone written to is polled.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        while let Some(id) = self.written.pop() {
+            if let Some(person) = self.people.get_mut(&id) {
+                person.written = false;
+            }
+            self.drain(now, id);
+        }
         self.transmits.pop_front()
     }
 
@@ -592,7 +610,7 @@ impl Core {
             }
         }
         for frame in &frames {
-            self.forward(now, id, frame);
+            self.forward(id, frame);
         }
         for (source, kind) in keyframes {
             self.ask_keyframe(now, source, kind);
@@ -823,7 +841,7 @@ mod tests {
             client.tracks = offer.tracks;
             client.last_offer = offer.sdp;
         }
-        while let Some(transmit) = core.poll_transmit() {
+        while let Some(transmit) = core.poll_transmit(*now) {
             // To a client not in this step (one that left, say): lost, as on a network.
             let to = |client: &&mut &mut Client| Path { proto: client.proto, peer: client.address } == transmit.to;
             let Some(client) = clients.iter_mut().find(to) else { continue };
@@ -1165,7 +1183,7 @@ mod tests {
         let mut check = None;
         for _ in 0..40 {
             check = eve.send(&mut core, now).or(check);
-            assert!(core.poll_transmit().is_none(), "nothing answers a check that fails");
+            assert!(core.poll_transmit(now).is_none(), "nothing answers a check that fails");
             now += Duration::from_millis(50);
             eve.rtc.handle_input(Input::Timeout(now)).unwrap();
             core.tick(now);

@@ -144,6 +144,8 @@ async fn run(
     let mut offers: Vec<(PersonId, mpsc::UnboundedSender<Offer>)> = Vec::new();
     let mut connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut reported = (Counts::default(), Load::default(), Traffic::default());
+    // Every series from the start, at zero: "no one here" reads as 0, not as no data.
+    crate::server::metrics::sfu(&reported, &reported);
     let mut traffic = Traffic::default();
     // When `/metrics` is next told, if anything happened since it last was.
     let mut report_at = None;
@@ -203,7 +205,7 @@ async fn run(
             },
             () = tokio::time::sleep_until(deadline.into()) => core.tick(Instant::now()),
         }
-        while let Some(transmit) = core.poll_transmit() {
+        while let Some(transmit) = core.poll_transmit(Instant::now()) {
             let length = transmit.bytes.len() as u64;
             let sent = match transmit.to.proto {
                 Protocol::Tcp => connections

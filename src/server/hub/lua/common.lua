@@ -45,6 +45,16 @@ local function owner_of(media)
   return media and string.match(media, '^(%S+)')
 end
 
+-- A media record put back from what an instance knows: its owner, if Redis lost the
+-- heartbeats too, is taken to be alive now, and swept after the TTL if it is not.
+local function owner_back(instances, media, now)
+  local owner = owner_of(media)
+  if owner and not redis.call('ZSCORE', instances, owner) then
+    redis.call('ZADD', instances, now, owner)
+  end
+  return media
+end
+
 -- Whether an instance stopped: its last heartbeat is older than the TTL. Versions and
 -- heartbeats are Redis's own clock, the one clock every instance shares. One that Redis does
 -- not know is not taken for dead: Redis lost the heartbeats, and it has yet to beat again.
@@ -62,9 +72,11 @@ local function instances_in(places, into)
   return into
 end
 
--- The instance to carry a room's media: of the live ones with people in it (`me` is live), the
--- one with the most, ties to the smallest id (sorted: `pairs` has no order); nil if none.
-local function pick_owner(instances, places, now, ttl, me)
+-- The instance to carry a room's media: of the live ones with a forwarding unit and people in
+-- the room, the one with the most, ties to the smallest id (sorted: `pairs` has no order); nil
+-- if none. `me` is live, with a unit if `mine`; the others say whether they have one at each
+-- heartbeat (`duo:units`).
+local function pick_owner(instances, places, now, ttl, me, mine)
   local count, names = {}, {}
   for _, c in pairs(places) do
     local _, instance = parse(c)
@@ -77,8 +89,13 @@ local function pick_owner(instances, places, now, ttl, me)
   table.sort(names)
   local best = nil
   for _, instance in ipairs(names) do
-    local live = instance == me or not dead(instances, instance, now, ttl)
-    if live and (not best or count[instance] > count[best]) then
+    local able
+    if instance == me then
+      able = mine
+    else
+      able = not dead(instances, instance, now, ttl) and redis.call('SISMEMBER', 'duo:units', instance) == 1
+    end
+    if able and (not best or count[instance] > count[best]) then
       best = instance
     end
   end

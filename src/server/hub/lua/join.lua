@@ -43,7 +43,7 @@ if not size then
     -- and so is the owner of its media.
     put_back(instances, size, places, changed, told, me, now, ttl, ARGV, 11)
     if known_media ~= '-' then
-      media = known_media
+      media = owner_back(instances, known_media, now)
     end
   elseif may_be_held() then
     return { 'lost' }
@@ -92,7 +92,7 @@ for _ in pairs(places) do
   seated = seated + 1
 end
 if not owner and (media or mode == 'sfu' or (mode == 'auto' and seated > move_at)) then
-  media = pick_owner(instances, places, now, ttl, me)
+  media = pick_owner(instances, places, now, ttl, me, mode ~= 'mesh')
 end
 local new_ver, record = commit(room, rk, size, ver, places, changed, told, me, media)
 return listed(places, size, { 'ok', mine, new_ver, size, record or '-' })

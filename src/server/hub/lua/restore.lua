@@ -16,11 +16,12 @@ local told = instances_in(places, {})
 local changed = {}
 put_back(instances, size, places, changed, told, me, now, ttl, ARGV, 6)
 local new_ver = string.format('%.0f', ver)
-if next(changed) and not media and known_media ~= '-' then
+local media_back = not media and known_media ~= '-' and next(places) ~= nil
+if media_back then
   -- The record, as it was: the owner's epoch is unchanged, and no one moves.
-  media = known_media
+  media = owner_back(instances, known_media, now)
 end
-if next(changed) then
+if next(changed) or media_back then
   new_ver, media = commit(room, rk, size, ver, places, changed, told, me, media)
 else
   -- Nothing was missing from the room, but its instances' sets may have been.
