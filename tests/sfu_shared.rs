@@ -185,3 +185,29 @@ async fn redis_flushed_mid_call_gets_the_same_owner_back_and_no_one_reconnects()
     talk_for(&mut room, Duration::from_secs(2)).await;
     assert!(room.iter().all(|browser| browser.reconnects == 0), "someone was told to reconnect");
 }
+
+#[tokio::test]
+async fn the_owner_shut_down_hands_its_rooms_media_to_another_instance_while_it_drains() {
+    let redis = Redis::start();
+    let (a, b) = Server::sharing(&redis, &[&SFU[..], &["--shutdown-grace", "10"]].concat());
+    let ann = Browser::join(&a, "handover").await;
+    let (_, first_owner, first_epoch) = owner(&redis);
+    let mut room = [ann, Browser::join(&b, "handover").await, Browser::join(&b, "handover").await];
+    until_everyone_hears_everyone(&mut room, Duration::from_secs(15)).await;
+
+    a.signal("TERM");
+    let drained = Instant::now();
+    // Everyone, Ann too (her socket stays open while `a` drains), is told to connect afresh.
+    while room.iter().any(|browser| browser.reconnects == 0) {
+        assert!(drained.elapsed() < Duration::from_secs(3), "no one told to connect elsewhere");
+        talk_for(&mut room, Duration::from_millis(20)).await;
+    }
+    // While `a` still beats (it drains for 10 s), so no sweep: `a` handed the room over.
+    assert_eq!(a.log_count("handed this room's media to another instance"), 1);
+    let (_, owner_now, epoch_now) = owner(&redis);
+    assert_eq!((first_owner, owner_now), (instance_of(&a), instance_of(&b)));
+    assert!(epoch_now > first_epoch);
+    until_everyone_hears_everyone(&mut room, Duration::from_secs(5)).await;
+    println!("everyone heard everyone again {:?} after the owner got SIGTERM", drained.elapsed());
+    assert!(room.iter().all(|browser| browser.reconnects == 1));
+}

@@ -485,6 +485,7 @@ pub async fn serve(config: Config, leptos_options: LeptosOptions, metrics: Prome
     tokio::spawn(async move {
         shutdown_signal().await;
         draining.store(true, Ordering::Relaxed);
+        shutdown_hub.hand_over_media();
         if !grace.is_zero() {
             info!("draining: /readyz fails for {grace:?} before sockets close");
             tokio::time::sleep(grace).await;

@@ -129,6 +129,18 @@ impl Hub {
         }
     }
 
+    /// As this instance shuts down: every room whose media it carries goes to another instance,
+    /// where its people (those here too) connect at once.
+    pub(crate) fn hand_over_media(&self) {
+        let Some(link) = &self.shared else { return };
+        for room in lock(&self.rooms).values() {
+            let places = lock(&room.places);
+            if places.media.as_ref().is_some_and(|owner| owner.instance == link.instance) {
+                link.hand_over(&places.key);
+            }
+        }
+    }
+
     /// Where a person of this room sends their media now; `None` while it is a mesh.
     pub(super) fn media_home(&self, places: &Places) -> Option<MediaHome> {
         let Some(link) = &self.shared else {

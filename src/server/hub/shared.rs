@@ -97,6 +97,7 @@ static LEAVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(i
 static RESTORE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/restore.lua")));
 static TICK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/tick.lua")));
 static NAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/name.lua")));
+static HANDOVER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| script(include_str!("lua/handover.lua")));
 
 fn script(body: &str) -> String {
     format!("{COMMON}\n{body}")
@@ -550,6 +551,10 @@ enum Op {
     },
     /// Answered once everything queued before it went through.
     Flush(oneshot::Sender<()>),
+    /// This instance stops: another is to carry the room's media.
+    HandOver {
+        key: RoomKey,
+    },
 }
 
 /// An operation as the writer sends it: a relay keeps its numbered channel message, so that
@@ -611,6 +616,11 @@ impl Link {
         if self.ops.send(Op::Flush(done)).is_ok() {
             let _ = flushed.await;
         }
+    }
+
+    /// Hands the media of the room, which this instance carries, to another instance.
+    pub(super) fn hand_over(&self, key: &RoomKey) {
+        let _ = self.ops.send(Op::HandOver { key: key.clone() });
     }
 
     /// Reads the room as Redis has it (putting back what this instance knows, if Redis lost it).
@@ -909,6 +919,16 @@ impl Writer {
                     cmd.arg(place).arg(remote.content());
                 }
             }
+            Op::HandOver { key } => {
+                pipe.cmd("EVAL")
+                    .arg(&*HANDOVER)
+                    .arg(2)
+                    .arg(room_hash(key))
+                    .arg(INSTANCES)
+                    .arg(&*self.instance)
+                    .arg(&key.0)
+                    .arg(HEARTBEAT_TTL.as_millis() as u64);
+            }
             Op::Flush(_) => {
                 pipe.cmd("PING");
             }
@@ -949,6 +969,18 @@ impl Writer {
                 }
             },
             Op::Leave { .. } | Op::Rename { .. } | Op::Watch { .. } => {}
+            Op::HandOver { key } => {
+                // The scripts tell everyone else; this instance takes the new record in itself.
+                let items = words(reply).unwrap_or_default();
+                if let [_, ver, record] = &items[..] {
+                    if let (Some(hub), Some(ver), Some(owner)) =
+                        (self.hub.upgrade(), number(ver), text(record).and_then(Owner::parse))
+                    {
+                        info!(room = key.0, heir = %owner.instance, "handed this room's media to another instance");
+                        hub.changed(&key, ver, Some(owner), Vec::new());
+                    }
+                }
+            }
             Op::Flush(done) => {
                 let _ = done.send(());
             }
