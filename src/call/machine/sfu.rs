@@ -31,7 +31,13 @@ pub(super) struct Sfu {
     /// The statistics' last reading.
     traffic: Option<Traffic>,
     voices: Voices,
+    /// Names and media states from people whose `PEER_JOINED` has not come yet (the server's
+    /// channel and signaling race): theirs once it does.
+    early: Vec<(PeerId, PeerMessage)>,
 }
+
+/// Early messages kept, at most: a name and a media state for each of a room's people.
+const EARLY_MAX: usize = 50;
 
 impl CallMachine {
     /// Joins a room on the server: a connection to it (one before, on a socket that dropped, is
@@ -66,6 +72,7 @@ impl CallMachine {
             unsent_chat,
             traffic: None,
             voices: Voices::default(),
+            early: Vec::new(),
         });
         let (audio, video) = (self.media.audio, self.media.video());
         self.push(Effect::AddTransceivers { peer: generation, audio, video });
@@ -110,6 +117,16 @@ impl CallMachine {
             sfu.unsent_chat.append(&mut self.unsent_chat);
         }
         self.peers.push(peer);
+        let index = self.peers.len() - 1;
+        let early = self.sfu.as_mut().map(|sfu| std::mem::take(&mut sfu.early)).unwrap_or_default();
+        let (theirs, others): (Vec<_>, Vec<_>) = early.into_iter().partition(|(from, _)| *from == member.peer_id);
+        if let Some(sfu) = &mut self.sfu {
+            sfu.early = others;
+        }
+        for (_, message) in theirs {
+            // (Names and media states only: no chat, whose allowance counts time.)
+            self.heard(index, message, 0.0);
+        }
         self.route_tracks();
     }
 
@@ -170,6 +187,13 @@ impl CallMachine {
             PeerEvent::Relayed(relayed) => {
                 if let Some(index) = self.peers.iter().position(|peer| peer.peer_id == relayed.from) {
                     self.heard(index, relayed.message, now_ms);
+                } else if matches!(relayed.message, PeerMessage::Name(_) | PeerMessage::MediaState(_)) {
+                    let kind = std::mem::discriminant(&relayed.message);
+                    let early = &mut sfu.early;
+                    early.retain(|(from, message)| *from != relayed.from || std::mem::discriminant(message) != kind);
+                    if early.len() < EARLY_MAX {
+                        early.push((relayed.from, relayed.message));
+                    }
                 }
             }
             PeerEvent::Voices(heard) => {

@@ -1527,3 +1527,14 @@ fn when_the_rooms_media_moves_to_another_instance_the_page_connects_there_afresh
     assert!(chats.iter().any(|m| matches!(m, PeerMessage::Chat(chat) if *chat == line)), "{effects:?}");
     assert!(chats.iter().any(|m| matches!(m, PeerMessage::MediaState(_))), "{effects:?}");
 }
+
+#[test]
+fn a_name_that_comes_through_the_server_before_its_person_is_theirs_once_they_join() {
+    let (mut machine, generation, _) = joined_on_the_server();
+    // Carol's name overtakes her PEER_JOINED (the server's channel and signaling race).
+    let name = PassedOn { from: id_of("carol"), message: PeerMessage::Name("Carol".into()) };
+    handle(&mut machine, peer(generation, PeerEvent::Relayed(name)));
+    let effects = handle(&mut machine, server(FIRST_SOCKET, Message::PeerJoined(info("carol"))));
+    let names: Vec<Option<String>> = remotes(&effects).unwrap().iter().map(|tile| tile.name.clone()).collect();
+    assert_eq!(names, [None, None, Some("Carol".into())], "{effects:?}");
+}
