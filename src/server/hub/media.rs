@@ -17,7 +17,10 @@ use super::{
 };
 use crate::{
     protocol::{MediaRoute, Message, PeerId, RouteChange, SdpType, SessionDescription},
-    server::{config::MediaMode, sfu::link::stand_in},
+    server::{
+        config::MediaMode,
+        sfu::link::{stand_in, OFFER_OR_ANSWER},
+    },
 };
 
 /// Where a person's media goes, once the room's goes through a forwarding unit.
@@ -76,7 +79,7 @@ impl RemoteSfu {
         let verb = match description.kind {
             SdpType::Offer => SfuVerb::Offer,
             SdpType::Answer => SfuVerb::Answer,
-            _ => return Err("MEDIA_SDP takes an offer or an answer".into()),
+            _ => return Err(OFFER_OR_ANSWER.into()),
         };
         self.link.to_sfu(&self.owner, &self.key, self.peer, verb, description.sdp);
         Ok(())
@@ -93,15 +96,15 @@ impl Hub {
     /// Takes in the room's media record as Redis has it (`None`: it has none, or none yet).
     /// Everyone here hears of a move before the change that caused it (the record comes first).
     pub(super) fn set_media(&self, places: &mut Places, media: Option<Owner>) {
-        let (Some(new), Some(link)) = (media, &self.shared) else { return };
+        let Some(new) = media.filter(|_| self.shared.is_some()) else { return };
         let news = media_news(places.media.as_ref(), &new);
         if news == MediaNews::Stale {
             return;
         }
-        let old = places.media.replace(new.clone());
+        let was_mine = self.carries(places);
+        let mine = self.is_mine(&new);
+        places.media = Some(new.clone());
         places.route = MediaRoute::Sfu;
-        let (was_mine, mine) =
-            (old.as_ref().is_some_and(|old| old.instance == link.instance), new.instance == link.instance);
         if was_mine && !mine {
             // The stand-ins leave this unit: their people go to the new owner.
             places.hosted.clear();
@@ -135,7 +138,7 @@ impl Hub {
         let Some(link) = &self.shared else { return };
         for room in lock(&self.rooms).values() {
             let places = lock(&room.places);
-            if places.media.as_ref().is_some_and(|owner| owner.instance == link.instance) {
+            if self.carries(&places) {
                 link.hand_over(&places.key);
             }
         }
@@ -143,15 +146,11 @@ impl Hub {
 
     /// Where a person of this room sends their media now; `None` while it is a mesh.
     pub(super) fn media_home(&self, places: &Places) -> Option<MediaHome> {
-        let Some(link) = &self.shared else {
+        if self.shared.is_none() {
             return (places.route == MediaRoute::Sfu).then_some(MediaHome::Here { epoch: 0 });
-        };
+        }
         let owner = places.media.as_ref()?;
-        Some(if owner.instance == link.instance {
-            MediaHome::Here { epoch: owner.epoch }
-        } else {
-            MediaHome::There(owner.clone())
-        })
+        Some(if self.is_mine(owner) { MediaHome::Here { epoch: owner.epoch } } else { MediaHome::There(owner.clone()) })
     }
 
     /// A place for `peer` of room `key` on `owner`'s unit.
@@ -159,11 +158,20 @@ impl Hub {
         Some(RemoteSfu { link: self.shared.clone()?, owner, key, peer })
     }
 
-    /// Whether this instance carries the room's media (and must keep the room though no one
-    /// here is in it).
+    /// Whether `owner` names this instance (with Redis).
+    pub(super) fn is_mine(&self, owner: &Owner) -> bool {
+        self.shared.as_ref().is_some_and(|link| link.instance == owner.instance)
+    }
+
+    /// Whether this instance carries the room's media, as Redis names its owner.
+    fn carries(&self, places: &Places) -> bool {
+        places.media.as_ref().is_some_and(|owner| self.is_mine(owner))
+    }
+
+    /// Whether this instance carries the room's media and must keep the room though no one
+    /// here is in it (someone elsewhere is).
     pub(super) fn owns(&self, places: &Places) -> bool {
-        let mine = |owner: &Owner| self.shared.as_ref().is_some_and(|link| link.instance == owner.instance);
-        places.media.as_ref().is_some_and(mine) && places.seats.iter().any(|place| place.seat.is_some())
+        self.carries(places) && places.seats.iter().any(|place| place.seat.is_some())
     }
 
     /// SDP that instance `from` sent for its person `peer` of room `key`, for this instance's
@@ -182,7 +190,7 @@ impl Hub {
             return crate::server::metrics::remote_request(false);
         };
         let mut places = lock(&room.places);
-        let owner = places.media.as_ref().is_some_and(|owner| owner.instance == link.instance && owner.epoch == epoch);
+        let owner = places.media.as_ref().is_some_and(|owner| self.is_mine(owner) && owner.epoch == epoch);
         let theirs = places
             .seats
             .iter()

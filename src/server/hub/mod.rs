@@ -613,7 +613,7 @@ impl Hub {
             for stray in changes.iter().filter_map(|(_, c)| c.as_ref()).filter(|c| c.instance == link.instance) {
                 link.leave(key, stray.peer_id);
             }
-            if media.is_some_and(|owner| owner.instance == link.instance) {
+            if media.is_some_and(|owner| self.is_mine(&owner)) {
                 // Picked to carry the room's media as the last people here left: this instance
                 // takes the room in as Redis has it, and carries it.
                 self.room_for(&mut lock(&self.rooms), key.clone());

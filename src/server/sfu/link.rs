@@ -11,6 +11,9 @@ use super::{
 };
 use crate::protocol::{ErrorCode, MediaDescription, Message, PeerId, SdpType, SessionDescription, Track};
 
+/// What a `MEDIA_SDP` that is neither an offer nor an answer is told, wherever its unit is.
+pub(crate) const OFFER_OR_ANSWER: &str = "MEDIA_SDP takes an offer or an answer";
+
 /// A place on the forwarding unit; left when dropped.
 pub(crate) struct SfuLink {
     sfu: Sfu,
@@ -39,7 +42,7 @@ impl SfuLink {
                 self.sfu.answer(self.person, description.sdp).await.map_err(|error| error.to_string())?;
                 Ok(None)
             }
-            _ => Err("MEDIA_SDP takes an offer or an answer".into()),
+            _ => Err(OFFER_OR_ANSWER.into()),
         }
     }
 
