@@ -46,8 +46,8 @@ async fn two_people_hear_each_other_through_the_server_and_a_third_room_hears_no
     assert_eq!(value("duo_sfu_tracks_forwarded "), 4.0);
     assert!(value("duo_sfu_bytes_total{direction=\"in\"} ") > 1_000.0);
     assert!(value("duo_sfu_bytes_total{direction=\"out\"} ") > 1_000.0);
-    assert!(value("duo_sfu_frames_total{direction=\"out\"} ") >= 2.0);
-    assert!(value("duo_sfu_frames_total{direction=\"in\"} ") >= 2.0);
+    assert!(value("duo_sfu_packets_total{direction=\"out\"} ") >= 2.0);
+    assert!(value("duo_sfu_packets_total{direction=\"in\"} ") >= 2.0);
 }
 
 /// The value of the metric line that starts with `name` (labels included).

@@ -6,7 +6,9 @@
 //!
 //! Each person's browser offers what it sends (its m-lines the server receives); the server then
 //! offers each person an m-line for every track of everyone else in the room, one offer out at a
-//! time, and forwards each frame it receives to the m-lines that carry its track.
+//! time, and forwards each RTP packet it receives to the m-lines that carry its track (str0m's
+//! RTP mode: a packet is decrypted once and its payload shared by every receiver's encryption,
+//! rather than reassembled into a frame and packetized again for each receiver).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -18,15 +20,17 @@ use serde_json::value::RawValue;
 use str0m::{
     change::{SdpAnswer, SdpOffer, SdpPendingOffer},
     channel::{ChannelConfig, ChannelId},
-    media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid},
+    media::{Direction, KeyframeRequestKind, MediaKind, Mid},
     net::TcpType,
     net::{Protocol, Receive},
+    rtp::{ExtensionValues, RtpPacket, RtpWrite},
     Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig, RtcError,
 };
 
 use crate::protocol::MAX_PEER_MESSAGE_UNITS;
 
 use super::{
+    relay::{self, Relay},
     router::{Route, Router},
     slots::Slots,
 };
@@ -111,9 +115,9 @@ pub struct Counts {
     pub refused_checks: u64,
     /// Datagrams from a known address that did not parse.
     pub malformed: u64,
-    /// Media frames received from people, and sent on to others.
-    pub frames_in: u64,
-    pub frames_out: u64,
+    /// RTP packets received from people, and sent on to others.
+    pub packets_in: u64,
+    pub packets_out: u64,
     /// Tracks a person offered beyond [`MAX_TRACKS`], not forwarded.
     pub tracks_refused: u64,
     /// Keyframe requests passed on to a sender.
@@ -146,6 +150,8 @@ struct Person {
     upstream: Vec<(Mid, MediaKind)>,
     /// The m-lines the server sends them others' tracks on.
     slots: Slots<PersonId>,
+    /// How each of those m-lines sends: payload type and numbering.
+    relays: HashMap<Mid, Relay>,
     /// The server's offer waiting for their answer: one at a time.
     pending: Option<SdpPendingOffer>,
     /// Their browser's first offer has been answered: the server offers only after it (the
@@ -218,8 +224,13 @@ impl Core {
             candidates.push(candidate.map_err(refused(tcp))?);
         }
         // ICE-lite: the server has a public address and never checks paths itself; Opus and
-        // VP8 only, so that every m-line stays small.
-        let template = RtcConfig::new().set_ice_lite(true).clear_codecs().enable_opus(true, false).enable_vp8(true);
+        // VP8 only, so that every m-line stays small; RTP packets forwarded as they came.
+        let template = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true);
         Ok(Self {
             template,
             udp,
@@ -258,6 +269,7 @@ impl Core {
             connected: false,
             upstream: Vec::new(),
             slots: Slots::default(),
+            relays: HashMap::new(),
             pending: None,
             offered: false,
             keyframe_asked: HashMap::new(),
@@ -321,11 +333,15 @@ impl Core {
             }
             return;
         }
-        let Some(mut writer) = person.rtc.writer(mid) else { return };
-        if writer.is_request_keyframe_possible(kind) && writer.request_keyframe(None, kind).is_ok() {
-            person.keyframe_asked.insert(mid, now);
-            self.counts.keyframe_requests += 1;
-        }
+        // A browser that never said it takes this kind of request is asked with a PLI, which
+        // every browser takes.
+        let possible = person.rtc.codec_config().iter().any(|params| params.fb_fir());
+        let kind = if kind == KeyframeRequestKind::Fir && !possible { KeyframeRequestKind::Pli } else { kind };
+        let mut api = person.rtc.direct_api();
+        let Some(stream) = api.stream_rx_by_mid(mid, None) else { return };
+        stream.request_keyframe(kind);
+        person.keyframe_asked.insert(mid, now);
+        self.counts.keyframe_requests += 1;
         self.drain(now, id);
     }
 
@@ -382,37 +398,55 @@ impl Core {
         }
     }
 
-    /// Sends `frame`, which came from `source`, to everyone with a ready m-line for its track.
-    fn forward(&mut self, source: PersonId, frame: &MediaData) {
-        let room = self.people.get(&source).and_then(|person| self.rooms.get(&person.room));
-        let targets: Vec<(PersonId, Mid)> = room
-            .into_iter()
-            .flatten()
-            .filter_map(|id| Some((*id, self.people.get(id)?.slots.carrying((source, frame.mid))?)))
-            .collect();
-        for (id, mid) in targets {
-            let Some(person) = self.people.get_mut(&id) else { continue };
-            if let Some(mut writer) = person.rtc.writer(mid) {
-                // What the sender's header extensions said goes on: how loud (RFC 6464: the
-                // pages' speaking ring) and which way up a phone's picture is.
-                let said = &frame.ext_vals;
-                if let Some(level) = said.audio_level {
-                    writer = writer.audio_level(level, said.voice_activity.unwrap_or(false));
-                }
-                if let Some(orientation) = said.video_orientation {
-                    writer = writer.video_orientation(orientation);
-                }
-                // Their browser may number the codec otherwise (Chromium's Opus is 111,
-                // Firefox's 109): the same codec by its parameters.
-                if let Some(pt) = writer.match_params(frame.params) {
-                    if writer.write(pt, frame.network_time, frame.time, frame.data.clone()).is_ok() {
-                        self.counts.frames_out += 1;
-                        if !person.written {
-                            person.written = true;
-                            self.written.push(id);
-                        }
-                    }
-                }
+    /// Sends `packet`, which came from `source` on their m-line `mid`, to everyone with a ready
+    /// m-line for that track.
+    fn forward(&mut self, source: PersonId, mid: Mid, packet: &RtpPacket) {
+        let Some(sender) = self.people.get(&source) else { return };
+        let header = &packet.header;
+        let Some(params) = sender.rtc.codec_config().find(|params| params.pt() == header.payload_type).copied() else {
+            return;
+        };
+        let Some(members) = self.rooms.get(&sender.room) else { return };
+        let clock_rate = relay::clock_rate(&params);
+        // Only video is worth sending again when lost: a late sound is a gap anyway.
+        let nackable = params.spec().codec.is_video();
+        // What the sender's header extensions said goes on: how loud (RFC 6464: the pages'
+        // speaking ring) and which way up a phone's picture is. str0m adds the rest per receiver.
+        let said = ExtensionValues {
+            audio_level: header.ext_vals.audio_level,
+            voice_activity: header.ext_vals.voice_activity,
+            video_orientation: header.ext_vals.video_orientation,
+            ..ExtensionValues::default()
+        };
+        for id in members {
+            if *id == source {
+                continue;
+            }
+            let Some(person) = self.people.get_mut(id) else { continue };
+            let Some(out) = person.slots.carrying((source, mid)) else { continue };
+            let relay = person.relays.entry(out).or_default();
+            // Their browser may number the codec otherwise (Chromium's Opus is 111, Firefox's
+            // 109): the same codec by its parameters.
+            let Some(pt) = relay.pt(header.payload_type, || Some(person.rtc.codec_config().match_params(params)?.pt()))
+            else {
+                continue;
+            };
+            let mut api = person.rtc.direct_api();
+            let cached = relay.ssrc.filter(|ssrc| api.stream_tx(ssrc).is_some());
+            let Some(ssrc) = cached.or_else(|| Some(api.stream_tx_by_mid(out, None)?.ssrc())) else { continue };
+            relay.ssrc = Some(ssrc);
+            let (seq, time) =
+                relay.renumber(header.ssrc, packet.seq_no, header.timestamp, packet.timestamp, clock_rate);
+            let Some(stream) = api.stream_tx(&ssrc) else { continue };
+            let write = RtpWrite::new(pt, seq, time, packet.timestamp, packet.payload.clone())
+                .marker(header.marker)
+                .ext_vals(said.clone())
+                .nackable(nackable);
+            stream.write_rtp(write);
+            self.counts.packets_out += 1;
+            if !person.written {
+                person.written = true;
+                self.written.push(*id);
             }
         }
     }
@@ -542,10 +576,10 @@ impl Core {
 
     /// Takes everything the person's `Rtc` has to say, up to its next deadline (str0m's rule:
     /// after every change to an `Rtc`, poll it until it asks for the clock); then forwards the
-    /// frames it received, and offers the others any track that arrived.
+    /// packets it received, and offers the others any track that arrived.
     fn drain(&mut self, now: Instant, id: PersonId) {
         let Some(person) = self.people.get_mut(&id) else { return };
-        let mut frames = Vec::new();
+        let mut packets = Vec::new();
         // The person's room, if they added a track the others must be offered.
         let mut new_tracks = None;
         let mut keyframes = Vec::new();
@@ -578,9 +612,10 @@ impl Core {
                     opened = true;
                 }
                 Ok(Output::Event(Event::ChannelData(data))) if !data.binary => said.push(data.data),
-                Ok(Output::Event(Event::MediaData(frame))) => {
-                    self.counts.frames_in += 1;
-                    frames.push(frame);
+                Ok(Output::Event(Event::RtpPacket(packet))) => {
+                    self.counts.packets_in += 1;
+                    let stream = person.rtc.direct_api().stream_rx(&packet.header.ssrc).map(|stream| stream.mid());
+                    packets.extend(stream.map(|mid| (mid, packet)));
                 }
                 // Their browser's own m-lines: what they send.
                 Ok(Output::Event(Event::MediaAdded(added)))
@@ -609,8 +644,8 @@ impl Core {
                 }
             }
         }
-        for frame in &frames {
-            self.forward(id, frame);
+        for (mid, packet) in &packets {
+            self.forward(id, *mid, packet);
         }
         for (source, kind) in keyframes {
             self.ask_keyframe(now, source, kind);
@@ -882,9 +917,9 @@ mod tests {
         });
 
         speak(&mut core, &mut [&mut ann], 0, &mut now);
-        run(&mut core, &mut [&mut ann], &mut now, |core, _| core.counts().frames_in >= 5);
+        run(&mut core, &mut [&mut ann], &mut now, |core, _| core.counts().packets_in >= 5);
         // No one else to send it to; nothing dropped.
-        assert_eq!(core.counts(), Counts { frames_in: core.counts().frames_in, ..Counts::default() });
+        assert_eq!(core.counts(), Counts { packets_in: core.counts().packets_in, ..Counts::default() });
     }
 
     #[test]

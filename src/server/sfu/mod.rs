@@ -5,6 +5,7 @@
 //! - `router`: which person a datagram belongs to, before anything is parsed.
 //! - `core`: the sans-IO core: one str0m `Rtc` per person, driven by datagrams and the clock.
 //! - `slots`: the m-lines each person receives others' tracks on, reused as people come and go.
+//! - `relay`: how a forwarded packet goes down one of those m-lines: payload type, numbering.
 //! - `sockets`: the socket edge: the task that owns the media socket, the ICE-TCP connections'
 //!   write ends, and the core.
 //! - `tcp`: ICE-TCP, for networks that block UDP: a listener and a task per connection.
@@ -13,6 +14,7 @@
 
 pub(crate) mod core;
 pub(crate) mod link;
+pub(crate) mod relay;
 pub(crate) mod router;
 pub(crate) mod slots;
 pub(crate) mod sockets;

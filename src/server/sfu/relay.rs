@@ -1,0 +1,134 @@
+//! How the server sends one forwarded track down one of its m-lines to a browser: the payload
+//! type the browser gave the codec, and the RTP numbering. Pure: the core looks things up in the
+//! `Rtc`s and writes the packet.
+//!
+//! Each of the server's m-lines is one outgoing RTP stream with an SSRC of its own, whose
+//! sequence numbers and timestamps must run on without a jump though what it carries changes (a
+//! newcomer's track on a reused m-line, a sender whose browser picked a new SSRC). Forwarded
+//! with the sender's numbers, the browser would take a jump for thousands of lost packets and
+//! ask for them again, or drop the new packets as old ones.
+
+use std::time::Instant;
+
+use str0m::media::Pt;
+use str0m::{
+    format::PayloadParams,
+    rtp::{SeqNo, Ssrc},
+};
+
+#[derive(Debug, Default)]
+pub struct Relay {
+    /// The outgoing stream's SSRC, once looked up by its m-line (a scan in str0m).
+    pub ssrc: Option<Ssrc>,
+    /// The last payload type seen from the sender and the browser's for the same codec.
+    pts: Option<(Pt, Option<Pt>)>,
+    /// The incoming stream the offsets apply to, and the offsets.
+    from: Option<Ssrc>,
+    seq_offset: u64,
+    time_offset: u32,
+    /// The highest sequence number sent, its timestamp, and when it was sent.
+    last: Option<(u64, u32, Instant)>,
+}
+
+impl Relay {
+    /// The browser's payload type for the sender's `pt`; `find` matches the codec (asked again
+    /// only when the sender's payload type changes).
+    pub fn pt(&mut self, pt: Pt, find: impl FnOnce() -> Option<Pt>) -> Option<Pt> {
+        match self.pts {
+            Some((from, to)) if from == pt => to,
+            _ => {
+                let to = find();
+                self.pts = Some((pt, to));
+                to
+            }
+        }
+    }
+
+    /// The sequence number and timestamp to send a packet with that came from stream `from`
+    /// with `seq` and `time`, at `now`, on a clock of `clock_rate` ticks a second. A new stream
+    /// goes on right after the last packet sent: the next sequence number, and the timestamp as
+    /// much later as time passed. Packets of one stream keep their spacing, reordering and gaps
+    /// (a gap is a loss the browser should ask for again).
+    pub fn renumber(&mut self, from: Ssrc, seq: SeqNo, time: u32, now: Instant, clock_rate: u32) -> (SeqNo, u32) {
+        let seq = *seq;
+        if self.from != Some(from) {
+            self.from = Some(from);
+            if let Some((last_seq, last_time, at)) = self.last {
+                let ticks = (now.saturating_duration_since(at).as_secs_f64() * f64::from(clock_rate)) as u32;
+                self.seq_offset = (last_seq + 1).wrapping_sub(seq);
+                self.time_offset = last_time.wrapping_add(ticks.max(1)).wrapping_sub(time);
+            }
+        }
+        let out = (seq.wrapping_add(self.seq_offset), time.wrapping_add(self.time_offset));
+        if self.last.is_none_or(|(last, ..)| out.0 > last) {
+            self.last = Some((out.0, out.1, now));
+        }
+        (out.0.into(), out.1)
+    }
+}
+
+/// The clock rate of a codec's RTP timestamps.
+pub fn clock_rate(params: &PayloadParams) -> u32 {
+    params.spec().clock_rate.get()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const VIDEO: u32 = 90_000;
+
+    fn send(relay: &mut Relay, from: u32, seq: u64, time: u32, at: Instant) -> (u64, u32) {
+        let (seq, time) = relay.renumber(from.into(), seq.into(), time, at, VIDEO);
+        (*seq, time)
+    }
+
+    #[test]
+    fn a_first_stream_keeps_its_numbers_and_their_gaps_and_order() {
+        let mut relay = Relay::default();
+        let now = Instant::now();
+        assert_eq!(send(&mut relay, 7, 100, 9_000, now), (100, 9_000));
+        assert_eq!(send(&mut relay, 7, 102, 15_000, now), (102, 15_000));
+        // The lost one arrives late (the sender resent it): it keeps its place.
+        assert_eq!(send(&mut relay, 7, 101, 12_000, now), (101, 12_000));
+    }
+
+    #[test]
+    fn a_new_stream_goes_on_from_the_last_packet_sent() {
+        let mut relay = Relay::default();
+        let now = Instant::now();
+        send(&mut relay, 7, 100, 9_000, now);
+        send(&mut relay, 7, 101, 12_000, now);
+        // A reordered old packet does not move where the next stream starts.
+        send(&mut relay, 7, 99, 6_000, now);
+        let later = now + Duration::from_millis(500);
+        assert_eq!(send(&mut relay, 8, 40_000, 1_000_000, later), (102, 12_000 + 45_000));
+        assert_eq!(send(&mut relay, 8, 40_001, 1_003_000, later), (103, 12_000 + 48_000));
+    }
+
+    #[test]
+    fn numbers_wrap_as_rtp_numbers_do() {
+        let mut relay = Relay::default();
+        let now = Instant::now();
+        send(&mut relay, 7, 70_000, u32::MAX - 10, now);
+        // The new stream's numbers are smaller than the old one's: no underflow.
+        assert_eq!(send(&mut relay, 8, 5, 3, now), (70_001, u32::MAX - 9));
+        assert_eq!(send(&mut relay, 8, 6, 30, now), (70_002, (u32::MAX - 9).wrapping_add(27)));
+    }
+
+    #[test]
+    fn the_payload_type_is_matched_once_per_sender_payload_type() {
+        let mut relay = Relay::default();
+        let mut asked = 0;
+        let mut find = |to| {
+            asked += 1;
+            Some(Pt::from(to))
+        };
+        assert_eq!(relay.pt(109.into(), || find(111)), Some(111.into()));
+        assert_eq!(relay.pt(109.into(), || find(0)), Some(111.into()));
+        assert_eq!(relay.pt(96.into(), || find(98)), Some(98.into()));
+        assert_eq!(asked, 2);
+    }
+}
