@@ -320,10 +320,11 @@ impl Core {
     }
 
     /// Asks `source` (a person and their m-line) for a keyframe, unless it was asked within
-    /// [`KEYFRAME_EVERY`] (or sends no video).
+    /// [`KEYFRAME_EVERY`] (or sends no video, or is still connecting).
     fn ask_keyframe(&mut self, now: Instant, (id, mid): (PersonId, Mid), kind: KeyframeRequestKind) {
         let Some(person) = self.people.get_mut(&id) else { return };
-        if !person.upstream.contains(&(mid, MediaKind::Video)) {
+        // A sender still connecting is not asked: its first frame is a keyframe.
+        if !person.connected || !person.upstream.contains(&(mid, MediaKind::Video)) {
             return;
         }
         if person.keyframe_asked.get(&mid).is_some_and(|at| now.duration_since(*at) < KEYFRAME_EVERY) {
@@ -364,7 +365,11 @@ impl Core {
         let mut offered = Vec::new();
         for id in &members {
             let Some(person) = self.people.get_mut(id) else { continue };
-            if !person.offered || person.pending.is_some() {
+            // Only once their connection is up: Chromium given an offer for its sending m-lines
+            // while its own first negotiation is still setting up the connection may never
+            // start its video encoder (seen in every page at once when a room moves to the
+            // server and everyone connects together; docs/performance.md).
+            if !person.offered || !person.connected || person.pending.is_some() {
                 continue;
             }
             let theirs: Vec<_> = sources.iter().filter(|((source, _), _)| source != id).copied().collect();
@@ -580,8 +585,9 @@ impl Core {
     fn drain(&mut self, now: Instant, id: PersonId) {
         let Some(person) = self.people.get_mut(&id) else { return };
         let mut packets = Vec::new();
-        // The person's room, if they added a track the others must be offered.
-        let mut new_tracks = None;
+        // The person's room, if offers may be due: they added a track the others must be
+        // offered, or their connection came up.
+        let mut offers_due = None;
         let mut keyframes = Vec::new();
         let mut said = Vec::new();
         let mut opened = false;
@@ -606,7 +612,11 @@ impl Core {
                     let to = Path { proto: transmit.proto, peer: transmit.destination };
                     self.transmits.push_back(Transmit { to, bytes: transmit.contents.into() })
                 }
-                Ok(Output::Event(Event::Connected)) => person.connected = true,
+                // The offers held back until now go out.
+                Ok(Output::Event(Event::Connected)) => {
+                    person.connected = true;
+                    offers_due = Some(person.room.clone());
+                }
                 Ok(Output::Event(Event::ChannelOpen(..))) => {
                     person.channel_open = true;
                     opened = true;
@@ -625,7 +635,7 @@ impl Core {
                     // page sends, and costing everyone else an m-line each.
                     if person.upstream.len() < MAX_TRACKS {
                         person.upstream.push((added.mid, added.kind));
-                        new_tracks = Some(person.room.clone());
+                        offers_due = Some(person.room.clone());
                     } else {
                         self.counts.tracks_refused += 1;
                     }
@@ -650,7 +660,7 @@ impl Core {
         for (source, kind) in keyframes {
             self.ask_keyframe(now, source, kind);
         }
-        if let Some(room) = new_tracks {
+        if let Some(room) = offers_due {
             self.offer_missing(now, &room);
         }
         if opened {
@@ -1065,24 +1075,46 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_new_receiver_gets_a_keyframe_asked_for_and_requests_are_passed_on_at_most_twice_a_second() {
+    /// Ann in a room, called and connected; Bob in it too (id 2), not called yet.
+    fn ann_connected_bob_in_the_room() -> (Instant, Core, Client, Client, PersonId) {
         let mut now = Instant::now();
         let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let mut ann = Client::new(now, "198.51.100.7:50000");
-        let mut bob = Client::new(now, "198.51.100.8:50000");
+        let bob = Client::new(now, "198.51.100.8:50000");
         let ann_id = core.join(now, "room", 1);
         let bob_id = core.join(now, "room", 2);
         ann.call(&mut core, now, ann_id, |answer| answer);
         run(&mut core, &mut [&mut ann], &mut now, |core, _| core.is_connected(ann_id));
+        (now, core, ann, bob, bob_id)
+    }
+
+    #[test]
+    fn a_person_is_offered_the_others_tracks_only_once_their_connection_is_up() {
+        let (mut now, mut core, mut ann, mut bob, bob_id) = ann_connected_bob_in_the_room();
+        // Bob's offer is answered, his connection not up yet: he is offered nothing yet (nor is
+        // Ann offered his tracks: str0m tells of them once he is connected).
+        bob.call(&mut core, now, bob_id, |answer| answer);
+        assert!(core.poll_offer().is_none());
+        // Once it is up, he is offered hers, and she his.
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| {
+            clients.iter().all(|client| !client.tracks.is_empty())
+        });
+        assert!(core.is_connected(bob_id));
+        assert_eq!(ann.tracks.iter().map(|(_, label)| *label).collect::<Vec<_>>(), [2, 2]);
+        assert_eq!(bob.tracks.iter().map(|(_, label)| *label).collect::<Vec<_>>(), [1, 1]);
+    }
+
+    #[test]
+    fn a_new_receiver_gets_a_keyframe_asked_for_and_requests_are_passed_on_at_most_twice_a_second() {
+        let (mut now, mut core, mut ann, mut bob, bob_id) = ann_connected_bob_in_the_room();
         // Bob comes: once he has the m-line for Ann's camera, Ann is asked for a keyframe for
-        // him (Bob, still connecting, is not asked for one for her: his first frame is one).
+        // him, once.
         bob.call(&mut core, now, bob_id, |answer| answer);
         let camera = ann.camera.unwrap();
         run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| {
             clients[0].keyframe_requests.contains(&camera)
         });
-        assert_eq!(core.counts().keyframe_requests, 1);
+        assert_eq!(ann.keyframe_requests, [camera]);
 
         // Bob asks again and again: Ann hears of it once per half second.
         let slot = bob

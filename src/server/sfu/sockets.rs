@@ -53,6 +53,11 @@ pub(crate) const MAX_DATAGRAM: usize = 2048;
 const BATCH: usize = 64;
 /// How often `/metrics` is told what changed, at most.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// The clock's grain for the `Rtc`s' timers: each asks for the clock on its own timers (RTCP,
+/// feedback, retransmission, the data channel's), so that one wake-up serves every `Rtc` whose
+/// deadline falls in the same grain rather than one each. Timers run at most this late; media
+/// is never held by it (the core gives the clock at once after writing).
+const TIMER_GRAIN: Duration = Duration::from_millis(10);
 /// How many commands may wait for the task; signaling waits beyond that.
 const COMMANDS: usize = 256;
 
@@ -149,10 +154,18 @@ async fn run(
     let mut traffic = Traffic::default();
     // When `/metrics` is next told, if anything happened since it last was.
     let mut report_at = None;
+    // One timer, moved only when the deadline does: a new one per wake-up cost a timer-wheel
+    // registration and removal per datagram.
+    let start = Instant::now();
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
     loop {
         // Without anyone, nothing needs the clock: wake for a datagram or a command.
         let idle = Instant::now() + Duration::from_secs(3600);
-        let deadline = core.next_deadline().unwrap_or(idle).min(report_at.unwrap_or(idle));
+        let deadline = core.next_deadline().map(|at| coarse(start, at)).unwrap_or(idle).min(report_at.unwrap_or(idle));
+        if timer.deadline() != deadline.into() {
+            timer.as_mut().reset(deadline.into());
+        }
         tokio::select! {
             received = socket.recv_from(&mut buffer) => {
                 if let Ok((length, source)) = received {
@@ -203,7 +216,7 @@ async fn run(
                     offers.retain(|(id, _)| *id != person);
                 }
             },
-            () = tokio::time::sleep_until(deadline.into()) => core.tick(Instant::now()),
+            () = &mut timer => core.tick(Instant::now()),
         }
         while let Some(transmit) = core.poll_transmit(Instant::now()) {
             let length = transmit.bytes.len() as u64;
@@ -235,6 +248,13 @@ async fn run(
             }
         }
     }
+}
+
+/// `at`, rounded up to the next [`TIMER_GRAIN`] since `start`.
+fn coarse(start: Instant, at: Instant) -> Instant {
+    let grain = TIMER_GRAIN.as_nanos();
+    let rounded = at.saturating_duration_since(start).as_nanos().div_ceil(grain) * grain;
+    start + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -344,6 +364,21 @@ mod tests {
         let tcp = IceTcp { listener: tcp, advertised: tcp_address, per_client: OpenPerClient::new(8) };
         let sfu = Sfu::spawn(Sockets { udp, udp_advertised, tcp: Some(tcp) }).unwrap();
         (sfu, udp_advertised, tcp_address)
+    }
+
+    #[test]
+    fn timers_are_woken_for_at_the_end_of_their_grain_never_before() {
+        let start = Instant::now();
+        let grain = TIMER_GRAIN;
+        assert_eq!(coarse(start, start), start);
+        assert_eq!(coarse(start, start + Duration::from_nanos(1)), start + grain);
+        assert_eq!(coarse(start, start + grain), start + grain);
+        assert_eq!(coarse(start, start + grain * 3 + Duration::from_millis(1)), start + grain * 4);
+        // A deadline already past (before the task started) is woken for at once.
+        assert_eq!(coarse(start + grain, start), start + grain);
+        // Far on: no overflow, still after the deadline.
+        let far = start + Duration::from_secs(600 * 86_400) + Duration::from_nanos(7);
+        assert!(coarse(start, far) >= far && coarse(start, far) <= far + grain);
     }
 
     #[tokio::test]
