@@ -852,6 +852,24 @@ impl Writer {
         }
     }
 
+    /// Adds an `EVAL` of a script whose keys are the room's hash and the instances' set and whose
+    /// first argument is this instance; the script's own arguments follow.
+    fn eval_on_room<'a>(&self, pipe: &'a mut redis::Pipeline, script: &str, key: &RoomKey) -> &'a mut redis::Pipeline {
+        pipe.cmd("EVAL").arg(script).arg(2).arg(room_hash(key)).arg(INSTANCES).arg(&*self.instance)
+    }
+
+    /// What this instance knows of a room, for a script that puts it back if Redis lost it: its
+    /// media record, then its places, those only with someone here (with no one here, only
+    /// people waiting to join, the room is only read: its people's instances put it back).
+    fn put_back(&self, cmd: &mut redis::Pipeline, media: Option<Owner>, known: Vec<(usize, Remote)>) {
+        cmd.arg(media.as_ref().map_or("-".into(), Owner::record));
+        if known.iter().any(|(_, remote)| remote.instance == self.instance) {
+            for (place, remote) in known {
+                cmd.arg(place).arg(remote.content());
+            }
+        }
+    }
+
     fn command(&self, out: &Out, pipe: &mut redis::Pipeline) {
         match &out.op {
             Op::Relay { to, .. } => {
@@ -859,13 +877,8 @@ impl Writer {
             }
             Op::Join(join) => {
                 let key = &join.pending.key;
-                let cmd = pipe
-                    .cmd("EVAL")
-                    .arg(&*JOIN)
-                    .arg(2)
-                    .arg(room_hash(key))
-                    .arg(INSTANCES)
-                    .arg(&*self.instance)
+                let cmd = self
+                    .eval_on_room(pipe, &JOIN, key)
                     .arg(join.peer_id.0)
                     .arg(join.public_id.as_deref().unwrap_or("-"))
                     .arg(join.pending.hub.settings.room_size)
@@ -876,12 +889,7 @@ impl Writer {
                     .arg(MESH_MOVE_AT);
                 // With people here, the room is put back first if Redis lost it.
                 let (_, media, known) = join.pending.hub.known(key, &self.instance);
-                cmd.arg(media.as_ref().map_or("-".into(), Owner::record));
-                if known.iter().any(|(_, remote)| remote.instance == self.instance) {
-                    for (place, remote) in known {
-                        cmd.arg(place).arg(remote.content());
-                    }
-                }
+                self.put_back(cmd, media, known);
             }
             Op::Leave { key, peer } => {
                 pipe.cmd("EVAL").arg(&*LEAVE).arg(1).arg(room_hash(key)).arg(&*self.instance).arg(peer.0).arg(&key.0);
@@ -897,37 +905,14 @@ impl Writer {
                     .arg(name);
             }
             Op::Restore { key } => {
-                let (size, media, mut known) =
+                let (size, media, known) =
                     self.hub.upgrade().map(|hub| hub.known(key, &self.instance)).unwrap_or_default();
-                // With no one here (only people waiting to join), the room is only read: its
-                // people's instances put it back.
-                if !known.iter().any(|(_, remote)| remote.instance == self.instance) {
-                    known.clear();
-                }
-                let cmd = pipe
-                    .cmd("EVAL")
-                    .arg(&*RESTORE)
-                    .arg(2)
-                    .arg(room_hash(key))
-                    .arg(INSTANCES)
-                    .arg(&*self.instance)
-                    .arg(&key.0)
-                    .arg(size)
-                    .arg(HEARTBEAT_TTL.as_millis() as u64)
-                    .arg(media.as_ref().map_or("-".into(), Owner::record));
-                for (place, remote) in known {
-                    cmd.arg(place).arg(remote.content());
-                }
+                let cmd =
+                    self.eval_on_room(pipe, &RESTORE, key).arg(&key.0).arg(size).arg(HEARTBEAT_TTL.as_millis() as u64);
+                self.put_back(cmd, media, known);
             }
             Op::HandOver { key } => {
-                pipe.cmd("EVAL")
-                    .arg(&*HANDOVER)
-                    .arg(2)
-                    .arg(room_hash(key))
-                    .arg(INSTANCES)
-                    .arg(&*self.instance)
-                    .arg(&key.0)
-                    .arg(HEARTBEAT_TTL.as_millis() as u64);
+                self.eval_on_room(pipe, &HANDOVER, key).arg(&key.0).arg(HEARTBEAT_TTL.as_millis() as u64);
             }
             Op::Flush(_) => {
                 pipe.cmd("PING");
