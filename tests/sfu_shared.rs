@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    browser::{until_everyone_hears_everyone, Browser},
+    browser::{talk_round, until_everyone_hears_everyone, Browser},
     join, metrics_when, try_metric, Redis, Server,
 };
 use duo::protocol::{MediaRoute, Message, RouteChange};
@@ -35,10 +35,7 @@ async fn talk_for(room: &mut [Browser], long: Duration) {
     let started = Instant::now();
     let mut frame = 0;
     while started.elapsed() < long {
-        for browser in room.iter_mut() {
-            browser.speak(frame);
-            browser.step().await;
-        }
+        talk_round(room, frame).await;
         frame += 1;
     }
 }

@@ -177,10 +177,15 @@ pub async fn until_everyone_hears_everyone(room: &mut [Browser], within: Duratio
             return;
         }
         assert!(started.elapsed() < within, "{unheard} pairs not heard within {within:?}");
-        for browser in room.iter_mut() {
-            browser.speak(frame);
-            browser.step().await;
-        }
+        talk_round(room, frame).await;
         frame += 1;
+    }
+}
+
+/// Every browser speaks its `frame` and steps once.
+pub async fn talk_round(room: &mut [Browser], frame: u64) {
+    for browser in room.iter_mut() {
+        browser.speak(frame);
+        browser.step().await;
     }
 }
