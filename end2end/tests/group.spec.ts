@@ -74,9 +74,9 @@ test('three people pressing Start at the same moment all end up in one call', as
 
 test.describe('the move to the server', () => {
   // Fails about one run in ten on this 2-core machine: a tile waiting just over a second while
-  // five browsers share the CPU, or every page's video to the server stopping a few frames
-  // after it starts, not yet explained (docs/performance.md, the move). Up to twice more,
-  // reported as flaky; three failures in a row still fail.
+  // five browsers share the CPU, or every page's video to the server getting no frame from the
+  // camera, or only the first few, not yet explained (docs/performance.md, the move). Up to
+  // twice more, reported as flaky; three failures in a row still fail.
   test.describe.configure({ retries: 2 });
 
   test('four people talk browser to browser; a fifth moves the room to the server, and no one\'s video stops for a second', async ({ open }) => {
