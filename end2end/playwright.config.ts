@@ -33,8 +33,9 @@ export default defineConfig({
       executablePath,
       args: chromiumArgs({
         extra: [
-          // A 30 fps fake camera (the default is 20), so a 15 fps screen share stands apart.
-          '--use-fake-device-for-media-stream=fps=30',
+          // 30 fps fake cameras (the default is 20), so a 15 fps screen share stands apart; six,
+          // so that the pages of a five-person call each have their own (helpers.ts: tinyCamera).
+          '--use-fake-device-for-media-stream=fps=30,device-count=6',
           '--use-fake-ui-for-media-stream',
           '--autoplay-policy=no-user-gesture-required',
           // Names other machines would reach the server by (see LAN_HOSTS).

@@ -69,14 +69,10 @@ test('three people pressing Start at the same moment all end up in one call', as
   for (const page of people) await expectEveryoneVideoPlaying(page, 2);
 });
 
-/** Records, from now on, the longest wait between two frames shown on each remote tile (by its
- * accessible name), whatever stream the tile is given meanwhile. */
-
 test.describe('the move to the server', () => {
   // Fails about one run in ten on this 2-core machine: a tile waiting just over a second while
-  // five browsers share the CPU, or every page's video to the server getting no frame from the
-  // camera, or only the first few, not yet explained (docs/performance.md, the move). Up to
-  // twice more, reported as flaky; three failures in a row still fail.
+  // five browsers share the CPU (docs/performance.md, the move). Up to twice more, reported as
+  // flaky; three failures in a row still fail.
   test.describe.configure({ retries: 2 });
 
   test('four people talk browser to browser; a fifth moves the room to the server, and no one\'s video stops for a second', async ({ open }) => {
@@ -87,7 +83,7 @@ test.describe('the move to the server', () => {
     for (let i = 0; i < 4; i++) {
       // The first is on a phone. The cameras are tiny: five browsers on two cores, each encoding
       // for up to four connections at the move.
-      const page = await open(url, tinyCamera, i === 0 ? { viewport: { width: 390, height: 844 } } : undefined);
+      const page = await open(url, tinyCamera(i), i === 0 ? { viewport: { width: 390, height: 844 } } : undefined);
       await start(page);
       people.push(page);
     }
@@ -103,7 +99,7 @@ test.describe('the move to the server', () => {
 
     // A fifth person: everyone moves to the server (make-before-break), each keeping every
     // tile's video going.
-    const eve = await open(url, tinyCamera);
+    const eve = await open(url, tinyCamera(4));
     await expect(eve.getByRole('button', { name: 'Start' })).toBeEnabled();
     for (const page of people) await recordFrameGaps(page);
     await start(eve);

@@ -15,8 +15,10 @@ type OpenPerson = (engine: Engine, path: string) => Promise<Person>;
 type Open = (path: string, prepare?: (page: Page) => Promise<unknown>, options?: BrowserContextOptions) => Promise<Page>;
 
 /**
- * `open(path)`: a Chromium page in its own browser context (its own camera, its own person),
- * closed when the test ends so that no camera stays busy for the next test.
+ * `open(path)`: a Chromium page in its own browser context (its own person), closed when the
+ * test ends so that no camera stays busy for the next test. Its camera is the browser's first
+ * fake camera, which every page of the browser shares, unless `prepare` chooses another
+ * ([tinyCamera]).
  * `person(engine, path)`: the same in Chromium or Firefox, for tests that mix engines. One
  * Firefox runs per worker, started by the first test that asks for it.
  */
@@ -195,19 +197,39 @@ export const exited = (child: ChildProcess) =>
   new Promise<number | null>((resolve) => child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code)));
 
 /** A camera of this size and frame rate, unless the page asks for a device by id. */
-const cameraOf = (video: { width: number; height: number; frameRate: number }) => (page: Page) => page.addInitScript((video) => {
-  const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-  navigator.mediaDevices.getUserMedia = (constraints?: MediaStreamConstraints) => getUserMedia(
-    constraints?.video === true || (constraints?.video && !(constraints.video as any).deviceId)
-      ? { ...constraints, video }
-      : constraints,
-  );
-}, video);
+type Camera = { width: number; height: number; frameRate: number };
+
+/**
+ * The browser's fake cameras (playwright.config.ts: `device-count`) that a peer connection
+ * can send: Chromium's `fake_device_1` shows its picture in a `<video>` but gives a sender no
+ * frame (media-source `frames` 0).
+ */
+const FAKE_CAMERAS = ['fake_device_0', 'fake_device_2', 'fake_device_3', 'fake_device_4', 'fake_device_5'];
+
+/** The page's camera, asked for at `video`'s size, and the `camera`th of [FAKE_CAMERAS]
+ * unless the page names one. */
+const cameraOf = (video: Camera, camera = 0) => (page: Page) => page.addInitScript(({ video, label }) => {
+  const mediaDevices = navigator.mediaDevices;
+  const getUserMedia = mediaDevices.getUserMedia.bind(mediaDevices);
+  mediaDevices.getUserMedia = async (constraints?: MediaStreamConstraints) => {
+    if (!(constraints?.video === true || (constraints?.video && !(constraints.video as any).deviceId))) {
+      return getUserMedia(constraints);
+    }
+    // Labels are listed only once the camera is allowed; refused, the browser says so itself.
+    const device = (await mediaDevices.enumerateDevices()).find((device) => device.label === label);
+    return getUserMedia({ ...constraints, video: device ? { ...video, deviceId: { exact: device.deviceId } } : video });
+  };
+}, { video, label: FAKE_CAMERAS[camera] });
 
 /** Small video, so that several pages' encoders and decoders fit two cores. */
 export const smallCamera = cameraOf({ width: 320, height: 240, frameRate: 15 });
-/** Smaller still: five browsers on two cores, each encoding for up to four connections. */
-export const tinyCamera = cameraOf({ width: 160, height: 120, frameRate: 10 });
+/**
+ * Smaller still, for five pages on two cores, each encoding for up to four connections; each
+ * `person` (0 to 4) with a camera of their own. Pages that share one fake camera share its
+ * frame buffers: when one page's consumers hold them up, every page's camera stops at once
+ * (docs/performance.md, the move test).
+ */
+export const tinyCamera = (person: number) => cameraOf({ width: 160, height: 120, frameRate: 10 }, person);
 
 /** Each remote tile's video: its size and play time. */
 export const tiles = (page: Page) => page.evaluate(() => [...document.querySelectorAll('video.remote')].map((v) => {
