@@ -196,7 +196,7 @@ export const waitUntilServing = (server: Server) => logLine(server, /listening o
 export const exited = (child: ChildProcess) =>
   new Promise<number | null>((resolve) => child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', (code) => resolve(code)));
 
-/** A camera of this size and frame rate, unless the page asks for a device by id. */
+/** The size and frame rate a test asks of a camera. */
 type Camera = { width: number; height: number; frameRate: number };
 
 /**
@@ -225,9 +225,9 @@ const cameraOf = (video: Camera, camera = 0) => (page: Page) => page.addInitScri
 export const smallCamera = cameraOf({ width: 320, height: 240, frameRate: 15 });
 /**
  * Smaller still, for five pages on two cores, each encoding for up to four connections; each
- * `person` (0 to 4) with a camera of their own. Pages that share one fake camera share its
- * frame buffers: when one page's consumers hold them up, every page's camera stops at once
- * (docs/performance.md, the move test).
+ * `person` (0 to 4) with a camera of their own. Five pages sharing one fake camera had it stop
+ * for all of them at once about one run in ten, never with a camera each (docs/performance.md,
+ * the move test).
  */
 export const tinyCamera = (person: number) => cameraOf({ width: 160, height: 120, frameRate: 10 }, person);
 
