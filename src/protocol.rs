@@ -375,6 +375,20 @@ pub enum PeerMessage {
     /// receives it cleans it with [`display_name`] before showing it.
     #[serde(rename = "NAME")]
     Name(String),
+    /// For the server's forwarding unit only, which keeps it (a page ignores one from another
+    /// page): the camera tiles the page shows now, each by the server's m-line that carries it,
+    /// at the size its video is drawn in device pixels. A tile not listed is not shown (scrolled
+    /// away, or the page hidden) and is sent no video. Sent when it changes.
+    #[serde(rename = "VIEW")]
+    View(Vec<ViewTile>),
+}
+
+/// A tile in a [`PeerMessage::View`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewTile {
+    pub mid: String,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// A [`PeerMessage`] the server's forwarding unit passes on over its data channel, with the
@@ -393,7 +407,8 @@ impl<'de> Deserialize<'de> for PeerMessage {
             "MEDIA_STATE" => PeerMessage::MediaState(content(raw)?),
             "CHAT" => PeerMessage::Chat(content(raw)?),
             "NAME" => PeerMessage::Name(content(raw)?),
-            other => return Err(serde::de::Error::unknown_variant(other, &["MEDIA_STATE", "CHAT", "NAME"])),
+            "VIEW" => PeerMessage::View(content(raw)?),
+            other => return Err(serde::de::Error::unknown_variant(other, &["MEDIA_STATE", "CHAT", "NAME", "VIEW"])),
         })
     }
 }
@@ -448,6 +463,118 @@ pub const CHAT_EVERY_MS: f64 = 1_000.0;
 /// [`MAX_CHAT_CHARS`] characters that JSON escapes six units each (`\u001f`) is 12,000 units,
 /// and its envelope under a hundred more.
 pub const MAX_PEER_MESSAGE_UNITS: u32 = 16 * 1024;
+
+/// One of the sizes a camera goes up in, in a room on the server (simulcast): each is an
+/// encoding of the page's video sender with this RTP stream id (`rid`), smallest first. A camera
+/// under [`Layer::THREE_FROM_HEIGHT`] pixels tall sends the half and full layers only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Layer {
+    #[serde(rename = "q")]
+    Quarter,
+    #[serde(rename = "h")]
+    Half,
+    #[serde(rename = "f")]
+    Full,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 3] = [Layer::Quarter, Layer::Half, Layer::Full];
+
+    /// The camera height from which the quarter layer is sent too: a quarter of 360 is 90 pixels,
+    /// about the least a thumbnail shows a face in.
+    pub const THREE_FROM_HEIGHT: u32 = 360;
+
+    pub fn rid(self) -> &'static str {
+        match self {
+            Layer::Quarter => "q",
+            Layer::Half => "h",
+            Layer::Full => "f",
+        }
+    }
+
+    pub fn from_rid(rid: &str) -> Option<Layer> {
+        Layer::ALL.into_iter().find(|layer| layer.rid() == rid)
+    }
+
+    /// How much smaller than the camera it is, in each dimension.
+    pub fn scale_down(self) -> u32 {
+        match self {
+            Layer::Quarter => 4,
+            Layer::Half => 2,
+            Layer::Full => 1,
+        }
+    }
+
+    /// The encoder's cap (`maxBitrate`), in bits per second: as the common call apps set their
+    /// 180p, 360p and 720p layers.
+    pub fn max_bitrate(self) -> u32 {
+        match self {
+            Layer::Quarter => 150_000,
+            Layer::Half => 500_000,
+            Layer::Full => 1_500_000,
+        }
+    }
+
+    /// The layers a camera `height` pixels tall sends.
+    pub fn sent_for(height: u32) -> &'static [Layer] {
+        if height >= Self::THREE_FROM_HEIGHT {
+            &Layer::ALL
+        } else {
+            &Layer::ALL[1..]
+        }
+    }
+}
+
+/// Why a receiver is sent the layer it is sent of a camera.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The smallest layer that covers the tile.
+    Tile,
+    /// Less than the tile needs, or nothing: the receiver's link cannot take more.
+    Bandwidth,
+    /// The tile is not shown.
+    Hidden,
+}
+
+/// What the server's forwarding unit says itself on its data channel (not passed on from
+/// anyone: no `from`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "message_type", content = "content")]
+pub enum FromUnit {
+    /// To a sender: the layers of its camera someone is sent (or was lately); it may pause the
+    /// others until they are named again.
+    #[serde(rename = "SEND_LAYERS")]
+    SendLayers(Vec<Layer>),
+    /// To a receiver: what it is sent of each camera, and whether its link is short of what its
+    /// tiles need. Sent when it changes.
+    #[serde(rename = "RECEIVING")]
+    Receiving(Receiving),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receiving {
+    pub tiles: Vec<ReceivedLayer>,
+    /// Some tile gets less than it needs for want of bandwidth.
+    pub slow: bool,
+}
+
+/// A camera a receiver is sent: the server's m-line, the layer (none: no video), and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedLayer {
+    pub mid: String,
+    pub layer: Option<Layer>,
+    pub reason: Reason,
+}
+
+/// What comes on the server's data channel: another person's message passed on, or the unit's
+/// own.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OnServerChannel {
+    PassedOn(PassedOn),
+    Unit(FromUnit),
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaState {

@@ -223,6 +223,8 @@ const cameraOf = (video: Camera, camera = 0) => (page: Page) => page.addInitScri
 
 /** Small video, so that several pages' encoders and decoders fit two cores. */
 export const smallCamera = cameraOf({ width: 320, height: 240, frameRate: 15 });
+/** A common laptop camera, which goes to the server in three simulcast layers. */
+export const hdCamera = cameraOf({ width: 1280, height: 720, frameRate: 15 });
 /**
  * Smaller still, for five pages on two cores, each encoding for up to four connections; each
  * `person` (0 to 4) with a camera of their own. Five pages sharing one fake camera had it stop

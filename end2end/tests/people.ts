@@ -201,3 +201,26 @@ export async function expectMediaFlowing(person: Evaluates) {
 export async function expectRemoteVideoStopped(person: Evaluates) {
   await expect.poll(async () => (await remoteVideo(person)).hasStream, { message: 'remote video is cleared' }).toBe(false);
 }
+
+/** The widths of the video frames the newest peer connection receives now (0 until one came). */
+export const receivedWidths = (person: Evaluates) => person.evaluate(async () => {
+  const stats = await (window as any).__newestPeerConnection().getStats();
+  const widths: number[] = [];
+  stats.forEach((report: any) => {
+    if (report.type === 'inbound-rtp' && report.kind === 'video') widths.push(report.frameWidth ?? 0);
+  });
+  return widths;
+}, undefined);
+
+/** Each simulcast layer the newest peer connection sends, by `rid`: bytes sent so far, and the
+ * width of its frames. */
+export const sentLayers = (person: Evaluates) => person.evaluate(async () => {
+  const stats = await (window as any).__newestPeerConnection().getStats();
+  const layers: Record<string, { bytes: number; width: number }> = {};
+  stats.forEach((report: any) => {
+    if (report.type === 'outbound-rtp' && report.kind === 'video' && report.rid) {
+      layers[report.rid] = { bytes: report.bytesSent ?? 0, width: report.frameWidth ?? 0 };
+    }
+  });
+  return layers;
+}, undefined);

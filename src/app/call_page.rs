@@ -46,6 +46,8 @@ struct CallState {
     level: RwSignal<Option<f64>>,
     /// Why something the person asked for did not happen.
     notice: RwSignal<Option<String>>,
+    /// This side's link is too slow for the video its tiles would show.
+    slow: RwSignal<bool>,
     /// Before Start, this side's camera shows to this side alone; Mute and Camera off choose
     /// how the call starts.
     previewing: RwSignal<bool>,
@@ -79,6 +81,7 @@ impl CallState {
             chosen: RwSignal::new(Vec::new()),
             level: RwSignal::new(None),
             notice: RwSignal::new(None),
+            slow: RwSignal::new(false),
             previewing: RwSignal::new(false),
             name: RwSignal::new(String::new()),
             local_video: NodeRef::new(),
@@ -206,7 +209,10 @@ impl Actions {
 mod link {
     use std::rc::Rc;
 
-    use leptos::{prelude::*, wasm_bindgen::JsCast};
+    use leptos::{
+        prelude::*,
+        wasm_bindgen::{JsCast, JsValue},
+    };
 
     use web_sys::{HtmlVideoElement, MediaStream, Storage};
 
@@ -477,6 +483,8 @@ mod link {
                 devices: Rc::new(move |list| state.devices.set(list)),
                 stats: Rc::new(move |reading| state.stats.set(reading)),
                 notice: Rc::new(move |text| state.notice.set(text)),
+                slow_link: Rc::new(move |slow| state.slow.set(slow)),
+                shown: Rc::new(move || self.shown()),
             };
             let room = self.room.get_value();
             let next = self.prepared.try_update_value(Option::take).flatten();
@@ -497,6 +505,50 @@ mod link {
             if let Some(call) = self.call.get_value() {
                 call.command(command);
             }
+        }
+
+        /// Each tile on screen, by its key, and the size its video is drawn at in device pixels
+        /// (as `object-fit` draws it; the box until the video's size is known); nothing while the
+        /// page is hidden.
+        fn shown(self) -> crate::call::machine::Shown {
+            let window = leptos::prelude::window();
+            if document().visibility_state() != web_sys::VisibilityState::Visible {
+                return Vec::new();
+            }
+            let ratio = window.device_pixel_ratio();
+            let size = |value: Result<JsValue, JsValue>| value.ok().and_then(|value| value.as_f64()).unwrap_or(0.0);
+            let (screen_width, screen_height) = (size(window.inner_width()), size(window.inner_height()));
+            self.media.with_value(|media| {
+                media
+                    .iter()
+                    .filter_map(|playing| {
+                        let video = playing.video.as_ref()?;
+                        let rect = video.get_bounding_client_rect();
+                        let on_screen = rect.width() > 0.0
+                            && rect.height() > 0.0
+                            && rect.bottom() > 0.0
+                            && rect.right() > 0.0
+                            && rect.top() < screen_height
+                            && rect.left() < screen_width;
+                        if !on_screen {
+                            return None;
+                        }
+                        let (natural_width, natural_height) =
+                            (f64::from(video.video_width()), f64::from(video.video_height()));
+                        let (width, height) = if natural_width > 0.0 && natural_height > 0.0 {
+                            let fit = window.get_computed_style(video).ok().flatten();
+                            let cover = fit.and_then(|style| style.get_property_value("object-fit").ok());
+                            let (across, down) = (rect.width() / natural_width, rect.height() / natural_height);
+                            let scale =
+                                if cover.as_deref() == Some("cover") { across.max(down) } else { across.min(down) };
+                            (natural_width * scale, natural_height * scale)
+                        } else {
+                            (rect.width(), rect.height())
+                        };
+                        Some((playing.peer, ((width * ratio).round() as u32, (height * ratio).round() as u32)))
+                    })
+                    .collect()
+            })
         }
 
         /// The tile showing `peer` is on the page.

@@ -15,7 +15,7 @@ use web_sys::{MediaStream, MediaStreamTrack};
 
 use super::{
     js::{describe, mark, string_field},
-    machine::{CallMachine, Effect, Input, PeerEvent, Video, ABNORMAL_CLOSURE, FIRST_SOCKET},
+    machine::{CallMachine, Effect, Input, PeerEvent, Shown, Video, ABNORMAL_CLOSURE, FIRST_SOCKET},
     media::{self, Level, LocalMedia},
     peer::Peer,
     socket::{Everyone, Socket},
@@ -51,6 +51,11 @@ pub struct CallEvents {
     pub stats: Rc<dyn Fn(Option<CallStats>)>,
     /// A line beside the status: why something the person asked for did not happen.
     pub notice: Rc<dyn Fn(Option<String>)>,
+    /// This side's link is too slow for the video its tiles would show: they show less.
+    pub slow_link: Rc<dyn Fn(bool)>,
+    /// What the engine reads of the page: the tiles on screen (by [`Remote::peer`]) and the size
+    /// their video is drawn at, in device pixels; none while the page is hidden.
+    pub shown: Rc<dyn Fn() -> Shown>,
 }
 
 enum Event {
@@ -307,6 +312,7 @@ impl Driver {
         match effect {
             Effect::Status(status) => (self.ui.status)(status),
             Effect::Notice(notice) => (self.ui.notice)(notice),
+            Effect::SlowLink(slow) => (self.ui.slow_link)(slow),
             Effect::LocalMedia(state) => (self.ui.local_media)(state),
             Effect::Speaking(on) => (self.ui.speaking)(on),
             Effect::LocalStream(show) => (self.ui.local_stream)(show.then(|| self.media.preview())),
@@ -468,18 +474,20 @@ impl Driver {
             }
             Effect::SendVideo { peer, video } => {
                 if let Some(connection) = self.peers.get(peer) {
-                    if let Err(error) = connection.replace_track(true, self.media.track(video)).await {
+                    if let Err(error) = connection.replace_video(self.media.track(video), video == Video::Screen).await
+                    {
                         leptos::logging::warn!("cannot send the video: {}", describe(&error));
                     }
                 }
             }
             Effect::SendAudio { peer } => {
                 if let Some(connection) = self.peers.get(peer) {
-                    if let Err(error) = connection.replace_track(false, self.media.audio.as_ref()).await {
+                    if let Err(error) = connection.replace_audio(self.media.audio.as_ref()).await {
                         leptos::logging::warn!("cannot send the microphone: {}", describe(&error));
                     }
                 }
             }
+            Effect::SendLayers { peer, layers } => self.peers.get(peer)?.send_layers(layers).await,
             Effect::CapVideo { peer, max_bps } => {
                 if let Err(error) = self.peers.get(peer)?.cap_video(max_bps).await {
                     // Before its first negotiation a sender has no encodings to cap; the machine
@@ -504,6 +512,7 @@ impl Driver {
             Effect::ReadVoices { peer } => {
                 return Some(Input::Peer { peer, event: PeerEvent::Voices(self.peers.get(peer)?.voices()) });
             }
+            Effect::ReadView { peer } => return Some(Input::Peer { peer, event: PeerEvent::View((self.ui.shown)()) }),
             // Not awaited: reading every connection's statistics twice a second must not hold
             // up signaling. The reading comes back as an input like any other.
             Effect::GetStats { peer } => {

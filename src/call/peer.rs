@@ -3,7 +3,7 @@
 //! negotiation's decisions (who offers, which offer to ignore, when candidates apply) are the
 //! machine's.
 
-use std::rc::Rc;
+use std::{cell::RefCell, rc::Rc};
 
 use js_sys::{Array, Function, JsString, Promise, Reflect};
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
@@ -22,7 +22,7 @@ use super::{
     stats::{Heard, Report},
 };
 use crate::protocol::{
-    IceCandidate, IceServer, IceTransportPolicy, PassedOn, PeerMessage, SdpType, SessionDescription,
+    IceCandidate, IceServer, IceTransportPolicy, Layer, OnServerChannel, PeerMessage, SdpType, SessionDescription,
     MAX_PEER_MESSAGE_UNITS,
 };
 
@@ -46,6 +46,9 @@ pub struct Peer {
     channel: RtcDataChannel,
     /// To the server's forwarding unit: this side only sends on its own transceivers.
     to_server: bool,
+    /// The simulcast layers the server asked for (all until it does), and whether the video is
+    /// a shared screen (sent as the full layer alone).
+    layers: RefCell<(Option<Vec<Layer>>, bool)>,
     _handlers: Handlers,
 }
 
@@ -140,7 +143,10 @@ impl Peer {
                 }
                 let text = String::from(text);
                 let event = match to_server {
-                    true => serde_json::from_str::<PassedOn>(&text).map(PeerEvent::Relayed),
+                    true => serde_json::from_str::<OnServerChannel>(&text).map(|message| match message {
+                        OnServerChannel::PassedOn(passed) => PeerEvent::Relayed(passed),
+                        OnServerChannel::Unit(said) => PeerEvent::Unit(said),
+                    }),
                     false => serde_json::from_str::<PeerMessage>(&text).map(PeerEvent::Message),
                 };
                 match event {
@@ -163,6 +169,7 @@ impl Peer {
             video_sender: None,
             channel,
             to_server,
+            layers: RefCell::new((None, false)),
             _handlers: Handlers {
                 _negotiation_needed: negotiation_needed,
                 _ice_candidate: ice_candidate,
@@ -220,21 +227,29 @@ impl Peer {
     }
 
     /// The caller's side: one send-and-receive transceiver per kind, with or without a track
-    /// yet, so that a track can be put on it later without renegotiating.
+    /// yet, so that a track can be put on it later without renegotiating. To the server, the
+    /// video goes in simulcast layers, for it to send each receiver the one that fits.
     pub fn send_media(&mut self, outgoing: &Outgoing) {
-        let init = RtcRtpTransceiverInit::new();
-        // The server sends others' media on m-lines of its own.
-        init.set_direction(match self.to_server {
-            true => RtcRtpTransceiverDirection::Sendonly,
-            false => RtcRtpTransceiverDirection::Sendrecv,
-        });
-        init.set_streams(&Array::of1(outgoing.stream));
-        let add = |kind: &str, track: Option<&MediaStreamTrack>| match track {
-            Some(track) => self.pc.add_transceiver_with_media_stream_track_and_init(track, &init),
-            None => self.pc.add_transceiver_with_str_and_init(kind, &init),
+        let init = || {
+            let init = RtcRtpTransceiverInit::new();
+            // The server sends others' media on m-lines of its own.
+            init.set_direction(match self.to_server {
+                true => RtcRtpTransceiverDirection::Sendonly,
+                false => RtcRtpTransceiverDirection::Sendrecv,
+            });
+            init.set_streams(&Array::of1(outgoing.stream));
+            init
         };
-        self.audio_sender = Some(add("audio", outgoing.audio).sender());
-        self.video_sender = Some(add("video", outgoing.video).sender());
+        let add = |kind: &str, track: Option<&MediaStreamTrack>, init: &RtcRtpTransceiverInit| match track {
+            Some(track) => self.pc.add_transceiver_with_media_stream_track_and_init(track, init),
+            None => self.pc.add_transceiver_with_str_and_init(kind, init),
+        };
+        self.audio_sender = Some(add("audio", outgoing.audio, &init()).sender());
+        let video = init();
+        if self.to_server {
+            video.set_send_encodings(&simulcast(outgoing.video));
+        }
+        self.video_sender = Some(add("video", outgoing.video, &video).sender());
     }
 
     /// The answerer's side, after the offer is applied: this side sends on the transceivers the
@@ -275,22 +290,44 @@ impl Peer {
         }
     }
 
-    /// Sends `track` (or nothing) as this side's audio or video, without renegotiating.
-    pub async fn replace_track(&self, video: bool, track: Option<&MediaStreamTrack>) -> Result<(), JsValue> {
-        let sender = if video { &self.video_sender } else { &self.audio_sender };
-        if let Some(sender) = sender {
-            JsFuture::from(sender.replace_track(track)).await?;
-            if let Err(error) = set_sending(sender, track.is_some()).await {
-                // Before the first negotiation there are no encodings to change yet.
-                leptos::logging::warn!("cannot switch the sender's encoding: {}", describe(&error));
-            }
-        }
+    /// Sends `track` (or nothing) as this side's audio, without renegotiating.
+    pub async fn replace_audio(&self, track: Option<&MediaStreamTrack>) -> Result<(), JsValue> {
+        let Some(sender) = &self.audio_sender else { return Ok(()) };
+        JsFuture::from(sender.replace_track(track)).await?;
+        self.encode(sender, track.is_some(), &(None, false)).await;
         Ok(())
     }
 
-    /// Caps the video this connection sends, in bits per second, or lifts the cap (`None`).
-    pub async fn cap_video(&self, max_bps: Option<u32>) -> Result<(), JsValue> {
+    /// Sends `track` (or nothing) as this side's video, a shared screen if `screen`, without
+    /// renegotiating.
+    pub async fn replace_video(&self, track: Option<&MediaStreamTrack>, screen: bool) -> Result<(), JsValue> {
         let Some(sender) = &self.video_sender else { return Ok(()) };
+        JsFuture::from(sender.replace_track(track)).await?;
+        self.layers.borrow_mut().1 = screen;
+        let layers = self.layers.borrow().clone();
+        self.encode(sender, track.is_some(), &layers).await;
+        Ok(())
+    }
+
+    /// Sends the simulcast `layers` of the video the server asked for, and pauses the others.
+    pub async fn send_layers(&self, layers: Vec<Layer>) {
+        let Some(sender) = &self.video_sender else { return };
+        self.layers.borrow_mut().0 = Some(layers);
+        let layers = self.layers.borrow().clone();
+        self.encode(sender, sender.track().is_some(), &layers).await;
+    }
+
+    async fn encode(&self, sender: &RtcRtpSender, sending: bool, layers: &(Option<Vec<Layer>>, bool)) {
+        if let Err(error) = set_sending(sender, sending, layers).await {
+            // Before the first negotiation there are no encodings to change yet.
+            leptos::logging::warn!("cannot switch the sender's encoding: {}", describe(&error));
+        }
+    }
+
+    /// Caps the video this connection sends, in bits per second, or lifts the cap (`None`). Not
+    /// to the server: its simulcast layers keep their own caps.
+    pub async fn cap_video(&self, max_bps: Option<u32>) -> Result<(), JsValue> {
+        let Some(sender) = self.video_sender.as_ref().filter(|_| !self.to_server) else { return Ok(()) };
         let parameters = sender.get_parameters();
         for encoding in parameters.get_encodings().unwrap_or_default().iter() {
             let encoding: RtcRtpEncodingParameters = encoding.unchecked_into();
@@ -440,15 +477,46 @@ impl Drop for Peer {
     }
 }
 
-/// Turns a sender's encodings on or off. A sender without a track sends nothing in Chromium,
-/// but Firefox goes on encoding about a frame a second; an inactive encoding sends no RTP in
-/// either engine, so camera off means no frames at all.
-async fn set_sending(sender: &RtcRtpSender, active: bool) -> Result<(), JsValue> {
+/// The encodings of the video sent to the server: each [`Layer`] a camera of this height sends
+/// (three from [`Layer::THREE_FROM_HEIGHT`], else two), smallest first. A camera not granted yet
+/// is taken to be a common one, with three.
+fn simulcast(camera: Option<&MediaStreamTrack>) -> Array {
+    let height = camera
+        .and_then(|track| Reflect::get(&track.get_settings(), &"height".into()).ok())
+        .and_then(|height| height.as_f64())
+        .map_or(Layer::THREE_FROM_HEIGHT, |height| height as u32);
+    Layer::sent_for(height)
+        .iter()
+        .map(|layer| {
+            let encoding = RtcRtpEncodingParameters::new();
+            encoding.set_rid(layer.rid());
+            encoding.set_scale_resolution_down_by(layer.scale_down() as f32);
+            encoding.set_max_bitrate(layer.max_bitrate());
+            JsValue::from(encoding)
+        })
+        .collect()
+}
+
+/// Turns a sender's encodings on or off: all off when it has no track, else each simulcast
+/// layer as `layers` says (those the server asked for; the full one alone for a shared screen).
+/// A sender without a track sends nothing in Chromium, but Firefox goes on encoding about a
+/// frame a second; an inactive encoding sends no RTP in either engine, so camera off means no
+/// frames at all.
+async fn set_sending(
+    sender: &RtcRtpSender,
+    sending: bool,
+    (asked, screen): &(Option<Vec<Layer>>, bool),
+) -> Result<(), JsValue> {
     let parameters = sender.get_parameters();
     let encodings = parameters.get_encodings().unwrap_or_default();
     let mut changed = false;
     for encoding in encodings.iter() {
         let encoding: RtcRtpEncodingParameters = encoding.unchecked_into();
+        let active = match encoding.get_rid().as_deref().and_then(Layer::from_rid) {
+            None => sending,
+            Some(layer) if *screen => sending && layer == Layer::Full,
+            Some(layer) => sending && asked.as_ref().is_none_or(|asked| asked.contains(&layer)),
+        };
         if encoding.get_active() != Some(active) {
             encoding.set_active(active);
             changed = true;

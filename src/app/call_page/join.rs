@@ -34,6 +34,9 @@ pub(super) fn side(state: CallState, actions: Actions) -> impl IntoView {
                 hidden=move || state.level.get().is_none()></meter>
             <p class="status" role="status">{move || state.status.with(CallStatus::text)}</p>
             <p class="notice" aria-live="polite">{move || state.notice.get()}</p>
+            <p class="notice" aria-live="polite">
+                {move || state.slow.get().then_some("Your connection is slow: showing smaller video.")}
+            </p>
             <div class="join-only" hidden=move || in_call() || !state.camera_ask.get()>
                 <p class="ask">"To see yourself before you join, allow this page to use your camera and microphone. \
                     Your browser asks you once; no one sees or hears you until you press Start."</p>

@@ -7,8 +7,8 @@ use crate::{
         CallCommand, CallStats, CallStatus, ChatLine, Device, MediaChoice, Remote,
     },
     protocol::{
-        IceCandidate, IceServer, IceTransportPolicy, MediaState, Message, PassedOn, PeerId, PeerMessage,
-        SessionDescription,
+        FromUnit, IceCandidate, IceServer, IceTransportPolicy, Layer, MediaState, Message, PassedOn, PeerId,
+        PeerMessage, SessionDescription,
     },
 };
 
@@ -40,6 +40,9 @@ pub enum Video {
     Screen,
 }
 
+/// The tiles on screen, by key, and the size each one's video is drawn at, in device pixels.
+pub type Shown = Vec<(u32, (u32, u32))>;
+
 /// Timers, each tagged with the socket or peer connection it was armed for. `Withheld`: time to
 /// say how many of that person's chat lines were not shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +61,10 @@ pub enum Timer {
     },
     /// On the connection to the server: read who speaks.
     VoicesTick {
+        peer: u32,
+    },
+    /// On the connection to the server: read which tiles the page shows, and how large.
+    ViewTick {
         peer: u32,
     },
     Withheld {
@@ -94,12 +101,15 @@ pub enum PeerEvent {
     Message(PeerMessage),
     /// From the server's data channel: another person's message, passed on.
     Relayed(PassedOn),
+    /// From the server's data channel: what the forwarding unit itself says.
+    Unit(FromUnit),
     /// A message over [`crate::protocol::MAX_PEER_MESSAGE_UNITS`], dropped unread.
     Oversized,
     /// `getStats()`'s reports.
     Stats(Vec<Report>),
     /// What each of the server's audio m-lines last carried.
     Voices(Vec<Heard>),
+    View(Shown),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -152,6 +162,8 @@ pub enum Effect {
     Status(CallStatus),
     /// A line beside the status: why something the person asked for did not happen.
     Notice(Option<String>),
+    /// This side's link is too slow for the video its tiles would show: they show less.
+    SlowLink(bool),
     /// What this side sends (microphone on, video on, screen shared).
     LocalMedia(MediaState),
     /// Whether this side is heard speaking.
@@ -271,6 +283,12 @@ pub enum Effect {
         peer: u32,
         max_bps: Option<u32>,
     },
+    /// On the connection to the server: send these simulcast layers of the camera, pause the
+    /// others.
+    SendLayers {
+        peer: u32,
+        layers: Vec<Layer>,
+    },
     /// Over the data channel; [`PeerEvent::Undelivered`] follows if it could not be sent.
     ToPeer {
         peer: u32,
@@ -288,6 +306,11 @@ pub enum Effect {
     /// On the connection to the server, each audio m-line's last packet and level
     /// (`getSynchronizationSources()`, cheap and synchronous); [`PeerEvent::Voices`] follows.
     ReadVoices {
+        peer: u32,
+    },
+    /// Which tiles are on screen, and at what size (the page's layout, read synchronously);
+    /// [`PeerEvent::View`] follows.
+    ReadView {
         peer: u32,
     },
 }

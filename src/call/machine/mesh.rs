@@ -114,7 +114,7 @@ impl CallMachine {
             PeerEvent::Message(message) => self.heard(index, message, now_ms),
             PeerEvent::Oversized => self.withhold(index, now_ms),
             // Only the connection to the server reports these.
-            PeerEvent::Relayed(_) | PeerEvent::Voices(_) => {}
+            PeerEvent::Relayed(_) | PeerEvent::Voices(_) | PeerEvent::View(_) | PeerEvent::Unit(_) => {}
             PeerEvent::Stats(reports) => {
                 let (stats, traffic) = summarize(&reports, peer.traffic, now_ms);
                 peer.traffic = Some(traffic);

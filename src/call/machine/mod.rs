@@ -81,6 +81,12 @@ pub const STATS_EVERY_MS: u32 = 500;
 /// packet's level says only its 20 ms of audio: every fifth packet is read, which no word (a
 /// syllable lasts 100 ms and more) slips between; a click may.
 pub const VOICES_EVERY_MS: u32 = 100;
+
+/// How often a page in a room on the server reads its tiles' sizes, and tells the server when
+/// they changed: the server hears of a resize, or of the page shown again, within a quarter of
+/// a second, and has the rest of the second to get a keyframe of the layer it chooses.
+pub const VIEW_EVERY_MS: u32 = 250;
+
 /// The received audio level (RMS, 0 to 1) above which a person counts as speaking: about
 /// -34 dBFS, well above a quiet room after the browser's noise suppression (a muted
 /// microphone sends a level of 0).
@@ -305,6 +311,12 @@ impl CallMachine {
                     self.push(Effect::Arm { timer, after_ms: VOICES_EVERY_MS });
                 }
             }
+            Timer::ViewTick { peer } => {
+                if self.sfu.as_ref().is_some_and(|sfu| sfu.generation == peer) {
+                    self.push(Effect::ReadView { peer });
+                    self.push(Effect::Arm { timer, after_ms: VIEW_EVERY_MS });
+                }
+            }
             Timer::Withheld { peer } => {
                 if let Some(index) = self.peers.iter().position(|p| p.generation == peer) {
                     self.note_withheld(index);
@@ -340,6 +352,7 @@ impl CallMachine {
     fn end(&mut self, status: CallStatus) {
         self.over = true;
         self.push(Effect::Notice(None));
+        self.forget_slow_link();
         for index in (0..self.peers.len()).rev() {
             self.drop_peer(index);
         }

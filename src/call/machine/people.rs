@@ -192,6 +192,8 @@ impl CallMachine {
                 let line = ChatLine { from: Author::Them(from), text: message.text, sent_at: message.sent_at };
                 self.push(Effect::Chat(line));
             }
+            // For the server, which keeps it: another page has no say in what this one is sent.
+            PeerMessage::View(_) => {}
         }
     }
 }

@@ -6,12 +6,13 @@
 
 use super::{
     people::Peer, signaling::same_person, CallMachine, ConnectionState, Effect, Negotiated, PeerEvent, Signaling,
-    Timer, STATS_EVERY_MS, VOICES_EVERY_MS,
+    Timer, STATS_EVERY_MS, VIEW_EVERY_MS, VOICES_EVERY_MS,
 };
 use crate::{
     call::stats::{summarize, Report, Traffic, Voices},
     protocol::{
-        ChatMessage, MediaDescription, Message, PeerId, PeerInfo, PeerMessage, SdpType, SessionDescription, Track,
+        ChatMessage, FromUnit, MediaDescription, Message, PeerId, PeerInfo, PeerMessage, Receiving, SdpType,
+        SessionDescription, Track, ViewTile,
     },
 };
 
@@ -34,6 +35,10 @@ pub(super) struct Sfu {
     /// Names and media states from people whose `PEER_JOINED` has not come yet (the server's
     /// channel and signaling race): theirs once it does.
     early: Vec<(PeerId, PeerMessage)>,
+    /// The tiles the server was last told this page shows (`VIEW`), since the channel opened.
+    view_sent: Option<Vec<ViewTile>>,
+    /// What the server last said this page receives of each camera.
+    pub(super) receiving: Option<Receiving>,
 }
 
 /// Early messages kept, at most: a name and a media state for each of a room's people.
@@ -57,6 +62,7 @@ impl CallMachine {
             }
         }
         // Chat the old connection could not take goes on the new one.
+        self.forget_slow_link();
         let unsent_chat = self.sfu.as_ref().map(|sfu| sfu.unsent_chat.clone()).unwrap_or_default();
         for old in [self.sfu.take().map(|sfu| sfu.generation), self.standby.take()].into_iter().flatten() {
             self.push(Effect::DropPeer { peer: old });
@@ -73,12 +79,15 @@ impl CallMachine {
             traffic: None,
             voices: Voices::default(),
             early: Vec::new(),
+            view_sent: None,
+            receiving: None,
         });
         let (audio, video) = (self.media.audio, self.media.video());
         self.push(Effect::AddTransceivers { peer: generation, audio, video });
         self.push(Effect::Offer { peer: generation });
         self.push(Effect::Arm { timer: Timer::StatsTick { peer: generation }, after_ms: STATS_EVERY_MS });
         self.push(Effect::Arm { timer: Timer::VoicesTick { peer: generation }, after_ms: VOICES_EVERY_MS });
+        self.push(Effect::Arm { timer: Timer::ViewTick { peer: generation }, after_ms: VIEW_EVERY_MS });
         let room = self.room.clone();
         for member in &room {
             self.add_person(member, false);
@@ -91,11 +100,19 @@ impl CallMachine {
         if self.sfu.is_none() {
             return;
         }
+        self.forget_slow_link();
         for index in (0..self.peers.len()).rev() {
             self.drop_peer(index);
         }
         if let Some(old) = self.sfu.take() {
             self.push(Effect::DropPeer { peer: old.generation });
+        }
+    }
+
+    /// A slow link said is unsaid: the connection it was about is going.
+    pub(super) fn forget_slow_link(&mut self) {
+        if self.sfu.as_mut().and_then(|sfu| sfu.receiving.take()).is_some_and(|receiving| receiving.slow) {
+            self.push(Effect::SlowLink(false));
         }
     }
 
@@ -174,6 +191,7 @@ impl CallMachine {
             }
             PeerEvent::ChannelOpen => {
                 sfu.channel_open = true;
+                sfu.view_sent = None;
                 let unsent = std::mem::take(&mut sfu.unsent_chat);
                 self.greet(generation, unsent);
             }
@@ -202,6 +220,31 @@ impl CallMachine {
                     if let Some(peer) = self.peers.iter_mut().find(|peer| peer.mids.contains(&mid)) {
                         peer.voice.hear(level, now_ms);
                     }
+                }
+            }
+            PeerEvent::Unit(FromUnit::SendLayers(layers)) => self.push(Effect::SendLayers { peer: generation, layers }),
+            PeerEvent::Unit(FromUnit::Receiving(receiving)) => {
+                let was_slow = sfu.receiving.as_ref().is_some_and(|before| before.slow);
+                if receiving.slow != was_slow {
+                    self.push(Effect::SlowLink(receiving.slow));
+                }
+                self.sfu.as_mut().expect("matched above").receiving = Some(receiving);
+            }
+            PeerEvent::View(shown) => {
+                // Each tile's m-lines (the server reads its video's) at the tile's size; tiles
+                // whose media comes on a connection of this side's own are not the server's.
+                let view: Vec<ViewTile> = self
+                    .peers
+                    .iter()
+                    .filter(|peer| !peer.own_connection)
+                    .filter_map(|peer| Some((peer, shown.iter().find(|(tile, _)| *tile == peer.generation)?.1)))
+                    .flat_map(|(peer, (width, height))| {
+                        peer.mids.iter().map(move |mid| ViewTile { mid: mid.clone(), width, height })
+                    })
+                    .collect();
+                if sfu.channel_open && sfu.view_sent.as_ref() != Some(&view) {
+                    sfu.view_sent = Some(view.clone());
+                    self.push(Effect::ToPeer { peer: generation, message: PeerMessage::View(view) });
                 }
             }
             PeerEvent::Stats(reports) => {

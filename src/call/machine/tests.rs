@@ -2,8 +2,9 @@ use super::{mesh::is_relay, signaling::reconnect_delay_ms, *};
 use crate::{
     call::{Author, CallCommand, CallStats, ChatLine, Device, Remote},
     protocol::{
-        ChatMessage, ErrorBody, ErrorCode, IceCandidate, MediaDescription, MediaRoute, MediaState, Message, PassedOn,
-        PeerId, PeerInfo, PeerMessage, RouteChange, SdpType, SessionDescription, Track, Welcome, MAX_CHAT_CHARS,
+        ChatMessage, ErrorBody, ErrorCode, FromUnit, IceCandidate, Layer, MediaDescription, MediaRoute, MediaState,
+        Message, PassedOn, PeerId, PeerInfo, PeerMessage, Reason, ReceivedLayer, Receiving, RouteChange, SdpType,
+        SessionDescription, Track, ViewTile, Welcome, MAX_CHAT_CHARS,
     },
 };
 
@@ -1408,6 +1409,67 @@ fn on_the_server_whoever_is_heard_on_their_m_line_is_shown_speaking() {
     let effects = handle(&mut machine, peer(generation, PeerEvent::Voices(vec![heard("2", 0.001), heard("3", 0.2)])));
     let speaking: Vec<bool> = remotes(&effects).unwrap().iter().map(|tile| tile.speaking).collect();
     assert_eq!(speaking, [false, true]);
+}
+
+#[test]
+fn on_the_server_the_page_says_which_tiles_it_shows_and_how_large_when_that_changes() {
+    let (mut machine, generation, effects) = joined_on_the_server();
+    let tiles = remotes(&effects).unwrap();
+    let (alice, bob) = (tiles[0].peer, tiles[1].peer);
+    server_offers(&mut machine, generation, &[("2", "alice"), ("3", "alice"), ("4", "bob")]);
+    // Four times a second the page reads its layout.
+    let tick = Timer::ViewTick { peer: generation };
+    let effects = handle(&mut machine, Input::Timer(tick));
+    assert_eq!(effects, [Effect::ReadView { peer: generation }, Effect::Arm { timer: tick, after_ms: 250 }]);
+    let view = |shown: Vec<(u32, (u32, u32))>| peer(generation, PeerEvent::View(shown));
+    let sent = |effects: &[Effect]| -> Vec<Vec<ViewTile>> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ToPeer { peer, message: PeerMessage::View(tiles) } if *peer == generation => {
+                    Some(tiles.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // Nothing is said before the server's channel opens.
+    assert!(sent(&handle(&mut machine, view(vec![(alice, (640, 360))]))).is_empty());
+    handle(&mut machine, peer(generation, PeerEvent::ChannelOpen));
+    let tile = |mid: &str, (width, height)| ViewTile { mid: mid.into(), width, height };
+    // Alice large, Bob scrolled away: each of Alice's m-lines at her tile's size, Bob's none.
+    let effects = handle(&mut machine, view(vec![(alice, (640, 360))]));
+    assert_eq!(sent(&effects), [vec![tile("2", (640, 360)), tile("3", (640, 360))]]);
+    // The same again: nothing to say.
+    assert!(sent(&handle(&mut machine, view(vec![(alice, (640, 360))]))).is_empty());
+    let effects = handle(&mut machine, view(vec![(alice, (320, 180)), (bob, (320, 180))]));
+    assert_eq!(sent(&effects), [vec![tile("2", (320, 180)), tile("3", (320, 180)), tile("4", (320, 180))]]);
+    // The page hidden: an empty view.
+    assert_eq!(sent(&handle(&mut machine, view(Vec::new()))), [Vec::new()]);
+    // The channel opened again (a new connection's): said again.
+    handle(&mut machine, peer(generation, PeerEvent::ChannelOpen));
+    assert_eq!(sent(&handle(&mut machine, view(Vec::new()))), [Vec::new()]);
+}
+
+#[test]
+fn on_the_server_the_page_sends_the_layers_asked_for_and_says_when_its_link_is_slow() {
+    let (mut machine, generation, _) = joined_on_the_server();
+    let unit = |said: FromUnit| peer(generation, PeerEvent::Unit(said));
+    let effects = handle(&mut machine, unit(FromUnit::SendLayers(vec![Layer::Quarter, Layer::Full])));
+    assert_eq!(effects, [Effect::SendLayers { peer: generation, layers: vec![Layer::Quarter, Layer::Full] }]);
+    let receiving = |reason: Reason| {
+        let tile = ReceivedLayer { mid: "3".into(), layer: Some(Layer::Quarter), reason };
+        unit(FromUnit::Receiving(Receiving { tiles: vec![tile], slow: reason == Reason::Bandwidth }))
+    };
+    assert!(handle(&mut machine, receiving(Reason::Tile)).is_empty());
+    // Said once when it becomes slow, once when it no longer is.
+    assert_eq!(handle(&mut machine, receiving(Reason::Bandwidth)), [Effect::SlowLink(true)]);
+    assert!(handle(&mut machine, receiving(Reason::Bandwidth)).is_empty());
+    assert_eq!(handle(&mut machine, receiving(Reason::Tile)), [Effect::SlowLink(false)]);
+    // Slow when the call ends: unsaid with it.
+    handle(&mut machine, receiving(Reason::Bandwidth));
+    let effects = handle(&mut machine, Input::Command(CallCommand::HangUp));
+    assert!(effects.contains(&Effect::SlowLink(false)), "{effects:?}");
 }
 
 #[test]

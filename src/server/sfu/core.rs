@@ -8,7 +8,9 @@
 //! offers each person an m-line for every track of everyone else in the room, one offer out at a
 //! time, and forwards each RTP packet it receives to the m-lines that carry its track (str0m's
 //! RTP mode: a packet is decrypted once and its payload shared by every receiver's encryption,
-//! rather than reassembled into a frame and packetized again for each receiver).
+//! rather than reassembled into a frame and packetized again for each receiver). A camera sent
+//! in simulcast layers reaches each receiver in the one [`layers`] chooses for them, from the
+//! size of the tile that shows it and str0m's estimate of the receiver's bandwidth.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -18,21 +20,24 @@ use std::{
 
 use serde_json::value::RawValue;
 use str0m::{
+    bwe::{Bitrate, BweKind},
     change::{SdpAnswer, SdpOffer, SdpPendingOffer},
     channel::{ChannelConfig, ChannelId},
-    media::{Direction, KeyframeRequestKind, MediaKind, Mid},
+    media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid},
     net::TcpType,
     net::{Protocol, Receive},
     rtp::{ExtensionValues, RtpPacket, RtpWrite},
     Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig, RtcError,
 };
 
-use crate::protocol::MAX_PEER_MESSAGE_UNITS;
+use crate::protocol::{FromUnit, PeerMessage, Reason, ReceivedLayer, Receiving, MAX_PEER_MESSAGE_UNITS};
 
 use super::{
+    layers::{self, Dynacast, Item, Layer, Offered, Rate},
     relay::{self, Relay},
     router::{Route, Router},
     slots::Slots,
+    vp8,
 };
 
 /// A person on the SFU, as long as they are in a room on it.
@@ -98,6 +103,19 @@ pub const KEYFRAME_EVERY: Duration = Duration::from_millis(500);
 /// The most tracks one person sends: a microphone, a camera and a screen.
 pub const MAX_TRACKS: usize = 3;
 
+/// How often each receiver's layers are chosen again (and on every change of their tiles):
+/// within the 2 s a slow link may take to be served less, with a keyframe to wait for.
+pub const CHOOSE_EVERY: Duration = Duration::from_millis(250);
+
+/// What a receiver's link is taken to carry before its estimate comes: str0m's estimator starts
+/// there and probes upwards.
+const START_ESTIMATE: u64 = 2_500_000;
+
+/// A voice is speech when its RTP audio level (RFC 6464, in dB of full scale) is at least this:
+/// a quiet voice near the microphone; the speaker stays first for [`SPOKE_FOR`].
+const SPEECH_LEVEL: i8 = -45;
+const SPOKE_FOR: Duration = Duration::from_secs(2);
+
 /// What the forwarding unit holds at a moment: `/metrics`' gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Load {
@@ -148,6 +166,24 @@ struct Person {
     connected: bool,
     /// What their browser sends: its m-lines, and their kind.
     upstream: Vec<(Mid, MediaKind)>,
+    /// Their camera's simulcast layers as they arrive, by m-line, smallest first.
+    arriving: HashMap<Mid, Vec<Arriving>>,
+    /// Which of those layers their page is to send, by m-line, and what it was last told.
+    dynacast: HashMap<Mid, (Dynacast, Option<Vec<Layer>>)>,
+    /// They share their screen (their last `MEDIA_STATE` said): sent as the full layer alone.
+    screen: bool,
+    /// What they were last told they receive (`RECEIVING`).
+    receiving: Option<Receiving>,
+    /// How large their page shows the others' cameras, by the server's m-line (device pixels;
+    /// missing: not shown). `None` until their page says: a page that never does (the tutorial
+    /// client) is sent every camera's largest layer its link takes.
+    view: Option<HashMap<Mid, (u32, u32)>>,
+    /// What their link carries from the server, as str0m's estimate says, in bits per second.
+    estimate: Option<u64>,
+    /// The audio sent to them: the budget for video is what it leaves.
+    audio_out: Rate,
+    /// When their voice was last heard as speech.
+    spoke: Option<Instant>,
     /// The m-lines the server sends them others' tracks on.
     slots: Slots<PersonId>,
     /// How each of those m-lines sends: payload type and numbering.
@@ -157,11 +193,11 @@ struct Person {
     /// Their browser's first offer has been answered: the server offers only after it (the
     /// browser offers what it sends first, so no offers cross).
     offered: bool,
-    /// When a keyframe was last asked of each of their m-lines.
-    keyframe_asked: HashMap<Mid, Instant>,
+    /// When a keyframe was last asked of each of their m-lines (and layers).
+    keyframe_asked: HashMap<(Mid, Option<Rid>), Instant>,
     /// Requests the limit held back, asked once it allows: a receiver whose m-line started
     /// just after a keyframe went by still gets one.
-    keyframe_owed: Vec<(Mid, KeyframeRequestKind)>,
+    keyframe_owed: Vec<((Mid, Option<Rid>), KeyframeRequestKind)>,
     /// The data channel (negotiated, id 0, as between browsers) their names, media states and
     /// chat come on, and the others' go out on.
     channel: ChannelId,
@@ -175,6 +211,20 @@ struct Person {
     waiting: Vec<Vec<u8>>,
 }
 
+/// A simulcast layer of a camera, as it arrives.
+struct Arriving {
+    layer: Layer,
+    /// Its last keyframe's picture size (0 until one came).
+    size: (u32, u32),
+    rate: Rate,
+    /// When its last packet came.
+    at: Instant,
+}
+
+/// A layer the sender's page was told to send that has not come for this long is not offered to
+/// receivers (a page sharing its screen, or a camera too small for it, does not send it).
+const GONE_AFTER: Duration = Duration::from_secs(2);
+
 /// Messages kept for a channel not open yet: a page's burst of chat, as a browser-to-browser
 /// channel would have them once open.
 const WAITING: usize = 32;
@@ -183,6 +233,9 @@ const WAITING: usize = 32;
 /// what happened: the server keeps each person's last one of each and gives them to everyone
 /// whose channel opens later, as a browser does to each new connection in a mesh.
 const REMEMBERED: [&str; 2] = ["NAME", "MEDIA_STATE"];
+
+/// The most tiles a `VIEW` may list: more than a room has m-lines.
+const MAX_VIEW_TILES: usize = 64;
 
 /// Only the type of a data-channel message is read.
 #[derive(serde::Deserialize)]
@@ -212,6 +265,8 @@ pub struct Core {
     written: Vec<PersonId>,
     offers: VecDeque<Offer>,
     counts: Counts,
+    /// When every receiver's layers are next chosen.
+    next_choice: Instant,
 }
 
 impl Core {
@@ -224,13 +279,15 @@ impl Core {
             candidates.push(candidate.map_err(refused(tcp))?);
         }
         // ICE-lite: the server has a public address and never checks paths itself; Opus and
-        // VP8 only, so that every m-line stays small; RTP packets forwarded as they came.
+        // VP8 only, so that every m-line stays small; RTP packets forwarded as they came; each
+        // receiver's bandwidth estimated (transport-wide congestion control) to choose layers by.
         let template = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
-            .enable_vp8(true);
+            .enable_vp8(true)
+            .enable_bwe(Some(Bitrate::bps(START_ESTIMATE)));
         Ok(Self {
             template,
             udp,
@@ -244,6 +301,7 @@ impl Core {
             written: Vec::new(),
             offers: VecDeque::new(),
             counts: Counts::default(),
+            next_choice: Instant::now(),
         })
     }
 
@@ -268,6 +326,14 @@ impl Core {
             deadline: now,
             connected: false,
             upstream: Vec::new(),
+            arriving: HashMap::new(),
+            dynacast: HashMap::new(),
+            screen: false,
+            receiving: None,
+            view: None,
+            estimate: None,
+            audio_out: Rate::new(now),
+            spoke: None,
             slots: Slots::default(),
             relays: HashMap::new(),
             pending: None,
@@ -308,29 +374,35 @@ impl Core {
         let entry = self.people.get_mut(&person).ok_or(SfuError::UnknownPerson)?;
         let pending = entry.pending.take().ok_or(SfuError::NoOffer)?;
         entry.rtc.sdp_api().accept_answer(pending, answer)?;
-        // The new m-lines' video starts at the sender's next keyframe: ask for one now.
+        // The new m-lines' video starts at the sender's next keyframe: ask for one now (of the
+        // layer chosen for them, if the sender sends layers).
         let started = entry.slots.answered();
         let room = entry.room.clone();
         self.drain(now, person);
-        for source in started {
-            self.ask_keyframe(now, source, KeyframeRequestKind::Pli);
+        for (source, mid) in started {
+            if self.people.get(&source).is_some_and(|sender| !sender.arriving.contains_key(&mid)) {
+                self.ask_keyframe(now, (source, mid, None), KeyframeRequestKind::Pli);
+            }
         }
+        self.choose_layers(now, person);
+        self.dynacast(now, &room);
         self.offer_missing(now, &room);
         Ok(())
     }
 
-    /// Asks `source` (a person and their m-line) for a keyframe, unless it was asked within
-    /// [`KEYFRAME_EVERY`] (or sends no video, or is still connecting).
-    fn ask_keyframe(&mut self, now: Instant, (id, mid): (PersonId, Mid), kind: KeyframeRequestKind) {
+    /// Asks `source` (a person, their m-line, and a layer of it) for a keyframe, unless it was
+    /// asked within [`KEYFRAME_EVERY`] (or sends no video, or is still connecting).
+    fn ask_keyframe(&mut self, now: Instant, (id, mid, rid): (PersonId, Mid, Option<Rid>), kind: KeyframeRequestKind) {
         let Some(person) = self.people.get_mut(&id) else { return };
         // A sender still connecting is not asked: its first frame is a keyframe.
         if !person.connected || !person.upstream.contains(&(mid, MediaKind::Video)) {
             return;
         }
-        if person.keyframe_asked.get(&mid).is_some_and(|at| now.duration_since(*at) < KEYFRAME_EVERY) {
+        let key = (mid, rid);
+        if person.keyframe_asked.get(&key).is_some_and(|at| now.duration_since(*at) < KEYFRAME_EVERY) {
             self.counts.keyframe_requests_held += 1;
-            if !person.keyframe_owed.iter().any(|(owed, _)| *owed == mid) {
-                person.keyframe_owed.push((mid, kind));
+            if !person.keyframe_owed.iter().any(|(owed, _)| *owed == key) {
+                person.keyframe_owed.push((key, kind));
             }
             return;
         }
@@ -339,9 +411,9 @@ impl Core {
         let possible = person.rtc.codec_config().iter().any(|params| params.fb_fir());
         let kind = if kind == KeyframeRequestKind::Fir && !possible { KeyframeRequestKind::Pli } else { kind };
         let mut api = person.rtc.direct_api();
-        let Some(stream) = api.stream_rx_by_mid(mid, None) else { return };
+        let Some(stream) = api.stream_rx_by_mid(mid, rid) else { return };
         stream.request_keyframe(kind);
-        person.keyframe_asked.insert(mid, now);
+        person.keyframe_asked.insert(key, now);
         self.counts.keyframe_requests += 1;
         self.drain(now, id);
     }
@@ -403,18 +475,27 @@ impl Core {
         }
     }
 
-    /// Sends `packet`, which came from `source` on their m-line `mid`, to everyone with a ready
-    /// m-line for that track.
-    fn forward(&mut self, source: PersonId, mid: Mid, packet: &RtpPacket) {
-        let Some(sender) = self.people.get(&source) else { return };
+    /// Sends `packet`, which came from `source` on their m-line `mid` (in simulcast layer `rid`),
+    /// to everyone with a ready m-line for that track (and that layer chosen for it).
+    fn forward(&mut self, source: PersonId, mid: Mid, rid: Option<Rid>, packet: &RtpPacket) {
+        let Some(sender) = self.people.get_mut(&source) else { return };
         let header = &packet.header;
+        let now = packet.timestamp;
         let Some(params) = sender.rtc.codec_config().find(|params| params.pt() == header.payload_type).copied() else {
             return;
         };
-        let Some(members) = self.rooms.get(&sender.room) else { return };
-        let clock_rate = relay::clock_rate(&params);
         // Only video is worth sending again when lost: a late sound is a gap anyway.
         let nackable = params.spec().codec.is_video();
+        let layer = rid.and_then(|rid| Layer::from_rid(&rid)).filter(|_| nackable);
+        let keyframe = layer.and_then(|_| vp8::keyframe(&packet.payload));
+        if let Some(layer) = layer {
+            sender.arrived(mid, layer, keyframe, packet.payload.len(), now);
+        }
+        if !nackable && header.ext_vals.audio_level.is_some_and(|level| level >= SPEECH_LEVEL) {
+            sender.spoke = Some(now);
+        }
+        let Some(members) = self.rooms.get(&sender.room) else { return };
+        let clock_rate = relay::clock_rate(&params);
         // What the sender's header extensions said goes on: how loud (RFC 6464: the pages'
         // speaking ring) and which way up a phone's picture is. str0m adds the rest per receiver.
         let said = ExtensionValues {
@@ -430,6 +511,9 @@ impl Core {
             let Some(person) = self.people.get_mut(id) else { continue };
             let Some(out) = person.slots.carrying((source, mid)) else { continue };
             let relay = person.relays.entry(out).or_default();
+            if !relay.passes(layer, keyframe.is_some()) {
+                continue;
+            }
             // Their browser may number the codec otherwise (Chromium's Opus is 111, Firefox's
             // 109): the same codec by its parameters.
             let Some(pt) = relay.pt(header.payload_type, || Some(person.rtc.codec_config().match_params(params)?.pt()))
@@ -448,6 +532,9 @@ impl Core {
                 .ext_vals(said.clone())
                 .nackable(nackable);
             stream.write_rtp(write);
+            if !nackable {
+                person.audio_out.add(now, packet.payload.len());
+            }
             self.counts.packets_out += 1;
             if !person.written {
                 person.written = true;
@@ -499,16 +586,27 @@ impl Core {
         let mut due = Vec::new();
         for (id, person) in &mut self.people {
             let asked = &person.keyframe_asked;
-            person.keyframe_owed.retain(|(mid, kind)| {
-                let owed = owed_at(asked, *mid).is_some_and(|due| due > now);
+            person.keyframe_owed.retain(|((mid, rid), kind)| {
+                let owed = owed_at(asked, (*mid, *rid)).is_some_and(|due| due > now);
                 if !owed {
-                    due.push(((*id, *mid), *kind));
+                    due.push(((*id, *mid, *rid), *kind));
                 }
                 owed
             });
         }
         for (source, kind) in due {
             self.ask_keyframe(now, source, kind);
+        }
+        if now >= self.next_choice {
+            self.next_choice = now + CHOOSE_EVERY;
+            let everyone: Vec<PersonId> = self.people.keys().copied().collect();
+            for id in everyone {
+                self.choose_layers(now, id);
+            }
+            let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+            for room in rooms {
+                self.dynacast(now, &room);
+            }
         }
         let due: Vec<PersonId> =
             self.people.iter().filter(|(_, person)| person.deadline <= now).map(|(id, _)| *id).collect();
@@ -525,9 +623,10 @@ impl Core {
         self.people
             .values()
             .flat_map(|person| {
-                let owed = person.keyframe_owed.iter().filter_map(|(mid, _)| owed_at(&person.keyframe_asked, *mid));
+                let owed = person.keyframe_owed.iter().filter_map(|(key, _)| owed_at(&person.keyframe_asked, *key));
                 owed.chain([person.deadline])
             })
+            .chain((!self.people.is_empty()).then_some(self.next_choice))
             .min()
     }
 
@@ -624,8 +723,11 @@ impl Core {
                 Ok(Output::Event(Event::ChannelData(data))) if !data.binary => said.push(data.data),
                 Ok(Output::Event(Event::RtpPacket(packet))) => {
                     self.counts.packets_in += 1;
-                    let stream = person.rtc.direct_api().stream_rx(&packet.header.ssrc).map(|stream| stream.mid());
-                    packets.extend(stream.map(|mid| (mid, packet)));
+                    let stream = person.rtc.direct_api().stream_rx(&packet.header.ssrc).map(|s| (s.mid(), s.rid()));
+                    packets.extend(stream.map(|(mid, rid)| (mid, rid, packet)));
+                }
+                Ok(Output::Event(Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }))) => {
+                    person.estimate = Some(estimate.as_u64());
                 }
                 // Their browser's own m-lines: what they send.
                 Ok(Output::Event(Event::MediaAdded(added)))
@@ -640,10 +742,12 @@ impl Core {
                         self.counts.tracks_refused += 1;
                     }
                 }
-                // A receiver lost a picture: its sender is asked, on its behalf.
+                // A receiver lost a picture: its sender is asked, on its behalf (for the layer
+                // it is sent).
                 Ok(Output::Event(Event::KeyframeRequest(request))) => {
-                    if let Some(source) = person.slots.source_of(request.mid) {
-                        keyframes.push((source, request.kind));
+                    if let Some((source, mid)) = person.slots.source_of(request.mid) {
+                        let layer = person.relays.get(&request.mid).and_then(Relay::layer);
+                        keyframes.push(((source, mid, layer.map(|layer| Rid::from(layer.rid()))), request.kind));
                     }
                 }
                 Ok(Output::Event(_)) => {}
@@ -654,8 +758,8 @@ impl Core {
                 }
             }
         }
-        for (mid, packet) in &packets {
-            self.forward(id, *mid, packet);
+        for (mid, rid, packet) in &packets {
+            self.forward(id, *mid, *rid, packet);
         }
         for (source, kind) in keyframes {
             self.ask_keyframe(now, source, kind);
@@ -668,6 +772,125 @@ impl Core {
         }
         for message in said {
             self.pass_on(now, id, &message);
+        }
+    }
+
+    /// Chooses again the layer `receiver` gets of each camera they are sent, asks the keyframes
+    /// a change needs, and tells str0m's estimator what to probe for: the layers their tiles
+    /// want.
+    fn choose_layers(&mut self, now: Instant, receiver: PersonId) {
+        let Some(person) = self.people.get(&receiver) else { return };
+        let shown: Vec<_> = person
+            .slots
+            .carried()
+            .map(|(out, source)| {
+                let tile = match &person.view {
+                    Some(view) => view.get(&out).copied(),
+                    None => Some((u32::MAX, u32::MAX)),
+                };
+                let current = person.relays.get(&out).and_then(|relay| relay.choice?.layer);
+                (out, source, tile, current)
+            })
+            .collect();
+        let mut items = Vec::new();
+        for (out, (source, mid), tile, current) in shown {
+            let Some(sender) = self.people.get_mut(&source) else { continue };
+            // Layers the server paused are offered: it resumes them when chosen.
+            let told = sender.dynacast.get(&mid).and_then(|(_, told)| told.clone());
+            let paused = |layer| told.as_ref().is_some_and(|told: &Vec<Layer>| !told.contains(&layer));
+            let screen = sender.screen;
+            let Some(arriving) = sender.arriving.get_mut(&mid) else { continue };
+            // What the sender sends, or would if asked: its screen is the full layer alone.
+            let layers = arriving
+                .iter_mut()
+                .filter(|arriving| !screen || arriving.layer == Layer::Full)
+                .filter(|arriving| now.saturating_duration_since(arriving.at) < GONE_AFTER || paused(arriving.layer))
+                .map(|arriving| Offered {
+                    layer: arriving.layer,
+                    width: arriving.size.0,
+                    height: arriving.size.1,
+                    // A layer that has not arrived lately costs what its encoder may send.
+                    bps: arriving
+                        .rate
+                        .bps(now)
+                        .filter(|bps| *bps > 0)
+                        .unwrap_or(u64::from(arriving.layer.max_bitrate())),
+                })
+                .collect();
+            let speaking = sender.spoke.is_some_and(|at| now.saturating_duration_since(at) < SPOKE_FOR);
+            items.push(Item { key: (out, source, mid), layers, tile, speaking, current });
+        }
+        let Some(person) = self.people.get_mut(&receiver) else { return };
+        let audio = person.audio_out.bps(now).unwrap_or(0);
+        let budget = person.estimate.unwrap_or(START_ESTIMATE).saturating_sub(audio);
+        let mut desired = audio;
+        let mut keyframes = Vec::new();
+        let mut receiving = Receiving { tiles: Vec::new(), slow: false };
+        for (item, ((out, source, mid), choice)) in items.iter().zip(layers::choose(&items, Some(budget))) {
+            let cap = item.tile.and_then(|tile| layers::wanted(&item.layers, tile));
+            desired += item.layers.iter().find(|offered| Some(offered.layer) == cap).map_or(0, |offered| offered.bps);
+            if person.relays.entry(out).or_default().choose(choice) {
+                keyframes.push((source, mid, choice.layer.map(|layer| Rid::from(layer.rid()))));
+            }
+            receiving.slow |= choice.reason == Reason::Bandwidth;
+            receiving.tiles.push(ReceivedLayer { mid: out.to_string(), layer: choice.layer, reason: choice.reason });
+        }
+        person.rtc.bwe().set_bitrate(Bitrate::bps(0), Bitrate::bps(desired));
+        if person.channel_open && person.receiving.as_ref() != Some(&receiving) {
+            let message = serde_json::to_vec(&FromUnit::Receiving(receiving.clone())).expect("serializes");
+            if person.tell(&message) {
+                person.receiving = Some(receiving);
+            }
+        }
+        self.drain(now, receiver);
+        for source in keyframes {
+            self.ask_keyframe(now, source, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// Tells each sender of `room` which layers of their camera to send: those someone is sent or
+    /// is switching to ([`Dynacast`]).
+    fn dynacast(&mut self, now: Instant, room: &str) {
+        let Some(members) = self.rooms.get(room).cloned() else { return };
+        let mut needed: HashMap<(PersonId, Mid), Vec<Layer>> = HashMap::new();
+        for id in &members {
+            let Some(person) = self.people.get(id) else { continue };
+            for (out, source) in person.slots.carried() {
+                let Some(relay) = person.relays.get(&out) else { continue };
+                let layers = needed.entry(source).or_default();
+                layers.extend(relay.layer().into_iter().chain(relay.choice.and_then(|choice| choice.layer)));
+            }
+        }
+        for id in &members {
+            let Some(person) = self.people.get_mut(id) else { continue };
+            let mids: Vec<Mid> = person.arriving.keys().copied().collect();
+            for mid in mids {
+                let wanted = needed.remove(&(*id, mid)).unwrap_or_default();
+                let (dynacast, told) = person.dynacast.entry(mid).or_insert_with(|| (Dynacast::new(now), None));
+                let active = dynacast.active(now, wanted);
+                if person.channel_open && told.as_ref() != Some(&active) {
+                    let message = serde_json::to_vec(&FromUnit::SendLayers(active.clone())).expect("serializes");
+                    if person.tell(&message) {
+                        person.dynacast.get_mut(&mid).expect("just made").1 = Some(active);
+                    }
+                }
+            }
+            self.drain(now, *id);
+        }
+    }
+
+    /// Takes a `VIEW` (the tiles `person`'s page shows), which is for the server, not the others.
+    fn view(&mut self, now: Instant, person: PersonId, message: &[u8]) {
+        let Some(entry) = self.people.get_mut(&person) else { return };
+        match serde_json::from_slice::<PeerMessage>(message) {
+            Ok(PeerMessage::View(tiles)) if tiles.len() <= MAX_VIEW_TILES => {
+                let tiles = tiles.into_iter().map(|tile| (Mid::from(tile.mid.as_str()), (tile.width, tile.height)));
+                entry.view = Some(tiles.collect());
+                let room = entry.room.clone();
+                self.choose_layers(now, person);
+                self.dynacast(now, &room);
+            }
+            _ => self.counts.messages_dropped += 1,
         }
     }
 
@@ -691,7 +914,8 @@ impl Core {
 
     /// Passes a message from `source`'s data channel on to everyone else in their room, as
     /// `{"from": <their peer id>, "message": <it>}`: a JSON value of at most
-    /// [`MAX_PEER_MESSAGE_UNITS`] bytes, within their allowance. The server reads no more of it.
+    /// [`MAX_PEER_MESSAGE_UNITS`] bytes, within their allowance. The server reads no more of it,
+    /// unless it is the server's own (`VIEW`).
     fn pass_on(&mut self, now: Instant, source: PersonId, message: &[u8]) {
         let Some(person) = self.people.get_mut(&source) else { return };
         let (used, at) = person.said;
@@ -705,7 +929,15 @@ impl Core {
             return;
         }
         let kind = serde_json::from_slice::<Typed>(message).ok();
+        if kind.as_ref().is_some_and(|typed| typed.message_type == "VIEW") {
+            return self.view(now, source, message);
+        }
         let standing = kind.and_then(|typed| REMEMBERED.into_iter().find(|kind| *kind == typed.message_type));
+        if standing == Some("MEDIA_STATE") {
+            if let Ok(PeerMessage::MediaState(state)) = serde_json::from_slice::<PeerMessage>(message) {
+                person.screen = state.screen;
+            }
+        }
         if let Some(kind) = standing {
             person.standing.retain(|(other, _)| *other != kind);
             person.standing.push((kind, message.to_vec()));
@@ -731,6 +963,25 @@ impl Core {
 }
 
 impl Person {
+    /// A packet of `layer` of their camera on m-line `mid` arrived: its size and rate.
+    fn arrived(&mut self, mid: Mid, layer: Layer, keyframe: Option<vp8::Keyframe>, bytes: usize, now: Instant) {
+        let layers = self.arriving.entry(mid).or_default();
+        let index = match layers.iter().position(|arriving| arriving.layer >= layer) {
+            Some(index) if layers[index].layer == layer => index,
+            other => {
+                let index = other.unwrap_or(layers.len());
+                layers.insert(index, Arriving { layer, size: (0, 0), rate: Rate::new(now), at: now });
+                index
+            }
+        };
+        let arriving = &mut layers[index];
+        arriving.rate.add(now, bytes);
+        arriving.at = now;
+        if let Some(keyframe) = keyframe {
+            arriving.size = (keyframe.width, keyframe.height);
+        }
+    }
+
     /// Writes `message` on their data channel; whether it took it.
     fn tell(&mut self, message: &[u8]) -> bool {
         self.rtc.channel(self.channel).is_some_and(|mut channel| channel.write(false, message).is_ok())
@@ -739,8 +990,8 @@ impl Person {
 
 /// When a keyframe may next be asked of m-line `mid` (a request is held back only after one
 /// was asked).
-fn owed_at(asked: &HashMap<Mid, Instant>, mid: Mid) -> Option<Instant> {
-    asked.get(&mid).map(|at| *at + KEYFRAME_EVERY)
+fn owed_at(asked: &HashMap<(Mid, Option<Rid>), Instant>, key: (Mid, Option<Rid>)) -> Option<Instant> {
+    asked.get(&key).map(|at| *at + KEYFRAME_EVERY)
 }
 
 /// A message passed on: `{"from": <the sender's label>, "message": <it, as sent>}`.
@@ -791,6 +1042,10 @@ mod tests {
         /// The data channel, as a page makes it (negotiated, id 0), and what came on it.
         channel: Option<ChannelId>,
         heard: Vec<String>,
+        /// The simulcast layers its camera offers (none: one stream).
+        layers: Vec<&'static str>,
+        /// The layer mark of each video frame it received (see [`picture`]).
+        pictures: Vec<u8>,
     }
 
     impl Client {
@@ -824,6 +1079,8 @@ mod tests {
                 last_offer: String::new(),
                 channel: None,
                 heard: Vec::new(),
+                layers: Vec::new(),
+                pictures: Vec::new(),
             }
         }
 
@@ -831,13 +1088,26 @@ mod tests {
         fn call(&mut self, core: &mut Core, now: Instant, person: PersonId, tamper: impl Fn(String) -> String) {
             let mut change = self.rtc.sdp_api();
             self.mid = Some(change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-            self.camera = Some(change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+            let simulcast = (!self.layers.is_empty()).then(|| {
+                let mut simulcast = str0m::media::Simulcast::new();
+                for rid in &self.layers {
+                    simulcast.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+                }
+                simulcast
+            });
+            self.camera = Some(change.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
             let config = ChannelConfig { label: "duo".into(), negotiated: Some(0), ..ChannelConfig::default() };
             self.channel = Some(change.add_channel_with_config(config));
             self.person = Some(person);
             let (offer, pending) = change.apply().unwrap();
             let answer = tamper(core.offer(now, person, &offer.to_sdp_string()).unwrap());
             self.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+        }
+
+        /// The server's m-line that carries someone's camera to it.
+        fn video_slot(&self) -> Mid {
+            let video = |mid: &Mid| self.rtc.media(*mid).is_some_and(|media| media.kind() == MediaKind::Video);
+            self.tracks.iter().map(|(mid, _)| *mid).find(video).unwrap()
         }
 
         /// Sends what it has to the core; returns the last datagram it sent.
@@ -852,6 +1122,10 @@ mod tests {
                     }
                     Output::Timeout(_) => break,
                     Output::Event(Event::MediaData(frame)) => {
+                        let video = self.rtc.media(frame.mid).is_some_and(|media| media.kind() == MediaKind::Video);
+                        if let Some(mark) = frame.data.get(10).filter(|_| video) {
+                            self.pictures.push(*mark);
+                        }
                         self.frames.push(frame.mid);
                         self.said.push(frame.ext_vals);
                     }
@@ -1117,12 +1391,7 @@ mod tests {
         assert_eq!(ann.keyframe_requests, [camera]);
 
         // Bob asks again and again: Ann hears of it once per half second.
-        let slot = bob
-            .tracks
-            .iter()
-            .map(|(mid, _)| *mid)
-            .find(|mid| bob.rtc.media(*mid).is_some_and(|media| media.kind() == MediaKind::Video))
-            .unwrap();
+        let slot = bob.video_slot();
         let asked = ann.keyframe_requests.len();
         now += KEYFRAME_EVERY;
         for _ in 0..3 {
@@ -1145,11 +1414,111 @@ mod tests {
         assert_eq!(ann.keyframe_requests.len(), asked + 2, "{:?}", core.counts());
     }
 
-    /// Ann and Bob in one room, their offers answered.
-    fn ann_and_bob(now: Instant) -> (Core, Client, Client, PersonId, PersonId) {
+    /// A VP8 frame of simulcast layer `layer` (0 the quarter, 2 the full) of a 1280×720 camera,
+    /// marked with it after the keyframe header: a keyframe of the layer's size, or a delta frame.
+    fn picture(layer: u8, key: bool) -> Vec<u8> {
+        let (width, height) = (1280u16 >> (2 - layer), 720u16 >> (2 - layer));
+        let mut data = vec![if key { 0x10 } else { 0x11 }, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        data.extend(width.to_le_bytes());
+        data.extend(height.to_le_bytes());
+        data.push(layer);
+        data.resize(200, 0x55);
+        data
+    }
+
+    /// Ann's camera films for `steps` steps of 10 ms: each of its layers a frame every 30 ms, a
+    /// keyframe every 300 ms.
+    fn film(core: &mut Core, ann: &mut Client, bob: &mut Client, now: &mut Instant, frame: &mut u64, steps: usize) {
+        let camera = ann.camera.unwrap();
+        let pt = ann.rtc.writer(camera).unwrap().payload_params().next().unwrap().pt();
+        for step_number in 0..steps {
+            if step_number % 3 == 0 {
+                let time = MediaTime::new(*frame * 2_700, Frequency::NINETY_KHZ);
+                for (layer, rid) in ann.layers.clone().into_iter().enumerate() {
+                    let writer = ann.rtc.writer(camera).unwrap().rid(rid.into());
+                    writer.write(pt, *now, time, picture(layer as u8, frame.is_multiple_of(10))).unwrap();
+                }
+                *frame += 1;
+            }
+            step(core, &mut [ann, bob], now);
+        }
+    }
+
+    #[test]
+    fn each_receiver_gets_the_layer_its_tile_needs_switched_at_a_keyframe_and_none_for_a_hidden_tile() {
+        let mut now = Instant::now();
+        let (mut core, mut ann, mut bob, _, bob_id) = ann_and_bob(now, &["q", "h", "f"]);
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |core, clients| {
+            core.people[&bob_id].channel_open && clients[1].tracks.len() == 2
+        });
+        let slot = bob.video_slot();
+        let mut frame = 0;
+        // Bob's page has said nothing of its tiles: he gets the full layer.
+        film(&mut core, &mut ann, &mut bob, &mut now, &mut frame, 100);
+        assert!(bob.pictures.len() >= 10 && bob.pictures.iter().all(|layer| *layer == 2), "{:?}", bob.pictures);
+
+        // His tile is small: from a keyframe of the quarter layer on, that is all he gets.
+        let view = |bob: &mut Client, width: u32, height: u32| {
+            let tiles = match width {
+                0 => String::new(),
+                _ => format!(r#"{{"mid":"{slot}","width":{width},"height":{height}}}"#),
+            };
+            assert!(say(bob, &format!(r#"{{"message_type":"VIEW","content":[{tiles}]}}"#)));
+            bob.pictures.clear();
+        };
+        view(&mut bob, 320, 180);
+        film(&mut core, &mut ann, &mut bob, &mut now, &mut frame, 60);
+        let switched = bob.pictures.iter().position(|layer| *layer == 0).expect("the quarter layer");
+        assert!(switched <= 10, "within a keyframe's interval: {:?}", bob.pictures);
+        assert!(bob.pictures[switched..].iter().all(|layer| *layer == 0), "{:?}", bob.pictures);
+        assert_eq!(core.counts().messages_passed, 0, "a VIEW is the server's, not passed on");
+
+        // Larger: the half layer.
+        view(&mut bob, 640, 360);
+        film(&mut core, &mut ann, &mut bob, &mut now, &mut frame, 60);
+        assert_eq!(bob.pictures.last(), Some(&1), "{:?}", bob.pictures);
+
+        // Not shown: nothing, at once.
+        view(&mut bob, 0, 0);
+        film(&mut core, &mut ann, &mut bob, &mut now, &mut frame, 60);
+        assert!(bob.pictures.len() <= 1, "{:?}", bob.pictures);
+
+        // Shown large again: the full layer, from its next keyframe.
+        view(&mut bob, 1280, 720);
+        film(&mut core, &mut ann, &mut bob, &mut now, &mut frame, 60);
+        assert!(!bob.pictures.is_empty() && bob.pictures.iter().all(|layer| *layer == 2), "{:?}", bob.pictures);
+    }
+
+    #[test]
+    fn a_view_that_is_not_one_is_dropped_and_counted_and_changes_nothing() {
+        let mut now = Instant::now();
+        let (mut core, mut ann, mut bob, _, bob_id) = ann_and_bob(now, &[]);
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |core, _| core.people[&bob_id].channel_open);
+        for _ in 0..10 {
+            step(&mut core, &mut [&mut ann, &mut bob], &mut now);
+        }
+        let too_many = format!(
+            r#"{{"message_type":"VIEW","content":[{}]}}"#,
+            vec![r#"{"mid":"1","width":1,"height":1}"#; 65].join(",")
+        );
+        for bad in [
+            r#"{"message_type":"VIEW","content":"all"}"#,
+            r#"{"message_type":"VIEW","content":[{"mid":1}]}"#,
+            &too_many,
+        ] {
+            assert!(say(&mut bob, bad));
+        }
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |core, _| core.counts().messages_dropped == 3);
+        assert!(ann.heard.is_empty(), "{:?}", ann.heard);
+        assert_eq!(core.counts().messages_passed, 0);
+    }
+
+    /// Ann (her camera in `layers`) and Bob in one room, their offers answered.
+    fn ann_and_bob(now: Instant, layers: &[&'static str]) -> (Core, Client, Client, PersonId, PersonId) {
         let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let mut ann = Client::new(now, "198.51.100.7:50000");
         let mut bob = Client::new(now, "198.51.100.8:50000");
+        ann.layers = layers.to_vec();
         let (ann_id, bob_id) = (core.join(now, "room", 1), core.join(now, "room", 2));
         ann.call(&mut core, now, ann_id, |answer| answer);
         bob.call(&mut core, now, bob_id, |answer| answer);
@@ -1159,7 +1528,7 @@ mod tests {
     #[test]
     fn which_way_up_a_phones_picture_is_goes_on_with_its_frames() {
         let mut now = Instant::now();
-        let (mut core, mut ann, mut bob, ann_id, bob_id) = ann_and_bob(now);
+        let (mut core, mut ann, mut bob, ann_id, bob_id) = ann_and_bob(now, &[]);
         run(&mut core, &mut [&mut ann, &mut bob], &mut now, |core, clients| {
             core.is_connected(ann_id) && core.is_connected(bob_id) && !clients[1].tracks.is_empty()
         });
@@ -1181,7 +1550,7 @@ mod tests {
     #[test]
     fn a_leavers_m_lines_are_turned_off_and_carry_the_next_person_so_the_sdp_does_not_grow() {
         let mut now = Instant::now();
-        let (mut core, mut ann, mut bob, _, bob_id) = ann_and_bob(now);
+        let (mut core, mut ann, mut bob, _, bob_id) = ann_and_bob(now, &[]);
         run(&mut core, &mut [&mut ann, &mut bob], &mut now, |_, clients| clients[0].tracks.len() == 2);
         let bobs: Vec<Mid> = ann.tracks.iter().map(|(mid, _)| *mid).collect();
         let m_lines = |client: &Client| client.last_offer.matches("\r\nm=").count();

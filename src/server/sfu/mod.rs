@@ -5,7 +5,10 @@
 //! - `router`: which person a datagram belongs to, before anything is parsed.
 //! - `core`: the sans-IO core: one str0m `Rtc` per person, driven by datagrams and the clock.
 //! - `slots`: the m-lines each person receives others' tracks on, reused as people come and go.
-//! - `relay`: how a forwarded packet goes down one of those m-lines: payload type, numbering.
+//! - `layers`: which simulcast layer each receiver gets of each camera: tile size, bandwidth.
+//! - `relay`: how a forwarded packet goes down one of those m-lines: layer, payload type,
+//!   numbering.
+//! - `vp8`: what the unit reads of a VP8 packet: whether it starts a keyframe, and its size.
 //! - `sockets`: the socket edge: the task that owns the media socket, the ICE-TCP connections'
 //!   write ends, and the core.
 //! - `tcp`: ICE-TCP, for networks that block UDP: a listener and a task per connection.
@@ -13,9 +16,11 @@
 //!   stand-in that holds one for a person whose signaling is on another instance.
 
 pub(crate) mod core;
+pub(crate) mod layers;
 pub(crate) mod link;
 pub(crate) mod relay;
 pub(crate) mod router;
 pub(crate) mod slots;
 pub(crate) mod sockets;
 pub(crate) mod tcp;
+pub(crate) mod vp8;

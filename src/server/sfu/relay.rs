@@ -1,6 +1,6 @@
-//! How the server sends one forwarded track down one of its m-lines to a browser: the payload
-//! type the browser gave the codec, and the RTP numbering. Pure: the core looks things up in the
-//! `Rtc`s and writes the packet.
+//! How the server sends one forwarded track down one of its m-lines to a browser: which of the
+//! sender's simulcast layers, the payload type the browser gave the codec, and the RTP
+//! numbering. Pure: the core looks things up in the `Rtc`s and writes the packet.
 //!
 //! Each of the server's m-lines is one outgoing RTP stream with an SSRC of its own, whose
 //! sequence numbers and timestamps must run on without a jump though what it carries changes (a
@@ -11,6 +11,8 @@
 use std::time::Instant;
 
 use str0m::media::Pt;
+
+use super::layers::{Choice, Layer};
 use str0m::{
     format::PayloadParams,
     rtp::{SeqNo, Ssrc},
@@ -28,6 +30,9 @@ pub struct Relay {
     time_offset: u32,
     /// The highest sequence number sent, its timestamp, and when it was sent.
     last: Option<(u64, u32, Instant)>,
+    /// The simulcast layer being sent, and the one to move to at its next keyframe, and why.
+    layer: Option<Layer>,
+    pub choice: Option<Choice>,
 }
 
 impl Relay {
@@ -42,6 +47,32 @@ impl Relay {
                 to
             }
         }
+    }
+
+    /// The layer being sent: what a keyframe request from the browser is passed on to.
+    pub fn layer(&self) -> Option<Layer> {
+        self.layer
+    }
+
+    /// Moves to `choice`: at once if it is to send nothing, else at the layer's next keyframe.
+    /// Whether a keyframe of it is needed (it is not the layer being sent).
+    pub fn choose(&mut self, choice: Choice) -> bool {
+        self.choice = Some(choice);
+        if choice.layer.is_none() {
+            self.layer = None;
+        }
+        choice.layer.is_some() && choice.layer != self.layer
+    }
+
+    /// Whether a packet of `layer` (`None`: the sender sends no layers) goes down this m-line;
+    /// `keyframe`: it begins one.
+    pub fn passes(&mut self, layer: Option<Layer>, keyframe: bool) -> bool {
+        let Some(layer) = layer else { return true };
+        let target = self.choice.and_then(|choice| choice.layer);
+        if keyframe && target == Some(layer) {
+            self.layer = target;
+        }
+        self.layer == Some(layer)
     }
 
     /// The sequence number and timestamp to send a packet with that came from stream `from`
@@ -116,6 +147,36 @@ mod tests {
         // The new stream's numbers are smaller than the old one's: no underflow.
         assert_eq!(send(&mut relay, 8, 5, 3, now), (70_001, u32::MAX - 9));
         assert_eq!(send(&mut relay, 8, 6, 30, now), (70_002, (u32::MAX - 9).wrapping_add(27)));
+    }
+
+    fn choice(layer: Option<Layer>) -> Choice {
+        Choice { layer, reason: super::super::layers::Reason::Tile }
+    }
+
+    #[test]
+    fn a_layer_is_switched_to_at_its_keyframe_and_off_at_once() {
+        let mut relay = Relay::default();
+        // Nothing chosen yet: no layer passes; a sender without layers always does.
+        assert!(!relay.passes(Some(Layer::Quarter), true));
+        assert!(relay.passes(None, false));
+        assert!(relay.choose(choice(Some(Layer::Quarter))));
+        assert!(!relay.passes(Some(Layer::Quarter), false));
+        assert!(relay.passes(Some(Layer::Quarter), true));
+        assert!(relay.passes(Some(Layer::Quarter), false));
+        assert!(!relay.passes(Some(Layer::Full), true));
+        // Up to the full layer: the quarter goes on until the full one's keyframe.
+        assert!(relay.choose(choice(Some(Layer::Full))));
+        assert!(relay.passes(Some(Layer::Quarter), false));
+        assert!(!relay.passes(Some(Layer::Full), false));
+        assert_eq!(relay.layer(), Some(Layer::Quarter));
+        assert!(relay.passes(Some(Layer::Full), true));
+        assert!(!relay.passes(Some(Layer::Quarter), false));
+        assert_eq!(relay.layer(), Some(Layer::Full));
+        // The same again needs no keyframe; nothing stops at once.
+        assert!(!relay.choose(choice(Some(Layer::Full))));
+        assert!(!relay.choose(choice(None)));
+        assert!(!relay.passes(Some(Layer::Full), true));
+        assert_eq!(relay.layer(), None);
     }
 
     #[test]

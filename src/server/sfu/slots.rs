@@ -127,6 +127,11 @@ impl<K: Copy + PartialEq> Slots<K> {
         self.slots.iter().find(|slot| slot.agreed == Some(source) && slot.wanted == Some(source)).map(|slot| slot.mid)
     }
 
+    /// The m-lines that carry a track now, and whose.
+    pub fn carried(&self) -> impl Iterator<Item = (Mid, Source<K>)> + '_ {
+        self.slots.iter().filter(|slot| slot.agreed == slot.wanted).filter_map(|slot| Some((slot.mid, slot.agreed?)))
+    }
+
     /// How many m-lines carry a track now.
     pub fn carrying_count(&self) -> usize {
         self.slots.iter().filter(|slot| slot.agreed.is_some() && slot.agreed == slot.wanted).count()
