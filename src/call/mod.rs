@@ -131,6 +131,8 @@ pub struct CallStats {
     pub audio_level: Option<f64>,
     /// The same of this side's microphone, where the browser reports it.
     pub sent_audio_level: Option<f64>,
+    /// In a room on the server: whose camera comes in which simulcast layer, and why.
+    pub layers: Vec<(String, Option<crate::protocol::Layer>, crate::protocol::Reason)>,
 }
 
 /// What the status line says, and whether a call is under way.

@@ -15,7 +15,7 @@ use crate::{
         use_hydrated,
     },
     call::{Author, CallCommand, CallStats, ChatLine},
-    protocol::{MediaState, MAX_CHAT_CHARS, MAX_NAME_CHARS},
+    protocol::{Layer, MediaState, Reason, MAX_CHAT_CHARS, MAX_NAME_CHARS},
 };
 
 pub(super) fn panels(state: CallState, actions: Actions) -> impl IntoView {
@@ -225,9 +225,25 @@ fn StatsTable(stats: CallStats) -> impl IntoView {
         ("Packet loss", format!("{:.1} %", stats.packet_loss_percent)),
         ("Path", or_dash(stats.relayed.map(|relayed| if relayed { "relayed (TURN)" } else { "direct" }.into()))),
     ];
+    // Through the server, each camera comes in the size the page needs and the link allows.
+    let layers = stats.layers.into_iter().map(|(who, layer, reason)| {
+        let size = match layer {
+            Some(Layer::Full) => "full size",
+            Some(Layer::Half) => "half size",
+            Some(Layer::Quarter) => "quarter size",
+            None => "none",
+        };
+        let why = match reason {
+            Reason::Tile => "as large as its tile is shown",
+            Reason::Bandwidth => "your connection is too slow for more",
+            Reason::Hidden => "not shown",
+        };
+        (format!("Video from {who}"), format!("{size}: {why}"))
+    });
     view! {
         <dl>
-            {rows.into_iter().map(|(name, value)| view! { <dt>{name}</dt><dd>{value}</dd> }).collect_view()}
+            {rows.into_iter().map(|(name, value)| (name.to_owned(), value)).chain(layers)
+                .map(|(name, value)| view! { <dt>{name}</dt><dd>{value}</dd> }).collect_view()}
         </dl>
     }
 }

@@ -248,8 +248,15 @@ impl CallMachine {
                 }
             }
             PeerEvent::Stats(reports) => {
-                let (stats, traffic) = summarize(&reports, sfu.traffic, now_ms);
+                let (mut stats, traffic) = summarize(&reports, sfu.traffic, now_ms);
                 sfu.traffic = Some(traffic);
+                let group = self.peers.len() > 1;
+                stats.layers = (sfu.receiving.iter().flat_map(|receiving| &receiving.tiles))
+                    .filter_map(|tile| {
+                        let peer = self.peers.iter().find(|peer| peer.mids.contains(&tile.mid))?;
+                        Some((peer.remote().named(group), tile.layer, tile.reason))
+                    })
+                    .collect();
                 self.voice.hear(stats.sent_audio_level, now_ms);
                 self.push(Effect::Stats(Some(stats)));
                 self.take_over(&reports);

@@ -1466,6 +1466,14 @@ fn on_the_server_the_page_sends_the_layers_asked_for_and_says_when_its_link_is_s
     assert_eq!(handle(&mut machine, receiving(Reason::Bandwidth)), [Effect::SlowLink(true)]);
     assert!(handle(&mut machine, receiving(Reason::Bandwidth)).is_empty());
     assert_eq!(handle(&mut machine, receiving(Reason::Tile)), [Effect::SlowLink(false)]);
+    // The statistics panel says whose camera comes in which layer, and why.
+    server_offers(&mut machine, generation, &[("2", "alice"), ("3", "bob")]);
+    handle(&mut machine, receiving(Reason::Bandwidth));
+    let effects = handle(&mut machine, peer(generation, PeerEvent::Stats(Vec::new())));
+    let Some(Effect::Stats(Some(stats))) = effects.iter().find(|e| matches!(e, Effect::Stats(_))) else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(stats.layers, [("Guest 2".to_owned(), Some(Layer::Quarter), Reason::Bandwidth)]);
     // Slow when the call ends: unsaid with it.
     handle(&mut machine, receiving(Reason::Bandwidth));
     let effects = handle(&mut machine, Input::Command(CallCommand::HangUp));
