@@ -567,15 +567,6 @@ pub struct ReceivedLayer {
     pub reason: Reason,
 }
 
-/// What comes on the server's data channel: another person's message passed on, or the unit's
-/// own.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum OnServerChannel {
-    PassedOn(PassedOn),
-    Unit(FromUnit),
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaState {
     /// The microphone is on (not muted).
@@ -816,6 +807,33 @@ mod tests {
             ClientMessage::Relay(frame) => Ok(frame),
             other => panic!("{text}: not relayed but {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_servers_channel_brings_passed_on_messages_and_its_own_and_neither_reads_as_the_other() {
+        let passed = r#"{"from":8,"message":{"message_type":"NAME","content":"Ada"}}"#;
+        let own = r#"{"message_type":"RECEIVING","content":{"tiles":[{"mid":"3","layer":"q","reason":"bandwidth"}],"slow":true}}"#;
+        let layers = r#"{"message_type":"SEND_LAYERS","content":["q","f"]}"#;
+        assert_eq!(
+            serde_json::from_str::<PassedOn>(passed).unwrap(),
+            PassedOn { from: PeerId(8), message: PeerMessage::Name("Ada".into()) }
+        );
+        let tile = ReceivedLayer { mid: "3".into(), layer: Some(Layer::Quarter), reason: Reason::Bandwidth };
+        assert_eq!(
+            serde_json::from_str::<FromUnit>(own).unwrap(),
+            FromUnit::Receiving(Receiving { tiles: vec![tile], slow: true })
+        );
+        assert_eq!(
+            serde_json::from_str::<FromUnit>(layers).unwrap(),
+            FromUnit::SendLayers(vec![Layer::Quarter, Layer::Full])
+        );
+        assert_eq!(serde_json::to_string(&FromUnit::SendLayers(vec![Layer::Quarter, Layer::Full])).unwrap(), layers);
+        assert!(serde_json::from_str::<FromUnit>(passed).is_err());
+        assert!(serde_json::from_str::<PassedOn>(own).is_err());
+        // A page's VIEW, as the server reads it.
+        let view = r#"{"message_type":"VIEW","content":[{"mid":"3","width":640,"height":360}]}"#;
+        let tile = ViewTile { mid: "3".into(), width: 640, height: 360 };
+        assert_eq!(serde_json::from_str::<PeerMessage>(view).unwrap(), PeerMessage::View(vec![tile]));
     }
 
     #[test]

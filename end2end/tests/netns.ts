@@ -91,6 +91,10 @@ export class NatNetwork {
     const inet = this.internet;
     for (const namespace of [inet, ...this.sites.flatMap((site) => [site.nat, site.namespace])]) {
       ip('netns', 'add', namespace);
+      // IPv4 only: a new link's IPv6 address, configured a moment after it comes up, is a
+      // network change to a browser started meanwhile (its page load fails with
+      // ERR_NETWORK_CHANGED).
+      execFileSync('ip', ['netns', 'exec', namespace, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
       ip('-n', namespace, 'link', 'set', 'lo', 'up');
     }
     ip('-n', inet, 'link', 'add', 'internet', 'type', 'bridge');

@@ -8,7 +8,8 @@ import {
 } from './helpers';
 import { INTERNET_ADDRESS, NatNetwork } from './netns';
 import {
-  chromiumPerson, expectStatus, FIREFOX_PREFS, firefoxPerson, openConnections, selectedPair, speakingVideos, type Person,
+  chromiumPerson, expectStatus, FIREFOX_PREFS, firefoxPerson, openConnections, selectedPair, sentLayers, speakingVideos,
+  type Person,
 } from './people';
 
 const PORT = 3000;
@@ -69,6 +70,9 @@ test('behind symmetric NATs, with no STUN or TURN, Firefox and two Chromiums mee
       // from a STUN server.
       expect(await openConnections(who)).toBe(1);
       expect((await selectedPair(who)).remote).toBe('host');
+      // Each sends its camera in simulcast layers, each layer with frames of its own size.
+      const layers = Object.values(await sentLayers(who)).map(({ width }) => width);
+      expect(new Set(layers.filter((width) => width > 0)).size, `${name}'s layers: ${layers}`).toBeGreaterThanOrEqual(2);
     }
   } finally {
     await firefox.close();

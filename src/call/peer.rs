@@ -22,7 +22,7 @@ use super::{
     stats::{Heard, Report},
 };
 use crate::protocol::{
-    IceCandidate, IceServer, IceTransportPolicy, Layer, OnServerChannel, PeerMessage, SdpType, SessionDescription,
+    FromUnit, IceCandidate, IceServer, IceTransportPolicy, Layer, PassedOn, PeerMessage, SdpType, SessionDescription,
     MAX_PEER_MESSAGE_UNITS,
 };
 
@@ -143,10 +143,10 @@ impl Peer {
                 }
                 let text = String::from(text);
                 let event = match to_server {
-                    true => serde_json::from_str::<OnServerChannel>(&text).map(|message| match message {
-                        OnServerChannel::PassedOn(passed) => PeerEvent::Relayed(passed),
-                        OnServerChannel::Unit(said) => PeerEvent::Unit(said),
-                    }),
+                    // Another person's message passed on, or (with no `from`) the server's own.
+                    true => serde_json::from_str::<PassedOn>(&text)
+                        .map(PeerEvent::Relayed)
+                        .or_else(|_| serde_json::from_str::<FromUnit>(&text).map(PeerEvent::Unit)),
                     false => serde_json::from_str::<PeerMessage>(&text).map(PeerEvent::Message),
                 };
                 match event {

@@ -217,6 +217,8 @@ struct Arriving {
     /// Its last keyframe's picture size (0 until one came).
     size: (u32, u32),
     rate: Rate,
+    /// Its rate when it last came: what it costs once resumed.
+    last_bps: Option<u64>,
     /// When its last packet came.
     at: Instant,
 }
@@ -728,6 +730,7 @@ impl Core {
                 }
                 Ok(Output::Event(Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }))) => {
                     person.estimate = Some(estimate.as_u64());
+                    tracing::debug!(person = id.0, kbps = estimate.as_u64() / 1000, "bandwidth estimate");
                 }
                 // Their browser's own m-lines: what they send.
                 Ok(Output::Event(Event::MediaAdded(added)))
@@ -805,16 +808,20 @@ impl Core {
                 .iter_mut()
                 .filter(|arriving| !screen || arriving.layer == Layer::Full)
                 .filter(|arriving| now.saturating_duration_since(arriving.at) < GONE_AFTER || paused(arriving.layer))
-                .map(|arriving| Offered {
-                    layer: arriving.layer,
-                    width: arriving.size.0,
-                    height: arriving.size.1,
-                    // A layer that has not arrived lately costs what its encoder may send.
-                    bps: arriving
-                        .rate
-                        .bps(now)
-                        .filter(|bps| *bps > 0)
-                        .unwrap_or(u64::from(arriving.layer.max_bitrate())),
+                .map(|arriving| {
+                    // Measured while it comes (the rate falls off over a window once it stops).
+                    let measured = arriving.rate.bps(now).filter(|bps| *bps > 0);
+                    if now.saturating_duration_since(arriving.at) < Rate::WINDOW {
+                        arriving.last_bps = measured.or(arriving.last_bps);
+                    }
+                    Offered {
+                        layer: arriving.layer,
+                        width: arriving.size.0,
+                        height: arriving.size.1,
+                        // A paused layer costs what it did when it last came, or what its
+                        // encoder may send.
+                        bps: arriving.last_bps.unwrap_or(u64::from(arriving.layer.max_bitrate())),
+                    }
                 })
                 .collect();
             let speaking = sender.spoke.is_some_and(|at| now.saturating_duration_since(at) < SPOKE_FOR);
@@ -823,19 +830,19 @@ impl Core {
         let Some(person) = self.people.get_mut(&receiver) else { return };
         let audio = person.audio_out.bps(now).unwrap_or(0);
         let budget = person.estimate.unwrap_or(START_ESTIMATE).saturating_sub(audio);
-        let mut desired = audio;
+        let choices = layers::choose(&items, Some(budget));
+        let rates = layers::rates(&items, &choices.iter().map(|(_, choice)| *choice).collect::<Vec<_>>());
         let mut keyframes = Vec::new();
         let mut receiving = Receiving { tiles: Vec::new(), slow: false };
-        for (item, ((out, source, mid), choice)) in items.iter().zip(layers::choose(&items, Some(budget))) {
-            let cap = item.tile.and_then(|tile| layers::wanted(&item.layers, tile));
-            desired += item.layers.iter().find(|offered| Some(offered.layer) == cap).map_or(0, |offered| offered.bps);
+        for ((out, source, mid), choice) in choices {
             if person.relays.entry(out).or_default().choose(choice) {
                 keyframes.push((source, mid, choice.layer.map(|layer| Rid::from(layer.rid()))));
             }
             receiving.slow |= choice.reason == Reason::Bandwidth;
             receiving.tiles.push(ReceivedLayer { mid: out.to_string(), layer: choice.layer, reason: choice.reason });
         }
-        person.rtc.bwe().set_bitrate(Bitrate::bps(0), Bitrate::bps(desired));
+        person.rtc.bwe().set_bitrate(Bitrate::bps(audio + rates.next), Bitrate::bps(audio + rates.wanted));
+        tracing::trace!(person = receiver.0, budget, ?rates, ?receiving, "layers chosen");
         if person.channel_open && person.receiving.as_ref() != Some(&receiving) {
             let message = serde_json::to_vec(&FromUnit::Receiving(receiving.clone())).expect("serializes");
             if person.tell(&message) {
@@ -970,7 +977,7 @@ impl Person {
             Some(index) if layers[index].layer == layer => index,
             other => {
                 let index = other.unwrap_or(layers.len());
-                layers.insert(index, Arriving { layer, size: (0, 0), rate: Rate::new(now), at: now });
+                layers.insert(index, Arriving { layer, size: (0, 0), rate: Rate::new(now), last_bps: None, at: now });
                 index
             }
         };
