@@ -37,6 +37,7 @@ use super::{
     relay::{self, Relay},
     router::{Route, Router},
     slots::Slots,
+    voices::{self, Audible, Voice},
     vp8,
 };
 
@@ -111,11 +112,6 @@ pub const CHOOSE_EVERY: Duration = Duration::from_millis(250);
 /// there and probes upwards.
 const START_ESTIMATE: u64 = 2_500_000;
 
-/// A voice is speech when its RTP audio level (RFC 6464, in dB of full scale) is at least this:
-/// a quiet voice near the microphone; the speaker stays first for [`SPOKE_FOR`].
-const SPEECH_LEVEL: i8 = -45;
-const SPOKE_FOR: Duration = Duration::from_secs(2);
-
 /// What the forwarding unit holds at a moment: `/metrics`' gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Load {
@@ -182,8 +178,8 @@ struct Person {
     estimate: Option<u64>,
     /// The audio sent to them: the budget for video is what it leaves.
     audio_out: Rate,
-    /// When their voice was last heard as speech.
-    spoke: Option<Instant>,
+    /// How loud their voice is lately, and whether it is speech.
+    voice: Voice,
     /// The m-lines the server sends them others' tracks on.
     slots: Slots<PersonId>,
     /// How each of those m-lines sends: payload type and numbering.
@@ -269,6 +265,8 @@ pub struct Core {
     counts: Counts,
     /// When every receiver's layers are next chosen.
     next_choice: Instant,
+    /// Whose voices each large room forwards (a room not listed: everyone's).
+    voices: HashMap<String, Audible<PersonId>>,
 }
 
 impl Core {
@@ -304,6 +302,7 @@ impl Core {
             offers: VecDeque::new(),
             counts: Counts::default(),
             next_choice: Instant::now(),
+            voices: HashMap::new(),
         })
     }
 
@@ -335,7 +334,7 @@ impl Core {
             view: None,
             estimate: None,
             audio_out: Rate::new(now),
-            spoke: None,
+            voice: Voice::default(),
             slots: Slots::default(),
             relays: HashMap::new(),
             pending: None,
@@ -493,9 +492,11 @@ impl Core {
         if let Some(layer) = layer {
             sender.arrived(mid, layer, keyframe, packet.payload.len(), now);
         }
-        if !nackable && header.ext_vals.audio_level.is_some_and(|level| level >= SPEECH_LEVEL) {
-            sender.spoke = Some(now);
+        if !nackable {
+            sender.voice.hear(now, header.ext_vals.audio_level);
         }
+        // In a large room, each receiver gets only some voices.
+        let audible = self.voices.get(&sender.room).filter(|_| !nackable);
         let Some(members) = self.rooms.get(&sender.room) else { return };
         let clock_rate = relay::clock_rate(&params);
         // What the sender's header extensions said goes on: how loud (RFC 6464: the pages'
@@ -508,6 +509,9 @@ impl Core {
         };
         for id in members {
             if *id == source {
+                continue;
+            }
+            if audible.is_some_and(|audible| !audible.hears(*id, source)) {
                 continue;
             }
             let Some(person) = self.people.get_mut(id) else { continue };
@@ -608,6 +612,7 @@ impl Core {
             let rooms: Vec<String> = self.rooms.keys().cloned().collect();
             for room in rooms {
                 self.dynacast(now, &room);
+                self.choose_voices(now, &room);
             }
         }
         let due: Vec<PersonId> =
@@ -657,6 +662,7 @@ impl Core {
             members.retain(|id| *id != person);
             if members.is_empty() {
                 self.rooms.remove(&gone.room);
+                self.voices.remove(&gone.room);
             }
         }
         // The others' m-lines that carried them go off.
@@ -824,7 +830,7 @@ impl Core {
                     }
                 })
                 .collect();
-            let speaking = sender.spoke.is_some_and(|at| now.saturating_duration_since(at) < SPOKE_FOR);
+            let speaking = sender.voice.speaking(now);
             items.push(Item { key: (out, source, mid), layers, tile, speaking, current });
         }
         let Some(person) = self.people.get_mut(&receiver) else { return };
@@ -884,6 +890,17 @@ impl Core {
             }
             self.drain(now, *id);
         }
+    }
+
+    /// Chooses whose voices `room` forwards ([`voices::audible`]).
+    fn choose_voices(&mut self, now: Instant, room: &str) {
+        let Some(members) = self.rooms.get(room) else { return };
+        let voices: Vec<(PersonId, Voice)> =
+            members.iter().filter_map(|id| Some((*id, self.people.get(id)?.voice))).collect();
+        match voices::audible(&voices, now) {
+            Some(audible) => self.voices.insert(room.to_owned(), audible),
+            None => self.voices.remove(room),
+        };
     }
 
     /// Takes a `VIEW` (the tiles `person`'s page shows), which is for the server, not the others.
@@ -1290,6 +1307,50 @@ mod tests {
         speak(&mut core, &mut [&mut ann, &mut bob, &mut cy], 1, &mut now);
         run(&mut core, &mut [&mut ann, &mut bob, &mut cy], &mut now, |_, clients| clients[0].frames.len() >= 5);
         assert!(cy.frames.is_empty());
+    }
+
+    #[test]
+    fn a_room_of_eleven_forwards_the_three_loudest_voices_and_whoever_speaks() {
+        let mut now = Instant::now();
+        let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
+        let mut clients: Vec<Client> =
+            (0..11).map(|i| Client::new(now, &format!("198.51.100.{}:50000", 20 + i))).collect();
+        for (label, client) in (1..).zip(clients.iter_mut()) {
+            let id = core.join(now, "room", label);
+            client.call(&mut core, now, id, |answer| answer);
+        }
+        let mut all: Vec<&mut Client> = clients.iter_mut().collect();
+        run(&mut core, &mut all, &mut now, |_, clients| clients.iter().all(|client| client.tracks.len() == 20));
+        // Person 1 speaks; the others' microphones hear their rooms, 2 the quietest, 11 the least
+        // quiet.
+        let level = |index: usize| if index == 0 { -20 } else { -80 + index as i8 };
+        let talk = |core: &mut Core, all: &mut [&mut Client], now: &mut Instant, rounds: u64| {
+            for round in 0..rounds {
+                for (index, client) in all.iter_mut().enumerate() {
+                    let mid = client.mid.unwrap();
+                    let pt = client.rtc.writer(mid).unwrap().payload_params().next().unwrap().pt();
+                    let time = MediaTime::new(round * 960, Frequency::FORTY_EIGHT_KHZ);
+                    let writer = client.rtc.writer(mid).unwrap().audio_level(level(index), level(index) >= -45);
+                    writer.write(pt, *now, time, vec![0x55; 40]).unwrap();
+                }
+                step(core, all, now);
+                step(core, all, now);
+            }
+        };
+        talk(&mut core, &mut all, &mut now, 50);
+        all[10].frames.clear();
+        talk(&mut core, &mut all, &mut now, 50);
+        let listener = &all[10];
+        let mut heard: Vec<u64> = listener
+            .frames
+            .iter()
+            .filter_map(|mid| listener.tracks.iter().find(|(track, _)| track == mid).map(|(_, label)| *label))
+            .collect();
+        heard.sort();
+        heard.dedup();
+        // The speaker, and the two loudest others (the loudest after the speaker is the
+        // listener, 11, who is not sent their own).
+        assert_eq!(heard, [1, 9, 10], "{:?}", core.counts());
     }
 
     /// `client` says `text` on its data channel.

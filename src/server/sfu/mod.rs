@@ -8,6 +8,7 @@
 //! - `layers`: which simulcast layer each receiver gets of each camera: tile size, bandwidth.
 //! - `relay`: how a forwarded packet goes down one of those m-lines: layer, payload type,
 //!   numbering.
+//! - `voices`: whose voice a large room forwards: the loudest few, and whoever speaks.
 //! - `vp8`: what the unit reads of a VP8 packet: whether it starts a keyframe, and its size.
 //! - `sockets`: the socket edge: the task that owns the media socket, the ICE-TCP connections'
 //!   write ends, and the core.
@@ -23,4 +24,5 @@ pub(crate) mod router;
 pub(crate) mod slots;
 pub(crate) mod sockets;
 pub(crate) mod tcp;
+pub(crate) mod voices;
 pub(crate) mod vp8;
