@@ -231,15 +231,16 @@ impl CallMachine {
                 self.sfu.as_mut().expect("matched above").receiving = Some(receiving);
             }
             PeerEvent::View(shown) => {
-                // Each tile's m-lines (the server reads its video's) at the tile's size; tiles
-                // whose media comes on a connection of this side's own are not the server's.
+                // Each tile's person's m-lines on the server (it reads its video's) at the tile's
+                // size. Also while the tile still plays a connection of this side's own (the
+                // room is moving): the server's video for it must come before that one goes.
                 let view: Vec<ViewTile> = self
                     .peers
                     .iter()
-                    .filter(|peer| !peer.own_connection)
-                    .filter_map(|peer| Some((peer, shown.iter().find(|(tile, _)| *tile == peer.generation)?.1)))
-                    .flat_map(|(peer, (width, height))| {
-                        peer.mids.iter().map(move |mid| ViewTile { mid: mid.clone(), width, height })
+                    .filter_map(|peer| Some((peer.peer_id, shown.iter().find(|(tile, _)| *tile == peer.generation)?.1)))
+                    .flat_map(|(person, (width, height))| {
+                        let theirs = sfu.tracks.iter().filter(move |track| track.peer_id == person);
+                        theirs.map(move |track| ViewTile { mid: track.mid.clone(), width, height })
                     })
                     .collect();
                 if sfu.channel_open && sfu.view_sent.as_ref() != Some(&view) {

@@ -1514,6 +1514,19 @@ fn a_room_that_moves_to_the_server_keeps_each_connection_until_the_server_carrie
     // Carol's tile shows the server's media at once; Alice and Bob keep their own connections.
     let routes: Vec<&Effect> = effects.iter().filter(|e| matches!(e, Effect::RouteTracks { .. })).collect();
     assert_eq!(routes, [&Effect::RouteTracks { peer: to_server, tiles: vec![(carol, vec!["5".into()])] }]);
+    // The server is told every tile's size, Alice's and Bob's too: their video through it must
+    // come before their own connections go.
+    handle(&mut machine, peer(to_server, PeerEvent::ChannelOpen));
+    let shown = [alice, bob, carol].map(|tile| (tile, (320, 180))).to_vec();
+    let effects = handle(&mut machine, peer(to_server, PeerEvent::View(shown)));
+    let told: Vec<String> = effects
+        .iter()
+        .filter_map(
+            |e| if let Effect::ToPeer { message: PeerMessage::View(tiles), .. } = e { Some(tiles) } else { None },
+        )
+        .flat_map(|tiles| tiles.iter().map(|tile| tile.mid.clone()))
+        .collect();
+    assert_eq!(told, ["3", "4", "5"]);
     // Alice's video plays through the server (Bob's audio arrives, but his camera is on and his
     // video does not decode yet): her tile takes it, her own connection goes.
     let received = |mid: &str, kind: &str, frames: f64, seconds: f64| crate::call::stats::Report {

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use str0m::media::Pt;
 
-use super::layers::{Choice, Layer, Reason};
+use super::layers::{Choice, Layer};
 use str0m::{
     format::PayloadParams,
     rtp::{SeqNo, Ssrc},
@@ -55,12 +55,10 @@ impl Relay {
     }
 
     /// Moves to `choice`: at once if it is to send nothing, else at the layer's next keyframe.
-    /// Down for want of bandwidth, the layer being sent stops at once too: its packets would
-    /// hold up the smaller layer's keyframe in the queue they overfill. Whether a keyframe of it
-    /// is needed (it is not the layer being sent).
+    /// Whether a keyframe of it is needed (it is not the layer being sent).
     pub fn choose(&mut self, choice: Choice) -> bool {
         self.choice = Some(choice);
-        if choice.layer.is_none() || (choice.reason == Reason::Bandwidth && choice.layer < self.layer) {
+        if choice.layer.is_none() {
             self.layer = None;
         }
         choice.layer.is_some() && choice.layer != self.layer
@@ -152,25 +150,7 @@ mod tests {
     }
 
     fn choice(layer: Option<Layer>) -> Choice {
-        Choice { layer, reason: Reason::Tile }
-    }
-
-    #[test]
-    fn down_for_bandwidth_the_layer_being_sent_stops_at_once() {
-        let mut relay = Relay::default();
-        relay.choose(choice(Some(Layer::Full)));
-        assert!(relay.passes(Some(Layer::Full), true));
-        // For a smaller tile: the full layer goes on until the half one's keyframe.
-        relay.choose(choice(Some(Layer::Half)));
-        assert!(relay.passes(Some(Layer::Full), false));
-        assert!(relay.passes(Some(Layer::Half), true));
-        // For a slow link: nothing until the quarter layer's keyframe.
-        assert!(relay.choose(Choice { layer: Some(Layer::Quarter), reason: Reason::Bandwidth }));
-        assert!(!relay.passes(Some(Layer::Half), false));
-        assert!(relay.passes(Some(Layer::Quarter), true));
-        // Up again, for bandwidth or not, it goes on until the keyframe.
-        relay.choose(Choice { layer: Some(Layer::Half), reason: Reason::Bandwidth });
-        assert!(relay.passes(Some(Layer::Quarter), false));
+        Choice { layer, reason: super::super::layers::Reason::Tile }
     }
 
     #[test]
