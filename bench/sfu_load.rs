@@ -351,6 +351,9 @@ async fn duo_person(url: String, index: usize, size: usize, run: Arc<Run>) -> Ta
                 };
                 let writer = rtc.writer(mid).unwrap();
                 let pt = writer.payload_params().next().unwrap().pt();
+                // Everyone speaking, as a browser says it (RFC 6464): a room of more than ten
+                // forwards only the loudest voices and whoever speaks, and the load is everyone's.
+                let writer = if video { writer } else { writer.audio_level(-30, true) };
                 writer.write(pt, now, time, data).expect("the peer takes the frame");
             });
             // What was written leaves once the peer is given the clock (str0m's pacer).
