@@ -108,10 +108,6 @@ pub const MAX_TRACKS: usize = 3;
 /// within the 2 s a slow link may take to be served less, with a keyframe to wait for.
 pub const CHOOSE_EVERY: Duration = Duration::from_millis(250);
 
-/// What a receiver's link is taken to carry while no estimate comes (str0m's estimator, when
-/// on, starts there and probes upwards).
-const START_ESTIMATE: u64 = 2_500_000;
-
 /// What the forwarding unit holds at a moment: `/metrics`' gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Load {
@@ -282,8 +278,8 @@ impl Core {
         // VP8 only, so that every m-line stays small; RTP packets forwarded as they came. No
         // bandwidth estimation yet: with it on, str0m paces what it forwards to its estimate,
         // and the quick bench's forwarding p99 went from milliseconds to a second while the
-        // estimates fell far below the links (docs/performance.md). Until that is solved each
-        // receiver's budget is [`START_ESTIMATE`].
+        // estimates fell far below the links (docs/performance.md). Until that is solved no
+        // receiver has a budget: each tile gets the layer that covers it.
         let template = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -837,8 +833,9 @@ impl Core {
         }
         let Some(person) = self.people.get_mut(&receiver) else { return };
         let audio = person.audio_out.bps(now).unwrap_or(0);
-        let budget = person.estimate.unwrap_or(START_ESTIMATE).saturating_sub(audio);
-        let choices = layers::choose(&items, Some(budget));
+        // No estimate, no budget: a link is not called slow on a guess.
+        let budget = person.estimate.map(|estimate| estimate.saturating_sub(audio));
+        let choices = layers::choose(&items, budget);
         let rates = layers::rates(&items, &choices.iter().map(|(_, choice)| *choice).collect::<Vec<_>>());
         let mut keyframes = Vec::new();
         let mut receiving = Receiving { tiles: Vec::new(), slow: false };
