@@ -10,7 +10,7 @@
 //! RTP mode: a packet is decrypted once and its payload shared by every receiver's encryption,
 //! rather than reassembled into a frame and packetized again for each receiver). A camera sent
 //! in simulcast layers reaches each receiver in the one [`layers`] chooses for them, from the
-//! size of the tile that shows it and str0m's estimate of the receiver's bandwidth.
+//! size of the tile that shows it (and, once estimation is on again, the receiver's bandwidth).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -494,7 +494,7 @@ impl Core {
             sender.voice.hear(now, header.ext_vals.audio_level);
         }
         // In a large room, each receiver gets only some voices.
-        let audible = self.voices.get(&sender.room).filter(|_| !nackable);
+        let audible = if nackable { None } else { self.voices.get(&sender.room) };
         let Some(members) = self.rooms.get(&sender.room) else { return };
         let clock_rate = relay::clock_rate(&params);
         // What the sender's header extensions said goes on: how loud (RFC 6464: the pages'
@@ -803,8 +803,8 @@ impl Core {
         for (out, (source, mid), tile, current) in shown {
             let Some(sender) = self.people.get_mut(&source) else { continue };
             // Layers the server paused are offered: it resumes them when chosen.
-            let told = sender.dynacast.get(&mid).and_then(|(_, told)| told.clone());
-            let paused = |layer| told.as_ref().is_some_and(|told: &Vec<Layer>| !told.contains(&layer));
+            let told = sender.dynacast.get(&mid).and_then(|(_, told)| told.as_ref());
+            let paused = |layer| told.is_some_and(|told| !told.contains(&layer));
             let screen = sender.screen;
             let Some(arriving) = sender.arriving.get_mut(&mid) else { continue };
             // What the sender sends, or would if asked: its screen is the full layer alone.

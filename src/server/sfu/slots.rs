@@ -134,7 +134,7 @@ impl<K: Copy + PartialEq> Slots<K> {
 
     /// How many m-lines carry a track now.
     pub fn carrying_count(&self) -> usize {
-        self.slots.iter().filter(|slot| slot.agreed.is_some() && slot.agreed == slot.wanted).count()
+        self.carried().count()
     }
 
     /// Whose track the m-line `mid` carries.
