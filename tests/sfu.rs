@@ -33,10 +33,13 @@ async fn two_people_hear_each_other_through_the_server_and_a_third_room_hears_no
         }
     }
     assert!(cy.frames.is_empty(), "another room's audio reached Cy");
-    // And `/metrics` says so.
+    // And `/metrics` says so, once the forwarding unit has reported the packets (it reports at
+    // most every 100 ms, so a report may show the people and tracks before them).
     let metrics = metrics_when(&server, |metrics| {
         let value = |name: &str| try_metric(metrics, name);
-        value("duo_sfu_people ") == Some(3.0) && value("duo_sfu_tracks_forwarded ") == Some(4.0)
+        value("duo_sfu_people ") == Some(3.0)
+            && value("duo_sfu_tracks_forwarded ") == Some(4.0)
+            && value("duo_sfu_packets_total{direction=\"out\"} ").is_some_and(|out| out > 0.0)
     })
     .await;
     let value = |name: &str| metric(&metrics, name);
