@@ -879,7 +879,21 @@ impl Core {
             for mid in mids {
                 let wanted = needed.remove(&(*id, mid)).unwrap_or_default();
                 let (dynacast, told) = person.dynacast.entry(mid).or_insert_with(|| (Dynacast::new(now), None));
-                let active = dynacast.active(now, wanted);
+                // A layer that is not coming, and not because the server paused it, stays on: no
+                // one can be given it before it comes. (A browser short of bandwidth at the start,
+                // as each is for its first seconds, sends its larger layers only later.)
+                let coming = |layer| {
+                    person.arriving[&mid].iter().any(|arriving| {
+                        arriving.layer == layer && now.saturating_duration_since(arriving.at) < GONE_AFTER
+                    })
+                };
+                let paused = |layer| told.as_ref().is_some_and(|told: &Vec<Layer>| !told.contains(&layer));
+                let unseen: Vec<Layer> =
+                    Layer::ALL.into_iter().filter(|layer| !coming(*layer) && !paused(*layer)).collect();
+                let mut active = dynacast.active(now, wanted);
+                active.extend(unseen);
+                active.sort();
+                active.dedup();
                 if person.channel_open && told.as_ref() != Some(&active) {
                     let message = serde_json::to_vec(&FromUnit::SendLayers(active.clone())).expect("serializes");
                     if person.tell(&message) {
@@ -1554,6 +1568,33 @@ mod tests {
         view(&mut bob, 1280, 720);
         film(&mut core, &mut ann, &mut bob, &mut now, &mut frame, 60);
         assert!(!bob.pictures.is_empty() && bob.pictures.iter().all(|layer| *layer == 2), "{:?}", bob.pictures);
+    }
+
+    #[test]
+    fn a_layer_that_has_not_come_stays_on_and_one_nobody_needs_is_paused() {
+        let mut now = Instant::now();
+        let (mut core, mut ann, mut bob, ann_id, bob_id) = ann_and_bob(now, &["q", "h", "f"]);
+        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |core, clients| {
+            core.people[&bob_id].channel_open && clients[1].tracks.len() == 2
+        });
+        let (slot, camera) = (bob.video_slot(), ann.camera.unwrap());
+        let told = |core: &Core| core.people[&ann_id].dynacast.get(&camera).and_then(|(_, told)| told.clone());
+        // Ann's browser holds her full layer back (its estimate is low at first), and Bob's
+        // tile is small: after dynacast's hold, the half layer, which no one needs, is paused,
+        // and the full one, which has not come, stays on.
+        ann.layers = vec!["q", "h"];
+        let mut frame = 0;
+        film(&mut core, &mut ann, &mut bob, &mut now, &mut frame, 50);
+        assert!(say(
+            &mut bob,
+            &format!(r#"{{"message_type":"VIEW","content":[{{"mid":"{slot}","width":320,"height":180}}]}}"#)
+        ));
+        film(&mut core, &mut ann, &mut bob, &mut now, &mut frame, 500);
+        assert_eq!(told(&core), Some(vec![Layer::Quarter, Layer::Full]));
+        // It comes, and no one needs it either: paused too.
+        ann.layers = vec!["q", "h", "f"];
+        film(&mut core, &mut ann, &mut bob, &mut now, &mut frame, 500);
+        assert_eq!(told(&core), Some(vec![Layer::Quarter]));
     }
 
     #[test]
