@@ -188,12 +188,9 @@ pub fn rates<K>(items: &[Item<K>], choices: &[Choice]) -> Rates {
     Rates { sending, next: sending + step.unwrap_or(0), wanted }
 }
 
-/// Which layers of a camera its sender should encode (dynacast): the largest some receiver is
-/// sent or is switching to, and every smaller one (as LiveKit's dynacast), so that a receiver
-/// moving down (a smaller tile, a slower link) does so at the next keyframe of a layer already
-/// running rather than waiting for a paused encoder to start; each for [`Dynacast::KEEP`]
-/// after the last need stopped, so that a receiver wavering between two layers does not cost
-/// the sender a keyframe at each resume.
+/// Which layers of a camera its sender should encode (dynacast): those some receiver is sent or
+/// is switching to, and for [`Dynacast::KEEP`] after the last one stopped, so that a receiver
+/// wavering between two layers does not cost the sender a keyframe at each resume.
 #[derive(Clone, Debug)]
 pub struct Dynacast {
     needed_at: [Option<Instant>; 3],
@@ -210,10 +207,8 @@ impl Dynacast {
 
     /// The layers to send now, given those `needed` now.
     pub fn active(&mut self, now: Instant, needed: impl IntoIterator<Item = Layer>) -> Vec<Layer> {
-        if let Some(largest) = needed.into_iter().max() {
-            for layer in Layer::ALL.into_iter().filter(|layer| *layer <= largest) {
-                self.needed_at[layer as usize] = Some(now);
-            }
+        for layer in needed {
+            self.needed_at[layer as usize] = Some(now);
         }
         Layer::ALL
             .into_iter()
@@ -433,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn a_layer_above_what_anyone_needs_is_paused_after_a_while_and_resumed_at_once() {
+    fn a_layer_nobody_needs_is_paused_after_a_while_and_resumed_at_once() {
         let start = Instant::now();
         let mut dynacast = Dynacast::new(start);
         assert_eq!(dynacast.active(start, []), [Q, H, F]);
@@ -441,11 +436,9 @@ mod tests {
         assert_eq!(dynacast.active(later, [Q]), [Q, H, F]);
         let paused = start + Dynacast::KEEP;
         assert_eq!(dynacast.active(paused, []), [Q]);
-        // The full layer needed: the half one resumes too, for a receiver that must step down.
-        assert_eq!(dynacast.active(paused, [F]), [Q, H, F]);
-        assert_eq!(dynacast.active(later + Dynacast::KEEP, []), [Q, H, F]);
-        assert_eq!(dynacast.active(paused + Dynacast::KEEP, [H, Q]), [Q, H]);
-        assert_eq!(dynacast.active(paused + Dynacast::KEEP * 2, []), []);
+        assert_eq!(dynacast.active(paused, [F]), [Q, F]);
+        assert_eq!(dynacast.active(later + Dynacast::KEEP, []), [F]);
+        assert_eq!(dynacast.active(paused + Dynacast::KEEP, []), []);
     }
 
     #[test]
