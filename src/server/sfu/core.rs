@@ -20,7 +20,7 @@ use std::{
 
 use serde_json::value::RawValue;
 use str0m::{
-    bwe::{Bitrate, BweKind},
+    bwe::BweKind,
     change::{SdpAnswer, SdpOffer, SdpPendingOffer},
     channel::{ChannelConfig, ChannelId},
     media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid},
@@ -213,6 +213,19 @@ struct Arriving {
     last_bps: Option<u64>,
     /// When its last packet came.
     at: Instant,
+}
+
+impl Arriving {
+    /// Whether it is coming now: a packet of it came within [`GONE_AFTER`].
+    fn coming(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.at) < GONE_AFTER
+    }
+}
+
+/// Whether `layer` is one the server told its sender to pause (`told`: the layers it was last
+/// told to send, if it was told).
+fn paused(told: Option<&Vec<Layer>>, layer: Layer) -> bool {
+    told.is_some_and(|told| !told.contains(&layer))
 }
 
 /// A layer the sender's page was told to send that has not come for this long is not offered to
@@ -804,14 +817,13 @@ impl Core {
             let Some(sender) = self.people.get_mut(&source) else { continue };
             // Layers the server paused are offered: it resumes them when chosen.
             let told = sender.dynacast.get(&mid).and_then(|(_, told)| told.as_ref());
-            let paused = |layer| told.is_some_and(|told| !told.contains(&layer));
             let screen = sender.screen;
             let Some(arriving) = sender.arriving.get_mut(&mid) else { continue };
             // What the sender sends, or would if asked: its screen is the full layer alone.
             let layers = arriving
                 .iter_mut()
                 .filter(|arriving| !screen || arriving.layer == Layer::Full)
-                .filter(|arriving| now.saturating_duration_since(arriving.at) < GONE_AFTER || paused(arriving.layer))
+                .filter(|arriving| arriving.coming(now) || paused(told, arriving.layer))
                 .map(|arriving| {
                     // Measured while it comes (the rate falls off over a window once it stops).
                     let measured = arriving.rate.bps(now).filter(|bps| *bps > 0);
@@ -836,7 +848,6 @@ impl Core {
         // No estimate, no budget: a link is not called slow on a guess.
         let budget = person.estimate.map(|estimate| estimate.saturating_sub(audio));
         let choices = layers::choose(&items, budget);
-        let rates = layers::rates(&items, &choices.iter().map(|(_, choice)| *choice).collect::<Vec<_>>());
         let mut keyframes = Vec::new();
         let mut receiving = Receiving { tiles: Vec::new(), slow: false };
         for ((out, source, mid), choice) in choices {
@@ -846,8 +857,7 @@ impl Core {
             receiving.slow |= choice.reason == Reason::Bandwidth;
             receiving.tiles.push(ReceivedLayer { mid: out.to_string(), layer: choice.layer, reason: choice.reason });
         }
-        person.rtc.bwe().set_bitrate(Bitrate::bps(audio + rates.next), Bitrate::bps(audio + rates.wanted));
-        tracing::trace!(person = receiver.0, budget, ?rates, ?receiving, "layers chosen");
+        tracing::trace!(person = receiver.0, budget, ?receiving, "layers chosen");
         if person.channel_open && person.receiving.as_ref() != Some(&receiving) {
             let message = serde_json::to_vec(&FromUnit::Receiving(receiving.clone())).expect("serializes");
             if person.tell(&message) {
@@ -882,18 +892,12 @@ impl Core {
                 // A layer that is not coming, and not because the server paused it, stays on: no
                 // one can be given it before it comes. (A browser short of bandwidth at the start,
                 // as each is for its first seconds, sends its larger layers only later.)
-                let coming = |layer| {
-                    person.arriving[&mid].iter().any(|arriving| {
-                        arriving.layer == layer && now.saturating_duration_since(arriving.at) < GONE_AFTER
-                    })
-                };
-                let paused = |layer| told.as_ref().is_some_and(|told: &Vec<Layer>| !told.contains(&layer));
-                let unseen: Vec<Layer> =
-                    Layer::ALL.into_iter().filter(|layer| !coming(*layer) && !paused(*layer)).collect();
-                let mut active = dynacast.active(now, wanted);
-                active.extend(unseen);
-                active.sort();
-                active.dedup();
+                let coming = |layer| person.arriving[&mid].iter().any(|a| a.layer == layer && a.coming(now));
+                let needed = dynacast.active(now, wanted);
+                let active: Vec<Layer> = Layer::ALL
+                    .into_iter()
+                    .filter(|layer| needed.contains(layer) || !(coming(*layer) || paused(told.as_ref(), *layer)))
+                    .collect();
                 if person.channel_open && told.as_ref() != Some(&active) {
                     let message = serde_json::to_vec(&FromUnit::SendLayers(active.clone())).expect("serializes");
                     if person.tell(&message) {
@@ -1528,10 +1532,7 @@ mod tests {
     #[test]
     fn each_receiver_gets_the_layer_its_tile_needs_switched_at_a_keyframe_and_none_for_a_hidden_tile() {
         let mut now = Instant::now();
-        let (mut core, mut ann, mut bob, _, bob_id) = ann_and_bob(now, &["q", "h", "f"]);
-        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |core, clients| {
-            core.people[&bob_id].channel_open && clients[1].tracks.len() == 2
-        });
+        let (mut core, mut ann, mut bob, ..) = ann_watched_by_bob(&mut now, &["q", "h", "f"]);
         let slot = bob.video_slot();
         let mut frame = 0;
         // Bob's page has said nothing of its tiles: he gets the full layer.
@@ -1573,10 +1574,7 @@ mod tests {
     #[test]
     fn a_layer_that_has_not_come_stays_on_and_one_nobody_needs_is_paused() {
         let mut now = Instant::now();
-        let (mut core, mut ann, mut bob, ann_id, bob_id) = ann_and_bob(now, &["q", "h", "f"]);
-        run(&mut core, &mut [&mut ann, &mut bob], &mut now, |core, clients| {
-            core.people[&bob_id].channel_open && clients[1].tracks.len() == 2
-        });
+        let (mut core, mut ann, mut bob, ann_id, _) = ann_watched_by_bob(&mut now, &["q", "h", "f"]);
         let (slot, camera) = (bob.video_slot(), ann.camera.unwrap());
         let told = |core: &Core| core.people[&ann_id].dynacast.get(&camera).and_then(|(_, told)| told.clone());
         // Ann's browser holds her full layer back (its estimate is low at first), and Bob's
@@ -1622,6 +1620,15 @@ mod tests {
     }
 
     /// Ann (her camera in `layers`) and Bob in one room, their offers answered.
+    /// Ann sending her camera in `layers`, and Bob receiving it on an open data channel.
+    fn ann_watched_by_bob(now: &mut Instant, layers: &[&'static str]) -> (Core, Client, Client, PersonId, PersonId) {
+        let (mut core, mut ann, mut bob, ann_id, bob_id) = ann_and_bob(*now, layers);
+        run(&mut core, &mut [&mut ann, &mut bob], now, |core, clients| {
+            core.people[&bob_id].channel_open && clients[1].tracks.len() == 2
+        });
+        (core, ann, bob, ann_id, bob_id)
+    }
+
     fn ann_and_bob(now: Instant, layers: &[&'static str]) -> (Core, Client, Client, PersonId, PersonId) {
         let mut core = Core::new(SERVER.parse().unwrap(), None).unwrap();
         let mut ann = Client::new(now, "198.51.100.7:50000");

@@ -164,30 +164,6 @@ pub fn choose<K: Copy>(items: &[Item<K>], budget: Option<u64>) -> Vec<(K, Choice
         .collect()
 }
 
-/// What the choices cost a receiver, in bits per second, for its bandwidth estimator: what they
-/// send, what the next step up would (the estimator keeps the link that busy, with padding where
-/// media is short, so that its estimate can grow towards it), and what every tile's wanted
-/// layer would (what it probes for).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Rates {
-    pub sending: u64,
-    pub next: u64,
-    pub wanted: u64,
-}
-
-pub fn rates<K>(items: &[Item<K>], choices: &[Choice]) -> Rates {
-    let caps: Vec<Option<Layer>> = items.iter().map(wanted_or_first).collect();
-    let sending = items.iter().zip(choices).map(|(item, choice)| cost(item, choice.layer)).sum();
-    let wanted = items.iter().zip(&caps).map(|(item, cap)| cost(item, *cap)).sum();
-    // The first tile served that gets less than it wants, one layer up.
-    let step = served_order(items).into_iter().find_map(|index| {
-        let (item, now) = (&items[index], choices[index].layer);
-        let up = item.layers.iter().find(|offered| Some(offered.layer) > now && Some(offered.layer) <= caps[index])?;
-        Some(up.bps.saturating_sub(cost(item, now)))
-    });
-    Rates { sending, next: sending + step.unwrap_or(0), wanted }
-}
-
 /// Which layers of a camera its sender should encode (dynacast): those some receiver is sent or
 /// is switching to, and for [`Dynacast::KEEP`] after the last one stopped, so that a receiver
 /// wavering between two layers does not cost the sender a keyframe at each resume.
@@ -365,16 +341,6 @@ mod tests {
         // The half layer needs 500 kbit/s: 7/8 of 560 is 490, not enough; 7/8 of 580 is 507.
         assert_eq!(layers(&choose(&items, Some(560_000))), [Some(Q)]);
         assert_eq!(layers(&choose(&items, Some(580_000))), [Some(H)]);
-    }
-
-    #[test]
-    fn the_estimator_is_told_what_is_sent_the_next_step_up_and_what_the_tiles_want() {
-        let mut items = [item(1, Some((1280, 720)), Some(Q)), item(2, Some((320, 180)), Some(Q))];
-        items[1].speaking = true;
-        let choices: Vec<Choice> = choose(&items, Some(400_000)).into_iter().map(|(_, choice)| choice).collect();
-        assert_eq!(choices.iter().map(|choice| choice.layer).collect::<Vec<_>>(), [Some(Q), Some(Q)]);
-        // The speaker's tile has what it wants; the other's next step is its half layer.
-        assert_eq!(rates(&items, &choices), Rates { sending: 300_000, next: 650_000, wanted: 1_650_000 });
     }
 
     #[test]

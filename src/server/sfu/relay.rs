@@ -150,7 +150,7 @@ mod tests {
     }
 
     fn choice(layer: Option<Layer>) -> Choice {
-        Choice { layer, reason: super::super::layers::Reason::Tile }
+        Choice { layer, reason: crate::protocol::Reason::Tile }
     }
 
     #[test]
